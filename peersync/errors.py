@@ -1,0 +1,59 @@
+"""Run-level errors: each class carries the user-facing message and the exit code."""
+
+
+class PeersyncError(Exception):
+    """A failure the user can act on; `str(err)` is the one or two lines shown to them."""
+
+    exit_code = 1
+
+    def __init__(self, message: str, hint: str | None = None):
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+    def __str__(self) -> str:
+        return f"{self.message}\n{self.hint}" if self.hint else self.message
+
+
+class UsageError(PeersyncError):
+    """Bad command-line usage or bad input files (exit 2)."""
+
+    exit_code = 2
+
+
+class ConfigError(UsageError):
+    """A malformed or invalid peers.json / config.yaml (exit 2, file left untouched)."""
+
+
+class UnknownPeer(UsageError):
+    """A peer name that is not in peers.json."""
+
+
+class ConnectError(PeersyncError):
+    """The peer could not be reached, authenticated, or its agent started."""
+
+
+class HostKeyError(ConnectError):
+    """The peer's host key is unknown or does not match."""
+
+
+class ProtocolError(PeersyncError):
+    """The peer sent something peersync refuses (bad path, bad message, wrong version)."""
+
+
+class BusyError(PeersyncError):
+    """Another peersync process holds the workspace lock."""
+
+    exit_code = 1
+
+
+class SafetyError(PeersyncError):
+    """A guard stopped the sync (mass delete, unrecovered journal); nothing was changed."""
+
+
+class TransferError(PeersyncError):
+    """rsync / rclone failed or was cut off."""
+
+
+class BackupError(PeersyncError):
+    """A cloud backup command failed."""

@@ -1,0 +1,62 @@
+"""What gets synced: the seed's default roots, gitignore-style excludes, and the never-sync list."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import pathspec
+
+from peersync.paths import in_state_dir
+
+DEFAULT_ROOTS = ("memory", "MEMORY.md", "USER.md", "HEARTBEAT.md")
+SKILLS_ROOT = "skills"
+# Each instance has its own identity and config: never synced, even if a user includes them.
+NEVER = ("IDENTITY.md", "config")
+DEFAULT_EXCLUDES = ("*.tmp", ".git/", "node_modules/", "cache/", ".DS_Store")
+
+
+def _top(path: str) -> str:
+    return path.split("/", 1)[0]
+
+
+@dataclass(frozen=True)
+class Selection:
+    """The set of workspace paths peersync manages.  Paths are workspace-relative POSIX."""
+
+    roots: tuple[str, ...] = DEFAULT_ROOTS
+    exclude: tuple[str, ...] = DEFAULT_EXCLUDES
+    _spec: pathspec.PathSpec = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        roots = tuple(dict.fromkeys(r.strip("/") for r in self.roots if r.strip("/")))
+        object.__setattr__(self, "roots", tuple(r for r in roots if _top(r) not in NEVER))
+        object.__setattr__(self, "_spec", pathspec.GitIgnoreSpec.from_lines(self.exclude))
+
+    @classmethod
+    def from_options(cls, *, skills: bool = False, include=(), exclude=None) -> "Selection":
+        roots = DEFAULT_ROOTS + ((SKILLS_ROOT,) if skills else ()) + tuple(include or ())
+        return cls(roots=roots, exclude=tuple(DEFAULT_EXCLUDES if exclude is None else exclude))
+
+    def under_root(self, path: str) -> bool:
+        return any(path == r or path.startswith(r + "/") for r in self.roots)
+
+    def excludes_dir(self, path: str) -> bool:
+        """True when the directory `path` (and everything below it) is outside the selection."""
+        return in_state_dir(path) or _top(path) in NEVER or self._spec.match_file(path + "/")
+
+    def excludes_file(self, path: str) -> bool:
+        return in_state_dir(path) or _top(path) in NEVER or self._spec.match_file(path)
+
+    def contains(self, path: str) -> bool:
+        """True when a file at `path` belongs to the selection (used to validate peer paths)."""
+        if not self.under_root(path) or self.excludes_file(path):
+            return False
+        parts = path.split("/")
+        return not any(self.excludes_dir("/".join(parts[:i])) for i in range(1, len(parts)))
+
+    def to_wire(self) -> dict:
+        return {"roots": list(self.roots), "exclude": list(self.exclude)}
+
+    @classmethod
+    def from_wire(cls, value: dict) -> "Selection":
+        return cls(roots=tuple(value["roots"]), exclude=tuple(value["exclude"]))
