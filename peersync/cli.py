@@ -10,7 +10,7 @@ from typing import Optional
 import typer
 
 from peersync import __version__
-from peersync.errors import PeersyncError, UsageError
+from peersync.errors import PeersyncError
 from peersync.workspace import Workspace
 
 app = typer.Typer(
@@ -82,7 +82,7 @@ def run() -> None:
     """Console entry point: turn PeersyncError into one or two readable lines and an exit code."""
     debug = "--debug" in sys.argv
     try:
-        app(standalone_mode=False)
+        app()  # standalone: usage errors exit 2 with click's message
     except PeersyncError as err:
         if debug:
             raise
@@ -90,20 +90,10 @@ def run() -> None:
             print(json.dumps({"ok": False, "error": err.message, "hint": err.hint}))
         print(f"❌ {err}", file=sys.stderr)
         sys.exit(err.exit_code)
-    except typer.Exit as exit_:
-        sys.exit(exit_.exit_code)
-    except typer.Abort:
-        print("Aborted.", file=sys.stderr)
-        sys.exit(130)
     except KeyboardInterrupt:
         print("Interrupted.", file=sys.stderr)
         sys.exit(130)
-    except Exception as err:  # click usage errors and the like
-        import click
-
-        if isinstance(err, click.ClickException):
-            err.show()
-            sys.exit(2 if isinstance(err, click.UsageError) else err.exit_code)
+    except Exception as err:
         if debug:
             raise
         print(f"❌ unexpected error: {err.__class__.__name__}: {err}\nRun again with --debug for details.",

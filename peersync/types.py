@@ -163,6 +163,7 @@ class Report:
     conflicts: list[dict] = field(default_factory=list)  # {path, kept, saved_as, side, reason}
     problems: list[Problem] = field(default_factory=list)
     error: str | None = None
+    error_exit: int = 0  # exit code the error maps to (2 = bad input, 1 = failure)
     clock_offset: float | None = None
 
     @property

@@ -1,0 +1,242 @@
+"""The remote side of a sync: answers protocol requests on stdin/stdout, confined to its root.
+
+Started over SSH as `peersync agent --root PATH` (or forced by authorized_keys as
+`peersync agent --restrict ROOT`).  It imports nothing heavy so it starts fast.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import secrets
+import sys
+import time
+from pathlib import Path
+
+from peersync import __version__
+from peersync.lock import state_lock
+from peersync.paths import BadPath, check_relpath
+from peersync.protocol import PROTOCOL, decode, encode
+from peersync.scan import scan
+from peersync.selection import Selection
+from peersync.storage import atomic_write_json, read_json
+from peersync.transition import Refused, Store
+from peersync.types import MANIFEST_FORMAT, Entry
+from peersync.workspace import Workspace
+
+
+class Handler:
+    """Protocol operations on one workspace root.  The local side of a sync uses it directly."""
+
+    def __init__(self, root: Path | str, *, restricted: bool = False):
+        self.ws = Workspace(root)
+        self.restricted = restricted
+        self.store = Store(self.ws.root, Selection())
+        self.staging: Path | None = None
+        self._lock = None
+
+    # -- session ---------------------------------------------------------------------------
+    def op_hello(self, protocol: int = PROTOCOL) -> dict:
+        return {"version": __version__, "protocol": PROTOCOL, "time": time.time(),
+                "root": str(self.ws.root), "workspace": self.ws.root.is_dir(),
+                "instance_id": self.ws.instance_id if self.ws.root.is_dir() else None,
+                "restricted": self.restricted}
+
+    def op_init(self) -> dict:
+        self.ws.root.mkdir(parents=True, exist_ok=True)
+        return {"instance_id": self.ws.instance_id}
+
+    def op_lock(self, timeout: float = 10.0, what: str = "sync") -> dict:
+        if self._lock is None:
+            lock = state_lock(self.ws.state, timeout, what=what)
+            lock.__enter__()
+            self._lock = lock
+            return {"recovered": self.recover()}
+        return {"recovered": 0}
+
+    def recover(self) -> int:
+        """Clear what interrupted runs left in the state dir.  Only while holding the lock."""
+        recovered = self.store.clear_staging()
+        holding = self.ws.state / "holding"
+        for leftover in holding.iterdir() if holding.is_dir() else ():
+            leftover.unlink()  # a second name of a live file; the file itself is untouched
+            recovered += 1
+        return recovered
+
+    def release(self) -> None:
+        if self._lock is not None:
+            self._lock.__exit__(None, None, None)
+            self._lock = None
+
+    def op_selection(self, selection: dict) -> dict:
+        self.store = Store(self.ws.root, Selection.from_wire(selection))
+        return {}
+
+    # -- scan and ancestors ----------------------------------------------------------------
+    def op_scan(self, save_cache: bool = True) -> dict:
+        result = scan(self.ws.root, self.store.selection, self.ws.state / "scan-cache.json",
+                      save_cache=save_cache)
+        return {"entries": {p: e.to_wire() for p, e in result.manifest.items()},
+                "problems": [[p.path, p.message] for p in result.problems], "hashed": result.hashed}
+
+    def _ancestor_file(self, peer_id: str) -> Path:
+        if not peer_id or not all(c in "0123456789abcdef" for c in peer_id):
+            raise BadPath(f"bad instance id {peer_id!r}")
+        return self.ws.state / "ancestors" / f"{peer_id}.json"
+
+    def op_ancestor_get(self, peer_id: str):
+        try:
+            data = read_json(self._ancestor_file(peer_id))
+        except ValueError:
+            return None  # unreadable ancestor = nothing known (union, never deletions)
+        if not isinstance(data, dict) or data.get("format") != MANIFEST_FORMAT:
+            return None
+        return data
+
+    def op_ancestor_put(self, peer_id: str, manifest: dict) -> dict:
+        path = self._ancestor_file(peer_id)
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        atomic_write_json(path, manifest, indent=None)
+        return {}
+
+    # -- data ----------------------------------------------------------------------------
+    def op_read(self, paths: list) -> dict:
+        out = {}
+        for path in paths:
+            full = self.store.target(path)
+            out[path] = base64.b64encode(full.read_bytes()).decode()
+        return out
+
+    def op_stage(self) -> dict:
+        if self.staging is None:  # one staging dir per session, whichever transfer asks first
+            self.staging = self.store.new_staging()
+        return {"dir": str(self.staging)}
+
+    def op_unstage(self) -> dict:
+        if self.staging is not None:
+            import shutil
+
+            shutil.rmtree(self.staging, ignore_errors=True)
+            self.staging = None
+        return {}
+
+    def _staged(self, item: dict, index: int) -> Path:
+        """The file holding an item's new content: rsync-staged, or inline bytes written now."""
+        if self.staging is None:
+            self.op_stage()
+        if "data" in item:
+            staged = self.staging / f".inline-{secrets.token_hex(8)}"
+            staged.write_bytes(base64.b64decode(item["data"]))
+            return staged
+        return self.staging / check_relpath(item["path"])
+
+    def op_install(self, items: list) -> dict:
+        results = []
+        for index, item in enumerate(items):
+            path = item.get("path")
+            try:
+                check_relpath(path)
+                staged = self._staged(item, index)
+                expect = Entry.from_wire(item["expect"]) if item.get("expect") else None
+                new = Entry.from_wire(item["new"])
+                if "mtime_ns" in item and item["mtime_ns"] is None:
+                    new = Entry(new.size, time.time_ns(), new.mode, new.hash)
+                res = self.store.install(path, staged, expect=expect, new=new,
+                                         quarantine=item.get("quarantine"))
+                results.append({"path": path, "ok": True, **res})
+            except (Refused, BadPath, OSError, ValueError, KeyError, TypeError) as err:
+                results.append({"path": path, "ok": False, "error": _why(err)})
+        return {"results": results}
+
+    def op_delete(self, items: list, batch: str) -> dict:
+        if not batch.replace("-", "").replace("T", "").isalnum():
+            raise BadPath(f"bad trash batch name {batch!r}")
+        results = []
+        for item in items:
+            path = item.get("path")
+            try:
+                res = self.store.delete(check_relpath(path), expect=Entry.from_wire(item["expect"]),
+                                        batch=batch)
+                results.append({"path": path, "ok": True, **res})
+            except (Refused, BadPath, OSError, ValueError, KeyError, TypeError) as err:
+                results.append({"path": path, "ok": False, "error": _why(err)})
+        return {"results": results}
+
+    def op_quarantine(self, items: list) -> dict:
+        results = []
+        for index, item in enumerate(items):
+            path = item.get("path")
+            try:
+                staged = self._staged(item, index)
+                cid = self.store.quarantine_copy(check_relpath(path), staged, item.get("info") or {})
+                results.append({"path": path, "ok": True, "conflict": cid})
+            except (Refused, BadPath, OSError, ValueError, KeyError, TypeError) as err:
+                results.append({"path": path, "ok": False, "error": _why(err)})
+        return {"results": results}
+
+    def op_housekeeping(self, trash_days: int = 30) -> dict:
+        return {"trash_purged": self.store.purge_trash(trash_days)}
+
+    def call(self, op: str, args: dict):
+        method = getattr(self, f"op_{op}", None)
+        if method is None:
+            raise LookupError(f"unknown operation {op!r}")
+        return method(**args)
+
+
+def _why(err: Exception) -> str:
+    if isinstance(err, OSError):
+        return f"{err.strerror or err}" + (" (disk full)" if getattr(err, "errno", None) == 28 else "")
+    return str(err)
+
+
+def serve(handler: Handler, stdin, stdout) -> int:
+    """Answer requests until EOF or `bye`.  Any malformed request ends the session."""
+    try:
+        while True:
+            line = stdin.readline()
+            if not line:
+                return 0
+            try:
+                request = decode(line)
+                op, args, rid = request["op"], request.get("args") or {}, request.get("id")
+                if not isinstance(args, dict):
+                    raise ValueError("args must be an object")
+            except (ValueError, KeyError, TypeError) as err:
+                stdout.write(encode({"ok": False, "error": f"bad request: {err}", "kind": "protocol"}))
+                stdout.flush()
+                return 2
+            if op == "bye":
+                stdout.write(encode({"id": rid, "ok": True, "result": {}}))
+                stdout.flush()
+                return 0
+            try:
+                response = {"id": rid, "ok": True, "result": handler.call(op, args)}
+            except BadPath as err:
+                response = {"id": rid, "ok": False, "error": str(err), "kind": "path"}
+            except Exception as err:  # reported to the client, which turns it into a clear error
+                kind = "busy" if err.__class__.__name__ == "BusyError" else "error"
+                response = {"id": rid, "ok": False, "error": _why(err) if isinstance(err, OSError) else str(err),
+                            "kind": kind}
+            stdout.write(encode(response))
+            stdout.flush()
+    finally:
+        handler.op_unstage()
+        handler.release()
+
+
+def main(argv: list[str]) -> int:
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="peersync agent", description="peersync's remote side (speaks on stdin/stdout)")
+    group = parser.add_mutually_exclusive_group(required=True)
+    group.add_argument("--root", help="workspace root")
+    group.add_argument("--restrict", metavar="ROOT",
+                       help="forced-command mode for authorized_keys: only this agent and rsync inside ROOT")
+    args = parser.parse_args(argv)
+    if args.restrict:
+        from peersync.restrict import run_restricted
+
+        return run_restricted(args.restrict)
+    root = os.path.expanduser(args.root)
+    return serve(Handler(root), sys.stdin.buffer, sys.stdout.buffer)

@@ -1,0 +1,440 @@
+"""One sync run with one or more peers: scan → reconcile → safety → execute → commit."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import fnmatch
+import os
+import secrets
+import socket
+import time
+from dataclasses import dataclass, field
+
+from peersync.errors import PeersyncError, ProtocolError, SafetyError, UsageError
+from peersync.lock import workspace_lock
+from peersync.merge import append_merge
+from peersync.paths import BadPath, check_relpath
+from peersync.reconcile import decide_conflict, reconcile
+from peersync.remote import LocalSession, Session, open_session
+from peersync.safety import mass_delete_violations
+from peersync.scan import hash_bytes
+from peersync.storage import atomic_write_json
+from peersync.transfer import rsync_files
+from peersync.types import (MANIFEST_FORMAT, Action, Change, Entry, Mode, Policy, Problem, Report, Side,
+                            manifest_to_wire)
+from peersync.workspace import Peer, SyncConfig, Workspace
+
+# Batches at most this big travel inline over the agent channel: one SSH handshake fewer than
+# rsync.  Larger ones (and any single large file) go through rsync, which does delta transfer.
+INLINE_MAX_BYTES = 1 << 20
+INLINE_MAX_FILE = 256 << 10
+REMOTE_LOCK_WAIT = 10.0
+
+
+def log_matcher(patterns: tuple[str, ...]):
+    """Log-file patterns: a pattern with '/' matches the whole path, else the file name."""
+
+    def is_log(path: str) -> bool:
+        name = path.rsplit("/", 1)[-1]
+        return any(fnmatch.fnmatchcase(path if "/" in pat else name, pat) for pat in patterns)
+
+    return is_log
+
+
+def parse_manifest(raw, selection, who: str) -> dict[str, Entry]:
+    """A peer's manifest, with every path validated; one bad path refuses the whole sync."""
+    if not isinstance(raw, dict):
+        raise ProtocolError(f"{who} sent a malformed manifest")
+    out = {}
+    for path, wire in raw.items():
+        try:
+            check_relpath(path)
+        except BadPath as err:
+            raise ProtocolError(f"{who} sent a hostile path ({err}); refusing to sync with it",
+                                "Nothing was written. Check the peer's peersync installation.") from None
+        if not selection.contains(path):
+            raise ProtocolError(f"{who} sent a path outside the synced selection: {path!r}; refusing to sync",
+                                "Nothing was written. Check the peer's peersync installation.")
+        try:
+            out[path] = Entry.from_wire(wire)
+        except (ValueError, TypeError) as err:
+            raise ProtocolError(f"{who} sent a malformed entry for {path!r}: {err}") from None
+    return out
+
+
+def read_ancestor(raw) -> dict[str, Entry] | None:
+    if not isinstance(raw, dict) or raw.get("format") != MANIFEST_FORMAT:
+        return None
+    try:
+        return {check_relpath(p): Entry.from_wire(w) for p, w in raw["entries"].items()}
+    except (BadPath, ValueError, TypeError, KeyError, AttributeError):
+        return None  # an unreadable ancestor means "nothing known": union, never deletions
+
+
+def agreed_ancestor(mine, theirs) -> dict[str, Entry]:
+    """Entries both sides recorded alike.  A crash between the two saves leaves them different;
+    any disagreement counts as unknown, which can only produce unions and conflicts."""
+    if mine is None or theirs is None:
+        return {}
+    return {p: e for p, e in mine.items() if p in theirs and theirs[p].same_content(e)}
+
+
+@dataclass
+class SideState:
+    """Per-side execution state: scanned entries, then what actually ended up on disk."""
+
+    session: object
+    scanned: dict[str, Entry]
+    final: dict[str, Entry | None] = field(default_factory=dict)
+
+    def now(self, path: str) -> Entry | None:
+        return self.final[path] if path in self.final else self.scanned.get(path)
+
+
+class Run:
+    """Executes one plan between the local workspace and one peer, and commits the result."""
+
+    def __init__(self, ws: Workspace, cfg: SyncConfig, peer: Peer, local: LocalSession, remote: Session,
+                 report: Report, *, policy: Policy, local_id: str, remote_id: str):
+        self.ws, self.cfg, self.peer, self.report = ws, cfg, peer, report
+        self.policy, self.local_id, self.remote_id = policy, local_id, remote_id
+        self.local_session, self.remote_session = local, remote
+        self.batch = time.strftime("%Y%m%dT%H%M%S", time.gmtime()) + "-" + secrets.token_hex(3)
+        self.sides: dict[Side, SideState] = {}
+
+    def session(self, side: Side):
+        return self.local_session if side is Side.LOCAL else self.remote_session
+
+    def name(self, side: Side) -> str:
+        return "this machine" if side is Side.LOCAL else self.peer.name
+
+    def problem(self, path: str, message: str, side: Side | None = None) -> None:
+        where = f" on {self.name(side)}" if side else ""
+        self.report.problems.append(Problem(path, message + where, side))
+
+    # -- execute ---------------------------------------------------------------------------
+    async def execute(self, changes: list[Change]) -> None:
+        merges = [c for c in changes if c.action is Action.MERGE]
+        changes = [c for c in changes if c.action is not Action.MERGE]
+        changes += await self.merge(merges)
+        copies = {side: [c for c in changes if c.action is Action.COPY and c.target is side] for side in Side}
+        await asyncio.gather(*(self.copy(side, copies[side]) for side in Side))
+        for side in Side:
+            await self.delete(side, [c for c in changes if c.action is Action.DELETE and c.target is side])
+        manual = [c for c in changes if c.action is Action.CONFLICT and c.reason == "manual"]
+        await self.keep_both(manual)
+        for c in changes:
+            if c.action is Action.CONFLICT and c.reason != "manual":
+                self.report.conflicts.append({"path": c.path, "kept": "both", "saved_as": None,
+                                              "side": None, "reason": "skipped (policy skip)"})
+
+    async def _read(self, side: Side, paths: list[str]) -> dict[str, bytes]:
+        if not paths:
+            return {}
+        raw = await self.session(side).request("read", paths=paths)
+        if not isinstance(raw, dict) or set(raw) != set(paths):
+            raise ProtocolError(f"{self.name(side)} answered a read with the wrong files")
+        return {p: base64.b64decode(v) for p, v in raw.items()}
+
+    async def merge(self, merges: list[Change]) -> list[Change]:
+        """Append-merge log files; the ones that cannot merge go back to the conflict policy."""
+        if not merges:
+            return []
+        paths = [c.path for c in merges]
+        local_data, remote_data = await asyncio.gather(self._read(Side.LOCAL, paths), self._read(Side.REMOTE, paths))
+        fallback, installs = [], {Side.LOCAL: [], Side.REMOTE: []}
+        for c in merges:
+            merged = append_merge(local_data[c.path], remote_data[c.path], c.ancestor,
+                                  local_first=self.local_id < self.remote_id)
+            if merged is None:
+                fallback.append(decide_conflict(
+                    c.path, c.local, c.remote, c.ancestor, policy=self.policy,
+                    offset_ns=int((self.report.clock_offset or 0) * 1e9),
+                    local_id=self.local_id, remote_id=self.remote_id, reason="rewritten-log"))
+                continue
+            digest = hash_bytes(merged)
+            for side, data in ((Side.LOCAL, local_data[c.path]), (Side.REMOTE, remote_data[c.path])):
+                if data != merged:
+                    base = c.entry(side)
+                    installs[side].append({
+                        "path": c.path, "data": base64.b64encode(merged).decode(), "mtime_ns": None,
+                        "expect": base.to_wire(), "new": [len(merged), 0, base.mode, digest]})
+        for side in Side:
+            results = await self._install(side, installs[side])
+            for item, res in zip(installs[side], results):
+                if res["ok"] and item["path"] not in self.report.merged:
+                    self.report.merged.append(item["path"])
+        return fallback
+
+    async def copy(self, target: Side, changes: list[Change]) -> None:
+        if not changes:
+            return
+        source = target.other
+        items = []
+        for c in changes:
+            info = None
+            if c.quarantine:  # "peer" names the side whose version won, as the loser's side knows it
+                info = {"peer": self.peer.name if target is Side.LOCAL else socket.gethostname(),
+                        "reason": _conflict_reason(c)}
+            expect = c.entry(target)
+            items.append({"path": c.path, "expect": expect.to_wire() if expect else None,
+                          "new": c.entry(source).to_wire(), "quarantine": info})
+        await self.transfer(source, target, items)
+        results = await self._install(target, items)
+        for c, res in zip(changes, results):
+            if not res["ok"]:
+                continue
+            (self.report.pushed if target is Side.REMOTE else self.report.pulled).append(c.path)
+            if c.quarantine:
+                self.report.conflicts.append({
+                    "path": c.path, "kept": "local" if source is Side.LOCAL else "remote",
+                    "winner": self.name(source), "saved_as": res.get("conflict"),
+                    "side": target.value, "reason": c.reason})
+
+    async def transfer(self, source: Side, target: Side, items: list[dict]) -> None:
+        """Get the new content of `items` to the target: inline when small, else rsync to staging."""
+        sizes = [Entry.from_wire(i["new"]).size for i in items]
+        small = [i for i, size in zip(items, sizes) if size <= INLINE_MAX_FILE]
+        if sum(Entry.from_wire(i["new"]).size for i in small) > INLINE_MAX_BYTES:
+            small = []
+        big = [i for i in items if i not in small]
+        if small:
+            data = await self._read(source, [i["path"] for i in small])
+            for item in small:
+                item["data"] = base64.b64encode(data[item["path"]]).decode()
+        if big:
+            local_stage = (await self.local_session.request("stage"))["dir"]
+            remote_stage = (await self.remote_session.request("stage"))["dir"]
+            push = target is Side.REMOTE
+            await rsync_files(self.peer, [i["path"] for i in big], push=push,
+                              local_dir=str(self.ws.root) if push else local_stage,
+                              remote_dir=remote_stage if push else self.remote_session.hello["root"],
+                              basis_dir=self.remote_session.hello["root"] if push else str(self.ws.root))
+
+    async def _install(self, side: Side, items: list[dict]) -> list[dict]:
+        if not items:
+            return []
+        results = (await self.session(side).request("install", items=items))["results"]
+        if len(results) != len(items):
+            raise ProtocolError(f"{self.name(side)} answered an install with {len(results)} results for {len(items)} files")
+        state = self.sides[side]
+        for item, res in zip(items, results):
+            if res["ok"]:
+                state.final[item["path"]] = Entry.from_wire(res["entry"])
+            else:
+                self.problem(item["path"], res.get("error", "not applied"), side)
+        return results
+
+    async def delete(self, side: Side, changes: list[Change]) -> None:
+        if not changes:
+            return
+        items = [{"path": c.path, "expect": c.entry(side).to_wire()} for c in changes]
+        results = (await self.session(side).request("delete", items=items, batch=self.batch))["results"]
+        for c, res in zip(changes, results):
+            if res["ok"]:
+                self.sides[side].final[c.path] = None
+                (self.report.deleted_local if side is Side.LOCAL else self.report.deleted_remote).append(c.path)
+            else:
+                self.problem(c.path, res.get("error", "not deleted"), side)
+
+    async def keep_both(self, changes: list[Change]) -> None:
+        """Policy manual: each side keeps its file and gets the other's version in conflicts/."""
+        if not changes:
+            return
+        paths = [c.path for c in changes]
+        local_data, remote_data = await asyncio.gather(self._read(Side.LOCAL, paths), self._read(Side.REMOTE, paths))
+        ids: dict[Side, list] = {}
+        for side, data, other in ((Side.LOCAL, remote_data, self.peer.name),
+                                  (Side.REMOTE, local_data, socket.gethostname())):
+            items = [{"path": p, "data": base64.b64encode(data[p]).decode(),
+                      "info": {"peer": other, "reason": "manual: kept both"}} for p in paths]
+            ids[side] = (await self.session(side).request("quarantine", items=items))["results"]
+        for c, mine, theirs in zip(changes, ids[Side.LOCAL], ids[Side.REMOTE]):
+            self.report.conflicts.append({"path": c.path, "kept": "both", "side": "both",
+                                          "saved_as": mine.get("conflict"), "remote_saved_as": theirs.get("conflict"),
+                                          "reason": "manual: review with peersync conflicts"})
+
+    # -- commit ----------------------------------------------------------------------------
+    def new_ancestor(self, old: dict[str, Entry]) -> dict[str, Entry]:
+        """From what actually happened: a path enters the ancestor only where both sides now agree."""
+        local, remote = self.sides[Side.LOCAL], self.sides[Side.REMOTE]
+        paths = set(old) | set(local.scanned) | set(remote.scanned) | set(local.final) | set(remote.final)
+        result = {}
+        for path in paths:
+            mine, theirs = local.now(path), remote.now(path)
+            if mine is not None and mine.same_content(theirs):
+                result[path] = mine
+            elif mine is None and theirs is None:
+                continue
+            elif path in old:
+                result[path] = old[path]
+        return result
+
+
+def _conflict_reason(change: Change) -> str:
+    return {"conflict-newest": "conflict: the other side's version was newer",
+            "conflict-local": "conflict: policy keeps the initiating side",
+            "conflict-remote": "conflict: policy keeps the peer's side",
+            "rewritten-log": "log rewritten on both sides"}.get(change.reason, change.reason)
+
+
+async def sync_one(ws: Workspace, cfg: SyncConfig, peer: Peer, *, mode: Mode, dry_run: bool, force: bool,
+                   policy: Policy, write_lock: asyncio.Lock, connect_timeout: float = 15.0) -> Report:
+    report = Report(peer=peer.name, host=peer.host, mode=mode, dry_run=dry_run)
+    started = time.monotonic()
+    remote = local = None
+    try:
+        remote = await open_session(ws, peer, timeout=connect_timeout)
+        report.clock_offset = remote.offset
+        remote_exists = bool(remote.hello.get("workspace"))
+        if remote_exists or not dry_run:
+            if not remote_exists:
+                await remote.request("init")
+            await remote.request("lock", timeout=REMOTE_LOCK_WAIT, what=f"sync with {socket.gethostname()}")
+            remote_id = (await remote.request("hello"))["instance_id"]
+        else:
+            remote_id = None
+        await remote.request("selection", selection=cfg.selection.to_wire())
+        remote_scan = asyncio.create_task(remote.request("scan", save_cache=not dry_run))
+        try:
+            async with write_lock:  # several peers at once: one writer on this workspace at a time
+                local = LocalSession(ws.root)
+                await local.request("selection", selection=cfg.selection.to_wire())
+                local_raw = await local.request("scan", save_cache=not dry_run)
+                remote_raw = await remote_scan
+                await _sync_locked(ws, cfg, peer, local, remote, report, local_raw, remote_raw, remote_id,
+                                   mode=mode, dry_run=dry_run, force=force, policy=policy)
+        finally:
+            if not remote_scan.done():
+                remote_scan.cancel()
+    except PeersyncError as err:
+        report.error = str(err)
+        report.error_exit = err.exit_code
+    finally:
+        for session in (local, remote):
+            if session is not None:
+                await session.close()
+        report.seconds = time.monotonic() - started
+    if not dry_run:
+        _record(ws, report)
+    return report
+
+
+async def _sync_locked(ws, cfg, peer, local, remote, report, local_raw, remote_raw, remote_id, *,
+                       mode, dry_run, force, policy) -> None:
+    local_id = ws.instance_id
+    local_entries = parse_manifest(local_raw["entries"], cfg.selection, "this machine")
+    remote_entries = parse_manifest(remote_raw["entries"], cfg.selection, peer.name)
+    for path, message in remote_raw.get("problems", []):
+        report.problems.append(Problem(path, f"{message} on {peer.name}", Side.REMOTE))
+    for path, message in local_raw.get("problems", []):
+        report.problems.append(Problem(path, message, Side.LOCAL))
+    if remote_id:
+        ancestor = agreed_ancestor(read_ancestor(await local.request("ancestor_get", peer_id=remote_id)),
+                                   read_ancestor(await remote.request("ancestor_get", peer_id=local_id)))
+    else:
+        ancestor = {}
+    offset_ns = int(remote.offset * 1e9)
+    plan = reconcile(ancestor, local_entries, remote_entries, policy=policy, mode=mode,
+                     is_log=log_matcher(cfg.logs), offset_ns=offset_ns, local_id=local_id,
+                     remote_id=remote_id or "~")
+    violations = mass_delete_violations(plan.changes, len(local_entries), len(remote_entries),
+                                        ratio=cfg.mass_delete_ratio, roots=cfg.selection.roots,
+                                        local_paths=local_entries, remote_paths=remote_entries)
+    if violations and not force:
+        raise SafetyError(f"stopped: {'; '.join(violations).replace('the peer', peer.name)} — nothing was changed",
+                          "If that is intended, run again with --force (deleted files go to the trash).")
+    if dry_run:
+        _describe(plan, report, peer)
+        return
+    journal = ws.state / "journal" / f"{remote_id}.json"
+    atomic_write_json(journal, {"peer": peer.name, "started": time.time(), "changes": len(plan.changes)})
+    run = Run(ws, cfg, peer, local, remote, report, policy=policy, local_id=local_id, remote_id=remote_id)
+    run.sides = {Side.LOCAL: SideState(local, local_entries), Side.REMOTE: SideState(remote, remote_entries)}
+    await run.execute(list(plan.changes))
+    new = manifest_to_wire(run.new_ancestor(ancestor))
+    # Remote first: if we die between the two saves, the sides disagree and agreed_ancestor()
+    # treats the difference as unknown — which can only cause unions, never deletions.
+    await remote.request("ancestor_put", peer_id=local_id, manifest=new)
+    await local.request("ancestor_put", peer_id=remote_id, manifest=new)
+    journal.unlink()
+    await asyncio.gather(local.request("housekeeping", trash_days=cfg.trash_days),
+                         remote.request("housekeeping", trash_days=cfg.trash_days))
+
+
+def _describe(plan, report: Report, peer: Peer) -> None:
+    """Fill a dry-run report with what the plan would do."""
+    for c in plan.changes:
+        if c.action is Action.COPY:
+            (report.pushed if c.target is Side.REMOTE else report.pulled).append(c.path)
+            if c.quarantine:
+                report.conflicts.append({"path": c.path, "kept": "local" if c.target is Side.REMOTE else "remote",
+                                         "winner": "this machine" if c.target is Side.REMOTE else peer.name,
+                                         "saved_as": None, "side": c.target.value, "reason": c.reason})
+        elif c.action is Action.DELETE:
+            (report.deleted_remote if c.target is Side.REMOTE else report.deleted_local).append(c.path)
+        elif c.action is Action.MERGE:
+            report.merged.append(c.path)
+        elif c.action is Action.CONFLICT:
+            report.conflicts.append({"path": c.path, "kept": "both", "saved_as": None, "side": None,
+                                     "reason": c.reason})
+
+
+def _record(ws: Workspace, report: Report) -> None:
+    entry = report.to_json()
+    for key in ("pushed", "pulled", "merged", "deleted_local", "deleted_remote"):
+        entry[key] = entry[key][:50]
+    entry["problems"] = entry["problems"][:20]
+    try:
+        ws.record(entry)
+    except OSError:
+        pass  # history is best effort; the sync itself already succeeded or failed
+
+
+def select_peers(ws: Workspace, names: list[str] | None) -> list[Peer]:
+    peers = ws.load_peers()
+    if not names:
+        if not peers:
+            raise UsageError("no peers configured",
+                             "Add one: peersync peers add NAME HOST --user U --path /path/to/workspace")
+        return [peers[n] for n in sorted(peers)]
+    return [ws.peer(n) for n in dict.fromkeys(names)]
+
+
+async def sync_peers(ws: Workspace, names: list[str] | None = None, *, mode: Mode = Mode.SYNC,
+                     dry_run: bool = False, force: bool = False, lock_timeout: float | None = None,
+                     time_budget: float | None = None, policy: Policy | None = None,
+                     connect_timeout: float = 15.0) -> list[Report]:
+    """Sync with the named peers (all when None), concurrently; one Report per peer."""
+    peers = select_peers(ws, names)
+    cfg = ws.sync_config()
+    policy = policy or cfg.policy
+    ws.ensure_state()
+    with workspace_lock(ws, lock_timeout, what="sync"):
+        if not dry_run:
+            from peersync.agent import Handler
+
+            Handler(ws.root).recover()  # leftovers of an interrupted run, before anything new starts
+            for leftover in (ws.state / "journal").glob("*.json"):
+                leftover.unlink()
+        write_lock = asyncio.Lock()
+
+        async def one(peer: Peer) -> Report:
+            job = sync_one(ws, cfg, peer, mode=mode, dry_run=dry_run, force=force, policy=policy,
+                           write_lock=write_lock, connect_timeout=connect_timeout)
+            if time_budget is None:
+                return await job
+            try:
+                return await asyncio.wait_for(job, time_budget)
+            except asyncio.TimeoutError:
+                report = Report(peer=peer.name, host=peer.host, mode=mode, dry_run=dry_run,
+                                error=f"{peer.name}: gave up after {time_budget:g} s; run the sync again")
+                report.error_exit = 1
+                return report
+
+        return list(await asyncio.gather(*(one(p) for p in peers)))
+
+
+def run_sync(ws: Workspace, names: list[str] | None = None, **kwargs) -> list[Report]:
+    return asyncio.run(sync_peers(ws, names, **kwargs))

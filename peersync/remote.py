@@ -1,0 +1,190 @@
+"""Sessions with a replica: the remote agent over asyncssh, or the local workspace in-process."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shlex
+import time
+from pathlib import Path
+
+from peersync.agent import Handler
+from peersync.errors import BusyError, ConnectError, HostKeyError, ProtocolError
+from peersync.protocol import PROTOCOL, decode, encode
+from peersync.workspace import Peer, Workspace
+
+NOT_FOUND = "peersync-not-found"
+
+
+class LocalSession:
+    """The local workspace, spoken to through the same operations as a remote agent."""
+
+    def __init__(self, root: Path):
+        self.handler = Handler(root)
+        self.hello = self.handler.op_hello()
+
+    async def request(self, op: str, **args):
+        return await asyncio.to_thread(self.handler.call, op, args)
+
+    async def close(self) -> None:
+        self.handler.op_unstage()
+        self.handler.release()
+
+
+class Session:
+    """A running `peersync agent` on a peer, over one SSH connection."""
+
+    def __init__(self, peer: Peer, conn, process, hello: dict, offset: float, rtt: float):
+        self.peer = peer
+        self.conn = conn
+        self.process = process
+        self.hello = hello
+        self.offset = offset  # remote clock minus local clock, seconds
+        self.rtt = rtt
+        self._next = 0
+        self._busy = asyncio.Lock()
+
+    async def request(self, op: str, **args):
+        async with self._busy:
+            self._next += 1
+            try:
+                self.process.stdin.write(encode({"id": self._next, "op": op, "args": args}))
+                line = await self.process.stdout.readline()
+            except (OSError, ConnectionError) as err:
+                raise ConnectError(f"connection to {self.peer.name} lost during '{op}': {err}",
+                                   "Nothing was lost; run the sync again when the peer is reachable.") from None
+            if not line:
+                raise ConnectError(f"connection to {self.peer.name} lost during '{op}'",
+                                   "Nothing was lost; run the sync again when the peer is reachable.")
+            try:
+                reply = decode(line)
+            except ValueError as err:
+                raise ProtocolError(f"{self.peer.name} sent a malformed reply: {err}") from None
+            if reply.get("id") != self._next:
+                raise ProtocolError(f"{self.peer.name} answered out of order")
+            if not reply.get("ok"):
+                kind, message = reply.get("kind"), reply.get("error", "unknown error")
+                if kind == "busy":
+                    raise BusyError(f"{self.peer.name} is busy: {message}", "Try again in a moment.")
+                if kind == "path":
+                    raise ProtocolError(f"{self.peer.name} refused a path: {message}")
+                raise ProtocolError(f"{self.peer.name} failed '{op}': {message}")
+            return reply.get("result")
+
+    async def close(self) -> None:
+        try:
+            if not self.process.stdin.is_closing():
+                await asyncio.wait_for(self.request("bye"), 5)
+        except Exception:
+            pass  # closing anyway; the agent releases its lock on EOF
+        self.conn.close()
+        try:
+            await asyncio.wait_for(self.conn.wait_closed(), 5)
+        except (asyncio.TimeoutError, OSError):
+            pass
+
+
+def agent_command(peer: Peer, root: str) -> str:
+    """One remote shell command that starts the agent, trying the usual install places.
+
+    Non-interactive SSH has a thin PATH, so a bare `peersync` is often not found.
+    """
+    r = shlex.quote(root)
+    tries = []
+    if peer.command:
+        first = shlex.split(peer.command)[0]
+        tries.append((f"command -v {shlex.quote(first)} >/dev/null 2>&1", f"exec {peer.command} agent --root {r}"))
+    tries += [
+        ("command -v peersync >/dev/null 2>&1", f"exec peersync agent --root {r}"),
+        ('[ -x "$HOME/.local/bin/peersync" ]', f'exec "$HOME/.local/bin/peersync" agent --root {r}'),
+        ("python3 -c 'import peersync' >/dev/null 2>&1", f"exec python3 -m peersync agent --root {r}"),
+    ]
+    script = "; el".join(f"if {test}; then {run}" for test, run in tries)
+    return f"{script}; else echo {NOT_FOUND} >&2; exit 127; fi"
+
+
+def _connect_options(peer: Peer, timeout: float) -> dict:
+    import asyncssh  # deferred: only the client side pays for it
+
+    options = dict(
+        port=peer.port or 22,
+        username=peer.user or None,
+        connect_timeout=timeout,
+        keepalive_interval=15,
+        keepalive_count_max=3,
+        # Public-key auth only; never a password prompt (this runs in heartbeats and daemons).
+        password=None,
+        kbdint_auth=False,
+        gss_auth=False,
+        preferred_auth="publickey",
+    )
+    if peer.identity:
+        options["client_keys"] = [os.path.expanduser(peer.identity)]
+        options["agent_path"] = None
+    if peer.known_hosts:
+        options["known_hosts"] = os.path.expanduser(peer.known_hosts)
+    else:
+        default = Path.home() / ".ssh" / "known_hosts"
+        # No known_hosts file: trust nothing (an explicit empty list), never "skip the check".
+        options["known_hosts"] = str(default) if default.exists() else asyncssh.import_known_hosts("")
+    return {k: v for k, v in options.items() if v is not None or k in ("password", "agent_path")}
+
+
+def trust_hint(peer: Peer) -> str:
+    port = f"-p {peer.port} " if peer.port and peer.port != 22 else ""
+    target = peer.known_hosts or "~/.ssh/known_hosts"
+    return (f"Trust it after checking the fingerprint: ssh-keyscan {port}{peer.host} >> {target} "
+            f"(or use the key Tailscale reports: peersync discover --add).")
+
+
+async def open_session(ws: Workspace, peer: Peer, *, timeout: float = 15.0, root: str | None = None) -> Session:
+    """Connect to `peer`, start its agent, and say hello (measuring the clock offset)."""
+    import asyncssh
+
+    root = root or peer.path or str(ws.root)
+    where = f"{peer.target}:{peer.port or 22}"
+    try:
+        conn = await asyncio.wait_for(asyncssh.connect(peer.host, **_connect_options(peer, timeout)), timeout + 1)
+    except asyncssh.HostKeyNotVerifiable as err:
+        raise HostKeyError(f"host key of {peer.name} ({peer.host}) is not trusted: {err.reason}",
+                           trust_hint(peer)) from None
+    except asyncssh.PermissionDenied:
+        raise ConnectError(f"SSH key refused by {where}",
+                           f"Install your public key there: ssh-copy-id {'-p %d ' % peer.port if peer.port else ''}{peer.target}") from None
+    except (asyncio.TimeoutError, TimeoutError):
+        raise ConnectError(f"cannot reach {peer.name} at {where}: timed out after {timeout:g} s",
+                           "Is the machine on and on your tailnet? Check with: tailscale status") from None
+    except (OSError, asyncssh.Error) as err:
+        reason = getattr(err, "strerror", None) or getattr(err, "reason", None) or str(err)
+        raise ConnectError(f"cannot reach {peer.name} at {where}: {reason}",
+                           "Is the machine on and on your tailnet? Check with: tailscale status") from None
+    try:
+        process = await conn.create_process(agent_command(peer, root), encoding=None)
+        started = time.time()
+        process.stdin.write(encode({"id": 0, "op": "hello", "args": {"protocol": PROTOCOL}}))
+        line = await asyncio.wait_for(process.stdout.readline(), timeout + 15)
+        finished = time.time()
+        if not line:
+            err = (await asyncio.wait_for(process.stderr.read(4096), 5)).decode(errors="replace")
+            if NOT_FOUND in err:
+                raise ConnectError(f"peersync is not installed on {peer.name} (or not on its non-interactive PATH)",
+                                   f"Install it there (pipx install peersync), or set its command: "
+                                   f"peersync peers add {peer.name} {peer.host} --remote-command '/path/to/peersync'")
+            raise ConnectError(f"the peersync agent on {peer.name} did not start: {err.strip()[:300] or 'no output'}")
+        reply = decode(line)
+        hello = reply.get("result") or {}
+        if not reply.get("ok") or hello.get("protocol") != PROTOCOL:
+            raise ProtocolError(f"{peer.name} runs peersync {hello.get('version', '?')} with protocol "
+                                f"{hello.get('protocol', '?')}; this side speaks {PROTOCOL}",
+                                "Install the same peersync version on both machines.")
+        session = Session(peer, conn, process, hello, 0.0, finished - started)
+        # The first reply includes the agent's start-up; time a second hello for RTT and offset.
+        started = time.time()
+        again = await asyncio.wait_for(session.request("hello"), timeout + 15)
+        finished = time.time()
+        session.rtt = finished - started
+        session.offset = float(again["time"]) - (started + finished) / 2
+        return session
+    except BaseException:
+        conn.close()
+        raise

@@ -1,0 +1,63 @@
+"""Bulk file transfer with rsync over ssh, using the control connection's SSH settings."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shlex
+
+from peersync.errors import TransferError
+from peersync.workspace import Peer
+
+PARTIAL_CODES = (23, 24)  # some files failed / vanished: per-file results are checked by hash anyway
+
+
+def ssh_command(peer: Peer) -> list[str]:
+    """The `ssh` invocation rsync uses: same port, key and known hosts; strict, non-interactive."""
+    args = ["ssh", "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=yes",
+            "-o", "ConnectTimeout=15", "-o", "ServerAliveInterval=15", "-o", "ServerAliveCountMax=3"]
+    if peer.port:
+        args += ["-p", str(peer.port)]
+    if peer.identity:
+        args += ["-i", os.path.expanduser(peer.identity), "-o", "IdentitiesOnly=yes"]
+    if peer.known_hosts:
+        args += ["-o", f"UserKnownHostsFile={os.path.expanduser(peer.known_hosts)}",
+                 "-o", "GlobalKnownHostsFile=/dev/null"]
+    if peer.user:
+        args += ["-l", peer.user]
+    return args
+
+
+def _remote(peer: Peer, path: str) -> str:
+    host = f"[{peer.host}]" if ":" in peer.host else peer.host
+    return f"{host}:{path}"
+
+
+async def rsync_files(peer: Peer, paths: list[str], *, push: bool, local_dir: str, remote_dir: str,
+                      basis_dir: str) -> None:
+    """Copy `paths` (relative) from local_dir to remote_dir (push) or back (pull).
+
+    Destinations are staging dirs; `basis_dir` (the receiving workspace root) gives rsync a basis
+    for delta transfer without ever writing to a live file.
+    """
+    if not paths:
+        return
+    src, dst = (local_dir, _remote(peer, remote_dir)) if push else (_remote(peer, remote_dir), local_dir)
+    cmd = ["rsync", "-t", "--perms", "-I", "--files-from=-", "--from0", f"--copy-dest={basis_dir}",
+           "-e", shlex.join(ssh_command(peer)), src.rstrip("/") + "/", dst.rstrip("/") + "/"]
+    try:
+        proc = await asyncio.create_subprocess_exec(
+            *cmd, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.PIPE, start_new_session=False)
+    except FileNotFoundError:
+        raise TransferError("rsync is not installed on this machine",
+                            "Install it (apt-get install rsync / brew install rsync).") from None
+    _, err = await proc.communicate(b"\0".join(p.encode() for p in paths) + b"\0")
+    if proc.returncode in (0, *PARTIAL_CODES):
+        return
+    lines = [l for l in err.decode(errors="replace").splitlines() if l.strip()]
+    detail = lines[-1] if lines else f"exit status {proc.returncode}"
+    if proc.returncode == 255 or "connection" in detail.lower():
+        raise TransferError(f"transfer with {peer.name} was cut off: {detail}",
+                            "Nothing was lost; run the sync again.")
+    raise TransferError(f"rsync with {peer.name} failed: {detail}", "Nothing was lost; run the sync again.")

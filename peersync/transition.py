@@ -1,0 +1,267 @@
+"""Apply decided changes to one replica's disk: install, delete to trash, quarantine conflicts.
+
+Invariants (the safety model lives here):
+- a file is replaced only while it still holds the content that was scanned (hash checked on the
+  very inode being replaced); an edit that races the rename is caught and kept as a conflict;
+- new content is verified by hash before it becomes visible, and appears by rename (atomic);
+- nothing is unlinked: replaced losers go to conflicts/, deletions go to the trash.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+import shutil
+import time
+from pathlib import Path
+
+from peersync.paths import STATE_DIR, check_relpath
+from peersync.scan import hash_file
+from peersync.selection import Selection
+from peersync.storage import atomic_write_json, ensure_private_dir, fsync_dir, read_json
+from peersync.types import Entry
+
+CONFLICTS_FORMAT = 1
+
+
+class Refused(Exception):
+    """This one path was not applied; the message says why (becomes a Problem)."""
+
+
+class Store:
+    """One workspace root as seen by the apply step (used locally and by the remote agent)."""
+
+    def __init__(self, root: Path | str, selection: Selection):
+        self.root = Path(root)
+        self.state = self.root / STATE_DIR
+        self.selection = selection
+
+    # -- locations -------------------------------------------------------------------------
+    @property
+    def staging_root(self) -> Path:
+        return self.state / "staging"
+
+    @property
+    def conflicts_dir(self) -> Path:
+        return self.state / "conflicts"
+
+    @property
+    def trash_dir(self) -> Path:
+        return self.state / "trash"
+
+    def target(self, path: str) -> Path:
+        """The real path for a wire path, refusing anything outside the selection or the root."""
+        check_relpath(path)
+        if not self.selection.contains(path):
+            raise Refused(f"path outside the synced selection: {path}")
+        full = self.root / path
+        # Never write through a symlinked parent directory (it could point outside the root).
+        parent = full.parent
+        while parent != self.root:
+            if parent.is_symlink():
+                raise Refused(f"parent directory is a symbolic link: {parent.relative_to(self.root)}")
+            parent = parent.parent
+        return full
+
+    def new_staging(self) -> Path:
+        ensure_private_dir(self.staging_root)
+        path = self.staging_root / f"{time.strftime('%Y%m%dT%H%M%S')}-{secrets.token_hex(4)}"
+        path.mkdir(mode=0o700)
+        return path
+
+    def clear_staging(self) -> int:
+        """Remove leftovers of interrupted runs (only called while holding the workspace lock)."""
+        removed = 0
+        if self.staging_root.is_dir():
+            for child in self.staging_root.iterdir():
+                shutil.rmtree(child, ignore_errors=True)
+                removed += 1
+        return removed
+
+    # -- install -------------------------------------------------------------------------
+    def install(self, path: str, staged: Path, *, expect: Entry | None, new: Entry,
+                quarantine: dict | None = None) -> dict:
+        """Put the verified staged file at `path` if the target still holds `expect`.
+
+        Returns {"entry": wire entry now at path, "conflict": id | None}.  Raises Refused.
+        """
+        full = self.target(path)
+        try:
+            st = os.lstat(staged)
+        except FileNotFoundError:
+            raise Refused("transferred file is missing (transfer incomplete)") from None
+        if hash_file(staged) != new.hash or st.st_size != new.size:
+            raise Refused("content changed on the sending side during the sync; left for the next sync")
+        os.chmod(staged, new.mode or 0o644)
+        os.utime(staged, ns=(st.st_atime_ns, new.mtime_ns))
+        with open(staged, "rb") as f:
+            os.fsync(f.fileno())
+        full.parent.mkdir(parents=True, exist_ok=True)
+        if expect is None:
+            return {"entry": self._create(full, staged, path, new), "conflict": None}
+        return self._replace(full, staged, path, expect, new, quarantine)
+
+    def _create(self, full: Path, staged: Path, path: str, new: Entry) -> list:
+        # link() fails if anything appeared at the target meanwhile: a fresh file is never clobbered.
+        try:
+            os.link(staged, full)
+        except FileExistsError:
+            raise Refused("a file was created here during the sync; left for the next sync") from None
+        os.unlink(staged)
+        fsync_dir(full.parent)
+        return _stat_entry(full, new.hash)
+
+    def _replace(self, full: Path, staged: Path, path: str, expect: Entry, new: Entry,
+                 quarantine: dict | None) -> dict:
+        held = self._hold(full)  # a second name for the inode we are about to replace
+        try:
+            before = os.lstat(held)
+            if before.st_size != expect.size or hash_file(held) != expect.hash:
+                raise Refused("edited during the sync; left for the next sync")
+            os.replace(staged, full)
+            fsync_dir(full.parent)
+            after = os.lstat(held)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(held)
+            raise
+        conflict = None
+        raced = (after.st_size, after.st_mtime_ns) != (before.st_size, before.st_mtime_ns)
+        if raced:
+            conflict = self._quarantine_file(held, path, {**(quarantine or {}), "reason": "edited during sync"})
+        elif quarantine is not None:
+            conflict = self._quarantine_file(held, path, quarantine)
+        else:
+            os.unlink(held)
+        return {"entry": _stat_entry(full, new.hash), "conflict": conflict}
+
+    def _hold(self, full: Path) -> Path:
+        holding = ensure_private_dir(self.state / "holding")
+        held = holding / secrets.token_hex(8)
+        try:
+            os.link(full, held)
+        except FileNotFoundError:
+            raise Refused("deleted during the sync; left for the next sync") from None
+        return held
+
+    # -- delete --------------------------------------------------------------------------
+    def delete(self, path: str, *, expect: Entry, batch: str) -> dict:
+        """Move `path` to the trash if it still holds `expect`."""
+        full = self.target(path)
+        held = self._hold(full)
+        try:
+            if os.lstat(held).st_size != expect.size or hash_file(held) != expect.hash:
+                raise Refused("edited during the sync; not deleted")
+            dest = self.trash_dir / batch / path
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            os.rename(full, dest)
+        finally:
+            with contextlib.suppress(OSError):
+                os.unlink(held)
+        self._prune_empty_dirs(full.parent)
+        return {"entry": None, "trash": str(dest.relative_to(self.root))}
+
+    def _prune_empty_dirs(self, directory: Path) -> None:
+        while directory != self.root and directory.parent != self.root:
+            try:
+                directory.rmdir()
+            except OSError:
+                return
+            directory = directory.parent
+
+    def purge_trash(self, days: int, now: float | None = None) -> int:
+        """Drop trash batches older than `days` (batch names start with a UTC timestamp)."""
+        if not self.trash_dir.is_dir():
+            return 0
+        cutoff = time.strftime("%Y%m%dT%H%M%S", time.gmtime((now or time.time()) - days * 86400))
+        removed = 0
+        for batch in self.trash_dir.iterdir():
+            if batch.name[:15] < cutoff:
+                shutil.rmtree(batch, ignore_errors=True)
+                removed += 1
+        return removed
+
+    # -- conflicts -----------------------------------------------------------------------
+    @property
+    def conflicts_index(self) -> Path:
+        return self.conflicts_dir / "index.json"
+
+    def conflicts(self) -> list[dict]:
+        try:
+            data = read_json(self.conflicts_index, default={"conflicts": []})
+        except ValueError:
+            data = {"conflicts": []}
+        items = data.get("conflicts") if isinstance(data, dict) else None
+        return items if isinstance(items, list) else []
+
+    def _save_conflicts(self, items: list[dict]) -> None:
+        ensure_private_dir(self.conflicts_dir)
+        atomic_write_json(self.conflicts_index, {"format": CONFLICTS_FORMAT, "conflicts": items})
+
+    def _quarantine_file(self, held: Path, path: str, info: dict) -> str:
+        """Move a losing version (a hard link or staged copy) into conflicts/ and index it."""
+        digest = hash_file(held)
+        items = self.conflicts()
+        for item in items:  # the same version is kept once, however often it loses
+            if item.get("path") == path and item.get("hash") == digest:
+                os.unlink(held)
+                return item["id"]
+        cid = "c-" + secrets.token_hex(3)
+        dest = self.conflicts_dir / cid / path
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        os.rename(held, dest)
+        size = dest.stat().st_size
+        items.append({"id": cid, "path": path, "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                      "hash": digest, "size": size, "peer": info.get("peer"),
+                      "reason": info.get("reason", "conflict"), "file": str(dest.relative_to(self.root))})
+        self._save_conflicts(items)
+        return cid
+
+    def quarantine_copy(self, path: str, staged: Path, info: dict) -> str:
+        """Keep another side's version of `path` in conflicts/ without touching the live file."""
+        check_relpath(path)
+        return self._quarantine_file(staged, path, info)
+
+    def find_conflict(self, cid: str) -> dict:
+        item = next((i for i in self.conflicts() if i.get("id") == cid), None)
+        if item is None:
+            raise Refused(f"no conflict {cid}")
+        return item
+
+    def restore_conflict(self, cid: str) -> dict:
+        """Put a quarantined version back at its path; the version it replaces is quarantined in turn."""
+        item = self.find_conflict(cid)
+        full = self.target(item["path"])
+        source = self.conflicts_dir / cid / item["path"]
+        staging = self.new_staging()
+        try:
+            staged = staging / "restore"
+            shutil.copy2(source, staged)
+            replaced = None
+            if full.exists():
+                held = self._hold(full)
+                os.replace(staged, full)
+                replaced = self._quarantine_file(held, item["path"], {"peer": None, "reason": f"replaced by restore of {cid}"})
+            else:
+                full.parent.mkdir(parents=True, exist_ok=True)
+                os.replace(staged, full)
+            fsync_dir(full.parent)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+        self.drop_conflict(cid)
+        return {**item, "replaced_saved_as": replaced}
+
+    def drop_conflict(self, cid: str) -> dict:
+        items = self.conflicts()
+        item = next((i for i in items if i.get("id") == cid), None)
+        if item is None:
+            raise Refused(f"no conflict {cid}")
+        shutil.rmtree(self.conflicts_dir / cid, ignore_errors=True)
+        self._save_conflicts([i for i in items if i.get("id") != cid])
+        return item
+
+
+def _stat_entry(full: Path, digest: str) -> list:
+    st = os.lstat(full)
+    return Entry(st.st_size, st.st_mtime_ns, st.st_mode & 0o777, digest).to_wire()
