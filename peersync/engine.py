@@ -407,8 +407,8 @@ async def sync_peers(ws: Workspace, names: list[str] | None = None, *, mode: Mod
                      time_budget: float | None = None, policy: Policy | None = None,
                      connect_timeout: float = 15.0) -> list[Report]:
     """Sync with the named peers (all when None), concurrently; one Report per peer."""
+    cfg = ws.sync_config()  # a malformed config stops the run before anything else
     peers = select_peers(ws, names)
-    cfg = ws.sync_config()
     policy = policy or cfg.policy
     ws.ensure_state()
     with workspace_lock(ws, lock_timeout, what="sync"):

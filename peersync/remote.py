@@ -155,7 +155,8 @@ async def open_session(ws: Workspace, peer: Peer, *, timeout: float = 15.0, root
         raise ConnectError(f"cannot reach {peer.name} at {where}: timed out after {timeout:g} s",
                            "Is the machine on and on your tailnet? Check with: tailscale status") from None
     except (OSError, asyncssh.Error) as err:
-        reason = getattr(err, "strerror", None) or getattr(err, "reason", None) or str(err)
+        errno = getattr(err, "errno", None)
+        reason = (os.strerror(errno) if isinstance(errno, int) else None) or getattr(err, "reason", None) or str(err)
         raise ConnectError(f"cannot reach {peer.name} at {where}: {reason}",
                            "Is the machine on and on your tailnet? Check with: tailscale status") from None
     try:
@@ -185,6 +186,10 @@ async def open_session(ws: Workspace, peer: Peer, *, timeout: float = 15.0, root
         session.rtt = finished - started
         session.offset = float(again["time"]) - (started + finished) / 2
         return session
+    except (OSError, asyncssh.Error) as err:
+        conn.close()
+        raise ConnectError(f"connection to {peer.name} lost while starting its agent: {err}",
+                           "Check the peer's sshd log; then run the sync again.") from None
     except BaseException:
         conn.close()
         raise
