@@ -421,8 +421,14 @@ async def sync_peers(ws: Workspace, names: list[str] | None = None, *, mode: Mod
         write_lock = asyncio.Lock()
 
         async def one(peer: Peer) -> Report:
-            job = sync_one(ws, cfg, peer, mode=mode, dry_run=dry_run, force=force, policy=policy,
-                           write_lock=write_lock, connect_timeout=connect_timeout)
+            if peer.extra.get("type") == "cloud":  # a cloud folder through rclone (DESIGN 7)
+                from peersync.cloud import sync_cloud
+
+                job = sync_cloud(ws, cfg, peer, mode=mode, dry_run=dry_run, force=force, policy=policy,
+                                 write_lock=write_lock)
+            else:
+                job = sync_one(ws, cfg, peer, mode=mode, dry_run=dry_run, force=force, policy=policy,
+                               write_lock=write_lock, connect_timeout=connect_timeout)
             if time_budget is None:
                 return await job
             try:
