@@ -33,6 +33,8 @@ def conflicts_list(ctx: typer.Context) -> None:
     items = list(reversed(store.conflicts()))
     lines = [f"• {i['id']} {i['path']} ({i.get('size', 0)} bytes, {i.get('time', '?')}) — "
              f"{i.get('reason', 'conflict')}" + (f", from {i['peer']}" if i.get("peer") else "") for i in items]
+    if len(lines) > 20:
+        lines = lines[:20] + [f"…and {len(lines) - 20} more (peersync --json conflicts list shows all)"]
     state(ctx).emit("\n".join(lines) or "✅ No conflicts.", {"conflicts": items})
 
 

@@ -1,18 +1,13 @@
 #!/usr/bin/env bash
-# The test command of the README: runs the whole suite (extra arguments go to pytest).
+# The README's test command: sets up what is missing (scripts/setup.sh), then runs the whole
+# suite against a real loopback sshd, rsync and rclone.  Extra arguments go to pytest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+bash scripts/setup.sh
 
-if [ -x .venv/bin/python ]; then
-  PY=.venv/bin/python
-elif command -v python >/dev/null 2>&1; then
-  PY=python
-else
-  PY=python3
-fi
-
+export PATH="$PWD/.venv/bin:$PATH"
 status=0
-"$PY" -m pytest -q -p no:cacheprovider "$@" || status=$?
+.venv/bin/python -m pytest -q -p no:cacheprovider "$@" || status=$?
 if [ "$status" -eq 5 ]; then
   echo "scripts/test.sh: pytest collected no tests — counted as a failure" >&2
   exit 1
