@@ -293,6 +293,7 @@ async def sync_one(ws: Workspace, cfg: SyncConfig, peer: Peer, *, mode: Mode, dr
                 await remote.request("init")
             await remote.request("lock", timeout=REMOTE_LOCK_WAIT, what=f"sync with {socket.gethostname()}")
             remote_id = (await remote.request("hello"))["instance_id"]
+            _remember_instance(ws, peer, remote_id)
         else:
             remote_id = None
         await remote.request("selection", selection=cfg.selection.to_wire())
@@ -379,6 +380,17 @@ def _describe(plan, report: Report, peer: Peer) -> None:
         elif c.action is Action.CONFLICT:
             report.conflicts.append({"path": c.path, "kept": "both", "saved_as": None, "side": None,
                                      "reason": c.reason})
+
+
+def _remember_instance(ws: Workspace, peer: Peer, instance_id: str) -> None:
+    """Keep the peer's instance id in peers.json, so `peers remove` can drop its ancestor."""
+    if peer.extra.get("instanceId") == instance_id:
+        return
+    peers = ws.load_peers()
+    if peer.name in peers and peers[peer.name].host == peer.host:
+        current = peers[peer.name]
+        peers[peer.name] = Peer(**{**current.__dict__, "extra": {**current.extra, "instanceId": instance_id}})
+        ws.save_peers(peers)
 
 
 def _record(ws: Workspace, report: Report) -> None:
