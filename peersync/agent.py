@@ -39,7 +39,7 @@ class Handler:
     def op_hello(self, protocol: int = PROTOCOL) -> dict:
         return {"version": __version__, "protocol": PROTOCOL, "time": time.time(),
                 "root": str(self.ws.root), "workspace": self.ws.root.is_dir(),
-                "instance_id": self.ws.instance_id if self.ws.root.is_dir() else None,
+                "instance_id": self.ws.existing_instance_id(),
                 "restricted": self.restricted}
 
     def op_init(self) -> dict:
@@ -51,8 +51,8 @@ class Handler:
             lock = state_lock(self.ws.state, timeout, what=what)
             lock.__enter__()
             self._lock = lock
-            return {"recovered": self.recover()}
-        return {"recovered": 0}
+            return {"recovered": self.recover(), "instance_id": self.ws.instance_id}
+        return {"recovered": 0, "instance_id": self.ws.instance_id}
 
     def recover(self) -> int:
         """Clear what interrupted runs left in the state dir.  Only while holding the lock."""

@@ -291,8 +291,8 @@ async def sync_one(ws: Workspace, cfg: SyncConfig, peer: Peer, *, mode: Mode, dr
         if remote_exists or not dry_run:
             if not remote_exists:
                 await remote.request("init")
-            await remote.request("lock", timeout=REMOTE_LOCK_WAIT, what=f"sync with {socket.gethostname()}")
-            remote_id = (await remote.request("hello"))["instance_id"]
+            locked = await remote.request("lock", timeout=REMOTE_LOCK_WAIT, what=f"sync with {socket.gethostname()}")
+            remote_id = locked["instance_id"]
             _remember_instance(ws, peer, remote_id)
         else:
             remote_id = None

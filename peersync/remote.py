@@ -174,7 +174,9 @@ async def open_session(ws: Workspace, peer: Peer, *, timeout: float = 15.0, root
             raise ConnectError(f"the peersync agent on {peer.name} did not start: {err.strip()[:300] or 'no output'}")
         reply = decode(line)
         hello = reply.get("result") or {}
-        if not reply.get("ok") or hello.get("protocol") != PROTOCOL:
+        if not reply.get("ok"):
+            raise ConnectError(f"the peersync agent on {peer.name} failed to start: {reply.get('error')}")
+        if hello.get("protocol") != PROTOCOL:
             raise ProtocolError(f"{peer.name} runs peersync {hello.get('version', '?')} with protocol "
                                 f"{hello.get('protocol', '?')}; this side speaks {PROTOCOL}",
                                 "Install the same peersync version on both machines.")

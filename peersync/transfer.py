@@ -9,7 +9,10 @@ import shlex
 from peersync.errors import TransferError
 from peersync.workspace import Peer
 
-PARTIAL_CODES = (23, 24)  # some files failed / vanished: per-file results are checked by hash anyway
+PARTIAL_CODES = (23, 24)
+# rsync's last line is often generic ("error in file IO"); these name the cause.
+_TELLING = ("No space left", "Permission denied", "Read-only file system", "Connection", "connection",
+            "Host key", "command not found", "No such file")  # some files failed / vanished: per-file results are checked by hash anyway
 
 
 def ssh_command(peer: Peer) -> list[str]:
@@ -56,7 +59,11 @@ async def rsync_files(peer: Peer, paths: list[str], *, push: bool, local_dir: st
     if proc.returncode in (0, *PARTIAL_CODES):
         return
     lines = [l for l in err.decode(errors="replace").splitlines() if l.strip()]
-    detail = lines[-1] if lines else f"exit status {proc.returncode}"
+    telling = [l for l in lines if any(k in l for k in _TELLING)]
+    detail = (telling or lines or [f"exit status {proc.returncode}"])[-1]
+    if "No space left" in detail:
+        raise TransferError(f"transfer with {peer.name} failed: disk full ({detail.strip()})",
+                            "Free some space there, then run the sync again; nothing was lost.")
     if proc.returncode == 255 or "connection" in detail.lower():
         raise TransferError(f"transfer with {peer.name} was cut off: {detail}",
                             "Nothing was lost; run the sync again.")

@@ -115,15 +115,19 @@ class Workspace:
         return ensure_private_dir(self.state)
 
     # -- instance id ----------------------------------------------------------------------
+    def existing_instance_id(self) -> str | None:
+        """The instance id if one was made already (reading never writes)."""
+        try:
+            return (self.state / "instance-id").read_text().strip() or None
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+
     @property
     def instance_id(self) -> str:
+        value = self.existing_instance_id()
+        if value:
+            return value
         path = self.state / "instance-id"
-        try:
-            value = path.read_text().strip()
-            if value:
-                return value
-        except FileNotFoundError:
-            pass
         self.ensure_state()
         value = uuid.uuid4().hex
         atomic_write_bytes(path, (value + "\n").encode())

@@ -1,0 +1,96 @@
+"""Scanner: selection walk, stat cache, racy-git rule, per-file problems."""
+
+import os
+import time
+
+from peersync.scan import hash_bytes, scan
+from peersync.selection import Selection
+
+SEL = Selection.from_options()
+
+
+def make(root, rel, data=b"x", mtime=None):
+    path = root / rel
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+    if mtime is not None:
+        os.utime(path, (mtime, mtime))
+    return path
+
+
+def test_scan_lists_the_selection_only(tmp_path):
+    for rel in ("MEMORY.md", "memory/a.md", "memory/sub/b.json", "IDENTITY.md", "config/c.json",
+                "memory/clawdbot-sync/peers.json", "memory/x.tmp", "memory/.git/HEAD", "AGENTS.md"):
+        make(tmp_path, rel, rel.encode())
+    result = scan(tmp_path, SEL)
+    assert sorted(result.manifest) == ["MEMORY.md", "memory/a.md", "memory/sub/b.json"]
+    entry = result.manifest["memory/a.md"]
+    assert entry.hash == hash_bytes(b"memory/a.md") and entry.size == len("memory/a.md")
+
+
+def test_stat_cache_avoids_rehashing_and_notices_changes(tmp_path):
+    old = time.time() - 3600
+    make(tmp_path, "memory/a.md", b"one", mtime=old)
+    make(tmp_path, "memory/b.md", b"two", mtime=old)
+    cache = tmp_path / "cache.json"
+    assert scan(tmp_path, SEL, cache).hashed == 2
+    assert scan(tmp_path, SEL, cache).hashed == 0
+    make(tmp_path, "memory/a.md", b"ONE", mtime=old + 1)
+    again = scan(tmp_path, SEL, cache)
+    assert again.hashed == 1 and again.manifest["memory/a.md"].hash == hash_bytes(b"ONE")
+
+
+def test_racy_files_are_rehashed_next_time(tmp_path):
+    # Modified "just now": the same mtime could hide a second edit, so never trust the cache.
+    make(tmp_path, "memory/a.md", b"one")
+    cache = tmp_path / "cache.json"
+    scan(tmp_path, SEL, cache)
+    assert scan(tmp_path, SEL, cache).hashed == 1
+
+
+def test_same_size_same_mtime_edit_is_caught_for_racy_files(tmp_path):
+    path = make(tmp_path, "memory/a.md", b"aaaa")
+    st = path.stat()
+    cache = tmp_path / "cache.json"
+    scan(tmp_path, SEL, cache)
+    path.write_bytes(b"bbbb")
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert scan(tmp_path, SEL, cache).manifest["memory/a.md"].hash == hash_bytes(b"bbbb")
+
+
+def test_symlinks_are_reported_not_followed(tmp_path):
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "secret").write_text("s")
+    (tmp_path / "memory").mkdir()
+    os.symlink(outside, tmp_path / "memory" / "link")
+    os.symlink(outside / "secret", tmp_path / "memory" / "file-link")
+    result = scan(tmp_path, SEL)
+    assert result.manifest == {}
+    assert {p.path for p in result.problems} == {"memory/link", "memory/file-link"}
+
+
+def test_unreadable_file_is_a_problem_not_an_abort(tmp_path):
+    if os.getuid() == 0:
+        import pytest
+
+        pytest.skip("root reads everything")
+    make(tmp_path, "memory/ok.md")
+    bad = make(tmp_path, "memory/bad.md")
+    bad.chmod(0)
+    result = scan(tmp_path, SEL)
+    assert "memory/ok.md" in result.manifest and [p.path for p in result.problems] == ["memory/bad.md"]
+
+
+def test_corrupt_cache_is_ignored(tmp_path):
+    make(tmp_path, "memory/a.md", b"x", mtime=time.time() - 100)
+    cache = tmp_path / "cache.json"
+    cache.write_text("{not json")
+    assert scan(tmp_path, SEL, cache).manifest["memory/a.md"].hash == hash_bytes(b"x")
+
+
+def test_dry_run_scan_writes_no_cache(tmp_path):
+    make(tmp_path, "memory/a.md", b"x", mtime=time.time() - 100)
+    cache = tmp_path / "cache.json"
+    scan(tmp_path, SEL, cache, save_cache=False)
+    assert not cache.exists()
