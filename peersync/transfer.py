@@ -10,6 +10,11 @@ from peersync.errors import TransferError
 from peersync.workspace import Peer
 
 PARTIAL_CODES = (23, 24)
+_EXIT_MEANING = {
+    11: "file I/O error on the receiving side (disk full or not writable?)",
+    12: "the rsync stream broke off (connection cut?)",
+    30: "timed out",
+}
 # rsync's last line is often generic ("error in file IO"); these name the cause.
 _TELLING = ("No space left", "Permission denied", "Read-only file system", "Connection", "connection",
             "Host key", "command not found", "No such file")  # some files failed / vanished: per-file results are checked by hash anyway
@@ -60,8 +65,9 @@ async def rsync_files(peer: Peer, paths: list[str], *, push: bool, local_dir: st
         return
     lines = [l for l in err.decode(errors="replace").splitlines() if l.strip()]
     telling = [l for l in lines if any(k in l for k in _TELLING)]
-    detail = (telling or lines or [f"exit status {proc.returncode}"])[-1]
-    if "No space left" in detail:
+    detail = (telling or [None])[-1] or _EXIT_MEANING.get(proc.returncode) or \
+        (lines or [f"exit status {proc.returncode}"])[-1]
+    if "No space left" in detail or proc.returncode == 11:
         raise TransferError(f"transfer with {peer.name} failed: disk full ({detail.strip()})",
                             "Free some space there, then run the sync again; nothing was lost.")
     if proc.returncode == 255 or "connection" in detail.lower():

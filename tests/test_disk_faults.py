@@ -45,7 +45,7 @@ def test_disk_full_on_the_peer(tmp_path, sshd, size):
         before_local = selection_files(pair.local)
         report = run_sync(pair.local)[0]
         text = (report.error or "") + " ".join(p.message for p in report.problems)
-        assert "No space left on device" in text or "disk full" in text
+        assert "No space left on device" in text or "disk full" in text, text
         assert "Traceback" not in text
         assert selection_files(pair.local) == before_local  # nothing lost here
         assert (pair.remote.root / "memory/there.md").read_bytes() == b"there\n"
