@@ -1,0 +1,149 @@
+"""Decide, per path, what a sync must do from the ancestor and both sides' manifests (pure)."""
+
+from __future__ import annotations
+
+from typing import Callable
+
+from peersync.types import Action, Change, Entry, Manifest, Mode, Plan, Policy, Side
+
+# reason tag -> short human phrase, for reports.  Every Change.reason reconcile emits is a key.
+REASONS: dict[str, str] = {
+    "local-created": "new here",
+    "remote-created": "new on the peer",
+    "local-changed": "changed here",
+    "remote-changed": "changed on the peer",
+    "local-deleted": "deleted here",
+    "remote-deleted": "deleted on the peer",
+    "restored": "deleted on one side but changed on the other: content kept",
+    "both-deleted": "deleted on both sides",
+    "same-change": "changed the same way on both sides",
+    "already-equal": "already identical on both sides",
+    "append-merge": "log appended on both sides: merged",
+    "conflict-newest": "changed on both sides: newest kept",
+    "conflict-local": "changed on both sides: local kept (policy)",
+    "conflict-remote": "changed on both sides: peer's kept (policy)",
+    "rewritten-log-newest": "log rewritten on one side: newest kept",
+    "rewritten-log-local": "log rewritten on one side: local kept (policy)",
+    "rewritten-log-remote": "log rewritten on one side: peer's kept (policy)",
+    "skip": "changed on both sides: skipped (policy)",
+    "manual": "changed on both sides: left for you to resolve",
+    "push": "pushed to the peer",
+    "push-delete": "absent here: removed from the peer",
+    "pull": "pulled from the peer",
+    "pull-delete": "absent on the peer: removed here",
+}
+
+
+def reconcile(
+    ancestor: Manifest,
+    local: Manifest,
+    remote: Manifest,
+    *,
+    policy: Policy,
+    mode: Mode = Mode.SYNC,
+    is_log: Callable[[str], bool] = lambda p: False,
+    offset_ns: int = 0,
+    local_id: str = "a",
+    remote_id: str = "b",
+) -> Plan:
+    """Return the changes that bring `local` and `remote` together, sorted by path.
+
+    Paths where nothing needs doing (not even an ancestor update) produce no Change.
+    `offset_ns` is the remote clock minus the local clock; the ids break exact mtime ties.
+    """
+    changes = []
+    for path in sorted(set(ancestor) | set(local) | set(remote)):
+        a, l, r = ancestor.get(path), local.get(path), remote.get(path)
+        if mode is Mode.SYNC:
+            change = _sync(path, l, r, a, policy, is_log(path), offset_ns, local_id, remote_id)
+        else:
+            change = _one_way(path, l, r, a, Side.REMOTE if mode is Mode.PUSH else Side.LOCAL)
+        if change is not None:
+            changes.append(change)
+    return Plan(tuple(changes))
+
+
+def _equal(x: Entry | None, y: Entry | None) -> bool:
+    """Same content, or both absent."""
+    return x.same_content(y) if x is not None else y is None
+
+
+def _agreement(path, l, r, a) -> Change | None:
+    """Both sides already hold the same content (or neither holds the file)."""
+    if _equal(a, l):
+        return None  # the ancestor already says so
+    reason = "both-deleted" if l is None else ("same-change" if a is not None else "already-equal")
+    return Change(path, Action.ADOPT, None, l, r, a, reason)
+
+
+def _sync(path, l, r, a, policy, is_log, offset_ns, local_id, remote_id) -> Change | None:
+    if _equal(l, r):
+        return _agreement(path, l, r, a)
+    l_same, r_same = _equal(a, l), _equal(a, r)
+    if l_same or r_same:
+        # Exactly one side moved away from the ancestor: carry that move to the other side.
+        moved, target = (Side.REMOTE, Side.LOCAL) if l_same else (Side.LOCAL, Side.REMOTE)
+        moved_entry = r if l_same else l
+        if moved_entry is None:
+            return Change(path, Action.DELETE, target, l, r, a, f"{moved.value}-deleted")
+        verb = "created" if a is None else "changed"
+        return Change(path, Action.COPY, target, l, r, a, f"{moved.value}-{verb}")
+    if l is None or r is None:
+        # Deleted on one side, changed on the other: deletion never beats content.
+        target = Side.LOCAL if l is None else Side.REMOTE
+        return Change(path, Action.COPY, target, l, r, a, "restored")
+    if is_log:
+        return Change(path, Action.MERGE, None, l, r, a, "append-merge")
+    return decide_conflict(
+        path, l, r, a, policy=policy, offset_ns=offset_ns, local_id=local_id, remote_id=remote_id
+    )
+
+
+def _one_way(path, l, r, a, target: Side) -> Change | None:
+    """PUSH (target REMOTE) or PULL (target LOCAL): make `target` match the other side."""
+    if _equal(l, r):
+        return _agreement(path, l, r, a)
+    word = "push" if target is Side.REMOTE else "pull"
+    source_entry = l if target is Side.REMOTE else r
+    target_entry = r if target is Side.REMOTE else l
+    if source_entry is None:
+        # The deletion goes to the trash, which keeps the target's version.
+        return Change(path, Action.DELETE, target, l, r, a, f"{word}-delete")
+    # A target version the source side never saw is kept in conflicts/ before it is replaced.
+    unseen = target_entry is not None and not target_entry.same_content(a)
+    return Change(path, Action.COPY, target, l, r, a, word, quarantine=unseen)
+
+
+def decide_conflict(
+    path: str,
+    local: Entry,
+    remote: Entry,
+    ancestor: Entry | None,
+    *,
+    policy: Policy,
+    offset_ns: int,
+    local_id: str,
+    remote_id: str,
+    reason: str = "conflict",
+) -> Change:
+    """Apply the conflict policy to a path both sides changed to different content.
+
+    The winner's content is copied over the loser, which execute first saves in conflicts/.
+    The outcome depends only on values both machines share, so either may start the sync
+    and both reach the same decision.  Decided changes carry the reason `f"{reason}-{how}"`
+    (e.g. "conflict-newest", "rewritten-log-local"); unresolved ones "skip" or "manual".
+    """
+    if policy is Policy.SKIP or policy is Policy.MANUAL:
+        return Change(path, Action.CONFLICT, None, local, remote, ancestor, policy.value)
+    if policy is Policy.NEWEST:
+        local_t, remote_t = local.mtime_ns, remote.mtime_ns - offset_ns  # both on the local clock
+        if local_t != remote_t:
+            winner = Side.LOCAL if local_t > remote_t else Side.REMOTE
+        else:
+            winner = Side.LOCAL if local_id < remote_id else Side.REMOTE
+    else:
+        winner = Side.LOCAL if policy is Policy.LOCAL else Side.REMOTE
+    return Change(
+        path, Action.COPY, winner.other, local, remote, ancestor, f"{reason}-{policy.value}",
+        quarantine=True,
+    )

@@ -1,0 +1,193 @@
+"""Append-merge of logs: a table of cases plus properties (no line lost, same bytes everywhere)."""
+
+from __future__ import annotations
+
+import pytest
+import xxhash
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
+
+from peersync.merge import append_merge, extends
+from peersync.types import Entry
+
+
+def anc(data: bytes) -> Entry:
+    return Entry(len(data), 0, 0o644, xxhash.xxh3_128_hexdigest(data))
+
+
+H = b'{"n":0}\n{"n":1}\n'
+
+# (id, local, remote, ancestor bytes or None, result with local_first=True)
+CASES = [
+    ("both-appended", H + b"L1\nL2\n", H + b"R1\n", H, H + b"L1\nL2\nR1\n"),
+    ("fast-forward-to-remote", H + b"L1\n", H + b"L1\nR1\n", H, H + b"L1\nR1\n"),
+    ("fast-forward-to-local", H + b"L1\nL2\n", H, H, H + b"L1\nL2\n"),
+    ("identical", H + b"X\n", H + b"X\n", H, H + b"X\n"),
+    ("unchanged", H, H, H, H),
+    ("local-rewrote", b'{"n":9}\n' + H[8:] + b"L\n", H + b"R\n", H, None),
+    ("remote-rewrote", H + b"L\n", b"# " + H + b"R\n", H, None),
+    ("local-truncated", H[:8], H + b"R\n", H, None),
+    ("truncated-even-if-prefix", H[:8], H, H, None),
+    ("no-ancestor-common-lines", b"h\nab\n", b"h\nac\n", None, b"h\nab\nac\n"),
+    ("no-ancestor-split-inside-line", b"h\nabc\n", b"h\nabd\n", None, b"h\nabc\nabd\n"),
+    ("no-ancestor-nothing-common", b"x\n", b"y\n", None, b"x\ny\n"),
+    ("no-ancestor-empty-local", b"", b"y\n", None, b"y\n"),
+    ("no-ancestor-prefix", b"h\n", b"h\nmore\n", None, b"h\nmore\n"),
+    ("ancestor-ends-mid-line", b"h\npartial-L\n", b"h\npartial-R\n", b"h\npar",
+     b"h\npartial-L\npartial-R\n"),
+    ("local-tail-without-newline", H + b"L", H + b"R\n", H, H + b"L\nR\n"),
+    ("both-tails-without-newline", H + b"L", H + b"R", H, H + b"L\nR"),
+    ("three-peer-line-seen-on-both", H + b"a1\nC\n", H + b"b1\nC\n", H, H + b"a1\nb1\nC\n"),
+    ("three-peer-shared-run-in-middle", H + b"a\nS1\nS2\nb\n", H + b"c\nS1\nS2\nd\n", H,
+     H + b"a\nc\nS1\nS2\nb\nd\n"),
+    ("shared-line-unfinished-on-one-side", H + b"a\nC", H + b"b\nC\n", H, H + b"a\nb\nC\n"),
+    ("crlf-lines", H + b"L\r\n", H + b"R\r\n", H, H + b"L\r\nR\r\n"),
+    # Only distinctive lines (not blank, once in each tail) make a run "shared" ...
+    ("paragraphs-not-interleaved-on-blank-lines", H + b"## A\na\n\n## A2\n\n", H + b"## B\nb\n\n",
+     H, H + b"## A\na\n\n## A2\n\n## B\nb\n\n"),
+    ("repeated-line-not-collapsed", H + b"L\nok\nok\n", H + b"R\nok\n", H,
+     H + b"L\nok\nok\nR\nok\n"),
+    ("line-repeated-in-second-not-collapsed", H + b"L\nok\n", H + b"ok\nR\nok\n", H,
+     H + b"L\nok\nok\nR\nok\n"),
+    ("single-blank-line-not-shared", H + b"A1\n\nA2\n", H + b"B1\n\nB2\n", H,
+     H + b"A1\n\nA2\nB1\n\nB2\n"),
+    ("single-whitespace-line-not-shared", H + b"A1\n \nA2\n", H + b"B1\n \nB2\n", H,
+     H + b"A1\n \nA2\nB1\n \nB2\n"),
+    # ... and equal lines right next to a shared line join its run.
+    ("blank-lines-join-a-shared-run", H + b"a\n\nS\n\n", H + b"b\n\nS\n\n", H,
+     H + b"a\nb\n\nS\n\n"),
+    ("crossing-order-keeps-both-orders", H + b"X\nY\n", H + b"Y\nX\n", H, H + b"X\nY\nX\n"),
+]
+
+
+@pytest.mark.parametrize("local,remote,ancestor,expected", [c[1:] for c in CASES],
+                         ids=[c[0] for c in CASES])
+def test_append_merge_table(local, remote, ancestor, expected) -> None:
+    a = anc(ancestor) if ancestor is not None else None
+    assert append_merge(local, remote, a, local_first=True) == expected
+    # The other machine sees the sides swapped and passes the opposite order: same bytes.
+    assert append_merge(remote, local, a, local_first=False) == expected
+
+
+def test_order_decides_which_tail_comes_first() -> None:
+    a = anc(H)
+    assert append_merge(H + b"L\n", H + b"R\n", a, local_first=False) == H + b"R\nL\n"
+
+
+@pytest.mark.parametrize("data,ancestor,expected", [
+    (H + b"more\n", H, True),
+    (H, H, True),
+    (H[:-1], H, False),
+    (b"X" + H[1:] + b"more\n", H, False),
+    (b"anything", b"", True),
+])
+def test_extends(data, ancestor, expected) -> None:
+    assert extends(data, anc(ancestor)) is expected
+
+
+# --- properties -----------------------------------------------------------------------------
+
+# A small alphabet so tails share lines often; lines may be empty, the last may lack "\n".
+line = st.sampled_from([b"", b"a", b"b", b"c", b'{"k":1}', b"x y"])
+
+
+@st.composite
+def text(draw, min_lines=0):
+    lines = draw(st.lists(line, min_size=min_lines, max_size=6))
+    data = b"".join(x + b"\n" for x in lines)
+    if draw(st.booleans()):
+        data += draw(line)  # an unfinished last line
+    return data
+
+
+def stripped_lines(data: bytes) -> list[bytes]:
+    lines = data.split(b"\n")
+    if lines[-1] == b"":
+        lines.pop()  # after the final newline, or empty data
+    return lines
+
+
+def is_subsequence(small: list, big: list) -> bool:
+    it = iter(big)
+    return all(any(x == y for y in it) for x in small)
+
+
+@settings(max_examples=400, deadline=None)
+@given(base=text(), tail_l=text(), tail_r=text(), with_ancestor=st.booleans(), lf=st.booleans())
+def test_merge_properties(base, tail_l, tail_r, with_ancestor, lf) -> None:
+    local, remote = base + tail_l, base + tail_r
+    a = anc(base) if with_ancestor else None
+    result = append_merge(local, remote, a, local_first=lf)
+    assert result is not None
+    # Same bytes on the other machine, which sees the sides swapped.
+    assert append_merge(remote, local, a, local_first=not lf) == result
+    # No line is lost, and each side's lines keep their order.  An unfinished last line may
+    # have been continued by the other side (fast-forward), so it must only start a line.
+    for side in (local, remote):
+        finished, unfinished = side[: side.rfind(b"\n") + 1], side[side.rfind(b"\n") + 1:]
+        assert is_subsequence(stripped_lines(finished), stripped_lines(result))
+        assert any(x.startswith(unfinished) for x in stripped_lines(result) or [b""])
+    # The result still extends the ancestor, so the next merge can build on it.
+    if a is not None:
+        assert extends(result, a)
+    # Merging again with an input the result already contains is a fast-forward.
+    for side in (local, remote):
+        if result.startswith(side):
+            assert append_merge(result, side, a, local_first=lf) == result
+            assert append_merge(side, result, a, local_first=not lf) == result
+    assert append_merge(result, result, a, local_first=lf) == result
+
+
+@settings(max_examples=200, deadline=None)
+@given(base=text(), tail_l=text(), tail_r=text(), lf=st.booleans())
+def test_result_starts_with_common_whole_lines(base, tail_l, tail_r, lf) -> None:
+    base = base if base.endswith(b"\n") or not base else base + b"\n"
+    result = append_merge(base + tail_l, base + tail_r, None, local_first=lf)
+    assert result.startswith(base)
+
+
+@settings(max_examples=200, deadline=None)
+@given(base=text(), tail_l=text(), tail_r=text(), cut=st.integers(0, 100), lf=st.booleans())
+def test_rewrite_is_refused(base, tail_l, tail_r, cut, lf) -> None:
+    assume(base)
+    i = cut % len(base)
+    rewritten = base[:i] + bytes([base[i] ^ 1]) + base[i + 1:] + tail_l
+    a = anc(base)
+    assert append_merge(rewritten, base + tail_r, a, local_first=lf) is None
+    assert append_merge(base + tail_r, rewritten, a, local_first=lf) is None
+
+
+tokens = st.lists(st.integers(0, 9), max_size=4)
+
+
+@settings(max_examples=200, deadline=None)
+@given(x1=tokens, y1=tokens, s=st.lists(st.integers(0, 9), min_size=1, max_size=4),
+       x2=tokens, y2=tokens, lf=st.booleans())
+def test_three_peer_lines_appear_once(x1, y1, s, x2, y2, lf) -> None:
+    """A run both sides received through a third peer is kept once, each side's own lines kept."""
+    def lines(prefix: str, items: list[int]) -> bytes:
+        return b"".join(f"{prefix}{i}\n".encode() for i in items)
+
+    x1, y1, x2, y2 = lines("x", x1), lines("y", y1), lines("x'", x2), lines("y'", y2)
+    shared = b"".join(f"s{k}-{i}\n".encode() for k, i in enumerate(s))  # distinct lines
+    local, remote = H + x1 + shared + x2, H + y1 + shared + y2
+    result = append_merge(local, remote, anc(H), local_first=lf)
+    assert result.count(shared) == 1
+    for k in range(len(s)):
+        assert result.count(f"s{k}-".encode()) == 1
+    first, second = (x1, y1) if lf else (y1, x1)
+    if local.startswith(remote) or remote.startswith(local):
+        assert result == max(local, remote, key=len)
+    elif not (x2 or y2):
+        assert result == H + first + second + shared
+
+
+@pytest.mark.timeout(120)
+def test_large_tails_stay_fast() -> None:
+    """Input on which difflib.SequenceMatcher needs minutes (quadratic) merges at once."""
+    n = 10_000
+    local = b"".join(b'{"l":%d}\n{"s":%d}\nok\n\n' % (i, i) for i in range(n))
+    remote = b"".join(b'{"r":%d}\n{"s":%d}\nok\n\n' % (i, i) for i in range(n))
+    result = append_merge(local, remote, None, local_first=True)
+    assert result.count(b'{"s":') == n  # every shared line once
+    assert result.count(b'{"l":') == result.count(b'{"r":') == n

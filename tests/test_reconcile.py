@@ -1,0 +1,263 @@
+"""Reconcile: one table of named cases, plus properties the table cannot cover."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import pytest
+import xxhash
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from peersync.reconcile import REASONS, decide_conflict, reconcile
+from peersync.types import Action, Change, Entry, Mode, Policy, Side
+
+COPY, DELETE, MERGE, CONFLICT, ADOPT = (
+    Action.COPY, Action.DELETE, Action.MERGE, Action.CONFLICT, Action.ADOPT,
+)
+LOCAL, REMOTE = Side.LOCAL, Side.REMOTE
+
+
+def e(content: str, t: int = 1000, mode: int = 0o644) -> Entry:
+    data = content.encode()
+    return Entry(len(data), t, mode, xxhash.xxh3_128_hexdigest(data))
+
+
+@dataclass
+class Case:
+    id: str
+    ancestor: dict
+    local: dict
+    remote: dict
+    expect: list  # (path, action, target, reason, quarantine)
+    policy: Policy = Policy.NEWEST
+    mode: Mode = Mode.SYNC
+    logs: tuple = ()
+    offset_ns: int = 0
+    ids: tuple = ("a", "b")
+    extra: dict = field(default_factory=dict)
+
+
+F = "memory/notes.md"
+LOG = "memory/2024-05-01.md"
+
+CASES = [
+    # --- SYNC: the DESIGN 3 table, row by row -------------------------------------------------
+    Case("unchanged", {F: e("v1")}, {F: e("v1")}, {F: e("v1")}, []),
+    Case("unchanged-content-touched-mtime", {F: e("v1", 1)}, {F: e("v1", 9)}, {F: e("v1", 5)}, []),
+    Case("local-changed", {F: e("v1")}, {F: e("v2")}, {F: e("v1")},
+         [(F, COPY, REMOTE, "local-changed", False)]),
+    Case("remote-changed", {F: e("v1")}, {F: e("v1")}, {F: e("v2")},
+         [(F, COPY, LOCAL, "remote-changed", False)]),
+    Case("local-created", {}, {F: e("v1")}, {},
+         [(F, COPY, REMOTE, "local-created", False)]),
+    Case("remote-created", {}, {}, {F: e("v1")},
+         [(F, COPY, LOCAL, "remote-created", False)]),
+    Case("local-deleted", {F: e("v1")}, {}, {F: e("v1")},
+         [(F, DELETE, REMOTE, "local-deleted", False)]),
+    Case("remote-deleted", {F: e("v1")}, {F: e("v1")}, {},
+         [(F, DELETE, LOCAL, "remote-deleted", False)]),
+    Case("local-deleted-remote-changed-restores", {F: e("v1")}, {}, {F: e("v2")},
+         [(F, COPY, LOCAL, "restored", False)]),
+    Case("remote-deleted-local-changed-restores", {F: e("v1")}, {F: e("v2")}, {},
+         [(F, COPY, REMOTE, "restored", False)]),
+    Case("restore-beats-newest-and-policy", {F: e("v1")}, {}, {F: e("v2", 1)},
+         [(F, COPY, LOCAL, "restored", False)], policy=Policy.LOCAL),
+    Case("both-deleted-adopts", {F: e("v1")}, {}, {},
+         [(F, ADOPT, None, "both-deleted", False)]),
+    Case("both-changed-equal-adopts", {F: e("v1")}, {F: e("v2", 5)}, {F: e("v2", 7)},
+         [(F, ADOPT, None, "same-change", False)]),
+    Case("no-ancestor-equal-adopts", {}, {F: e("v1")}, {F: e("v1", 3)},
+         [(F, ADOPT, None, "already-equal", False)]),
+    Case("log-both-appended-merges", {LOG: e("v1")}, {LOG: e("v1+l")}, {LOG: e("v1+r")},
+         [(LOG, MERGE, None, "append-merge", False)], logs=(LOG,)),
+    Case("log-one-side-changed-copies", {LOG: e("v1")}, {LOG: e("v1+l")}, {LOG: e("v1")},
+         [(LOG, COPY, REMOTE, "local-changed", False)], logs=(LOG,)),
+    Case("no-ancestor-log-differs-merges", {}, {LOG: e("x")}, {LOG: e("y")},
+         [(LOG, MERGE, None, "append-merge", False)], logs=(LOG,)),
+    Case("no-ancestor-differs-conflict", {}, {F: e("x", 2000)}, {F: e("y", 1000)},
+         [(F, COPY, REMOTE, "conflict-newest", True)]),
+    Case("no-ancestor-union", {},
+         {"MEMORY.md": e("m"), "memory/a.md": e("a"), F: e("same")},
+         {"USER.md": e("u"), "memory/b.md": e("b"), F: e("same")},
+         [("MEMORY.md", COPY, REMOTE, "local-created", False),
+          ("USER.md", COPY, LOCAL, "remote-created", False),
+          ("memory/a.md", COPY, REMOTE, "local-created", False),
+          ("memory/b.md", COPY, LOCAL, "remote-created", False),
+          (F, ADOPT, None, "already-equal", False)]),
+    # --- conflict policy ------------------------------------------------------------------------
+    Case("newest-local-newer", {F: e("v1")}, {F: e("l", 2000)}, {F: e("r", 1000)},
+         [(F, COPY, REMOTE, "conflict-newest", True)]),
+    Case("newest-remote-newer", {F: e("v1")}, {F: e("l", 1000)}, {F: e("r", 2000)},
+         [(F, COPY, LOCAL, "conflict-newest", True)]),
+    Case("newest-offset-flips-to-local", {F: e("v1")}, {F: e("l", 1000)}, {F: e("r", 2000)},
+         [(F, COPY, REMOTE, "conflict-newest", True)], offset_ns=1500),  # peer clock 1.5 µs ahead
+    Case("newest-offset-flips-to-remote", {F: e("v1")}, {F: e("l", 2000)}, {F: e("r", 1000)},
+         [(F, COPY, LOCAL, "conflict-newest", True)], offset_ns=-1500),
+    Case("newest-tie-smaller-local-id-wins", {F: e("v1")}, {F: e("l", 1000)}, {F: e("r", 1000)},
+         [(F, COPY, REMOTE, "conflict-newest", True)], ids=("a", "b")),
+    Case("newest-tie-smaller-remote-id-wins", {F: e("v1")}, {F: e("l", 1000)}, {F: e("r", 1000)},
+         [(F, COPY, LOCAL, "conflict-newest", True)], ids=("b", "a")),
+    # The same pair seen from the other machine: sides swapped, offset negated -> "x" still wins.
+    Case("tie-after-offset-from-a", {F: e("v1")}, {F: e("x", 1000)}, {F: e("y", 1300)},
+         [(F, COPY, REMOTE, "conflict-newest", True)], offset_ns=300, ids=("a", "b")),
+    Case("tie-after-offset-from-b", {F: e("v1")}, {F: e("y", 1300)}, {F: e("x", 1000)},
+         [(F, COPY, LOCAL, "conflict-newest", True)], offset_ns=-300, ids=("b", "a")),
+    Case("policy-local", {F: e("v1")}, {F: e("l", 1)}, {F: e("r", 9)},
+         [(F, COPY, REMOTE, "conflict-local", True)], policy=Policy.LOCAL),
+    Case("policy-remote", {F: e("v1")}, {F: e("l", 9)}, {F: e("r", 1)},
+         [(F, COPY, LOCAL, "conflict-remote", True)], policy=Policy.REMOTE),
+    Case("policy-skip", {F: e("v1")}, {F: e("l")}, {F: e("r")},
+         [(F, CONFLICT, None, "skip", False)], policy=Policy.SKIP),
+    Case("policy-manual", {F: e("v1")}, {F: e("l")}, {F: e("r")},
+         [(F, CONFLICT, None, "manual", False)], policy=Policy.MANUAL),
+    Case("policy-does-not-touch-one-sided-change", {F: e("v1")}, {F: e("v2")}, {F: e("v1")},
+         [(F, COPY, REMOTE, "local-changed", False)], policy=Policy.REMOTE),
+    # --- PUSH / PULL ----------------------------------------------------------------------------
+    Case("push-local-changed", {F: e("v1")}, {F: e("v2")}, {F: e("v1")},
+         [(F, COPY, REMOTE, "push", False)], mode=Mode.PUSH),
+    Case("push-overwrites-remote-change-quarantined", {F: e("v1")}, {F: e("v1")}, {F: e("v2")},
+         [(F, COPY, REMOTE, "push", True)], mode=Mode.PUSH),
+    Case("push-no-ancestor-quarantines", {}, {F: e("x")}, {F: e("y")},
+         [(F, COPY, REMOTE, "push", True)], mode=Mode.PUSH),
+    Case("push-local-created", {}, {F: e("x")}, {},
+         [(F, COPY, REMOTE, "push", False)], mode=Mode.PUSH),
+    Case("push-deletes-remote-only", {}, {}, {F: e("y")},
+         [(F, DELETE, REMOTE, "push-delete", False)], mode=Mode.PUSH),
+    Case("push-log-is-not-merged", {LOG: e("v1")}, {LOG: e("v1+l")}, {LOG: e("v1+r")},
+         [(LOG, COPY, REMOTE, "push", True)], mode=Mode.PUSH, logs=(LOG,)),
+    Case("push-equal-nothing", {F: e("v1")}, {F: e("v1")}, {F: e("v1")}, [], mode=Mode.PUSH),
+    Case("push-equal-adopts", {F: e("v1")}, {F: e("v2")}, {F: e("v2")},
+         [(F, ADOPT, None, "same-change", False)], mode=Mode.PUSH),
+    Case("push-both-absent-adopts", {F: e("v1")}, {}, {},
+         [(F, ADOPT, None, "both-deleted", False)], mode=Mode.PUSH),
+    Case("pull-remote-changed", {F: e("v1")}, {F: e("v1")}, {F: e("v2")},
+         [(F, COPY, LOCAL, "pull", False)], mode=Mode.PULL),
+    Case("pull-overwrites-local-change-quarantined", {F: e("v1")}, {F: e("v2")}, {F: e("v1")},
+         [(F, COPY, LOCAL, "pull", True)], mode=Mode.PULL),
+    Case("pull-deletes-local-only", {F: e("v1")}, {F: e("v1")}, {},
+         [(F, DELETE, LOCAL, "pull-delete", False)], mode=Mode.PULL),
+    Case("pull-equal-adopts", {}, {F: e("v1")}, {F: e("v1")},
+         [(F, ADOPT, None, "already-equal", False)], mode=Mode.PULL),
+]
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
+def test_reconcile_table(case: Case) -> None:
+    plan = reconcile(
+        case.ancestor, case.local, case.remote, policy=case.policy, mode=case.mode,
+        is_log=lambda p: p in case.logs, offset_ns=case.offset_ns,
+        local_id=case.ids[0], remote_id=case.ids[1],
+    )
+    got = [(c.path, c.action, c.target, c.reason, c.quarantine) for c in plan.changes]
+    assert got == case.expect
+    for c in plan.changes:
+        assert (c.local, c.remote, c.ancestor) == (
+            case.local.get(c.path), case.remote.get(c.path), case.ancestor.get(c.path)
+        )
+        assert c.reason in REASONS
+
+
+def test_case_ids_unique() -> None:
+    assert len({c.id for c in CASES}) == len(CASES)
+
+
+@pytest.mark.parametrize("policy,action,target,reason", [
+    (Policy.NEWEST, COPY, REMOTE, "rewritten-log-newest"),
+    (Policy.LOCAL, COPY, REMOTE, "rewritten-log-local"),
+    (Policy.REMOTE, COPY, LOCAL, "rewritten-log-remote"),
+    (Policy.SKIP, CONFLICT, None, "skip"),
+    (Policy.MANUAL, CONFLICT, None, "manual"),
+])
+def test_decide_conflict_for_rewritten_log(policy, action, target, reason) -> None:
+    """The engine's fallback when a log was not only appended to: the reason names it."""
+    c = decide_conflict(LOG, e("l", 5), e("r", 1), e("v1"), policy=policy, offset_ns=0,
+                        local_id="a", remote_id="b", reason="rewritten-log")
+    assert (c.action, c.target, c.reason, c.quarantine) == (action, target, reason, target is not None)
+    assert c.reason in REASONS
+
+
+# --- properties -----------------------------------------------------------------------------
+
+PATHS = ("MEMORY.md", "memory/a.md", "memory/log.jsonl")
+MIRROR_WORD = {"local": "remote", "remote": "local", "push": "pull", "pull": "push"}
+MIRROR_MODE = {Mode.SYNC: Mode.SYNC, Mode.PUSH: Mode.PULL, Mode.PULL: Mode.PUSH}
+MIRROR_POLICY = {Policy.LOCAL: Policy.REMOTE, Policy.REMOTE: Policy.LOCAL}
+
+
+def is_log(path: str) -> bool:
+    return path.endswith(".jsonl")
+
+
+entries = st.one_of(st.none(), st.builds(e, st.sampled_from(["x", "y", "z"]), st.integers(0, 3)))
+manifests = st.fixed_dictionaries({p: entries for p in PATHS}).map(
+    lambda m: {p: v for p, v in m.items() if v is not None}
+)
+
+
+def mirror(c: Change) -> tuple:
+    reason = "-".join(MIRROR_WORD.get(w, w) for w in c.reason.split("-"))
+    target = c.target.other if c.target is not None else None
+    return (c.path, c.action, target, c.remote, c.local, c.ancestor, reason, c.quarantine)
+
+
+def plain(c: Change) -> tuple:
+    return (c.path, c.action, c.target, c.local, c.remote, c.ancestor, c.reason, c.quarantine)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    ancestor=manifests, local=manifests, remote=manifests,
+    policy=st.sampled_from(list(Policy)), mode=st.sampled_from(list(Mode)),
+    offset=st.integers(-3, 3), ids=st.sampled_from([("a", "b"), ("b", "a"), ("host-2", "host-10")]),
+)
+def test_mirror_image(ancestor, local, remote, policy, mode, offset, ids) -> None:
+    """Whichever machine starts the sync, both decide the same thing for every path."""
+    one = reconcile(ancestor, local, remote, policy=policy, mode=mode, is_log=is_log,
+                    offset_ns=offset, local_id=ids[0], remote_id=ids[1])
+    other = reconcile(ancestor, remote, local, policy=MIRROR_POLICY.get(policy, policy),
+                      mode=MIRROR_MODE[mode], is_log=is_log, offset_ns=-offset,
+                      local_id=ids[1], remote_id=ids[0])
+    assert [mirror(c) for c in one.changes] == [plain(c) for c in other.changes]
+
+
+def apply(plan, local: dict, remote: dict) -> tuple[dict, dict]:
+    """Simulate execute for COPY/DELETE (MERGE and CONFLICT left to their own tests)."""
+    local, remote = dict(local), dict(remote)
+    sides = {LOCAL: local, REMOTE: remote}
+    for c in plan.changes:
+        if c.action is COPY:
+            sides[c.target][c.path] = c.entry(c.source)
+        elif c.action is DELETE:
+            del sides[c.target][c.path]
+    return local, remote
+
+
+@settings(max_examples=300, deadline=None)
+@given(ancestor=manifests, local=manifests, remote=manifests,
+       policy=st.sampled_from([Policy.NEWEST, Policy.LOCAL, Policy.REMOTE]),
+       mode=st.sampled_from(list(Mode)))
+def test_safety_properties(ancestor, local, remote, policy, mode) -> None:
+    """Sides converge; deletions only replace what the ancestor knew; losers are quarantined."""
+    plan = reconcile(ancestor, local, remote, policy=policy, mode=mode, is_log=is_log)
+    new_local, new_remote = apply(plan, local, remote)
+    merged = {c.path for c in plan.of(MERGE)}
+    assert {p: v.hash for p, v in new_local.items() if p not in merged} == {
+        p: v.hash for p, v in new_remote.items() if p not in merged
+    }
+    for c in plan.changes:
+        old = c.entry(c.target) if c.target is not None else None
+        if mode is Mode.SYNC and c.action is DELETE:
+            assert old.same_content(c.ancestor)  # deletion never beats content
+        if c.action is COPY and old is not None and not old.same_content(c.ancestor):
+            assert c.quarantine  # a version the other side never saw is kept
+        if c.action is ADOPT:
+            assert c.local is None and c.remote is None or c.local.same_content(c.remote)
+
+
+@settings(max_examples=200, deadline=None)
+@given(local=manifests, remote=manifests, policy=st.sampled_from(list(Policy)))
+def test_no_ancestor_never_deletes(local, remote, policy) -> None:
+    plan = reconcile({}, local, remote, policy=policy, is_log=is_log)
+    assert not plan.of(DELETE)
+    assert {c.path for c in plan.changes} == set(local) | set(remote)
