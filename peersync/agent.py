@@ -10,6 +10,7 @@ import base64
 import os
 import secrets
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -33,6 +34,7 @@ class Handler:
         self.restricted = restricted
         self.store = Store(self.ws.root, Selection())
         self.staging: Path | None = None
+        self._staging_lock = threading.Lock()  # the local side calls us from several threads at once
         self._lock = None
 
     # -- session ---------------------------------------------------------------------------
@@ -56,12 +58,7 @@ class Handler:
 
     def recover(self) -> int:
         """Clear what interrupted runs left in the state dir.  Only while holding the lock."""
-        recovered = self.store.clear_staging()
-        holding = self.ws.state / "holding"
-        for leftover in holding.iterdir() if holding.is_dir() else ():
-            leftover.unlink()  # a second name of a live file; the file itself is untouched
-            recovered += 1
-        return recovered
+        return self.store.clear_staging() + self.store.recover_holding()
 
     def release(self) -> None:
         if self._lock is not None:
@@ -108,8 +105,9 @@ class Handler:
         return out
 
     def op_stage(self) -> dict:
-        if self.staging is None:  # one staging dir per session, whichever transfer asks first
-            self.staging = self.store.new_staging()
+        with self._staging_lock:  # one staging dir per session, whichever transfer asks first
+            if self.staging is None:
+                self.staging = self.store.new_staging()
         return {"dir": str(self.staging)}
 
     def op_unstage(self) -> dict:
@@ -174,8 +172,30 @@ class Handler:
                 results.append({"path": path, "ok": False, "error": _why(err)})
         return {"results": results}
 
-    def op_housekeeping(self, trash_days: int = 30) -> dict:
-        return {"trash_purged": self.store.purge_trash(trash_days)}
+    def op_logbase_save(self, items: list) -> dict:
+        return {"saved": self.store.save_logbases([(check_relpath(p), h) for p, h in items])}
+
+    def op_logbase_get(self, hashes: list) -> dict:
+        out = {}
+        for digest in hashes:
+            data = self.store.logbase(digest)
+            out[digest] = None if data is None else base64.b64encode(data).decode()
+        return out
+
+    def op_housekeeping(self, trash_days: int = 30, prune_logbases: bool = False) -> dict:
+        if not prune_logbases:
+            return {"trash_purged": self.store.purge_trash(trash_days)}
+        # Log bases no ancestor refers to any more are dropped.
+        keep: set[str] = set()
+        ancestors = self.ws.state / "ancestors"
+        for path in ancestors.glob("*.json") if ancestors.is_dir() else ():
+            try:
+                data = read_json(path) or {}
+                keep.update(w[3] for w in data.get("entries", {}).values())
+            except (ValueError, AttributeError, IndexError, TypeError):
+                return {"trash_purged": self.store.purge_trash(trash_days), "logbases_pruned": 0}
+        return {"trash_purged": self.store.purge_trash(trash_days),
+                "logbases_pruned": self.store.prune_logbases(keep)}
 
     def call(self, op: str, args: dict):
         method = getattr(self, f"op_{op}", None)

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 from peersync.errors import PeersyncError, ProtocolError, SafetyError, UsageError
 from peersync.lock import workspace_lock
-from peersync.merge import append_merge
+from peersync.merge import append_merge, insertion_merge
 from peersync.paths import BadPath, check_relpath
 from peersync.reconcile import decide_conflict, reconcile
 from peersync.remote import LocalSession, Session, open_session
@@ -30,6 +30,7 @@ from peersync.workspace import Peer, SyncConfig, Workspace
 INLINE_MAX_BYTES = 1 << 20
 INLINE_MAX_FILE = 256 << 10
 REMOTE_LOCK_WAIT = 10.0
+LOGBASE_MAX = 16 << 20  # log files up to this size keep their synced content for 3-way merges
 
 
 def log_matcher(patterns: tuple[str, ...]):
@@ -144,9 +145,15 @@ class Run:
         paths = [c.path for c in merges]
         local_data, remote_data = await asyncio.gather(self._read(Side.LOCAL, paths), self._read(Side.REMOTE, paths))
         fallback, installs = [], {Side.LOCAL: [], Side.REMOTE: []}
+        bases = await self._logbases({c.ancestor.hash for c in merges if c.ancestor is not None})
         for c in merges:
-            merged = append_merge(local_data[c.path], remote_data[c.path], c.ancestor,
-                                  local_first=self.local_id < self.remote_id)
+            local_first = self.local_id < self.remote_id
+            merged = append_merge(local_data[c.path], remote_data[c.path], c.ancestor, local_first=local_first)
+            if merged is None and c.ancestor is not None and bases.get(c.ancestor.hash) is not None:
+                # Not a pure append on both sides; if both only inserted lines (a third peer's
+                # lines landed mid-file), a three-way insertion merge still loses nothing.
+                merged = insertion_merge(bases[c.ancestor.hash], local_data[c.path], remote_data[c.path],
+                                         local_first=local_first)
             if merged is None:
                 fallback.append(decide_conflict(
                     c.path, c.local, c.remote, c.ancestor, policy=self.policy,
@@ -166,6 +173,20 @@ class Run:
                 if res["ok"] and item["path"] not in self.report.merged:
                     self.report.merged.append(item["path"])
         return fallback
+
+    async def _logbases(self, hashes: set[str]) -> dict[str, bytes | None]:
+        """Ancestor contents of log files, from whichever side kept them."""
+        found: dict[str, bytes | None] = {}
+        for side in Side:
+            missing = sorted(h for h in hashes if found.get(h) is None)
+            if not missing:
+                break
+            raw = await self.session(side).request("logbase_get", hashes=missing)
+            for digest in missing:
+                value = raw.get(digest) if isinstance(raw, dict) else None
+                data = base64.b64decode(value) if isinstance(value, str) else None
+                found[digest] = data if data is not None and hash_bytes(data) == digest else None
+        return found
 
     async def copy(self, target: Side, changes: list[Change]) -> None:
         if not changes:
@@ -354,14 +375,20 @@ async def _sync_locked(ws, cfg, peer, local, remote, report, local_raw, remote_r
     run = Run(ws, cfg, peer, local, remote, report, policy=policy, local_id=local_id, remote_id=remote_id)
     run.sides = {Side.LOCAL: SideState(local, local_entries), Side.REMOTE: SideState(remote, remote_entries)}
     await run.execute(list(plan.changes))
-    new = manifest_to_wire(run.new_ancestor(ancestor))
+    new_ancestor = run.new_ancestor(ancestor)
+    new = manifest_to_wire(new_ancestor)
     # Remote first: if we die between the two saves, the sides disagree and agreed_ancestor()
     # treats the difference as unknown — which can only cause unions, never deletions.
     await remote.request("ancestor_put", peer_id=local_id, manifest=new)
     await local.request("ancestor_put", peer_id=remote_id, manifest=new)
     journal.unlink()
-    await asyncio.gather(local.request("housekeeping", trash_days=cfg.trash_days),
-                         remote.request("housekeeping", trash_days=cfg.trash_days))
+    is_log = log_matcher(cfg.logs)
+    logs = [[p, e.hash] for p, e in new_ancestor.items()
+            if is_log(p) and e.size <= LOGBASE_MAX and (p not in ancestor or ancestor[p].hash != e.hash)]
+    if logs:
+        await asyncio.gather(local.request("logbase_save", items=logs), remote.request("logbase_save", items=logs))
+    await asyncio.gather(local.request("housekeeping", trash_days=cfg.trash_days, prune_logbases=bool(logs)),
+                         remote.request("housekeeping", trash_days=cfg.trash_days, prune_logbases=bool(logs)))
 
 
 def _describe(plan, report: Report, peer: Peer) -> None:

@@ -128,3 +128,54 @@ def _join(lines: list[bytes]) -> list[bytes]:
     """End every line but the last with a newline, so two lines are never glued together."""
     last = len(lines) - 1
     return [x if x.endswith(b"\n") or k == last else x + b"\n" for k, x in enumerate(lines)]
+
+
+def insertion_merge(base: bytes, local: bytes, remote: bytes, *, local_first: bool) -> bytes | None:
+    """Three-way merge of a log whose sides only INSERTED lines since `base` (anywhere, not
+    just at the end): the base's lines, with each gap holding the union of both sides'
+    insertions there.  None when a side removed or changed a base line (conflict policy).
+
+    This is what keeps three or more peers merging quietly: after A merged with C, C's lines
+    may sit before A's own new lines, so A no longer *extends* its A↔B base — but every base
+    line is still there, in order.  Deterministic for a given `local_first`.
+    """
+    if local == remote:
+        return local
+    base_lines = _lines(base)
+    gaps_l, gaps_r = _gaps(base_lines, _lines(local)), _gaps(base_lines, _lines(remote))
+    if gaps_l is None or gaps_r is None:
+        return None
+    out: list[bytes] = []
+    for k, (gap_l, gap_r) in enumerate(zip(gaps_l, gaps_r)):
+        first, second = (gap_l, gap_r) if local_first else (gap_r, gap_l)
+        if second[: len(first)] == first:  # one side's insertion already holds the other's
+            out += second
+        elif first[: len(second)] == second:
+            out += first
+        else:
+            out += _union(first, second)
+        if k < len(base_lines):
+            out.append(base_lines[k])
+    return b"".join(_join(out))
+
+
+def _gaps(base: list[bytes], side: list[bytes]) -> list[list[bytes]] | None:
+    """Split `side` around an in-order embedding of `base`: len(base)+1 runs of inserted lines.
+
+    The embedding is greedy from the end (base lines match as late as possible), so text added
+    at the end of the file stays in the last gap.  None when base is not a subsequence.
+    A base last line that lacked its newline may match its finished copy.
+    """
+    gaps: list[list[bytes]] = [[] for _ in range(len(base) + 1)]
+    j = len(side) - 1
+    for k in range(len(base) - 1, -1, -1):
+        want = base[k].rstrip(b"\n")
+        last = k == len(base) - 1 and not base[k].endswith(b"\n")
+        while j >= 0 and (side[j] != base[k] and not (last and side[j].rstrip(b"\n") == want)):
+            gaps[k + 1].append(side[j])
+            j -= 1
+        if j < 0:
+            return None
+        j -= 1
+    gaps[0] = side[: j + 1][::-1]
+    return [g[::-1] for g in gaps]

@@ -9,7 +9,6 @@ Invariants (the safety model lives here):
 
 from __future__ import annotations
 
-import contextlib
 import os
 import secrets
 import shutil
@@ -17,9 +16,9 @@ import time
 from pathlib import Path
 
 from peersync.paths import STATE_DIR, check_relpath
-from peersync.scan import hash_file
+from peersync.scan import hash_bytes, hash_file
 from peersync.selection import Selection
-from peersync.storage import atomic_write_json, ensure_private_dir, fsync_dir, read_json
+from peersync.storage import atomic_write_bytes, atomic_write_json, ensure_private_dir, fsync_dir, read_json
 from peersync.types import Entry
 
 CONFLICTS_FORMAT = 1
@@ -114,7 +113,7 @@ class Store:
 
     def _replace(self, full: Path, staged: Path, path: str, expect: Entry, new: Entry,
                  quarantine: dict | None) -> dict:
-        held = self._hold(full)  # a second name for the inode we are about to replace
+        held = self._hold(full, path)  # a second name for the inode we are about to replace
         try:
             before = os.lstat(held)
             if before.st_size != expect.size or hash_file(held) != expect.hash:
@@ -123,8 +122,7 @@ class Store:
             fsync_dir(full.parent)
             after = os.lstat(held)
         except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(held)
+            _release(held)
             raise
         conflict = None
         raced = (after.st_size, after.st_mtime_ns) != (before.st_size, before.st_mtime_ns)
@@ -132,24 +130,47 @@ class Store:
             conflict = self._quarantine_file(held, path, {**(quarantine or {}), "reason": "edited during sync"})
         elif quarantine is not None:
             conflict = self._quarantine_file(held, path, quarantine)
-        else:
-            os.unlink(held)
+        _release(held)
         return {"entry": _stat_entry(full, new.hash), "conflict": conflict}
 
-    def _hold(self, full: Path) -> Path:
-        holding = ensure_private_dir(self.state / "holding")
-        held = holding / secrets.token_hex(8)
+    def _hold(self, full: Path, path: str) -> Path:
+        """A second name for the inode at `full`: holding/<token>/<path>.  If we die after the
+        live name was replaced, this is the version's only name; the path in it lets
+        recover_holding() put it in conflicts/ rather than lose it."""
+        held = self.state / "holding" / secrets.token_hex(8) / path
+        ensure_private_dir(held.parent)
         try:
             os.link(full, held)
         except FileNotFoundError:
+            _release(held)
             raise Refused("deleted during the sync; left for the next sync") from None
         return held
+
+    def recover_holding(self) -> int:
+        """Clear holding/ after an interrupted run (only while holding the workspace lock).
+
+        A held name whose file has no other name is a version that was replaced but not yet
+        quarantined when the run died: it goes to conflicts/.  The others are second names of
+        live, trashed or quarantined files and are simply dropped.
+        """
+        holding = self.state / "holding"
+        count = 0
+        for token in list(holding.iterdir()) if holding.is_dir() else ():
+            if not token.is_dir():  # not ours (holding/ only ever holds token dirs)
+                continue
+            for held in [p for p in token.rglob("*") if p.is_file()]:
+                if os.lstat(held).st_nlink == 1:
+                    self._quarantine_file(held, held.relative_to(token).as_posix(),
+                                          {"peer": None, "reason": "kept from an interrupted sync"})
+                count += 1
+            shutil.rmtree(token, ignore_errors=True)
+        return count
 
     # -- delete --------------------------------------------------------------------------
     def delete(self, path: str, *, expect: Entry, batch: str) -> dict:
         """Move `path` to the trash if it still holds `expect`."""
         full = self.target(path)
-        held = self._hold(full)
+        held = self._hold(full, path)
         try:
             if os.lstat(held).st_size != expect.size or hash_file(held) != expect.hash:
                 raise Refused("edited during the sync; not deleted")
@@ -157,8 +178,7 @@ class Store:
             dest.parent.mkdir(parents=True, exist_ok=True)
             os.rename(full, dest)
         finally:
-            with contextlib.suppress(OSError):
-                os.unlink(held)
+            _release(held)
         self._prune_empty_dirs(full.parent)
         return {"entry": None, "trash": str(dest.relative_to(self.root))}
 
@@ -180,6 +200,44 @@ class Store:
             if batch.name[:15] < cutoff:
                 shutil.rmtree(batch, ignore_errors=True)
                 removed += 1
+        return removed
+
+    # -- log bases -----------------------------------------------------------------------
+    # The content of each log file as of the last sync, by hash, so the next merge can see what
+    # each side inserted even after a third peer's lines landed in the middle (merge.insertion_merge).
+    @property
+    def logbase_dir(self) -> Path:
+        return self.state / "logbase"
+
+    def save_logbases(self, items: list[tuple[str, str]]) -> int:
+        """Keep the live content of each (path, hash) whose file still has that hash."""
+        saved = 0
+        for path, digest in items:
+            blob = self.logbase_dir / _blob_name(digest)
+            if blob.exists():
+                continue
+            try:
+                data = self.target(path).read_bytes()
+            except (OSError, Refused):
+                continue
+            if hash_bytes(data) == digest:
+                atomic_write_bytes(blob, data)
+                saved += 1
+        return saved
+
+    def logbase(self, digest: str) -> bytes | None:
+        try:
+            return (self.logbase_dir / _blob_name(digest)).read_bytes()
+        except (OSError, ValueError):
+            return None
+
+    def prune_logbases(self, keep: set[str]) -> int:
+        removed = 0
+        if self.logbase_dir.is_dir():
+            for blob in self.logbase_dir.iterdir():
+                if blob.name not in keep:
+                    blob.unlink(missing_ok=True)
+                    removed += 1
         return removed
 
     # -- conflicts -----------------------------------------------------------------------
@@ -240,9 +298,10 @@ class Store:
             shutil.copy2(source, staged)
             replaced = None
             if full.exists():
-                held = self._hold(full)
+                held = self._hold(full, item["path"])
                 os.replace(staged, full)
                 replaced = self._quarantine_file(held, item["path"], {"peer": None, "reason": f"replaced by restore of {cid}"})
+                _release(held)
             else:
                 full.parent.mkdir(parents=True, exist_ok=True)
                 os.replace(staged, full)
@@ -260,6 +319,20 @@ class Store:
         shutil.rmtree(self.conflicts_dir / cid, ignore_errors=True)
         self._save_conflicts([i for i in items if i.get("id") != cid])
         return item
+
+
+def _release(held: Path) -> None:
+    """Drop a holding name (if still there) with its token dir; the file keeps its other names."""
+    token = held
+    while token.parent.name != "holding":
+        token = token.parent
+    shutil.rmtree(token, ignore_errors=True)
+
+
+def _blob_name(digest: str) -> str:
+    if len(digest) != 32 or not all(c in "0123456789abcdef" for c in digest):
+        raise ValueError(f"bad hash {digest!r}")
+    return digest
 
 
 def _stat_entry(full: Path, digest: str) -> list:

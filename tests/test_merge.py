@@ -191,3 +191,45 @@ def test_large_tails_stay_fast() -> None:
     result = append_merge(local, remote, None, local_first=True)
     assert result.count(b'{"s":') == n  # every shared line once
     assert result.count(b'{"l":') == result.count(b'{"r":') == n
+
+
+# -- insertion_merge: three or more peers -------------------------------------------------
+
+from peersync.merge import insertion_merge  # noqa: E402
+
+
+@pytest.mark.parametrize("name,base,local,remote,expected", [
+    ("appends", b"a\n", b"a\nL\n", b"a\nR\n", b"a\nL\nR\n"),
+    ("third peer's lines mid-file", b"a\nb\n", b"a\nC\nb\nL\n", b"a\nb\nR\n", b"a\nC\nb\nL\nR\n"),
+    ("both hold the third peer's line once", b"a\n", b"a\nC\nL\n", b"a\nC\nR\n", b"a\nC\nL\nR\n"),
+    ("a removed line is not an insertion", b"a\nb\n", b"a\n", b"a\nb\nR\n", None),
+    ("a changed line is not an insertion", b"a\nb\n", b"a\nB\n", b"a\nb\nR\n", None),
+    ("identical sides", b"a\n", b"a\nx\n", b"a\nx\n", b"a\nx\n"),
+    ("empty base", b"", b"L\n", b"R\n", b"L\nR\n"),
+])
+def test_insertion_merge_table(name, base, local, remote, expected):
+    assert insertion_merge(base, local, remote, local_first=True) == expected
+
+
+@settings(max_examples=200, deadline=None)
+@given(base=st.lists(st.sampled_from([b"x", b"y", b"", b"# h"]), max_size=6),
+       ins_l=st.lists(st.tuples(st.integers(0, 6), st.text("abc", min_size=1, max_size=3)), max_size=4),
+       ins_r=st.lists(st.tuples(st.integers(0, 6), st.text("abc", min_size=1, max_size=3)), max_size=4))
+def test_insertion_merge_keeps_every_line_and_is_order_independent(base, ins_l, ins_r):
+    base_lines = [b + b"\n" for b in base]
+
+    def insert(inserts, tag):
+        lines = list(base_lines)
+        for pos, text in sorted(inserts, reverse=True):
+            lines.insert(min(pos, len(lines)), f"{tag}{text}\n".encode())
+        return b"".join(lines)
+
+    local, remote = insert(ins_l, "L"), insert(ins_r, "R")
+    base_bytes = b"".join(base_lines)
+    merged = insertion_merge(base_bytes, local, remote, local_first=True)
+    assert merged is not None
+    assert merged == insertion_merge(base_bytes, remote, local, local_first=False)
+    out = merged.splitlines()
+    for side in (local, remote):  # no line lost: each appears at least as often as on either side
+        lines = side.splitlines()
+        assert all(out.count(x) >= lines.count(x) for x in set(lines))
