@@ -1,0 +1,210 @@
+"""Cloud folders as peers (DESIGN 7): one mailbox, mirror or bisync run between the workspace and a
+cloud folder, through the same reconcile, guards and execution (engine.Run) as SSH peers.
+
+- bisync: reconcile(ancestor, local, cloud) in two-way mode; the ancestor lives only here, in
+  `cloud/<peer>/ancestor.json` (tied to the folder's rclone path: another folder starts from
+  nothing, i.e. union, never deletions).  No resync exists, so none runs by itself.
+- mirror: the same plan in one-way mode (push by default; `direction: pull` for a reader).
+- mailbox: a push of the selection minus `_inbox/` and `_outbox/`, then cloud_mailbox's drain.
+The cloud side is a cloud_session.CloudSession; see its docstring for hashes, locks and trash.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import socket
+import time
+from pathlib import Path
+
+from peersync import cloud_mailbox
+from peersync.cloud_config import CloudSpec, inbox_command, resolve
+from peersync.cloud_session import MAILBOX_DIRS, META, CloudSession, cloud_id, run_rclone
+from peersync.engine import (LOGBASE_MAX, Run, SideState, _describe, _record, log_matcher, parse_manifest,
+                             read_ancestor)
+from peersync.errors import PeersyncError, SafetyError, UsageError
+from peersync.rclone import Rclone
+from peersync.reconcile import reconcile
+from peersync.remote import LocalSession
+from peersync.safety import mass_delete_violations
+from peersync.storage import atomic_write_json
+from peersync.types import Entry, Mode, Policy, Problem, Report, Side, manifest_to_wire
+from peersync.workspace import Peer, SyncConfig, Workspace
+
+
+class CloudRun(Run):
+    """engine.Run against a cloud folder: content moves through the CloudSession, never rsync."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._one_direction_at_a_time = asyncio.Lock()
+
+    async def copy(self, target: Side, changes) -> None:
+        # Both directions can write the local conflicts/ index (a losing cloud version is kept
+        # here), so they run one after the other rather than concurrently.
+        async with self._one_direction_at_a_time:
+            await super().copy(target, changes)
+
+    async def transfer(self, source: Side, target: Side, items: list[dict]) -> None:
+        if target is Side.REMOTE:
+            return  # the session uploads from the workspace itself, checking each file's hash first
+        stage = Path((await self.local_session.request("stage"))["dir"])
+        await self.remote_session.download([i["path"] for i in items], stage,
+                                           {i["path"]: Entry.from_wire(i["new"]).hash for i in items})
+
+
+def run_mode(peer: Peer, spec: CloudSpec, mode: Mode) -> Mode:
+    """The direction of this run: mailbox always pushes; a mirror follows its direction unless the
+    command names one (push / pull); bisync does what the command says."""
+    if spec.mode == "mailbox":
+        if mode is Mode.PULL:
+            raise UsageError(f"{peer.name} is a mailbox: it only pushes; files come back through its _outbox/",
+                             f"Run: peersync sync {peer.name}")
+        return Mode.PUSH
+    if spec.mode == "mirror" and mode is Mode.SYNC:
+        return Mode(spec.direction)
+    return mode
+
+
+async def open_cloud(ws: Workspace, peer: Peer, spec: CloudSpec, cfg: SyncConfig) -> CloudSession:
+    target = resolve(ws, spec)
+    rc = await asyncio.to_thread(Rclone, env={**os.environ, **target.env}, secrets=target.secrets)
+    return await CloudSession.open(ws, peer, target.root, rc, cfg.selection, mailbox=spec.mode == "mailbox",
+                                   key=target.key)
+
+
+async def sync_cloud(ws: Workspace, cfg: SyncConfig, peer: Peer, *, mode: Mode, dry_run: bool, force: bool,
+                     policy: Policy, write_lock: asyncio.Lock) -> Report:
+    """One run with a cloud peer; like engine.sync_one, failures end up in the Report."""
+    report = Report(peer=peer.name, host=peer.host, mode=mode, dry_run=dry_run)
+    started = time.monotonic()
+    session = local = listing = None
+    try:
+        spec = CloudSpec.from_peer(peer)
+        report.mode = run_mode(peer, spec, mode)
+        session = await open_cloud(ws, peer, spec, cfg)
+        if not dry_run:
+            await session.request("lock", what=f"sync from {socket.gethostname()}")
+        listing = asyncio.create_task(session.list_all())
+        async with write_lock:  # one writer on this workspace at a time
+            local = LocalSession(ws.root)
+            await local.request("selection", selection=cfg.selection.to_wire())
+            local_raw = await local.request("scan", save_cache=not dry_run)
+            await _sync_locked(ws, cfg, peer, spec, local, session, report, local_raw, await listing,
+                               dry_run=dry_run, force=force, policy=policy)
+    except PeersyncError as err:
+        report.error = str(err)
+        report.error_exit = err.exit_code
+    finally:
+        if listing is not None and not listing.done():
+            listing.cancel()
+        for s in (local, session):
+            if s is not None:
+                await s.close()
+        report.seconds = time.monotonic() - started
+    if not dry_run:
+        _record(ws, report)
+    return report
+
+
+async def _sync_locked(ws, cfg, peer, spec, local, session: CloudSession, report: Report, local_raw, listing, *,
+                       dry_run: bool, force: bool, policy: Policy) -> None:
+    local_entries = parse_manifest(local_raw["entries"], cfg.selection, "this machine")
+    for path, message in local_raw.get("problems", []):
+        report.problems.append(Problem(path, message, Side.LOCAL))
+    if spec.mode == "mailbox":  # its two folders are channels of their own, never part of the push
+        local_entries = {p: e for p, e in local_entries.items() if p.split("/", 1)[0] not in MAILBOX_DIRS}
+    cloud_entries, problems, outbox, partials = await session.manifest(listing, local_entries)
+    for path, message in problems:
+        report.problems.append(Problem(path, f"{message} on {peer.name}", Side.REMOTE))
+    if not dry_run:
+        await session.remove_partials(partials)
+    ancestor = read_ancestor(await session.request("ancestor_get")) or {}
+    if ancestor and not cloud_entries and report.mode is not Mode.PUSH and not force:
+        # A wrong path, a vanished mount or an expired share looks exactly like "everything deleted".
+        raise SafetyError(f"stopped: {peer.name} holds none of the {len(ancestor)} files synced with it before "
+                          f"(is {peer.host} the right folder?) — nothing was changed",
+                          "If the cloud folder was emptied on purpose, run again with --force "
+                          "(deleted files go to the trash).")
+    plan = reconcile(ancestor, local_entries, cloud_entries, policy=policy, mode=report.mode,
+                     is_log=log_matcher(cfg.logs), offset_ns=0, local_id=ws.instance_id,
+                     remote_id=session.cloud_id)
+    violations = mass_delete_violations(plan.changes, len(local_entries), len(cloud_entries),
+                                        ratio=cfg.mass_delete_ratio, roots=cfg.selection.roots,
+                                        local_paths=local_entries, remote_paths=cloud_entries)
+    if violations and not force:
+        raise SafetyError(f"stopped: {'; '.join(violations).replace('the peer', peer.name)} — nothing was changed",
+                          "If that is intended, run again with --force (deleted files go to the trash).")
+    if dry_run:
+        _describe(plan, report, peer)
+        if spec.mode == "mailbox":
+            cloud_mailbox.describe(outbox, report)
+        return
+    journal = ws.state / "journal" / f"{session.cloud_id}.json"
+    atomic_write_json(journal, {"peer": peer.name, "started": time.time(), "changes": len(plan.changes)})
+    run = CloudRun(ws, cfg, peer, local, session, report, policy=policy, local_id=ws.instance_id,
+                   remote_id=session.cloud_id)
+    run.sides = {Side.LOCAL: SideState(local, local_entries), Side.REMOTE: SideState(session, cloud_entries)}
+    await run.execute(list(plan.changes))
+    for conflict in report.conflicts:  # a losing cloud version is kept in THIS machine's conflicts/
+        if conflict.get("side") == "remote" and conflict.get("saved_as"):
+            conflict["saved_here"] = True
+    new_ancestor = run.new_ancestor(ancestor)
+    await session.request("ancestor_put", manifest=manifest_to_wire(new_ancestor))
+    journal.unlink()
+    is_log = log_matcher(cfg.logs)
+    logs = [[p, e.hash] for p, e in new_ancestor.items()
+            if is_log(p) and e.size <= LOGBASE_MAX and (p not in ancestor or ancestor[p].hash != e.hash)]
+    if logs:  # log bases (for 3-way insertion merges) are kept here only: the cloud holds no state
+        await local.request("logbase_save", items=logs)
+    if spec.mode == "mailbox":
+        await cloud_mailbox.bootstrap(session, ws.root, outbox)
+        await cloud_mailbox.drain(session, ws.root, outbox, report, inbox_command(ws))
+    # No log-base pruning from here: the local pruning only knows the SSH peers' ancestors.
+    await asyncio.gather(local.request("housekeeping", trash_days=cfg.trash_days),
+                         session.request("housekeeping", trash_days=cfg.trash_days))
+
+
+async def probe_cloud(ws: Workspace, peer: Peer, *, timeout: float = 10.0) -> dict:
+    """status for a cloud peer (same keys as status.probe): can rclone list the folder, how fast."""
+    started = time.monotonic()
+    out = {"peer": peer.name, "host": peer.host, "user": None, "path": peer.path, "reachable": False,
+           "kind": "cloud", "mode": peer.extra.get("mode")}
+    try:
+        spec = CloudSpec.from_peer(peer)
+        target = resolve(ws, spec)
+        rc = await asyncio.to_thread(Rclone, env={**os.environ, **target.env}, secrets=target.secrets)
+        args = ["lsjson", "--max-depth", "1", "--no-mimetype", target.root]
+        asked = time.monotonic()
+        code, listing, err = await asyncio.wait_for(run_rclone(rc, args, check=False), timeout)
+        rtt = time.monotonic() - asked
+        missing = code == 3 or "directory not found" in err
+        if code != 0 and not missing:
+            raise rc.error(args, code, err)
+    except PeersyncError as err:
+        out["error"] = str(err)
+        return out
+    except asyncio.TimeoutError:
+        out["error"] = f"no answer from {peer.host} within {timeout:g} s"
+        return out
+    out.update(reachable=True, rtt_ms=round(rtt * 1000, 1), clock_offset_s=0.0,
+               version="rclone " + ".".join(map(str, rc.version)),
+               workspace=not missing and bool(json.loads(listing or b"[]")),  # an empty folder: nothing yet
+               instance_id=cloud_id(target.key), restricted=None, seconds=round(time.monotonic() - started, 3))
+    return out
+
+
+async def unlock(ws: Workspace, peer: Peer, *, everyone: bool) -> list[str]:
+    """Remove this instance's leftover cloud locks — or, when a person says so, every lock."""
+    spec = CloudSpec.from_peer(peer)
+    session = await open_cloud(ws, peer, spec, ws.sync_config())
+    try:
+        removed = []
+        for name in sorted(await session.list_locks()):
+            if everyone or name.startswith(ws.instance_id + "-"):
+                await session.rclone("deletefile", session.at(META, "locks", name))
+                removed.append(name)
+        return removed
+    finally:
+        await session.close()
