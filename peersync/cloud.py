@@ -21,7 +21,7 @@ from pathlib import Path
 from peersync import cloud_mailbox
 from peersync.cloud_config import CloudSpec, inbox_command, resolve
 from peersync.cloud_session import MAILBOX_DIRS, META, CloudSession, cloud_id, run_rclone
-from peersync.engine import (LOGBASE_MAX, Run, SideState, _describe, _record, log_matcher, parse_manifest,
+from peersync.engine import (Run, logbase_items, SideState, describe, record, log_matcher, parse_manifest,
                              read_ancestor)
 from peersync.errors import PeersyncError, SafetyError, UsageError
 from peersync.rclone import Rclone
@@ -104,7 +104,7 @@ async def sync_cloud(ws: Workspace, cfg: SyncConfig, peer: Peer, *, mode: Mode, 
                 await s.close()
         report.seconds = time.monotonic() - started
     if not dry_run:
-        _record(ws, report)
+        record(ws, report)
     return report
 
 
@@ -137,7 +137,7 @@ async def _sync_locked(ws, cfg, peer, spec, local, session: CloudSession, report
         raise SafetyError(f"stopped: {'; '.join(violations).replace('the peer', peer.name)} — nothing was changed",
                           "If that is intended, run again with --force (deleted files go to the trash).")
     if dry_run:
-        _describe(plan, report, peer)
+        describe(plan, report, peer)
         if spec.mode == "mailbox":
             cloud_mailbox.describe(outbox, report)
         return
@@ -153,16 +153,13 @@ async def _sync_locked(ws, cfg, peer, spec, local, session: CloudSession, report
     new_ancestor = run.new_ancestor(ancestor)
     await session.request("ancestor_put", manifest=manifest_to_wire(new_ancestor))
     journal.unlink()
-    is_log = log_matcher(cfg.logs)
-    logs = [[p, e.hash] for p, e in new_ancestor.items()
-            if is_log(p) and e.size <= LOGBASE_MAX and (p not in ancestor or ancestor[p].hash != e.hash)]
+    logs = logbase_items(ancestor, new_ancestor, log_matcher(cfg.logs))
     if logs:  # log bases (for 3-way insertion merges) are kept here only: the cloud holds no state
         await local.request("logbase_save", items=logs)
     if spec.mode == "mailbox":
         await cloud_mailbox.bootstrap(session, ws.root, outbox)
         await cloud_mailbox.drain(session, ws.root, outbox, report, inbox_command(ws))
-    # No log-base pruning from here: the local pruning only knows the SSH peers' ancestors.
-    await asyncio.gather(local.request("housekeeping", trash_days=cfg.trash_days),
+    await asyncio.gather(local.request("housekeeping", trash_days=cfg.trash_days, prune_logbases=bool(logs)),
                          session.request("housekeeping", trash_days=cfg.trash_days))
 
 

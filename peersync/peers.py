@@ -37,6 +37,11 @@ def add_peer(ws: Workspace, name: str, host: str, *, user=None, path=None, port=
 
 def remove_peer(ws: Workspace, name: str) -> None:
     peer = ws.peer(name)  # UnknownPeer when absent
+    if peer.extra.get("type") == "cloud":
+        from peersync.cloud_config import remove_cloud_peer
+
+        remove_cloud_peer(ws, name)
+        return
     peers = ws.load_peers()
     del peers[name]
     ws.save_peers(peers)

@@ -66,6 +66,8 @@ def conflict_text(c: dict, report: Report) -> str:
     why = " (newer)" if c.get("reason") == "conflict-newest" else ""
     if report.dry_run:
         return f"{c['path']} — would keep {winner}{why}, the other saved as a conflict"
+    if c.get("saved_here"):  # a cloud folder's losing version is kept on this machine
+        return f"{c['path']} — kept {winner}{why}; {report.peer}'s version saved here as conflict {c.get('saved_as')}"
     if c.get("side") == "local":
         return f"{c['path']} — kept {winner}{why}; yours saved as conflict {c.get('saved_as')}"
     return f"{c['path']} — kept {winner}{why}; {report.peer}'s saved there as conflict {c.get('saved_as')}"

@@ -37,7 +37,10 @@ def last_sync(ws: Workspace, name: str) -> dict | None:
 
 
 async def status(ws: Workspace, peers: list[Peer], *, timeout: float = 10.0) -> list[dict]:
-    results = await asyncio.gather(*(probe(ws, p, timeout=timeout) for p in peers))
+    from peersync.cloud import probe_cloud
+
+    results = await asyncio.gather(*((probe_cloud(ws, p, timeout=timeout) if p.extra.get("type") == "cloud"
+                                      else probe(ws, p, timeout=timeout)) for p in peers))
     for result in results:
         last = last_sync(ws, result["peer"])
         result["last_sync"] = {"time": last.get("time"), "ok": last.get("ok")} if last else None
@@ -49,7 +52,10 @@ def status_text(results: list[dict]) -> str:
     for r in results:
         last = r.get("last_sync")
         when = f"last sync {last['time']}{'' if last['ok'] else ' (failed)'}" if last else "never synced"
-        if r["reachable"]:
+        if r["reachable"] and r.get("kind") == "cloud":
+            lines.append(f"☁️ {r['peer']} ({r['host']}) — {r.get('rtt_ms', 0):.0f} ms, {r.get('version')}, "
+                         f"{r.get('mode')}; {when}")
+        elif r["reachable"]:
             skew = r["clock_offset_s"]
             clock = f", clock {skew:+.1f} s" if abs(skew) >= 1 else ""
             ws_note = "" if r.get("workspace") else ", no workspace yet (the first sync creates it)"
