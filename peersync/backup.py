@@ -6,7 +6,7 @@ hidden; only the marker stays plain):
     peersync-backup.json        plain marker: format, encrypted?, crypt salt, repository id
     peersync-check              known plaintext, proves the passphrase on open (encrypted only)
     objects/ab/cdef…            file contents, named by SHA-256, uploaded only when missing
-    snapshots/<id>.json         one manifest per snapshot, written after all its objects exist
+    snapshots/<id>.json.gz      one manifest per snapshot (gzipped JSON), written after all its objects exist
     locks/<kind>-<id>.json      a running backup or prune (prune never collects objects while
                                 a live backup lock exists; a backup waits for a live prune)
 
@@ -16,6 +16,7 @@ Snapshot ids are `YYYYMMDDTHHMMSSZ-xxxx` (UTC), so they sort chronologically.
 from __future__ import annotations
 
 import contextlib
+import gzip
 import hashlib
 import json
 import os
@@ -23,18 +24,17 @@ import re
 import secrets
 import shutil
 import socket
-import stat as stat_mod
 import threading
 import time
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 from pathlib import Path
-from typing import Callable, Iterable, Iterator, Mapping
+from typing import Callable, Iterable, Mapping
 
 import pathspec
 
 from peersync import __version__
-from peersync.errors import BackupError, BusyError, ConfigError, UsageError
+from peersync.errors import BackupError, BusyError, ConfigError, PeersyncError, UsageError
 from peersync.paths import STATE_DIR, BadPath, check_relpath
 from peersync.rclone import Rclone, RcloneError, Target, crypt_env, join, resolve_target
 from peersync.retention import KeepPolicy, Snap, apply_policy
@@ -46,6 +46,7 @@ from peersync.workspace import Workspace
 
 FORMAT = 1  # manifest and marker format; bump me when their encoding changes (older peersync then refuses)
 MARKER = "peersync-backup.json"
+SNAPSHOT_SUFFIX = ".json.gz"  # gzip: a 10,000-file manifest shrinks from 1.7 MB to 0.5 MB
 CHECK_NAME = "peersync-check"
 CHECK_PLAINTEXT = b"peersync backup check v1: the passphrase is right\n"
 CRYPT_REMOTE = "peersync_crypt"
@@ -57,7 +58,10 @@ LOCK_STALE = 2 * 3600  # …so a lock older than this belongs to a dead process
 LOCK_FORGET = 24 * 3600  # prune removes locks this old
 RACY_NS = 2_000_000_000  # files modified this close to the scan are re-hashed next time
 VERIFY_BATCH = 256 << 20  # verify downloads at most this many bytes at a time
-TRANSFERS = "8"
+# Parallel rclone transfers: many small objects are latency-bound on remote stores (one request
+# each), CPU-bound on a local disk.
+TRANSFERS_LOCAL, TRANSFERS_REMOTE = 8, 32
+CACHE_NAME = "sha256-cache.json"  # stat cache: path → (size, mtime_ns, inode, ctime_ns, sha256)
 # Never worth backing up from the state dir: our own caches and staging, locks, the trash.
 STATE_EXCLUDES = ("/backup/", "/trash/", "*.lock", "lock", "lock.info", "*.tmp", "cache/", "*cache*.json")
 OPENCLAW_EXCLUDES = DEFAULT_EXCLUDES + ("*.lock", "*.sock", "*.pid")
@@ -162,8 +166,7 @@ class FileRecord:
         if not (isinstance(rec.size, int) and isinstance(rec.mtime_ns, int) and isinstance(rec.mode, int)
                 and isinstance(rec.sha256, str) and SHA_RE.match(rec.sha256)):
             raise ValueError(f"bad entry for {rec.path!r}")
-        check_manifest_path(rec.path)
-        return rec
+        return rec  # the path is checked (check_manifest_path) when something is written there
 
 
 @dataclass(frozen=True)
@@ -186,11 +189,14 @@ class Snapshot:
     def to_bytes(self) -> bytes:
         doc = {"format": FORMAT, **self.summary(), "peersync": __version__,
                "entries": [f.to_json() for f in self.files]}
-        return json.dumps(doc, separators=(",", ":"), ensure_ascii=False).encode()
+        return gzip.compress(json.dumps(doc, separators=(",", ":"), ensure_ascii=False).encode(), mtime=0)
 
     @classmethod
     def from_bytes(cls, data: bytes) -> "Snapshot":
-        doc = json.loads(data)
+        try:
+            doc = json.loads(gzip.decompress(data))
+        except (OSError, EOFError) as err:
+            raise ValueError(f"not gzip data ({err})") from None
         if not isinstance(doc, dict) or not isinstance(doc.get("format"), int):
             raise ValueError("not a peersync snapshot manifest")
         if doc["format"] > FORMAT:
@@ -229,7 +235,10 @@ def parse_time(text: str) -> datetime:
 
 
 def new_snapshot_id(now: datetime) -> str:
-    return now.astimezone(timezone.utc).strftime("%Y%m%dT%H%M%SZ") + "-" + secrets.token_hex(2)
+    """`YYYYMMDDTHHMMSSZ-xxxx`: three hex digits of the fraction of the second (so two snapshots
+    in one second still sort in order), then one random digit (two machines, same instant)."""
+    utc = now.astimezone(timezone.utc)
+    return f"{utc:%Y%m%dT%H%M%SZ}-{utc.microsecond * 4096 // 1_000_000:03x}{secrets.randbelow(16):x}"
 
 
 def object_name(sha: str) -> str:
@@ -258,6 +267,10 @@ class Repo:
     def describe(self) -> dict:
         return {"target": self.target.display, "encrypted": self.encrypted, "repository": self.id}
 
+    def parallel(self) -> list[str]:
+        n = str(TRANSFERS_LOCAL if self.target.local_path is not None else TRANSFERS_REMOTE)
+        return ["--transfers", n, "--checkers", n]
+
 
 def resolve(ws: Workspace, cfg: BackupConfig, target: str | None) -> Target:
     spec = target if target is not None else cfg.target
@@ -285,8 +298,8 @@ def open_repo(ws: Workspace, cfg: BackupConfig, target: str | None = None, *, cr
     fresh = marker is None
     if fresh:
         if not create:
-            raise BackupError(f"no peersync backups at {tgt.display}",
-                              "Run `peersync backup now` first, or check --target / backup.target.")
+            raise NoBackups(f"no peersync backups at {tgt.display}",
+                            "Run `peersync backup now` first, or check --target / backup.target.")
         existing = [n for n in rc.lsf(tgt.remote, missing_ok=True)]
         if existing:
             raise BackupError(f"{tgt.display} is not empty and holds no peersync backups",
@@ -313,7 +326,7 @@ def open_repo(ws: Workspace, cfg: BackupConfig, target: str | None = None, *, cr
         if not err.not_found:
             raise
         proof = None
-    if proof is None and (fresh or rc.lsf(tgt.remote, missing_ok=True) == [MARKER]):
+    if not proof and (fresh or rc.lsf(tgt.remote, missing_ok=True) == [MARKER]):
         crc.rcat(repo.path(CHECK_NAME), CHECK_PLAINTEXT)  # a fresh target (or one cut off while created)
         proof = CHECK_PLAINTEXT
     if proof != CHECK_PLAINTEXT:
@@ -323,7 +336,13 @@ def open_repo(ws: Workspace, cfg: BackupConfig, target: str | None = None, *, cr
 
 
 class WrongPassphrase(BackupError):
+    """The target is encrypted and the passphrase is missing or does not open it (bad input: exit 2)."""
+
     exit_code = 2
+
+
+class NoBackups(BackupError):
+    """Nothing at the target yet."""
 
 
 def _read_marker(rc: Rclone, tgt: Target) -> dict | None:
@@ -332,7 +351,12 @@ def _read_marker(rc: Rclone, tgt: Target) -> dict | None:
     except RcloneError as err:
         if err.not_found:
             return None
-        raise
+        # The first contact with the target: say which target failed, then why.
+        reason = err.message.split(": ", 1)[-1]
+        raise type(err)(f"cannot open backups at {tgt.display}: {reason}", err.hint,
+                        stderr=err.stderr, returncode=err.returncode) from None
+    if not raw:  # some backends (S3) answer `cat` of a missing object with nothing
+        return None
     try:
         marker = json.loads(raw)
         assert isinstance(marker, dict) and isinstance(marker.get("format"), int)
@@ -346,17 +370,35 @@ def _read_marker(rc: Rclone, tgt: Target) -> dict | None:
 
 def snapshot_ids(repo: Repo) -> list[str]:
     names = repo.rclone.lsf(repo.path("snapshots"), files_only=True, missing_ok=True)
-    return sorted(n[:-5] for n in names if n.endswith(".json") and ID_RE.match(n[:-5]))
+    ids = (n[: -len(SNAPSHOT_SUFFIX)] for n in names if n.endswith(SNAPSHOT_SUFFIX))
+    return sorted(i for i in ids if ID_RE.match(i))
 
 
-def load_snapshots(ws: Workspace, repo: Repo) -> tuple[list[Snapshot], dict[str, str]]:
+def load_snapshots(ws: Workspace, repo: Repo, *, cached: bool = True) -> tuple[list[Snapshot], dict[str, str]]:
     """Snapshots (oldest first) and the ids whose manifest could not be read → reason.
 
     Manifests never change once written, so they are kept in a local cache in the state dir
-    and only new ones are downloaded (one rclone process for all of them)."""
+    and only new ones are downloaded (one rclone process for all of them).  `cached=False`
+    downloads them all again (verify: the copy at the target is what must be sound)."""
     ids = snapshot_ids(repo)
-    cache = ensure_private_dir(ws.state / "backup" / "manifests" / re.sub(r"\W", "_", repo.id))
-    wanted = {f"{i}.json" for i in ids}
+    if cached:
+        cache = ensure_private_dir(manifest_cache(ws, repo))
+    else:
+        cache = ensure_private_dir(ws.state / "backup") / f"manifests-{secrets.token_hex(4)}"
+        cache.mkdir(mode=0o700)
+    try:
+        return _load_manifests(repo, ids, cache)
+    finally:
+        if not cached:
+            shutil.rmtree(cache, ignore_errors=True)
+
+
+def manifest_cache(ws: Workspace, repo: Repo) -> Path:
+    return ws.state / "backup" / "manifests" / re.sub(r"\W", "_", repo.id)
+
+
+def _load_manifests(repo: Repo, ids: list[str], cache: Path) -> tuple[list[Snapshot], dict[str, str]]:
+    wanted = {i + SNAPSHOT_SUFFIX for i in ids}
     for old in cache.iterdir():
         if old.name not in wanted:
             old.unlink(missing_ok=True)
@@ -373,14 +415,14 @@ def load_snapshots(ws: Workspace, repo: Repo) -> tuple[list[Snapshot], dict[str,
     bad: dict[str, str] = {}
     for sid in ids:
         try:
-            snap = Snapshot.from_bytes((cache / f"{sid}.json").read_bytes())
+            snap = Snapshot.from_bytes((cache / (sid + SNAPSHOT_SUFFIX)).read_bytes())
             if snap.id != sid:
                 raise ValueError(f"manifest names snapshot {snap.id}")
             good.append(snap)
         except FileNotFoundError:
             bad[sid] = "manifest could not be downloaded"
         except (ValueError, KeyError, TypeError, BadPath) as err:
-            (cache / f"{sid}.json").unlink(missing_ok=True)
+            (cache / (sid + SNAPSHOT_SUFFIX)).unlink(missing_ok=True)
             bad[sid] = f"manifest unreadable: {err}"
     return sorted(good, key=lambda s: s.id), bad
 
@@ -388,7 +430,9 @@ def load_snapshots(ws: Workspace, repo: Repo) -> tuple[list[Snapshot], dict[str,
 def list_objects(repo: Repo) -> dict[str, int]:
     """sha256 → stored size of every object on the target (one listing)."""
     out: dict[str, int] = {}
-    for item in repo.rclone.lsjson(repo.path("objects"), recursive=True, files_only=True, missing_ok=True):
+    # --no-modtime: on S3 a modtime costs a HEAD request per object; --fast-list: one flat listing.
+    for item in repo.rclone.lsjson(repo.path("objects"), recursive=True, files_only=True, missing_ok=True,
+                                   extra=("--no-modtime", "--fast-list")):
         sha = item["Path"].replace("/", "")
         if SHA_RE.match(sha):
             out[sha] = item.get("Size", -1)
@@ -430,11 +474,13 @@ class TargetLock:
             self.repo.rclone.deletefile(self.name)
 
 
-def read_locks(repo: Repo, now: float | None = None) -> list[dict]:
-    """Every lock on the target, each with "stale" and "age" (seconds) added."""
+def read_locks(repo: Repo, now: float | None = None, kinds: tuple[str, ...] = ("backup", "prune")) -> list[dict]:
+    """The locks of these kinds on the target, each with "stale" and "age" (seconds) added."""
     now = time.time() if now is None else now
     out = []
     for item in repo.rclone.lsjson(repo.path("locks"), files_only=True, missing_ok=True):
+        if not item["Name"].startswith(tuple(k + "-" for k in kinds)):
+            continue
         info: dict = {"name": item["Name"]}
         with contextlib.suppress(RcloneError, ValueError):
             info.update(json.loads(repo.rclone.cat(repo.path("locks", item["Name"]))))
@@ -521,7 +567,7 @@ def collect(ws: Workspace, cfg: BackupConfig, selection: Selection | None = None
     for p in walk_problems:
         message = "symbolic link not backed up" if p.message == "symbolic link not synced" else p.message
         problems.append(Problem(p.path, message))
-    cache = StatCache(ensure_private_dir(ws.state / "backup") / "sha256-cache.json")
+    cache = StatCache(ensure_private_dir(ws.state / "backup") / CACHE_NAME)
     started = time.time_ns()
     found: list[Found] = []
     for n, (path, source, st) in enumerate(listed):
@@ -630,13 +676,14 @@ class BackupRun:
         self._stack.enter_context(_local_lock(ws))
         self.found = collect(ws, self.cfg, problems=self.problems, progress=self.progress)
         self._stack.enter_context(TargetLock(self.repo, ws, "backup", self.id))
+        self.locked_at = time.monotonic()
         self._wait_for_prune()
         self.remote_objects = list_objects(self.repo)
 
     def _wait_for_prune(self) -> None:
         deadline = time.monotonic() + self.lock_wait
         while True:
-            live = [lk for lk in read_locks(self.repo) if lk["kind"] == "prune" and not lk["stale"]]
+            live = [lk for lk in read_locks(self.repo, kinds=("prune",)) if not lk["stale"]]
             if not live:
                 return
             if time.monotonic() >= deadline:
@@ -646,10 +693,12 @@ class BackupRun:
             time.sleep(1.0)
 
     def missing(self) -> dict[str, list[Found]]:
-        """sha256 → the files holding it, for every object the target lacks."""
+        """sha256 → the files holding it, for every object the target lacks — or holds with the
+        wrong size (a cut-off upload), which the new upload then repairs."""
         out: dict[str, list[Found]] = {}
         for f in self.found:
-            if f.record.sha256 not in self.remote_objects:
+            stored = self.remote_objects.get(f.record.sha256)
+            if stored is None or stored not in (f.record.size, -1):
                 out.setdefault(f.record.sha256, []).append(f)
         return out
 
@@ -677,6 +726,7 @@ class BackupRun:
                 suspects[f.record.path] = f
         total = sum(f.record.size for f, _ in staged.values())
         self._copy_up(staging, total)
+        linked: list[Found] = []
         for sha, (f, dest) in staged.items():
             try:
                 unchanged = _same_file(os.stat(dest), f.st)
@@ -684,13 +734,27 @@ class BackupRun:
                 unchanged = False
             if unchanged:
                 self.uploaded[sha] = f.record.size
+                linked.append(f)
                 continue
             suspects[f.record.path] = f
             if self._discard_if_wrong(sha):  # every file with that content needs it uploaded again
                 suspects.update((g.record.path, g) for g in todo[sha])
         shutil.rmtree(staging, ignore_errors=True)
+        self._recache(linked)
         if suspects:
             self._upload_private_copies(list(suspects.values()))
+
+    def _recache(self, linked: list[Found]) -> None:
+        """Making and removing a hard link changes a file's ctime, which the stat cache checks:
+        store the new stat of each uploaded file that is otherwise unchanged."""
+        cache = StatCache(self.ws.state / "backup" / CACHE_NAME)
+        for f in linked:
+            with contextlib.suppress(OSError):
+                st = os.lstat(f.source)
+                if _same_file(st, f.st) and cache.lookup(f.record.path, f.st) is not None:
+                    cache.store(f.record.path, st, f.record.sha256)
+        with contextlib.suppress(OSError):
+            cache.save(set(cache.entries))
 
     def _link(self, f: Found, dest: Path) -> bool:
         dest.unlink(missing_ok=True)
@@ -723,7 +787,7 @@ class BackupRun:
 
         _, final, _ = self.repo.rclone.run_with_stats(
             ["copy", str(staging), self.repo.path("objects"), "--copy-links", "--no-check-dest",
-             "--transfers", TRANSFERS, "--checkers", TRANSFERS], on_stats)
+             *self.repo.parallel()], on_stats)
         self.sent_bytes += int(final.get("bytes", 0))
 
     def _discard_if_wrong(self, sha: str) -> bool:
@@ -766,7 +830,7 @@ class BackupRun:
             fresh[f.record.path] = Found(FileRecord(f.record.path, size, st.st_mtime_ns, st.st_mode & 0o777, sha),
                                          f.source, st)
             dest = staging / sha[:2] / sha[2:]
-            if sha in self.remote_objects or sha in self.uploaded or dest.exists():
+            if self.remote_objects.get(sha) in (size, -1) or sha in self.uploaded or dest.exists():
                 tmp.unlink()
                 continue
             dest.parent.mkdir(exist_ok=True)
@@ -780,14 +844,19 @@ class BackupRun:
     def commit(self) -> BackupResult:
         """Write the manifest (all its objects exist now) and release the target lock."""
         assert self.repo is not None
+        if time.monotonic() - self.locked_at > LOCK_STALE / 2:
+            # So long (a laptop asleep?) that a prune may have taken our lock for dead and
+            # collected objects we count on: list again and upload whatever is gone.
+            self.remote_objects = {**list_objects(self.repo)}
+            self.uploaded = {k: v for k, v in self.uploaded.items() if k in self.remote_objects}
+            self.upload()
         files = tuple(sorted((f.record for f in self.found), key=lambda r: r.path))
         snap = Snapshot(self.id, self.now.astimezone(timezone.utc).replace(microsecond=0), self.ws.instance_id,
                         socket.gethostname(), str(self.ws.root), files)
         data = snap.to_bytes()
-        self.repo.rclone.rcat(self.repo.path("snapshots", f"{snap.id}.json"), data)
-        cache = ensure_private_dir(self.ws.state / "backup" / "manifests" / re.sub(r"\W", "_", self.repo.id))
+        self.repo.rclone.rcat(self.repo.path("snapshots", snap.id + SNAPSHOT_SUFFIX), data)
         with contextlib.suppress(OSError):
-            atomic_write_bytes(cache / f"{snap.id}.json", data)
+            atomic_write_bytes(ensure_private_dir(manifest_cache(self.ws, self.repo)) / (snap.id + SNAPSHOT_SUFFIX), data)
         self.close()  # releases the target lock and the local lock, removes staging
         reused = len({r.sha256 for r in files} - set(self.uploaded))
         return BackupResult(snap, self.repo.describe(), len(self.uploaded), sum(self.uploaded.values()),
@@ -818,8 +887,8 @@ def take_snapshot(ws: Workspace, *, target: str | None = None, now: datetime | N
     if prune_after and cfg.keep is not None and not cfg.keep.empty:
         try:
             result.pruned = prune(ws, target=target, now=now, config=cfg)
-        except BusyError:
-            pass  # another prune runs right now; this one is not needed
+        except PeersyncError as err:  # the snapshot is safe; retention can wait for the next run
+            result.problems.append(Problem("", f"prune after the backup failed: {err.message}"))
     return result
 
 
@@ -902,9 +971,7 @@ def status(ws: Workspace, *, target: str | None = None) -> dict:
                  "include_state": cfg.include_state, "include_openclaw": cfg.include_openclaw}
     try:
         repo = open_repo(ws, cfg, target)
-    except BackupError as err:
-        if not str(err).startswith("no peersync backups"):
-            raise
+    except NoBackups:
         return {**out, "target": resolve(ws, cfg, target).display, "initialized": False, "snapshots": 0,
                 "latest": None, "stored": {"objects": 0, "bytes": 0}, "locks": []}
     snaps, bad = load_snapshots(ws, repo)
@@ -1022,9 +1089,15 @@ def _restore(ws: Workspace, repo: Repo, snap: Snapshot, dest: Path, in_place: bo
         for r in records:
             uses[r.sha256] = uses.get(r.sha256, 0) + 1
         saved = ws.state / "backup" / f"replaced-{snap.id}-{int(time.time())}"
+        made: set[Path] = set()
         for n, r in enumerate(sorted(records, key=lambda r: r.path)):
             if progress and n % 100 == 0:
                 progress("restore", n, len(records))
+            try:
+                check_manifest_path(r.path)
+            except BadPath as err:
+                result.refused.append(Problem(r.path, f"unsafe path in the manifest ({err}); not restored"))
+                continue
             obj = tmp / object_name(r.sha256)
             if r.sha256 not in verified:
                 verified[r.sha256] = obj.is_file() and sha256_file(obj) == r.sha256
@@ -1035,19 +1108,16 @@ def _restore(ws: Workspace, repo: Repo, snap: Snapshot, dest: Path, in_place: bo
                 result.refused.append(Problem(r.path, f"object {r.sha256[:12]}… {why}; file not restored"))
                 continue
             out = dest / r.path
-            if in_place and out.is_file() and not out.is_symlink():
-                try:
-                    same = sha256_file(out) == r.sha256
-                except OSError:
-                    same = False
-                if same:
-                    result.unchanged.append(r.path)
-                    continue
-                (saved / r.path).parent.mkdir(parents=True, exist_ok=True)
-                os.replace(out, saved / r.path)
-                result.saved_to = saved
             try:
-                _place(obj, out, r, last_use=uses[r.sha256] == 0)
+                _make_parents(dest, out.parent, made)  # before looking at `out`: no symlinked parents
+                if in_place and (out.is_symlink() or out.is_file()):
+                    if not out.is_symlink() and sha256_file(out) == r.sha256:
+                        result.unchanged.append(r.path)
+                        continue
+                    (saved / r.path).parent.mkdir(parents=True, exist_ok=True)
+                    os.replace(out, saved / r.path)  # the live version is kept, never overwritten
+                    result.saved_to = saved
+                _place(obj, out, r, root=dest, last_use=uses[r.sha256] == 0, made=made)
             except OSError as err:
                 result.refused.append(Problem(r.path, f"cannot write: {err.strerror or err}"))
                 continue
@@ -1061,9 +1131,9 @@ def _restore(ws: Workspace, repo: Repo, snap: Snapshot, dest: Path, in_place: bo
     return result
 
 
-def _place(obj: Path, out: Path, r: FileRecord, *, last_use: bool) -> None:
+def _place(obj: Path, out: Path, r: FileRecord, *, root: Path, last_use: bool, made: set[Path]) -> None:
     """Put a verified object at `out` (atomically), with the snapshot's mode and mtime."""
-    out.parent.mkdir(parents=True, exist_ok=True)
+    _make_parents(root, out.parent, made)
     if out.is_dir() and not out.is_symlink():
         raise IsADirectoryError(21, "a directory is in the way")
     part = out.with_name(f".{out.name}.peersync-restore")
@@ -1074,6 +1144,19 @@ def _place(obj: Path, out: Path, r: FileRecord, *, last_use: bool) -> None:
     os.chmod(part, r.mode & 0o7777)
     os.utime(part, ns=(r.mtime_ns, r.mtime_ns))
     os.replace(part, out)
+
+
+def _make_parents(root: Path, parent: Path, made: set[Path]) -> None:
+    """Create `parent` below `root`, never through a symbolic link (it could lead anywhere)."""
+    current = root
+    for part in parent.relative_to(root).parts:
+        current = current / part
+        if current in made:
+            continue
+        if current.is_symlink():
+            raise OSError(40, f"a symbolic link is in the way ({current.relative_to(root)})")
+        current.mkdir(exist_ok=True)
+        made.add(current)
 
 
 def _download(repo: Repo, shas: set[str], sizes: Mapping[str, int], into: Path,
@@ -1092,7 +1175,7 @@ def _download(repo: Repo, shas: set[str], sizes: Mapping[str, int], into: Path,
 
     code, _, stderr = repo.rclone.run_with_stats(
         ["copy", repo.path("objects"), str(into), "--files-from-raw", str(listing),
-         "--transfers", TRANSFERS, "--checkers", TRANSFERS], on_stats, check=False)
+         *repo.parallel()], on_stats, check=False)
     listing.unlink(missing_ok=True)
     failures: dict[str, str] = {}
     if code != 0:
@@ -1118,7 +1201,7 @@ def _why(message: str) -> str:
 def _diff_live(ws: Workspace, snap: Snapshot) -> dict:
     """How the snapshot's workspace files differ from the live workspace selection now."""
     try:
-        live = {f.record.path: f.record.sha256 for f in collect(ws, BackupConfig(), save_cache=True)}
+        live = {f.record.path: f.record.sha256 for f in collect(ws, BackupConfig(), save_cache=False)}
     except (OSError, ConfigError):
         return {}
     ours = {r.path: r.sha256 for r in snap.files if not r.path.startswith((OPENCLAW_PREFIX, STATE_DIR + "/"))}
@@ -1159,7 +1242,7 @@ def verify(ws: Workspace, *, target: str | None = None, snapshot: str | None = N
     started = time.monotonic()
     cfg = load_config(ws)
     repo = open_repo(ws, cfg, target)
-    snaps, bad_manifests = load_snapshots(ws, repo)
+    snaps, bad_manifests = load_snapshots(ws, repo, cached=False)
     if snapshot:
         snaps = [pick_snapshot(snaps, snapshot=snapshot)]
         bad_manifests = {k: v for k, v in bad_manifests.items() if k == snapshot}
@@ -1176,27 +1259,30 @@ def verify(ws: Workspace, *, target: str | None = None, snapshot: str | None = N
             result.bad[sha] = f"corrupted (stored size {stored[sha]}, expected {sizes[sha]})"
     todo = sorted(s for s in sizes if s not in result.bad)
     result.objects, result.bytes = len(sizes), sum(sizes.values())
+    batches: list[list[str]] = [[]]  # download at most VERIFY_BATCH bytes at a time
+    size = 0
+    for sha in todo:
+        if batches[-1] and size + sizes[sha] > VERIFY_BATCH:
+            batches.append([])
+            size = 0
+        batches[-1].append(sha)
+        size += sizes[sha]
     scratch = ensure_private_dir(ws.state / "backup") / f"verify-{secrets.token_hex(4)}"
     done = 0
     try:
-        batch: list[str] = []
-        for i, sha in enumerate(todo + [None]):
-            if sha is not None:
-                batch.append(sha)
-            if batch and (sha is None or sum(sizes[b] for b in batch) >= VERIFY_BATCH):
-                scratch.mkdir(mode=0o700, exist_ok=True)
-                failures = _download(repo, set(batch), sizes, scratch, None, "verify")
-                for b in batch:
-                    obj = scratch / object_name(b)
-                    if not obj.is_file():
-                        result.bad[b] = failures.get(b, "could not be downloaded")
-                    elif sha256_file(obj) != b:
-                        result.bad[b] = "corrupted (its SHA-256 does not match)"
-                    done += sizes[b]
-                if progress:
-                    progress("verify", done, result.bytes)
-                shutil.rmtree(scratch, ignore_errors=True)
-                batch = []
+        for batch in filter(None, batches):
+            scratch.mkdir(mode=0o700)
+            offset = done
+            failures = _download(repo, set(batch), sizes, scratch, progress and (
+                lambda _phase, d, _total: progress("verify", offset + d, result.bytes)), "verify")
+            for sha in batch:
+                obj = scratch / object_name(sha)
+                if not obj.is_file():
+                    result.bad[sha] = failures.get(sha, "could not be downloaded")
+                elif sha256_file(obj) != sha:
+                    result.bad[sha] = "corrupted (its SHA-256 does not match)"
+                done += sizes[sha]
+            shutil.rmtree(scratch)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     for s in snaps:
@@ -1239,44 +1325,44 @@ def prune(ws: Workspace, *, target: str | None = None, now: datetime | None = No
         raise UsageError("no retention policy: nothing to prune",
                          "Set backup.keep in config.yaml, e.g. `keep: 7` or `keep: {daily: 7, weekly: 4, monthly: 12}`.")
     repo = open_repo(ws, cfg, target)
-    prune_id = new_snapshot_id(now or datetime.now(timezone.utc))
     result = PruneResult(keep.describe(), dry_run=dry_run)
-    lock = contextlib.nullcontext() if dry_run else TargetLock(repo, ws, "prune", prune_id)
+    listing = ensure_private_dir(ws.state / "backup") / ".prune-list"
+    lock = contextlib.nullcontext() if dry_run else TargetLock(repo, ws, "prune", new_snapshot_id(
+        now or datetime.now(timezone.utc)))
     with lock:
+        # Order matters: our lock is written, THEN the backup locks are read.  A backup writes its
+        # lock and then looks for prune locks, so either we see it here or it waits for us — and
+        # no snapshot can appear after this point that the listing below would miss.
+        locks = read_locks(repo)
+        live = [lk for lk in locks if lk["kind"] == "backup" and not lk["stale"]]
         snaps, bad = load_snapshots(ws, repo)
         groups: dict[str, list[Snapshot]] = {}
         for s in snaps:
             groups.setdefault(s.instance, []).append(s)
-        removed: list[str] = []
+        removed: set[str] = set()
         for group in groups.values():
-            decision = apply_policy([Snap(s.id, s.time.astimezone()) for s in group], keep)
-            removed += [s.id for s in decision.remove]
+            removed.update(s.id for s in apply_policy([Snap(s.id, s.time.astimezone()) for s in group], keep).remove)
         result.removed = sorted(removed)
-        result.kept = sorted(s.id for s in snaps if s.id not in set(removed)) + sorted(bad)
-        locks = read_locks(repo)
-        if not dry_run and result.removed:
-            repo.rclone.delete_files(repo.path("snapshots"), [f"{i}.json" for i in result.removed],
-                                     ensure_private_dir(ws.state / "backup") / ".prune-list")
-        live = [lk for lk in locks if lk["kind"] == "backup" and not lk["stale"]]
+        result.kept = sorted([s.id for s in snaps if s.id not in removed] + list(bad))
+        if result.removed and not dry_run:
+            repo.rclone.delete_files(repo.path("snapshots"), [i + SNAPSHOT_SUFFIX for i in result.removed], listing)
         if bad:
             result.objects_held = f"{len(bad)} snapshot manifest(s) unreadable: cannot tell which objects they need"
         elif live:
             result.objects_held = (f"a backup is running (on {live[0].get('host', '?')}); unreferenced objects "
                                    "are collected by a later prune")
         else:
-            referenced = {r.sha256 for s in snaps if s.id not in set(removed) for r in s.files}
+            referenced = {r.sha256 for s in snaps if s.id not in removed for r in s.files}
             stored = list_objects(repo)
             garbage = sorted(sha for sha in stored if sha not in referenced)
             result.deleted_objects = len(garbage)
             result.freed_bytes = sum(max(stored[s], 0) for s in garbage)
             if garbage and not dry_run:
-                repo.rclone.delete_files(repo.path("objects"), [object_name(s) for s in garbage],
-                                         ensure_private_dir(ws.state / "backup") / ".prune-list")
+                repo.rclone.delete_files(repo.path("objects"), [object_name(s) for s in garbage], listing)
         if not dry_run:
             for lk in locks:
                 if lk["age"] > LOCK_FORGET:
                     with contextlib.suppress(RcloneError):
                         repo.rclone.deletefile(repo.path("locks", lk["name"]))
-    with contextlib.suppress(OSError):
-        (ws.state / "backup" / ".prune-list").unlink(missing_ok=True)
+    listing.unlink(missing_ok=True)
     return result

@@ -19,6 +19,7 @@ backup_app = typer.Typer(help="Encrypted, incremental backups of the workspace t
 TARGET_HELP = "rclone target (remote:path, connection string or local dir); default: backup.target, else a local dir."
 PHASES = {"hash": "Hashing", "upload": "Uploading", "download": "Downloading", "restore": "Restoring",
           "verify": "Verifying"}
+FILE_PHASES = {"hash", "restore"}  # counted in files; the others in bytes
 
 
 def register(app: typer.Typer) -> None:
@@ -32,15 +33,24 @@ def _progress(st: AppState) -> Iterator:
         yield None
         return
     from rich.console import Console
-    from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
+    from rich.progress import BarColumn, Progress, ProgressColumn, TextColumn, TimeRemainingColumn, filesize
+    from rich.text import Text
 
-    bars = Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TimeRemainingColumn(),
+    class Amount(ProgressColumn):
+        def render(self, task) -> Text:
+            done, total = int(task.completed), int(task.total or 0)
+            if task.fields.get("unit") == "files":
+                return Text(f"{done}/{total or '?'} files")
+            return Text(f"{filesize.decimal(done)}/{filesize.decimal(total) if total else '?'}")
+
+    bars = Progress(TextColumn("{task.description}"), BarColumn(), Amount(), TimeRemainingColumn(),
                     console=Console(stderr=True), transient=True)
     tasks: dict[str, int] = {}
 
     def update(phase: str, done: int, total: int) -> None:
         if phase not in tasks:
-            tasks[phase] = bars.add_task(PHASES.get(phase, phase), total=total or None)
+            unit = "files" if phase in FILE_PHASES else "bytes"
+            tasks[phase] = bars.add_task(PHASES.get(phase, phase), total=total or None, unit=unit)
         bars.update(tasks[phase], completed=done, total=total or None)
 
     with bars:
