@@ -1,4 +1,4 @@
-"""Entry point: dispatches `agent` without importing the CLI stack, so the remote side starts fast."""
+"""Entry point: dispatches `agent` and a not-due `heartbeat` without importing the CLI stack, so both start fast."""
 
 import sys
 
@@ -10,6 +10,13 @@ def main() -> None:
         from peersync.agent import main as agent_main
 
         sys.exit(agent_main(argv[1:]))
+    if "heartbeat" in argv:
+        # A heartbeat that is not due must return at once, without the CLI stack's imports.
+        from peersync.heartbeat import fast_main
+
+        code = fast_main(argv)
+        if code is not None:
+            sys.exit(code)
     from peersync.cli import run
 
     run()

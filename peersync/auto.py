@@ -91,6 +91,12 @@ def peers_to_try(names: list[str], peer_state: dict, now: float) -> tuple[list[s
     return ready, waiting
 
 
+def peer_busy(error: str | None) -> bool:
+    """A report error that only says the peer was syncing with someone else: not a failure.
+    (Matches the text of remote.Session's BusyError; a structured field on Report would be better.)"""
+    return bool(error) and " is busy: " in error.splitlines()[0]
+
+
 def record_results(peer_state: dict, results: dict[str, str | None], now: float, *, base: float,
                    cap: float) -> tuple[dict, list[str]]:
     """New per-peer state after a tick: a success clears a peer's record, a failure extends its
@@ -175,10 +181,10 @@ def set_auto(ws, **changes) -> AutoConfig:
         data = ws.raw_config()  # validates; a malformed file stops here, untouched
     else:
         text, data = "", ws.raw_config()  # a clawdbot-sync config.json is carried over
-    auto = data.get("auto")
-    if auto is not None and not isinstance(auto, dict):
+    section = data.get("auto")
+    if section is not None and not isinstance(section, dict):
         raise ConfigError(f"{ws.config_file}: 'auto' must be a mapping", "Fix the file (it was not changed).")
-    wanted = {**data, "auto": {**(auto or {}), **changes}}
+    wanted = {**data, "auto": {**(section or {}), **changes}}
     cfg = parse_auto(wanted["auto"], str(ws.config_file))
     new_text = edit_section(text, "auto", changes) if text else None
     if new_text is None or _safe_load(new_text) != wanted:
@@ -225,9 +231,9 @@ def edit_section(text: str, section: str, values: dict) -> str | None:
     end = start + 1
     while end < len(lines) and (lines[end].strip() == "" or lines[end][:1] in (" ", "\t", "#")):
         end += 1
-    while end > start + 1 and (lines[end - 1].strip() == "" or lines[end - 1].lstrip().startswith("#")) \
-            and not lines[end - 1][:1] in (" ", "\t"):
-        end -= 1  # comments at column 0 after the block belong to the next section
+    # Blank lines and column-0 comments after the block belong to what follows it.
+    while end > start + 1 and lines[end - 1][:1] not in (" ", "\t"):
+        end -= 1
     body = lines[start + 1:end]
     indents = {len(l) - len(l.lstrip(" ")) for l in body if l.strip() and not l.lstrip().startswith("#")}
     if len(indents) > 1 or any("\t" in l[:len(l) - len(l.lstrip())] for l in body):
