@@ -1,0 +1,64 @@
+"""The benchmark harness runs end to end on a tiny workspace and reports every column (no timing assertions)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+SCENARIOS = ("initial", "noop", "changes", "bigappend")
+TOOLS = ("peersync", "rsync", "unison")
+
+
+@pytest.fixture(scope="module")
+def bench_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("bench")
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "bench.py"), "--files", "60", "--reps", "1",
+         "--big-mb", "0.5", "--append-mb", "0.05", "--changes", "5", "--no-backup",
+         "--workdir", str(out / "work"), "--json", str(out / "bench.json"), "--markdown", str(out / "bench.md")],
+        capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=240,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result.stdout, json.loads((out / "bench.json").read_text()), (out / "bench.md").read_text()
+
+
+def test_json_has_every_scenario_tool_and_ratio(bench_run):
+    _, doc, _ = bench_run
+    assert doc["reps"] == 1 and doc["tools"] == list(TOOLS)
+    assert doc["env"]["cpus"] and len(doc["load_start"]) == 3
+    [size] = doc["sizes"]
+    assert size["files"] == 60
+    for scenario in SCENARIOS:
+        for tool in TOOLS:
+            assert len(size["runs_s"][scenario][tool]) == 1
+            assert size["median_s"][scenario][tool] > 0
+        assert set(size["ratios"][scenario]) == {"vs_rsync", "vs_unison"}
+        assert all(v > 0 for v in size["ratios"][scenario].values())
+    # every tool copied the whole selection on the initial sync; the two-way tools converge after edits
+    assert size["converged"]["initial"] == {t: True for t in TOOLS}
+    assert size["converged"]["changes"]["peersync"] is True
+    assert size["converged"]["changes"]["rsync"] is True  # one-way: the remote now equals the local side
+    assert "client_mb" in size["memory"] or "skipped" in size["memory"]
+    assert "median_ms" in size["heartbeat"] or "skipped" in size["heartbeat"]
+    assert size["load_min_max"][0] <= size["load_min_max"][1]
+
+
+def test_markdown_table_has_all_columns_and_targets(bench_run):
+    stdout, _, md = bench_run
+    assert md in stdout
+    header = "| scenario | peersync | rsync -a (one-way) | unison -batch | peersync / rsync | peersync / unison |"
+    assert header in md
+    rows = [line for line in md.splitlines() if line.startswith("| ") and line.count("|") == 7]
+    titles = [r.split("|")[1].strip() for r in rows]
+    for title in ("initial sync", "no-op sync", "2 × 5 changes", "0.5 MB file + 0.05 MB appended"):
+        assert any(t.startswith(title) for t in titles), titles
+    for row in rows[1:]:
+        assert "—" not in row, row  # every cell measured
+    for target in ("≤ 1.2×", "≤ 0.7×", "≤ 0.8×", "< 150 ms"):
+        assert target in md
+    assert "Load average during the runs" in md
