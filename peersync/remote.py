@@ -16,6 +16,17 @@ from peersync.workspace import Peer, Workspace
 NOT_FOUND = "peersync-not-found"
 
 
+async def read_line(stream) -> bytes:
+    """One whole reply line.  asyncssh's readline() hands back a partial line once its receive
+    window (2 MiB) is full, so a large manifest arrives in pieces that must be joined."""
+    parts = []
+    while True:
+        chunk = await stream.readline()
+        parts.append(chunk)
+        if not chunk or chunk.endswith(b"\n"):
+            return b"".join(parts)
+
+
 class LocalSession:
     """The local workspace, spoken to through the same operations as a remote agent."""
 
@@ -49,7 +60,7 @@ class Session:
             self._next += 1
             try:
                 self.process.stdin.write(encode({"id": self._next, "op": op, "args": args}))
-                line = await self.process.stdout.readline()
+                line = await read_line(self.process.stdout)
             except (OSError, ConnectionError) as err:
                 raise ConnectError(f"connection to {self.peer.name} lost during '{op}': {err}",
                                    "Nothing was lost; run the sync again when the peer is reachable.") from None
@@ -163,7 +174,7 @@ async def open_session(ws: Workspace, peer: Peer, *, timeout: float = 15.0, root
         process = await conn.create_process(agent_command(peer, root), encoding=None)
         started = time.time()
         process.stdin.write(encode({"id": 0, "op": "hello", "args": {"protocol": PROTOCOL}}))
-        line = await asyncio.wait_for(process.stdout.readline(), timeout + 15)
+        line = await asyncio.wait_for(read_line(process.stdout), timeout + 15)
         finished = time.time()
         if not line:
             err = (await asyncio.wait_for(process.stderr.read(4096), 5)).decode(errors="replace")

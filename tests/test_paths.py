@@ -50,3 +50,24 @@ def test_custom_excludes_are_gitignore_patterns():
 def test_wire_round_trip():
     sel = Selection.from_options(skills=True, exclude=["*.x"])
     assert Selection.from_wire(sel.to_wire()) == sel
+
+
+def test_fast_exclude_matcher_agrees_with_pathspec():
+    import pathspec
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    patterns = ["*.tmp", ".git/", "node_modules/", "cache/", ".DS_Store", "drafts/*.md", "/memory/x"]
+    sel = Selection(roots=("memory",), exclude=tuple(patterns))
+    spec = pathspec.GitIgnoreSpec.from_lines(patterns)
+    names = st.sampled_from(["memory", "a.tmp", ".git", "cache", "node_modules", ".DS_Store", "drafts",
+                             "x", "y.md", "cachex", "a.tmpx", ".gitx"])
+
+    @settings(max_examples=300, deadline=None)
+    @given(st.lists(names, min_size=1, max_size=5))
+    def check(parts):
+        path = "/".join(parts)
+        assert sel._match(path) == spec.match_file(path)
+        assert sel._match(path + "/") == spec.match_file(path + "/")
+
+    check()
