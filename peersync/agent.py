@@ -7,6 +7,7 @@ Started over SSH as `peersync agent --root PATH` (or forced by authorized_keys a
 from __future__ import annotations
 
 import base64
+import json
 import os
 import secrets
 import sys
@@ -18,7 +19,7 @@ from peersync import __version__
 from peersync.lock import state_lock
 from peersync.paths import BadPath, check_relpath
 from peersync.protocol import PROTOCOL, decode, encode
-from peersync.scan import scan
+from peersync.scan import hash_bytes, scan
 from peersync.selection import Selection
 from peersync.storage import atomic_write_json, read_json
 from peersync.transition import Refused, Store
@@ -34,7 +35,9 @@ class Handler:
         self.restricted = restricted
         self.store = Store(self.ws.root, Selection())
         self.staging: Path | None = None
-        self._staging_lock = threading.Lock()  # the local side calls us from several threads at once
+        # The local side calls us from worker threads: one operation at a time, and closing the
+        # session (unstage, release the lock) waits for one still running after its caller gave up.
+        self._busy = threading.RLock()
         self._lock = None
 
     # -- session ---------------------------------------------------------------------------
@@ -58,23 +61,53 @@ class Handler:
 
     def recover(self) -> int:
         """Clear what interrupted runs left in the state dir.  Only while holding the lock."""
-        return self.store.clear_staging() + self.store.recover_holding()
+        return self.store.clear_staging() + self.store.recover_holding() + self.store.reindex_conflicts()
 
     def release(self) -> None:
-        if self._lock is not None:
-            self._lock.__exit__(None, None, None)
-            self._lock = None
+        with self._busy:
+            if self._lock is not None:
+                self._lock.__exit__(None, None, None)
+                self._lock = None
 
     def op_selection(self, selection: dict) -> dict:
         self.store = Store(self.ws.root, Selection.from_wire(selection))
         return {}
 
     # -- scan and ancestors ----------------------------------------------------------------
-    def op_scan(self, save_cache: bool = True) -> dict:
+    def op_scan(self, save_cache: bool = True, base_peer: str | None = None, base_digest: str | None = None) -> dict:
+        """The manifest; or, when the caller holds the same ancestor as we do (equal digests of
+        the ancestor file), only what differs from it — a no-op sync of 100k files then sends
+        almost nothing."""
         result = scan(self.ws.root, self.store.selection, self.ws.state / "scan-cache.json",
                       save_cache=save_cache)
-        return {"entries": {p: e.to_wire() for p, e in result.manifest.items()},
-                "problems": [[p.path, p.message] for p in result.problems], "hashed": result.hashed}
+        problems = [[p.path, p.message] for p in result.problems]
+        base = self._ancestor_entries(base_peer, base_digest) if base_peer and base_digest else None
+        if base is None:
+            return {"entries": {p: e.to_wire() for p, e in result.manifest.items()},
+                    "problems": problems, "hashed": result.hashed}
+        changed = {p: e.to_wire() for p, e in result.manifest.items()
+                   if (w := base.get(p)) is None or w[3] != e.hash or w[0] != e.size}
+        deleted = [p for p in base if p not in result.manifest]
+        return {"delta": True, "entries": changed, "deleted": deleted, "problems": problems,
+                "hashed": result.hashed}
+
+    def _ancestor_entries(self, peer_id: str, digest: str) -> dict | None:
+        try:
+            raw = self._ancestor_file(peer_id).read_bytes()
+        except OSError:
+            return None
+        if hash_bytes(raw) != digest:
+            return None
+        try:
+            return json.loads(raw)["entries"]
+        except (ValueError, KeyError, TypeError):
+            return None
+
+    def op_ancestor_digest(self, peer_id: str) -> str | None:
+        try:
+            return hash_bytes(self._ancestor_file(peer_id).read_bytes())
+        except OSError:
+            return None
 
     def _ancestor_file(self, peer_id: str) -> Path:
         if not peer_id or not all(c in "0123456789abcdef" for c in peer_id):
@@ -105,17 +138,18 @@ class Handler:
         return out
 
     def op_stage(self) -> dict:
-        with self._staging_lock:  # one staging dir per session, whichever transfer asks first
+        with self._busy:  # one staging dir per session, whichever transfer asks first
             if self.staging is None:
                 self.staging = self.store.new_staging()
         return {"dir": str(self.staging)}
 
     def op_unstage(self) -> dict:
-        if self.staging is not None:
-            import shutil
+        with self._busy:
+            if self.staging is not None:
+                import shutil
 
-            shutil.rmtree(self.staging, ignore_errors=True)
-            self.staging = None
+                shutil.rmtree(self.staging, ignore_errors=True)
+                self.staging = None
         return {}
 
     def _staged(self, item: dict, index: int) -> Path:
@@ -188,7 +222,7 @@ class Handler:
         # Log bases no ancestor refers to any more are dropped.
         keep: set[str] = set()
         ancestors = self.ws.state / "ancestors"
-        for path in ancestors.glob("*.json") if ancestors.is_dir() else ():
+        for path in [*ancestors.glob("*.json"), *(self.ws.state / "cloud").glob("*/ancestor.json")]:
             try:
                 data = read_json(path) or {}
                 keep.update(w[3] for w in data.get("entries", {}).values())
@@ -201,7 +235,8 @@ class Handler:
         method = getattr(self, f"op_{op}", None)
         if method is None:
             raise LookupError(f"unknown operation {op!r}")
-        return method(**args)
+        with self._busy:
+            return method(**args)
 
 
 def _why(err: Exception) -> str:
@@ -236,8 +271,9 @@ def serve(handler: Handler, stdin, stdout) -> int:
                 response = {"id": rid, "ok": False, "error": str(err), "kind": "path"}
             except Exception as err:  # reported to the client, which turns it into a clear error
                 kind = "busy" if err.__class__.__name__ == "BusyError" else "error"
-                response = {"id": rid, "ok": False, "error": _why(err) if isinstance(err, OSError) else str(err),
-                            "kind": kind}
+                # A PeersyncError's message without its hint: the client adds its own hint.
+                message = _why(err) if isinstance(err, OSError) else getattr(err, "message", None) or str(err)
+                response = {"id": rid, "ok": False, "error": message, "kind": kind}
             stdout.write(encode(response))
             stdout.flush()
     finally:

@@ -18,7 +18,8 @@ from peersync.paths import BadPath, check_relpath
 from peersync.reconcile import decide_conflict, reconcile
 from peersync.remote import LocalSession, Session, open_session
 from peersync.safety import mass_delete_violations
-from peersync.scan import hash_bytes
+from peersync.scan import hash_bytes, scan
+from peersync.agent import Handler
 from peersync.storage import atomic_write_json
 from peersync.transfer import rsync_files
 from peersync.types import (MANIFEST_FORMAT, Action, Change, Entry, Mode, Policy, Problem, Report, Side,
@@ -30,7 +31,18 @@ from peersync.workspace import Peer, SyncConfig, Workspace
 INLINE_MAX_BYTES = 1 << 20
 INLINE_MAX_FILE = 256 << 10
 REMOTE_LOCK_WAIT = 10.0
+REMOTE_LOCK_YIELD = 1.0
 LOGBASE_MAX = 16 << 20  # log files up to this size keep their synced content for 3-way merges
+
+
+async def gather_all(*aws):
+    """asyncio.gather, except that when one fails the others still run to their end before the
+    error propagates: a side is never left writing while the sessions close and the lock goes."""
+    results = await asyncio.gather(*aws, return_exceptions=True)
+    for result in results:
+        if isinstance(result, BaseException):
+            raise result
+    return results
 
 
 def log_matcher(patterns: tuple[str, ...]):
@@ -64,10 +76,13 @@ def parse_manifest(raw, selection, who: str) -> dict[str, Entry]:
     return out
 
 
-def read_ancestor(raw) -> dict[str, Entry] | None:
+def read_ancestor(raw, *, trusted: bool = False) -> dict[str, Entry] | None:
+    """An ancestor as stored; paths are validated unless it is our own file (`trusted`)."""
     if not isinstance(raw, dict) or raw.get("format") != MANIFEST_FORMAT:
         return None
     try:
+        if trusted:
+            return {p: Entry(*w) for p, w in raw["entries"].items()}
         return {check_relpath(p): Entry.from_wire(w) for p, w in raw["entries"].items()}
     except (BadPath, ValueError, TypeError, KeyError, AttributeError):
         return None  # an unreadable ancestor means "nothing known": union, never deletions
@@ -120,7 +135,7 @@ class Run:
         changes = [c for c in changes if c.action is not Action.MERGE]
         changes += await self.merge(merges)
         copies = {side: [c for c in changes if c.action is Action.COPY and c.target is side] for side in Side}
-        await asyncio.gather(*(self.copy(side, copies[side]) for side in Side))
+        await gather_all(*(self.copy(side, copies[side]) for side in Side))
         for side in Side:
             await self.delete(side, [c for c in changes if c.action is Action.DELETE and c.target is side])
         manual = [c for c in changes if c.action is Action.CONFLICT and c.reason == "manual"]
@@ -312,20 +327,28 @@ async def sync_one(ws: Workspace, cfg: SyncConfig, peer: Peer, *, mode: Mode, dr
         if remote_exists or not dry_run:
             if not remote_exists:
                 await remote.request("init")
-            locked = await remote.request("lock", timeout=REMOTE_LOCK_WAIT, what=f"sync with {socket.gethostname()}")
+            # Two syncs started toward each other each hold their own lock and want the other's:
+            # only the side with the smaller instance id waits long, so one of them always wins.
+            theirs = remote.hello.get("instance_id")
+            wait = REMOTE_LOCK_WAIT if not theirs or ws.instance_id < theirs else REMOTE_LOCK_YIELD
+            locked = await remote.request("lock", timeout=wait, what=f"sync with {socket.gethostname()}")
             remote_id = locked["instance_id"]
             _remember_instance(ws, peer, remote_id)
         else:
             remote_id = None
         await remote.request("selection", selection=cfg.selection.to_wire())
-        remote_scan = asyncio.create_task(remote.request("scan", save_cache=not dry_run))
+        local_id = ws.instance_id
+        base_digest = Handler(ws.root).op_ancestor_digest(remote_id) if remote_id else None
+        remote_scan = asyncio.create_task(remote.request("scan", save_cache=not dry_run, base_peer=local_id,
+                                                         base_digest=base_digest))
         try:
             async with write_lock:  # several peers at once: one writer on this workspace at a time
                 local = LocalSession(ws.root)
                 await local.request("selection", selection=cfg.selection.to_wire())
-                local_raw = await local.request("scan", save_cache=not dry_run)
+                local_scan = await asyncio.to_thread(scan, ws.root, cfg.selection, ws.state / "scan-cache.json",
+                                                     save_cache=not dry_run)
                 remote_raw = await remote_scan
-                await _sync_locked(ws, cfg, peer, local, remote, report, local_raw, remote_raw, remote_id,
+                await _sync_locked(ws, cfg, peer, local, remote, report, local_scan, remote_raw, remote_id,
                                    mode=mode, dry_run=dry_run, force=force, policy=policy)
         finally:
             if not remote_scan.done():
@@ -339,24 +362,29 @@ async def sync_one(ws: Workspace, cfg: SyncConfig, peer: Peer, *, mode: Mode, dr
                 await session.close()
         report.seconds = time.monotonic() - started
     if not dry_run:
-        _record(ws, report)
+        record(ws, report)
     return report
 
 
-async def _sync_locked(ws, cfg, peer, local, remote, report, local_raw, remote_raw, remote_id, *,
+async def _sync_locked(ws, cfg, peer, local, remote, report, local_scan, remote_raw, remote_id, *,
                        mode, dry_run, force, policy) -> None:
     local_id = ws.instance_id
-    local_entries = parse_manifest(local_raw["entries"], cfg.selection, "this machine")
-    remote_entries = parse_manifest(remote_raw["entries"], cfg.selection, peer.name)
+    local_entries = local_scan.manifest  # our own walk of our own disk: nothing to validate
+    report.problems.extend(local_scan.problems)
     for path, message in remote_raw.get("problems", []):
         report.problems.append(Problem(path, f"{message} on {peer.name}", Side.REMOTE))
-    for path, message in local_raw.get("problems", []):
-        report.problems.append(Problem(path, message, Side.LOCAL))
-    if remote_id:
-        ancestor = agreed_ancestor(read_ancestor(await local.request("ancestor_get", peer_id=remote_id)),
-                                   read_ancestor(await remote.request("ancestor_get", peer_id=local_id)))
+    mine = read_ancestor(await local.request("ancestor_get", peer_id=remote_id), trusted=True) if remote_id else None
+    changed = parse_manifest(remote_raw["entries"], cfg.selection, peer.name)
+    if remote_raw.get("delta") and mine is not None:
+        # The peer holds the very same ancestor (equal digests) and sent only what differs from it.
+        ancestor = mine
+        deleted = set(remote_raw.get("deleted") or ())
+        remote_entries = {p: e for p, e in mine.items() if p not in deleted}
+        remote_entries.update(changed)
     else:
-        ancestor = {}
+        remote_entries = changed
+        theirs = read_ancestor(await remote.request("ancestor_get", peer_id=local_id)) if remote_id else None
+        ancestor = agreed_ancestor(mine, theirs)
     offset_ns = int(remote.offset * 1e9)
     plan = reconcile(ancestor, local_entries, remote_entries, policy=policy, mode=mode,
                      is_log=log_matcher(cfg.logs), offset_ns=offset_ns, local_id=local_id,
@@ -368,7 +396,7 @@ async def _sync_locked(ws, cfg, peer, local, remote, report, local_raw, remote_r
         raise SafetyError(f"stopped: {'; '.join(violations).replace('the peer', peer.name)} — nothing was changed",
                           "If that is intended, run again with --force (deleted files go to the trash).")
     if dry_run:
-        _describe(plan, report, peer)
+        describe(plan, report, peer)
         return
     journal = ws.state / "journal" / f"{remote_id}.json"
     atomic_write_json(journal, {"peer": peer.name, "started": time.time(), "changes": len(plan.changes)})
@@ -376,22 +404,27 @@ async def _sync_locked(ws, cfg, peer, local, remote, report, local_raw, remote_r
     run.sides = {Side.LOCAL: SideState(local, local_entries), Side.REMOTE: SideState(remote, remote_entries)}
     await run.execute(list(plan.changes))
     new_ancestor = run.new_ancestor(ancestor)
-    new = manifest_to_wire(new_ancestor)
-    # Remote first: if we die between the two saves, the sides disagree and agreed_ancestor()
-    # treats the difference as unknown — which can only cause unions, never deletions.
-    await remote.request("ancestor_put", peer_id=local_id, manifest=new)
-    await local.request("ancestor_put", peer_id=remote_id, manifest=new)
+    if new_ancestor != ancestor or not remote_raw.get("delta"):  # unchanged and already identical: keep
+        new = manifest_to_wire(new_ancestor)
+        # Remote first: if we die between the two saves, the sides disagree and agreed_ancestor()
+        # treats the difference as unknown — which can only cause unions, never deletions.
+        await remote.request("ancestor_put", peer_id=local_id, manifest=new)
+        await local.request("ancestor_put", peer_id=remote_id, manifest=new)
     journal.unlink()
-    is_log = log_matcher(cfg.logs)
-    logs = [[p, e.hash] for p, e in new_ancestor.items()
-            if is_log(p) and e.size <= LOGBASE_MAX and (p not in ancestor or ancestor[p].hash != e.hash)]
+    logs = logbase_items(ancestor, new_ancestor, log_matcher(cfg.logs))
     if logs:
-        await asyncio.gather(local.request("logbase_save", items=logs), remote.request("logbase_save", items=logs))
-    await asyncio.gather(local.request("housekeeping", trash_days=cfg.trash_days, prune_logbases=bool(logs)),
-                         remote.request("housekeeping", trash_days=cfg.trash_days, prune_logbases=bool(logs)))
+        await gather_all(local.request("logbase_save", items=logs), remote.request("logbase_save", items=logs))
+    await gather_all(local.request("housekeeping", trash_days=cfg.trash_days, prune_logbases=bool(logs)),
+                     remote.request("housekeeping", trash_days=cfg.trash_days, prune_logbases=bool(logs)))
 
 
-def _describe(plan, report: Report, peer: Peer) -> None:
+def logbase_items(old: dict[str, Entry], new: dict[str, Entry], is_log) -> list[list[str]]:
+    """Log files whose synced content changed: both sides keep it as the next merge's base."""
+    return [[p, e.hash] for p, e in new.items()
+            if is_log(p) and e.size <= LOGBASE_MAX and (p not in old or old[p].hash != e.hash)]
+
+
+def describe(plan, report: Report, peer: Peer) -> None:
     """Fill a dry-run report with what the plan would do."""
     for c in plan.changes:
         if c.action is Action.COPY:
@@ -420,7 +453,7 @@ def _remember_instance(ws: Workspace, peer: Peer, instance_id: str) -> None:
         ws.save_peers(peers)
 
 
-def _record(ws: Workspace, report: Report) -> None:
+def record(ws: Workspace, report: Report) -> None:
     entry = report.to_json()
     for key in ("pushed", "pulled", "merged", "deleted_local", "deleted_remote"):
         entry[key] = entry[key][:50]
@@ -478,7 +511,7 @@ async def sync_peers(ws: Workspace, names: list[str] | None = None, *, mode: Mod
                 report.error_exit = 1
                 return report
 
-        return list(await asyncio.gather(*(one(p) for p in peers)))
+        return list(await gather_all(*(one(p) for p in peers)))
 
 
 def run_sync(ws: Workspace, names: list[str] | None = None, **kwargs) -> list[Report]:

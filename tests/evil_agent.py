@@ -13,8 +13,8 @@ from peersync.types import Entry
 class EvilHandler(Handler):
     evil_path = "../../etc/passwd"
 
-    def op_scan(self, save_cache: bool = True) -> dict:
-        result = super().op_scan(save_cache)
+    def op_scan(self, save_cache: bool = True, **kwargs) -> dict:
+        result = super().op_scan(save_cache, **kwargs)
         result["entries"][self.evil_path] = Entry(5, 1, 0o644, "0" * 32).to_wire()
         return result
 

@@ -425,3 +425,31 @@ def test_restricted_key_runs_only_agent_and_confined_rsync(tmp_path, sshd):
     got = subprocess.run(["rsync", "-e", rsh, "--files-from=-", "--from0", f"{sshd.target}:{root}/", str(dest) + "/"],
                          input=b"../../etc/passwd\0", capture_output=True, timeout=30)
     assert not (dest / "etc").exists() and not list(dest.rglob("passwd"))
+
+
+def test_noop_sync_sends_only_the_difference_from_the_shared_ancestor(pair, monkeypatch):
+    from peersync import remote as remote_mod
+
+    generate(pair.local.root, files=300, seed=5)
+    sync(pair.local)
+    replies = []
+    original = remote_mod.Session.request
+
+    async def spy(self, op, **args):
+        result = await original(self, op, **args)
+        replies.append((op, result))
+        return result
+
+    monkeypatch.setattr(remote_mod.Session, "request", spy)
+    assert not sync(pair.local).changed
+    scans = [r for op, r in replies if op == "scan"]
+    assert scans[0]["delta"] and scans[0]["entries"] == {} and scans[0]["deleted"] == []
+    assert "ancestor_get" not in [op for op, _ in replies] and "ancestor_put" not in [op for op, _ in replies]
+    write(pair.remote, "memory/new-there.md", "x\n")
+    (pair.remote.root / "MEMORY.md").unlink()
+    replies.clear()
+    report = sync(pair.local)
+    scan = next(r for op, r in replies if op == "scan")
+    assert set(scan["entries"]) == {"memory/new-there.md"} and scan["deleted"] == ["MEMORY.md"]
+    assert report.pulled == ["memory/new-there.md"] and report.deleted_local == ["MEMORY.md"]
+    assert selection_files(pair.local) == selection_files(pair.remote)
