@@ -163,7 +163,10 @@ class Handler:
         return self.staging / check_relpath(item["path"])
 
     def op_install(self, items: list) -> dict:
-        results = []
+        """Install a batch: verify every staged file, make them all durable with one flush,
+        then rename them into place and fsync each touched directory once."""
+        results: list[dict | None] = [None] * len(items)
+        ready = []
         for index, item in enumerate(items):
             path = item.get("path")
             try:
@@ -173,11 +176,23 @@ class Handler:
                 new = Entry.from_wire(item["new"])
                 if "mtime_ns" in item and item["mtime_ns"] is None:
                     new = Entry(new.size, time.time_ns(), new.mode, new.hash)
-                res = self.store.install(path, staged, expect=expect, new=new,
-                                         quarantine=item.get("quarantine"))
-                results.append({"path": path, "ok": True, **res})
+                self.store.prepare(staged, new)
+                ready.append((index, path, staged, expect, new, item.get("quarantine")))
             except (Refused, BadPath, OSError, ValueError, KeyError, TypeError) as err:
-                results.append({"path": path, "ok": False, "error": _why(err)})
+                results[index] = {"path": path, "ok": False, "error": _why(err)}
+        if ready:
+            flush_filesystem(ready[0][2])
+        self.store.deferred_dirs = set()
+        try:
+            for index, path, staged, expect, new, quarantine in ready:
+                try:
+                    res = self.store.install(path, staged, expect=expect, new=new, quarantine=quarantine,
+                                             prepared=True)
+                    results[index] = {"path": path, "ok": True, **res}
+                except (Refused, BadPath, OSError, ValueError, KeyError, TypeError) as err:
+                    results[index] = {"path": path, "ok": False, "error": _why(err)}
+        finally:
+            self.store.flush_dirs()
         return {"results": results}
 
     def op_delete(self, items: list, batch: str) -> dict:
@@ -237,6 +252,30 @@ class Handler:
             raise LookupError(f"unknown operation {op!r}")
         with self._busy:
             return method(**args)
+
+
+def flush_filesystem(path: Path) -> None:
+    """Make everything written so far on `path`'s file system durable: syncfs(2) where the C
+    library has it (one call for a whole batch), else sync(2)."""
+    global _syncfs
+    if _syncfs is None:
+        try:
+            import ctypes
+
+            _syncfs = ctypes.CDLL(None, use_errno=True).syncfs
+        except (OSError, AttributeError):
+            _syncfs = False
+    if _syncfs:
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            if _syncfs(fd) == 0:
+                return
+        finally:
+            os.close(fd)
+    os.sync()
+
+
+_syncfs = None
 
 
 def _why(err: Exception) -> str:

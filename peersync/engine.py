@@ -6,6 +6,7 @@ import asyncio
 import base64
 import fnmatch
 import os
+import re
 import secrets
 import socket
 import time
@@ -47,10 +48,15 @@ async def gather_all(*aws):
 
 def log_matcher(patterns: tuple[str, ...]):
     """Log-file patterns: a pattern with '/' matches the whole path, else the file name."""
+    by_path = [fnmatch.translate(p) for p in patterns if "/" in p]
+    by_name = [fnmatch.translate(p) for p in patterns if "/" not in p]
+    path_re = re.compile("|".join(by_path)) if by_path else None
+    name_re = re.compile("|".join(by_name)) if by_name else None
 
     def is_log(path: str) -> bool:
-        name = path.rsplit("/", 1)[-1]
-        return any(fnmatch.fnmatchcase(path if "/" in pat else name, pat) for pat in patterns)
+        if name_re is not None and name_re.match(path.rsplit("/", 1)[-1]):
+            return True
+        return path_re is not None and path_re.match(path) is not None
 
     return is_log
 
@@ -230,11 +236,12 @@ class Run:
 
     async def transfer(self, source: Side, target: Side, items: list[dict]) -> None:
         """Get the new content of `items` to the target: inline when small, else rsync to staging."""
-        sizes = [Entry.from_wire(i["new"]).size for i in items]
-        small = [i for i, size in zip(items, sizes) if size <= INLINE_MAX_FILE]
-        if sum(Entry.from_wire(i["new"]).size for i in small) > INLINE_MAX_BYTES:
-            small = []
-        big = [i for i in items if i not in small]
+        sizes = [i["new"][0] for i in items]
+        inline = [size <= INLINE_MAX_FILE for size in sizes]
+        if sum(size for size, ok in zip(sizes, inline) if ok) > INLINE_MAX_BYTES:
+            inline = [False] * len(items)  # a bulk transfer: one rsync for everything
+        small = [i for i, ok in zip(items, inline) if ok]
+        big = [i for i, ok in zip(items, inline) if not ok]
         if small:
             data = await self._read(source, [i["path"] for i in small])
             for item in small:

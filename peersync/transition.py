@@ -2,13 +2,17 @@
 
 Invariants (the safety model lives here):
 - a file is replaced only while it still holds the content that was scanned (hash checked on the
-  very inode being replaced); an edit that races the rename is caught and kept as a conflict;
+  very inode being replaced); an edit that races the rename is caught and kept as a conflict
+  (written in place: through the held inode; saved anew: through an atomic swap, where the OS has one);
+- a run that dies mid-way leaves nothing at a real path but whole versions, and recover_holding()
+  turns a replaced-but-not-yet-quarantined version into a conflict;
 - new content is verified by hash before it becomes visible, and appears by rename (atomic);
 - nothing is unlinked: replaced losers go to conflicts/, deletions go to the trash.
 """
 
 from __future__ import annotations
 
+import errno
 import os
 import secrets
 import shutil
@@ -35,6 +39,7 @@ class Store:
         self.root = Path(root)
         self.state = self.root / STATE_DIR
         self.selection = selection
+        self.deferred_dirs: set[Path] | None = None  # set while a batch defers directory fsyncs
 
     # -- locations -------------------------------------------------------------------------
     @property
@@ -69,6 +74,18 @@ class Store:
         path.mkdir(mode=0o700)
         return path
 
+    def _fsync_dir(self, directory: Path) -> None:
+        if self.deferred_dirs is None:
+            fsync_dir(directory)
+        else:
+            self.deferred_dirs.add(directory)
+
+    def flush_dirs(self) -> None:
+        """Make a batch's renames durable: one fsync per directory touched."""
+        dirs, self.deferred_dirs = self.deferred_dirs or set(), None
+        for directory in dirs:
+            fsync_dir(directory)
+
     def clear_staging(self) -> int:
         """Remove leftovers of interrupted runs (only called while holding the workspace lock)."""
         removed = 0
@@ -79,23 +96,30 @@ class Store:
         return removed
 
     # -- install -------------------------------------------------------------------------
-    def install(self, path: str, staged: Path, *, expect: Entry | None, new: Entry,
-                quarantine: dict | None = None) -> dict:
-        """Put the verified staged file at `path` if the target still holds `expect`.
-
-        Returns {"entry": wire entry now at path, "conflict": id | None}.  Raises Refused.
-        """
-        full = self.target(path)
+    def prepare(self, staged: Path, new: Entry) -> None:
+        """Check a staged file against the manifest and give it its mode and mtime."""
         try:
             st = os.lstat(staged)
         except FileNotFoundError:
             raise Refused("transferred file is missing (transfer incomplete)") from None
-        if hash_file(staged) != new.hash or st.st_size != new.size:
+        if st.st_size != new.size or hash_file(staged) != new.hash:
             raise Refused("content changed on the sending side during the sync; left for the next sync")
         os.chmod(staged, new.mode or 0o644)
         os.utime(staged, ns=(st.st_atime_ns, new.mtime_ns))
-        with open(staged, "rb") as f:
-            os.fsync(f.fileno())
+
+    def install(self, path: str, staged: Path, *, expect: Entry | None, new: Entry,
+                quarantine: dict | None = None, prepared: bool = False) -> dict:
+        """Put the verified staged file at `path` if the target still holds `expect`.
+
+        `prepared`: the caller ran prepare() and made the staged data durable (one syncfs for a
+        whole batch instead of an fsync per file) — the data is on disk before any rename.
+        Returns {"entry": wire entry now at path, "conflict": id | None}.  Raises Refused.
+        """
+        full = self.target(path)
+        if not prepared:
+            self.prepare(staged, new)
+            with open(staged, "rb") as f:
+                os.fsync(f.fileno())
         full.parent.mkdir(parents=True, exist_ok=True)
         if expect is None:
             return {"entry": self._create(full, staged, path, new), "conflict": None}
@@ -108,7 +132,7 @@ class Store:
         except FileExistsError:
             raise Refused("a file was created here during the sync; left for the next sync") from None
         os.unlink(staged)
-        fsync_dir(full.parent)
+        self._fsync_dir(full.parent)
         return _stat_entry(full, new.hash)
 
     def _replace(self, full: Path, staged: Path, path: str, expect: Entry, new: Entry,
@@ -118,18 +142,33 @@ class Store:
             before = os.lstat(held)
             if before.st_size != expect.size or hash_file(held) != expect.hash:
                 raise Refused("edited during the sync; left for the next sync")
-            os.replace(staged, full)
-            fsync_dir(full.parent)
-            after = os.lstat(held)
+            # Swap rather than replace where the system can: a file saved anew (a new inode)
+            # between our check and this rename then lands at `staged` instead of vanishing.
+            swapped = _exchange(staged, full)
+            if not swapped:
+                os.replace(staged, full)
         except BaseException:
             _release(held)
             raise
+        # The new content is live.  From here `held` is kept until the old version is where the
+        # rules want it (an error leaves it for recover_holding(), never unlinked).
+        self._fsync_dir(full.parent)
+        after = os.lstat(held)
+        try:
+            fresh = swapped and os.lstat(staged).st_ino != before.st_ino
+        except FileNotFoundError:
+            fresh = False
         conflict = None
+        if fresh:
+            conflict = self._quarantine_file(staged, path, {**(quarantine or {}), "reason": "edited during sync"})
+        elif swapped:
+            os.unlink(staged)  # the held version's other name; `held` still has it
         raced = (after.st_size, after.st_mtime_ns) != (before.st_size, before.st_mtime_ns)
         if raced:
             conflict = self._quarantine_file(held, path, {**(quarantine or {}), "reason": "edited during sync"})
         elif quarantine is not None:
-            conflict = self._quarantine_file(held, path, quarantine)
+            loser = self._quarantine_file(held, path, quarantine)
+            conflict = conflict or loser
         _release(held)
         return {"entry": _stat_entry(full, new.hash), "conflict": conflict}
 
@@ -172,11 +211,22 @@ class Store:
         full = self.target(path)
         held = self._hold(full, path)
         try:
-            if os.lstat(held).st_size != expect.size or hash_file(held) != expect.hash:
+            before = os.lstat(held)
+            if before.st_size != expect.size or hash_file(held) != expect.hash:
                 raise Refused("edited during the sync; not deleted")
             dest = self.trash_dir / batch / path
             dest.parent.mkdir(parents=True, exist_ok=True)
             os.rename(full, dest)
+            moved = os.lstat(dest)
+            if (moved.st_ino, moved.st_size, moved.st_mtime_ns) != (before.st_ino, before.st_size, before.st_mtime_ns):
+                # Saved anew or written to between our check and the move: a fresh edit is never
+                # deleted.  Put it back unless yet another file appeared there (then it stays in the trash).
+                try:
+                    os.link(dest, full)
+                    os.unlink(dest)
+                except FileExistsError:
+                    pass
+                raise Refused("edited during the sync; not deleted")
         finally:
             _release(held)
         self._prune_empty_dirs(full.parent)
@@ -221,7 +271,11 @@ class Store:
             except (OSError, Refused):
                 continue
             if hash_bytes(data) == digest:
-                atomic_write_bytes(blob, data)
+                # A cache for better merges, not data: no fsync (lost → the conflict policy decides).
+                self.logbase_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+                tmp = blob.with_name(blob.name + ".tmp")
+                tmp.write_bytes(data)
+                os.replace(tmp, blob)
                 saved += 1
         return saved
 
@@ -275,6 +329,25 @@ class Store:
                       "reason": info.get("reason", "conflict"), "file": str(dest.relative_to(self.root))})
         self._save_conflicts(items)
         return cid
+
+    def reindex_conflicts(self) -> int:
+        """List versions that a run moved into conflicts/ but died before indexing (under the lock)."""
+        if not self.conflicts_dir.is_dir():
+            return 0
+        items = self.conflicts()
+        known = {item.get("id") for item in items}
+        added = 0
+        for top in sorted(self.conflicts_dir.glob("c-*")):
+            for kept in sorted(p for p in top.rglob("*") if p.is_file()) if top.name not in known else ():
+                st = kept.stat()
+                items.append({"id": top.name, "path": kept.relative_to(top).as_posix(),
+                              "time": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(st.st_mtime)),
+                              "hash": hash_file(kept), "size": st.st_size, "peer": None,
+                              "reason": "kept from an interrupted sync", "file": str(kept.relative_to(self.root))})
+                added += 1
+        if added:
+            self._save_conflicts(items)
+        return added
 
     def quarantine_copy(self, path: str, staged: Path, info: dict) -> str:
         """Keep another side's version of `path` in conflicts/ without touching the live file."""
@@ -333,6 +406,36 @@ def _blob_name(digest: str) -> str:
     if len(digest) != 32 or not all(c in "0123456789abcdef" for c in digest):
         raise ValueError(f"bad hash {digest!r}")
     return digest
+
+
+_RENAME_SWAP = 2  # RENAME_EXCHANGE (Linux renameat2) and RENAME_SWAP (macOS renamex_np) alike
+_swap_call = None  # resolved on first use: the agent must start fast
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Atomically swap the files named `a` and `b`.  False where the system or the filesystem
+    cannot (the caller then falls back to a plain rename)."""
+    global _swap_call
+    import ctypes
+
+    if _swap_call is None:
+        libc = ctypes.CDLL(None, use_errno=True)
+        if hasattr(libc, "renameat2"):
+            fn = libc.renameat2
+            _swap_call = lambda x, y: fn(-100, x, -100, y, _RENAME_SWAP)  # AT_FDCWD
+        elif hasattr(libc, "renamex_np"):
+            fn = libc.renamex_np
+            _swap_call = lambda x, y: fn(x, y, _RENAME_SWAP)
+        else:
+            _swap_call = False
+    if not _swap_call:
+        return False
+    if _swap_call(os.fsencode(a), os.fsencode(b)) == 0:
+        return True
+    err = ctypes.get_errno()
+    if err in (errno.EINVAL, errno.ENOSYS, errno.ENOTSUP, errno.EOPNOTSUPP):
+        return False
+    raise OSError(err, os.strerror(err), str(b))
 
 
 def _stat_entry(full: Path, digest: str) -> list:
