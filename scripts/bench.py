@@ -38,9 +38,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--append-mb", type=float, default=1, help="appended to the big file (default 1)")
     parser.add_argument("--changes", type=int, default=130, help="edits per side (default 130)")
     parser.add_argument("--no-verify", action="store_true", help="skip the convergence check after sync")
-    parser.add_argument("--workaround-long-replies", action="store_true",
-                        help="load scripts/bench_workaround/sitecustomize.py into the peersync client: asyncssh "
-                             "truncates agent replies over 2 MiB (manifests of ~18k+ files) without it")
     parser.add_argument("--no-backup", action="store_true", help="skip scripts/bench_backup.py")
     args = parser.parse_args(argv)
 
@@ -54,12 +51,10 @@ def main(argv: list[str] | None = None) -> int:
 
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="peersync-bench-"))
     doc = {"env": environment(), "reps": args.reps, "load_start": loadavg(), "sizes": [], "tools": list(tools),
-           "params": {"changes": args.changes, "big_mb": args.big_mb, "append_mb": args.append_mb},
-           "workaround_long_replies": args.workaround_long_replies}
+           "params": {"changes": args.changes, "big_mb": args.big_mb, "append_mb": args.append_mb}}
     started = time.monotonic()
     try:
-        with Bench(workdir, tools=tools, echo=lambda m: print(m, file=sys.stderr, flush=True),
-                   workaround_long_replies=args.workaround_long_replies) as bench:
+        with Bench(workdir, tools=tools, echo=lambda m: print(m, file=sys.stderr, flush=True)) as bench:
             for files in sizes:
                 print(f"⏱️ {files} files, {args.reps} repetitions, work dir {workdir}", file=sys.stderr, flush=True)
                 result = bench.run_size(files, args.reps, verify=not args.no_verify,

@@ -187,10 +187,7 @@ class Peersync(Tool):
         return [*peersync_argv(), "-w", str(self.local), "sync"], self.env()
 
     def env(self) -> dict | None:
-        if not self.bench.workaround_long_replies:
-            return None
-        shim = Path(__file__).with_name("bench_workaround")
-        return dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(shim), os.environ.get("PYTHONPATH")])))
+        return None
 
     def measure_memory(self) -> dict:
         """One no-op sync with both processes under GNU time: peak RSS of the client and the agent."""
@@ -317,9 +314,8 @@ def ratios(medians: dict) -> dict:
 class Bench:
     """Owns the loopback sshd, the work directory and the logs of one benchmark run."""
 
-    def __init__(self, workdir: Path, *, tools=TOOLS, echo=print, workaround_long_replies: bool = False):
+    def __init__(self, workdir: Path, *, tools=TOOLS, echo=print):
         self.workdir = workdir
-        self.workaround_long_replies = workaround_long_replies
         self.logs = workdir / "logs"
         self.tools = tuple(tools)
         self.echo = echo
@@ -510,9 +506,6 @@ def markdown(doc: dict) -> str:
               "All three sync peersync's default selection (MEMORY.md, USER.md, HEARTBEAT.md, memory/ minus "
               "excludes) over ssh to a loopback sshd on the same machine; peersync runs as the `peersync` CLI "
               "(start-up included).", ""]
-    if doc.get("workaround_long_replies"):
-        lines += ["⚠️ Measured with --workaround-long-replies: the peersync client ran with "
-                  "scripts/bench_workaround/sitecustomize.py (asyncssh readline returns whole lines over 2 MiB).", ""]
     backup = doc.get("backup")
     if backup:
         lines += ["### Backups (scripts/bench_backup.py)", "", "```", json.dumps(backup, indent=2)[:3000], "```", ""]

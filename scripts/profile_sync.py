@@ -352,15 +352,13 @@ def scan_breakdown(root: Path) -> dict:
 
 
 # -- main ----------------------------------------------------------------------------------------
-CLI_ENV: dict | None = None  # set by --workaround-long-replies
-
 
 def cli_sync(root: Path) -> float:
     script = Path(PY).with_name("peersync")
     argv = [str(script)] if script.exists() else [PY, "-m", "peersync"]
     started = time.perf_counter()
     proc = subprocess.run([*argv, "-w", str(root), "sync"], capture_output=True, text=True, stdin=subprocess.DEVNULL,
-                          env=CLI_ENV)
+                          )
     if proc.returncode != 0:
         raise SystemExit(f"peersync sync failed ({proc.returncode}): {(proc.stdout + proc.stderr)[-1000:]}")
     return time.perf_counter() - started
@@ -461,17 +459,9 @@ def main(argv=None) -> int:
     parser.add_argument("--json", type=Path, default=None)
     parser.add_argument("--noop-only", action="store_true",
                         help="only the no-op: both sides start as copies of one generated tree (no initial transfer)")
-    parser.add_argument("--workaround-long-replies", action="store_true",
-                        help="patch asyncssh readline as bench.py --workaround-long-replies does (needed past ~18k files)")
     parser.add_argument("--stats-dir", type=Path, default=None, help="write the full pstats text here")
     args = parser.parse_args(argv)
 
-    if args.workaround_long_replies:
-        global CLI_ENV
-        shim = str(Path(__file__).resolve().parent / "bench_workaround")
-        CLI_ENV = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [shim, os.environ.get("PYTHONPATH")])))
-        sys.path.insert(0, shim)
-        import sitecustomize  # noqa: F401  (patches asyncssh's SSHReader.readline)
     work = args.workdir or Path(tempfile.mkdtemp(prefix="peersync-prof-"))
     work.mkdir(parents=True, exist_ok=True)
     doc: dict = {"files": args.files, "load_start": [round(x, 2) for x in os.getloadavg()]}
