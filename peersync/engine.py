@@ -188,8 +188,8 @@ class Run:
                     installs[side].append({
                         "path": c.path, "data": base64.b64encode(merged).decode(), "mtime_ns": None,
                         "expect": base.to_wire(), "new": [len(merged), 0, base.mode, digest]})
-        for side in Side:
-            results = await self._install(side, installs[side])
+        outcome = await gather_all(*(self._install(side, installs[side]) for side in Side))
+        for side, results in zip(Side, outcome):
             for item, res in zip(installs[side], results):
                 if res["ok"] and item["path"] not in self.report.merged:
                     self.report.merged.append(item["path"])
@@ -322,8 +322,15 @@ def _conflict_reason(change: Change) -> str:
             "rewritten-log": "log rewritten on both sides"}.get(change.reason, change.reason)
 
 
+def local_scan_job(ws: Workspace, cfg: SyncConfig, dry_run: bool) -> asyncio.Future:
+    return asyncio.ensure_future(asyncio.to_thread(scan, ws.root, cfg.selection, ws.state / "scan-cache.json",
+                                                   save_cache=not dry_run))
+
+
 async def sync_one(ws: Workspace, cfg: SyncConfig, peer: Peer, *, mode: Mode, dry_run: bool, force: bool,
-                   policy: Policy, write_lock: asyncio.Lock, connect_timeout: float = 15.0) -> Report:
+                   policy: Policy, write_lock: asyncio.Lock, connect_timeout: float = 15.0,
+                   prescan: asyncio.Future | None = None) -> Report:
+    """One peer.  `prescan`: the local scan, already started while we connect (single-peer runs)."""
     report = Report(peer=peer.name, host=peer.host, mode=mode, dry_run=dry_run)
     started = time.monotonic()
     remote = local = None
@@ -352,8 +359,7 @@ async def sync_one(ws: Workspace, cfg: SyncConfig, peer: Peer, *, mode: Mode, dr
             async with write_lock:  # several peers at once: one writer on this workspace at a time
                 local = LocalSession(ws.root)
                 await local.request("selection", selection=cfg.selection.to_wire())
-                local_scan = await asyncio.to_thread(scan, ws.root, cfg.selection, ws.state / "scan-cache.json",
-                                                     save_cache=not dry_run)
+                local_scan = await (prescan or local_scan_job(ws, cfg, dry_run))
                 remote_raw = await remote_scan
                 await _sync_locked(ws, cfg, peer, local, remote, report, local_scan, remote_raw, remote_id,
                                    mode=mode, dry_run=dry_run, force=force, policy=policy)
@@ -364,6 +370,8 @@ async def sync_one(ws: Workspace, cfg: SyncConfig, peer: Peer, *, mode: Mode, dr
         report.error = str(err)
         report.error_exit = err.exit_code
     finally:
+        if prescan is not None and not prescan.done():
+            await asyncio.wait([prescan])  # a thread cannot be cancelled: let it finish first
         for session in (local, remote):
             if session is not None:
                 await session.close()
@@ -413,10 +421,10 @@ async def _sync_locked(ws, cfg, peer, local, remote, report, local_scan, remote_
     new_ancestor = run.new_ancestor(ancestor)
     if new_ancestor != ancestor or not remote_raw.get("delta"):  # unchanged and already identical: keep
         new = manifest_to_wire(new_ancestor)
-        # Remote first: if we die between the two saves, the sides disagree and agreed_ancestor()
+        # Both at once: if we die between the two saves, the sides disagree and agreed_ancestor()
         # treats the difference as unknown — which can only cause unions, never deletions.
-        await remote.request("ancestor_put", peer_id=local_id, manifest=new)
-        await local.request("ancestor_put", peer_id=remote_id, manifest=new)
+        await gather_all(remote.request("ancestor_put", peer_id=local_id, manifest=new),
+                         local.request("ancestor_put", peer_id=remote_id, manifest=new))
     journal.unlink()
     logs = logbase_items(ancestor, new_ancestor, log_matcher(cfg.logs))
     if logs:
@@ -506,8 +514,10 @@ async def sync_peers(ws: Workspace, names: list[str] | None = None, *, mode: Mod
                 job = sync_cloud(ws, cfg, peer, mode=mode, dry_run=dry_run, force=force, policy=policy,
                                  write_lock=write_lock)
             else:
+                # With one peer, scan here while the SSH connection and the agent start up.
+                prescan = local_scan_job(ws, cfg, dry_run) if len(peers) == 1 else None
                 job = sync_one(ws, cfg, peer, mode=mode, dry_run=dry_run, force=force, policy=policy,
-                               write_lock=write_lock, connect_timeout=connect_timeout)
+                               write_lock=write_lock, connect_timeout=connect_timeout, prescan=prescan)
             if time_budget is None:
                 return await job
             try:
