@@ -85,8 +85,9 @@ class Handler:
         if base is None:
             return {"entries": {p: e.to_wire() for p, e in result.manifest.items()},
                     "problems": problems, "hashed": result.hashed}
+        # A file that was rewritten with the ancestor's bytes (a revert) counts too: its mtime moved.
         changed = {p: e.to_wire() for p, e in result.manifest.items()
-                   if (w := base.get(p)) is None or w[3] != e.hash or w[0] != e.size}
+                   if (w := base.get(p)) is None or w[3] != e.hash or w[0] != e.size or w[1] != e.mtime_ns}
         deleted = [p for p in base if p not in result.manifest]
         return {"delta": True, "entries": changed, "deleted": deleted, "problems": problems,
                 "hashed": result.hashed}

@@ -40,9 +40,9 @@ async def gather_all(*aws):
     """asyncio.gather, except that when one fails the others still run to their end before the
     error propagates: a side is never left writing while the sessions close and the lock goes."""
     results = await asyncio.gather(*aws, return_exceptions=True)
-    for result in results:
-        if isinstance(result, BaseException):
-            raise result
+    errors = [r for r in results if isinstance(r, BaseException)]
+    if errors:  # the clearest one: a PeersyncError carries a message meant for the user
+        raise next((e for e in errors if isinstance(e, PeersyncError)), errors[0])
     return results
 
 
@@ -182,12 +182,16 @@ class Run:
                     local_id=self.local_id, remote_id=self.remote_id, reason="rewritten-log"))
                 continue
             digest = hash_bytes(merged)
+            # One mtime on both sides, so the ancestor matches each of them (a side that already
+            # holds the merged bytes keeps its own).
+            now = next((c.entry(side).mtime_ns for side, data in ((Side.LOCAL, local_data[c.path]),
+                        (Side.REMOTE, remote_data[c.path])) if data == merged), time.time_ns())
             for side, data in ((Side.LOCAL, local_data[c.path]), (Side.REMOTE, remote_data[c.path])):
                 if data != merged:
                     base = c.entry(side)
                     installs[side].append({
-                        "path": c.path, "data": base64.b64encode(merged).decode(), "mtime_ns": None,
-                        "expect": base.to_wire(), "new": [len(merged), 0, base.mode, digest]})
+                        "path": c.path, "data": base64.b64encode(merged).decode(),
+                        "expect": base.to_wire(), "new": [len(merged), now, base.mode, digest]})
         outcome = await gather_all(*(self._install(side, installs[side]) for side in Side))
         for side, results in zip(Side, outcome):
             for item, res in zip(installs[side], results):

@@ -76,10 +76,28 @@ def _agreement(path, l, r, a) -> Change | None:
     return Change(path, Action.ADOPT, None, l, r, a, reason)
 
 
+# A file system that stores whole seconds (HFS+, or 2 s on FAT) truncates the mtimes we set;
+# such an mtime (no sub-second part) is compared with this much slack.
+COARSE_SLACK_NS = 2_000_000_000
+SECOND = 1_000_000_000
+
+
+def _unchanged(a: Entry | None, x: Entry | None) -> bool:
+    """x is what the ancestor recorded: same content AND not written since.  A file rewritten
+    with the ancestor's bytes (a revert) has moved: it is a change, not something to overwrite."""
+    if a is None or x is None:
+        return a is None and x is None
+    if not x.same_content(a):
+        return False
+    if x.mtime_ns % SECOND == 0 or a.mtime_ns % SECOND == 0:
+        return abs(x.mtime_ns - a.mtime_ns) < COARSE_SLACK_NS
+    return x.mtime_ns == a.mtime_ns
+
+
 def _sync(path, l, r, a, policy, is_log, offset_ns, local_id, remote_id) -> Change | None:
     if _equal(l, r):
         return _agreement(path, l, r, a)
-    l_same, r_same = _equal(a, l), _equal(a, r)
+    l_same, r_same = _unchanged(a, l), _unchanged(a, r)
     if l_same or r_same:
         # Exactly one side moved away from the ancestor: carry that move to the other side.
         moved, target = (Side.REMOTE, Side.LOCAL) if l_same else (Side.LOCAL, Side.REMOTE)
@@ -110,7 +128,7 @@ def _one_way(path, l, r, a, target: Side) -> Change | None:
         # The deletion goes to the trash, which keeps the target's version.
         return Change(path, Action.DELETE, target, l, r, a, f"{word}-delete")
     # A target version the source side never saw is kept in conflicts/ before it is replaced.
-    unseen = target_entry is not None and not target_entry.same_content(a)
+    unseen = target_entry is not None and not _unchanged(a, target_entry)
     return Change(path, Action.COPY, target, l, r, a, word, quarantine=unseen)
 
 

@@ -47,6 +47,18 @@ CASES = [
     Case("unchanged-content-touched-mtime", {F: e("v1", 1)}, {F: e("v1", 9)}, {F: e("v1", 5)}, []),
     Case("local-changed", {F: e("v1")}, {F: e("v2")}, {F: e("v1")},
          [(F, COPY, REMOTE, "local-changed", False)]),
+    # A revert: the peer wrote the ancestor's bytes again (mtime moved) while this side changed
+    # the file: both changed, so the conflict policy decides (the later write wins) — never a
+    # silent overwrite of the revert.
+    Case("remote-reverted-local-changed-is-a-conflict", {F: e("v1", 1_000_000_000_000)},
+         {F: e("v2", 2_000_000_000_000)}, {F: e("v1", 3_000_000_000_000)},
+         [(F, COPY, LOCAL, "conflict-newest", True)]),
+    Case("whole-second-mtime-within-slack-is-not-a-revert", {F: e("v1", 1_000_123_456_789)},
+         {F: e("v2", 2_000_000_000_000)}, {F: e("v1", 1_001_000_000_000)},
+         [(F, COPY, REMOTE, "local-changed", False)]),
+    Case("sub-second-revert-is-a-change", {F: e("v1", 1_000_123_456_789)},
+         {F: e("v2", 1_000_200_000_000)}, {F: e("v1", 1_000_300_000_001)},
+         [(F, COPY, LOCAL, "conflict-newest", True)]),  # the later write (the revert) wins
     Case("remote-changed", {F: e("v1")}, {F: e("v1")}, {F: e("v2")},
          [(F, COPY, LOCAL, "remote-changed", False)]),
     Case("local-created", {}, {F: e("v1")}, {},

@@ -1,0 +1,349 @@
+"""Model-based convergence: random edits on three replicas, random pairwise syncs, nothing ever lost.
+
+Three workspaces (PEERSYNC_CONVERGENCE_REPLICAS for more) are wired pairwise through the real
+loopback sshd; every sync is a real `engine.run_sync` (asyncssh control channel, remote agent
+process, rsync or inline transfer).  Rules: create/edit, the same edit on two replicas, append
+to and rewrite logs, delete, rename, and syncs between random pairs (either side starting, one
+peer or all at once, policies newest/skip/manual, and push/pull).  After a final run of
+newest-policy rounds every replica holds the same selection, and no log line is doubled.
+
+What "content ever written" means.  Every write a rule makes is unique (a counter is part of
+it), so a version is identified by its bytes, and a log line by its text.  A version stops being
+owed the moment a *user* replaces or deletes it on a replica that holds it — whether it was
+written there or arrived by sync: the user saw it and chose to drop it, and sync carrying that
+choice to the other replicas is correct.  A version that only *sync* replaced is never excused:
+it must still be in some replica's selection, in some `conflicts/`, or in some trash.  For log
+files the obligation is per line (appends survive merges as lines, not as whole files); a
+rewrite or delete of a log by the user excuses the lines that the replica held at that moment.
+
+CI runs a fixed (derandomized) set of examples; to explore, e.g.
+PEERSYNC_CONVERGENCE_RANDOM=1 PEERSYNC_CONVERGENCE_EXAMPLES=100 pytest tests/test_convergence.py --timeout=0
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, settings, strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule, run_state_machine_as_test
+
+from peersync.engine import run_sync
+from peersync.testing.pair import wire_pair
+from peersync.testing.trees import selection_files
+from peersync.types import Mode, Policy
+from peersync.workspace import Workspace
+
+N = int(os.environ.get("PEERSYNC_CONVERGENCE_REPLICAS", "3"))
+NAMES = [f"r{i}" for i in range(max(N, 4))]
+PLAIN = ("MEMORY.md", "USER.md", "memory/notes/a.md", "memory/notes/b.md", "memory/people/c.md")
+LOGS = ("memory/2026-01-26.md", "memory/agent/events.jsonl")
+PAIRS = [(a, b) for a in range(N) for b in range(N) if a != b]
+POLICIES = (Policy.NEWEST, Policy.SKIP, Policy.MANUAL)
+FINAL_ROUNDS = 4  # a final round is every pair once, policy newest; convergence must come sooner
+
+# Modest by default (each sync is a real SSH session); PEERSYNC_CONVERGENCE_EXAMPLES=200 explores more.
+EXAMPLES = int(os.environ.get("PEERSYNC_CONVERGENCE_EXAMPLES", "10"))
+STEPS = int(os.environ.get("PEERSYNC_CONVERGENCE_STEPS", "30"))
+# Derandomized so CI runs the same examples every time; PEERSYNC_CONVERGENCE_RANDOM=1 explores anew.
+RANDOM = os.environ.get("PEERSYNC_CONVERGENCE_RANDOM") == "1"
+ONE_WAY = os.environ.get("PEERSYNC_CONVERGENCE_ONE_WAY", "1") == "1"  # include push/pull runs
+
+
+def make_replicas(base: Path, sshd, n: int = N) -> list[Workspace]:
+    """n empty workspaces under `base`, each with the other n-1 as peers r0, r1, …"""
+    roots = [base / name for name in NAMES[:n]]
+    for i in range(n):
+        for j in range(i + 1, n):
+            wire_pair(roots[i], roots[j], sshd, peer_name=NAMES[j], back_name=NAMES[i])
+    return [Workspace(r) for r in roots]
+
+
+def kept_files(ws: Workspace) -> list[bytes]:
+    """Every file's bytes in the places a version may legitimately end up besides the selection."""
+    out = []
+    for place in ("conflicts", "trash"):
+        top = ws.state / place
+        for path in sorted(top.rglob("*")) if top.is_dir() else ():
+            if path.is_file() and not (place == "conflicts" and path.parent == top):  # not index.json
+                out.append(path.read_bytes())
+    return out
+
+
+def lines_of(data: bytes) -> set[bytes]:
+    return {line for line in data.split(b"\n") if line}
+
+
+class Model:
+    """What the rules wrote and what is still owed (see the module docstring)."""
+
+    def __init__(self, replicas: list[Workspace]):
+        self.replicas = replicas
+        self.counter = 0
+        self.owed_versions: set[bytes] = set()
+        self.owed_lines: set[bytes] = set()
+        self.syncs: list[str] = []
+
+    def fresh(self, tag: str) -> str:
+        self.counter += 1
+        return f"{tag} #{self.counter:04d}"
+
+    def excuse(self, path: str, data: bytes) -> None:
+        """The user dropped `data` (at `path`) on one replica: it is no longer owed."""
+        if path in LOGS:
+            self.owed_lines -= lines_of(data)
+        else:
+            self.owed_versions.discard(data)
+
+    def owe(self, path: str, data: bytes) -> None:
+        if path in LOGS:
+            self.owed_lines |= lines_of(data)
+        else:
+            self.owed_versions.add(data)
+
+    def missing(self) -> tuple[set[bytes], set[bytes]]:
+        everything = []
+        for ws in self.replicas:
+            everything += selection_files(ws).values()
+            everything += kept_files(ws)
+        contents = set(everything)
+        lines = set().union(*(lines_of(d) for d in everything)) if everything else set()
+        return self.owed_versions - contents, self.owed_lines - lines
+
+
+def sync(model: Model, a: int, b: int | None, policy: Policy, mode: Mode = Mode.SYNC) -> list:
+    model.syncs.append(f"{NAMES[a]}->{NAMES[b] if b is not None else '*'} {mode.value} {policy.value}")
+    reports = run_sync(model.replicas[a], [NAMES[b]] if b is not None else None, policy=policy, mode=mode,
+                       force=True)
+    for report in reports:
+        assert report.ok, f"{model.syncs[-1]}: {report.error}"
+        assert not report.problems, f"{model.syncs[-1]}: {report.problems}"
+    return reports
+
+
+def converge(model: Model) -> None:
+    """Rounds of newest-policy syncs over every pair until one round changes nothing."""
+    n = len(model.replicas)
+    for _ in range(FINAL_ROUNDS):
+        changed = False
+        for a, b in [(i, i + 1) for i in range(n - 1)] + [(0, n - 1), (n - 1, n - 2)]:
+            changed |= any(r.changed for r in sync(model, a, b, Policy.NEWEST))
+        if not changed:
+            break
+    else:
+        pytest.fail(f"no convergence after {FINAL_ROUNDS} rounds; syncs: {model.syncs}")
+    trees = [selection_files(ws) for ws in model.replicas]
+    for name, tree in zip(NAMES[1:], trees[1:]):
+        assert tree == trees[0], f"{name} differs from r0 after the final rounds"
+    for path in LOGS:  # a line that reached a log by several routes is in it once (DESIGN 3)
+        lines = [line for line in trees[0].get(path, b"").split(b"\n") if line]
+        doubled = sorted({line for line in lines if lines.count(line) > 1})
+        assert not doubled, f"{path}: lines merged twice: {doubled}; syncs: {model.syncs}"
+
+
+def assert_nothing_lost(model: Model) -> None:
+    versions, lines = model.missing()
+    assert not versions, f"versions lost: {sorted(versions)}; syncs: {model.syncs}"
+    assert not lines, f"log lines lost: {sorted(lines)}; syncs: {model.syncs}"
+
+
+# -- user actions ------------------------------------------------------------------------
+
+
+def user_write(model: Model, r: int, path: str, data: bytes, *, append: bool = False) -> None:
+    full = model.replicas[r].root / path
+    if full.exists() and not append:
+        model.excuse(path, full.read_bytes())
+    full.parent.mkdir(parents=True, exist_ok=True)
+    with open(full, "ab" if append else "wb") as f:
+        f.write(data)
+    model.owe(path, data)
+
+
+def user_delete(model: Model, r: int, path: str) -> None:
+    full = model.replicas[r].root / path
+    if full.exists():
+        model.excuse(path, full.read_bytes())
+        full.unlink()
+
+
+def user_rename(model: Model, r: int, src: str, dst: str) -> None:
+    """`mv -f src dst` between plain files: the moved version stays owed, a replaced dst is excused."""
+    root = model.replicas[r].root
+    if not (root / src).exists() or src == dst:
+        return
+    if (root / dst).exists():
+        model.excuse(dst, (root / dst).read_bytes())
+    (root / dst).parent.mkdir(parents=True, exist_ok=True)
+    os.rename(root / src, root / dst)
+
+
+class Replicas(RuleBasedStateMachine):
+    sshd = None  # set by the test before running the machine
+    base: Path
+
+    @initialize()
+    def setup(self):
+        self.dir = Path(tempfile.mkdtemp(dir=self.base))
+        self.model = Model(make_replicas(self.dir, self.sshd))
+
+    @rule(r=st.integers(0, N - 1), path=st.sampled_from(PLAIN))
+    def write(self, r, path):
+        text = self.model.fresh(f"{path} by {NAMES[r]}")
+        # Two lengths, so equal-size edits (the stat cache's hard case) and size changes both occur.
+        user_write(self.model, r, path, (text + ("\n" if self.model.counter % 2 else " (longer)\n")).encode())
+
+    @rule(pair=st.sampled_from(PAIRS), path=st.sampled_from(PLAIN))
+    def write_same_on_two(self, pair, path):
+        """The same edit made on two replicas (a false conflict: equal content, nothing to do)."""
+        data = (self.model.fresh(f"{path} same on {NAMES[pair[0]]} and {NAMES[pair[1]]}") + "\n").encode()
+        for r in pair:
+            user_write(self.model, r, path, data)
+
+    @rule(r=st.integers(0, N - 1), path=st.sampled_from(LOGS), lines=st.integers(1, 3))
+    def append(self, r, path, lines):
+        data = "".join(self.model.fresh(f"- {NAMES[r]} line") + "\n" for _ in range(lines))
+        user_write(self.model, r, path, data.encode(), append=True)
+
+    @rule(r=st.integers(0, N - 1), path=st.sampled_from(LOGS))
+    def rewrite_log(self, r, path):
+        user_write(self.model, r, path, (self.model.fresh(f"# {path} rewritten by {NAMES[r]}") + "\n").encode())
+
+    @rule(r=st.integers(0, N - 1), path=st.sampled_from(PLAIN + LOGS))
+    def delete(self, r, path):
+        user_delete(self.model, r, path)
+
+    @rule(r=st.integers(0, N - 1), src=st.sampled_from(PLAIN), dst=st.sampled_from(PLAIN))
+    def rename(self, r, src, dst):
+        user_rename(self.model, r, src, dst)
+
+    @rule(pair=st.sampled_from(PAIRS), policy=st.sampled_from(POLICIES))
+    def sync_pair(self, pair, policy):
+        sync(self.model, pair[0], pair[1], policy)
+
+    @precondition(lambda self: ONE_WAY)
+    @rule(pair=st.sampled_from(PAIRS), mode=st.sampled_from((Mode.PUSH, Mode.PULL)))
+    def push_or_pull(self, pair, mode):
+        """One-way: the target's unseen versions go to conflicts/, its extra files to the trash."""
+        sync(self.model, pair[0], pair[1], Policy.NEWEST, mode)
+
+    @rule(r=st.integers(0, N - 1), policy=st.sampled_from(POLICIES))
+    def sync_all_peers(self, r, policy):
+        sync(self.model, r, None, policy)  # both peers concurrently, one writer at a time
+
+    @invariant()
+    def nothing_lost(self):
+        if hasattr(self, "model"):
+            assert_nothing_lost(self.model)
+
+    def teardown(self):
+        if not hasattr(self, "model"):
+            return
+        try:
+            converge(self.model)
+            assert_nothing_lost(self.model)
+        finally:
+            shutil.rmtree(self.dir, ignore_errors=True)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(max(300, EXAMPLES * 40))
+def test_random_edits_and_syncs_converge_and_lose_nothing(sshd, tmp_path):
+    Replicas.sshd, Replicas.base = sshd, tmp_path
+    run_state_machine_as_test(Replicas, settings=settings(
+        max_examples=EXAMPLES, stateful_step_count=STEPS, deadline=None, derandomize=not RANDOM, database=None,
+        suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.filter_too_much]))
+
+
+# -- pinned cases: short runs of the model through its riskiest paths -----------------------------
+# (The model has not failed since these files exist; a shrunk failure goes here as one more case.)
+
+
+@pytest.fixture
+def model(sshd, tmp_path):
+    return Model(make_replicas(tmp_path, sshd))
+
+
+def test_rename_on_one_replica_while_another_edits_the_old_name(model):
+    user_write(model, 0, "memory/notes/a.md", b"a v1\n")
+    sync(model, 0, 1, Policy.NEWEST)
+    sync(model, 1, 2, Policy.NEWEST)
+    user_rename(model, 0, "memory/notes/a.md", "memory/notes/b.md")
+    user_write(model, 2, "memory/notes/a.md", b"a edited on r2\n")
+    sync(model, 0, None, Policy.NEWEST)
+    assert_nothing_lost(model)
+    converge(model)
+    assert_nothing_lost(model)
+    tree = selection_files(model.replicas[1])
+    assert tree["memory/notes/a.md"] == b"a edited on r2\n" and tree["memory/notes/b.md"] == b"a v1\n"
+
+
+def test_skip_then_manual_then_newest_keeps_every_version(model):
+    user_write(model, 0, "USER.md", b"base\n")
+    sync(model, 0, None, Policy.NEWEST)
+    for r in range(N):
+        user_write(model, r, "USER.md", f"USER.md as {NAMES[r]} has it\n".encode())
+    for policy in (Policy.SKIP, Policy.MANUAL, Policy.MANUAL):
+        sync(model, 0, 1, policy)
+        sync(model, 2, 1, policy)
+        assert_nothing_lost(model)
+    converge(model)
+    assert_nothing_lost(model)
+
+
+def test_push_and_pull_keep_what_the_target_never_saw(model):
+    user_write(model, 0, "MEMORY.md", b"m v1\n")
+    user_write(model, 0, "memory/2026-01-26.md", b"- r0 line 1\n")
+    sync(model, 0, None, Policy.NEWEST)
+    user_write(model, 1, "MEMORY.md", b"m edited on r1, never seen by r0\n")
+    user_write(model, 1, "memory/notes/only-r1.md", b"only on r1\n")
+    user_write(model, 1, "memory/2026-01-26.md", b"- r1 line 2\n", append=True)
+    user_write(model, 2, "memory/2026-01-26.md", b"- r2 line 3\n", append=True)
+    sync(model, 2, 1, Policy.NEWEST)
+    sync(model, 0, 1, Policy.NEWEST, Mode.PUSH)  # r1 is made to match r0
+    assert_nothing_lost(model)
+    sync(model, 2, 0, Policy.NEWEST, Mode.PULL)
+    assert_nothing_lost(model)
+    converge(model)
+    assert_nothing_lost(model)
+
+
+@pytest.mark.xfail(strict=True, reason="livelock: per-pair ancestors let two versions chase each other "
+                   "round a ring of replicas for ever; reconcile needs a monotonic rule (issue-3 report)")
+def test_a_revert_in_a_ring_of_four_converges(sshd, tmp_path):
+    """Found by the model with four replicas (shrunk by hand).  r1 replaces X by Y; r2, having
+    seen Y, puts X back.  Then X travels one way round the ring r0-r1-r2-r3 and Y the other:
+    every pair sync sees exactly one side moved since that pair's ancestor and copies it, so the
+    two versions swap places round after round.  Each step is a legal one-sided copy; breaking
+    the cycle needs a monotonic rule (e.g. under newest, a one-sided copy never puts an older
+    version over a newer one)."""
+    model = Model(make_replicas(tmp_path, sshd, n=4))
+    x, y = b"X: the first version\n", b"Y: the second version\n"
+    user_write(model, 0, "USER.md", x)
+    sync(model, 0, 1, Policy.NEWEST)
+    sync(model, 0, 3, Policy.NEWEST)
+    user_write(model, 1, "USER.md", y)
+    sync(model, 1, 2, Policy.NEWEST)
+    user_write(model, 2, "USER.md", x)  # reverted on r2, after seeing Y (same bytes, new mtime)
+    sync(model, 2, 3, Policy.NEWEST)  # equal content there: nothing to copy
+    converge(model)
+    assert selection_files(model.replicas[0])["USER.md"] == x  # the latest user action wins
+
+
+def test_a_revert_seen_through_a_third_replica_is_not_overwritten(model):
+    """r1 replaces X by Y; r2 gets Y, then puts X back.  To the pair r0-r2 (ancestor X) r2 looked
+    unchanged when only content counted, so r0's Y (arrived through r1) replaced r2's revert
+    without keeping it anywhere.  A rewrite with the ancestor's bytes is a change (reconcile)."""
+    x, y = b"X: the first version\n", b"Y: the second version\n"
+    user_write(model, 0, "USER.md", x)
+    for a, b in ((0, 1), (0, 2), (1, 2)):  # every pair has X as its ancestor
+        sync(model, a, b, Policy.NEWEST)
+    user_write(model, 1, "USER.md", y)
+    sync(model, 1, 2, Policy.NEWEST)
+    user_write(model, 2, "USER.md", x)  # the user on r2 reverts Y (the latest edit anywhere)
+    sync(model, 0, 1, Policy.NEWEST)  # r0 gets Y
+    sync(model, 0, 2, Policy.NEWEST)  # r0-r2: ancestor X, r2 "unchanged", r0 "changed" → Y over the revert
+    assert_nothing_lost(model)
