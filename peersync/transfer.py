@@ -11,6 +11,7 @@ from peersync.workspace import Peer
 
 PARTIAL_CODES = (23, 24)
 _EXIT_MEANING = {
+    10: "the connection broke off (socket I/O error)",
     11: "file I/O error on the receiving side (disk full or not writable?)",
     12: "the rsync stream broke off (connection cut?)",
     30: "timed out",
@@ -70,7 +71,10 @@ async def rsync_files(peer: Peer, paths: list[str], *, push: bool, local_dir: st
     if "No space left" in detail or proc.returncode == 11:
         raise TransferError(f"transfer with {peer.name} failed: disk full ({detail.strip()})",
                             "Free some space there, then run the sync again; nothing was lost.")
-    if proc.returncode == 255 or "connection" in detail.lower():
+    if proc.returncode < 0:  # rsync itself was killed (by a signal, e.g. a shutdown)
+        raise TransferError(f"transfer with {peer.name} was interrupted (rsync killed by signal {-proc.returncode})",
+                            "Nothing was lost; run the sync again.")
+    if proc.returncode in (10, 12, 255) or "connection" in detail.lower():
         raise TransferError(f"transfer with {peer.name} was cut off: {detail}",
                             "Nothing was lost; run the sync again.")
     raise TransferError(f"rsync with {peer.name} failed: {detail}", "Nothing was lost; run the sync again.")
