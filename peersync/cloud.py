@@ -21,13 +21,11 @@ from pathlib import Path
 from peersync import cloud_mailbox
 from peersync.cloud_config import CloudSpec, inbox_command, resolve
 from peersync.cloud_session import MAILBOX_DIRS, META, CloudSession, cloud_id, run_rclone
-from peersync.engine import (Run, logbase_items, SideState, describe, record, log_matcher, parse_manifest,
+from peersync.engine import (Run, logbase_items, plan_sync, SideState, describe, record, log_matcher, parse_manifest,
                              read_ancestor)
 from peersync.errors import PeersyncError, SafetyError, UsageError
 from peersync.rclone import Rclone
-from peersync.reconcile import reconcile
 from peersync.remote import LocalSession
-from peersync.safety import mass_delete_violations
 from peersync.storage import atomic_write_json
 from peersync.types import Entry, Mode, Policy, Problem, Report, Side, manifest_to_wire
 from peersync.workspace import Peer, SyncConfig, Workspace
@@ -127,15 +125,8 @@ async def _sync_locked(ws, cfg, peer, spec, local, session: CloudSession, report
                           f"(is {peer.host} the right folder?) — nothing was changed",
                           "If the cloud folder was emptied on purpose, run again with --force "
                           "(deleted files go to the trash).")
-    plan = reconcile(ancestor, local_entries, cloud_entries, policy=policy, mode=report.mode,
-                     is_log=log_matcher(cfg.logs), offset_ns=0, local_id=ws.instance_id,
-                     remote_id=session.cloud_id)
-    violations = mass_delete_violations(plan.changes, len(local_entries), len(cloud_entries),
-                                        ratio=cfg.mass_delete_ratio, roots=cfg.selection.roots,
-                                        local_paths=local_entries, remote_paths=cloud_entries)
-    if violations and not force:
-        raise SafetyError(f"stopped: {'; '.join(violations).replace('the peer', peer.name)} — nothing was changed",
-                          "If that is intended, run again with --force (deleted files go to the trash).")
+    plan = plan_sync(ancestor, local_entries, cloud_entries, cfg, peer, policy=policy, mode=report.mode,
+                     offset_ns=0, local_id=ws.instance_id, remote_id=session.cloud_id, force=force)
     if dry_run:
         describe(plan, report, peer)
         if spec.mode == "mailbox":

@@ -404,16 +404,9 @@ async def _sync_locked(ws, cfg, peer, local, remote, report, local_scan, remote_
         remote_entries = changed
         theirs = read_ancestor(await remote.request("ancestor_get", peer_id=local_id)) if remote_id else None
         ancestor = agreed_ancestor(mine, theirs)
-    offset_ns = int(remote.offset * 1e9)
-    plan = reconcile(ancestor, local_entries, remote_entries, policy=policy, mode=mode,
-                     is_log=log_matcher(cfg.logs), offset_ns=offset_ns, local_id=local_id,
-                     remote_id=remote_id or "~")
-    violations = mass_delete_violations(plan.changes, len(local_entries), len(remote_entries),
-                                        ratio=cfg.mass_delete_ratio, roots=cfg.selection.roots,
-                                        local_paths=local_entries, remote_paths=remote_entries)
-    if violations and not force:
-        raise SafetyError(f"stopped: {'; '.join(violations).replace('the peer', peer.name)} — nothing was changed",
-                          "If that is intended, run again with --force (deleted files go to the trash).")
+    plan = plan_sync(ancestor, local_entries, remote_entries, cfg, peer, policy=policy, mode=mode,
+                     offset_ns=int(remote.offset * 1e9), local_id=local_id, remote_id=remote_id or "~",
+                     force=force)
     if dry_run:
         describe(plan, report, peer)
         return
@@ -435,6 +428,20 @@ async def _sync_locked(ws, cfg, peer, local, remote, report, local_scan, remote_
         await gather_all(local.request("logbase_save", items=logs), remote.request("logbase_save", items=logs))
     await gather_all(local.request("housekeeping", trash_days=cfg.trash_days, prune_logbases=bool(logs)),
                      remote.request("housekeeping", trash_days=cfg.trash_days, prune_logbases=bool(logs)))
+
+
+def plan_sync(ancestor, local_entries, remote_entries, cfg: SyncConfig, peer: Peer, *, policy: Policy,
+              mode: Mode, offset_ns: int, local_id: str, remote_id: str, force: bool):
+    """reconcile, then the safety checks: a plan, or SafetyError before anything is changed."""
+    plan = reconcile(ancestor, local_entries, remote_entries, policy=policy, mode=mode,
+                     is_log=log_matcher(cfg.logs), offset_ns=offset_ns, local_id=local_id, remote_id=remote_id)
+    violations = mass_delete_violations(plan.changes, len(local_entries), len(remote_entries),
+                                        ratio=cfg.mass_delete_ratio, roots=cfg.selection.roots,
+                                        local_paths=local_entries, remote_paths=remote_entries)
+    if violations and not force:
+        raise SafetyError(f"stopped: {'; '.join(violations).replace('the peer', peer.name)} — nothing was changed",
+                          "If that is intended, run again with --force (deleted files go to the trash).")
+    return plan
 
 
 def logbase_items(old: dict[str, Entry], new: dict[str, Entry], is_log) -> list[list[str]]:
