@@ -389,9 +389,8 @@ class CloudSession:
             raise Refused(f"path outside the synced selection: {path}")
         return path
 
-    async def op_install(self, items: list) -> dict:
-        """Upload new content for each item (inline `data`, else the local workspace file), after
-        checking the cloud still holds `expect`; a quarantined loser is first kept locally."""
+    def _checked(self, items: list) -> tuple[list[dict | None], list[str]]:
+        """Validate every item's path: (results with refusals filled in, the paths that passed)."""
         results: list[dict | None] = [None] * len(items)
         paths = []
         for i, item in enumerate(items):
@@ -399,6 +398,12 @@ class CloudSession:
                 paths.append(self._target(item.get("path")))
             except (BadPath, Refused) as err:
                 results[i] = {"path": item.get("path"), "ok": False, "error": str(err)}
+        return results, paths
+
+    async def op_install(self, items: list) -> dict:
+        """Upload new content for each item (inline `data`, else the local workspace file), after
+        checking the cloud still holds `expect`; a quarantined loser is first kept locally."""
+        results, paths = self._checked(items)
         current = await self.stat(paths)
         upload = self.work / f"upload-{secrets.token_hex(4)}"
         staged: dict[int, tuple[str, Entry, str | None]] = {}
@@ -481,13 +486,7 @@ class CloudSession:
         """Move each file to `.peersync/trash/<batch>/` if it still holds `expect`."""
         if not batch.replace("-", "").replace("T", "").isalnum():
             raise BadPath(f"bad trash batch name {batch!r}")
-        results: list[dict | None] = [None] * len(items)
-        paths = []
-        for i, item in enumerate(items):
-            try:
-                paths.append(self._target(item.get("path")))
-            except (BadPath, Refused) as err:
-                results[i] = {"path": item.get("path"), "ok": False, "error": str(err)}
+        results, paths = self._checked(items)
         current = await self.stat(paths)
         movable = {}
         for i, item in enumerate(items):
