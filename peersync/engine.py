@@ -12,6 +12,7 @@ import socket
 import time
 from dataclasses import dataclass, field
 
+from peersync.agent import Handler
 from peersync.errors import PeersyncError, ProtocolError, SafetyError, UsageError
 from peersync.lock import workspace_lock
 from peersync.merge import append_merge, insertion_merge
@@ -20,7 +21,6 @@ from peersync.reconcile import decide_conflict, reconcile
 from peersync.remote import LocalSession, Session, open_session
 from peersync.safety import mass_delete_violations
 from peersync.scan import hash_bytes, scan
-from peersync.agent import Handler
 from peersync.storage import atomic_write_json
 from peersync.transfer import rsync_files
 from peersync.types import (MANIFEST_FORMAT, Action, Change, Entry, Mode, Policy, Problem, Report, Side,
@@ -511,8 +511,6 @@ async def sync_peers(ws: Workspace, names: list[str] | None = None, *, mode: Mod
     ws.ensure_state()
     with workspace_lock(ws, lock_timeout, what="sync"):
         if not dry_run:
-            from peersync.agent import Handler
-
             Handler(ws.root).recover()  # leftovers of an interrupted run, before anything new starts
             for leftover in (ws.state / "journal").glob("*.json"):
                 leftover.unlink()
