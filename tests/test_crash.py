@@ -221,9 +221,17 @@ def cli_sync(ws, peer: str) -> subprocess.Popen:
                             start_new_session=True)
 
 
+def proc_files(name: str):
+    """(pid, path of /proc/PID/<name>) for every process.  os.listdir, not Path.glob: glob stats
+    each match, and a process exiting in between raises ProcessLookupError (ESRCH)."""
+    for pid in os.listdir("/proc"):
+        if pid.isdigit():
+            yield int(pid), Path(f"/proc/{pid}/{name}")
+
+
 def group_alive(pgid: int) -> bool:
     """Any non-zombie process left in the group (orphaned rsync/ssh after a pid-only kill)?"""
-    for stat in Path("/proc").glob("[0-9]*/stat"):
+    for _, stat in proc_files("stat"):
         try:
             fields = stat.read_text().rsplit(")", 1)[1].split()
         except (OSError, IndexError):
@@ -234,10 +242,11 @@ def group_alive(pgid: int) -> bool:
 
 
 def staged_something(*workspaces) -> bool:
+    # os.walk ignores directories that vanish while it runs (the sync removes its staging).
     for ws in workspaces:
-        staging = ws.state / "staging"
-        if staging.is_dir() and any(p.is_file() for p in staging.rglob("*")):
-            return True
+        for _, _, files in os.walk(ws.state / "staging"):
+            if files:
+                return True
     return False
 
 
@@ -255,13 +264,13 @@ def wait_for(condition, proc: subprocess.Popen, timeout: float = 60.0) -> bool:
 
 def agent_of(ws) -> int | None:
     """The pid of the peersync agent serving `ws` over SSH, if one runs."""
-    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+    for pid, cmdline in proc_files("cmdline"):
         try:
             words = cmdline.read_bytes().split(b"\0")
         except OSError:
             continue
         if b"agent" in words and os.fsencode(ws.root) in words:
-            return int(cmdline.parent.name)
+            return pid
     return None
 
 
@@ -512,13 +521,13 @@ def test_control_connection_cut_mid_install_is_a_clear_error_and_loses_nothing(p
 
 def children(pid: int) -> list[int]:
     out = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
+    for child, stat in proc_files("stat"):
         try:
             fields = stat.read_text().rsplit(")", 1)[1].split()
         except (OSError, IndexError):
             continue
         if int(fields[1]) == pid:
-            out.append(int(stat.parent.name))
+            out.append(child)
     return out
 
 
