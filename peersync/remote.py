@@ -56,15 +56,17 @@ class Session:
         self._busy = asyncio.Lock()
 
     async def request(self, op: str, **args):
+        import asyncssh  # already loaded: a Session only exists after open_session()
+
         async with self._busy:
             self._next += 1
             try:
                 self.process.stdin.write(encode({"id": self._next, "op": op, "args": args}))
                 line = await read_line(self.process.stdout)
-            except (OSError, ConnectionError) as err:
+            except (OSError, ConnectionError, asyncssh.Error) as err:
                 raise ConnectError(f"connection to {self.peer.name} lost during '{op}': {err}",
                                    "Nothing was lost; run the sync again when the peer is reachable.") from None
-            if not line:
+            if not line.endswith(b"\n"):  # EOF, possibly mid-reply: the connection was cut
                 raise ConnectError(f"connection to {self.peer.name} lost during '{op}'",
                                    "Nothing was lost; run the sync again when the peer is reachable.")
             try:
