@@ -232,7 +232,7 @@ class Replicas(RuleBasedStateMachine):
 
     @rule(r=st.integers(0, N - 1), policy=st.sampled_from(POLICIES))
     def sync_all_peers(self, r, policy):
-        sync(self.model, r, None, policy)  # both peers concurrently, one writer at a time
+        sync(self.model, r, None, policy)  # every peer concurrently, one writer at a time
 
     @invariant()
     def nothing_lost(self):
@@ -258,8 +258,8 @@ def test_random_edits_and_syncs_converge_and_lose_nothing(sshd, tmp_path):
         suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.filter_too_much]))
 
 
-# -- pinned cases: short runs of the model through its riskiest paths -----------------------------
-# (The model has not failed since these files exist; a shrunk failure goes here as one more case.)
+# -- pinned cases and regressions: short runs of the model through its riskiest paths -------------
+# A failure of the model, shrunk, goes here as one more case (the last two came from it).
 
 
 @pytest.fixture
