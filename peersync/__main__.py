@@ -1,4 +1,4 @@
-"""Entry point: dispatches `agent` and a not-due `heartbeat` without importing the CLI stack, so both start fast."""
+"""Entry point: dispatches `agent`, `keeper` and a not-due `heartbeat` without importing the CLI stack, so they start fast."""
 
 import sys
 
@@ -10,6 +10,11 @@ def main() -> None:
         from peersync.agent import main as agent_main
 
         sys.exit(agent_main(argv[1:]))
+    if argv[:1] == ["keeper"]:
+        # Started in the background by a sync (keeper.spawn): no CLI stack either.
+        from peersync.keeper import main as keeper_main
+
+        sys.exit(keeper_main(argv[1:]))
     if "heartbeat" in argv:
         # A heartbeat that is not due must return at once, without the CLI stack's imports.
         from peersync.heartbeat import fast_main

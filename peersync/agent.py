@@ -69,6 +69,12 @@ class Handler:
                 self._lock.__exit__(None, None, None)
                 self._lock = None
 
+    def op_reset(self) -> dict:
+        """End one client's use of a kept agent (see keeper.py): what EOF does, minus exiting."""
+        self.op_unstage()
+        self.release()
+        return {}
+
     def op_selection(self, selection: dict) -> dict:
         self.store = Store(self.ws.root, Selection.from_wire(selection))
         return {}

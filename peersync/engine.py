@@ -12,6 +12,7 @@ import socket
 import time
 from dataclasses import dataclass, field
 
+from peersync import keeper
 from peersync.agent import Handler
 from peersync.errors import PeersyncError, ProtocolError, SafetyError, UsageError
 from peersync.lock import workspace_lock
@@ -326,6 +327,15 @@ def _conflict_reason(change: Change) -> str:
             "rewritten-log": "log rewritten on both sides"}.get(change.reason, change.reason)
 
 
+async def connect(ws: Workspace, cfg: SyncConfig, peer: Peer, timeout: float) -> Session:
+    """The peer's agent: through its keeper when one is warm, else over a new SSH connection."""
+    if keeper.keep_seconds(cfg) > 0:
+        session = await keeper.attach(ws, peer, peer.path or str(ws.root), timeout)
+        if session is not None:
+            return session
+    return await open_session(ws, peer, timeout=timeout)
+
+
 def local_scan_job(ws: Workspace, cfg: SyncConfig, dry_run: bool) -> asyncio.Future:
     return asyncio.ensure_future(asyncio.to_thread(scan, ws.root, cfg.selection, ws.state / "scan-cache.json",
                                                    save_cache=not dry_run))
@@ -339,8 +349,9 @@ async def sync_one(ws: Workspace, cfg: SyncConfig, peer: Peer, *, mode: Mode, dr
     started = time.monotonic()
     remote = local = None
     try:
-        remote = await open_session(ws, peer, timeout=connect_timeout)
+        remote = await connect(ws, cfg, peer, connect_timeout)
         report.clock_offset = remote.offset
+        report.warm = getattr(remote, "kept", False)
         remote_exists = bool(remote.hello.get("workspace"))
         if remote_exists or not dry_run:
             if not remote_exists:
@@ -379,6 +390,8 @@ async def sync_one(ws: Workspace, cfg: SyncConfig, peer: Peer, *, mode: Mode, dr
         for session in (local, remote):
             if session is not None:
                 await session.close()
+        if remote is not None and not getattr(remote, "kept", False) and report.error is None:
+            keeper.spawn(ws, peer, peer.path or str(ws.root), keeper.keep_seconds(cfg))  # warm for the next sync
         report.seconds = time.monotonic() - started
     if not dry_run:
         record(ws, report)

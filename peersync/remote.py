@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import shlex
+import sys
 import time
 from pathlib import Path
 
@@ -43,7 +44,7 @@ class LocalSession:
 
 
 class Session:
-    """A running `peersync agent` on a peer, over one SSH connection."""
+    """A running `peersync agent` on a peer, over one SSH connection (or through its keeper)."""
 
     def __init__(self, peer: Peer, conn, process, hello: dict, offset: float, rtt: float):
         self.peer = peer
@@ -55,15 +56,22 @@ class Session:
         self._next = 0
         self._busy = asyncio.Lock()
 
-    async def request(self, op: str, **args):
-        import asyncssh  # already loaded: a Session only exists after open_session()
+    def _send(self, data: bytes) -> None:
+        self.process.stdin.write(data)
 
+    async def _receive(self) -> bytes:
+        return await read_line(self.process.stdout)
+
+    async def request(self, op: str, **args):
+        # asyncssh's errors count only when it is loaded: a keeper session never imports it.
+        lost = (OSError, ConnectionError) + (
+            (sys.modules["asyncssh"].Error,) if "asyncssh" in sys.modules else ())
         async with self._busy:
             self._next += 1
             try:
-                self.process.stdin.write(encode({"id": self._next, "op": op, "args": args}))
-                line = await read_line(self.process.stdout)
-            except (OSError, ConnectionError, asyncssh.Error) as err:
+                self._send(encode({"id": self._next, "op": op, "args": args}))
+                line = await self._receive()
+            except lost as err:
                 raise ConnectError(f"connection to {self.peer.name} lost during '{op}': {err}",
                                    "Nothing was lost; run the sync again when the peer is reachable.") from None
             if not line.endswith(b"\n"):  # EOF, possibly mid-reply: the connection was cut

@@ -165,6 +165,7 @@ class Report:
     error: str | None = None
     error_exit: int = 0  # exit code the error maps to (2 = bad input, 1 = failure)
     clock_offset: float | None = None
+    warm: bool = False  # went through the peer's keeper (an SSH connection kept from an earlier sync)
 
     @property
     def ok(self) -> bool:
@@ -194,4 +195,5 @@ class Report:
             "problems": [{"path": p.path, "message": p.message} for p in self.problems],
             "error": self.error,
             "clock_offset": self.clock_offset,
+            "warm_connection": self.warm,
         }

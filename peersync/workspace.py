@@ -80,6 +80,7 @@ class SyncConfig:
     policy: Policy = Policy.NEWEST
     trash_days: int = 30
     mass_delete_ratio: float = 0.5
+    keep_connection: float = 600.0  # seconds a peer's connection stays warm after a sync (keeper.py)
 
 
 class Workspace:
@@ -180,6 +181,7 @@ class Workspace:
             policy=policy,
             trash_days=int(sync.get("trash_days", 30)),
             mass_delete_ratio=float(sync.get("mass_delete", 0.5)),
+            keep_connection=_seconds(self.config_file, sync, "keep_connection", 600.0),
         )
 
     # -- peers ----------------------------------------------------------------------------
@@ -257,3 +259,10 @@ def _from_clawdbot_config(raw) -> dict:
         if isinstance(raw.get(key), int):
             auto["interval"] = raw[key]
     return {"sync": sync, "auto": auto}
+
+
+def _seconds(where: Path, section: dict, key: str, default: float) -> float:
+    value = section.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+        raise ConfigError(f"{where}: sync.{key} must be a number of seconds (0 turns it off)")
+    return float(value)

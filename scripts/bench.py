@@ -33,7 +33,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workdir", type=Path, default=None,
                         help="where workspaces go (default: a temp dir, removed afterwards)")
     parser.add_argument("--keep", action="store_true", help="keep the work dir (logs, generated trees)")
-    parser.add_argument("--tools", default=",".join(TOOLS), help="subset of peersync,rsync,unison")
+    parser.add_argument("--tools", default=",".join(TOOLS), help=f"subset of {','.join(TOOLS)}")
     parser.add_argument("--big-mb", type=float, default=50, help="size of the big file (default 50)")
     parser.add_argument("--append-mb", type=float, default=1, help="appended to the big file (default 1)")
     parser.add_argument("--changes", type=int, default=130, help="edits per side (default 130)")
@@ -44,8 +44,8 @@ def main(argv: list[str] | None = None) -> int:
     sizes = [int(s) for s in (args.sizes or str(args.files or 10000)).split(",") if s.strip()]
     tools = tuple(t.strip() for t in args.tools.split(",") if t.strip())
     if not set(tools) <= set(TOOLS) or "peersync" not in tools:
-        parser.error("--tools: peersync plus any of rsync, unison")
-    for tool in ("rsync", "unison") if len(tools) == 3 else tools[1:]:
+        parser.error(f"--tools: peersync plus any of {', '.join(TOOLS[1:])}")
+    for tool in set(tools) & {"rsync", "unison"}:
         if not shutil.which(tool):
             parser.error(f"{tool} is not installed")
 

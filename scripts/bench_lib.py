@@ -23,7 +23,10 @@ from peersync.selection import DEFAULT_EXCLUDES, DEFAULT_ROOTS
 from peersync.testing import LoopbackSSHD, generate, mutate, wire_pair
 from peersync.testing.trees import is_selected
 
-TOOLS = ("peersync", "rsync", "unison")
+# "peersync": as installed (its connection kept warm between syncs by a keeper, keeper.py);
+# "peersync-cold": every sync makes a new SSH connection (sync.keep_connection: 0).
+TOOLS = ("peersync", "peersync-cold", "rsync", "unison")
+PEERSYNCS = ("peersync", "peersync-cold")
 SCENARIOS = ("initial", "noop", "changes", "bigappend")
 SCENARIO_TITLES = {
     "initial": "initial sync (empty remote)",
@@ -187,7 +190,23 @@ class Peersync(Tool):
         return [*peersync_argv(), "-w", str(self.local), "sync"], self.env()
 
     def env(self) -> dict | None:
-        return None
+        return dict(os.environ, PEERSYNC_KEEP_CONNECTION="600")
+
+    def sync(self, label: str) -> Run:
+        run = super().sync(label)
+        self.wait_for_keeper()  # untimed: its start-up must not slow the next tool's run
+        return run
+
+    def wait_for_keeper(self) -> None:
+        from peersync import keeper
+        from peersync.workspace import Workspace
+
+        ws = Workspace(self.local)
+        peer = ws.peer("remote")
+        path = keeper.socket_path(ws, peer, peer.path or str(ws.root))
+        deadline = time.monotonic() + 10
+        while path is not None and not keeper._alive(path) and time.monotonic() < deadline:
+            time.sleep(0.05)
 
     def measure_memory(self) -> dict:
         """One no-op sync with both processes under GNU time: peak RSS of the client and the agent."""
@@ -255,7 +274,17 @@ class Unison(Tool):
                 f"ssh://{self.bench.sshd.target}/{self.remote}"], env  # remote path absolute: "//"
 
 
-TOOL_CLASSES = {"peersync": Peersync, "rsync": Rsync, "unison": Unison}
+class PeersyncCold(Peersync):
+    name = "peersync-cold"
+
+    def env(self) -> dict | None:
+        return dict(os.environ, PEERSYNC_KEEP_CONNECTION="0")
+
+    def wait_for_keeper(self) -> None:
+        pass
+
+
+TOOL_CLASSES = {"peersync": Peersync, "peersync-cold": PeersyncCold, "rsync": Rsync, "unison": Unison}
 
 
 def _max_rss_mb(path: Path) -> float | None:
@@ -305,9 +334,12 @@ def _round(value, digits=4):
 def ratios(medians: dict) -> dict:
     out = {}
     for scenario, by_tool in medians.items():
-        ps = by_tool.get("peersync")
-        out[scenario] = {f"vs_{t}": (_round(ps / by_tool[t], 3) if ps and by_tool.get(t) else None)
-                         for t in ("rsync", "unison")}
+        out[scenario] = {}
+        for ours in PEERSYNCS:
+            ps = by_tool.get(ours)
+            prefix = "" if ours == "peersync" else "cold_"
+            out[scenario].update({f"{prefix}vs_{t}": (_round(ps / by_tool[t], 3) if ps and by_tool.get(t) else None)
+                                  for t in ("rsync", "unison")})
     return out
 
 
@@ -401,7 +433,7 @@ class Bench:
         timed("bigappend")
 
         if last and "peersync" in tools:
-            ps = tools["peersync"]
+            ps = tools.get("peersync-cold") or tools["peersync"]  # RSS of a whole run, connection included
             ps.sync("settle")
             result.memory = ps.measure_memory()
             result.heartbeat = ps.heartbeat(5)
@@ -482,13 +514,16 @@ def markdown(doc: dict) -> str:
     for size in doc["sizes"]:
         med, rat = size["median_s"], size["ratios"]
         lines += [f"### {size['files']:,} files — median of {doc['reps']} (seconds)", "",
-                  "| scenario | peersync | rsync -a (one-way) | unison -batch | peersync / rsync | peersync / unison |",
-                  "|---|---:|---:|---:|---:|---:|"]
+                  "| scenario | peersync ² | peersync, new connection ³ | rsync -a (one-way) | unison -batch "
+                  "| peersync / rsync | peersync / unison | new conn. / rsync | new conn. / unison |",
+                  "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
         for scenario in SCENARIOS:
             name = title(scenario, doc.get("params")) + (" ¹" if scenario == "changes" else "")
-            lines.append(f"| {name} | {_fmt_s(med[scenario]['peersync'])} | {_fmt_s(med[scenario]['rsync'])} "
-                         f"| {_fmt_s(med[scenario]['unison'])} | {_fmt_ratio(rat[scenario]['vs_rsync'])} "
-                         f"| {_fmt_ratio(rat[scenario]['vs_unison'])} |")
+            m, r = med[scenario], rat[scenario]
+            lines.append(f"| {name} | {_fmt_s(m.get('peersync'))} | {_fmt_s(m.get('peersync-cold'))} "
+                         f"| {_fmt_s(m.get('rsync'))} | {_fmt_s(m.get('unison'))} "
+                         f"| {_fmt_ratio(r.get('vs_rsync'))} | {_fmt_ratio(r.get('vs_unison'))} "
+                         f"| {_fmt_ratio(r.get('cold_vs_rsync'))} | {_fmt_ratio(r.get('cold_vs_unison'))} |")
         lines += ["", "| target | measured | target | met |", "|---|---:|---:|:-:|"]
         lines += [f"| {a} | {b} | {c} | {d} |" for a, b, c, d in target_rows(size, doc.get("params"))]
         lines += [""]
@@ -505,7 +540,12 @@ def markdown(doc: dict) -> str:
               "skips files changed on both sides; peersync merges appended logs and applies its conflict policy.",
               "All three sync peersync's default selection (MEMORY.md, USER.md, HEARTBEAT.md, memory/ minus "
               "excludes) over ssh to a loopback sshd on the same machine; peersync runs as the `peersync` CLI "
-              "(start-up included).", ""]
+              "(start-up included).",
+              "² As installed: after a sync, a keeper holds the peer's SSH connection and agent for "
+              "`sync.keep_connection` seconds (600), so the next sync skips the SSH handshake, the remote "
+              "login shell and the agent's start-up. The initial sync is always a new connection.",
+              "³ `sync.keep_connection: 0`: every sync makes a new SSH connection and starts a new agent, "
+              "like rsync and unison do.", ""]
     backup = doc.get("backup")
     if backup:
         lines += ["### Backups (scripts/bench_backup.py)", "", "```", json.dumps(backup, indent=2)[:3000], "```", ""]

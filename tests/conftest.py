@@ -6,10 +6,16 @@ The logic lives in peersync.testing (the README demo uses it too); helpers for t
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from peersync.testing import LoopbackSSHD, SSHDError, WorkspacePair, default_remote_command, wire_pair
 from peersync.testing.trees import selection_files, tree_digest  # noqa: F401  (re-exported for tests)
+
+# No connection keepers (peersync/keeper.py) unless a test asks for one: each would outlive its
+# test by up to ten minutes.  tests/test_keeper.py turns them on.
+os.environ["PEERSYNC_KEEP_CONNECTION"] = "0"
 
 
 @pytest.fixture(scope="session")

@@ -11,7 +11,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 SCENARIOS = ("initial", "noop", "changes", "bigappend")
-TOOLS = ("peersync", "rsync", "unison")
+TOOLS = ("peersync", "peersync-cold", "rsync", "unison")
 
 
 @pytest.fixture(scope="module")
@@ -37,11 +37,12 @@ def test_json_has_every_scenario_tool_and_ratio(bench_run):
         for tool in TOOLS:
             assert len(size["runs_s"][scenario][tool]) == 1
             assert size["median_s"][scenario][tool] > 0
-        assert set(size["ratios"][scenario]) == {"vs_rsync", "vs_unison"}
+        assert set(size["ratios"][scenario]) == {"vs_rsync", "vs_unison", "cold_vs_rsync", "cold_vs_unison"}
         assert all(v > 0 for v in size["ratios"][scenario].values())
     # every tool copied the whole selection on the initial sync; the two-way tools converge after edits
     assert size["converged"]["initial"] == {t: True for t in TOOLS}
     assert size["converged"]["changes"]["peersync"] is True
+    assert size["converged"]["changes"]["peersync-cold"] is True
     assert size["converged"]["changes"]["rsync"] is True  # one-way: the remote now equals the local side
     assert "client_mb" in size["memory"] or "skipped" in size["memory"]
     assert "median_ms" in size["heartbeat"] or "skipped" in size["heartbeat"]
@@ -51,9 +52,10 @@ def test_json_has_every_scenario_tool_and_ratio(bench_run):
 def test_markdown_table_has_all_columns_and_targets(bench_run):
     stdout, _, md = bench_run
     assert md in stdout
-    header = "| scenario | peersync | rsync -a (one-way) | unison -batch | peersync / rsync | peersync / unison |"
+    header = ("| scenario | peersync ² | peersync, new connection ³ | rsync -a (one-way) | unison -batch "
+              "| peersync / rsync | peersync / unison | new conn. / rsync | new conn. / unison |")
     assert header in md
-    rows = [line for line in md.splitlines() if line.startswith("| ") and line.count("|") == 7]
+    rows = [line for line in md.splitlines() if line.startswith("| ") and line.count("|") == 10]
     titles = [r.split("|")[1].strip() for r in rows]
     for title in ("initial sync", "no-op sync", "2 × 5 changes", "0.5 MB file + 0.05 MB appended"):
         assert any(t.startswith(title) for t in titles), titles

@@ -1,0 +1,304 @@
+"""Keep a peer's connection warm between syncs: one SSH connection and one remote agent, reused.
+
+A sync first asks the peer's keeper — a small background process, one per workspace and peer —
+over a private unix socket.  When there is none it connects the usual way and, once done,
+starts one, which stays `sync.keep_connection` seconds (default 600; 0 turns keepers off) after
+its last use.  A warm sync skips the SSH handshake, the remote login shell, the agent's start-up
+and the asyncssh import: this is what OpenSSH's ControlPersist and Mutagen's daemon do.
+
+The keeper relays protocol lines unchanged, one client at a time (a second one is told "busy"
+and connects directly).  When a client leaves — done, failed or killed — the keeper asks the
+agent to `reset` (drop staging, release the peer's lock) before it serves anyone else.  A keeper
+whose connection, workspace or socket goes away exits; so does one idle for its whole time.
+Safety does not depend on it: every sync still takes both locks and verifies every install.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import json
+import os
+import signal
+import stat
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from peersync import __version__
+from peersync.protocol import PROTOCOL, decode, encode
+from peersync.remote import Session, open_session, read_line
+from peersync.workspace import Peer, Workspace
+
+DEFAULT_KEEP = 600.0
+ENV_KEEP = "PEERSYNC_KEEP_CONNECTION"
+LINE_LIMIT = 1 << 31  # replies are whole lines; a manifest of 100k files is tens of MB
+TICK = 2.0
+
+
+def keep_seconds(cfg) -> float:
+    """How long a keeper stays after its last use: $PEERSYNC_KEEP_CONNECTION when set, else
+    sync.keep_connection (default 600).  0 means no keeper."""
+    raw = os.environ.get(ENV_KEEP)
+    if raw is None:
+        return cfg.keep_connection
+    try:
+        return max(0.0, float(raw))
+    except ValueError:
+        return 0.0
+
+
+def runtime_dir() -> Path | None:
+    """A private directory for the sockets ($XDG_RUNTIME_DIR or the temp dir), or None when it
+    is not safely ours (then there are simply no keepers)."""
+    base = os.environ.get("XDG_RUNTIME_DIR") or tempfile.gettempdir()
+    path = Path(base) / f"peersync-{os.getuid()}"
+    with contextlib.suppress(FileExistsError):
+        path.mkdir(mode=0o700)
+    try:
+        st = path.lstat()
+    except OSError:
+        return None
+    if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.getuid() or st.st_mode & 0o077:
+        return None
+    return path
+
+
+def socket_path(ws: Workspace, peer: Peer, root: str) -> Path | None:
+    """The keeper's socket for this workspace, peer settings, remote root and version: a change
+    to any of them simply means a new keeper (an old one idles out)."""
+    where = runtime_dir()
+    if where is None:
+        return None
+    key = json.dumps([str(ws.root), peer.name, peer.host, peer.user, peer.port, peer.identity,
+                      peer.known_hosts, peer.command, root, __version__, PROTOCOL])
+    # Short on purpose: a unix socket path must fit in 104 bytes (macOS).
+    return where / (hashlib.blake2b(key.encode(), digest_size=12).hexdigest() + ".sock")
+
+
+# -- the client side ------------------------------------------------------------------------------
+async def attach(ws: Workspace, peer: Peer, root: str, timeout: float):
+    """A Session through the peer's keeper, or None when there is no usable keeper (the caller
+    then connects directly).  Never raises for a missing, busy, stale or broken keeper."""
+    path = socket_path(ws, peer, root)
+    if path is None:
+        return None
+    try:
+        reader, writer = await asyncio.wait_for(asyncio.open_unix_connection(str(path), limit=LINE_LIMIT), 2)
+    except (OSError, asyncio.TimeoutError):
+        return None
+    session = KeptSession(peer, writer, reader)
+    try:
+        started = time.time()
+        hello = await asyncio.wait_for(session.request("hello", protocol=PROTOCOL), timeout)
+        finished = time.time()
+    except Exception:  # busy, or its connection died while idle: connect directly instead
+        await session.close()
+        return None
+    if not isinstance(hello, dict) or hello.get("protocol") != PROTOCOL or hello.get("root") is None:
+        await session.close()
+        return None
+    session.hello = hello
+    session.rtt = finished - started
+    session.offset = float(hello["time"]) - (started + finished) / 2
+    return session
+
+
+class KeptSession(Session):
+    """A Session whose lines go through a keeper's unix socket."""
+
+    kept = True
+
+    def __init__(self, peer: Peer, writer, reader):
+        super().__init__(peer, None, None, {}, 0.0, 0.0)
+        self.writer, self.reader = writer, reader
+
+    def _send(self, data: bytes) -> None:
+        self.writer.write(data)
+
+    async def _receive(self) -> bytes:
+        await self.writer.drain()
+        return await self.reader.readline()
+
+    async def close(self) -> None:
+        # No "bye": the agent stays for the next sync; the keeper resets it when we go.
+        self.writer.close()
+        with contextlib.suppress(OSError, asyncio.TimeoutError, ConnectionError):
+            await asyncio.wait_for(self.writer.wait_closed(), 5)
+
+
+def spawn(ws: Workspace, peer: Peer, root: str, seconds: float) -> bool:
+    """Start a keeper for this peer in the background unless one answers already."""
+    path = socket_path(ws, peer, root) if seconds > 0 else None
+    if path is None or _alive(path):
+        return False
+    cmd = [sys.executable, "-m", "peersync", "keeper", "--workspace", str(ws.root), "--peer", peer.name,
+           "--root", root, "--idle", f"{seconds:g}"]
+    subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                     start_new_session=True, close_fds=True, cwd="/")
+    return True
+
+
+def _alive(path: Path) -> bool:
+    import socket
+
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+        probe.settimeout(1)
+        try:
+            probe.connect(str(path))
+            return True
+        except OSError:
+            return False
+
+
+# -- the keeper process ---------------------------------------------------------------------------
+class Keeper:
+    def __init__(self, ws: Workspace, peer: Peer, root: str, idle: float, path: Path):
+        self.ws, self.peer, self.root, self.idle, self.path = ws, peer, root, idle, path
+        self.session = None
+        self.serving = asyncio.Lock()
+        self.last_used = time.monotonic()
+        self.done = asyncio.Event()
+        self.inode = None
+
+    async def run(self) -> int:
+        self.session = await open_session(self.ws, self.peer, timeout=15.0, root=self.root)
+        with contextlib.suppress(FileNotFoundError):
+            self.path.unlink()  # a dead keeper's socket (we hold the keeper lock)
+        server = await asyncio.start_unix_server(self.client, str(self.path), limit=LINE_LIMIT)
+        os.chmod(self.path, 0o600)
+        self.inode = self.path.stat().st_ino
+        watchdog = asyncio.create_task(self.watch())
+        for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            asyncio.get_running_loop().add_signal_handler(signum, self.done.set)
+        try:
+            await self.done.wait()
+        finally:
+            watchdog.cancel()
+            server.close()
+            self._remove_socket()
+            await self.session.close()
+        return 0
+
+    def _remove_socket(self) -> None:
+        with contextlib.suppress(OSError):
+            if self.path.stat().st_ino == self.inode:
+                self.path.unlink()
+
+    async def watch(self) -> None:
+        """Exit when idle too long, or when the workspace, the socket or the connection is gone."""
+        while not self.done.is_set():
+            await asyncio.sleep(TICK)
+            if self.serving.locked():
+                continue
+            try:
+                gone = not self.ws.root.is_dir() or self.path.stat().st_ino != self.inode
+            except OSError:
+                gone = True
+            idle = time.monotonic() - self.last_used > self.idle
+            if gone or idle or self.session.process.stdout.at_eof():
+                self.done.set()
+
+    async def client(self, reader, writer) -> None:
+        try:
+            first = await asyncio.wait_for(reader.readline(), 30)
+        except (OSError, ValueError, asyncio.TimeoutError):
+            first = b""
+        if not first.endswith(b"\n"):  # a liveness probe (spawn), or a client gone already
+            writer.close()
+            return
+        if self.serving.locked() or self.done.is_set():
+            await self._refuse(first, writer, "the connection is in use by another sync")
+            return
+        async with self.serving:
+            try:
+                await self._relay(first, reader, writer)
+            finally:
+                writer.close()
+                self.last_used = time.monotonic()
+                await self._reset()
+
+    async def _relay(self, line: bytes, reader, writer) -> None:
+        agent_in, agent_out = self.session.process.stdin, self.session.process.stdout
+        while line.endswith(b"\n"):  # else the client left (or was killed)
+            if _is_bye(line):
+                return  # the agent stays; the client just goes
+            agent_in.write(line)
+            reply = await read_line(agent_out)
+            if not reply.endswith(b"\n"):  # the agent or the connection died: the client sees EOF
+                self.done.set()
+                return
+            try:
+                writer.write(reply)
+                await writer.drain()
+            except (OSError, ConnectionError):
+                pass  # the client left mid-request; we still read its reply, so the stream is in step
+            try:
+                line = await reader.readline()
+            except (OSError, ValueError):
+                return
+
+    async def _reset(self) -> None:
+        if self.done.is_set():
+            return
+        try:
+            self.session.process.stdin.write(encode({"id": "reset", "op": "reset", "args": {}}))
+            reply = decode(await asyncio.wait_for(read_line(self.session.process.stdout), 60))
+            if not reply.get("ok"):
+                self.done.set()
+        except Exception:
+            self.done.set()
+
+    async def _refuse(self, line: bytes, writer, why: str) -> None:
+        with contextlib.suppress(Exception):
+            writer.write(encode({"id": decode(line).get("id"), "ok": False, "error": why, "kind": "busy"}))
+            await writer.drain()
+        writer.close()
+
+
+def _is_bye(line: bytes) -> bool:
+    if len(line) > 200 or b'"bye"' not in line:
+        return False
+    try:
+        return decode(line).get("op") == "bye"
+    except ValueError:
+        return False
+
+
+def main(argv: list[str]) -> int:
+    """`peersync keeper --workspace W --peer NAME --root R --idle S` (started by spawn())."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="peersync keeper", description="keeps one peer's connection warm")
+    parser.add_argument("--workspace", required=True)
+    parser.add_argument("--peer", required=True)
+    parser.add_argument("--root", required=True)
+    parser.add_argument("--idle", type=float, default=DEFAULT_KEEP)
+    args = parser.parse_args(argv)
+    ws = Workspace(args.workspace)
+    try:
+        peer = ws.peer(args.peer)
+    except Exception:
+        return 2
+    path = socket_path(ws, peer, args.root)
+    if path is None or args.idle <= 0:
+        return 0
+    import fcntl
+
+    # One keeper per socket: whoever holds this lock owns the socket name.
+    fd = os.open(str(path) + ".lock", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return 0
+    try:
+        return asyncio.run(Keeper(ws, peer, args.root, args.idle, path).run())
+    except Exception:
+        return 1
+    finally:
+        with contextlib.suppress(OSError):
+            os.unlink(str(path) + ".lock")  # a keeper racing this one and losing the name exits by itself
+        os.close(fd)

@@ -1,0 +1,216 @@
+"""Connection keepers (peersync/keeper.py): a warm sync goes through the keeper and behaves exactly
+like a direct one; a client killed mid-sync leaves the keeper's agent reset (lock released,
+staging dropped); keepers go away when idle, when their workspace goes, and on SIGTERM; a busy or
+dead keeper only means a direct connection."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from peersync import keeper
+from peersync.engine import run_sync
+from peersync.errors import ConfigError
+from peersync.testing import generate, selection_files, wire_pair
+from peersync.workspace import Workspace
+
+pytestmark = pytest.mark.timeout(180)
+
+
+@pytest.fixture
+def keep(monkeypatch):
+    monkeypatch.setenv(keeper.ENV_KEEP, "60")
+
+
+@pytest.fixture
+def pair(tmp_path, sshd, keep):
+    p = wire_pair(tmp_path / "local", tmp_path / "remote", sshd)
+    yield p
+    for pid in keepers_of(p.local):
+        os.kill(pid, signal.SIGTERM)
+    wait_until(lambda: not keepers_of(p.local), 20)
+
+
+def keepers_of(ws: Workspace) -> list[int]:
+    out = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            argv = Path(f"/proc/{entry}/cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if b"keeper" in argv and str(ws.root).encode() in argv:
+            out.append(int(entry))
+    return out
+
+
+def wait_until(condition, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.1)
+    return bool(condition())
+
+
+def socket_of(p) -> Path:
+    peer = p.peer()
+    return keeper.socket_path(p.local, peer, peer.path)
+
+
+def sync(ws: Workspace, peer: str = "remote"):
+    [report] = run_sync(ws, [peer])
+    assert report.error is None, report.error
+    return report
+
+
+def attachable(p) -> bool:
+    import asyncio
+
+    async def once():
+        session = await keeper.attach(p.local, p.peer(), p.peer().path, 10)
+        if session is not None:
+            await session.close()
+        return session is not None
+
+    return asyncio.run(once())
+
+
+def warm_up(p) -> None:
+    first = sync(p.local)
+    assert not first.warm
+    assert wait_until(lambda: keeper._alive(socket_of(p)), 30), "no keeper came up after the first sync"
+
+
+def test_a_second_sync_goes_through_the_keeper_and_converges(pair):
+    (pair.local.root / "MEMORY.md").write_text("first\n")
+    warm_up(pair)
+    generate(pair.local.root, files=300, seed=1)
+    generate(pair.remote.root, files=300, seed=2)
+    (pair.local.root / "memory").mkdir(exist_ok=True)
+    (pair.local.root / "memory" / "big.bin").write_bytes(os.urandom(3 << 20))  # the rsync path
+    report = sync(pair.local)
+    assert report.warm and report.pushed and report.pulled
+    assert selection_files(pair.local) == selection_files(pair.remote)
+    assert [os.getpid()] and len(keepers_of(pair.local)) == 1
+    # The peer's lock was released when the client went: the peer can sync back at once.
+    (pair.remote.root / "USER.md").write_text("from the peer\n")
+    sync(pair.remote, "local")
+    again = sync(pair.local)
+    assert again.warm and not again.changed
+    assert selection_files(pair.local) == selection_files(pair.remote)
+
+
+def test_a_client_killed_mid_sync_leaves_the_keeper_usable(pair):
+    (pair.local.root / "MEMORY.md").write_text("first\n")
+    warm_up(pair)
+    generate(pair.local.root, files=3000, seed=3)
+    for attempt, delay in enumerate((0.15, 0.4, 0.8)):
+        (pair.local.root / "memory" / f"kill-{attempt}.md").write_text("x" * 100_000)
+        proc = subprocess.Popen([sys.executable, "-m", "peersync", "-w", str(pair.local.root), "sync", "remote"],
+                                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                start_new_session=True)
+        time.sleep(delay)
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    assert keepers_of(pair.local), "the keeper must survive its client being killed"
+    # It finishes the killed client's last request, resets the agent, and is free again.
+    assert wait_until(lambda: attachable(pair), 30)
+    report = sync(pair.local)  # would be "busy" if the peer still held the killed run's lock
+    assert report.warm
+    assert selection_files(pair.local) == selection_files(pair.remote)
+    staging = pair.remote.state / "staging"
+    assert not staging.exists() or not any(staging.iterdir())
+
+
+def test_a_busy_keeper_means_a_direct_connection(pair):
+    import asyncio
+
+    (pair.local.root / "MEMORY.md").write_text("first\n")
+    warm_up(pair)
+    peer = pair.peer()
+
+    async def two():
+        first = await keeper.attach(pair.local, peer, peer.path, 10)
+        second = await keeper.attach(pair.local, peer, peer.path, 10)
+        try:
+            assert first is not None and second is None
+        finally:
+            await first.close()
+        third = await keeper.attach(pair.local, peer, peer.path, 10)  # free again
+        assert third is not None
+        await third.close()
+
+    asyncio.run(two())
+
+
+def test_a_dead_keepers_socket_is_replaced(pair):
+    (pair.local.root / "MEMORY.md").write_text("first\n")
+    warm_up(pair)
+    [pid] = keepers_of(pair.local)
+    os.kill(pid, signal.SIGKILL)
+    wait_until(lambda: not keepers_of(pair.local), 10)
+    assert socket_of(pair).exists()  # left behind by the kill
+    report = sync(pair.local)
+    assert not report.warm  # direct, and a new keeper takes over the name
+    assert wait_until(lambda: keeper._alive(socket_of(pair)), 30)
+    assert sync(pair.local).warm
+
+
+def test_keepers_leave_when_idle_when_the_workspace_goes_and_on_sigterm(tmp_path, sshd, monkeypatch):
+    monkeypatch.setenv(keeper.ENV_KEEP, "1")
+    idle = wire_pair(tmp_path / "a", tmp_path / "b", sshd)
+    sync(idle.local)
+    assert wait_until(lambda: not keepers_of(idle.local) and not socket_of(idle).exists(), 30)
+
+    monkeypatch.setenv(keeper.ENV_KEEP, "60")
+    gone = wire_pair(tmp_path / "c", tmp_path / "d", sshd)
+    warm_up(gone)
+    path = socket_of(gone)
+    import shutil
+
+    shutil.rmtree(gone.local.root)
+    assert wait_until(lambda: not keepers_of(gone.local) and not path.exists(), 30)
+
+    term = wire_pair(tmp_path / "e", tmp_path / "f", sshd)
+    warm_up(term)
+    for pid in keepers_of(term.local):
+        os.kill(pid, signal.SIGTERM)
+    assert wait_until(lambda: not keepers_of(term.local) and not socket_of(term).exists(), 30)
+
+
+def test_keep_connection_zero_starts_no_keeper(tmp_path, sshd, monkeypatch):
+    monkeypatch.delenv(keeper.ENV_KEEP)
+    p = wire_pair(tmp_path / "local", tmp_path / "remote", sshd)
+    p.local.config_file.parent.mkdir(parents=True, exist_ok=True)
+    p.local.config_file.write_text("sync:\n  keep_connection: 0\n")
+    sync(p.local)
+    time.sleep(1)
+    assert not keepers_of(p.local)
+    assert not sync(p.local).warm
+
+
+@pytest.mark.parametrize("value", ["'soon'", "-5", "true"])
+def test_a_bad_keep_connection_is_a_config_error(tmp_path, value):
+    ws = Workspace(tmp_path)
+    ws.ensure_state()
+    ws.config_file.write_text(f"sync:\n  keep_connection: {value}\n")
+    with pytest.raises(ConfigError, match="keep_connection"):
+        ws.sync_config()
+
+
+def test_no_keeper_when_the_socket_directory_is_not_private(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path))
+    shared = tmp_path / f"peersync-{os.getuid()}"
+    shared.mkdir(mode=0o777)
+    shared.chmod(0o777)
+    assert keeper.runtime_dir() is None
+    shared.chmod(0o700)
+    assert keeper.runtime_dir() == shared
