@@ -10,7 +10,6 @@ from typing import Optional
 
 import typer
 
-from peersync.discover import AUTH, HOST_KEY, NO_WORKSPACE, Discovery, ProbeOptions, discover
 
 
 def register(app: typer.Typer) -> None:
@@ -36,6 +35,8 @@ def discover_command(
     ws = app_state.workspace()
     if identity:
         identity = os.path.abspath(os.path.expanduser(identity))  # as `peers add` stores it
+    from peersync.discover import ProbeOptions, discover  # deferred: only this command needs it
+
     opts = ProbeOptions(user=user, path=path, port=port, identity=identity, command=remote_command,
                         timeout=timeout)
     result = asyncio.run(discover(ws, tag=tag, include_offline=all_, add=add, opts=opts))
@@ -43,11 +44,13 @@ def discover_command(
                    result.to_json())
 
 
-def render(result: Discovery, *, add: bool, again: str = "") -> str:
+def render(result, *, add: bool, again: str = "") -> str:
     """Chat text: one headline, the table, then what was added and what to do about the rest."""
     from rich import box
     from rich.console import Console
     from rich.table import Table
+
+    from peersync.discover import AUTH, HOST_KEY, NO_WORKSPACE
 
     found = [p for p in result.probes if p.reachable]
     if not result.probes:

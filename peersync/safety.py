@@ -41,6 +41,8 @@ def mass_delete_violations(
     messages = []  # percentages round up: a blocked plan never reads as "50 %" of a 50 % limit
     for side, count, present in sides:
         n = len(deleted[side])
+        if not n:
+            continue  # nothing deleted on this side: neither rule can trip
         total = max(count, n)
         if n and n >= min_files and n / total > ratio:
             messages.append(
