@@ -21,7 +21,7 @@ from peersync.paths import BadPath, check_relpath
 from peersync.protocol import PROTOCOL, decode, encode
 from peersync.scan import hash_bytes, scan
 from peersync.selection import Selection
-from peersync.storage import atomic_write_json, read_json
+from peersync.storage import atomic_write_bytes, read_json
 from peersync.transition import Refused, Store
 from peersync.types import MANIFEST_FORMAT, Entry
 from peersync.workspace import Workspace
@@ -130,11 +130,33 @@ class Handler:
             return None
         return data
 
-    def op_ancestor_put(self, peer_id: str, manifest: dict) -> dict:
+    def op_ancestor_put(self, peer_id: str, manifest: dict | None = None, base_digest: str | None = None,
+                        delta: dict | None = None) -> dict:
+        """Store the ancestor shared with `peer_id`: the whole `manifest`, or — when this side still
+        holds the ancestor whose digest is `base_digest` — only a `delta` {"set": {path: entry},
+        "drop": [path]} to it (a sync that changed 10 files of 100k sends 10 entries).  Both sides
+        write the same canonical bytes, so their digests agree for the next delta scan."""
         path = self._ancestor_file(peer_id)
+        if delta is not None:
+            try:
+                raw = path.read_bytes()
+            except OSError:
+                return {"applied": False}
+            if hash_bytes(raw) != base_digest:
+                return {"applied": False}
+            manifest = json.loads(raw)
+            entries = manifest["entries"]
+            for p in delta.get("drop", ()):
+                entries.pop(p, None)
+            for p, wire in delta.get("set", {}).items():
+                Entry.from_wire(wire)  # well-formed, or the request fails before anything is written
+                entries[check_relpath(p)] = wire
+        elif manifest is None:
+            raise ValueError("ancestor_put needs a manifest or a delta")
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        atomic_write_json(path, manifest, indent=None)
-        return {}
+        raw = canonical_json(manifest)
+        atomic_write_bytes(path, raw)
+        return {"applied": True, "digest": hash_bytes(raw)}
 
     # -- data ----------------------------------------------------------------------------
     def op_read(self, paths: list) -> dict:
@@ -259,6 +281,11 @@ class Handler:
             raise LookupError(f"unknown operation {op!r}")
         with self._busy:
             return method(**args)
+
+
+def canonical_json(value) -> bytes:
+    """The one serialisation of an ancestor: sorted keys, no spaces."""
+    return (json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False) + "\n").encode()
 
 
 def flush_filesystem(path: Path) -> None:

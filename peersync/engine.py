@@ -377,7 +377,7 @@ async def sync_one(ws: Workspace, cfg: SyncConfig, peer: Peer, *, mode: Mode, dr
                 local_scan = await (prescan or local_scan_job(ws, cfg, dry_run))
                 remote_raw = await remote_scan
                 await _sync_locked(ws, cfg, peer, local, remote, report, local_scan, remote_raw, remote_id,
-                                   mode=mode, dry_run=dry_run, force=force, policy=policy)
+                                   mode=mode, dry_run=dry_run, force=force, policy=policy, base_digest=base_digest)
         finally:
             if not remote_scan.done():
                 remote_scan.cancel()
@@ -399,7 +399,7 @@ async def sync_one(ws: Workspace, cfg: SyncConfig, peer: Peer, *, mode: Mode, dr
 
 
 async def _sync_locked(ws, cfg, peer, local, remote, report, local_scan, remote_raw, remote_id, *,
-                       mode, dry_run, force, policy) -> None:
+                       mode, dry_run, force, policy, base_digest: str | None = None) -> None:
     local_id = ws.instance_id
     local_entries = local_scan.manifest  # our own walk of our own disk: nothing to validate
     report.problems.extend(local_scan.problems)
@@ -431,10 +431,16 @@ async def _sync_locked(ws, cfg, peer, local, remote, report, local_scan, remote_
     new_ancestor = run.new_ancestor(ancestor)
     if new_ancestor != ancestor or not remote_raw.get("delta"):  # unchanged and already identical: keep
         new = manifest_to_wire(new_ancestor)
+        if remote_raw.get("delta"):  # the peer holds `ancestor` too: send it only what changed
+            put = remote.request("ancestor_put", peer_id=local_id, base_digest=base_digest,
+                                 delta=ancestor_delta(ancestor, new_ancestor))
+        else:
+            put = remote.request("ancestor_put", peer_id=local_id, manifest=new)
         # Both at once: if we die between the two saves, the sides disagree and agreed_ancestor()
         # treats the difference as unknown — which can only cause unions, never deletions.
-        await gather_all(remote.request("ancestor_put", peer_id=local_id, manifest=new),
-                         local.request("ancestor_put", peer_id=remote_id, manifest=new))
+        theirs, mine = await gather_all(put, local.request("ancestor_put", peer_id=remote_id, manifest=new))
+        if theirs.get("digest") != mine.get("digest"):  # its copy moved meanwhile: send it all
+            await remote.request("ancestor_put", peer_id=local_id, manifest=new)
     journal.unlink()
     logs = logbase_items(ancestor, new_ancestor, log_matcher(cfg.logs))
     if logs:
@@ -455,6 +461,12 @@ def plan_sync(ancestor, local_entries, remote_entries, cfg: SyncConfig, peer: Pe
         raise SafetyError(f"stopped: {'; '.join(violations).replace('the peer', peer.name)} — nothing was changed",
                           "If that is intended, run again with --force (deleted files go to the trash).")
     return plan
+
+
+def ancestor_delta(old: dict[str, Entry], new: dict[str, Entry]) -> dict:
+    """What turns ancestor `old` into `new` (for ancestor_put)."""
+    return {"set": {p: e.to_wire() for p, e in new.items() if old.get(p) != e},
+            "drop": [p for p in old if p not in new]}
 
 
 def logbase_items(old: dict[str, Entry], new: dict[str, Entry], is_log) -> list[list[str]]:

@@ -37,6 +37,7 @@ DEFAULT_KEEP = 600.0
 ENV_KEEP = "PEERSYNC_KEEP_CONNECTION"
 LINE_LIMIT = 1 << 31  # replies are whole lines; a manifest of 100k files is tens of MB
 TICK = 2.0
+BUSY_WAIT = 2.0  # a client finding the keeper in use waits this long, then connects directly
 
 
 def keep_seconds(cfg) -> float:
@@ -210,16 +211,24 @@ class Keeper:
         if not first.endswith(b"\n"):  # a liveness probe (spawn), or a client gone already
             writer.close()
             return
-        if self.serving.locked() or self.done.is_set():
+        try:
+            # The previous client may have just left (its reset is a round trip): wait a little.
+            await asyncio.wait_for(self.serving.acquire(), BUSY_WAIT)
+        except asyncio.TimeoutError:
             await self._refuse(first, writer, "the connection is in use by another sync")
             return
-        async with self.serving:
+        try:
+            if self.done.is_set():
+                await self._refuse(first, writer, "the keeper is closing")
+                return
             try:
                 await self._relay(first, reader, writer)
             finally:
                 writer.close()
                 self.last_used = time.monotonic()
                 await self._reset()
+        finally:
+            self.serving.release()
 
     async def _relay(self, line: bytes, reader, writer) -> None:
         agent_in, agent_out = self.session.process.stdin, self.session.process.stdout

@@ -453,3 +453,55 @@ def test_noop_sync_sends_only_the_difference_from_the_shared_ancestor(pair, monk
     assert set(scan["entries"]) == {"memory/new-there.md"} and scan["deleted"] == ["MEMORY.md"]
     assert report.pulled == ["memory/new-there.md"] and report.deleted_local == ["MEMORY.md"]
     assert selection_files(pair.local) == selection_files(pair.remote)
+
+
+def test_the_ancestor_travels_as_a_delta_and_both_copies_stay_identical(pair, monkeypatch):
+    from peersync import remote as remote_mod
+
+    generate(pair.local.root, files=300, seed=6)
+    sync(pair.local)
+    sent = []
+    original = remote_mod.Session.request
+
+    async def spy(self, op, **args):
+        if op == "ancestor_put":
+            sent.append(args)
+        return await original(self, op, **args)
+
+    monkeypatch.setattr(remote_mod.Session, "request", spy)
+    ours = pair.local.state / "ancestors" / f"{pair.remote.instance_id}.json"
+    theirs = pair.remote.state / "ancestors" / f"{pair.local.instance_id}.json"
+    write(pair.local, "memory/one-more.md", "new\n")
+    (pair.remote.root / "USER.md").unlink()
+    sync(pair.local)
+    [args] = sent
+    assert "manifest" not in args and set(args["delta"]["set"]) == {"memory/one-more.md"}
+    assert args["delta"]["drop"] == ["USER.md"]
+    assert ours.read_bytes() == theirs.read_bytes()
+    # The peer's copy changed behind our back: no delta either way, the whole manifest is sent.
+    theirs.write_bytes(theirs.read_bytes().replace(b"one-more", b"one-less"))
+    write(pair.local, "memory/two-more.md", "new\n")
+    sent.clear()
+    sync(pair.local)
+    [args] = sent
+    assert "manifest" in args and "delta" not in args
+    assert ours.read_bytes() == theirs.read_bytes()
+    assert selection_files(pair.local) == selection_files(pair.remote)
+
+
+def test_an_ancestor_delta_on_a_different_base_is_refused(tmp_path):
+    from peersync.agent import Handler
+    from peersync.scan import hash_bytes
+
+    handler = Handler(tmp_path)
+    entry = [3, 1_700_000_000_000_000_000, 0o644, "0" * 32]
+    put = handler.op_ancestor_put("ab12", manifest={"format": 1, "entries": {"a.md": entry}})
+    stored = handler._ancestor_file("ab12").read_bytes()
+    assert put["applied"] and put["digest"] == hash_bytes(stored)
+    assert handler.op_ancestor_put("ab12", base_digest="f" * 32, delta={"set": {}, "drop": ["a.md"]}) == {"applied": False}
+    assert handler._ancestor_file("ab12").read_bytes() == stored
+    with pytest.raises(Exception):
+        handler.op_ancestor_put("ab12", base_digest=put["digest"], delta={"set": {"../x": entry}, "drop": []})
+    assert handler._ancestor_file("ab12").read_bytes() == stored
+    done = handler.op_ancestor_put("ab12", base_digest=put["digest"], delta={"set": {"b.md": entry}, "drop": ["a.md"]})
+    assert done["applied"] and b'"b.md"' in handler._ancestor_file("ab12").read_bytes()
