@@ -28,10 +28,11 @@ from peersync.types import (MANIFEST_FORMAT, Action, Change, Entry, Mode, Policy
                             manifest_to_wire)
 from peersync.workspace import Peer, SyncConfig, Workspace
 
-# Batches at most this big travel inline over the agent channel: one SSH handshake fewer than
-# rsync.  Larger ones (and any single large file) go through rsync, which does delta transfer.
-INLINE_MAX_BYTES = 1 << 20
+# Files up to INLINE_MAX_FILE travel inline over the agent channel, INLINE_BATCH_BYTES per request:
+# no second SSH connection, and faster than rsync for many small files.  Larger files go through
+# rsync, whose delta transfer pays off there.
 INLINE_MAX_FILE = 256 << 10
+INLINE_BATCH_BYTES = 4 << 20
 REMOTE_LOCK_WAIT = 10.0
 REMOTE_LOCK_YIELD = 1.0
 LOGBASE_MAX = 16 << 20  # log files up to this size keep their synced content for 3-way merges
@@ -227,9 +228,15 @@ class Run:
             expect = c.entry(target)
             items.append({"path": c.path, "expect": expect.to_wire() if expect else None,
                           "new": c.entry(source).to_wire(), "quarantine": info})
-        await self.transfer(source, target, items)
-        results = await self._install(target, items)
-        for c, res in zip(changes, results):
+        # Small files travel inline over the agent channel, in batches (reading the next batch
+        # while the target installs this one); large ones go through rsync, whose delta transfer
+        # pays off there.  Both at once.
+        small = [i for i in items if i["new"][0] <= INLINE_MAX_FILE]
+        big = [i for i in items if i["new"][0] > INLINE_MAX_FILE]
+        outcome = await gather_all(self._copy_inline(source, target, small), self._copy_rsync(source, target, big))
+        results = dict(zip((id(i) for i in small + big), outcome[0] + outcome[1]))
+        for c, item in zip(changes, items):
+            res = results[id(item)]
             if not res["ok"]:
                 continue
             (self.report.pushed if target is Side.REMOTE else self.report.pulled).append(c.path)
@@ -239,26 +246,31 @@ class Run:
                     "winner": self.name(source), "saved_as": res.get("conflict"),
                     "side": target.value, "reason": c.reason})
 
-    async def transfer(self, source: Side, target: Side, items: list[dict]) -> None:
-        """Get the new content of `items` to the target: inline when small, else rsync to staging."""
-        sizes = [i["new"][0] for i in items]
-        inline = [size <= INLINE_MAX_FILE for size in sizes]
-        if sum(size for size, ok in zip(sizes, inline) if ok) > INLINE_MAX_BYTES:
-            inline = [False] * len(items)  # a bulk transfer: one rsync for everything
-        small = [i for i, ok in zip(items, inline) if ok]
-        big = [i for i, ok in zip(items, inline) if not ok]
-        if small:
-            data = await self._read(source, [i["path"] for i in small])
-            for item in small:
+    async def _copy_inline(self, source: Side, target: Side, items: list[dict]) -> list[dict]:
+        results: list[dict] = []
+        installing = None
+        for batch in _batches(items, INLINE_BATCH_BYTES):
+            data = await self._read(source, [i["path"] for i in batch])
+            for item in batch:
                 item["data"] = base64.b64encode(data[item["path"]]).decode()
-        if big:
-            local_stage = (await self.local_session.request("stage"))["dir"]
-            remote_stage = (await self.remote_session.request("stage"))["dir"]
-            push = target is Side.REMOTE
-            await rsync_files(self.peer, [i["path"] for i in big], push=push,
-                              local_dir=str(self.ws.root) if push else local_stage,
-                              remote_dir=remote_stage if push else self.remote_session.hello["root"],
-                              basis_dir=self.remote_session.hello["root"] if push else str(self.ws.root))
+            if installing is not None:
+                results += await installing
+            installing = asyncio.ensure_future(self._install(target, batch))
+        if installing is not None:
+            results += await installing
+        return results
+
+    async def _copy_rsync(self, source: Side, target: Side, items: list[dict]) -> list[dict]:
+        if not items:
+            return []
+        local_stage = (await self.local_session.request("stage"))["dir"]
+        remote_stage = (await self.remote_session.request("stage"))["dir"]
+        push = target is Side.REMOTE
+        await rsync_files(self.peer, [i["path"] for i in items], push=push,
+                          local_dir=str(self.ws.root) if push else local_stage,
+                          remote_dir=remote_stage if push else self.remote_session.hello["root"],
+                          basis_dir=self.remote_session.hello["root"] if push else str(self.ws.root))
+        return await self._install(target, items)
 
     async def _install(self, side: Side, items: list[dict]) -> list[dict]:
         if not items:
@@ -461,6 +473,19 @@ def plan_sync(ancestor, local_entries, remote_entries, cfg: SyncConfig, peer: Pe
         raise SafetyError(f"stopped: {'; '.join(violations).replace('the peer', peer.name)} — nothing was changed",
                           "If that is intended, run again with --force (deleted files go to the trash).")
     return plan
+
+
+def _batches(items: list[dict], limit: int):
+    """Consecutive runs of `items` of at most `limit` bytes (a bigger file makes a batch alone)."""
+    batch, size = [], 0
+    for item in items:
+        if batch and size + item["new"][0] > limit:
+            yield batch
+            batch, size = [], 0
+        batch.append(item)
+        size += item["new"][0]
+    if batch:
+        yield batch
 
 
 def ancestor_delta(old: dict[str, Entry], new: dict[str, Entry]) -> dict:

@@ -198,7 +198,7 @@ def edits(pair, ledger: Ledger, kind: str, rng: random.Random) -> None:
             ledger.write(ws, "memory/big/shared-0.bin", ledger.text(f"shared by {ws.root.name}", BIG + 4096))
         ledger.write(R, "memory/big/shared-1.bin", ledger.text("shared-1 edited there", BIG))
     else:
-        for i in range(300):  # over engine.INLINE_MAX_BYTES in total: this batch goes through rsync
+        for i in range(1300):  # over engine.INLINE_BATCH_BYTES in total: several inline batches
             ledger.write(L, f"memory/many/l-{n}-{i:03d}.md", ledger.text("local small", 3500))
         for i in range(150):  # small enough to travel inline over the agent channel
             ledger.write(R, f"memory/many/r-{n}-{i:03d}.md", ledger.text("remote small", 300))

@@ -505,3 +505,37 @@ def test_an_ancestor_delta_on_a_different_base_is_refused(tmp_path):
     assert handler._ancestor_file("ab12").read_bytes() == stored
     done = handler.op_ancestor_put("ab12", base_digest=put["digest"], delta={"set": {"b.md": entry}, "drop": ["a.md"]})
     assert done["applied"] and b'"b.md"' in handler._ancestor_file("ab12").read_bytes()
+
+
+def test_many_small_files_travel_inline_in_batches_without_rsync(pair, monkeypatch):
+    from peersync import engine
+    from peersync import remote as remote_mod
+
+    async def no_rsync(*args, **kwargs):
+        raise AssertionError("small files must not go through rsync")
+
+    monkeypatch.setattr(engine, "rsync_files", no_rsync)
+    monkeypatch.setattr(engine, "INLINE_BATCH_BYTES", 64 << 10)
+    installs = []
+    original = remote_mod.Session.request
+
+    async def spy(self, op, **args):
+        if op == "install":
+            installs.append(len(args["items"]))
+        return await original(self, op, **args)
+
+    monkeypatch.setattr(remote_mod.Session, "request", spy)
+    for i in range(120):
+        write(pair.local, f"memory/many/{i:03d}.md", f"{i:03d}\n" * 700)  # 2.8 kB each, 336 kB in all
+    report = sync(pair.local)
+    assert len(report.pushed) == 120 and len(installs) >= 5 and sum(installs) == 120
+    assert selection_files(pair.local) == selection_files(pair.remote)
+
+
+def test_batches_keep_order_and_limits():
+    from peersync.engine import _batches
+
+    items = [{"new": [size]} for size in (10, 10, 30, 100, 5, 5)]
+    batches = list(_batches(items, 40))
+    assert [[i["new"][0] for i in b] for b in batches] == [[10, 10], [30], [100], [5, 5]]
+    assert list(_batches([], 40)) == []
