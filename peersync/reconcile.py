@@ -94,6 +94,17 @@ def _unchanged(a: Entry | None, x: Entry | None) -> bool:
     return x.mtime_ns == a.mtime_ns
 
 
+def _newer(x: Entry, y: Entry, skew_ns: int) -> bool:
+    """x was written after y on either reading of y's mtime: as y's own clock gave it (y was
+    written on its side, `skew_ns` = y's side's clock minus x's) or as is (y was copied there
+    with the mtime its writer gave it; a copy keeps it).  A tie is not newer: the side that
+    moved is taken to be the later write, so a plain edit stays a plain copy.  Whole-second
+    mtimes get the same slack as in _unchanged."""
+    margin = x.mtime_ns - y.mtime_ns + min(0, skew_ns)  # the smaller of the two differences
+    coarse = x.mtime_ns % SECOND == 0 or y.mtime_ns % SECOND == 0
+    return margin >= (COARSE_SLACK_NS if coarse else 1)
+
+
 def _sync(path, l, r, a, policy, is_log, offset_ns, local_id, remote_id) -> Change | None:
     if _equal(l, r):
         return _agreement(path, l, r, a)
@@ -101,9 +112,17 @@ def _sync(path, l, r, a, policy, is_log, offset_ns, local_id, remote_id) -> Chan
     if l_same or r_same:
         # Exactly one side moved away from the ancestor: carry that move to the other side.
         moved, target = (Side.REMOTE, Side.LOCAL) if l_same else (Side.LOCAL, Side.REMOTE)
-        moved_entry = r if l_same else l
+        moved_entry, target_entry = (r, l) if l_same else (l, r)
         if moved_entry is None:
             return Change(path, Action.DELETE, target, l, r, a, f"{moved.value}-deleted")
+        skew = offset_ns if moved is Side.REMOTE else -offset_ns
+        if policy is Policy.NEWEST and target_entry is not None and _newer(target_entry, moved_entry, skew):
+            # Ancestors are per pair, so with three or more peers the "move" may be an older
+            # version arriving through a third peer (a revert in a ring: two versions would chase
+            # each other round it for ever).  Under newest a copy never puts an older version over
+            # a newer one: the newest write wins, the moved side's version is kept in conflicts/.
+            return decide_conflict(path, l, r, a, policy=policy, offset_ns=offset_ns,
+                                   local_id=local_id, remote_id=remote_id)
         verb = "created" if a is None else "changed"
         return Change(path, Action.COPY, target, l, r, a, f"{moved.value}-{verb}")
     if l is None or r is None:

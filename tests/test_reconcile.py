@@ -39,6 +39,8 @@ class Case:
 
 
 F = "memory/notes.md"
+SEC, MS = 1_000_000_000, 1_000_000
+T = 1_700_000_000 * SEC + 123_456  # a sub-second mtime base (not a whole-second one)
 LOG = "memory/2024-05-01.md"
 
 CASES = [
@@ -125,6 +127,44 @@ CASES = [
          [(F, CONFLICT, None, "manual", False)], policy=Policy.MANUAL),
     Case("policy-does-not-touch-one-sided-change", {F: e("v1")}, {F: e("v2")}, {F: e("v1")},
          [(F, COPY, REMOTE, "local-changed", False)], policy=Policy.REMOTE),
+    # --- newest: a one-sided copy never puts an older version over a newer one ----------------
+    # (with three or more peers the "move" may be an older version that came through a third one)
+    Case("older-move-over-newer-local-is-a-conflict", {F: e("x", T + 5 * MS)}, {F: e("x", T + 5 * MS)},
+         {F: e("y", T + 1 * MS)}, [(F, COPY, REMOTE, "conflict-newest", True)]),
+    Case("older-move-over-newer-remote-is-a-conflict", {F: e("x", T + 5 * MS)}, {F: e("y", T + 1 * MS)},
+         {F: e("x", T + 5 * MS)}, [(F, COPY, LOCAL, "conflict-newest", True)]),
+    Case("newer-move-is-a-plain-copy", {F: e("x", T + 1 * MS)}, {F: e("x", T + 1 * MS)},
+         {F: e("y", T + 5 * MS)}, [(F, COPY, LOCAL, "remote-changed", False)]),
+    # A tie is not "older" (the ids, which would pick local here, play no part).
+    Case("equal-mtime-move-is-a-plain-copy", {F: e("x", T + 1 * MS)}, {F: e("x", T + 1 * MS)},
+         {F: e("y", T + 1 * MS)}, [(F, COPY, LOCAL, "remote-changed", False)], ids=("a", "b")),
+    # offset: the peer's clock is 10 ms behind, so its edit at peer-time T+1 ms was written after
+    # local's T+5 ms: a plain copy.  It must be older on both readings (raw and corrected).
+    Case("offset-makes-the-move-newer", {F: e("x", T + 5 * MS)}, {F: e("x", T + 5 * MS)},
+         {F: e("y", T + 1 * MS)}, [(F, COPY, LOCAL, "remote-changed", False)], offset_ns=-10 * MS),
+    # The peer's clock 10 ms ahead: raw the move is older by 4 ms, corrected by 14 ms: a conflict.
+    Case("offset-ahead-still-older", {F: e("x", T + 5 * MS)}, {F: e("x", T + 5 * MS)},
+         {F: e("y", T + 1 * MS)}, [(F, COPY, REMOTE, "conflict-newest", True)], offset_ns=10 * MS),
+    # x was written on the peer and copied here with the peer's mtime; the peer's edit at T+9 ms
+    # is newer read as is, older only once "corrected": not older on both readings, a plain copy.
+    Case("offset-does-not-revert-a-newer-raw-edit", {F: e("x", T + 5 * MS)}, {F: e("x", T + 5 * MS)},
+         {F: e("y", T + 9 * MS)}, [(F, COPY, LOCAL, "remote-changed", False)], offset_ns=10 * MS),
+    Case("whole-second-mtimes-within-slack-copy", {F: e("x", 1_000 * SEC + 900 * MS)},
+         {F: e("x", 1_000 * SEC + 900 * MS)}, {F: e("y", 1_000 * SEC)},
+         [(F, COPY, LOCAL, "remote-changed", False)]),
+    Case("whole-second-mtimes-beyond-slack-conflict", {F: e("x", 1_003 * SEC + 900 * MS)},
+         {F: e("x", 1_003 * SEC + 900 * MS)}, {F: e("y", 1_000 * SEC)},
+         [(F, COPY, REMOTE, "conflict-newest", True)]),
+    Case("older-log-move-is-a-conflict-too", {LOG: e("x", T + 5 * MS)}, {LOG: e("x", T + 5 * MS)},
+         {LOG: e("x+l", T + 1 * MS)}, [(LOG, COPY, REMOTE, "conflict-newest", True)], logs=(LOG,)),
+    Case("older-move-deletion-still-deletes", {F: e("x", T + 5 * MS)}, {F: e("x", T + 5 * MS)}, {},
+         [(F, DELETE, LOCAL, "remote-deleted", False)]),
+    Case("older-move-created-copies", {}, {}, {F: e("y", T + 1 * MS)},
+         [(F, COPY, LOCAL, "remote-created", False)]),
+    Case("older-move-under-skip-copies", {F: e("x", T + 5 * MS)}, {F: e("x", T + 5 * MS)},
+         {F: e("y", T + 1 * MS)}, [(F, COPY, LOCAL, "remote-changed", False)], policy=Policy.SKIP),
+    Case("older-move-under-local-copies", {F: e("x", T + 5 * MS)}, {F: e("y", T + 1 * MS)},
+         {F: e("x", T + 5 * MS)}, [(F, COPY, REMOTE, "local-changed", False)], policy=Policy.LOCAL),
     # --- PUSH / PULL ----------------------------------------------------------------------------
     Case("push-local-changed", {F: e("v1")}, {F: e("v2")}, {F: e("v1")},
          [(F, COPY, REMOTE, "push", False)], mode=Mode.PUSH),
