@@ -21,7 +21,7 @@ from peersync.paths import BadPath, check_relpath
 from peersync.protocol import PROTOCOL, decode, encode
 from peersync.scan import hash_bytes, scan
 from peersync.selection import Selection
-from peersync.storage import atomic_write_bytes, read_json
+from peersync.storage import atomic_write_bytes, read_json, sweep_temp
 from peersync.transition import Refused, Store
 from peersync.types import MANIFEST_FORMAT, Entry
 from peersync.workspace import Workspace
@@ -61,7 +61,8 @@ class Handler:
 
     def recover(self) -> int:
         """Clear what interrupted runs left in the state dir.  Only while holding the lock."""
-        return self.store.clear_staging() + self.store.recover_holding() + self.store.reindex_conflicts()
+        return (self.store.clear_staging() + self.store.recover_holding() + self.store.reindex_conflicts()
+                + sweep_temp(self.ws.state))
 
     def release(self) -> None:
         with self._busy:

@@ -16,7 +16,7 @@ def ensure_private_dir(path: Path) -> Path:
 def atomic_write_bytes(path: Path, data: bytes, *, mode: int = 0o600, mtime_ns: int | None = None) -> None:
     """Replace `path` with `data` so that readers see either the old or the new bytes, never a mix."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".peersync-", suffix=".tmp", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=TEMP_PREFIX, suffix=TEMP_SUFFIX, dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
@@ -33,6 +33,33 @@ def atomic_write_bytes(path: Path, data: bytes, *, mode: int = 0o600, mtime_ns: 
             pass
         raise
     fsync_dir(path.parent)
+
+
+TEMP_PREFIX, TEMP_SUFFIX = ".peersync-", ".tmp"
+TEMP_MAX_AGE = 3600.0
+
+
+def sweep_temp(state: Path, *, max_age: float = TEMP_MAX_AGE, skip=("trash", "staging", "holding")) -> int:
+    """Remove the temp files of atomic writes that a killed process left in the state dir.
+
+    Only files older than `max_age` seconds: a younger one may belong to a write in progress.
+    Kept versions (trash, conflicts/<id>/) and transfer areas are not walked.
+    """
+    import time
+
+    removed, cutoff = 0, time.time() - max_age
+    for top, dirs, files in os.walk(state):
+        dirs[:] = [d for d in dirs if d not in skip and not (Path(top).name == "conflicts" and d.startswith("c-"))]
+        for name in files:
+            if name.startswith(TEMP_PREFIX) and name.endswith(TEMP_SUFFIX):
+                path = os.path.join(top, name)
+                try:
+                    if os.lstat(path).st_mtime < cutoff:
+                        os.unlink(path)
+                        removed += 1
+                except OSError:
+                    pass
+    return removed
 
 
 def fsync_dir(path: Path) -> None:

@@ -647,3 +647,27 @@ def test_crash_at_each_commit_point_loses_nothing_and_recovers(tmp_path, sshd, w
     assert_recovers_and_converges(pair, pair.local)
     assert_nothing_lost(owed, pair.local, pair.remote)
     assert_no_partial_files(ledger, pair.local, pair.remote)
+
+
+def test_temp_files_of_killed_writes_are_swept_when_old(tmp_path):
+    """A SIGKILL between mkstemp and rename leaves `.peersync-*.tmp` next to a state file; the
+    next run's recovery removes those older than an hour, and nothing else."""
+    from peersync.agent import Handler
+    from peersync.storage import TEMP_MAX_AGE
+    from peersync.workspace import Workspace
+
+    ws = Workspace(tmp_path)
+    old = time.time() - TEMP_MAX_AGE - 60
+    places = [ws.state, ws.state / "ancestors", ws.state / "conflicts", ws.state / "trash" / "batch"]
+    made = []
+    for place in places:
+        place.mkdir(parents=True, exist_ok=True)
+        for name, when in ((".peersync-old.tmp", old), (".peersync-young.tmp", None), ("keep.tmp", old)):
+            path = place / name
+            path.write_bytes(b"x")
+            if when:
+                os.utime(path, (when, when))
+            made.append(path)
+    Handler(ws.root).recover()
+    gone = {p for p in made if not p.exists()}
+    assert gone == {place / ".peersync-old.tmp" for place in places[:3]}  # the trash is never walked
