@@ -91,10 +91,9 @@ def peers_to_try(names: list[str], peer_state: dict, now: float) -> tuple[list[s
     return ready, waiting
 
 
-def peer_busy(error: str | None) -> bool:
-    """A report error that only says the peer was syncing with someone else: not a failure.
-    (Matches the text of remote.Session's BusyError; a structured field on Report would be better.)"""
-    return bool(error) and " is busy: " in error.splitlines()[0]
+def peer_busy(report) -> bool:
+    """The run only found the peer syncing with someone else: not a failure."""
+    return report.error_kind == "busy"
 
 
 def record_results(peer_state: dict, results: dict[str, str | None], now: float, *, base: float,

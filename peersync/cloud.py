@@ -94,6 +94,7 @@ async def sync_cloud(ws: Workspace, cfg: SyncConfig, peer: Peer, *, mode: Mode, 
     except PeersyncError as err:
         report.error = str(err)
         report.error_exit = err.exit_code
+        report.error_kind = err.kind
     finally:
         if listing is not None and not listing.done():
             listing.cancel()

@@ -396,6 +396,7 @@ async def sync_one(ws: Workspace, cfg: SyncConfig, peer: Peer, *, mode: Mode, dr
     except PeersyncError as err:
         report.error = str(err)
         report.error_exit = err.exit_code
+        report.error_kind = err.kind
     finally:
         if prescan is not None and not prescan.done():
             await asyncio.wait([prescan])  # a thread cannot be cancelled: let it finish first
@@ -585,6 +586,7 @@ async def sync_peers(ws: Workspace, names: list[str] | None = None, *, mode: Mod
                 report = Report(peer=peer.name, host=peer.host, mode=mode, dry_run=dry_run,
                                 error=f"{peer.name}: gave up after {time_budget:g} s; run the sync again")
                 report.error_exit = 1
+                report.error_kind = "timeout"
                 return report
 
         return list(await gather_all(*(one(p) for p in peers)))

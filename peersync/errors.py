@@ -5,6 +5,7 @@ class PeersyncError(Exception):
     """A failure the user can act on; `str(err)` is the one or two lines shown to them."""
 
     exit_code = 1
+    kind = "error"  # a stable word for programs (Report.error_kind, --json)
 
     def __init__(self, message: str, hint: str | None = None):
         super().__init__(message)
@@ -18,42 +19,60 @@ class PeersyncError(Exception):
 class UsageError(PeersyncError):
     """Bad command-line usage or bad input files (exit 2)."""
 
+    kind = "usage"
     exit_code = 2
 
 
 class ConfigError(UsageError):
     """A malformed or invalid peers.json / config.yaml (exit 2, file left untouched)."""
 
+    kind = "config"
+
 
 class UnknownPeer(UsageError):
     """A peer name that is not in peers.json."""
+
+    kind = "unknown-peer"
 
 
 class ConnectError(PeersyncError):
     """The peer could not be reached, authenticated, or its agent started."""
 
+    kind = "connect"
+
 
 class HostKeyError(ConnectError):
     """The peer's host key is unknown or does not match."""
+
+    kind = "host-key"
 
 
 class ProtocolError(PeersyncError):
     """The peer sent something peersync refuses (bad path, bad message, wrong version)."""
 
+    kind = "protocol"
+
 
 class BusyError(PeersyncError):
     """Another peersync process holds the workspace lock."""
 
+    kind = "busy"
     exit_code = 1
 
 
 class SafetyError(PeersyncError):
     """A guard stopped the sync (mass delete, unrecovered journal); nothing was changed."""
 
+    kind = "safety"
+
 
 class TransferError(PeersyncError):
     """rsync / rclone failed or was cut off."""
 
+    kind = "transfer"
+
 
 class BackupError(PeersyncError):
     """A cloud backup command failed."""
+
+    kind = "backup"

@@ -142,7 +142,7 @@ def _sync(ws, cfg: auto.AutoConfig, state: dict, now: float, tick: Tick) -> None
         tick.busy = True  # another sync (watch, a user, another heartbeat) is doing the job
         return
     # A peer that was busy syncing with someone else is neither down nor done: no record, no word.
-    results = {r.peer: r.error for r in tick.reports if not auto.peer_busy(r.error)}
+    results = {r.peer: r.error for r in tick.reports if not auto.peer_busy(r)}
     state["peers"], fresh = auto.record_results(known, results, time.time(), base=cfg.interval,
                                                 cap=auto.MAX_BACKOFF)
     seen = set(state.get("problems_seen") or [])
@@ -150,7 +150,7 @@ def _sync(ws, cfg: auto.AutoConfig, state: dict, now: float, tick: Tick) -> None
     state["problems_seen"] = sorted(problems)[:100]
     auto.write_state(ws.state, state)
     for report in tick.reports:
-        if auto.peer_busy(report.error):
+        if auto.peer_busy(report):
             continue
         retry = state["peers"].get(report.peer, {}).get("retry_at", now) - time.time()
         tick.lines += report_lines(report, tell_failure=report.peer in fresh, retry_in=retry,

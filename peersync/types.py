@@ -164,6 +164,7 @@ class Report:
     problems: list[Problem] = field(default_factory=list)
     error: str | None = None
     error_exit: int = 0  # exit code the error maps to (2 = bad input, 1 = failure)
+    error_kind: str | None = None  # errors.PeersyncError.kind: "busy", "connect", "safety", …
     clock_offset: float | None = None
     warm: bool = False  # went through the peer's keeper (an SSH connection kept from an earlier sync)
 
@@ -194,6 +195,7 @@ class Report:
             "conflicts": self.conflicts,
             "problems": [{"path": p.path, "message": p.message} for p in self.problems],
             "error": self.error,
+            "error_kind": self.error_kind,
             "clock_offset": self.clock_offset,
             "warm_connection": self.warm,
         }

@@ -250,7 +250,7 @@ class Watcher:
                 self.backoff.pop(report.peer, None)
                 if report.changed or report.problems:
                     self.say(report_text(report))
-            elif auto.peer_busy(report.error):
+            elif auto.peer_busy(report):
                 busy = True  # the peer is syncing with someone else: it is not down
             else:
                 failures = self.backoff.get(report.peer, {}).get("failures", 0) + 1

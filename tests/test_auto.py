@@ -56,14 +56,12 @@ def test_peers_to_try_and_record_results():
     assert fresh == []  # still down: not news
 
 
-@pytest.mark.parametrize("error, busy", [
-    (None, False),
-    ("remote is busy: workspace is busy: another peersync sync (pid 7) is running\nTry again in a moment.", True),
-    ("cannot connect to remote: Connection refused", False),
-    ("remote: gave up after 60 s; run the sync again", False),
-])
-def test_peer_busy(error, busy):
-    assert auto.peer_busy(error) is busy
+@pytest.mark.parametrize("kind, busy", [(None, False), ("busy", True), ("connect", False), ("timeout", False)])
+def test_peer_busy(kind, busy):
+    from peersync.types import Mode, Report
+
+    report = Report(peer="p", host="h", mode=Mode.SYNC, error=None if kind is None else "…", error_kind=kind)
+    assert auto.peer_busy(report) is busy
 
 
 @pytest.mark.parametrize("raw, expected", [
