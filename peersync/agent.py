@@ -182,7 +182,7 @@ class Handler:
                 self.staging = None
         return {}
 
-    def _staged(self, item: dict, index: int) -> Path:
+    def _staged(self, item: dict, index: int) -> Path | str:
         """The file holding an item's new content: rsync-staged, or inline bytes written now."""
         if self.staging is None:
             self.op_stage()
@@ -190,7 +190,7 @@ class Handler:
             staged = self.staging / f".inline-{secrets.token_hex(8)}"
             staged.write_bytes(base64.b64decode(item["data"]))
             return staged
-        return self.staging / check_relpath(item["path"])
+        return f"{self.staging}/{check_relpath(item['path'])}"  # a string: one per file of a batch
 
     def op_install(self, items: list) -> dict:
         """Install a batch: verify every staged file, make them all durable with one flush,
@@ -200,8 +200,7 @@ class Handler:
         for index, item in enumerate(items):
             path = item.get("path")
             try:
-                check_relpath(path)
-                staged = self._staged(item, index)
+                staged = self._staged(item, index)  # checks the path (inline items: install does)
                 expect = Entry.from_wire(item["expect"]) if item.get("expect") else None
                 new = Entry.from_wire(item["new"])
                 if "mtime_ns" in item and item["mtime_ns"] is None:
@@ -255,11 +254,8 @@ class Handler:
         return {"saved": self.store.save_logbases([(check_relpath(p), h) for p, h in items])}
 
     def op_logbase_get(self, hashes: list) -> dict:
-        out = {}
-        for digest in hashes:
-            data = self.store.logbase(digest)
-            out[digest] = None if data is None else base64.b64encode(data).decode()
-        return out
+        return {digest: None if data is None else base64.b64encode(data).decode()
+                for digest, data in self.store.logbases(hashes).items()}
 
     def op_housekeeping(self, trash_days: int = 30, prune_logbases: bool = False) -> dict:
         if not prune_logbases:

@@ -13,19 +13,24 @@ Invariants (the safety model lives here):
 from __future__ import annotations
 
 import errno
+import json
 import os
 import secrets
 import shutil
+import stat
 import time
 from pathlib import Path
 
+import xxhash
+
 from peersync.paths import STATE_DIR, check_relpath
-from peersync.scan import hash_bytes, hash_file
+from peersync.scan import CHUNK, hash_bytes, hash_file
 from peersync.selection import Selection
 from peersync.storage import atomic_write_bytes, atomic_write_json, ensure_private_dir, fsync_dir, read_json
 from peersync.types import Entry
 
 CONFLICTS_FORMAT = 1
+PACK_MIN = 16  # log bases saved at once from which one pack file holds them (see save_logbases)
 
 
 class Refused(Exception):
@@ -39,7 +44,9 @@ class Store:
         self.root = Path(root)
         self.state = self.root / STATE_DIR
         self.selection = selection
-        self.deferred_dirs: set[Path] | None = None  # set while a batch defers directory fsyncs
+        self.deferred_dirs: set[str] | None = None  # set while a batch defers directory fsyncs
+        self._real_dirs: set[str] = set()  # parents a batch found to be real directories (see target)
+        self._batch_holding: Path | None = None  # one holding token dir per batch (see _hold)
 
     # -- locations -------------------------------------------------------------------------
     @property
@@ -56,17 +63,30 @@ class Store:
 
     def target(self, path: str) -> Path:
         """The real path for a wire path, refusing anything outside the selection or the root."""
+        return Path(self._target(path))
+
+    def _target(self, path: str) -> str:
         check_relpath(path)
         if not self.selection.contains(path):
             raise Refused(f"path outside the synced selection: {path}")
-        full = self.root / path
         # Never write through a symlinked parent directory (it could point outside the root).
-        parent = full.parent
-        while parent != self.root:
-            if parent.is_symlink():
-                raise Refused(f"parent directory is a symbolic link: {parent.relative_to(self.root)}")
-            parent = parent.parent
-        return full
+        # Within one batch a parent found to be a real directory is not looked at again: only a
+        # symlink already on this disk could lead outside (a peer cannot send one), and a local
+        # process swapping one in mid-batch could as well race the check itself.
+        real = self._real_dirs if self.deferred_dirs is not None else set()
+        root = str(self.root)
+        cut = path.rfind("/")
+        while cut > 0 and path[:cut] not in real:
+            try:
+                mode = os.lstat(f"{root}/{path[:cut]}").st_mode
+            except (FileNotFoundError, NotADirectoryError):
+                mode = 0
+            if stat.S_ISLNK(mode):
+                raise Refused(f"parent directory is a symbolic link: {path[:cut]}")
+            if stat.S_ISDIR(mode):
+                real.add(path[:cut])
+            cut = path.rfind("/", 0, cut)
+        return f"{root}/{path}"
 
     def new_staging(self) -> Path:
         ensure_private_dir(self.staging_root)
@@ -74,17 +94,25 @@ class Store:
         path.mkdir(mode=0o700)
         return path
 
-    def _fsync_dir(self, directory: Path) -> None:
+    def _fsync_dir(self, directory: Path | str) -> None:
         if self.deferred_dirs is None:
             fsync_dir(directory)
         else:
-            self.deferred_dirs.add(directory)
+            self.deferred_dirs.add(os.fspath(directory))
 
     def flush_dirs(self) -> None:
         """Make a batch's renames durable: one fsync per directory touched."""
         dirs, self.deferred_dirs = self.deferred_dirs or set(), None
+        self._real_dirs = set()
         for directory in dirs:
             fsync_dir(directory)
+        token, self._batch_holding = self._batch_holding, None
+        if token is not None:  # only its empty dirs: a name still held is recover_holding()'s
+            for here, _, _ in os.walk(token, topdown=False):
+                try:
+                    os.rmdir(here)
+                except OSError:
+                    pass
 
     def clear_staging(self) -> int:
         """Remove leftovers of interrupted runs (only called while holding the workspace lock)."""
@@ -98,14 +126,27 @@ class Store:
     # -- install -------------------------------------------------------------------------
     def prepare(self, staged: Path, new: Entry) -> None:
         """Check a staged file against the manifest and give it its mode and mtime."""
+        # One descriptor for check, hash, mode and mtime (a batch does this for every file).
         try:
-            st = os.lstat(staged)
+            fd = os.open(staged, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
         except FileNotFoundError:
             raise Refused("transferred file is missing (transfer incomplete)") from None
-        if st.st_size != new.size or hash_file(staged) != new.hash:
-            raise Refused("content changed on the sending side during the sync; left for the next sync")
-        os.chmod(staged, new.mode or 0o644)
-        os.utime(staged, ns=(st.st_atime_ns, new.mtime_ns))
+        except OSError as err:
+            if err.errno == errno.ELOOP:
+                raise Refused("transferred file is not a regular file") from None
+            raise
+        try:
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode):
+                raise Refused("transferred file is not a regular file")
+            if st.st_size != new.size or _hash_fd(fd, new.size) != new.hash:
+                raise Refused("content changed on the sending side during the sync; left for the next sync")
+            if st.st_mode & 0o7777 != (new.mode or 0o644):  # rsync usually set both already
+                os.fchmod(fd, new.mode or 0o644)
+            if st.st_mtime_ns != new.mtime_ns:
+                os.utime(fd, ns=(st.st_atime_ns, new.mtime_ns))
+        finally:
+            os.close(fd)
 
     def install(self, path: str, staged: Path, *, expect: Entry | None, new: Entry,
                 quarantine: dict | None = None, prepared: bool = False) -> dict:
@@ -115,24 +156,28 @@ class Store:
         whole batch instead of an fsync per file) — the data is on disk before any rename.
         Returns {"entry": wire entry now at path, "conflict": id | None}.  Raises Refused.
         """
-        full = self.target(path)
+        full = self._target(path)
         if not prepared:
             self.prepare(staged, new)
             with open(staged, "rb") as f:
                 os.fsync(f.fileno())
-        full.parent.mkdir(parents=True, exist_ok=True)
+        parent = path.rpartition("/")[0]
+        if not (parent in self._real_dirs and self.deferred_dirs is not None):
+            os.makedirs(os.path.dirname(full), exist_ok=True)
         if expect is None:
             return {"entry": self._create(full, staged, path, new), "conflict": None}
-        return self._replace(full, staged, path, expect, new, quarantine)
+        return self._replace(Path(full), staged, path, expect, new, quarantine)
 
-    def _create(self, full: Path, staged: Path, path: str, new: Entry) -> list:
-        # link() fails if anything appeared at the target meanwhile: a fresh file is never clobbered.
+    def _create(self, full: str, staged: Path | str, path: str, new: Entry) -> list:
+        # A no-replace rename (or link() where the system has none) fails if anything appeared
+        # at the target meanwhile: a fresh file is never clobbered.
         try:
-            os.link(staged, full)
+            if not _rename_noreplace(staged, full):
+                os.link(staged, full)
+                os.unlink(staged)
         except FileExistsError:
             raise Refused("a file was created here during the sync; left for the next sync") from None
-        os.unlink(staged)
-        self._fsync_dir(full.parent)
+        self._fsync_dir(os.path.dirname(full))
         return _stat_entry(full, new.hash)
 
     def _replace(self, full: Path, staged: Path, path: str, expect: Entry, new: Entry,
@@ -148,7 +193,7 @@ class Store:
             if not swapped:
                 os.replace(staged, full)
         except BaseException:
-            _release(held)
+            self._unhold(held)
             raise
         # The new content is live.  From here `held` is kept until the old version is where the
         # rules want it (an error leaves it for recover_holding(), never unlinked).
@@ -169,21 +214,36 @@ class Store:
         elif quarantine is not None:
             loser = self._quarantine_file(held, path, quarantine)
             conflict = conflict or loser
-        _release(held)
+        self._unhold(held)
         return {"entry": _stat_entry(full, new.hash), "conflict": conflict}
 
     def _hold(self, full: Path, path: str) -> Path:
         """A second name for the inode at `full`: holding/<token>/<path>.  If we die after the
         live name was replaced, this is the version's only name; the path in it lets
         recover_holding() put it in conflicts/ rather than lose it."""
-        held = self.state / "holding" / secrets.token_hex(8) / path
+        if self.deferred_dirs is None:
+            held = self.state / "holding" / secrets.token_hex(8) / path
+        else:  # a batch shares one token dir: fewer directories made and removed per file
+            if self._batch_holding is None:
+                self._batch_holding = self.state / "holding" / secrets.token_hex(8)
+            held = self._batch_holding / path
         ensure_private_dir(held.parent)
         try:
             os.link(full, held)
         except FileNotFoundError:
-            _release(held)
+            self._unhold(held)
             raise Refused("deleted during the sync; left for the next sync") from None
         return held
+
+    def _unhold(self, held: Path) -> None:
+        """Drop a holding name; in a batch only the name (flush_dirs() removes the token dir)."""
+        if self._batch_holding is not None and held.is_relative_to(self._batch_holding):
+            try:
+                os.unlink(held)
+            except FileNotFoundError:
+                pass
+        else:
+            _release(held)
 
     def recover_holding(self) -> int:
         """Clear holding/ after an interrupted run (only while holding the workspace lock).
@@ -260,38 +320,130 @@ class Store:
         return self.state / "logbase"
 
     def save_logbases(self, items: list[tuple[str, str]]) -> int:
-        """Keep the live content of each (path, hash) whose file still has that hash."""
-        saved = 0
-        for path, digest in items:
-            blob = self.logbase_dir / _blob_name(digest)
-            if blob.exists():
-                continue
-            try:
-                data = self.target(path).read_bytes()
-            except (OSError, Refused):
-                continue
-            if hash_bytes(data) == digest:
-                # A cache for better merges, not data: no fsync (lost → the conflict policy decides).
-                self.logbase_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-                tmp = blob.with_name(blob.name + ".tmp")
-                tmp.write_bytes(data)
-                os.replace(tmp, blob)
-                saved += 1
-        return saved
+        """Keep the live content of each (path, hash) whose file still has that hash.
 
-    def logbase(self, digest: str) -> bytes | None:
+        A cache for better merges, not data: no fsync (lost → the conflict policy decides).  A
+        file per base costs a file creation each (~0.1-0.3 ms): a large save, such as the first
+        sync's, goes into one pack file instead.
+        """
+        packed = self._packs()
+        wanted: dict[str, str] = {}
+        for path, digest in items:
+            name = _blob_name(digest)
+            if digest not in wanted and digest not in packed and not (self.logbase_dir / name).exists():
+                wanted[digest] = path
+        return self._store_bases(len(wanted), ((d, self._live_bytes(p)) for d, p in wanted.items()))
+
+    def _live_bytes(self, path: str) -> bytes | None:
         try:
-            return (self.logbase_dir / _blob_name(digest)).read_bytes()
-        except (OSError, ValueError):
+            with open(self._target(path), "rb") as f:
+                return f.read()
+        except (OSError, Refused):
             return None
 
+    def _store_bases(self, count: int, bases) -> int:
+        """Write (hash, bytes | None) pairs whose bytes have that hash: loose blobs, or one pack of
+        concatenated contents (`pack-<token>`) with its index (`pack-<token>.json`: hash → [offset,
+        size]), written after the pack so an index never points into a missing pack."""
+        if not count:
+            return 0
+        self.logbase_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        saved = 0
+        if count < PACK_MIN:
+            for digest, data in bases:
+                if data is not None and hash_bytes(data) == digest:
+                    blob = self.logbase_dir / _blob_name(digest)
+                    tmp = blob.with_name(blob.name + ".tmp")
+                    tmp.write_bytes(data)
+                    os.replace(tmp, blob)
+                    saved += 1
+            return saved
+        name = f"pack-{secrets.token_hex(6)}"
+        tmp = self.logbase_dir / f".tmp-{name}"  # not pack-*: a leftover is pruned like a stray blob
+        index = {}
+        with open(tmp, "wb") as pack:
+            for digest, data in bases:
+                if data is not None and hash_bytes(data) == digest:
+                    index[digest] = [pack.tell(), len(data)]
+                    pack.write(data)
+        if not index:
+            tmp.unlink()
+            return 0
+        os.replace(tmp, self.logbase_dir / name)
+        tmp.write_text(json.dumps(index))
+        os.replace(tmp, self.logbase_dir / f"{name}.json")
+        return len(index)
+
+    def _packs(self) -> dict[str, tuple[str, int, int]]:
+        """hash → (pack name, offset, size) for every readable pack index."""
+        found: dict[str, tuple[str, int, int]] = {}
+        for name, index in self._pack_indexes().items():
+            for digest, (offset, size) in index.items():
+                found[digest] = (name, offset, size)
+        return found
+
+    def _pack_indexes(self) -> dict[str, dict]:
+        out = {}
+        for idx in self.logbase_dir.glob("pack-*.json"):
+            try:
+                index = json.loads(idx.read_bytes())
+                out[idx.name[:-5]] = {d: (int(o), int(n)) for d, (o, n) in index.items()}
+            except (OSError, ValueError, TypeError, AttributeError):
+                continue  # unreadable: its bases are simply not found (prune drops it)
+        return out
+
+    def logbase(self, digest: str) -> bytes | None:
+        return self.logbases([digest])[digest]
+
+    def logbases(self, digests: list[str]) -> dict[str, bytes | None]:
+        """The kept content for each hash (None where not kept), loose blobs first, then packs."""
+        out: dict[str, bytes | None] = {}
+        packs = None
+        for digest in digests:
+            try:
+                out[digest] = (self.logbase_dir / _blob_name(digest)).read_bytes()
+                continue
+            except (OSError, ValueError):
+                pass
+            packs = self._packs() if packs is None else packs
+            where = packs.get(digest)
+            out[digest] = None if where is None else self._read_packed(*where, digest)
+        return out
+
+    def _read_packed(self, name: str, offset: int, size: int, digest: str) -> bytes | None:
+        try:
+            with open(self.logbase_dir / name, "rb") as f:
+                f.seek(offset)
+                data = f.read(size)
+        except (OSError, ValueError):
+            return None
+        return data if hash_bytes(data) == digest else None
+
     def prune_logbases(self, keep: set[str]) -> int:
+        """Drop the bases no ancestor refers to: loose blobs one by one; a pack when mostly
+        unreferenced (its live bases are written anew first)."""
         removed = 0
-        if self.logbase_dir.is_dir():
-            for blob in self.logbase_dir.iterdir():
-                if blob.name not in keep:
+        if not self.logbase_dir.is_dir():
+            return 0
+        indexes = self._pack_indexes()
+        for blob in self.logbase_dir.iterdir():
+            name = blob.name
+            if name.startswith("pack-"):
+                pack = name[:-5] if name.endswith(".json") else name
+                if pack not in indexes:  # an unreadable index, or a pack whose index was never written
                     blob.unlink(missing_ok=True)
-                    removed += 1
+                continue
+            if name not in keep:
+                blob.unlink(missing_ok=True)
+                removed += 1
+        for pack, index in indexes.items():
+            live = [d for d in index if d in keep]
+            if len(live) * 2 >= len(index):
+                continue
+            self._store_bases(len(live), ((d, self._read_packed(pack, *index[d], d)) for d in live))
+            (self.logbase_dir / f"{pack}.json").unlink(missing_ok=True)
+            (self.logbase_dir / pack).unlink(missing_ok=True)
+            removed += len(index) - len(live)
         return removed
 
     # -- conflicts -----------------------------------------------------------------------
@@ -409,35 +561,61 @@ def _blob_name(digest: str) -> str:
 
 
 _RENAME_SWAP = 2  # RENAME_EXCHANGE (Linux renameat2) and RENAME_SWAP (macOS renamex_np) alike
-_swap_call = None  # resolved on first use: the agent must start fast
+_rename2 = None  # (call, no-replace flag), resolved on first use: the agent must start fast
+
+
+def _rename_call():
+    global _rename2
+    if _rename2 is None:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        if hasattr(libc, "renameat2"):  # RENAME_NOREPLACE = 1
+            fn = libc.renameat2
+            _rename2 = (lambda x, y, flags: fn(-100, x, -100, y, flags), 1)  # AT_FDCWD
+        elif hasattr(libc, "renamex_np"):  # RENAME_EXCL = 4
+            fn = libc.renamex_np
+            _rename2 = (lambda x, y, flags: fn(x, y, flags), 4)
+        else:
+            _rename2 = (None, 0)
+    return _rename2
 
 
 def _exchange(a: Path, b: Path) -> bool:
     """Atomically swap the files named `a` and `b`.  False where the system or the filesystem
     cannot (the caller then falls back to a plain rename)."""
-    global _swap_call
+    return _rename_flags(a, b, _RENAME_SWAP)
+
+
+def _rename_noreplace(a: Path, b: Path) -> bool:
+    """Rename `a` to `b` unless `b` exists (FileExistsError then).  False where the system or
+    the filesystem cannot (the caller then falls back to link + unlink)."""
+    call, flag = _rename_call()
+    return call is not None and _rename_flags(a, b, flag)
+
+
+def _rename_flags(a: Path, b: Path, flags: int) -> bool:
+    call, _ = _rename_call()
+    if call is None:
+        return False
+    if call(os.fsencode(a), os.fsencode(b), flags) == 0:
+        return True
     import ctypes
 
-    if _swap_call is None:
-        libc = ctypes.CDLL(None, use_errno=True)
-        if hasattr(libc, "renameat2"):
-            fn = libc.renameat2
-            _swap_call = lambda x, y: fn(-100, x, -100, y, _RENAME_SWAP)  # AT_FDCWD
-        elif hasattr(libc, "renamex_np"):
-            fn = libc.renamex_np
-            _swap_call = lambda x, y: fn(x, y, _RENAME_SWAP)
-        else:
-            _swap_call = False
-    if not _swap_call:
-        return False
-    if _swap_call(os.fsencode(a), os.fsencode(b)) == 0:
-        return True
     err = ctypes.get_errno()
     if err in (errno.EINVAL, errno.ENOSYS, errno.ENOTSUP, errno.EOPNOTSUPP):
         return False
     raise OSError(err, os.strerror(err), str(b))
 
 
-def _stat_entry(full: Path, digest: str) -> list:
+def _hash_fd(fd: int, size: int) -> str:
+    """The hash of everything readable from `fd` (`size`, the expected length, sizes the reads)."""
+    h = xxhash.xxh3_128()
+    while chunk := os.read(fd, min(size + 1, CHUNK)):
+        h.update(chunk)
+    return h.hexdigest()
+
+
+def _stat_entry(full: Path | str, digest: str) -> list:
     st = os.lstat(full)
     return Entry(st.st_size, st.st_mtime_ns, st.st_mode & 0o777, digest).to_wire()

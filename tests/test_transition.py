@@ -135,3 +135,152 @@ def test_restore_conflict_swaps_versions(store):
     [item] = store.conflicts()
     assert item["id"] == restored["replaced_saved_as"]
     assert (store.conflicts_dir / item["id"] / "memory/a.md").read_bytes() == b"winner"
+
+
+# -- fast paths of a batch install ---------------------------------------------------------------
+def test_create_without_noreplace_rename_still_never_clobbers(store, monkeypatch):
+    import peersync.transition as transition
+
+    monkeypatch.setattr(transition, "_rename_noreplace", lambda a, b: False)  # link + unlink instead
+    result = store.install("memory/a.md", staged(store, b"hello"), expect=None, new=new_entry(b"hello"))
+    assert (store.root / "memory/a.md").read_bytes() == b"hello" and result["conflict"] is None
+    (store.root / "memory/b.md").write_bytes(b"fresh user file")
+    src = staged(store, b"other", name="t")
+    with pytest.raises(Refused, match="created here during the sync"):
+        store.install("memory/b.md", src, expect=None, new=new_entry(b"other"))
+    assert (store.root / "memory/b.md").read_bytes() == b"fresh user file" and src.exists()
+
+
+def test_batch_create_refuses_a_file_created_after_prepare(store):
+    src = staged(store, b"hello")
+    store.prepare(src, new_entry(b"hello"))
+    store.deferred_dirs = set()
+    store.install("memory/sub/first.md", staged(store, b"x", name="f"), expect=None, new=new_entry(b"x"))
+    (store.root / "memory/sub/a.md").write_bytes(b"fresh user file")  # between prepare and install
+    with pytest.raises(Refused, match="created here during the sync"):
+        store.install("memory/sub/a.md", src, expect=None, new=new_entry(b"hello"), prepared=True)
+    store.flush_dirs()
+    assert (store.root / "memory/sub/a.md").read_bytes() == b"fresh user file"
+    assert src.read_bytes() == b"hello"  # the new version is not lost either (staging, next sync)
+
+
+def test_batch_install_refuses_symlinked_parents(store, tmp_path):
+    outside = tmp_path.parent / (tmp_path.name + "-out")
+    outside.mkdir()
+    os.symlink(outside, store.root / "memory" / "link")
+    store.deferred_dirs = set()
+    store.install("memory/ok.md", staged(store, b"x"), expect=None, new=new_entry(b"x"))
+    with pytest.raises(Refused, match="symbolic link"):
+        store.install("memory/link/deep/x.md", staged(store, b"y", name="y"), expect=None, new=new_entry(b"y"))
+    store.flush_dirs()
+    assert not list(outside.iterdir())
+
+
+def test_prepare_refuses_what_is_not_a_regular_file(store):
+    real = staged(store, b"hello")
+    link = real.with_name("link")
+    os.symlink(real, link)
+    with pytest.raises(Refused, match="not a regular file"):
+        store.prepare(link, new_entry(b"hello"))
+    fifo = real.with_name("fifo")
+    os.mkfifo(fifo)
+    with pytest.raises(Refused, match="not a regular file"):
+        store.prepare(fifo, new_entry(b""))
+
+
+def test_prepare_sets_mode_and_mtime_only_where_they_differ(store):
+    src = staged(store, b"hello")
+    store.prepare(src, new_entry(b"hello"))
+    assert src.stat().st_mtime_ns == 1_700_000_000_000_000_000 and src.stat().st_mode & 0o7777 == 0o640
+    store.prepare(src, new_entry(b"hello"))  # already right: still right
+    assert src.stat().st_mtime_ns == 1_700_000_000_000_000_000 and src.stat().st_mode & 0o7777 == 0o640
+
+
+# -- log bases -----------------------------------------------------------------------------------
+def write_logs(store, count, prefix="log"):
+    items = []
+    for i in range(count):
+        data = f"{prefix} {i}\n".encode() * (i + 1)
+        (store.root / "memory" / f"{prefix}{i}.jsonl").write_bytes(data)
+        items.append((f"memory/{prefix}{i}.jsonl", hash_bytes(data)))
+    return items
+
+
+def test_small_save_keeps_loose_bases(store):
+    items = write_logs(store, 3)
+    assert store.save_logbases(items) == 3
+    assert sorted(p.name for p in store.logbase_dir.iterdir()) == sorted(h for _, h in items)
+    assert store.save_logbases(items) == 0  # already kept
+
+
+def test_large_save_goes_into_one_pack_and_reads_back(store):
+    from peersync.transition import PACK_MIN
+
+    items = write_logs(store, PACK_MIN + 4)
+    stale = items[0]
+    (store.root / stale[0]).write_bytes(b"rewritten before the save")  # no longer that hash: skipped
+    assert store.save_logbases(items) == len(items) - 1
+    assert len([p for p in store.logbase_dir.iterdir() if not p.name.endswith(".json")]) == 1
+    with open(store.root / items[1][0], "ab") as f:  # appends after the save do not touch the base
+        f.write(b"appended\n")
+    got = store.logbases([h for _, h in items])
+    assert got[stale[1]] is None
+    for path, digest in items[1:]:
+        assert hash_bytes(got[digest]) == digest
+    assert store.logbase(items[2][1]) == got[items[2][1]]
+    assert store.save_logbases(items[1:]) == 0  # already packed
+
+
+def test_prune_repacks_a_mostly_unreferenced_pack_and_drops_strays(store):
+    from peersync.transition import PACK_MIN
+
+    items = write_logs(store, 2 * PACK_MIN)
+    store.save_logbases(items)
+    (store.logbase_dir / "pack-0123456789ab").write_bytes(b"no index")  # died before its index
+    (store.logbase_dir / ".tmp-pack-ba9876543210").write_bytes(b"died mid-write")
+    everything = {h for _, h in items}
+    assert store.prune_logbases(everything) == 1  # the stray temp file (an unindexed pack is not a base)
+    assert len(list(store.logbase_dir.iterdir())) == 2  # the pack and its index
+    keep = {h for _, h in items[:3]}
+    assert store.prune_logbases(keep) == len(items) - 3
+    assert sorted(p.name for p in store.logbase_dir.iterdir()) == sorted(keep)  # few: loose now
+    assert all(store.logbase(h) is not None for h in keep)
+    assert store.prune_logbases(set()) == 3 and not list(store.logbase_dir.iterdir())
+
+
+def test_a_damaged_pack_gives_no_base(store):
+    from peersync.transition import PACK_MIN
+
+    items = write_logs(store, PACK_MIN)
+    store.save_logbases(items)
+    pack = next(p for p in store.logbase_dir.iterdir() if not p.name.endswith(".json"))
+    data = bytearray(pack.read_bytes())
+    data[0] ^= 1
+    pack.write_bytes(bytes(data))
+    assert store.logbase(items[0][1]) is None and store.logbase(items[1][1]) is not None
+
+
+def test_batch_replace_shares_one_holding_dir_and_leaves_none(store):
+    store.deferred_dirs = set()
+    for name in ("a", "b"):
+        path = store.root / f"memory/d/{name}.md"
+        path.parent.mkdir(exist_ok=True)
+        path.write_bytes(b"v1")
+        store.install(f"memory/d/{name}.md", staged(store, b"v2", name=name), expect=entry_for(path),
+                      new=new_entry(b"v2"), quarantine={"peer": "p"})
+    assert len(list((store.state / "holding").iterdir())) == 1
+    store.flush_dirs()
+    assert not list((store.state / "holding").iterdir())
+    assert {c["path"] for c in store.conflicts()} == {"memory/d/a.md", "memory/d/b.md"}
+
+
+def test_batch_flush_keeps_a_held_version_for_recovery(store):
+    path = store.root / "memory/a.md"
+    path.write_bytes(b"v1")
+    store.deferred_dirs = set()
+    held = store._hold(path, "memory/a.md")
+    path.unlink()  # as if replaced and the run failed before the quarantine
+    store.flush_dirs()
+    assert held.read_bytes() == b"v1"
+    assert store.recover_holding() == 1
+    assert [c["path"] for c in store.conflicts()] == ["memory/a.md"]
