@@ -15,6 +15,8 @@ import threading
 import time
 from pathlib import Path
 
+import xxhash
+
 from peersync import __version__
 from peersync.lock import state_lock
 from peersync.paths import BadPath, check_relpath
@@ -167,6 +169,45 @@ class Handler:
             out[path] = base64.b64encode(full.read_bytes()).decode()
         return out
 
+    def op_read_tail(self, items: list) -> dict:
+        """For files that only grew: the bytes after `offset`, when the first `offset` bytes still
+        hash to `prefix` (else None: the caller sends the whole file).  An appended log then
+        travels as its new lines, not as the whole file."""
+        out = {}
+        for item in items:
+            path, offset, prefix = item["path"], int(item["offset"]), item["prefix"]
+            out[path] = None
+            try:
+                with open(self.store.target(path), "rb") as f:
+                    h = xxhash.xxh3_128()
+                    left = offset
+                    while left > 0 and (chunk := f.read(min(left, 1 << 20))):
+                        h.update(chunk)
+                        left -= len(chunk)
+                    if left == 0 and h.hexdigest() == prefix:
+                        out[path] = base64.b64encode(f.read()).decode()
+            except (OSError, Refused):
+                pass  # gone or moved: the whole file goes the usual way
+        return out
+
+    def _staged_tail(self, item: dict) -> Path:
+        """A staged file made of this side's current file (whose first bytes must still be what
+        the sender saw: size and hash of item["tail"]) plus the appended bytes."""
+        tail = item["tail"]
+        size, prefix = int(tail["size"]), tail["prefix"]
+        staged = self.staging / f".inline-{secrets.token_hex(8)}"
+        h = xxhash.xxh3_128()
+        with open(self.store.target(item["path"]), "rb") as src, open(staged, "wb") as dst:
+            left = size
+            while left > 0 and (chunk := src.read(min(left, 1 << 20))):
+                h.update(chunk)
+                dst.write(chunk)
+                left -= len(chunk)
+            if left or h.hexdigest() != prefix:
+                raise Refused(f"{item['path']} changed here since the scan")
+            dst.write(base64.b64decode(tail["data"]))
+        return staged
+
     def op_stage(self) -> dict:
         with self._busy:  # one staging dir per session, whichever transfer asks first
             if self.staging is None:
@@ -186,6 +227,8 @@ class Handler:
         """The file holding an item's new content: rsync-staged, or inline bytes written now."""
         if self.staging is None:
             self.op_stage()
+        if "tail" in item:
+            return self._staged_tail(item)
         if "data" in item:
             staged = self.staging / f".inline-{secrets.token_hex(8)}"
             staged.write_bytes(base64.b64decode(item["data"]))

@@ -539,3 +539,61 @@ def test_batches_keep_order_and_limits():
     batches = list(_batches(items, 40))
     assert [[i["new"][0] for i in b] for b in batches] == [[10, 10], [30], [100], [5, 5]]
     assert list(_batches([], 40)) == []
+
+
+def test_an_appended_large_file_travels_as_its_tail(pair, monkeypatch):
+    from peersync import engine
+    from peersync import remote as remote_mod
+
+    big = os.urandom(1 << 20)
+    write(pair.local, "memory/big.log", big)
+    sync(pair.local)
+
+    async def no_rsync(*args, **kwargs):
+        raise AssertionError("an append must not go through rsync")
+
+    monkeypatch.setattr(engine, "rsync_files", no_rsync)
+    sent = []
+    original = remote_mod.Session.request
+
+    async def spy(self, op, **args):
+        sent.append((op, len(json.dumps(args))))
+        return await original(self, op, **args)
+
+    monkeypatch.setattr(remote_mod.Session, "request", spy)
+    with open(pair.local.root / "memory/big.log", "ab") as f:
+        f.write(b"- one more line\n")
+    assert sync(pair.local).pushed == ["memory/big.log"]
+    assert (pair.remote.root / "memory/big.log").read_bytes() == big + b"- one more line\n"
+    assert max(size for op, size in sent if op == "install") < 10_000  # the tail, not the megabyte
+    # Pulled the other way, too, and a file rewritten (not appended) still goes whole (rsync).
+    with open(pair.remote.root / "memory/big.log", "ab") as f:
+        f.write(b"- from the peer\n")
+    assert sync(pair.local).pulled == ["memory/big.log"]
+    assert selection_files(pair.local) == selection_files(pair.remote)
+    monkeypatch.undo()
+    write(pair.local, "memory/big.log", os.urandom(1 << 20) + b"rewritten")
+    assert sync(pair.local).pushed == ["memory/big.log"]
+    assert selection_files(pair.local) == selection_files(pair.remote)
+
+
+def test_a_tail_whose_prefix_changed_is_refused(tmp_path):
+    import base64
+
+    from peersync.agent import Handler
+    from peersync.scan import hash_bytes
+
+    (tmp_path / "memory").mkdir()
+    (tmp_path / "memory/x.log").write_bytes(b"abc\n")
+    handler = Handler(tmp_path)
+    assert handler.op_read_tail([{"path": "memory/x.log", "offset": 2, "prefix": hash_bytes(b"ab")}]) == \
+        {"memory/x.log": base64.b64encode(b"c\n").decode()}
+    assert handler.op_read_tail([{"path": "memory/x.log", "offset": 2, "prefix": hash_bytes(b"zz")}]) == \
+        {"memory/x.log": None}
+    assert handler.op_read_tail([{"path": "memory/gone.log", "offset": 2, "prefix": "0"}]) == \
+        {"memory/gone.log": None}
+    item = {"path": "memory/x.log", "expect": [4, 0, 0o644, hash_bytes(b"abc\n")],
+            "new": [6, 1_700_000_000_000_000_000, 0o644, hash_bytes(b"abXYZ\n")],
+            "tail": {"size": 2, "prefix": hash_bytes(b"zz"), "data": "WFlaCg=="}}
+    [result] = handler.op_install([item])["results"]
+    assert not result["ok"] and (tmp_path / "memory/x.log").read_bytes() == b"abc\n"
