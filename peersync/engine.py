@@ -228,17 +228,7 @@ class Run:
             expect = c.entry(target)
             items.append({"path": c.path, "expect": expect.to_wire() if expect else None,
                           "new": c.entry(source).to_wire(), "quarantine": info})
-        # Small files travel inline over the agent channel, in batches (reading the next batch
-        # while the target installs this one); large ones go through rsync, whose delta transfer
-        # pays off there.  Both at once.
-        small = [i for i in items if i["new"][0] <= INLINE_MAX_FILE]
-        big = [i for i in items if i["new"][0] > INLINE_MAX_FILE]
-        grown, big = await self._tails(source, big)
-        outcome = await gather_all(self._copy_inline(source, target, small), self._copy_rsync(source, target, big),
-                                   self._install(target, grown))
-        results = dict(zip((id(i) for i in small + big + grown), outcome[0] + outcome[1] + outcome[2]))
-        for c, item in zip(changes, items):
-            res = results[id(item)]
+        for c, res in zip(changes, await self.transfer(source, target, items)):
             if not res["ok"]:
                 continue
             (self.report.pushed if target is Side.REMOTE else self.report.pulled).append(c.path)
@@ -247,6 +237,21 @@ class Run:
                     "path": c.path, "kept": "local" if source is Side.LOCAL else "remote",
                     "winner": self.name(source), "saved_as": res.get("conflict"),
                     "side": target.value, "reason": c.reason})
+
+    async def transfer(self, source: Side, target: Side, items: list[dict]) -> list[dict]:
+        """Get `items` from source to target and install them there; results in `items` order.
+
+        Small files travel inline over the agent channel, in batches (reading the next batch
+        while the target installs this one); appended large files as their new bytes; other
+        large files through rsync, whose delta transfer pays off there.  All at once.
+        """
+        small = [i for i in items if i["new"][0] <= INLINE_MAX_FILE]
+        big = [i for i in items if i["new"][0] > INLINE_MAX_FILE]
+        grown, big = await self._tails(source, big)
+        outcome = await gather_all(self._copy_inline(source, target, small), self._copy_rsync(source, target, big),
+                                   self._install(target, grown))
+        results = dict(zip((id(i) for i in small + big + grown), outcome[0] + outcome[1] + outcome[2]))
+        return [results[id(i)] for i in items]
 
     async def _tails(self, source: Side, items: list[dict]) -> tuple[list[dict], list[dict]]:
         """Split large files into (grown, rest): a file the target holds a prefix of (a log that

@@ -171,9 +171,10 @@ def before_step(monkeypatch, step: str, action, *, side: Side | None = None) -> 
 @pytest.mark.parametrize("target_side", [Side.LOCAL, Side.REMOTE])
 def test_target_edited_between_scan_and_install_is_kept(pair, monkeypatch, target_side):
     L, R = pair.local, pair.remote
-    write(L, "MEMORY.md", "base\n")
+    write(L, "MEMORY.md", "base\n", mtime=time.time() - 120)
     sync_ok(L)
     source, target = (R, L) if target_side is Side.LOCAL else (L, R)
+    # Newer than the base (a plain one-sided change), older than the user's fresh edit below.
     write(source, "MEMORY.md", "sync brings this older edit\n", mtime=time.time() - 60)
     fresh = b"the user's fresh edit, made while the sync ran\n"
     fired = before_step(monkeypatch, "_install", lambda: save_atomically(target.root / "MEMORY.md", fresh),
