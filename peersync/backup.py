@@ -1117,7 +1117,10 @@ def _restore(ws: Workspace, repo: Repo, snap: Snapshot, dest: Path, in_place: bo
                     (saved / r.path).parent.mkdir(parents=True, exist_ok=True)
                     os.replace(out, saved / r.path)  # the live version is kept, never overwritten
                     result.saved_to = saved
-                _place(obj, out, r, root=dest, last_use=uses[r.sha256] == 0, made=made)
+                # In place, a restore is the user's latest edit: it gets the current time, so
+                # peers take it (under `newest` an older mtime would lose to their version).
+                _place(obj, out, r, root=dest, last_use=uses[r.sha256] == 0, made=made,
+                       mtime_ns=time.time_ns() if in_place else r.mtime_ns)
             except OSError as err:
                 result.refused.append(Problem(r.path, f"cannot write: {err.strerror or err}"))
                 continue
@@ -1131,8 +1134,9 @@ def _restore(ws: Workspace, repo: Repo, snap: Snapshot, dest: Path, in_place: bo
     return result
 
 
-def _place(obj: Path, out: Path, r: FileRecord, *, root: Path, last_use: bool, made: set[Path]) -> None:
-    """Put a verified object at `out` (atomically), with the snapshot's mode and mtime."""
+def _place(obj: Path, out: Path, r: FileRecord, *, root: Path, last_use: bool, made: set[Path],
+           mtime_ns: int) -> None:
+    """Put a verified object at `out` (atomically), with the snapshot's mode and `mtime_ns`."""
     _make_parents(root, out.parent, made)
     if out.is_dir() and not out.is_symlink():
         raise IsADirectoryError(21, "a directory is in the way")
@@ -1142,7 +1146,7 @@ def _place(obj: Path, out: Path, r: FileRecord, *, root: Path, last_use: bool, m
     else:
         shutil.copyfile(obj, part)
     os.chmod(part, r.mode & 0o7777)
-    os.utime(part, ns=(r.mtime_ns, r.mtime_ns))
+    os.utime(part, ns=(mtime_ns, mtime_ns))
     os.replace(part, out)
 
 

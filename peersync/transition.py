@@ -521,6 +521,7 @@ class Store:
         try:
             staged = staging / "restore"
             shutil.copy2(source, staged)
+            os.utime(staged)  # a restore is the user's latest edit: peers must take it, not undo it
             replaced = None
             if full.exists():
                 held = self._hold(full, item["path"])

@@ -178,8 +178,11 @@ def test_restore_in_place_keeps_what_it_replaces(tmp_path):
     write(ws.root, "MEMORY.md", "local edit after the backup\n")
     (ws.root / "USER.md").unlink()
     write(ws.root, "memory/new.md", "new since\n")
+    before = time.time_ns()
     result = restore(ws, in_place=True)
     assert (ws.root / "MEMORY.md").read_bytes() == b"# Memory\n- likes tea\n"
+    # Restored in place = the user's latest edit: the current time, so peers take it.
+    assert (ws.root / "MEMORY.md").stat().st_mtime_ns >= before - 10_000_000
     assert (ws.root / "USER.md").read_bytes() == b"# User\nname: Ada\n"
     assert (ws.root / "memory" / "new.md").read_bytes() == b"new since\n"  # extra files are left alone
     assert (result.saved_to / "MEMORY.md").read_bytes() == b"local edit after the backup\n"

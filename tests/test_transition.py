@@ -1,6 +1,7 @@
 """The apply step on one replica: verified installs, never clobbering, trash and conflicts."""
 
 import os
+import time
 
 import pytest
 
@@ -130,8 +131,10 @@ def test_restore_conflict_swaps_versions(store):
     path.write_bytes(b"loser")
     result = store.install("memory/a.md", staged(store, b"winner"), expect=entry_for(path),
                            new=new_entry(b"winner"), quarantine={"reason": "conflict"})
+    before = time.time_ns()
     restored = store.restore_conflict(result["conflict"])
     assert path.read_bytes() == b"loser"
+    assert path.stat().st_mtime_ns >= before - 10_000_000  # a user action: newest, so peers take it
     [item] = store.conflicts()
     assert item["id"] == restored["replaced_saved_as"]
     assert (store.conflicts_dir / item["id"] / "memory/a.md").read_bytes() == b"winner"
