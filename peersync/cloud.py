@@ -44,12 +44,12 @@ class CloudRun(Run):
         async with self._one_direction_at_a_time:
             await super().copy(target, changes)
 
-    async def transfer(self, source: Side, target: Side, items: list[dict]) -> None:
-        if target is Side.REMOTE:
-            return  # the session uploads from the workspace itself, checking each file's hash first
-        stage = Path((await self.local_session.request("stage"))["dir"])
-        await self.remote_session.download([i["path"] for i in items], stage,
-                                           {i["path"]: Entry.from_wire(i["new"]).hash for i in items})
+    async def transfer(self, source: Side, target: Side, items: list[dict]) -> list[dict]:
+        if target is Side.LOCAL:  # (to the cloud, the session uploads from the workspace itself,
+            stage = Path((await self.local_session.request("stage"))["dir"])  # checking each hash first)
+            await self.remote_session.download([i["path"] for i in items], stage,
+                                               {i["path"]: Entry.from_wire(i["new"]).hash for i in items})
+        return await self._install(target, items)
 
 
 def run_mode(peer: Peer, spec: CloudSpec, mode: Mode) -> Mode:

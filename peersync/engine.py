@@ -18,7 +18,7 @@ from peersync.errors import PeersyncError, ProtocolError, SafetyError, UsageErro
 from peersync.lock import workspace_lock
 from peersync.merge import append_merge, insertion_merge
 from peersync.paths import BadPath, check_relpath
-from peersync.reconcile import decide_conflict, reconcile
+from peersync.reconcile import decide_conflict, reconcile, touched_paths
 from peersync.remote import LocalSession, Session, open_session
 from peersync.safety import mass_delete_violations
 from peersync.scan import hash_bytes, scan
@@ -340,11 +340,16 @@ class Run:
                                           "reason": "manual: review with peersync conflicts"})
 
     # -- commit ----------------------------------------------------------------------------
-    def new_ancestor(self, old: dict[str, Entry]) -> dict[str, Entry]:
-        """From what actually happened: a path enters the ancestor only where both sides now agree."""
+    def new_ancestor(self, old: dict[str, Entry], touched: set[str] | None = None) -> dict[str, Entry]:
+        """From what actually happened: a path enters the ancestor only where both sides now agree.
+        `touched`: the paths reconcile looked at; every other one is `old`'s entry on both sides."""
         local, remote = self.sides[Side.LOCAL], self.sides[Side.REMOTE]
-        paths = set(old) | set(local.scanned) | set(remote.scanned) | set(local.final) | set(remote.final)
-        result = {}
+        if touched is None:
+            paths = set(old) | set(local.scanned) | set(remote.scanned) | set(local.final) | set(remote.final)
+            result = {}
+        else:
+            paths = touched | set(local.final) | set(remote.final)
+            result = {p: e for p, e in old.items() if p not in paths}
         for path in paths:
             mine, theirs = local.now(path), remote.now(path)
             if mine is not None and mine.same_content(theirs):
@@ -411,8 +416,11 @@ async def sync_one(ws: Workspace, cfg: SyncConfig, peer: Peer, *, mode: Mode, dr
                 local = LocalSession(ws.root)
                 await local.request("selection", selection=cfg.selection.to_wire())
                 local_scan = await (prescan or local_scan_job(ws, cfg, dry_run))
+                # Our ancestor, read while the peer is still scanning.
+                mine = (read_ancestor(await local.request("ancestor_get", peer_id=remote_id), trusted=True)
+                        if remote_id else None)
                 remote_raw = await remote_scan
-                await _sync_locked(ws, cfg, peer, local, remote, report, local_scan, remote_raw, remote_id,
+                await _sync_locked(ws, cfg, peer, local, remote, report, local_scan, remote_raw, remote_id, mine,
                                    mode=mode, dry_run=dry_run, force=force, policy=policy, base_digest=base_digest)
         finally:
             if not remote_scan.done():
@@ -435,14 +443,13 @@ async def sync_one(ws: Workspace, cfg: SyncConfig, peer: Peer, *, mode: Mode, dr
     return report
 
 
-async def _sync_locked(ws, cfg, peer, local, remote, report, local_scan, remote_raw, remote_id, *,
+async def _sync_locked(ws, cfg, peer, local, remote, report, local_scan, remote_raw, remote_id, mine, *,
                        mode, dry_run, force, policy, base_digest: str | None = None) -> None:
     local_id = ws.instance_id
     local_entries = local_scan.manifest  # our own walk of our own disk: nothing to validate
     report.problems.extend(local_scan.problems)
     for path, message in remote_raw.get("problems", []):
         report.problems.append(Problem(path, f"{message} on {peer.name}", Side.REMOTE))
-    mine = read_ancestor(await local.request("ancestor_get", peer_id=remote_id), trusted=True) if remote_id else None
     changed = parse_manifest(remote_raw["entries"], cfg.selection, peer.name)
     if remote_raw.get("delta") and mine is not None:
         # The peer holds the very same ancestor (equal digests) and sent only what differs from it.
@@ -454,9 +461,11 @@ async def _sync_locked(ws, cfg, peer, local, remote, report, local_scan, remote_
         remote_entries = changed
         theirs = read_ancestor(await remote.request("ancestor_get", peer_id=local_id)) if remote_id else None
         ancestor = agreed_ancestor(mine, theirs)
+    touched = touched_paths(ancestor, local_entries, remote_entries,
+                            set(changed) | deleted if remote_raw.get("delta") and mine is not None else None)
     plan = plan_sync(ancestor, local_entries, remote_entries, cfg, peer, policy=policy, mode=mode,
                      offset_ns=int(remote.offset * 1e9), local_id=local_id, remote_id=remote_id or "~",
-                     force=force)
+                     force=force, paths=touched)
     if dry_run:
         describe(plan, report, peer)
         return
@@ -465,7 +474,7 @@ async def _sync_locked(ws, cfg, peer, local, remote, report, local_scan, remote_
     run = Run(ws, cfg, peer, local, remote, report, policy=policy, local_id=local_id, remote_id=remote_id)
     run.sides = {Side.LOCAL: SideState(local, local_entries), Side.REMOTE: SideState(remote, remote_entries)}
     await run.execute(list(plan.changes))
-    new_ancestor = run.new_ancestor(ancestor)
+    new_ancestor = run.new_ancestor(ancestor, touched)
     if new_ancestor != ancestor or not remote_raw.get("delta"):  # unchanged and already identical: keep
         new = manifest_to_wire(new_ancestor)
         if remote_raw.get("delta"):  # the peer holds `ancestor` too: send it only what changed
@@ -487,10 +496,11 @@ async def _sync_locked(ws, cfg, peer, local, remote, report, local_scan, remote_
 
 
 def plan_sync(ancestor, local_entries, remote_entries, cfg: SyncConfig, peer: Peer, *, policy: Policy,
-              mode: Mode, offset_ns: int, local_id: str, remote_id: str, force: bool):
+              mode: Mode, offset_ns: int, local_id: str, remote_id: str, force: bool, paths=None):
     """reconcile, then the safety checks: a plan, or SafetyError before anything is changed."""
     plan = reconcile(ancestor, local_entries, remote_entries, policy=policy, mode=mode,
-                     is_log=log_matcher(cfg.logs), offset_ns=offset_ns, local_id=local_id, remote_id=remote_id)
+                     is_log=log_matcher(cfg.logs), offset_ns=offset_ns, local_id=local_id, remote_id=remote_id,
+                     paths=paths)
     violations = mass_delete_violations(plan.changes, len(local_entries), len(remote_entries),
                                         ratio=cfg.mass_delete_ratio, roots=cfg.selection.roots,
                                         local_paths=local_entries, remote_paths=remote_entries)
@@ -522,7 +532,7 @@ def ancestor_delta(old: dict[str, Entry], new: dict[str, Entry]) -> dict:
 def logbase_items(old: dict[str, Entry], new: dict[str, Entry], is_log) -> list[list[str]]:
     """Log files whose synced content changed: both sides keep it as the next merge's base."""
     return [[p, e.hash] for p, e in new.items()
-            if is_log(p) and e.size <= LOGBASE_MAX and (p not in old or old[p].hash != e.hash)]
+            if ((o := old.get(p)) is None or o.hash != e.hash) and e.size <= LOGBASE_MAX and is_log(p)]
 
 
 def describe(plan, report: Report, peer: Peer) -> None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Callable, Iterable
 
 from peersync.types import Action, Change, Entry, Manifest, Mode, Plan, Policy, Side
 
@@ -45,14 +45,17 @@ def reconcile(
     offset_ns: int = 0,
     local_id: str = "a",
     remote_id: str = "b",
+    paths: Iterable[str] | None = None,
 ) -> Plan:
     """Return the changes that bring `local` and `remote` together, sorted by path.
 
     Paths where nothing needs doing (not even an ancestor update) produce no Change.
     `offset_ns` is the remote clock minus the local clock; the ids break exact mtime ties.
+    `paths`, when given, are the only paths looked at: the caller vouches that at every other
+    path the three manifests hold equal entries (which needs nothing done: see touched_paths).
     """
     changes = []
-    for path in sorted(set(ancestor) | set(local) | set(remote)):
+    for path in sorted(set(ancestor) | set(local) | set(remote) if paths is None else paths):
         a, l, r = ancestor.get(path), local.get(path), remote.get(path)
         if mode is Mode.SYNC:
             change = _sync(path, l, r, a, policy, is_log(path), offset_ns, local_id, remote_id)
@@ -61,6 +64,21 @@ def reconcile(
         if change is not None:
             changes.append(change)
     return Plan(tuple(changes))
+
+
+def touched_paths(ancestor: Manifest, local: Manifest, remote: Manifest,
+                  remote_moved: Iterable[str] | None = None) -> set[str]:
+    """The paths where the three manifests do not all hold equal entries — the only ones
+    reconcile can have anything to do for.  `remote_moved`: the peer already said which of its
+    paths differ from `ancestor` (a delta scan), so `remote` need not be compared."""
+    out = {p for p, e in local.items() if ancestor.get(p) != e}
+    out.update(p for p in ancestor if p not in local)
+    if remote_moved is None:
+        out.update(p for p, e in remote.items() if ancestor.get(p) != e)
+        out.update(p for p in ancestor if p not in remote)
+    else:
+        out.update(remote_moved)
+    return out
 
 
 def _equal(x: Entry | None, y: Entry | None) -> bool:

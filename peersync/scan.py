@@ -67,7 +67,7 @@ def _walk_dir(root: str, rel: str, selection: Selection, problems):
         current = stack.pop()
         try:
             with os.scandir(os.path.join(root, current)) as it:
-                items = sorted(it, key=lambda d: d.name)
+                items = list(it)  # in directory order: nothing depends on the order of a manifest
         except OSError as err:
             if problems is not None:
                 problems.append(Problem(current, f"cannot list directory: {err.strerror}"))
@@ -84,7 +84,7 @@ def _walk_dir(root: str, rel: str, selection: Selection, problems):
                     if not selection.excludes_dir(path):
                         subdirs.append(path)
                 elif item.is_file(follow_symlinks=False):
-                    if not selection.excludes_file(path):
+                    if not selection.excludes_child(path):  # `current` passed excludes_dir
                         yield path, item.stat(follow_symlinks=False)
             except OSError as err:
                 if problems is not None:
@@ -118,16 +118,23 @@ class StatCache:
         self.entries: dict[str, list] = {}
         self.dirty = False
         if path is not None:
+            key = _file_key(path)
+            kept = _KEPT.get(str(path))
+            if kept is not None and key is not None and kept[0] == key:
+                self.entries = kept[1]  # a long-lived process (a kept agent) skips the reload
+                return
             try:
                 data = json.loads(path.read_bytes())
                 if data.get("format") == CACHE_FORMAT:
                     self.entries = data["entries"]
+                    _KEPT[str(path)] = (key, self.entries)
             except (OSError, ValueError, KeyError, AttributeError):
                 self.entries = {}
 
     def lookup(self, rel: str, st: os.stat_result) -> str | None:
         cached = self.entries.get(rel)
-        if cached and cached[:4] == [st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns]:
+        if (cached and cached[1] == st.st_mtime_ns and cached[0] == st.st_size and cached[2] == st.st_ino
+                and cached[3] == st.st_ctime_ns):
             return cached[4]
         return None
 
@@ -153,6 +160,21 @@ class StatCache:
         atomic_write_bytes(self.path, json.dumps({"format": CACHE_FORMAT, "entries": self.entries},
                                                  separators=(",", ":")).encode())
         self.dirty = False
+        _KEPT[str(self.path)] = (_file_key(self.path), self.entries)
+
+
+# Cache files this process read or wrote, by path: (file identity, entries).  Entries are facts
+# keyed by a file's full stat (a hit needs size, mtime, inode and ctime to match), so reusing
+# them while the file on disk is still the one we know is exactly as safe as reading it again.
+_KEPT: dict[str, tuple] = {}
+
+
+def _file_key(path: Path):
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
 
 
 def scan(root: Path, selection: Selection, cache_path: Path | None = None, *,

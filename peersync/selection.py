@@ -53,6 +53,11 @@ class Selection:
     def excludes_file(self, path: str) -> bool:
         return in_state_dir(path) or _top(path) in NEVER or self._match(path)
 
+    def excludes_child(self, path: str) -> bool:
+        """excludes_file for a file whose directory already passed excludes_dir (the walker):
+        only the patterns can still exclude it — or the state dir's own path, if a file sits there."""
+        return self._match(path) or (path.count("/") == 1 and in_state_dir(path))
+
     def contains(self, path: str) -> bool:
         """True when a file at `path` belongs to the selection (used to validate peer paths).
 

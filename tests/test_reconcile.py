@@ -313,3 +313,22 @@ def test_no_ancestor_never_deletes(local, remote, policy) -> None:
     plan = reconcile({}, local, remote, policy=policy, is_log=is_log)
     assert not plan.of(DELETE)
     assert {c.path for c in plan.changes} == set(local) | set(remote)
+
+
+# -- touched_paths: reconciling only the paths that differ gives the very same plan --------------
+_entries = st.builds(Entry, st.integers(0, 3), st.sampled_from([SEC, 2 * SEC + 5, 9 * SEC]),
+                     st.sampled_from([0o644, 0o600]), st.sampled_from(["a" * 32, "b" * 32]))
+_manifests = st.dictionaries(st.sampled_from([f"memory/{c}.md" for c in "abcdef"]), _entries, max_size=6)
+
+
+@given(_manifests, _manifests, _manifests, st.sampled_from(list(Policy)), st.sampled_from(list(Mode)))
+def test_reconciling_only_the_touched_paths_changes_nothing(ancestor, local, remote, policy, mode):
+    from peersync.reconcile import touched_paths
+
+    full = reconcile(ancestor, local, remote, policy=policy, mode=mode)
+    assert reconcile(ancestor, local, remote, policy=policy, mode=mode,
+                     paths=touched_paths(ancestor, local, remote)) == full
+    # The peer's delta scan names what moved on its side instead of the whole comparison.
+    moved = {p for p in set(ancestor) | set(remote) if ancestor.get(p) != remote.get(p)}
+    assert reconcile(ancestor, local, remote, policy=policy, mode=mode,
+                     paths=touched_paths(ancestor, local, remote, moved)) == full
