@@ -141,11 +141,18 @@ class Run:
     async def execute(self, changes: list[Change]) -> None:
         merges = [c for c in changes if c.action is Action.MERGE]
         changes = [c for c in changes if c.action is not Action.MERGE]
-        changes += await self.merge(merges)
-        copies = {side: [c for c in changes if c.action is Action.COPY and c.target is side] for side in Side}
-        await gather_all(*(self.copy(side, copies[side]) for side in Side))
-        for side in Side:
-            await self.delete(side, [c for c in changes if c.action is Action.DELETE and c.target is side])
+
+        def copies(of: list[Change]):
+            return [self.copy(side, [c for c in of if c.action is Action.COPY and c.target is side]) for side in Side]
+
+        # Log merges alongside the plain copies (other paths); a log that cannot merge comes back
+        # as a conflict for the policy, copied afterwards.  Deletions last: a rename interrupted
+        # midway leaves both names, never neither.
+        fallback, *_ = await gather_all(self.merge(merges), *copies(changes))
+        await gather_all(*copies(fallback))
+        changes += fallback
+        await gather_all(*(self.delete(side, [c for c in changes if c.action is Action.DELETE and c.target is side])
+                           for side in Side))
         manual = [c for c in changes if c.action is Action.CONFLICT and c.reason == "manual"]
         await self.keep_both(manual)
         for c in changes:

@@ -48,9 +48,21 @@ def mass_delete_violations(
             messages.append(
                 f"would delete {n} of {total} files {_WHERE[side]} ({math.ceil(100 * n / total)} %)"
             )
+        gone = deleted[side]
         for root in roots:
             root = root.strip("/")
-            held = {p for p in present if p == root or p.startswith(root + "/")}
-            if len(held) >= 2 and held <= deleted[side]:
-                messages.append(f"would delete every file under {root}/ {_WHERE[side]}")
+            under = root + "/"
+            if sum(1 for p in gone if p == root or p.startswith(under)) < 2:
+                continue
+            # Every file (two at least) this side holds under the root is deleted; the loop stops
+            # at the first one kept, which in a normal sync comes at once.
+            held = 0
+            for p in present:
+                if p == root or p.startswith(under):
+                    if p not in gone:
+                        break
+                    held += 1
+            else:
+                if held >= 2:
+                    messages.append(f"would delete every file under {root}/ {_WHERE[side]}")
     return messages

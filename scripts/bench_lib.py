@@ -158,6 +158,7 @@ class Tool:
     def sync(self, label: str) -> Run:
         argv, env = self.command()
         self.runs += 1
+        os.sync()  # untimed: no tool pays for writing back what the set-up or another tool left dirty
         log = self.bench.logs / f"{self.local.parent.parent.name}-{self.name}-{self.runs:02d}-{label}.log"
         load = loadavg()
         with open(log, "wb") as out:
