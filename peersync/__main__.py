@@ -15,6 +15,13 @@ def main() -> None:
         from peersync.keeper import main as keeper_main
 
         sys.exit(keeper_main(argv[1:]))
+    if any(a in ("sync", "push", "pull") for a in argv[:5]):
+        # A warm keeper runs the sync itself: this process only prints its report.
+        from peersync.quick import fast_main
+
+        code = fast_main(argv)
+        if code is not None:
+            sys.exit(code)
     if "heartbeat" in argv:
         # A heartbeat that is not due must return at once, without the CLI stack's imports.
         from peersync.heartbeat import fast_main

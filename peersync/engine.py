@@ -391,15 +391,17 @@ def local_scan_job(ws: Workspace, cfg: SyncConfig, dry_run: bool) -> asyncio.Fut
 
 async def sync_one(ws: Workspace, cfg: SyncConfig, peer: Peer, *, mode: Mode, dry_run: bool, force: bool,
                    policy: Policy, write_lock: asyncio.Lock, connect_timeout: float = 15.0,
-                   prescan: asyncio.Future | None = None) -> Report:
+                   prescan: asyncio.Future | None = None, session_for=None) -> Report:
     """One peer.  `prescan`: the local scan, already started while we connect (single-peer runs)."""
     report = Report(peer=peer.name, host=peer.host, mode=mode, dry_run=dry_run)
     started = time.monotonic()
     remote = local = None
     try:
-        remote = await connect(ws, cfg, peer, connect_timeout)
+        # session_for: a keeper running this sync lends its own connection (keeper.py).
+        remote = await (session_for(peer) if session_for else connect(ws, cfg, peer, connect_timeout))
         report.clock_offset = remote.offset
         report.warm = getattr(remote, "kept", False)
+        report.in_keeper = session_for is not None
         remote_exists = bool(remote.hello.get("workspace"))
         if remote_exists or not dry_run:
             if not remote_exists:
@@ -595,7 +597,7 @@ def select_peers(ws: Workspace, names: list[str] | None) -> list[Peer]:
 async def sync_peers(ws: Workspace, names: list[str] | None = None, *, mode: Mode = Mode.SYNC,
                      dry_run: bool = False, force: bool = False, lock_timeout: float | None = None,
                      time_budget: float | None = None, policy: Policy | None = None,
-                     connect_timeout: float = 15.0) -> list[Report]:
+                     connect_timeout: float = 15.0, session_for=None) -> list[Report]:
     """Sync with the named peers (all when None), concurrently; one Report per peer."""
     cfg = ws.sync_config()  # a malformed config stops the run before anything else
     peers = select_peers(ws, names)
@@ -618,7 +620,8 @@ async def sync_peers(ws: Workspace, names: list[str] | None = None, *, mode: Mod
                 # With one peer, scan here while the SSH connection and the agent start up.
                 prescan = local_scan_job(ws, cfg, dry_run) if len(peers) == 1 else None
                 job = sync_one(ws, cfg, peer, mode=mode, dry_run=dry_run, force=force, policy=policy,
-                               write_lock=write_lock, connect_timeout=connect_timeout, prescan=prescan)
+                               write_lock=write_lock, connect_timeout=connect_timeout, prescan=prescan,
+                               session_for=session_for)
             if time_budget is None:
                 return await job
             try:

@@ -17,19 +17,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
-import json
 import os
 import signal
-import stat
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 from peersync import __version__
 from peersync.protocol import PROTOCOL, decode, encode
+from peersync.quick import runtime_dir, socket_for  # noqa: F401 (runtime_dir: tests)
 from peersync.remote import Session, open_session, read_line
 from peersync.workspace import Peer, Workspace
 
@@ -52,32 +49,11 @@ def keep_seconds(cfg) -> float:
         return 0.0
 
 
-def runtime_dir() -> Path | None:
-    """A private directory for the sockets ($XDG_RUNTIME_DIR or the temp dir), or None when it
-    is not safely ours (then there are simply no keepers)."""
-    base = os.environ.get("XDG_RUNTIME_DIR") or tempfile.gettempdir()
-    path = Path(base) / f"peersync-{os.getuid()}"
-    with contextlib.suppress(FileExistsError):
-        path.mkdir(mode=0o700)
-    try:
-        st = path.lstat()
-    except OSError:
-        return None
-    if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.getuid() or st.st_mode & 0o077:
-        return None
-    return path
-
-
 def socket_path(ws: Workspace, peer: Peer, root: str) -> Path | None:
-    """The keeper's socket for this workspace, peer settings, remote root and version: a change
-    to any of them simply means a new keeper (an old one idles out)."""
-    where = runtime_dir()
-    if where is None:
-        return None
-    key = json.dumps([str(ws.root), peer.name, peer.host, peer.user, peer.port, peer.identity,
-                      peer.known_hosts, peer.command, root, __version__, PROTOCOL])
-    # Short on purpose: a unix socket path must fit in 104 bytes (macOS).
-    return where / (hashlib.blake2b(key.encode(), digest_size=12).hexdigest() + ".sock")
+    """The keeper's socket for this workspace, peer settings, remote root and code: a change to
+    any of them simply means a new keeper (an old one idles out)."""
+    return socket_for(str(ws.root), peer.name, peer.host, peer.user, peer.port, peer.identity,
+                      peer.known_hosts, peer.command, root)
 
 
 # -- the client side ------------------------------------------------------------------------------
@@ -221,6 +197,14 @@ class Keeper:
             if self.done.is_set():
                 await self._refuse(first, writer, "the keeper is closing")
                 return
+            request = _small_request(first)
+            if request is not None and request.get("op") == "run":
+                try:
+                    await self._run(request, writer)
+                finally:
+                    writer.close()
+                    self.last_used = time.monotonic()
+                return
             try:
                 await self._relay(first, reader, writer)
             finally:
@@ -229,6 +213,38 @@ class Keeper:
                 await self._reset()
         finally:
             self.serving.release()
+
+    async def _run(self, request: dict, writer) -> None:
+        """Run a whole sync here (quick.py's fast path) with our own connection, and send back
+        the reports.  A failure before the sync could start answers not-ok: the client then
+        runs it itself and shows the error its own way."""
+        from peersync.engine import sync_peers
+        from peersync.errors import PeersyncError
+        from peersync.types import Mode, Policy
+
+        args = request.get("args") or {}
+        try:
+            reports = await sync_peers(
+                self.ws, [self.peer.name], mode=Mode(args.get("mode", "sync")), dry_run=bool(args.get("dry_run")),
+                force=bool(args.get("force")), policy=Policy(args["policy"]) if args.get("policy") else None,
+                session_for=self._lend)
+            reply = {"id": request.get("id"), "ok": True, "reports": [r.to_json() for r in reports],
+                     "exits": [r.error_exit for r in reports]}
+        except (PeersyncError, ValueError, KeyError, TypeError) as err:
+            reply = {"id": request.get("id"), "ok": False, "error": str(err)}
+        if any(r.get("error_kind") in ("connect", "protocol") for r in reply.get("reports", ())):
+            self.done.set()  # our connection is broken: leave, the next sync connects anew
+        with contextlib.suppress(OSError, ConnectionError):
+            writer.write(encode(reply))
+            await writer.drain()
+
+    async def _lend(self, peer: Peer):
+        """Our session, for one sync run in this process: a fresh hello (clock offset), and
+        closing it only resets the agent."""
+        started = time.time()
+        hello = await self.session.request("hello", protocol=PROTOCOL)
+        finished = time.time()
+        return LentSession(self.session, hello, float(hello["time"]) - (started + finished) / 2, finished - started)
 
     async def _relay(self, line: bytes, reader, writer) -> None:
         agent_in, agent_out = self.session.process.stdin, self.session.process.stdout
@@ -266,6 +282,33 @@ class Keeper:
             writer.write(encode({"id": decode(line).get("id"), "ok": False, "error": why, "kind": "busy"}))
             await writer.drain()
         writer.close()
+
+
+class LentSession:
+    """The keeper's own Session, lent to one sync run: same requests, but close() resets the
+    agent (unstage, release its lock) instead of ending it."""
+
+    kept = True
+
+    def __init__(self, session: Session, hello: dict, offset: float, rtt: float):
+        self._session, self.peer, self.hello, self.offset, self.rtt = session, session.peer, hello, offset, rtt
+
+    async def request(self, op: str, **args):
+        return await self._session.request(op, **args)
+
+    async def close(self) -> None:
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(self._session.request("reset"), 60)
+
+
+def _small_request(line: bytes) -> dict | None:
+    """A short first line decoded (a relayed request can be megabytes: those are not looked at)."""
+    if len(line) > 4096:
+        return None
+    try:
+        return decode(line)
+    except ValueError:
+        return None
 
 
 def _is_bye(line: bytes) -> bool:

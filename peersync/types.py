@@ -167,6 +167,7 @@ class Report:
     error_kind: str | None = None  # errors.PeersyncError.kind: "busy", "connect", "safety", …
     clock_offset: float | None = None
     warm: bool = False  # went through the peer's keeper (an SSH connection kept from an earlier sync)
+    in_keeper: bool = False  # run by the keeper process itself (quick.py's fast path)
 
     @property
     def ok(self) -> bool:
@@ -178,6 +179,17 @@ class Report:
             self.pushed or self.pulled or self.merged or self.deleted_local or self.deleted_remote
             or self.conflicts
         )
+
+    @classmethod
+    def from_json(cls, doc: dict, error_exit: int = 0) -> "Report":
+        """The inverse of to_json (a keeper's run comes back this way); problems lose their side."""
+        return cls(peer=doc["peer"], host=doc["host"], mode=Mode(doc["mode"]), dry_run=doc["dry_run"],
+                   seconds=doc["seconds"], pushed=doc["pushed"], pulled=doc["pulled"], merged=doc["merged"],
+                   deleted_local=doc["deleted_local"], deleted_remote=doc["deleted_remote"],
+                   conflicts=doc["conflicts"], problems=[Problem(p["path"], p["message"]) for p in doc["problems"]],
+                   error=doc["error"], error_exit=error_exit, error_kind=doc.get("error_kind"),
+                   clock_offset=doc.get("clock_offset"), warm=bool(doc.get("warm_connection")),
+                   in_keeper=bool(doc.get("in_keeper")))
 
     def to_json(self) -> dict:
         return {
@@ -198,4 +210,5 @@ class Report:
             "error_kind": self.error_kind,
             "clock_offset": self.clock_offset,
             "warm_connection": self.warm,
+            "in_keeper": self.in_keeper,
         }

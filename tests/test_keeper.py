@@ -214,3 +214,65 @@ def test_no_keeper_when_the_socket_directory_is_not_private(tmp_path, monkeypatc
     assert keeper.runtime_dir() is None
     shared.chmod(0o700)
     assert keeper.runtime_dir() == shared
+
+
+# -- the CLI fast path: a warm keeper runs the whole sync (quick.py) ------------------------------
+def cli(ws: Workspace, *args: str):
+    return subprocess.run([sys.executable, "-m", "peersync", "-w", str(ws.root), *args], capture_output=True,
+                          text=True, stdin=subprocess.DEVNULL, timeout=120)
+
+
+def test_the_cli_sync_runs_in_the_keeper_and_says_so(pair):
+    import json
+
+    (pair.local.root / "MEMORY.md").write_text("first\n")
+    warm_up(pair)
+    (pair.local.root / "USER.md").write_text("pushed by the keeper\n")
+    (pair.remote.root / "memory").mkdir(exist_ok=True)
+    (pair.remote.root / "memory" / "there.md").write_text("pulled by the keeper\n")
+    dry = cli(pair.local, "--json", "sync", "remote", "--dry-run")
+    assert dry.returncode == 0, dry.stderr
+    [report] = json.loads(dry.stdout)["reports"]
+    assert report["in_keeper"] and report["dry_run"] and report["pushed"] == ["USER.md"]
+    assert not (pair.remote.root / "USER.md").exists()  # a dry run changes nothing
+    out = cli(pair.local, "sync")
+    assert out.returncode == 0, out.stderr
+    assert "USER.md" in out.stdout and "memory/there.md" in out.stdout
+    assert selection_files(pair.local) == selection_files(pair.remote)
+    last = pair.local.history()[0]
+    assert last["in_keeper"] and last["ok"]
+    # The peer's lock was released: it can sync back at once, and a second run is a no-op.
+    sync(pair.remote, "local")
+    again = json.loads(cli(pair.local, "--json", "sync").stdout)["reports"][0]
+    assert again["in_keeper"] and not again["pushed"] and not again["pulled"]
+
+
+def test_a_failed_sync_in_the_keeper_keeps_its_exit_code_and_message(pair):
+    (pair.local.root / "MEMORY.md").write_text("first\n")
+    for i in range(10):
+        (pair.local.root / "memory").mkdir(exist_ok=True)
+        (pair.local.root / "memory" / f"n{i}.md").write_text(f"{i}\n")
+    warm_up(pair)
+    for i in range(10):
+        (pair.local.root / "memory" / f"n{i}.md").unlink()
+    out = cli(pair.local, "sync")  # the mass-delete guard stops it, in the keeper as in-process
+    assert out.returncode == 1 and "--force" in out.stdout + out.stderr, out.stdout + out.stderr
+    assert pair.local.history()[0]["in_keeper"]
+    assert len(list((pair.remote.root / "memory").glob("n*.md"))) == 10
+    forced = cli(pair.local, "sync", "--force")
+    assert forced.returncode == 0, forced.stdout + forced.stderr
+    assert not list((pair.remote.root / "memory").glob("n*.md"))
+
+
+def test_what_the_fast_path_does_not_take_runs_in_process(pair):
+    from peersync.quick import parse
+
+    assert parse(["-w", "/x", "--json", "sync", "mini", "-n"])["peer"] == "mini"
+    assert parse(["sync", "a", "b"]) is None  # several peers: concurrent runs in-process
+    assert parse(["--debug", "sync"]) is None
+    assert parse(["push", "--policy", "local"]) is None  # push/pull take no policy
+    (pair.local.root / "MEMORY.md").write_text("first\n")
+    warm_up(pair)
+    out = cli(pair.local, "--debug", "sync", "remote")
+    assert out.returncode == 0, out.stderr
+    assert not pair.local.history()[0]["in_keeper"] and pair.local.history()[0]["warm_connection"]
