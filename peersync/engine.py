@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import collections
 import fnmatch
 import os
 import re
@@ -161,12 +162,16 @@ class Run:
                                               "side": None, "reason": "skipped (policy skip)"})
 
     async def _read(self, side: Side, paths: list[str]) -> dict[str, bytes]:
+        return {p: base64.b64decode(v) for p, v in (await self._read_encoded(side, paths)).items()}
+
+    async def _read_encoded(self, side: Side, paths: list[str]) -> dict[str, str]:
+        """Files' contents as the wire carries them (base64), ready to pass on."""
         if not paths:
             return {}
         raw = await self.session(side).request("read", paths=paths)
-        if not isinstance(raw, dict) or set(raw) != set(paths):
+        if not isinstance(raw, dict) or set(raw) != set(paths) or not all(isinstance(v, str) for v in raw.values()):
             raise ProtocolError(f"{self.name(side)} answered a read with the wrong files")
-        return {p: base64.b64decode(v) for p, v in raw.items()}
+        return raw
 
     async def merge(self, merges: list[Change]) -> list[Change]:
         """Append-merge log files; the ones that cannot merge go back to the conflict policy."""
@@ -278,17 +283,19 @@ class Run:
         return grown, [i for i in items if "tail" not in i]
 
     async def _copy_inline(self, source: Side, target: Side, items: list[dict]) -> list[dict]:
+        """Read a batch from the source while the target installs earlier ones: requests are
+        pipelined, so the target's agent always has the next batch waiting (two at most)."""
         results: list[dict] = []
-        installing = None
+        installing: collections.deque = collections.deque()
         for batch in _batches(items, INLINE_BATCH_BYTES):
-            data = await self._read(source, [i["path"] for i in batch])
+            data = await self._read_encoded(source, [i["path"] for i in batch])
             for item in batch:
-                item["data"] = base64.b64encode(data[item["path"]]).decode()
-            if installing is not None:
-                results += await installing
-            installing = asyncio.ensure_future(self._install(target, batch))
-        if installing is not None:
-            results += await installing
+                item["data"] = data[item["path"]]
+            installing.append(asyncio.ensure_future(self._install(target, batch)))
+            if len(installing) >= 2:
+                results += await installing.popleft()
+        while installing:
+            results += await installing.popleft()
         return results
 
     async def _copy_rsync(self, source: Side, target: Side, items: list[dict]) -> list[dict]:

@@ -96,8 +96,10 @@ class KeptSession(Session):
     def _send(self, data: bytes) -> None:
         self.writer.write(data)
 
-    async def _receive(self) -> bytes:
+    async def _drain(self) -> None:
         await self.writer.drain()
+
+    async def _receive(self) -> bytes:
         return await self.reader.readline()
 
     async def close(self) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import collections
 import os
 import shlex
 import sys
@@ -54,43 +55,86 @@ class Session:
         self.offset = offset  # remote clock minus local clock, seconds
         self.rtt = rtt
         self._next = 0
-        self._busy = asyncio.Lock()
+        # Requests are pipelined: each is sent at once and its reply awaited in order (the agent
+        # answers one request at a time, in order), so the agent already has the next batch of
+        # an install while it works on this one.
+        self._waiting: collections.deque = collections.deque()
+        self._reader: asyncio.Task | None = None
+        self._lost: BaseException | None = None
 
     def _send(self, data: bytes) -> None:
         self.process.stdin.write(data)
 
+    async def _drain(self) -> None:
+        await self.process.stdin.drain()
+
     async def _receive(self) -> bytes:
         return await read_line(self.process.stdout)
 
-    async def request(self, op: str, **args):
+    def _lost_errors(self) -> tuple:
         # asyncssh's errors count only when it is loaded: a keeper session never imports it.
-        lost = (OSError, ConnectionError) + (
-            (sys.modules["asyncssh"].Error,) if "asyncssh" in sys.modules else ())
-        async with self._busy:
-            self._next += 1
+        return (OSError, ConnectionError) + ((sys.modules["asyncssh"].Error,) if "asyncssh" in sys.modules else ())
+
+    def _connection_lost(self, op: str, err=None) -> ConnectError:
+        return ConnectError(f"connection to {self.peer.name} lost during '{op}'" + (f": {err}" if err else ""),
+                            "Nothing was lost; run the sync again when the peer is reachable.")
+
+    async def request(self, op: str, **args):
+        if self._lost is not None:
+            raise self._connection_lost(op)
+        self._next += 1
+        future = asyncio.get_running_loop().create_future()
+        self._waiting.append((self._next, op, future))
+        try:
+            self._send(encode({"id": self._next, "op": op, "args": args}))
+            if self._reader is None or self._reader.done():
+                self._reader = asyncio.ensure_future(self._read_replies())
+            await self._drain()
+        except self._lost_errors() as err:
+            self._fail_all(err)
+        reply = await future
+        if not reply.get("ok"):
+            kind, message = reply.get("kind"), reply.get("error", "unknown error")
+            if kind == "busy":
+                raise BusyError(f"{self.peer.name} is busy: {message}", "Try again in a moment.")
+            if kind == "path":
+                raise ProtocolError(f"{self.peer.name} refused a path: {message}")
+            raise ProtocolError(f"{self.peer.name} failed '{op}': {message}")
+        return reply.get("result")
+
+    async def _read_replies(self) -> None:
+        """Hand each reply line to the oldest waiting request; any trouble fails them all."""
+        while self._waiting:
+            rid, op, future = self._waiting[0]
             try:
-                self._send(encode({"id": self._next, "op": op, "args": args}))
                 line = await self._receive()
-            except lost as err:
-                raise ConnectError(f"connection to {self.peer.name} lost during '{op}': {err}",
-                                   "Nothing was lost; run the sync again when the peer is reachable.") from None
+            except self._lost_errors() as err:
+                self._fail_all(err)
+                return
             if not line.endswith(b"\n"):  # EOF, possibly mid-reply: the connection was cut
-                raise ConnectError(f"connection to {self.peer.name} lost during '{op}'",
-                                   "Nothing was lost; run the sync again when the peer is reachable.")
+                self._fail_all(None)
+                return
+            self._waiting.popleft()
             try:
                 reply = decode(line)
             except ValueError as err:
-                raise ProtocolError(f"{self.peer.name} sent a malformed reply: {err}") from None
-            if reply.get("id") != self._next:
-                raise ProtocolError(f"{self.peer.name} answered out of order")
-            if not reply.get("ok"):
-                kind, message = reply.get("kind"), reply.get("error", "unknown error")
-                if kind == "busy":
-                    raise BusyError(f"{self.peer.name} is busy: {message}", "Try again in a moment.")
-                if kind == "path":
-                    raise ProtocolError(f"{self.peer.name} refused a path: {message}")
-                raise ProtocolError(f"{self.peer.name} failed '{op}': {message}")
-            return reply.get("result")
+                self._fail_all(None, ProtocolError(f"{self.peer.name} sent a malformed reply: {err}"), future)
+                return
+            if reply.get("id") != rid:
+                self._fail_all(None, ProtocolError(f"{self.peer.name} answered out of order"), future)
+                return
+            if not future.done():  # a request whose caller gave up (cancelled): reply dropped
+                future.set_result(reply)
+
+    def _fail_all(self, err, first: BaseException | None = None, future=None) -> None:
+        """The stream is unusable: every waiting request fails (the first with `first`)."""
+        self._lost = self._lost or err or first or True
+        if future is not None and not future.done():
+            future.set_exception(first)
+        while self._waiting:
+            _, op, waiting = self._waiting.popleft()
+            if not waiting.done():
+                waiting.set_exception(self._connection_lost(op, err))
 
     async def close(self) -> None:
         try:
