@@ -7,6 +7,7 @@ Started over SSH as `peersync agent --root PATH` (or forced by authorized_keys a
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import os
 import secrets
@@ -27,6 +28,9 @@ from peersync.storage import atomic_write_bytes, read_json, sweep_temp
 from peersync.transition import Refused, Store
 from peersync.types import MANIFEST_FORMAT, Entry
 from peersync.workspace import Workspace
+
+
+PRUNE_EVERY = 3600.0  # seconds between two prunings of unreferenced log bases
 
 
 class Handler:
@@ -301,9 +305,17 @@ class Handler:
                 for digest, data in self.store.logbases(hashes).items()}
 
     def op_housekeeping(self, trash_days: int = 30, prune_logbases: bool = False) -> dict:
-        if not prune_logbases:
+        # Log bases no ancestor refers to any more are dropped — at most once an hour: deciding
+        # reads every ancestor (megabytes at 100k files), and stale bases only cost disk space.
+        marker = self.ws.state / "logbase.pruned"
+        try:
+            recent = time.time() - marker.stat().st_mtime < PRUNE_EVERY
+        except OSError:
+            recent = False
+        if not prune_logbases or recent or not self.store.logbase_dir.is_dir():
             return {"trash_purged": self.store.purge_trash(trash_days)}
-        # Log bases no ancestor refers to any more are dropped.
+        with contextlib.suppress(OSError):
+            marker.touch()
         keep: set[str] = set()
         ancestors = self.ws.state / "ancestors"
         for path in [*ancestors.glob("*.json"), *(self.ws.state / "cloud").glob("*/ancestor.json")]:

@@ -117,6 +117,7 @@ class StatCache:
         self.path = path
         self.entries: dict[str, list] = {}
         self.dirty = False
+        self.changed = 0  # entries added, updated or dropped since loaded
         if path is not None:
             key = _file_key(path)
             kept = _KEPT.get(str(path))
@@ -142,6 +143,7 @@ class StatCache:
         value = None if digest is None else [st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns, digest]
         if self.entries.get(rel) != value:
             self.dirty = True
+            self.changed += 1
             if value is None:
                 self.entries.pop(rel, None)
             else:
@@ -153,7 +155,14 @@ class StatCache:
         if len(keep) != len(self.entries):
             self.entries = {k: v for k, v in self.entries.items() if k in keep}
             self.dirty = True
+            self.changed += 1
         if not self.dirty:
+            return
+        if self.changed <= max(SAVE_MIN_CHANGES, len(self.entries) // 100) and _age(self.path) < SAVE_MAX_AGE:
+            # A large cache is not rewritten for a few changes: the next scan re-hashes those few
+            # files (milliseconds), rewriting it costs far more at 100k files.  This process
+            # keeps using the entries it holds (_KEPT).
+            _KEPT[str(self.path)] = (_file_key(self.path), self.entries)
             return
         from peersync.storage import atomic_write_bytes
 
@@ -167,6 +176,17 @@ class StatCache:
 # keyed by a file's full stat (a hit needs size, mtime, inode and ctime to match), so reusing
 # them while the file on disk is still the one we know is exactly as safe as reading it again.
 _KEPT: dict[str, tuple] = {}
+
+
+SAVE_MIN_CHANGES = 256
+SAVE_MAX_AGE = 3600.0
+
+
+def _age(path: Path) -> float:
+    try:
+        return time.time() - os.stat(path).st_mtime
+    except OSError:
+        return float("inf")
 
 
 def _file_key(path: Path):

@@ -94,3 +94,32 @@ def test_dry_run_scan_writes_no_cache(tmp_path):
     cache = tmp_path / "cache.json"
     scan(tmp_path, SEL, cache, save_cache=False)
     assert not cache.exists()
+
+
+def test_a_few_changes_do_not_rewrite_a_large_stat_cache(tmp_path):
+    """Rewriting the cache of a big workspace costs more than re-hashing a few files next time;
+    the scan stays right either way."""
+    import peersync.scan as scan_mod
+    from peersync.selection import Selection
+
+    root = tmp_path / "ws"
+    (root / "memory").mkdir(parents=True)
+    old = time.time() - 3600  # outside the racy window: cacheable
+    for i in range(300):
+        path = root / "memory" / f"{i}.md"
+        path.write_text(f"{i}\n")
+        os.utime(path, (old, old))
+    cache = tmp_path / "cache.json"
+    first = scan_mod.scan(root, Selection(), cache)
+    assert first.hashed == 300 and cache.exists()
+    written = cache.stat().st_mtime_ns
+    edited = root / "memory" / "7.md"
+    edited.write_text("seven\n")
+    os.utime(edited, (old + 10, old + 10))
+    scan_mod._KEPT.clear()  # a new process: only the file counts
+    second = scan_mod.scan(root, Selection(), cache)
+    assert second.hashed == 1 and cache.stat().st_mtime_ns == written  # not rewritten for one file
+    scan_mod._KEPT.clear()
+    third = scan_mod.scan(root, Selection(), cache)
+    assert third.hashed == 1 and third.manifest["memory/7.md"].hash == second.manifest["memory/7.md"].hash
+    assert third.manifest == second.manifest

@@ -287,3 +287,20 @@ def test_batch_flush_keeps_a_held_version_for_recovery(store):
     assert held.read_bytes() == b"v1"
     assert store.recover_holding() == 1
     assert [c["path"] for c in store.conflicts()] == ["memory/a.md"]
+
+
+def test_housekeeping_prunes_log_bases_at_most_hourly(tmp_path):
+    """Pruning reads every ancestor: a sync does it when it last happened an hour ago or more."""
+    from peersync.agent import PRUNE_EVERY, Handler
+
+    handler = Handler(tmp_path)
+    base = handler.store.logbase_dir
+    base.mkdir(parents=True)
+    (base / ("a" * 32)).write_bytes(b"unreferenced")
+    assert handler.op_housekeeping(prune_logbases=True)["logbases_pruned"] == 1
+    (base / ("b" * 32)).write_bytes(b"unreferenced too")
+    assert "logbases_pruned" not in handler.op_housekeeping(prune_logbases=True)  # pruned just now
+    marker = handler.ws.state / "logbase.pruned"
+    old = time.time() - PRUNE_EVERY - 5
+    os.utime(marker, (old, old))
+    assert handler.op_housekeeping(prune_logbases=True)["logbases_pruned"] == 1
