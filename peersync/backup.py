@@ -518,6 +518,9 @@ class _Tree:
     def excludes_file(self, path: str) -> bool:
         return self.spec.match_file(path)
 
+    def excludes_child(self, path: str) -> bool:  # a file in a directory that passed excludes_dir
+        return self.spec.match_file(path)
+
 
 def _tree(base: Path, excludes: Iterable[str], skip: Iterable[str] = ()) -> _Tree:
     try:

@@ -249,8 +249,9 @@ async def probe(ws: Workspace, device: Device, opts: ProbeOptions, scratch: Path
 
 
 def classify(err: ConnectError) -> str:
-    """Name the failure from open_session's error: its `kind` when it carries one, else its words."""
-    kind = getattr(err, "kind", None)
+    """Name the failure from open_session's error: a `kind` set on this very error when it
+    carries one (not the class's general "connect"), else its words."""
+    kind = vars(err).get("kind")
     if isinstance(kind, str) and kind:
         return kind
     text = err.message.lower()

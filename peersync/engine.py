@@ -287,15 +287,21 @@ class Run:
         pipelined, so the target's agent always has the next batch waiting (two at most)."""
         results: list[dict] = []
         installing: collections.deque = collections.deque()
-        for batch in _batches(items, INLINE_BATCH_BYTES):
-            data = await self._read_encoded(source, [i["path"] for i in batch])
-            for item in batch:
-                item["data"] = data[item["path"]]
-            installing.append(asyncio.ensure_future(self._install(target, batch)))
-            if len(installing) >= 2:
+        try:
+            for batch in _batches(items, INLINE_BATCH_BYTES):
+                data = await self._read_encoded(source, [i["path"] for i in batch])
+                for item in batch:
+                    item["data"] = data[item["path"]]
+                installing.append(asyncio.ensure_future(self._install(target, batch)))
+                if len(installing) >= 2:
+                    results += await installing.popleft()
+            while installing:
                 results += await installing.popleft()
-        while installing:
-            results += await installing.popleft()
+        finally:
+            # On failure a batch may still be in flight: let it end (and its error be collected)
+            # before the error goes up — a side is never left writing while the run winds up.
+            if installing:
+                await asyncio.gather(*installing, return_exceptions=True)
         return results
 
     async def _copy_rsync(self, source: Side, target: Side, items: list[dict]) -> list[dict]:

@@ -92,6 +92,9 @@ class Session:
             await self._drain()
         except self._lost_errors() as err:
             self._fail_all(err)
+        except asyncio.CancelledError:
+            future.cancel()  # its reply, when it comes, is dropped; nothing is left unretrieved
+            raise
         reply = await future
         if not reply.get("ok"):
             kind, message = reply.get("kind"), reply.get("error", "unknown error")
