@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -49,6 +50,9 @@ def main(argv: list[str] | None = None) -> int:
         if not shutil.which(tool):
             parser.error(f"{tool} is not installed")
 
+    # As installed: peersync's bytecode compiled (pip does that; an editable install does not).
+    subprocess.run([sys.executable, "-m", "compileall", "-q", str(Path(__file__).resolve().parent.parent / "peersync")],
+                   stdout=subprocess.DEVNULL, check=False)
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="peersync-bench-"))
     doc = {"env": environment(), "reps": args.reps, "load_start": loadavg(), "sizes": [], "tools": list(tools),
            "params": {"changes": args.changes, "big_mb": args.big_mb, "append_mb": args.append_mb}}

@@ -46,3 +46,6 @@ if [ ! -x .venv/bin/python ] || [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; th
   .venv/bin/python -m pip install -q -e '.[test]' --config-settings editable_mode=compat
   echo "$want" > "$stamp"
 fi
+# Bytecode for peersync itself, as a regular install has (an editable one does not, and with
+# PYTHONDONTWRITEBYTECODE set every process would compile it again); stale files only.
+.venv/bin/python -m compileall -q peersync >/dev/null
