@@ -239,6 +239,26 @@ class Handler:
             return staged
         return f"{self.staging}/{check_relpath(item['path'])}"  # a string: one per file of a batch
 
+    def _write_inline(self, data: str, new: Entry) -> str:
+        """A staged file for inline bytes, verified before it is written (the same checks as
+        Store.prepare, on the bytes in hand: no reading back), with its mode and mtime."""
+        raw = base64.b64decode(data)
+        if len(raw) != new.size or hash_bytes(raw) != new.hash:
+            raise Refused("content changed on the sending side during the sync; left for the next sync")
+        if self.staging is None:
+            self.op_stage()
+        staged = f"{self.staging}/.inline-{secrets.token_hex(8)}"
+        fd = os.open(staged, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, new.mode or 0o644)
+        try:
+            view = memoryview(raw)
+            while view:
+                view = view[os.write(fd, view):]
+            os.fchmod(fd, new.mode or 0o644)  # exactly, whatever the umask
+            os.utime(fd, ns=(new.mtime_ns, new.mtime_ns))
+        finally:
+            os.close(fd)
+        return staged
+
     def op_install(self, items: list) -> dict:
         """Install a batch: verify every staged file, make them all durable with one flush,
         then rename them into place and fsync each touched directory once."""
@@ -247,12 +267,15 @@ class Handler:
         for index, item in enumerate(items):
             path = item.get("path")
             try:
-                staged = self._staged(item, index)  # checks the path (inline items: install does)
                 expect = Entry.from_wire(item["expect"]) if item.get("expect") else None
                 new = Entry.from_wire(item["new"])
                 if "mtime_ns" in item and item["mtime_ns"] is None:
                     new = Entry(new.size, time.time_ns(), new.mode, new.hash)
-                self.store.prepare(staged, new)
+                if "data" in item and "tail" not in item:
+                    staged = self._write_inline(item["data"], new)  # checked in memory, as written
+                else:
+                    staged = self._staged(item, index)  # checks the path (inline items: install does)
+                    self.store.prepare(staged, new)
                 ready.append((index, path, staged, expect, new, item.get("quarantine")))
             except (Refused, BadPath, OSError, ValueError, KeyError, TypeError) as err:
                 results[index] = {"path": path, "ok": False, "error": _why(err)}
