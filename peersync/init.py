@@ -41,6 +41,9 @@ sync:
   trash_days: {trash_days}
   # Stop a sync that would delete more than this share of the files (override with --force).
   mass_delete: {mass_delete}
+  # Seconds a peer's connection stays warm after a sync (a small `peersync keeper` process
+  # holds it; the next sync then starts at once).  0: connect anew every time.
+  keep_connection: {keep_connection}
 
 auto:
   # Sync on the agent's heartbeat (peersync auto on|off).
@@ -112,6 +115,7 @@ def render_config(raw: dict | None = None) -> str:
         exclude=value(sync.get("exclude", list(DEFAULT_EXCLUDES))), logs=value(sync.get("logs", list(DEFAULT_LOGS))),
         policy=sync.get("policy", "newest"), trash_days=value(sync.get("trash_days", 30)),
         mass_delete=value(sync.get("mass_delete", 0.5)),
+        keep_connection=value(sync.get("keep_connection", 600)),
         enabled=value(cfg.enabled), interval=value(cfg.interval), timeout=value(cfg.timeout),
         on_session_start=value(cfg.on_session_start), on_session_end=value(cfg.on_session_end))
 
