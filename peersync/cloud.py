@@ -37,6 +37,7 @@ class CloudRun(Run):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self._one_direction_at_a_time = asyncio.Lock()
+        self.equalize_mtimes = False  # the cloud side keeps its own modtimes (and its hash index)
 
     async def copy(self, target: Side, changes) -> None:
         # Both directions can write the local conflicts/ index (a losing cloud version is kept

@@ -126,6 +126,7 @@ class Run:
         self.policy, self.local_id, self.remote_id = policy, local_id, remote_id
         self.local_session, self.remote_session = local, remote
         self.batch = time.strftime("%Y%m%dT%H%M%S", time.gmtime()) + "-" + secrets.token_hex(3)
+        self.equalize_mtimes = True  # see execute(); a cloud folder does not take mtimes
         self.sides: dict[Side, SideState] = {}
 
     def session(self, side: Side):
@@ -154,6 +155,15 @@ class Run:
         changes += fallback
         await gather_all(*(self.delete(side, [c for c in changes if c.action is Action.DELETE and c.target is side])
                            for side in Side))
+        if self.equalize_mtimes:
+            # Equal bytes, different mtimes (e.g. written on both sides, or a first sync): the
+            # older copy takes the newer mtime, so the ancestor matches both sides exactly.
+            # Otherwise one side would look changed for ever after (spurious conflicts), and with
+            # three or more peers a deletion and a copy can chase each other round a ring.
+            adopt = [c for c in changes if c.action is Action.ADOPT and c.local is not None
+                     and c.remote is not None and c.local.mtime_ns != c.remote.mtime_ns]
+            await gather_all(*(self.touch(side, [c for c in adopt if c.entry(side).mtime_ns < c.entry(side.other).mtime_ns])
+                               for side in Side))
         manual = [c for c in changes if c.action is Action.CONFLICT and c.reason == "manual"]
         await self.keep_both(manual)
         for c in changes:
@@ -329,6 +339,16 @@ class Run:
             else:
                 self.problem(item["path"], res.get("error", "not applied"), side)
         return results
+
+    async def touch(self, side: Side, changes: list[Change]) -> None:
+        if not changes:
+            return
+        items = [{"path": c.path, "expect": c.entry(side).to_wire(), "mtime_ns": c.entry(side.other).mtime_ns}
+                 for c in changes]
+        results = (await self.session(side).request("touch", items=items))["results"]
+        for item, res in zip(items, results):
+            if res.get("ok"):
+                self.sides[side].final[item["path"]] = Entry.from_wire(res["entry"])
 
     async def delete(self, side: Side, changes: list[Change]) -> None:
         if not changes:

@@ -346,15 +346,13 @@ def test_a_revert_seen_through_a_third_replica_is_not_overwritten(model):
     assert_nothing_lost(model)
 
 
-@pytest.mark.xfail(strict=True, reason="livelock: a deletion and a re-creation with the same bytes chase each "
-                   "other round a ring (per-pair ancestors; a deletion has no mtime to order it by)")
 def test_a_deletion_and_a_re_creation_in_a_ring_of_four_converge(sshd, tmp_path):
     """Found by the model with four replicas (shrunk by hand).  r1 deletes X; r2, which never had
-    it, writes the same bytes X later.  The pair r2-r3 adopts X with r2's mtime while r3 keeps its
-    older copy, so when the deletion reaches r3 it counts, for r2-r3, as deleting r2's unchanged
-    X: the deletion travels one way round the ring and X the other, for ever.  An ancestor that
-    keeps the older of two equal sides' mtimes (engine.new_ancestor) fixes this case but not all
-    of the model's (pushes and the same edit on two replicas make more such ancestors)."""
+    it, writes the same bytes X later.  The pair r2-r3 used to adopt X with r2's mtime while r3
+    kept its older copy, so when the deletion reached r3 it counted, for r2-r3, as deleting r2's
+    unchanged X: the deletion travelled one way round the ring and X the other, for ever.  Now an
+    adopt gives the older copy the newer mtime (engine Run.touch), so the ancestor matches both
+    sides; X, the latest user action, survives and spreads."""
     model = Model(make_replicas(tmp_path, sshd, n=4))
     x = b"X: the first version\n"
     user_write(model, 0, "USER.md", x)

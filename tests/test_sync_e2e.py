@@ -597,3 +597,34 @@ def test_a_tail_whose_prefix_changed_is_refused(tmp_path):
             "tail": {"size": 2, "prefix": hash_bytes(b"zz"), "data": "WFlaCg=="}}
     [result] = handler.op_install([item])["results"]
     assert not result["ok"] and (tmp_path / "memory/x.log").read_bytes() == b"abc\n"
+
+
+def test_equal_files_with_different_mtimes_end_with_one_mtime_and_no_spurious_conflict(pair):
+    """First sync, same bytes on both sides written at different times: the older copy takes the
+    newer mtime, so the ancestor matches both sides and a later edit on either is a plain copy."""
+    now = time.time()
+    write(pair.local, "MEMORY.md", "same\n", mtime=now - 300)
+    newer = write(pair.remote, "MEMORY.md", "same\n", mtime=now - 100).stat().st_mtime_ns
+    report = sync(pair.local)
+    assert not report.pushed and not report.pulled and not report.conflicts
+    assert {(ws.root / "MEMORY.md").stat().st_mtime_ns for ws in (pair.local, pair.remote)} == {newer}
+    write(pair.local, "MEMORY.md", "edited here, on the side that had the older copy\n", mtime=now - 50)
+    report = sync(pair.local)
+    assert report.pushed == ["MEMORY.md"] and not report.conflicts
+    assert read(pair.remote, "MEMORY.md") == "edited here, on the side that had the older copy\n"
+
+
+def test_touch_leaves_a_file_that_changed_since_the_scan(tmp_path):
+    from peersync.agent import Handler
+    from peersync.scan import entry_for
+
+    (tmp_path / "MEMORY.md").write_bytes(b"scanned\n")
+    handler = Handler(tmp_path)
+    scanned = entry_for(tmp_path / "MEMORY.md")
+    (tmp_path / "MEMORY.md").write_bytes(b"edited meanwhile\n")
+    [res] = handler.op_touch([{"path": "MEMORY.md", "expect": scanned.to_wire(), "mtime_ns": 1}])["results"]
+    assert not res["ok"] and (tmp_path / "MEMORY.md").stat().st_mtime_ns != 1
+    fresh = entry_for(tmp_path / "MEMORY.md")
+    [res] = handler.op_touch([{"path": "MEMORY.md", "expect": fresh.to_wire(), "mtime_ns": 5_000_000_000}])["results"]
+    assert res["ok"] and (tmp_path / "MEMORY.md").stat().st_mtime_ns == 5_000_000_000
+    assert (tmp_path / "MEMORY.md").read_bytes() == b"edited meanwhile\n"
