@@ -225,6 +225,14 @@ class Keeper:
         from peersync.types import Mode, Policy
 
         args = request.get("args") or {}
+        try:  # a connection that died while idle: the client connects anew instead of failing
+            await asyncio.wait_for(self.session.request("hello", protocol=PROTOCOL), 10)
+        except Exception:
+            self.done.set()
+            with contextlib.suppress(OSError, ConnectionError):
+                writer.write(encode({"id": request.get("id"), "ok": False, "error": "connection lost"}))
+                await writer.drain()
+            return
         try:
             reports = await sync_peers(
                 self.ws, [self.peer.name], mode=Mode(args.get("mode", "sync")), dry_run=bool(args.get("dry_run")),

@@ -276,3 +276,28 @@ def test_what_the_fast_path_does_not_take_runs_in_process(pair):
     out = cli(pair.local, "--debug", "sync", "remote")
     assert out.returncode == 0, out.stderr
     assert not pair.local.history()[0]["in_keeper"] and pair.local.history()[0]["warm_connection"]
+
+
+def test_a_keeper_whose_connection_died_hands_the_run_back(pair):
+    import json
+
+    (pair.local.root / "MEMORY.md").write_text("first\n")
+    warm_up(pair)
+    agents = [pid for pid in map(int, filter(str.isdigit, os.listdir("/proc")))
+              if b"agent" in _argv(pid) and str(pair.remote.root).encode() in _argv(pid)]
+    assert agents, "the keeper's agent should be running"
+    for pid in agents:
+        os.kill(pid, signal.SIGKILL)
+    (pair.local.root / "USER.md").write_text("after the agent died\n")
+    out = cli(pair.local, "--json", "sync")
+    assert out.returncode == 0, out.stdout + out.stderr
+    [report] = json.loads(out.stdout)["reports"]
+    assert not report["in_keeper"] and report["pushed"] == ["USER.md"]
+    assert selection_files(pair.local) == selection_files(pair.remote)
+
+
+def _argv(pid: int) -> list[bytes]:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return []
