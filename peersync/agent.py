@@ -25,7 +25,7 @@ from peersync.protocol import PROTOCOL, decode, encode
 from peersync.scan import hash_bytes, scan
 from peersync.selection import Selection
 from peersync.storage import atomic_write_bytes, read_json, sweep_temp
-from peersync.transition import Refused, Store
+from peersync.transition import Refused, Store, hash_fd
 from peersync.types import MANIFEST_FORMAT, Entry
 from peersync.workspace import Workspace
 
@@ -183,12 +183,7 @@ class Handler:
             out[path] = None
             try:
                 with open(self.store.target(path), "rb") as f:
-                    h = xxhash.xxh3_128()
-                    left = offset
-                    while left > 0 and (chunk := f.read(min(left, 1 << 20))):
-                        h.update(chunk)
-                        left -= len(chunk)
-                    if left == 0 and h.hexdigest() == prefix:
+                    if _read_prefix(f, offset) == prefix:
                         out[path] = base64.b64encode(f.read()).decode()
             except (OSError, Refused):
                 pass  # gone or moved: the whole file goes the usual way
@@ -200,14 +195,8 @@ class Handler:
         tail = item["tail"]
         size, prefix = int(tail["size"]), tail["prefix"]
         staged = self.staging / f".inline-{secrets.token_hex(8)}"
-        h = xxhash.xxh3_128()
         with open(self.store.target(item["path"]), "rb") as src, open(staged, "wb") as dst:
-            left = size
-            while left > 0 and (chunk := src.read(min(left, 1 << 20))):
-                h.update(chunk)
-                dst.write(chunk)
-                left -= len(chunk)
-            if left or h.hexdigest() != prefix:
+            if _read_prefix(src, size, dst.write) != prefix:
                 raise Refused(f"{item['path']} changed here since the scan")
             dst.write(base64.b64decode(tail["data"]))
         return staged
@@ -320,7 +309,7 @@ class Handler:
                 fd = os.open(self.store.target(check_relpath(path)), os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
                 try:
                     st = os.fstat(fd)
-                    if (st.st_size, st.st_mtime_ns) != (expect.size, expect.mtime_ns) or _hash_fd(fd) != expect.hash:
+                    if (st.st_size, st.st_mtime_ns) != (expect.size, expect.mtime_ns) or hash_fd(fd, expect.size) != expect.hash:
                         raise Refused("changed since the scan")
                     os.utime(fd, ns=(st.st_atime_ns, mtime_ns))
                 finally:
@@ -381,11 +370,16 @@ class Handler:
             return method(**args)
 
 
-def _hash_fd(fd: int) -> str:
+def _read_prefix(f, size: int, sink=None) -> str | None:
+    """The hash of the next `size` bytes of `f` (each chunk also given to `sink`), or None when
+    the file is shorter."""
     h = xxhash.xxh3_128()
-    while chunk := os.read(fd, 1 << 20):
+    while size > 0 and (chunk := f.read(min(size, 1 << 20))):
         h.update(chunk)
-    return h.hexdigest()
+        if sink is not None:
+            sink(chunk)
+        size -= len(chunk)
+    return None if size else h.hexdigest()
 
 
 def canonical_json(value) -> bytes:

@@ -6,7 +6,6 @@ import asyncio
 import base64
 import collections
 import fnmatch
-import os
 import re
 import secrets
 import socket

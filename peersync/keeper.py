@@ -24,14 +24,12 @@ import sys
 import time
 from pathlib import Path
 
-from peersync import __version__
 from peersync.protocol import PROTOCOL, decode, encode
-from peersync.quick import runtime_dir, socket_for  # noqa: F401 (runtime_dir: tests)
+from peersync.quick import env_keep, socket_for
 from peersync.remote import Session, open_session, read_line
 from peersync.workspace import Peer, Workspace
 
 DEFAULT_KEEP = 600.0
-ENV_KEEP = "PEERSYNC_KEEP_CONNECTION"
 LINE_LIMIT = 1 << 31  # replies are whole lines; a manifest of 100k files is tens of MB
 TICK = 2.0
 BUSY_WAIT = 2.0  # a client finding the keeper in use waits this long, then connects directly
@@ -40,13 +38,8 @@ BUSY_WAIT = 2.0  # a client finding the keeper in use waits this long, then conn
 def keep_seconds(cfg) -> float:
     """How long a keeper stays after its last use: $PEERSYNC_KEEP_CONNECTION when set, else
     sync.keep_connection (default 600).  0 means no keeper."""
-    raw = os.environ.get(ENV_KEEP)
-    if raw is None:
-        return cfg.keep_connection
-    try:
-        return max(0.0, float(raw))
-    except ValueError:
-        return 0.0
+    seconds = env_keep()
+    return cfg.keep_connection if seconds is None else seconds
 
 
 def socket_path(ws: Workspace, peer: Peer, root: str) -> Path | None:
@@ -322,12 +315,8 @@ def _small_request(line: bytes) -> dict | None:
 
 
 def _is_bye(line: bytes) -> bool:
-    if len(line) > 200 or b'"bye"' not in line:
-        return False
-    try:
-        return decode(line).get("op") == "bye"
-    except ValueError:
-        return False
+    request = _small_request(line) if b'"bye"' in line else None
+    return request is not None and request.get("op") == "bye"
 
 
 def main(argv: list[str]) -> int:

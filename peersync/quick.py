@@ -25,6 +25,20 @@ STATE = ("memory", "clawdbot-sync")
 COMMANDS = ("sync", "push", "pull")
 
 
+ENV_KEEP = "PEERSYNC_KEEP_CONNECTION"
+
+
+def env_keep() -> float | None:
+    """$PEERSYNC_KEEP_CONNECTION in seconds (unparsable: 0, i.e. no keepers), None when unset."""
+    raw = os.environ.get(ENV_KEEP)
+    if raw is None:
+        return None
+    try:
+        return max(0.0, float(raw))
+    except ValueError:
+        return 0.0
+
+
 def runtime_dir() -> Path | None:
     """A private directory for keeper sockets ($XDG_RUNTIME_DIR or the temp dir), or None when
     it is not safely ours (then there are simply no keepers)."""
@@ -97,7 +111,7 @@ def parse(argv: list[str]) -> dict | None:
 
 
 def fast_main(argv: list[str]) -> int | None:
-    if os.environ.get("PEERSYNC_KEEP_CONNECTION", "").strip() in ("0", "0.0"):
+    if env_keep() == 0:
         return None
     opts = parse(argv)
     if opts is None:

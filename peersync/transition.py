@@ -26,7 +26,7 @@ import xxhash
 from peersync.paths import STATE_DIR, check_relpath
 from peersync.scan import CHUNK, hash_bytes, hash_file
 from peersync.selection import Selection
-from peersync.storage import atomic_write_bytes, atomic_write_json, ensure_private_dir, fsync_dir, read_json
+from peersync.storage import atomic_write_json, ensure_private_dir, fsync_dir, read_json
 from peersync.types import Entry
 
 CONFLICTS_FORMAT = 1
@@ -139,7 +139,7 @@ class Store:
             st = os.fstat(fd)
             if not stat.S_ISREG(st.st_mode):
                 raise Refused("transferred file is not a regular file")
-            if st.st_size != new.size or _hash_fd(fd, new.size) != new.hash:
+            if st.st_size != new.size or hash_fd(fd, new.size) != new.hash:
                 raise Refused("content changed on the sending side during the sync; left for the next sync")
             if st.st_mode & 0o7777 != (new.mode or 0o644):  # rsync usually set both already
                 os.fchmod(fd, new.mode or 0o644)
@@ -609,7 +609,7 @@ def _rename_flags(a: Path, b: Path, flags: int) -> bool:
     raise OSError(err, os.strerror(err), str(b))
 
 
-def _hash_fd(fd: int, size: int) -> str:
+def hash_fd(fd: int, size: int) -> str:
     """The hash of everything readable from `fd` (`size`, the expected length, sizes the reads)."""
     h = xxhash.xxh3_128()
     while chunk := os.read(fd, min(size + 1, CHUNK)):

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from peersync import keeper
+from peersync.quick import ENV_KEEP, runtime_dir
 from peersync.engine import run_sync
 from peersync.errors import ConfigError
 from peersync.testing import generate, selection_files, wire_pair
@@ -25,7 +26,7 @@ pytestmark = pytest.mark.timeout(180)
 
 @pytest.fixture
 def keep(monkeypatch):
-    monkeypatch.setenv(keeper.ENV_KEEP, "60")
+    monkeypatch.setenv(ENV_KEEP, "60")
 
 
 @pytest.fixture
@@ -165,12 +166,12 @@ def test_a_dead_keepers_socket_is_replaced(pair):
 
 
 def test_keepers_leave_when_idle_when_the_workspace_goes_and_on_sigterm(tmp_path, sshd, monkeypatch):
-    monkeypatch.setenv(keeper.ENV_KEEP, "1")
+    monkeypatch.setenv(ENV_KEEP, "1")
     idle = wire_pair(tmp_path / "a", tmp_path / "b", sshd)
     sync(idle.local)
     assert wait_until(lambda: not keepers_of(idle.local) and not socket_of(idle).exists(), 30)
 
-    monkeypatch.setenv(keeper.ENV_KEEP, "60")
+    monkeypatch.setenv(ENV_KEEP, "60")
     gone = wire_pair(tmp_path / "c", tmp_path / "d", sshd)
     warm_up(gone)
     path = socket_of(gone)
@@ -187,7 +188,7 @@ def test_keepers_leave_when_idle_when_the_workspace_goes_and_on_sigterm(tmp_path
 
 
 def test_keep_connection_zero_starts_no_keeper(tmp_path, sshd, monkeypatch):
-    monkeypatch.delenv(keeper.ENV_KEEP)
+    monkeypatch.delenv(ENV_KEEP)
     p = wire_pair(tmp_path / "local", tmp_path / "remote", sshd)
     p.local.config_file.parent.mkdir(parents=True, exist_ok=True)
     p.local.config_file.write_text("sync:\n  keep_connection: 0\n")
@@ -211,9 +212,9 @@ def test_no_keeper_when_the_socket_directory_is_not_private(tmp_path, monkeypatc
     shared = tmp_path / f"peersync-{os.getuid()}"
     shared.mkdir(mode=0o777)
     shared.chmod(0o777)
-    assert keeper.runtime_dir() is None
+    assert runtime_dir() is None
     shared.chmod(0o700)
-    assert keeper.runtime_dir() == shared
+    assert runtime_dir() == shared
 
 
 # -- the CLI fast path: a warm keeper runs the whole sync (quick.py) ------------------------------

@@ -57,6 +57,31 @@ def read(ws, rel):
     return (ws.root / rel).read_text()
 
 
+def record_requests(monkeypatch) -> list[tuple[str, dict, object]]:
+    """(op, args, result) of every request to the peer's agent from now on."""
+    from peersync import remote as remote_mod
+
+    seen = []
+    original = remote_mod.Session.request
+
+    async def spy(self, op, **args):
+        result = await original(self, op, **args)
+        seen.append((op, args, result))
+        return result
+
+    monkeypatch.setattr(remote_mod.Session, "request", spy)
+    return seen
+
+
+def forbid_rsync(monkeypatch, why: str) -> None:
+    from peersync import engine
+
+    async def no_rsync(*args, **kwargs):
+        raise AssertionError(why)
+
+    monkeypatch.setattr(engine, "rsync_files", no_rsync)
+
+
 def test_generated_workspaces_converge_and_private_files_stay_home(pair):
     generate(pair.local.root, files=1500, seed=1)
     generate(pair.remote.root, files=1500, seed=2)
@@ -428,62 +453,46 @@ def test_restricted_key_runs_only_agent_and_confined_rsync(tmp_path, sshd):
 
 
 def test_noop_sync_sends_only_the_difference_from_the_shared_ancestor(pair, monkeypatch):
-    from peersync import remote as remote_mod
-
     generate(pair.local.root, files=300, seed=5)
     sync(pair.local)
-    replies = []
-    original = remote_mod.Session.request
-
-    async def spy(self, op, **args):
-        result = await original(self, op, **args)
-        replies.append((op, result))
-        return result
-
-    monkeypatch.setattr(remote_mod.Session, "request", spy)
+    replies = record_requests(monkeypatch)
     assert not sync(pair.local).changed
-    scans = [r for op, r in replies if op == "scan"]
+    scans = [r for op, _, r in replies if op == "scan"]
     assert scans[0]["delta"] and scans[0]["entries"] == {} and scans[0]["deleted"] == []
-    assert "ancestor_get" not in [op for op, _ in replies] and "ancestor_put" not in [op for op, _ in replies]
+    assert "ancestor_get" not in [op for op, _, _ in replies] and "ancestor_put" not in [op for op, _, _ in replies]
     write(pair.remote, "memory/new-there.md", "x\n")
     (pair.remote.root / "MEMORY.md").unlink()
     replies.clear()
     report = sync(pair.local)
-    scan = next(r for op, r in replies if op == "scan")
+    scan = next(r for op, _, r in replies if op == "scan")
     assert set(scan["entries"]) == {"memory/new-there.md"} and scan["deleted"] == ["MEMORY.md"]
     assert report.pulled == ["memory/new-there.md"] and report.deleted_local == ["MEMORY.md"]
     assert selection_files(pair.local) == selection_files(pair.remote)
 
 
 def test_the_ancestor_travels_as_a_delta_and_both_copies_stay_identical(pair, monkeypatch):
-    from peersync import remote as remote_mod
-
     generate(pair.local.root, files=300, seed=6)
     sync(pair.local)
-    sent = []
-    original = remote_mod.Session.request
+    requests = record_requests(monkeypatch)
 
-    async def spy(self, op, **args):
-        if op == "ancestor_put":
-            sent.append(args)
-        return await original(self, op, **args)
+    def puts():
+        return [args for op, args, _ in requests if op == "ancestor_put"]
 
-    monkeypatch.setattr(remote_mod.Session, "request", spy)
     ours = pair.local.state / "ancestors" / f"{pair.remote.instance_id}.json"
     theirs = pair.remote.state / "ancestors" / f"{pair.local.instance_id}.json"
     write(pair.local, "memory/one-more.md", "new\n")
     (pair.remote.root / "USER.md").unlink()
     sync(pair.local)
-    [args] = sent
+    [args] = puts()
     assert "manifest" not in args and set(args["delta"]["set"]) == {"memory/one-more.md"}
     assert args["delta"]["drop"] == ["USER.md"]
     assert ours.read_bytes() == theirs.read_bytes()
     # The peer's copy changed behind our back: no delta either way, the whole manifest is sent.
     theirs.write_bytes(theirs.read_bytes().replace(b"one-more", b"one-less"))
     write(pair.local, "memory/two-more.md", "new\n")
-    sent.clear()
+    requests.clear()
     sync(pair.local)
-    [args] = sent
+    [args] = puts()
     assert "manifest" in args and "delta" not in args
     assert ours.read_bytes() == theirs.read_bytes()
     assert selection_files(pair.local) == selection_files(pair.remote)
@@ -509,25 +518,14 @@ def test_an_ancestor_delta_on_a_different_base_is_refused(tmp_path):
 
 def test_many_small_files_travel_inline_in_batches_without_rsync(pair, monkeypatch):
     from peersync import engine
-    from peersync import remote as remote_mod
 
-    async def no_rsync(*args, **kwargs):
-        raise AssertionError("small files must not go through rsync")
-
-    monkeypatch.setattr(engine, "rsync_files", no_rsync)
+    forbid_rsync(monkeypatch, "small files must not go through rsync")
     monkeypatch.setattr(engine, "INLINE_BATCH_BYTES", 64 << 10)
-    installs = []
-    original = remote_mod.Session.request
-
-    async def spy(self, op, **args):
-        if op == "install":
-            installs.append(len(args["items"]))
-        return await original(self, op, **args)
-
-    monkeypatch.setattr(remote_mod.Session, "request", spy)
+    requests = record_requests(monkeypatch)
     for i in range(120):
         write(pair.local, f"memory/many/{i:03d}.md", f"{i:03d}\n" * 700)  # 2.8 kB each, 336 kB in all
     report = sync(pair.local)
+    installs = [len(args["items"]) for op, args, _ in requests if op == "install"]
     assert len(report.pushed) == 120 and len(installs) >= 5 and sum(installs) == 120
     assert selection_files(pair.local) == selection_files(pair.remote)
 
@@ -542,30 +540,16 @@ def test_batches_keep_order_and_limits():
 
 
 def test_an_appended_large_file_travels_as_its_tail(pair, monkeypatch):
-    from peersync import engine
-    from peersync import remote as remote_mod
-
     big = os.urandom(1 << 20)
     write(pair.local, "memory/big.log", big)
     sync(pair.local)
-
-    async def no_rsync(*args, **kwargs):
-        raise AssertionError("an append must not go through rsync")
-
-    monkeypatch.setattr(engine, "rsync_files", no_rsync)
-    sent = []
-    original = remote_mod.Session.request
-
-    async def spy(self, op, **args):
-        sent.append((op, len(json.dumps(args))))
-        return await original(self, op, **args)
-
-    monkeypatch.setattr(remote_mod.Session, "request", spy)
+    forbid_rsync(monkeypatch, "an append must not go through rsync")
+    requests = record_requests(monkeypatch)
     with open(pair.local.root / "memory/big.log", "ab") as f:
         f.write(b"- one more line\n")
     assert sync(pair.local).pushed == ["memory/big.log"]
     assert (pair.remote.root / "memory/big.log").read_bytes() == big + b"- one more line\n"
-    assert max(size for op, size in sent if op == "install") < 10_000  # the tail, not the megabyte
+    assert max(len(json.dumps(args)) for op, args, _ in requests if op == "install") < 10_000  # the tail
     # Pulled the other way, too, and a file rewritten (not appended) still goes whole (rsync).
     with open(pair.remote.root / "memory/big.log", "ab") as f:
         f.write(b"- from the peer\n")
