@@ -18,7 +18,7 @@ from pathlib import Path
 
 import xxhash
 
-from peersync import __version__
+from peersync import __version__, tombstones
 from peersync.lock import state_lock
 from peersync.paths import BadPath, check_relpath
 from peersync.protocol import PROTOCOL, decode, encode
@@ -97,13 +97,13 @@ class Handler:
         base = self._ancestor_entries(base_peer, base_digest) if base_peer and base_digest else None
         if base is None:
             return {"entries": {p: e.to_wire() for p, e in result.manifest.items()},
-                    "problems": problems, "hashed": result.hashed}
+                    "problems": problems, "hashed": result.hashed, "dead": self._has_dead()}
         # A file that was rewritten with the ancestor's bytes (a revert) counts too: its mtime moved.
         changed = {p: e.to_wire() for p, e in result.manifest.items()
                    if (w := base.get(p)) is None or w[3] != e.hash or w[0] != e.size or w[1] != e.mtime_ns}
         deleted = [p for p in base if p not in result.manifest]
         return {"delta": True, "entries": changed, "deleted": deleted, "problems": problems,
-                "hashed": result.hashed}
+                "hashed": result.hashed, "dead": self._has_dead()}
 
     def _ancestor_entries(self, peer_id: str, digest: str) -> dict | None:
         try:
@@ -164,6 +164,22 @@ class Handler:
         raw = canonical_json(manifest)
         atomic_write_bytes(path, raw)
         return {"applied": True, "digest": hash_bytes(raw)}
+
+    # -- deletion records (peersync.tombstones) -------------------------------------------
+    @property
+    def _dead_file(self) -> Path:
+        return self.ws.state / tombstones.FILE
+
+    def _has_dead(self) -> bool:
+        return tombstones.present(self._dead_file)
+
+    def op_tombstones_get(self, paths: list | None = None) -> dict:
+        return tombstones.to_wire(tombstones.lookup(self._dead_file, paths))
+
+    def op_tombstones_add(self, items: list) -> dict:
+        """Record versions this side and a peer both no longer hold (see tombstones.py)."""
+        parsed = [(check_relpath(p), Entry.from_wire(w)) for p, w in items]  # all valid, or none recorded
+        return {"added": tombstones.add(self._dead_file, parsed)}
 
     # -- data ----------------------------------------------------------------------------
     def op_read(self, paths: list) -> dict:
@@ -340,6 +356,7 @@ class Handler:
                 for digest, data in self.store.logbases(hashes).items()}
 
     def op_housekeeping(self, trash_days: int = 30, prune_logbases: bool = False) -> dict:
+        tombstones.prune(self._dead_file, trash_days)  # deletion records live as long as the trash
         # Log bases no ancestor refers to any more are dropped — at most once an hour: deciding
         # reads every ancestor (megabytes at 100k files), and stale bases only cost disk space.
         marker = self.ws.state / "logbase.pruned"

@@ -18,10 +18,10 @@ import socket
 import time
 from pathlib import Path
 
-from peersync import cloud_mailbox
+from peersync import cloud_mailbox, tombstones
 from peersync.cloud_config import CloudSpec, inbox_command, resolve
 from peersync.cloud_session import MAILBOX_DIRS, META, CloudSession, cloud_id, run_rclone
-from peersync.engine import (Run, logbase_items, plan_sync, SideState, describe, record, log_matcher, parse_manifest,
+from peersync.engine import (Run, deletion_records, logbase_items, plan_sync, SideState, describe, record, log_matcher, parse_manifest,
                              read_ancestor)
 from peersync.errors import PeersyncError, SafetyError, UsageError
 from peersync.rclone import Rclone
@@ -127,8 +127,13 @@ async def _sync_locked(ws, cfg, peer, spec, local, session: CloudSession, report
                           f"(is {peer.host} the right folder?) — nothing was changed",
                           "If the cloud folder was emptied on purpose, run again with --force "
                           "(deleted files go to the trash).")
+    local_dead, cloud_dead = await deletion_records(
+        local, session, local_entries, cloud_entries, set(local_entries).symmetric_difference(cloud_entries),
+        local_has=tombstones.present(ws.state / tombstones.FILE),
+        remote_has=tombstones.present(session.dir / tombstones.FILE))
     plan = plan_sync(ancestor, local_entries, cloud_entries, cfg, peer, policy=policy, mode=report.mode,
-                     offset_ns=0, local_id=ws.instance_id, remote_id=session.cloud_id, force=force)
+                     offset_ns=0, local_id=ws.instance_id, remote_id=session.cloud_id, force=force,
+                     local_dead=local_dead, remote_dead=cloud_dead)
     if dry_run:
         describe(plan, report, peer)
         if spec.mode == "mailbox":
@@ -144,6 +149,10 @@ async def _sync_locked(ws, cfg, peer, spec, local, session: CloudSession, report
         if conflict.get("side") == "remote" and conflict.get("saved_as"):
             conflict["saved_here"] = True
     new_ancestor = run.new_ancestor(ancestor)
+    buried = run.buried(ancestor, new_ancestor)
+    if buried:
+        await asyncio.gather(local.request("tombstones_add", items=buried),
+                             session.request("tombstones_add", items=buried))
     await session.request("ancestor_put", manifest=manifest_to_wire(new_ancestor))
     journal.unlink()
     logs = logbase_items(ancestor, new_ancestor, log_matcher(cfg.logs))

@@ -41,7 +41,7 @@ import sys
 import time
 from pathlib import Path
 
-from peersync import cloud_hash
+from peersync import cloud_hash, tombstones
 from peersync.cloud_index import HashCache, Obj, parse_listing
 from peersync.errors import BusyError, PeersyncError, TransferError
 from peersync.paths import BadPath, check_relpath, in_state_dir
@@ -545,6 +545,15 @@ class CloudSession:
         atomic_write_json(self.ancestor_file, {**manifest, "root": self.key}, indent=None)
         return {}
 
+    # Deletion records of the cloud side, as this machine saw them (tombstones.py), kept beside
+    # its ancestor.
+    async def op_tombstones_get(self, paths: list | None = None) -> dict:
+        return tombstones.to_wire(tombstones.lookup(self.dir / tombstones.FILE, paths))
+
+    async def op_tombstones_add(self, items: list) -> dict:
+        parsed = [(check_relpath(p), Entry.from_wire(w)) for p, w in items]
+        return {"added": tombstones.add(self.dir / tombstones.FILE, parsed)}
+
     async def op_logbase_get(self, hashes: list) -> dict:
         # Log bases are kept with the workspace, which engine.Run asks first; the cloud keeps none.
         return {digest: None for digest in hashes}
@@ -618,6 +627,7 @@ class CloudSession:
         code, out, err = await self.rclone("lsjson", "--dirs-only", "--no-mimetype", self.at(META, "trash"), check=False)
         if code != 0:
             return {"trash_purged": 0}
+        tombstones.prune(self.dir / tombstones.FILE, trash_days)
         cutoff = time.strftime("%Y%m%dT%H%M%S", time.gmtime(time.time() - trash_days * 86400))
         purged = 0
         for item in json.loads(out or b"[]"):

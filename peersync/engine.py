@@ -12,7 +12,7 @@ import socket
 import time
 from dataclasses import dataclass, field
 
-from peersync import keeper
+from peersync import keeper, tombstones
 from peersync.agent import Handler
 from peersync.errors import PeersyncError, ProtocolError, SafetyError, UsageError
 from peersync.lock import workspace_lock
@@ -127,6 +127,7 @@ class Run:
         self.batch = time.strftime("%Y%m%dT%H%M%S", time.gmtime()) + "-" + secrets.token_hex(3)
         self.equalize_mtimes = True  # see execute(); a cloud folder does not take mtimes
         self.sides: dict[Side, SideState] = {}
+        self.deleted: list[tuple[str, Entry]] = []  # (path, version) this run moved to a trash
 
     def session(self, side: Side):
         return self.local_session if side is Side.LOCAL else self.remote_session
@@ -357,6 +358,7 @@ class Run:
         for c, res in zip(changes, results):
             if res["ok"]:
                 self.sides[side].final[c.path] = None
+                self.deleted.append((c.path, c.entry(side)))
                 (self.report.deleted_local if side is Side.LOCAL else self.report.deleted_remote).append(c.path)
             else:
                 self.problem(c.path, res.get("error", "not deleted"), side)
@@ -398,6 +400,26 @@ class Run:
             elif path in old:
                 result[path] = old[path]
         return result
+
+    def buried(self, old: dict[str, Entry], new: dict[str, Entry], touched: set[str] | None = None) -> list:
+        """Deletion records for both sides (tombstones.py): the versions this run deleted, and
+        ancestor entries dropped because neither side holds the file any more."""
+        dropped = [(p, old[p]) for p in (old if touched is None else touched) if p in old and p not in new]
+        return [[p, e.to_wire()] for p, e in dict([*dropped, *self.deleted]).items()]
+
+
+async def deletion_records(local, remote, local_entries, remote_entries, touched, *, local_has: bool,
+                           remote_has: bool) -> tuple[dict, dict]:
+    """Both sides' deletion records for the paths only one side holds (none asked when a side
+    keeps none, or no such path exists)."""
+    one_sided = [p for p in touched if (p in local_entries) != (p in remote_entries)]
+    if not one_sided or not (local_has or remote_has):
+        return {}, {}
+
+    async def ask(session, has: bool) -> dict:
+        return tombstones.from_wire(await session.request("tombstones_get", paths=one_sided)) if has else {}
+
+    return tuple(await gather_all(ask(local, local_has), ask(remote, remote_has)))
 
 
 def _conflict_reason(change: Change) -> str:
@@ -504,9 +526,12 @@ async def _sync_locked(ws, cfg, peer, local, remote, report, local_scan, remote_
         ancestor = agreed_ancestor(mine, theirs)
     touched = touched_paths(ancestor, local_entries, remote_entries,
                             set(changed) | deleted if remote_raw.get("delta") and mine is not None else None)
+    local_dead, remote_dead = await deletion_records(
+        local, remote, local_entries, remote_entries, touched,
+        local_has=tombstones.present(ws.state / tombstones.FILE), remote_has=bool(remote_raw.get("dead")))
     plan = plan_sync(ancestor, local_entries, remote_entries, cfg, peer, policy=policy, mode=mode,
                      offset_ns=int(remote.offset * 1e9), local_id=local_id, remote_id=remote_id or "~",
-                     force=force, paths=touched)
+                     force=force, paths=touched, local_dead=local_dead, remote_dead=remote_dead)
     if dry_run:
         describe(plan, report, peer)
         return
@@ -516,6 +541,9 @@ async def _sync_locked(ws, cfg, peer, local, remote, report, local_scan, remote_
     run.sides = {Side.LOCAL: SideState(local, local_entries), Side.REMOTE: SideState(remote, remote_entries)}
     await run.execute(list(plan.changes))
     new_ancestor = run.new_ancestor(ancestor, touched)
+    buried = run.buried(ancestor, new_ancestor, touched)
+    if buried:  # before the ancestor forgets them
+        await gather_all(local.request("tombstones_add", items=buried), remote.request("tombstones_add", items=buried))
     if new_ancestor != ancestor or not remote_raw.get("delta"):  # unchanged and already identical: keep
         new = manifest_to_wire(new_ancestor)
         if remote_raw.get("delta"):  # the peer holds `ancestor` too: send it only what changed
@@ -537,11 +565,12 @@ async def _sync_locked(ws, cfg, peer, local, remote, report, local_scan, remote_
 
 
 def plan_sync(ancestor, local_entries, remote_entries, cfg: SyncConfig, peer: Peer, *, policy: Policy,
-              mode: Mode, offset_ns: int, local_id: str, remote_id: str, force: bool, paths=None):
+              mode: Mode, offset_ns: int, local_id: str, remote_id: str, force: bool, paths=None,
+              local_dead=None, remote_dead=None):
     """reconcile, then the safety checks: a plan, or SafetyError before anything is changed."""
     plan = reconcile(ancestor, local_entries, remote_entries, policy=policy, mode=mode,
                      is_log=log_matcher(cfg.logs), offset_ns=offset_ns, local_id=local_id, remote_id=remote_id,
-                     paths=paths)
+                     paths=paths, local_dead=local_dead, remote_dead=remote_dead)
     violations = mass_delete_violations(plan.changes, len(local_entries), len(remote_entries),
                                         ratio=cfg.mass_delete_ratio, roots=cfg.selection.roots,
                                         local_paths=local_entries, remote_paths=remote_entries)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-PROTOCOL = 2  # bump me on any incompatible change of ops or message shapes
+PROTOCOL = 3  # bump me on any incompatible change of ops or message shapes
 MAX_LINE = 1 << 30  # a manifest of ~1M files still fits; anything larger is refused
 
 

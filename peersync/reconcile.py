@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Callable, Iterable
 
+from peersync.tombstones import Dead, stale
 from peersync.types import Action, Change, Entry, Manifest, Mode, Plan, Policy, Side
 
 # reason tag -> short human phrase, for reports.  Every Change.reason reconcile emits is a key.
@@ -46,6 +47,8 @@ def reconcile(
     local_id: str = "a",
     remote_id: str = "b",
     paths: Iterable[str] | None = None,
+    local_dead: Dead | None = None,
+    remote_dead: Dead | None = None,
 ) -> Plan:
     """Return the changes that bring `local` and `remote` together, sorted by path.
 
@@ -53,12 +56,15 @@ def reconcile(
     `offset_ns` is the remote clock minus the local clock; the ids break exact mtime ties.
     `paths`, when given, are the only paths looked at: the caller vouches that at every other
     path the three manifests hold equal entries (which needs nothing done: see touched_paths).
+    `local_dead`/`remote_dead`: each side's deletion records (peersync.tombstones), consulted
+    where one side lacks a file the other holds.
     """
+    dead = {Side.LOCAL: local_dead or {}, Side.REMOTE: remote_dead or {}}
     changes = []
     for path in sorted(set(ancestor) | set(local) | set(remote) if paths is None else paths):
         a, l, r = ancestor.get(path), local.get(path), remote.get(path)
         if mode is Mode.SYNC:
-            change = _sync(path, l, r, a, policy, is_log(path), offset_ns, local_id, remote_id)
+            change = _sync(path, l, r, a, policy, is_log(path), offset_ns, local_id, remote_id, dead)
         else:
             change = _one_way(path, l, r, a, Side.REMOTE if mode is Mode.PUSH else Side.LOCAL)
         if change is not None:
@@ -123,9 +129,29 @@ def _newer(x: Entry, y: Entry, skew_ns: int) -> bool:
     return margin >= (COARSE_SLACK_NS if coarse else 1)
 
 
-def _sync(path, l, r, a, policy, is_log, offset_ns, local_id, remote_id) -> Change | None:
+def _buried(path: str, l: Entry | None, r: Entry | None, dead) -> Side | None:
+    """The side holding a stale copy: one side lacks the file after deleting exactly this
+    version (or a later write of the same bytes), and the side holding it never deleted it
+    itself (a side that did and holds it again re-created it: new content)."""
+    if (l is None) == (r is None):
+        return None
+    holder = Side.LOCAL if r is None else Side.REMOTE
+    entry = l if r is None else r
+    deleted = dead[holder.other].get(path)
+    if deleted and stale(entry, deleted) and not stale(entry, dead[holder].get(path) or ()):
+        return holder
+    return None
+
+
+def _sync(path, l, r, a, policy, is_log, offset_ns, local_id, remote_id, dead) -> Change | None:
     if _equal(l, r):
         return _agreement(path, l, r, a)
+    holder = _buried(path, l, r, dead)
+    if holder is not None:
+        # A copy of a version the other side deleted is not a change that side has not seen:
+        # with three or more peers it can arrive through a pair whose ancestor never knew the
+        # file.  The deletion goes on (the copy to the trash) instead of the copy coming back.
+        return Change(path, Action.DELETE, holder, l, r, a, f"{holder.other.value}-deleted")
     l_same, r_same = _unchanged(a, l), _unchanged(a, r)
     if l_same or r_same:
         # Exactly one side moved away from the ancestor: carry that move to the other side.

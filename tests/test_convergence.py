@@ -364,3 +364,25 @@ def test_a_deletion_and_a_re_creation_in_a_ring_of_four_converge(sshd, tmp_path)
     sync(model, 2, 3, Policy.NEWEST)  # equal content there: adopted with r2's mtime
     converge(model)
     assert selection_files(model.replicas[0])["USER.md"] == x  # the latest user action wins
+
+
+def test_a_copy_of_a_deleted_file_arriving_through_a_fourth_replica_is_deleted(sshd, tmp_path):
+    """Found by the model with four replicas (after pushes, renames, skip and manual; rebuilt by
+    hand).  r1 deletes X and the deletion reaches r0; r2 gets an old copy of X from r3 through a
+    pair whose ancestor never knew the file.  To the pair r1-r2 that copy looked new, so X came
+    back, and a deletion and a copy of X circled the ring with period two.  Now both sides of a
+    sync that deletes X record it (peersync.tombstones), and a copy no newer than a recorded
+    deletion goes to the trash instead of coming back: the deletion, the latest user action, wins."""
+    model = Model(make_replicas(tmp_path, sshd, n=4))
+    x = b"X: the first version\n"
+    user_write(model, 0, "USER.md", x)
+    sync(model, 0, 1, Policy.NEWEST)
+    sync(model, 0, 3, Policy.NEWEST)
+    user_delete(model, 1, "USER.md")
+    sync(model, 0, 1, Policy.NEWEST)  # r0 deletes X (to its trash); both record the deletion
+    sync(model, 2, 3, Policy.NEWEST)  # r2 gets X from r3: that pair never knew of the deletion
+    [report] = sync(model, 1, 2, Policy.NEWEST)  # r1-r2: r2's X is a copy of what r1 deleted
+    assert report.deleted_remote == ["USER.md"] and not report.pulled
+    converge(model)
+    assert all("USER.md" not in selection_files(ws) for ws in model.replicas)
+    assert_nothing_lost(model)  # every copy that sync deleted is in a trash

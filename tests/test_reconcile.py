@@ -35,7 +35,7 @@ class Case:
     logs: tuple = ()
     offset_ns: int = 0
     ids: tuple = ("a", "b")
-    extra: dict = field(default_factory=dict)
+    extra: dict = field(default_factory=dict)  # more keyword arguments: local_dead, remote_dead
 
 
 F = "memory/notes.md"
@@ -165,6 +165,35 @@ CASES = [
          {F: e("y", T + 1 * MS)}, [(F, COPY, LOCAL, "remote-changed", False)], policy=Policy.SKIP),
     Case("older-move-under-local-copies", {F: e("x", T + 5 * MS)}, {F: e("y", T + 1 * MS)},
          {F: e("x", T + 5 * MS)}, [(F, COPY, REMOTE, "local-changed", False)], policy=Policy.LOCAL),
+    # --- deletion records (tombstones): a copy of a version the other side deleted ---------------
+    # With three or more peers it can arrive through a pair whose ancestor never knew the file;
+    # the deletion goes on instead of the copy coming back.
+    Case("stale-copy-of-locally-deleted-version-is-deleted", {}, {}, {F: e("x", T)},
+         [(F, DELETE, REMOTE, "local-deleted", False)], extra={"local_dead": {F: [e("x", T)]}}),
+    Case("stale-copy-of-remotely-deleted-version-is-deleted", {}, {F: e("x", T)}, {},
+         [(F, DELETE, LOCAL, "remote-deleted", False)], extra={"remote_dead": {F: [e("x", T)]}}),
+    Case("stale-older-copy-of-same-bytes-is-deleted", {}, {}, {F: e("x", T - 5 * MS)},
+         [(F, DELETE, REMOTE, "local-deleted", False)], extra={"local_dead": {F: [e("y", T), e("x", T)]}}),
+    Case("stale-copy-beats-restore", {F: e("v1", T - SEC)}, {}, {F: e("x", T)},
+         [(F, DELETE, REMOTE, "local-deleted", False)], extra={"local_dead": {F: [e("x", T)]}}),
+    Case("same-bytes-written-after-the-deletion-come-back", {}, {}, {F: e("x", T + 1 * MS)},
+         [(F, COPY, LOCAL, "remote-created", False)], extra={"local_dead": {F: [e("x", T)]}}),
+    Case("other-bytes-than-the-deleted-come-back", {}, {}, {F: e("y", T - SEC)},
+         [(F, COPY, LOCAL, "remote-created", False)], extra={"local_dead": {F: [e("x", T)]}}),
+    Case("deleted-version-re-created-where-it-was-deleted-spreads", {}, {}, {F: e("x", T)},
+         [(F, COPY, LOCAL, "remote-created", False)],
+         extra={"local_dead": {F: [e("x", T)]}, "remote_dead": {F: [e("x", T)]}}),
+    Case("whole-second-copy-within-slack-is-stale", {}, {}, {F: e("x", 1_700_000_001 * SEC)},
+         [(F, DELETE, REMOTE, "local-deleted", False)], extra={"local_dead": {F: [e("x", T)]}}),
+    Case("record-of-the-holding-side-alone-changes-nothing", {}, {}, {F: e("x", T)},
+         [(F, COPY, LOCAL, "remote-created", False)], extra={"remote_dead": {F: [e("x", T)]}}),
+    Case("records-ignored-when-both-sides-hold-the-file", {F: e("v1", T - SEC)}, {F: e("v1", T - SEC)},
+         {F: e("x", T)}, [(F, COPY, LOCAL, "remote-changed", False)], extra={"local_dead": {F: [e("x", T)]}}),
+    Case("records-ignored-by-push", {}, {F: e("x", T)}, {},
+         [(F, COPY, REMOTE, "push", False)], mode=Mode.PUSH, extra={"remote_dead": {F: [e("x", T)]}}),
+    Case("stale-copy-deleted-under-skip-too", {}, {F: e("x", T)}, {},
+         [(F, DELETE, LOCAL, "remote-deleted", False)], policy=Policy.SKIP,
+         extra={"remote_dead": {F: [e("x", T)]}}),
     # --- PUSH / PULL ----------------------------------------------------------------------------
     Case("push-local-changed", {F: e("v1")}, {F: e("v2")}, {F: e("v1")},
          [(F, COPY, REMOTE, "push", False)], mode=Mode.PUSH),
@@ -199,7 +228,7 @@ def test_reconcile_table(case: Case) -> None:
     plan = reconcile(
         case.ancestor, case.local, case.remote, policy=case.policy, mode=case.mode,
         is_log=lambda p: p in case.logs, offset_ns=case.offset_ns,
-        local_id=case.ids[0], remote_id=case.ids[1],
+        local_id=case.ids[0], remote_id=case.ids[1], **case.extra,
     )
     got = [(c.path, c.action, c.target, c.reason, c.quarantine) for c in plan.changes]
     assert got == case.expect
@@ -271,6 +300,32 @@ def test_mirror_image(ancestor, local, remote, policy, mode, offset, ids) -> Non
                       mode=MIRROR_MODE[mode], is_log=is_log, offset_ns=-offset,
                       local_id=ids[1], remote_id=ids[0])
     assert [mirror(c) for c in one.changes] == [plain(c) for c in other.changes]
+
+
+_sub_second = st.builds(e, st.sampled_from(["x", "y", "z"]), st.integers(0, 3).map(lambda k: T + k * MS))
+sub_second_manifests = st.fixed_dictionaries({p: st.one_of(st.none(), _sub_second) for p in PATHS}).map(
+    lambda m: {p: v for p, v in m.items() if v is not None})
+dead_records = st.fixed_dictionaries({p: st.lists(_sub_second, max_size=2) for p in PATHS})
+
+
+@settings(max_examples=300, deadline=None)
+@given(ancestor=sub_second_manifests, local=sub_second_manifests, remote=sub_second_manifests,
+       local_dead=dead_records, remote_dead=dead_records,
+       policy=st.sampled_from(list(Policy)), offset=st.integers(-3, 3))
+def test_deletion_records_mirror_and_only_remove_what_was_deleted(ancestor, local, remote, local_dead, remote_dead,
+                                                                  policy, offset) -> None:
+    """With deletion records: both machines still decide alike, and a sync deletes only the
+    ancestor's content or a copy of a version the other side deleted (never newer than it)."""
+    one = reconcile(ancestor, local, remote, policy=policy, is_log=is_log, offset_ns=offset,
+                    local_dead=local_dead, remote_dead=remote_dead)
+    other = reconcile(ancestor, remote, local, policy=MIRROR_POLICY.get(policy, policy), is_log=is_log,
+                      offset_ns=-offset, local_id="b", remote_id="a", local_dead=remote_dead, remote_dead=local_dead)
+    assert [mirror(c) for c in one.changes] == [plain(c) for c in other.changes]
+    dead = {LOCAL: local_dead, REMOTE: remote_dead}
+    for c in one.of(DELETE):
+        old = c.entry(c.target)
+        copies = [d for d in dead[c.target.other][c.path] if d.same_content(old) and old.mtime_ns <= d.mtime_ns]
+        assert old.same_content(c.ancestor) or copies
 
 
 def apply(plan, local: dict, remote: dict) -> tuple[dict, dict]:
