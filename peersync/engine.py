@@ -10,7 +10,7 @@ import re
 import secrets
 import socket
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from peersync import keeper, tombstones
 from peersync.agent import Handler
@@ -141,6 +141,9 @@ class Run:
 
     # -- execute ---------------------------------------------------------------------------
     async def execute(self, changes: list[Change]) -> None:
+        recreated = [c for c in changes if c.reason.endswith("-recreated")]
+        if recreated:
+            changes = [c for c in changes if not c.reason.endswith("-recreated")] + await self.renew(recreated)
         merges = [c for c in changes if c.action is Action.MERGE]
         changes = [c for c in changes if c.action is not Action.MERGE]
 
@@ -341,14 +344,38 @@ class Run:
         return results
 
     async def touch(self, side: Side, changes: list[Change]) -> None:
+        await self._touch(side, changes, [c.entry(side.other).mtime_ns for c in changes])
+
+    async def _touch(self, side: Side, changes: list[Change], mtimes: list[int]) -> list[Entry | None]:
+        """Set mtimes on `side`, each only while its file still is what was scanned (a file
+        changed meanwhile is left for the next sync: None)."""
         if not changes:
-            return
-        items = [{"path": c.path, "expect": c.entry(side).to_wire(), "mtime_ns": c.entry(side.other).mtime_ns}
-                 for c in changes]
+            return []
+        items = [{"path": c.path, "expect": c.entry(side).to_wire(), "mtime_ns": t} for c, t in zip(changes, mtimes)]
         results = (await self.session(side).request("touch", items=items))["results"]
+        out = []
         for item, res in zip(items, results):
-            if res.get("ok"):
-                self.sides[side].final[item["path"]] = Entry.from_wire(res["entry"])
+            entry = Entry.from_wire(res["entry"]) if res.get("ok") else None
+            if entry is not None:
+                self.sides[side].final[item["path"]] = entry
+            out.append(entry)
+        return out
+
+    async def renew(self, changes: list[Change]) -> list[Change]:
+        """A deleted version put back where it was deleted (reconcile: "-recreated") is a new
+        write: it takes the current time before it travels, so that no record of the deletion,
+        on any peer, matches it (tombstones.py).  A cloud folder takes no mtimes: as is."""
+        out = []
+        for side in Side:
+            mine = [c for c in changes if c.source is side]
+            if side is Side.REMOTE and not self.equalize_mtimes:
+                out += mine
+                continue
+            now = time.time_ns()
+            for c, entry in zip(mine, await self._touch(side, mine, [now] * len(mine))):
+                if entry is not None:
+                    out.append(replace(c, **{side.value: entry}))
+        return out
 
     async def delete(self, side: Side, changes: list[Change]) -> None:
         if not changes:

@@ -16,6 +16,8 @@ REASONS: dict[str, str] = {
     "local-deleted": "deleted here",
     "remote-deleted": "deleted on the peer",
     "restored": "deleted on one side but changed on the other: content kept",
+    "local-recreated": "deleted, then put back here: kept as a new version",
+    "remote-recreated": "deleted, then put back on the peer: kept as a new version",
     "both-deleted": "deleted on both sides",
     "same-change": "changed the same way on both sides",
     "already-equal": "already identical on both sides",
@@ -129,29 +131,32 @@ def _newer(x: Entry, y: Entry, skew_ns: int) -> bool:
     return margin >= (COARSE_SLACK_NS if coarse else 1)
 
 
-def _buried(path: str, l: Entry | None, r: Entry | None, dead) -> Side | None:
-    """The side holding a stale copy: one side lacks the file after deleting exactly this
-    version (or a later write of the same bytes), and the side holding it never deleted it
-    itself (a side that did and holds it again re-created it: new content)."""
+def _buried(path: str, l: Entry | None, r: Entry | None, a: Entry | None, dead) -> Change | None:
+    """Where one side lacks a file the other holds: the holder's copy may be a version the
+    other side deleted (its deletion record matches: same bytes, no newer).  Then the deletion
+    goes on.  Unless the holder recorded that very deletion itself and holds the file again: it
+    was put back there (a restore that kept the old mtime, a push), which is a new write — the
+    copy goes out with the current time (engine), newer than every record of the deletion."""
     if (l is None) == (r is None):
         return None
     holder = Side.LOCAL if r is None else Side.REMOTE
     entry = l if r is None else r
     deleted = dead[holder.other].get(path)
-    if deleted and stale(entry, deleted) and not stale(entry, dead[holder].get(path) or ()):
-        return holder
-    return None
+    if not deleted or not stale(entry, deleted):
+        return None
+    if stale(entry, dead[holder].get(path) or ()):
+        return Change(path, Action.COPY, holder.other, l, r, a, f"{holder.value}-recreated")
+    # A copy of a version the other side deleted is not a change that side has not seen: with
+    # three or more peers it can arrive through a pair whose ancestor never knew the file.
+    return Change(path, Action.DELETE, holder, l, r, a, f"{holder.other.value}-deleted")
 
 
 def _sync(path, l, r, a, policy, is_log, offset_ns, local_id, remote_id, dead) -> Change | None:
     if _equal(l, r):
         return _agreement(path, l, r, a)
-    holder = _buried(path, l, r, dead)
-    if holder is not None:
-        # A copy of a version the other side deleted is not a change that side has not seen:
-        # with three or more peers it can arrive through a pair whose ancestor never knew the
-        # file.  The deletion goes on (the copy to the trash) instead of the copy coming back.
-        return Change(path, Action.DELETE, holder, l, r, a, f"{holder.other.value}-deleted")
+    buried = _buried(path, l, r, a, dead)
+    if buried is not None:
+        return buried
     l_same, r_same = _unchanged(a, l), _unchanged(a, r)
     if l_same or r_same:
         # Exactly one side moved away from the ancestor: carry that move to the other side.

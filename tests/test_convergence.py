@@ -386,3 +386,28 @@ def test_a_copy_of_a_deleted_file_arriving_through_a_fourth_replica_is_deleted(s
     converge(model)
     assert all("USER.md" not in selection_files(ws) for ws in model.replicas)
     assert_nothing_lost(model)  # every copy that sync deleted is in a trash
+
+
+def test_a_deleted_file_put_back_with_its_old_mtime_comes_back_everywhere(sshd, tmp_path):
+    """The other side of deletion records: r1 deletes X, the deletion reaches r0 and r2, then the
+    user on r1 puts X back as it was (`cp -p` from a backup keeps the old mtime).  r1 recorded
+    that deletion itself, so X there is a new write, not a stale copy: it takes the current time
+    and spreads, instead of being deleted again by the peers that recorded the deletion."""
+    model = Model(make_replicas(tmp_path, sshd, n=4))
+    x = b"X: the first version\n"
+    user_write(model, 0, "USER.md", x)
+    for a, b in ((0, 1), (0, 2), (0, 3)):
+        sync(model, a, b, Policy.NEWEST)
+    old = os.stat(model.replicas[1].root / "USER.md").st_mtime_ns
+    user_delete(model, 1, "USER.md")
+    sync(model, 1, 0, Policy.NEWEST)
+    sync(model, 0, 2, Policy.NEWEST)  # the deletion reaches r2; r3 still has the old X
+    user_write(model, 1, "USER.md", x)
+    os.utime(model.replicas[1].root / "USER.md", ns=(old, old))
+    [report] = sync(model, 1, 2, Policy.NEWEST)
+    assert report.pushed == ["USER.md"]
+    converge(model)
+    for ws in model.replicas:
+        assert (ws.root / "USER.md").read_bytes() == x
+        assert os.stat(ws.root / "USER.md").st_mtime_ns > old
+    assert_nothing_lost(model)

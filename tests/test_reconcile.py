@@ -180,8 +180,10 @@ CASES = [
          [(F, COPY, LOCAL, "remote-created", False)], extra={"local_dead": {F: [e("x", T)]}}),
     Case("other-bytes-than-the-deleted-come-back", {}, {}, {F: e("y", T - SEC)},
          [(F, COPY, LOCAL, "remote-created", False)], extra={"local_dead": {F: [e("x", T)]}}),
-    Case("deleted-version-re-created-where-it-was-deleted-spreads", {}, {}, {F: e("x", T)},
-         [(F, COPY, LOCAL, "remote-created", False)],
+    # Put back where it was deleted (a restore that kept the old mtime, a push): a new write
+    # (the engine gives it the current time before it travels).
+    Case("deleted-version-put-back-where-it-was-deleted-is-new", {F: e("v1", T - SEC)}, {}, {F: e("x", T)},
+         [(F, COPY, LOCAL, "remote-recreated", False)],
          extra={"local_dead": {F: [e("x", T)]}, "remote_dead": {F: [e("x", T)]}}),
     Case("whole-second-copy-within-slack-is-stale", {}, {}, {F: e("x", 1_700_000_001 * SEC)},
          [(F, DELETE, REMOTE, "local-deleted", False)], extra={"local_dead": {F: [e("x", T)]}}),
