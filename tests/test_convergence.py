@@ -1,8 +1,9 @@
-"""Model-based convergence: random edits on three replicas, random pairwise syncs, nothing ever lost.
+"""Model-based convergence: random edits on four replicas, random pairwise syncs, nothing ever lost.
 
-Three workspaces (PEERSYNC_CONVERGENCE_REPLICAS for more) are wired pairwise through the real
-loopback sshd; every sync is a real `engine.run_sync` (asyncssh control channel, remote agent
-process, rsync or inline transfer).  Rules: create/edit, the same edit on two replicas, append
+Four workspaces (PEERSYNC_CONVERGENCE_REPLICAS for another number; four make rings, where a
+version can arrive through a third replica) are wired pairwise through the real loopback sshd;
+every sync is a real `engine.run_sync` (asyncssh control channel, remote agent process, rsync or
+inline transfer).  Rules: create/edit, the same edit on two replicas, append
 to and rewrite logs, delete, rename, and syncs between random pairs (either side starting, one
 peer or all at once, policies newest/skip/manual, and push/pull).  After a final run of
 newest-policy rounds every replica holds the same selection, and no log line is doubled.
@@ -37,7 +38,7 @@ from peersync.testing.trees import selection_files
 from peersync.types import Mode, Policy
 from peersync.workspace import Workspace
 
-N = int(os.environ.get("PEERSYNC_CONVERGENCE_REPLICAS", "3"))
+N = int(os.environ.get("PEERSYNC_CONVERGENCE_REPLICAS", "4"))
 NAMES = [f"r{i}" for i in range(max(N, 4))]
 PLAIN = ("MEMORY.md", "USER.md", "memory/notes/a.md", "memory/notes/b.md", "memory/people/c.md")
 LOGS = ("memory/2026-01-26.md", "memory/agent/events.jsonl")
