@@ -516,6 +516,53 @@ def test_an_ancestor_delta_on_a_different_base_is_refused(tmp_path):
     assert done["applied"] and b'"b.md"' in handler._ancestor_file("ab12").read_bytes()
 
 
+def test_a_kept_ancestor_is_read_again_only_when_its_file_changes(tmp_path):
+    """A long-lived process keeps the ancestors it read or wrote (agent._ANCESTORS), keyed by the
+    file's identity: a file replaced or damaged behind its back is read again."""
+    from peersync.agent import Handler
+    from peersync.scan import hash_bytes
+
+    handler = Handler(tmp_path)
+    entry = [3, 1_700_000_000_000_000_000, 0o644, "0" * 32]
+    put = handler.op_ancestor_put("ab12", manifest={"format": 1, "entries": {"a.md": entry}})
+    digest, doc = handler.ancestor_doc("ab12")
+    assert digest == put["digest"] and handler.ancestor_doc("ab12")[1] is doc  # not read again
+    done = handler.op_ancestor_put("ab12", base_digest=digest, delta={"set": {"b.md": entry}, "drop": []})
+    assert set(doc["entries"]) == {"a.md"}  # what a caller holds is never modified
+    assert set(handler.op_ancestor_get("ab12")["entries"]) == {"a.md", "b.md"}
+    path = handler._ancestor_file("ab12")
+    other = path.read_bytes().replace(b'"0000', b'"1111')
+    path.write_bytes(other)  # rewritten in place behind its back: same size, same inode
+    assert handler.ancestor_doc("ab12")[0] == hash_bytes(other) != done["digest"]
+    assert handler.op_ancestor_get("ab12")["entries"]["b.md"][3].startswith("1111")
+    path.write_bytes(b"{damaged")
+    assert handler.op_ancestor_get("ab12") is None
+    assert handler.op_ancestor_digest("ab12") == hash_bytes(b"{damaged")
+    assert handler.op_scan(base_peer="ab12", base_digest=hash_bytes(b"{damaged")).get("delta") is None
+
+
+def test_our_own_ancestor_is_saved_as_a_delta_too(pair, monkeypatch):
+    from peersync import remote as remote_mod
+
+    generate(pair.local.root, files=200, seed=7)
+    sync(pair.local)
+    seen = []
+    original = remote_mod.LocalSession.request
+
+    async def spy(self, op, **args):
+        seen.append((op, args))
+        return await original(self, op, **args)
+
+    monkeypatch.setattr(remote_mod.LocalSession, "request", spy)
+    write(pair.local, "memory/one-more.md", "new\n")
+    sync(pair.local)
+    [args] = [a for op, a in seen if op == "ancestor_put"]
+    assert "manifest" not in args and set(args["delta"]["set"]) == {"memory/one-more.md"}
+    ours = pair.local.state / "ancestors" / f"{pair.remote.instance_id}.json"
+    theirs = pair.remote.state / "ancestors" / f"{pair.local.instance_id}.json"
+    assert ours.read_bytes() == theirs.read_bytes()
+
+
 def test_many_small_files_travel_inline_in_batches_without_rsync(pair, monkeypatch):
     from peersync import engine
 
