@@ -6,7 +6,6 @@ Started over SSH as `peersync agent --root PATH` (or forced by authorized_keys a
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import json
 import os
@@ -21,7 +20,7 @@ import xxhash
 from peersync import __version__
 from peersync.lock import state_lock
 from peersync.paths import BadPath, check_relpath
-from peersync.protocol import PROTOCOL, decode, encode
+from peersync.protocol import PROTOCOL, blob_size, decode, encode
 from peersync.scan import hash_bytes, scan
 from peersync.selection import Selection
 from peersync.storage import atomic_write_bytes, read_json, sweep_temp
@@ -167,11 +166,7 @@ class Handler:
 
     # -- data ----------------------------------------------------------------------------
     def op_read(self, paths: list) -> dict:
-        out = {}
-        for path in paths:
-            full = self.store.target(path)
-            out[path] = base64.b64encode(full.read_bytes()).decode()
-        return out
+        return self.store.read(paths)
 
     def op_read_tail(self, items: list) -> dict:
         """For files that only grew: the bytes after `offset`, when the first `offset` bytes still
@@ -184,7 +179,7 @@ class Handler:
             try:
                 with open(self.store.target(path), "rb") as f:
                     if _read_prefix(f, offset) == prefix:
-                        out[path] = base64.b64encode(f.read()).decode()
+                        out[path] = f.read()
             except (OSError, Refused):
                 pass  # gone or moved: the whole file goes the usual way
         return out
@@ -198,7 +193,7 @@ class Handler:
         with open(self.store.target(item["path"]), "rb") as src, open(staged, "wb") as dst:
             if _read_prefix(src, size, dst.write) != prefix:
                 raise Refused(f"{item['path']} changed here since the scan")
-            dst.write(base64.b64decode(tail["data"]))
+            dst.write(_data(tail))
         return staged
 
     def op_stage(self) -> dict:
@@ -224,14 +219,13 @@ class Handler:
             return self._staged_tail(item)
         if "data" in item:
             staged = self.staging / f".inline-{secrets.token_hex(8)}"
-            staged.write_bytes(base64.b64decode(item["data"]))
+            staged.write_bytes(_data(item))
             return staged
         return f"{self.staging}/{check_relpath(item['path'])}"  # a string: one per file of a batch
 
-    def _write_inline(self, data: str, new: Entry) -> str:
+    def _write_inline(self, raw: bytes, new: Entry) -> str:
         """A staged file for inline bytes, verified before it is written (the same checks as
         Store.prepare, on the bytes in hand: no reading back), with its mode and mtime."""
-        raw = base64.b64decode(data)
         if len(raw) != new.size or hash_bytes(raw) != new.hash:
             raise Refused("content changed on the sending side during the sync; left for the next sync")
         if self.staging is None:
@@ -261,7 +255,7 @@ class Handler:
                 if "mtime_ns" in item and item["mtime_ns"] is None:
                     new = Entry(new.size, time.time_ns(), new.mode, new.hash)
                 if "data" in item and "tail" not in item:
-                    staged = self._write_inline(item["data"], new)  # checked in memory, as written
+                    staged = self._write_inline(_data(item), new)  # checked in memory, as written
                 else:
                     staged = self._staged(item, index)  # checks the path (inline items: install does)
                     self.store.prepare(staged, new)
@@ -336,8 +330,7 @@ class Handler:
         return {"saved": self.store.save_logbases([(check_relpath(p), h) for p, h in items])}
 
     def op_logbase_get(self, hashes: list) -> dict:
-        return {digest: None if data is None else base64.b64encode(data).decode()
-                for digest, data in self.store.logbases(hashes).items()}
+        return self.store.logbases(hashes)
 
     def op_housekeeping(self, trash_days: int = 30, prune_logbases: bool = False) -> dict:
         # Log bases no ancestor refers to any more are dropped — at most once an hour: deciding
@@ -411,6 +404,14 @@ def flush_filesystem(path: Path) -> None:
 _syncfs = None
 
 
+def _data(item: dict) -> bytes:
+    """An item's inline content (raw bytes: see protocol.py)."""
+    data = item["data"]
+    if not isinstance(data, bytes):
+        raise ValueError("inline data is not bytes")
+    return data
+
+
 def _why(err: Exception) -> str:
     if isinstance(err, OSError):
         return f"{err.strerror or err}" + (" (disk full)" if getattr(err, "errno", None) == 28 else "")
@@ -425,7 +426,12 @@ def serve(handler: Handler, stdin, stdout) -> int:
             if not line:
                 return 0
             try:
-                request = decode(line)
+                size, blob = blob_size(line), None
+                if size is not None:  # a `+N` frame: its JSON line, then N bytes
+                    line, blob = stdin.readline(), stdin.read(size)
+                    if not line.endswith(b"\n") or len(blob) != size:
+                        return 0  # EOF mid-frame: the client is gone
+                request = decode(line, blob)
                 op, args, rid = request["op"], request.get("args") or {}, request.get("id")
                 if not isinstance(args, dict):
                     raise ValueError("args must be an object")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import base64
 import collections
 import fnmatch
 import re
@@ -171,14 +170,11 @@ class Run:
                                               "side": None, "reason": "skipped (policy skip)"})
 
     async def _read(self, side: Side, paths: list[str]) -> dict[str, bytes]:
-        return {p: base64.b64decode(v) for p, v in (await self._read_encoded(side, paths)).items()}
-
-    async def _read_encoded(self, side: Side, paths: list[str]) -> dict[str, str]:
-        """Files' contents as the wire carries them (base64), ready to pass on."""
+        """Files' contents (raw bytes on the wire, beside the JSON: protocol.py)."""
         if not paths:
             return {}
         raw = await self.session(side).request("read", paths=paths)
-        if not isinstance(raw, dict) or set(raw) != set(paths) or not all(isinstance(v, str) for v in raw.values()):
+        if not isinstance(raw, dict) or set(raw) != set(paths) or not all(isinstance(v, bytes) for v in raw.values()):
             raise ProtocolError(f"{self.name(side)} answered a read with the wrong files")
         return raw
 
@@ -213,7 +209,7 @@ class Run:
                 if data != merged:
                     base = c.entry(side)
                     installs[side].append({
-                        "path": c.path, "data": base64.b64encode(merged).decode(),
+                        "path": c.path, "data": merged,
                         "expect": base.to_wire(), "new": [len(merged), now, base.mode, digest]})
         outcome = await gather_all(*(self._install(side, installs[side]) for side in Side))
         for side, results in zip(Side, outcome):
@@ -232,7 +228,7 @@ class Run:
             raw = await self.session(side).request("logbase_get", hashes=missing)
             for digest in missing:
                 value = raw.get(digest) if isinstance(raw, dict) else None
-                data = base64.b64decode(value) if isinstance(value, str) else None
+                data = value if isinstance(value, bytes) else None
                 found[digest] = data if data is not None and hash_bytes(data) == digest else None
         return found
 
@@ -286,7 +282,7 @@ class Run:
         grown = []
         for item in asked:
             data = raw.get(item["path"]) if isinstance(raw, dict) else None
-            if isinstance(data, str):
+            if isinstance(data, bytes):
                 item["tail"] = {"size": item["expect"][0], "prefix": item["expect"][3], "data": data}
                 grown.append(item)
         return grown, [i for i in items if "tail" not in i]
@@ -298,10 +294,10 @@ class Run:
         installing: collections.deque = collections.deque()
         try:
             for batch in _batches(items, INLINE_BATCH_BYTES):
-                data = await self._read_encoded(source, [i["path"] for i in batch])
+                data = await self._read(source, [i["path"] for i in batch])
                 for item in batch:
                     item["data"] = data[item["path"]]
-                installing.append(asyncio.ensure_future(self._install(target, batch)))
+                installing.append(asyncio.ensure_future(self._install_inline(target, batch)))
                 if len(installing) >= 2:
                     results += await installing.popleft()
             while installing:
@@ -312,6 +308,13 @@ class Run:
             if installing:
                 await asyncio.gather(*installing, return_exceptions=True)
         return results
+
+    async def _install_inline(self, side: Side, batch: list[dict]) -> list[dict]:
+        try:
+            return await self._install(side, batch)
+        finally:
+            for item in batch:  # the bytes are written: do not hold a whole transfer in memory
+                item.pop("data", None)
 
     async def _copy_rsync(self, source: Side, target: Side, items: list[dict]) -> list[dict]:
         if not items:
@@ -370,7 +373,7 @@ class Run:
         ids: dict[Side, list] = {}
         for side, data, other in ((Side.LOCAL, remote_data, self.peer.name),
                                   (Side.REMOTE, local_data, socket.gethostname())):
-            items = [{"path": p, "data": base64.b64encode(data[p]).decode(),
+            items = [{"path": p, "data": data[p],
                       "info": {"peer": other, "reason": "manual: kept both"}} for p in paths]
             ids[side] = (await self.session(side).request("quarantine", items=items))["results"]
         for c, mine, theirs in zip(changes, ids[Side.LOCAL], ids[Side.REMOTE]):
