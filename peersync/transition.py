@@ -93,17 +93,17 @@ class Store:
     def read(self, paths: list[str]) -> dict[str, bytes]:
         """The content of each path: a regular file, never read through a symlink."""
         real: set[str] = set()  # one request is one batch for the parent checks (see _target)
-        out = {}
-        for path in paths:
-            fd = os.open(self._target(path, real), os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
-            try:
-                st = os.fstat(fd)
-                if not stat.S_ISREG(st.st_mode):
-                    raise Refused(f"not a regular file: {path}")
-                out[path] = _read_whole(fd, st.st_size)
-            finally:
-                os.close(fd)
-        return out
+        return {path: self._read(path, real) for path in paths}
+
+    def _read(self, path: str, real: set[str]) -> bytes:
+        fd = os.open(self._target(path, real), os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+        try:
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode):
+                raise Refused(f"not a regular file: {path}")
+            return _read_whole(fd, st.st_size)
+        finally:
+            os.close(fd)
 
     def new_staging(self) -> Path:
         ensure_private_dir(self.staging_root)
@@ -349,12 +349,12 @@ class Store:
             name = _blob_name(digest)
             if digest not in wanted and digest not in packed and not (self.logbase_dir / name).exists():
                 wanted[digest] = path
-        return self._store_bases(len(wanted), ((d, self._live_bytes(p)) for d, p in wanted.items()))
+        real: set[str] = set()
+        return self._store_bases(len(wanted), ((d, self._live_bytes(p, real)) for d, p in wanted.items()))
 
-    def _live_bytes(self, path: str) -> bytes | None:
+    def _live_bytes(self, path: str, real: set[str]) -> bytes | None:
         try:
-            with open(self._target(path), "rb") as f:
-                return f.read()
+            return self._read(path, real)
         except (OSError, Refused):
             return None
 
