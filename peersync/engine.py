@@ -31,7 +31,8 @@ from peersync.workspace import Peer, SyncConfig, Workspace
 # no second SSH connection, and faster than rsync for many small files.  Larger files go through
 # rsync, whose delta transfer pays off there.
 INLINE_MAX_FILE = 256 << 10
-INLINE_BATCH_BYTES = 4 << 20
+INLINE_BATCH_BYTES = 8 << 20
+INLINE_FIRST_BATCH = 512 << 10  # batches grow from this: the target starts writing at once
 REMOTE_LOCK_WAIT = 10.0
 REMOTE_LOCK_YIELD = 1.0
 LOGBASE_MAX = 16 << 20  # log files up to this size keep their synced content for 3-way merges
@@ -293,7 +294,7 @@ class Run:
         results: list[dict] = []
         installing: collections.deque = collections.deque()
         try:
-            for batch in _batches(items, INLINE_BATCH_BYTES):
+            for batch in _batches(items, INLINE_BATCH_BYTES, min(INLINE_FIRST_BATCH, INLINE_BATCH_BYTES)):
                 data = await self._read(source, [i["path"] for i in batch])
                 for item in batch:
                     item["data"] = data[item["path"]]
@@ -554,13 +555,15 @@ def plan_sync(ancestor, local_entries, remote_entries, cfg: SyncConfig, peer: Pe
     return plan
 
 
-def _batches(items: list[dict], limit: int):
-    """Consecutive runs of `items` of at most `limit` bytes (a bigger file makes a batch alone)."""
-    batch, size = [], 0
+def _batches(items: list[dict], limit: int, first: int | None = None):
+    """Consecutive runs of `items` of at most `limit` bytes (a bigger file makes a batch alone).
+    `first`: the first batch's limit, doubling for each next one up to `limit` — the pipeline
+    fills fast (the target writes while the next batch is read), then runs in large batches."""
+    batch, size, cap = [], 0, first or limit
     for item in items:
-        if batch and size + item["new"][0] > limit:
+        if batch and size + item["new"][0] > cap:
             yield batch
-            batch, size = [], 0
+            batch, size, cap = [], 0, min(cap * 2, limit)
         batch.append(item)
         size += item["new"][0]
     if batch:

@@ -538,6 +538,8 @@ def test_batches_keep_order_and_limits():
     batches = list(_batches(items, 40))
     assert [[i["new"][0] for i in b] for b in batches] == [[10, 10], [30], [100], [5, 5]]
     assert list(_batches([], 40)) == []
+    growing = list(_batches(items, 40, 10))  # limits 10, 20, 40, 40…
+    assert [[i["new"][0] for i in b] for b in growing] == [[10], [10], [30], [100], [5, 5]]
 
 
 def test_an_appended_large_file_travels_as_its_tail(pair, monkeypatch):
