@@ -62,6 +62,8 @@ def main(argv=None) -> int:
     parser.add_argument("--no-rsync", action="store_true")
     parser.add_argument("--verify", action="store_true", help="compare both sides after each peersync run")
     parser.add_argument("--workdir", type=Path, default=None)
+    parser.add_argument("--settle", type=float, default=0.0,
+                        help="seconds to wait (untimed) between a run's set-up and the run itself")
     args = parser.parse_args(argv)
     variants = [(v.split("=", 1)[0], Path(v.split("=", 1)[1]).resolve()) for v in args.variant] \
         or [("peersync", Path(__file__).resolve().parent.parent)]
@@ -80,6 +82,8 @@ def main(argv=None) -> int:
                 base.mkdir()
                 copy_tree(pristine, base / "local")
                 (base / "remote").mkdir()
+                os.sync()
+                time.sleep(args.settle)
                 log = work / f"{name}-{rep}.log"
                 if name == "rsync":
                     seconds = run_rsync(base / "local", base / "remote", sshd, log)
