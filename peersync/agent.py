@@ -6,7 +6,6 @@ Started over SSH as `peersync agent --root PATH` (or forced by authorized_keys a
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import json
 import os
@@ -21,7 +20,7 @@ import xxhash
 from peersync import __version__, tombstones
 from peersync.lock import state_lock
 from peersync.paths import BadPath, check_relpath
-from peersync.protocol import PROTOCOL, decode, encode
+from peersync.protocol import PROTOCOL, blob_size, decode, encode
 from peersync.scan import hash_bytes, scan
 from peersync.selection import Selection
 from peersync.storage import atomic_write_bytes, read_json, sweep_temp
@@ -31,6 +30,7 @@ from peersync.workspace import Workspace
 
 
 PRUNE_EVERY = 3600.0  # seconds between two prunings of unreferenced log bases
+PARALLEL_WRITES_MIN = 64  # inline files in one install from which two threads write them
 
 # Ancestor files this process read or wrote: str(path) -> (file identity, digest, document).
 _ANCESTORS: dict[str, tuple] = {}
@@ -215,11 +215,7 @@ class Handler:
 
     # -- data ----------------------------------------------------------------------------
     def op_read(self, paths: list) -> dict:
-        out = {}
-        for path in paths:
-            full = self.store.target(path)
-            out[path] = base64.b64encode(full.read_bytes()).decode()
-        return out
+        return self.store.read(paths)
 
     def op_read_tail(self, items: list) -> dict:
         """For files that only grew: the bytes after `offset`, when the first `offset` bytes still
@@ -232,7 +228,7 @@ class Handler:
             try:
                 with open(self.store.target(path), "rb") as f:
                     if _read_prefix(f, offset) == prefix:
-                        out[path] = base64.b64encode(f.read()).decode()
+                        out[path] = f.read()
             except (OSError, Refused):
                 pass  # gone or moved: the whole file goes the usual way
         return out
@@ -246,7 +242,7 @@ class Handler:
         with open(self.store.target(item["path"]), "rb") as src, open(staged, "wb") as dst:
             if _read_prefix(src, size, dst.write) != prefix:
                 raise Refused(f"{item['path']} changed here since the scan")
-            dst.write(base64.b64decode(tail["data"]))
+            dst.write(_data(tail))
         return staged
 
     def op_stage(self) -> dict:
@@ -272,19 +268,45 @@ class Handler:
             return self._staged_tail(item)
         if "data" in item:
             staged = self.staging / f".inline-{secrets.token_hex(8)}"
-            staged.write_bytes(base64.b64decode(item["data"]))
+            staged.write_bytes(_data(item))
             return staged
         return f"{self.staging}/{check_relpath(item['path'])}"  # a string: one per file of a batch
 
-    def _write_inline(self, data: str, new: Entry) -> str:
-        """A staged file for inline bytes, verified before it is written (the same checks as
-        Store.prepare, on the bytes in hand: no reading back), with its mode and mtime."""
-        raw = base64.b64decode(data)
-        if len(raw) != new.size or hash_bytes(raw) != new.hash:
-            raise Refused("content changed on the sending side during the sync; left for the next sync")
+    def _write_inlines(self, jobs: list[tuple[int, bytes, Entry]]) -> dict[int, str | Exception]:
+        """Staged files for (index, bytes, entry) jobs: index → staged path, or the error.
+
+        Two threads, each creating in its own directory: a file's creation is mostly kernel time
+        (inode allocation, under the directory's lock), which a second core then overlaps."""
         if self.staging is None:
             self.op_stage()
-        staged = f"{self.staging}/.inline-{secrets.token_hex(8)}"
+        out: dict[int, str | Exception] = {}
+
+        def write(part, where: str) -> None:
+            for index, raw, new in part:
+                try:
+                    out[index] = self._write_inline(raw, new, where)
+                except Exception as err:  # the caller decides: a per-path error or a failed request
+                    out[index] = err
+
+        if len(jobs) < PARALLEL_WRITES_MIN:
+            write(jobs, str(self.staging))
+            return out
+        second = self.staging / ".inline-2"
+        second.mkdir(exist_ok=True)
+        helper = threading.Thread(target=write, args=(jobs[1::2], str(second)))
+        helper.start()
+        try:
+            write(jobs[0::2], str(self.staging))
+        finally:
+            helper.join()
+        return out
+
+    def _write_inline(self, raw: bytes, new: Entry, where: str) -> str:
+        """A staged file for inline bytes, verified before it is written (the same checks as
+        Store.prepare, on the bytes in hand: no reading back), with its mode and mtime."""
+        if len(raw) != new.size or hash_bytes(raw) != new.hash:
+            raise Refused("content changed on the sending side during the sync; left for the next sync")
+        staged = f"{where}/.inline-{secrets.token_hex(8)}"
         fd = os.open(staged, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, new.mode or 0o644)
         try:
             view = memoryview(raw)
@@ -300,7 +322,7 @@ class Handler:
         """Install a batch: verify every staged file, make them all durable with one flush,
         then rename them into place and fsync each touched directory once."""
         results: list[dict | None] = [None] * len(items)
-        ready = []
+        pending, inline = [], []
         for index, item in enumerate(items):
             path = item.get("path")
             try:
@@ -309,13 +331,25 @@ class Handler:
                 if "mtime_ns" in item and item["mtime_ns"] is None:
                     new = Entry(new.size, time.time_ns(), new.mode, new.hash)
                 if "data" in item and "tail" not in item:
-                    staged = self._write_inline(item["data"], new)  # checked in memory, as written
+                    inline.append((index, _data(item), new))  # written below, checked in memory as written
+                    staged = None
                 else:
                     staged = self._staged(item, index)  # checks the path (inline items: install does)
                     self.store.prepare(staged, new)
-                ready.append((index, path, staged, expect, new, item.get("quarantine")))
+                pending.append((index, path, staged, expect, new, item.get("quarantine")))
             except (Refused, BadPath, OSError, ValueError, KeyError, TypeError) as err:
                 results[index] = {"path": path, "ok": False, "error": _why(err)}
+        written = self._write_inlines(inline) if inline else {}
+        ready = []
+        for index, path, staged, expect, new, quarantine in pending:
+            if staged is None:
+                staged = written[index]
+                if isinstance(staged, Exception):
+                    if not isinstance(staged, (Refused, OSError, ValueError)):
+                        raise staged
+                    results[index] = {"path": path, "ok": False, "error": _why(staged)}
+                    continue
+            ready.append((index, path, staged, expect, new, quarantine))
         if ready:
             flush_filesystem(ready[0][2])
         self.store.deferred_dirs = set()
@@ -384,8 +418,7 @@ class Handler:
         return {"saved": self.store.save_logbases([(check_relpath(p), h) for p, h in items])}
 
     def op_logbase_get(self, hashes: list) -> dict:
-        return {digest: None if data is None else base64.b64encode(data).decode()
-                for digest, data in self.store.logbases(hashes).items()}
+        return self.store.logbases(hashes)
 
     def op_housekeeping(self, trash_days: int = 30, prune_logbases: bool = False) -> dict:
         tombstones.prune(self._dead_file, trash_days)  # deletion records live as long as the trash
@@ -460,6 +493,14 @@ def flush_filesystem(path: Path) -> None:
 _syncfs = None
 
 
+def _data(item: dict) -> bytes:
+    """An item's inline content (raw bytes: see protocol.py)."""
+    data = item["data"]
+    if not isinstance(data, bytes):
+        raise ValueError("inline data is not bytes")
+    return data
+
+
 def _why(err: Exception) -> str:
     if isinstance(err, OSError):
         return f"{err.strerror or err}" + (" (disk full)" if getattr(err, "errno", None) == 28 else "")
@@ -474,7 +515,12 @@ def serve(handler: Handler, stdin, stdout) -> int:
             if not line:
                 return 0
             try:
-                request = decode(line)
+                size, blob = blob_size(line), None
+                if size is not None:  # a `+N` frame: its JSON line, then N bytes
+                    line, blob = stdin.readline(), stdin.read(size)
+                    if not line.endswith(b"\n") or len(blob) != size:
+                        return 0  # EOF mid-frame: the client is gone
+                request = decode(line, blob)
                 op, args, rid = request["op"], request.get("args") or {}, request.get("id")
                 if not isinstance(args, dict):
                     raise ValueError("args must be an object")

@@ -26,7 +26,6 @@ removed; another machine's leftover lock is removed only by a person (`peersync 
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
 import ctypes
 import hashlib
@@ -364,7 +363,7 @@ class CloudSession:
             if cloud_hash.bytes_hashes(data, None)[0] != digests[path]:
                 raise TransferError(f"{path} changed on {self.peer.name} during the sync",
                                     "Nothing was lost; run the sync again.")
-            out[path] = base64.b64encode(data).decode()
+            out[path] = data
         shutil.rmtree(into, ignore_errors=True)
         return out
 
@@ -445,7 +444,7 @@ class CloudSession:
         """Write the content to upload at `dest` and check it is the planned version."""
         dest.parent.mkdir(parents=True, exist_ok=True)
         if "data" in item:
-            dest.write_bytes(base64.b64decode(item["data"]))
+            dest.write_bytes(item["data"])
         else:
             full = self.store.target(item["path"])
             fd = os.open(full, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
@@ -521,7 +520,7 @@ class CloudSession:
             try:
                 self._target(path)
                 cid = "c-" + secrets.token_hex(3)
-                await self.rclone("rcat", self.at(META, "conflicts", cid, path), input=base64.b64decode(item["data"]))
+                await self.rclone("rcat", self.at(META, "conflicts", cid, path), input=item["data"])
                 results.append({"path": path, "ok": True, "conflict": cid})
             except (Refused, BadPath, KeyError, ValueError, PeersyncError) as err:
                 results.append({"path": path, "ok": False, "error": str(err)})

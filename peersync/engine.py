@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import base64
 import collections
 import fnmatch
 import re
@@ -32,7 +31,8 @@ from peersync.workspace import Peer, SyncConfig, Workspace
 # no second SSH connection, and faster than rsync for many small files.  Larger files go through
 # rsync, whose delta transfer pays off there.
 INLINE_MAX_FILE = 256 << 10
-INLINE_BATCH_BYTES = 4 << 20
+INLINE_BATCH_BYTES = 8 << 20
+INLINE_FIRST_BATCH = 512 << 10  # batches grow from this: the target starts writing at once
 REMOTE_LOCK_WAIT = 10.0
 REMOTE_LOCK_YIELD = 1.0
 LOGBASE_MAX = 16 << 20  # log files up to this size keep their synced content for 3-way merges
@@ -200,14 +200,11 @@ class Run:
                                               "side": None, "reason": "skipped (policy skip)"})
 
     async def _read(self, side: Side, paths: list[str]) -> dict[str, bytes]:
-        return {p: base64.b64decode(v) for p, v in (await self._read_encoded(side, paths)).items()}
-
-    async def _read_encoded(self, side: Side, paths: list[str]) -> dict[str, str]:
-        """Files' contents as the wire carries them (base64), ready to pass on."""
+        """Files' contents (raw bytes on the wire, beside the JSON: protocol.py)."""
         if not paths:
             return {}
         raw = await self.session(side).request("read", paths=paths)
-        if not isinstance(raw, dict) or set(raw) != set(paths) or not all(isinstance(v, str) for v in raw.values()):
+        if not isinstance(raw, dict) or set(raw) != set(paths) or not all(isinstance(v, bytes) for v in raw.values()):
             raise ProtocolError(f"{self.name(side)} answered a read with the wrong files")
         return raw
 
@@ -242,7 +239,7 @@ class Run:
                 if data != merged:
                     base = c.entry(side)
                     installs[side].append({
-                        "path": c.path, "data": base64.b64encode(merged).decode(),
+                        "path": c.path, "data": merged,
                         "expect": base.to_wire(), "new": [len(merged), now, base.mode, digest]})
         outcome = await gather_all(*(self._install(side, installs[side]) for side in Side))
         for side, results in zip(Side, outcome):
@@ -261,7 +258,7 @@ class Run:
             raw = await self.session(side).request("logbase_get", hashes=missing)
             for digest in missing:
                 value = raw.get(digest) if isinstance(raw, dict) else None
-                data = base64.b64decode(value) if isinstance(value, str) else None
+                data = value if isinstance(value, bytes) else None
                 found[digest] = data if data is not None and hash_bytes(data) == digest else None
         return found
 
@@ -315,7 +312,7 @@ class Run:
         grown = []
         for item in asked:
             data = raw.get(item["path"]) if isinstance(raw, dict) else None
-            if isinstance(data, str):
+            if isinstance(data, bytes):
                 item["tail"] = {"size": item["expect"][0], "prefix": item["expect"][3], "data": data}
                 grown.append(item)
         return grown, [i for i in items if "tail" not in i]
@@ -326,11 +323,11 @@ class Run:
         results: list[dict] = []
         installing: collections.deque = collections.deque()
         try:
-            for batch in _batches(items, INLINE_BATCH_BYTES):
-                data = await self._read_encoded(source, [i["path"] for i in batch])
+            for batch in _batches(items, INLINE_BATCH_BYTES, min(INLINE_FIRST_BATCH, INLINE_BATCH_BYTES)):
+                data = await self._read(source, [i["path"] for i in batch])
                 for item in batch:
                     item["data"] = data[item["path"]]
-                installing.append(asyncio.ensure_future(self._install(target, batch)))
+                installing.append(asyncio.ensure_future(self._install_inline(target, batch)))
                 if len(installing) >= 2:
                     results += await installing.popleft()
             while installing:
@@ -341,6 +338,13 @@ class Run:
             if installing:
                 await asyncio.gather(*installing, return_exceptions=True)
         return results
+
+    async def _install_inline(self, side: Side, batch: list[dict]) -> list[dict]:
+        try:
+            return await self._install(side, batch)
+        finally:
+            for item in batch:  # the bytes are written: do not hold a whole transfer in memory
+                item.pop("data", None)
 
     async def _copy_rsync(self, source: Side, target: Side, items: list[dict]) -> list[dict]:
         if not items:
@@ -424,7 +428,7 @@ class Run:
         ids: dict[Side, list] = {}
         for side, data, other in ((Side.LOCAL, remote_data, self.peer.name),
                                   (Side.REMOTE, local_data, socket.gethostname())):
-            items = [{"path": p, "data": base64.b64encode(data[p]).decode(),
+            items = [{"path": p, "data": data[p],
                       "info": {"peer": other, "reason": "manual: kept both"}} for p in paths]
             ids[side] = (await self.session(side).request("quarantine", items=items))["results"]
         for c, mine, theirs in zip(changes, ids[Side.LOCAL], ids[Side.REMOTE]):
@@ -655,13 +659,15 @@ def plan_sync(ancestor, local_entries, remote_entries, cfg: SyncConfig, peer: Pe
     return plan
 
 
-def _batches(items: list[dict], limit: int):
-    """Consecutive runs of `items` of at most `limit` bytes (a bigger file makes a batch alone)."""
-    batch, size = [], 0
+def _batches(items: list[dict], limit: int, first: int | None = None):
+    """Consecutive runs of `items` of at most `limit` bytes (a bigger file makes a batch alone).
+    `first`: the first batch's limit, doubling for each next one up to `limit` — the pipeline
+    fills fast (the target writes while the next batch is read), then runs in large batches."""
+    batch, size, cap = [], 0, first or limit
     for item in items:
-        if batch and size + item["new"][0] > limit:
+        if batch and size + item["new"][0] > cap:
             yield batch
-            batch, size = [], 0
+            batch, size, cap = [], 0, min(cap * 2, limit)
         batch.append(item)
         size += item["new"][0]
     if batch:

@@ -6,7 +6,7 @@ starts one, which stays `sync.keep_connection` seconds (default 600; 0 turns kee
 its last use.  A warm sync skips the SSH handshake, the remote login shell, the agent's start-up
 and the asyncssh import: this is what OpenSSH's ControlPersist and Mutagen's daemon do.
 
-The keeper relays protocol lines unchanged, one client at a time (a second one is told "busy"
+The keeper relays protocol messages (frames, protocol.py) unchanged, one client at a time (a second one is told "busy"
 and connects directly).  When a client leaves — done, failed or killed — the keeper asks the
 agent to `reset` (drop staging, release the peer's lock) before it serves anyone else.  A keeper
 whose connection, workspace or socket goes away exits; so does one idle for its whole time.
@@ -26,7 +26,7 @@ from pathlib import Path
 
 from peersync.protocol import PROTOCOL, decode, encode
 from peersync.quick import env_keep, socket_for
-from peersync.remote import Session, open_session, read_line
+from peersync.remote import Session, open_session, read_frame, read_line
 from peersync.workspace import Peer, Workspace
 
 DEFAULT_KEEP = 600.0
@@ -92,8 +92,8 @@ class KeptSession(Session):
     async def _drain(self) -> None:
         await self.writer.drain()
 
-    async def _receive(self) -> bytes:
-        return await self.reader.readline()
+    async def _receive(self) -> tuple[bytes, bytes | None]:
+        return await read_frame(self.reader.readline, self.reader.readexactly)
 
     async def close(self) -> None:
         # No "bye": the agent stays for the next sync; the keeper resets it when we go.
@@ -176,23 +176,23 @@ class Keeper:
 
     async def client(self, reader, writer) -> None:
         try:
-            first = await asyncio.wait_for(reader.readline(), 30)
+            first = await asyncio.wait_for(read_frame(reader.readline, reader.readexactly), 30)
         except (OSError, ValueError, asyncio.TimeoutError):
-            first = b""
-        if not first.endswith(b"\n"):  # a liveness probe (spawn), or a client gone already
+            first = (b"", None)
+        if not first[0].endswith(b"\n"):  # a liveness probe (spawn), or a client gone already
             writer.close()
             return
         try:
             # The previous client may have just left (its reset is a round trip): wait a little.
             await asyncio.wait_for(self.serving.acquire(), BUSY_WAIT)
         except asyncio.TimeoutError:
-            await self._refuse(first, writer, "the connection is in use by another sync")
+            await self._refuse(first[0], writer, "the connection is in use by another sync")
             return
         try:
             if self.done.is_set():
-                await self._refuse(first, writer, "the keeper is closing")
+                await self._refuse(first[0], writer, "the keeper is closing")
                 return
-            request = _small_request(first)
+            request = _small_request(*first)
             if request is not None and request.get("op") == "run":
                 try:
                     await self._run(request, writer)
@@ -249,23 +249,26 @@ class Keeper:
         finished = time.time()
         return LentSession(self.session, hello, float(hello["time"]) - (started + finished) / 2, finished - started)
 
-    async def _relay(self, line: bytes, reader, writer) -> None:
+    async def _relay(self, frame: tuple[bytes, bytes | None], reader, writer) -> None:
         agent_in, agent_out = self.session.process.stdin, self.session.process.stdout
-        while line.endswith(b"\n"):  # else the client left (or was killed)
-            if _is_bye(line):
+        while frame[0].endswith(b"\n"):  # else the client left (or was killed)
+            if _is_bye(*frame):
                 return  # the agent stays; the client just goes
-            agent_in.write(line)
-            reply = await read_line(agent_out)
-            if not reply.endswith(b"\n"):  # the agent or the connection died: the client sees EOF
+            agent_in.write(_frame_bytes(*frame))
+            try:
+                reply = await read_frame(lambda: read_line(agent_out), agent_out.readexactly)
+            except ValueError:
+                reply = (b"", None)
+            if not reply[0].endswith(b"\n"):  # the agent or the connection died: the client sees EOF
                 self.done.set()
                 return
             try:
-                writer.write(reply)
+                writer.write(_frame_bytes(*reply))
                 await writer.drain()
             except (OSError, ConnectionError):
                 pass  # the client left mid-request; we still read its reply, so the stream is in step
             try:
-                line = await reader.readline()
+                frame = await read_frame(reader.readline, reader.readexactly)
             except (OSError, ValueError):
                 return
 
@@ -304,9 +307,14 @@ class LentSession:
             await asyncio.wait_for(self._session.request("reset"), 60)
 
 
-def _small_request(line: bytes) -> dict | None:
+def _frame_bytes(line: bytes, blob: bytes | None) -> bytes:
+    """A message as it travels (protocol.py): forwarded exactly as received."""
+    return line if blob is None else b"".join([b"+%d\n" % len(blob), line, blob])
+
+
+def _small_request(line: bytes, blob: bytes | None = None) -> dict | None:
     """A short first line decoded (a relayed request can be megabytes: those are not looked at)."""
-    if len(line) > 4096:
+    if len(line) > 4096 or blob is not None:
         return None
     try:
         return decode(line)
@@ -314,8 +322,8 @@ def _small_request(line: bytes) -> dict | None:
         return None
 
 
-def _is_bye(line: bytes) -> bool:
-    request = _small_request(line) if b'"bye"' in line else None
+def _is_bye(line: bytes, blob: bytes | None = None) -> bool:
+    request = _small_request(line, blob) if b'"bye"' in line else None
     return request is not None and request.get("op") == "bye"
 
 

@@ -65,7 +65,8 @@ class Store:
         """The real path for a wire path, refusing anything outside the selection or the root."""
         return Path(self._target(path))
 
-    def _target(self, path: str) -> str:
+    def _target(self, path: str, real: set[str] | None = None) -> str:
+        """`real`: parents already found to be real directories by the caller's batch."""
         check_relpath(path)
         if not self.selection.contains(path):
             raise Refused(f"path outside the synced selection: {path}")
@@ -73,7 +74,8 @@ class Store:
         # Within one batch a parent found to be a real directory is not looked at again: only a
         # symlink already on this disk could lead outside (a peer cannot send one), and a local
         # process swapping one in mid-batch could as well race the check itself.
-        real = self._real_dirs if self.deferred_dirs is not None else set()
+        if real is None:
+            real = self._real_dirs if self.deferred_dirs is not None else set()
         root = str(self.root)
         cut = path.rfind("/")
         while cut > 0 and path[:cut] not in real:
@@ -87,6 +89,21 @@ class Store:
                 real.add(path[:cut])
             cut = path.rfind("/", 0, cut)
         return f"{root}/{path}"
+
+    def read(self, paths: list[str]) -> dict[str, bytes]:
+        """The content of each path: a regular file, never read through a symlink."""
+        real: set[str] = set()  # one request is one batch for the parent checks (see _target)
+        return {path: self._read(path, real) for path in paths}
+
+    def _read(self, path: str, real: set[str]) -> bytes:
+        fd = os.open(self._target(path, real), os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+        try:
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode):
+                raise Refused(f"not a regular file: {path}")
+            return _read_whole(fd, st.st_size)
+        finally:
+            os.close(fd)
 
     def new_staging(self) -> Path:
         ensure_private_dir(self.staging_root)
@@ -332,12 +349,12 @@ class Store:
             name = _blob_name(digest)
             if digest not in wanted and digest not in packed and not (self.logbase_dir / name).exists():
                 wanted[digest] = path
-        return self._store_bases(len(wanted), ((d, self._live_bytes(p)) for d, p in wanted.items()))
+        real: set[str] = set()
+        return self._store_bases(len(wanted), ((d, self._live_bytes(p, real)) for d, p in wanted.items()))
 
-    def _live_bytes(self, path: str) -> bytes | None:
+    def _live_bytes(self, path: str, real: set[str]) -> bytes | None:
         try:
-            with open(self._target(path), "rb") as f:
-                return f.read()
+            return self._read(path, real)
         except (OSError, Refused):
             return None
 
@@ -615,6 +632,18 @@ def hash_fd(fd: int, size: int) -> str:
     while chunk := os.read(fd, min(size + 1, CHUNK)):
         h.update(chunk)
     return h.hexdigest()
+
+
+def _read_whole(fd: int, size: int) -> bytes:
+    """Everything readable from `fd`, `size` being its expected length: one read(2) when the
+    file did not grow (a short read of a regular file is its end)."""
+    data = os.read(fd, size + 1)
+    if len(data) <= size and size < 1 << 30:
+        return data
+    parts = [data]
+    while chunk := os.read(fd, CHUNK):
+        parts.append(chunk)
+    return b"".join(parts)
 
 
 def _stat_entry(full: Path | str, digest: str) -> list:

@@ -153,11 +153,11 @@ class Timeline:
             tl.codec["encode_bytes"] += len(data)
             return data
 
-        def decode(line):
+        def decode(line, blob=None):
             start = time.perf_counter()
-            value = saved["decode"](line)
+            value = saved["decode"](line, blob)
             tl.codec["decode_s"] += time.perf_counter() - start
-            tl.codec["decode_bytes"] += len(line)
+            tl.codec["decode_bytes"] += len(line) + len(blob or b"")
             return value
 
         async def connect(*a, **kw):

@@ -20,7 +20,7 @@ class EvilHandler(Handler):
 
     def op_read(self, paths: list) -> dict:
         # A peer that would also hand over data for it, if ever asked.
-        return {p: "cm9vdAo=" for p in paths}
+        return {p: b"root\n" for p in paths}
 
 
 if __name__ == "__main__":

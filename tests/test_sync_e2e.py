@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from peersync.engine import run_sync
+from peersync.protocol import encode
 from peersync.testing.pair import wire_pair
 from peersync.testing.trees import selection_files, tree_digest
 from peersync.testing.workspace_gen import generate
@@ -408,7 +409,7 @@ def test_agent_refuses_hostile_paths_in_requests(tmp_path):
     (root / "memory").mkdir(parents=True)
     handler = Handler(root)
     for evil in ("../x", "/etc/passwd", "memory/clawdbot-sync/peers.json", "IDENTITY.md", "config/a"):
-        result = handler.op_install([{"path": evil, "data": "eA==", "expect": None,
+        result = handler.op_install([{"path": evil, "data": b"x", "expect": None,
                                       "new": [1, 1, 0o644, "0" * 32]}])["results"][0]
         assert not result["ok"], evil
     assert not (tmp_path / "x").exists()
@@ -584,6 +585,8 @@ def test_batches_keep_order_and_limits():
     batches = list(_batches(items, 40))
     assert [[i["new"][0] for i in b] for b in batches] == [[10, 10], [30], [100], [5, 5]]
     assert list(_batches([], 40)) == []
+    growing = list(_batches(items, 40, 10))  # limits 10, 20, 40, 40…
+    assert [[i["new"][0] for i in b] for b in growing] == [[10], [10], [30], [100], [5, 5]]
 
 
 def test_an_appended_large_file_travels_as_its_tail(pair, monkeypatch):
@@ -596,7 +599,7 @@ def test_an_appended_large_file_travels_as_its_tail(pair, monkeypatch):
         f.write(b"- one more line\n")
     assert sync(pair.local).pushed == ["memory/big.log"]
     assert (pair.remote.root / "memory/big.log").read_bytes() == big + b"- one more line\n"
-    assert max(len(json.dumps(args)) for op, args, _ in requests if op == "install") < 10_000  # the tail
+    assert max(len(encode(args)) for op, args, _ in requests if op == "install") < 10_000  # the tail
     # Pulled the other way, too, and a file rewritten (not appended) still goes whole (rsync).
     with open(pair.remote.root / "memory/big.log", "ab") as f:
         f.write(b"- from the peer\n")
@@ -609,8 +612,6 @@ def test_an_appended_large_file_travels_as_its_tail(pair, monkeypatch):
 
 
 def test_a_tail_whose_prefix_changed_is_refused(tmp_path):
-    import base64
-
     from peersync.agent import Handler
     from peersync.scan import hash_bytes
 
@@ -618,14 +619,14 @@ def test_a_tail_whose_prefix_changed_is_refused(tmp_path):
     (tmp_path / "memory/x.log").write_bytes(b"abc\n")
     handler = Handler(tmp_path)
     assert handler.op_read_tail([{"path": "memory/x.log", "offset": 2, "prefix": hash_bytes(b"ab")}]) == \
-        {"memory/x.log": base64.b64encode(b"c\n").decode()}
+        {"memory/x.log": b"c\n"}
     assert handler.op_read_tail([{"path": "memory/x.log", "offset": 2, "prefix": hash_bytes(b"zz")}]) == \
         {"memory/x.log": None}
     assert handler.op_read_tail([{"path": "memory/gone.log", "offset": 2, "prefix": "0"}]) == \
         {"memory/gone.log": None}
     item = {"path": "memory/x.log", "expect": [4, 0, 0o644, hash_bytes(b"abc\n")],
             "new": [6, 1_700_000_000_000_000_000, 0o644, hash_bytes(b"abXYZ\n")],
-            "tail": {"size": 2, "prefix": hash_bytes(b"zz"), "data": "WFlaCg=="}}
+            "tail": {"size": 2, "prefix": hash_bytes(b"zz"), "data": b"XYZ\n"}}
     [result] = handler.op_install([item])["results"]
     assert not result["ok"] and (tmp_path / "memory/x.log").read_bytes() == b"abc\n"
 

@@ -1,0 +1,113 @@
+"""The wire protocol: JSON lines, and file bytes beside them in `+N` frames."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+
+import pytest
+
+from peersync.agent import Handler, serve
+from peersync.protocol import blob_size, decode, encode
+from peersync.remote import read_frame
+from peersync.scan import hash_bytes
+
+
+def split(frame: bytes) -> tuple[bytes, bytes | None]:
+    """(JSON line, bytes) of one encoded frame."""
+    first, _, rest = frame.partition(b"\n")
+    size = blob_size(first + b"\n")
+    if size is None:
+        return frame, None
+    line, _, blob = rest.partition(b"\n")
+    assert len(blob) == size
+    return line + b"\n", blob
+
+
+def test_a_message_without_bytes_is_one_json_line():
+    frame = encode({"id": 1, "op": "hello", "args": {"paths": ["memory/a.md"]}})
+    assert frame.endswith(b"\n") and frame.count(b"\n") == 1 and frame.startswith(b"{")
+    assert decode(frame) == {"id": 1, "op": "hello", "args": {"paths": ["memory/a.md"]}}
+
+
+def test_bytes_travel_raw_after_the_line_and_come_back_as_bytes():
+    message = {"id": 2, "args": {"items": [{"path": "memory/a.md", "data": b"one\n\x00\xff"},
+                                           {"path": "memory/b.md", "data": b""}],
+                                 "by_path": {"memory/c.md": b"\n\n"}}}
+    frame = encode(message)
+    assert frame.startswith(b"+8\n") and frame.endswith(b"one\n\x00\xff\n\n")
+    line, blob = split(frame)
+    assert len(line) < 200  # the JSON holds references, not the content
+    assert decode(line, blob) == message
+
+
+def test_bad_frames_and_references_are_refused():
+    assert blob_size(b'{"id":1}\n') is None
+    assert blob_size(b"+12\n") == 12
+    for header in (b"+\n", b"+x\n", b"+-1\n", b"+12", b"+99999999999\n"):
+        with pytest.raises(ValueError):
+            blob_size(header)
+    for ref in ([0, 5], [3, 1], [-1, 1], [0.5, 1], "0,1", [0]):
+        with pytest.raises(ValueError):
+            decode(json.dumps({"data": {"/bytes": ref}}).encode(), b"abc")
+    # a dict that merely has such a key among others stays a dict
+    assert decode(b'{"x":{"/bytes":[0,1],"y":1}}', b"a") == {"x": {"/bytes": [0, 1], "y": 1}}
+    with pytest.raises(TypeError):
+        encode({"data": bytearray(b"x")})
+
+
+def test_read_frame_reads_lines_and_frames_and_sees_a_cut_as_eof():
+    async def frames(data: bytes):
+        reader = asyncio.StreamReader()
+        reader.feed_data(data)
+        reader.feed_eof()
+        out = []
+        while True:
+            line, blob = await read_frame(reader.readline, reader.readexactly)
+            if not line.endswith(b"\n"):
+                return out
+            out.append(decode(line, blob))
+
+    one, two = encode({"id": 1}), encode({"id": 2, "data": b"xyz"})
+    assert asyncio.run(frames(one + two)) == [{"id": 1}, {"id": 2, "data": b"xyz"}]
+    assert asyncio.run(frames(one + two[:-1])) == [{"id": 1}]  # the last frame was cut short
+
+
+def test_the_agent_installs_from_a_frame_and_stops_at_a_cut_one(tmp_path):
+    (tmp_path / "memory").mkdir()
+    data = b"hello\n"
+    item = {"path": "memory/a.md", "expect": None, "new": [len(data), 1_700_000_000_000_000_000, 0o644,
+                                                            hash_bytes(data)], "data": data}
+    cut = encode({"id": 2, "op": "install", "args": {"items": [{**item, "path": "memory/b.md"}]}})[:-2]
+    out = io.BytesIO()
+    assert serve(Handler(tmp_path), io.BytesIO(encode({"id": 1, "op": "install", "args": {"items": [item]}}) + cut),
+                 out) == 0
+    [reply] = [decode(line) for line in out.getvalue().splitlines(keepends=True)]
+    assert reply["ok"] and reply["result"]["results"][0]["ok"]
+    assert (tmp_path / "memory/a.md").read_bytes() == data and not (tmp_path / "memory/b.md").exists()
+
+
+def test_a_large_inline_install_keeps_per_file_results_in_order(tmp_path):
+    """Enough files for the agent's two writer threads: each result stays with its item, and a
+    bad one is refused alone."""
+    (tmp_path / "memory").mkdir()
+    items = []
+    for i in range(150):
+        data = f"file {i}\n".encode() * (i + 1)
+        items.append({"path": f"memory/d{i % 7}/f{i:03d}.md", "expect": None,
+                      "new": [len(data), 1_700_000_000_000_000_000 + i, 0o644, hash_bytes(data)], "data": data})
+    items[40]["data"] = b"not what was scanned"
+    items[41]["path"] = "../escape.md"
+    handler = Handler(tmp_path)
+    results = handler.op_install(items)["results"]
+    assert [r["path"] for r in results] == [i["path"] for i in items]
+    assert [i for i, r in enumerate(results) if not r["ok"]] == [40, 41]
+    for i, item in enumerate(items):
+        if i not in (40, 41):
+            target = tmp_path / item["path"]
+            assert target.read_bytes() == item["data"] and target.stat().st_mtime_ns == item["new"][1]
+    assert not (tmp_path.parent / "escape.md").exists()
+    staging = handler.staging
+    handler.op_unstage()
+    assert not staging.exists()
