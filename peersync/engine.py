@@ -602,13 +602,18 @@ async def _sync_locked(ws, cfg, peer, local, remote, report, local_scan, remote_
     buried = run.buried(ancestor, new_ancestor, touched)
     if buried:  # before the ancestor forgets them
         await gather_all(local.request("tombstones_add", items=buried), remote.request("tombstones_add", items=buried))
+    saves = []
     if new_ancestor != ancestor or not remote_raw.get("delta"):  # unchanged and already identical: keep
-        await save_ancestor(local, remote, local_id, remote_id, mine, ancestor, new_ancestor, base_digest,
-                            remote_delta=bool(remote_raw.get("delta")))
-    journal.unlink()
+        saves.append(save_ancestor(local, remote, local_id, remote_id, mine, ancestor, new_ancestor, base_digest,
+                                   remote_delta=bool(remote_raw.get("delta"))))
+    # Log files' new synced content, kept on both sides as the next merge's base (alongside the
+    # ancestor: a base that is missing after a crash only means a log conflict, never a loss).
     logs = logbase_items(ancestor, new_ancestor, log_matcher(cfg.logs))
     if logs:
-        await gather_all(local.request("logbase_save", items=logs), remote.request("logbase_save", items=logs))
+        saves += [local.request("logbase_save", items=logs), remote.request("logbase_save", items=logs)]
+    await gather_all(*saves)
+    journal.unlink()
+    # Last: pruning log bases reads the ancestors just saved.
     await gather_all(local.request("housekeeping", trash_days=cfg.trash_days, prune_logbases=bool(logs)),
                      remote.request("housekeeping", trash_days=cfg.trash_days, prune_logbases=bool(logs)))
 
