@@ -32,7 +32,8 @@ from peersync.workspace import Workspace
 PRUNE_EVERY = 3600.0  # seconds between two prunings of unreferenced log bases
 PARALLEL_WRITES_MIN = 64  # inline files in one install from which two threads write them
 
-# Ancestor files this process read or wrote: str(path) -> (file identity, digest, document).
+# Ancestor files this process read or wrote: str(path) -> (file identity, digest, document,
+# whether the document was parsed).
 _ANCESTORS: dict[str, tuple] = {}
 
 
@@ -112,27 +113,29 @@ class Handler:
         return {"delta": True, "entries": changed, "deleted": deleted, "problems": problems,
                 "hashed": result.hashed, "dead": self._has_dead()}
 
-    def ancestor_doc(self, peer_id: str) -> tuple[str, dict | None] | None:
+    def ancestor_doc(self, peer_id: str, *, parse: bool = True) -> tuple[str, dict | None] | None:
         """(digest of the stored bytes, parsed document — None if not JSON) of the ancestor shared
         with `peer_id`; None when there is none.  A long-lived process (a kept agent, a keeper's
         local side) syncs again and again: a file it already read or wrote is not read again
-        (at 100k files, reading one costs ~0.1 s).  Callers never modify the document."""
+        (at 100k files, parsing one costs ~0.12 s).  `parse=False`: only the digest is needed
+        (the document part is then whatever is at hand).  Callers never modify the document."""
         path = self._ancestor_file(peer_id)
         try:
             with open(path, "rb") as f:
                 key = _identity(os.fstat(f.fileno()))
                 kept = _ANCESTORS.get(str(path))
-                if kept is not None and kept[0] == key:
+                if kept is not None and kept[0] == key and (kept[3] or not parse):
                     return kept[1], kept[2]
                 raw = f.read()
         except FileNotFoundError:
             return None
-        try:
-            doc = json.loads(raw)
-        except ValueError:
-            doc = None
-        digest = hash_bytes(raw)
-        _ANCESTORS[str(path)] = (key, digest, doc)
+        digest, doc = hash_bytes(raw), None
+        if parse:
+            try:
+                doc = json.loads(raw)
+            except ValueError:
+                pass
+        _ANCESTORS[str(path)] = (key, digest, doc, parse)
         return digest, doc
 
     def _ancestor_entries(self, peer_id: str, digest: str) -> dict | None:
@@ -148,7 +151,7 @@ class Handler:
 
     def op_ancestor_digest(self, peer_id: str) -> str | None:
         try:
-            found = self.ancestor_doc(peer_id)
+            found = self.ancestor_doc(peer_id, parse=False)
         except OSError:
             return None
         return None if found is None else found[0]
@@ -194,7 +197,7 @@ class Handler:
         digest = hash_bytes(raw)
         # What we just wrote is what the next sync reads (we hold the workspace's lock: nobody
         # else writes it meanwhile).
-        _ANCESTORS[str(path)] = (_identity(os.stat(path)), digest, manifest)
+        _ANCESTORS[str(path)] = (_identity(os.stat(path)), digest, manifest, True)
         return {"applied": True, "digest": digest}
 
     # -- deletion records (peersync.tombstones) -------------------------------------------
