@@ -424,18 +424,13 @@ class Handler:
         return self.store.logbases(hashes)
 
     def op_housekeeping(self, trash_days: int = 30, prune_logbases: bool = False) -> dict:
-        tombstones.prune(self._dead_file, trash_days)  # deletion records live as long as the trash
+        # Deletion records live as long as the trash; they age by days, so once an hour is enough.
+        if tombstones.present(self._dead_file) and self._due("tombstones.pruned"):
+            tombstones.prune(self._dead_file, trash_days)
         # Log bases no ancestor refers to any more are dropped — at most once an hour: deciding
         # reads every ancestor (megabytes at 100k files), and stale bases only cost disk space.
-        marker = self.ws.state / "logbase.pruned"
-        try:
-            recent = time.time() - marker.stat().st_mtime < PRUNE_EVERY
-        except OSError:
-            recent = False
-        if not prune_logbases or recent or not self.store.logbase_dir.is_dir():
+        if not prune_logbases or not self.store.logbase_dir.is_dir() or not self._due("logbase.pruned"):
             return {"trash_purged": self.store.purge_trash(trash_days)}
-        with contextlib.suppress(OSError):
-            marker.touch()
         keep: set[str] = set()
         ancestors = self.ws.state / "ancestors"
         for path in [*ancestors.glob("*.json"), *(self.ws.state / "cloud").glob("*/ancestor.json")]:
@@ -446,6 +441,18 @@ class Handler:
                 return {"trash_purged": self.store.purge_trash(trash_days), "logbases_pruned": 0}
         return {"trash_purged": self.store.purge_trash(trash_days),
                 "logbases_pruned": self.store.prune_logbases(keep)}
+
+    def _due(self, marker: str) -> bool:
+        """True at most once per PRUNE_EVERY for `marker` (a file in the state dir, touched)."""
+        path = self.ws.state / marker
+        try:
+            if time.time() - path.stat().st_mtime < PRUNE_EVERY:
+                return False
+        except OSError:
+            pass
+        with contextlib.suppress(OSError):
+            path.touch()
+        return True
 
     def call(self, op: str, args: dict):
         method = getattr(self, f"op_{op}", None)

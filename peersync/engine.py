@@ -604,8 +604,8 @@ async def _sync_locked(ws, cfg, peer, local, remote, report, local_scan, remote_
         await gather_all(local.request("tombstones_add", items=buried), remote.request("tombstones_add", items=buried))
     saves = []
     if new_ancestor != ancestor or not remote_raw.get("delta"):  # unchanged and already identical: keep
-        saves.append(save_ancestor(local, remote, local_id, remote_id, mine, ancestor, new_ancestor, base_digest,
-                                   remote_delta=bool(remote_raw.get("delta"))))
+        saves.append(save_ancestor(local, remote, local_id, remote_id, mine, new_ancestor, base_digest,
+                                   remote_delta=bool(remote_raw.get("delta")) and ancestor is mine))
     # Log files' new synced content, kept on both sides as the next merge's base (alongside the
     # ancestor: a base that is missing after a crash only means a log conflict, never a loss).
     logs = logbase_items(ancestor, new_ancestor, log_matcher(cfg.logs))
@@ -618,7 +618,7 @@ async def _sync_locked(ws, cfg, peer, local, remote, report, local_scan, remote_
                      remote.request("housekeeping", trash_days=cfg.trash_days, prune_logbases=bool(logs)))
 
 
-async def save_ancestor(local, remote, local_id: str, remote_id: str, mine, ancestor, new_ancestor, base_digest,
+async def save_ancestor(local, remote, local_id: str, remote_id: str, mine, new_ancestor, base_digest,
                         *, remote_delta: bool) -> None:
     """Store the new ancestor on both sides, at once: if we die between the two saves, the sides
     disagree and agreed_ancestor() treats the difference as unknown — which can only cause
@@ -632,15 +632,15 @@ async def save_ancestor(local, remote, local_id: str, remote_id: str, mine, ance
             whole = manifest_to_wire(new_ancestor)
         return whole
 
-    def put(session, peer_id: str, base) -> asyncio.Future:
-        if base is not None and base_digest is not None:
-            return session.request("ancestor_put", peer_id=peer_id, base_digest=base_digest,
-                                   delta=ancestor_delta(base, new_ancestor))
+    # The peer's delta scan proved it holds `ancestor`, which is then `mine`: one delta serves both.
+    delta = ancestor_delta(mine, new_ancestor) if mine is not None and base_digest is not None else None
+
+    def put(session, peer_id: str, with_delta: bool) -> asyncio.Future:
+        if with_delta and delta is not None:
+            return session.request("ancestor_put", peer_id=peer_id, base_digest=base_digest, delta=delta)
         return session.request("ancestor_put", peer_id=peer_id, manifest=manifest())
 
-    # The peer's delta scan proved it holds `ancestor` (= mine); our own file is `mine`.
-    theirs, ours = await gather_all(put(remote, local_id, ancestor if remote_delta else None),
-                                    put(local, remote_id, mine))
+    theirs, ours = await gather_all(put(remote, local_id, remote_delta), put(local, remote_id, True))
     if not ours.get("applied"):
         ours = await local.request("ancestor_put", peer_id=remote_id, manifest=manifest())
     if theirs.get("digest") != ours.get("digest"):  # its copy moved meanwhile: send it all

@@ -119,11 +119,8 @@ def prune(path: Path, days: float, now: float | None = None) -> int:
 
 
 def present(path: Path) -> bool:
-    """Whether there may be any records (cheap: no read)."""
-    try:
-        return os.stat(path).st_size > 32
-    except OSError:
-        return False
+    """Whether there may be any records (cheap: no read; the file goes with its last record)."""
+    return path.exists()
 
 
 def _save(path: Path, stored: dict) -> None:

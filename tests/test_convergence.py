@@ -312,17 +312,24 @@ def test_push_and_pull_keep_what_the_target_never_saw(model):
     assert_nothing_lost(model)
 
 
+def ring_holding_x(sshd, tmp_path) -> tuple[Model, bytes]:
+    """Four replicas; r0 wrote X in USER.md and synced it to r1 and r3 (r2 never had it)."""
+    model = Model(make_replicas(tmp_path, sshd, n=4))
+    x = b"X: the first version\n"
+    user_write(model, 0, "USER.md", x)
+    sync(model, 0, 1, Policy.NEWEST)
+    sync(model, 0, 3, Policy.NEWEST)
+    return model, x
+
+
 def test_a_revert_in_a_ring_of_four_converges(sshd, tmp_path):
     """Found by the model with four replicas (shrunk by hand).  r1 replaces X by Y; r2, having
     seen Y, puts X back.  Then X travels one way round the ring r0-r1-r2-r3 and Y the other:
     every pair sync sees exactly one side moved since that pair's ancestor and copies it, so the
     two versions used to swap places round after round.  Under newest a one-sided copy never puts
     an older version over a newer one (reconcile), which breaks the cycle: the revert wins."""
-    model = Model(make_replicas(tmp_path, sshd, n=4))
-    x, y = b"X: the first version\n", b"Y: the second version\n"
-    user_write(model, 0, "USER.md", x)
-    sync(model, 0, 1, Policy.NEWEST)
-    sync(model, 0, 3, Policy.NEWEST)
+    model, x = ring_holding_x(sshd, tmp_path)
+    y = b"Y: the second version\n"
     user_write(model, 1, "USER.md", y)
     sync(model, 1, 2, Policy.NEWEST)
     user_write(model, 2, "USER.md", x)  # reverted on r2, after seeing Y (same bytes, new mtime)
@@ -354,11 +361,7 @@ def test_a_deletion_and_a_re_creation_in_a_ring_of_four_converge(sshd, tmp_path)
     unchanged X: the deletion travelled one way round the ring and X the other, for ever.  Now an
     adopt gives the older copy the newer mtime (engine Run.touch), so the ancestor matches both
     sides; X, the latest user action, survives and spreads."""
-    model = Model(make_replicas(tmp_path, sshd, n=4))
-    x = b"X: the first version\n"
-    user_write(model, 0, "USER.md", x)
-    sync(model, 0, 1, Policy.NEWEST)
-    sync(model, 0, 3, Policy.NEWEST)
+    model, x = ring_holding_x(sshd, tmp_path)
     user_delete(model, 1, "USER.md")
     sync(model, 1, 2, Policy.NEWEST)  # r2 never had X: nothing to do
     user_write(model, 2, "USER.md", x)  # written on r2 after the deletion on r1
@@ -374,11 +377,7 @@ def test_a_copy_of_a_deleted_file_arriving_through_a_fourth_replica_is_deleted(s
     back, and a deletion and a copy of X circled the ring with period two.  Now both sides of a
     sync that deletes X record it (peersync.tombstones), and a copy no newer than a recorded
     deletion goes to the trash instead of coming back: the deletion, the latest user action, wins."""
-    model = Model(make_replicas(tmp_path, sshd, n=4))
-    x = b"X: the first version\n"
-    user_write(model, 0, "USER.md", x)
-    sync(model, 0, 1, Policy.NEWEST)
-    sync(model, 0, 3, Policy.NEWEST)
+    model, x = ring_holding_x(sshd, tmp_path)
     user_delete(model, 1, "USER.md")
     sync(model, 0, 1, Policy.NEWEST)  # r0 deletes X (to its trash); both record the deletion
     sync(model, 2, 3, Policy.NEWEST)  # r2 gets X from r3: that pair never knew of the deletion
