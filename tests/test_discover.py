@@ -9,6 +9,7 @@ import os
 import shutil
 import stat
 import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
@@ -365,7 +366,7 @@ def test_cli_table_then_add(sshd, env, roots):
 
 
 def test_cli_without_tailscale_fails_in_one_or_two_lines(env, tmp_path):
-    proc = subprocess.run(["/work/venv/bin/peersync", "-w", str(tmp_path), "discover"],
+    proc = subprocess.run([sys.executable, "-m", "peersync", "-w", str(tmp_path), "discover"],
                           capture_output=True, text=True, timeout=60, env=os.environ.copy())
     assert proc.returncode == 1
     assert proc.stderr.startswith("❌ could not read Tailscale's status here")
