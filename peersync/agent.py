@@ -10,6 +10,7 @@ import contextlib
 import json
 import os
 import secrets
+import socket
 import sys
 import threading
 import time
@@ -59,7 +60,7 @@ class Handler:
         return {"version": __version__, "protocol": PROTOCOL, "time": time.time(),
                 "root": str(self.ws.root), "workspace": self.ws.root.is_dir(),
                 "instance_id": self.ws.existing_instance_id(),
-                "restricted": self.restricted}
+                "restricted": self.restricted, "machine": machine_name()}
 
     def op_init(self) -> dict:
         self.ws.root.mkdir(parents=True, exist_ok=True)
@@ -417,6 +418,8 @@ class Handler:
                 results.append({"path": path, "ok": False, "error": _why(err)})
         return {"results": results}
 
+    # Merge bases: the last synced content of mergeable files (logs, memory files), kept by hash
+    # (Store.save_logbases); the wire names are the log bases' from before other files merged.
     def op_logbase_save(self, items: list) -> dict:
         return {"saved": self.store.save_logbases([(check_relpath(p), h) for p, h in items])}
 
@@ -427,7 +430,7 @@ class Handler:
         # Deletion records live as long as the trash; they age by days, so once an hour is enough.
         if tombstones.present(self._dead_file) and self._due("tombstones.pruned"):
             tombstones.prune(self._dead_file, trash_days)
-        # Log bases no ancestor refers to any more are dropped — at most once an hour: deciding
+        # Merge bases no ancestor refers to any more are dropped — at most once an hour: deciding
         # reads every ancestor (megabytes at 100k files), and stale bases only cost disk space.
         if not prune_logbases or not self.store.logbase_dir.is_dir() or not self._due("logbase.pruned"):
             return {"trash_purged": self.store.purge_trash(trash_days)}
@@ -460,6 +463,12 @@ class Handler:
             raise LookupError(f"unknown operation {op!r}")
         with self._busy:
             return method(**args)
+
+
+def machine_name() -> str:
+    """How a merge names this machine's versions in a kept passage: $PEERSYNC_MACHINE_NAME, else
+    the host name without its domain."""
+    return os.environ.get("PEERSYNC_MACHINE_NAME") or socket.gethostname().split(".")[0] or "?"
 
 
 def _read_prefix(f, size: int, sink=None) -> str | None:

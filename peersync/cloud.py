@@ -21,7 +21,7 @@ from pathlib import Path
 from peersync import cloud_mailbox, tombstones
 from peersync.cloud_config import CloudSpec, inbox_command, resolve
 from peersync.cloud_session import MAILBOX_DIRS, META, CloudSession, cloud_id, run_rclone
-from peersync.engine import (Run, deletion_records, logbase_items, plan_sync, SideState, describe, record, log_matcher, parse_manifest,
+from peersync.engine import (Run, deletion_records, merge_base_items, plan_sync, SideState, describe, record, parse_manifest,
                              read_ancestor)
 from peersync.errors import PeersyncError, SafetyError, UsageError
 from peersync.rclone import Rclone
@@ -38,6 +38,7 @@ class CloudRun(Run):
         super().__init__(*args, **kwargs)
         self._one_direction_at_a_time = asyncio.Lock()
         self.equalize_mtimes = False  # the cloud side keeps its own modtimes (and its hash index)
+        self.keep_other_version = False  # a merge's losing cloud version is kept here by its install
 
     async def copy(self, target: Side, changes) -> None:
         # Both directions can write the local conflicts/ index (a losing cloud version is kept
@@ -155,8 +156,8 @@ async def _sync_locked(ws, cfg, peer, spec, local, session: CloudSession, report
                              session.request("tombstones_add", items=buried))
     await session.request("ancestor_put", manifest=manifest_to_wire(new_ancestor))
     journal.unlink()
-    logs = logbase_items(ancestor, new_ancestor, log_matcher(cfg.logs))
-    if logs:  # log bases (for 3-way insertion merges) are kept here only: the cloud holds no state
+    logs = merge_base_items(ancestor, new_ancestor, cfg.rules.keeps_base)
+    if logs:  # merge bases are kept here only: the cloud holds no state
         await local.request("logbase_save", items=logs)
     if spec.mode == "mailbox":
         await cloud_mailbox.bootstrap(session, ws.root, outbox)

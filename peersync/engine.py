@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import fnmatch
-import re
 import secrets
 import socket
 import time
@@ -15,12 +13,13 @@ from peersync import keeper, tombstones
 from peersync.agent import Handler
 from peersync.errors import PeersyncError, ProtocolError, SafetyError, UsageError
 from peersync.lock import workspace_lock
-from peersync.merge import append_merge, insertion_merge
+from peersync.mergefile import Merged, merge_file
 from peersync.paths import BadPath, check_relpath
 from peersync.reconcile import decide_conflict, reconcile, touched_paths
 from peersync.remote import LocalSession, Session, open_session
 from peersync.safety import mass_delete_violations
 from peersync.scan import hash_bytes, scan
+from peersync.textmerge import Version
 from peersync.storage import atomic_write_json
 from peersync.transfer import rsync_files
 from peersync.types import (MANIFEST_FORMAT, Action, Change, Entry, Mode, Policy, Problem, Report, Side,
@@ -35,7 +34,6 @@ INLINE_BATCH_BYTES = 8 << 20
 INLINE_FIRST_BATCH = 512 << 10  # batches grow from this: the target starts writing at once
 REMOTE_LOCK_WAIT = 10.0
 REMOTE_LOCK_YIELD = 1.0
-LOGBASE_MAX = 16 << 20  # log files up to this size keep their synced content for 3-way merges
 
 
 async def gather_all(*aws):
@@ -46,21 +44,6 @@ async def gather_all(*aws):
     if errors:  # the clearest one: a PeersyncError carries a message meant for the user
         raise next((e for e in errors if isinstance(e, PeersyncError)), errors[0])
     return results
-
-
-def log_matcher(patterns: tuple[str, ...]):
-    """Log-file patterns: a pattern with '/' matches the whole path, else the file name."""
-    by_path = [fnmatch.translate(p) for p in patterns if "/" in p]
-    by_name = [fnmatch.translate(p) for p in patterns if "/" not in p]
-    path_re = re.compile("|".join(by_path)) if by_path else None
-    name_re = re.compile("|".join(by_name)) if by_name else None
-
-    def is_log(path: str) -> bool:
-        if name_re is not None and name_re.match(path.rsplit("/", 1)[-1]):
-            return True
-        return path_re is not None and path_re.match(path) is not None
-
-    return is_log
 
 
 def parse_manifest(raw, selection, who: str) -> dict[str, Entry]:
@@ -151,6 +134,7 @@ class Run:
         self.local_session, self.remote_session = local, remote
         self.batch = time.strftime("%Y%m%dT%H%M%S", time.gmtime()) + "-" + secrets.token_hex(3)
         self.equalize_mtimes = True  # see execute(); a cloud folder does not take mtimes
+        self.keep_other_version = True  # a merge's pre-merge versions: each side keeps both (see merge)
         self.sides: dict[Side, SideState] = {}
         self.deleted: list[tuple[str, Entry]] = []  # (path, version) this run moved to a trash
 
@@ -209,47 +193,74 @@ class Run:
         return raw
 
     async def merge(self, merges: list[Change]) -> list[Change]:
-        """Append-merge log files; the ones that cannot merge go back to the conflict policy."""
+        """Merge the files changed on both sides (mergefile.py decides how) and install the same
+        bytes on both; the ones no merge applies to go back to the conflict policy."""
         if not merges:
             return []
         paths = [c.path for c in merges]
         local_data, remote_data = await asyncio.gather(self._read(Side.LOCAL, paths), self._read(Side.REMOTE, paths))
-        fallback, installs = [], {Side.LOCAL: [], Side.REMOTE: []}
-        bases = await self._logbases({c.ancestor.hash for c in merges if c.ancestor is not None})
+        data = {Side.LOCAL: local_data, Side.REMOTE: remote_data}
+        bases = await self._bases({c.ancestor.hash for c in merges if c.ancestor is not None})
+        rules = self.cfg.rules
+        fallback, installs, kept = [], {Side.LOCAL: [], Side.REMOTE: []}, {Side.LOCAL: [], Side.REMOTE: []}
+        looks: dict[str, tuple[Change, Merged]] = {}
         for c in merges:
-            local_first = self.local_id < self.remote_id
-            merged = append_merge(local_data[c.path], remote_data[c.path], c.ancestor, local_first=local_first)
-            if merged is None and c.ancestor is not None and bases.get(c.ancestor.hash) is not None:
-                # Not a pure append on both sides; if both only inserted lines (a third peer's
-                # lines landed mid-file), a three-way insertion merge still loses nothing.
-                merged = insertion_merge(bases[c.ancestor.hash], local_data[c.path], remote_data[c.path],
-                                         local_first=local_first)
+            policy = decide_conflict(c.path, c.local, c.remote, c.ancestor, policy=self.policy,
+                                     offset_ns=int((self.report.clock_offset or 0) * 1e9), local_id=self.local_id,
+                                     remote_id=self.remote_id, reason="rewritten-log" if rules.is_log(c.path) else "conflict")
+            merged = merge_file(
+                c.path, rules.strategies(c.path), ancestor=c.ancestor,
+                base=bases.get(c.ancestor.hash) if c.ancestor is not None else None,
+                local=Version(local_data[c.path], self.machine(Side.LOCAL), c.local.mtime_ns),
+                remote=Version(remote_data[c.path], self.machine(Side.REMOTE), c.remote.mtime_ns),
+                local_first=self.local_id < self.remote_id, prefer=policy.source if policy.action is Action.COPY else None)
             if merged is None:
-                fallback.append(decide_conflict(
-                    c.path, c.local, c.remote, c.ancestor, policy=self.policy,
-                    offset_ns=int((self.report.clock_offset or 0) * 1e9),
-                    local_id=self.local_id, remote_id=self.remote_id, reason="rewritten-log"))
+                fallback.append(policy)
                 continue
-            digest = hash_bytes(merged)
+            digest = hash_bytes(merged.data)
             # One mtime on both sides, so the ancestor matches each of them (a side that already
             # holds the merged bytes keeps its own).
-            now = next((c.entry(side).mtime_ns for side, data in ((Side.LOCAL, local_data[c.path]),
-                        (Side.REMOTE, remote_data[c.path])) if data == merged), time.time_ns())
-            for side, data in ((Side.LOCAL, local_data[c.path]), (Side.REMOTE, remote_data[c.path])):
-                if data != merged:
-                    base = c.entry(side)
+            now = next((c.entry(side).mtime_ns for side in Side if data[side][c.path] == merged.data), time.time_ns())
+            info = None
+            if merged.needs_look:  # both pre-merge versions are kept in conflicts/ too, on both sides
+                looks[c.path] = (c, merged)
+                info = {"reason": _merge_reason(merged, self.machine(policy.source) if policy.source else None)}
+            for side in Side:
+                mine, theirs = data[side][c.path], data[side.other][c.path]
+                if mine != merged.data:
+                    entry = c.entry(side)
                     installs[side].append({
-                        "path": c.path, "data": merged,
-                        "expect": base.to_wire(), "new": [len(merged), now, base.mode, digest]})
+                        "path": c.path, "data": merged.data, "expect": entry.to_wire(),
+                        "new": [len(merged.data), now, entry.mode, digest],
+                        "quarantine": info and {**info, "peer": self.machine(side.other)}})
+                if info and theirs != merged.data and self.keep_other_version:
+                    kept[side].append({"path": c.path, "data": theirs, "info": {**info, "peer": self.machine(side.other)}})
         outcome = await gather_all(*(self._install(side, installs[side]) for side in Side))
-        for side, results in zip(Side, outcome):
+        saved = await gather_all(*(self.session(side).request("quarantine", items=kept[side]) if kept[side] else _none()
+                                   for side in Side))
+        ids: dict[tuple[Side, str], list[str]] = {}
+        for side, results, copies in zip(Side, outcome, saved):
+            for item, res in zip(installs[side] + kept[side], results + ((copies or {}).get("results") or [])):
+                if res.get("ok") and res.get("conflict"):
+                    ids.setdefault((side, item["path"]), []).append(res["conflict"])
             for item, res in zip(installs[side], results):
                 if res["ok"] and item["path"] not in self.report.merged:
                     self.report.merged.append(item["path"])
+        for path, (c, merged) in looks.items():
+            self.report.conflicts.append({
+                "path": path, "kept": "merged", "side": "both", "passages": merged.kept, "keys": list(merged.keys),
+                "saved_as": ", ".join(ids.get((Side.LOCAL, path), [])) or None,
+                "remote_saved_as": ", ".join(ids.get((Side.REMOTE, path), [])) or None,
+                "reason": _merge_reason(merged, None)})
         return fallback
 
-    async def _logbases(self, hashes: set[str]) -> dict[str, bytes | None]:
-        """Ancestor contents of log files, from whichever side kept them."""
+    def machine(self, side: Side) -> str:
+        """The name a kept passage gives `side`'s version: its machine's own name."""
+        name = self.session(side).hello.get("machine")
+        return name if isinstance(name, str) and name else socket.gethostname() if side is Side.LOCAL else self.peer.name
+
+    async def _bases(self, hashes: set[str]) -> dict[str, bytes | None]:
+        """Last synced contents of mergeable files (merge bases), from whichever side kept them."""
         found: dict[str, bytes | None] = {}
         for side in Side:
             missing = sorted(h for h in hashes if found.get(h) is None)
@@ -478,6 +489,19 @@ async def deletion_records(local, remote, local_entries, remote_entries, touched
     return tuple(await gather_all(ask(local, local_has), ask(remote, remote_has)))
 
 
+async def _none():
+    return None
+
+
+def _merge_reason(merged: Merged, winner: str | None) -> str:
+    """The reason kept with a merge's pre-merge versions (and shown in reports)."""
+    if merged.keys:
+        keys = ", ".join(merged.keys[:3]) + (f" and {len(merged.keys) - 3} more" if len(merged.keys) > 3 else "")
+        return f"merged by key; changed on both sides: {keys} (kept {winner}'s)" if winner else \
+            f"merged by key; changed on both sides: {keys}"
+    return "merged with both versions kept live"
+
+
 def _conflict_reason(change: Change) -> str:
     return {"conflict-newest": "conflict: the other side's version was newer",
             "conflict-local": "conflict: policy keeps the initiating side",
@@ -606,9 +630,9 @@ async def _sync_locked(ws, cfg, peer, local, remote, report, local_scan, remote_
     if new_ancestor != ancestor or not remote_raw.get("delta"):  # unchanged and already identical: keep
         saves.append(save_ancestor(local, remote, local_id, remote_id, mine, new_ancestor, base_digest,
                                    remote_delta=bool(remote_raw.get("delta")) and ancestor is mine))
-    # Log files' new synced content, kept on both sides as the next merge's base (alongside the
-    # ancestor: a base that is missing after a crash only means a log conflict, never a loss).
-    logs = logbase_items(ancestor, new_ancestor, log_matcher(cfg.logs))
+    # Mergeable files' new synced content, kept on both sides as the next merge's base (alongside
+    # the ancestor: a base missing after a crash only means a union or a conflict, never a loss).
+    logs = merge_base_items(ancestor, new_ancestor, cfg.rules.keeps_base)
     if logs:
         saves += [local.request("logbase_save", items=logs), remote.request("logbase_save", items=logs)]
     await gather_all(*saves)
@@ -652,8 +676,9 @@ def plan_sync(ancestor, local_entries, remote_entries, cfg: SyncConfig, peer: Pe
               mode: Mode, offset_ns: int, local_id: str, remote_id: str, force: bool, paths=None,
               local_dead=None, remote_dead=None):
     """reconcile, then the safety checks: a plan, or SafetyError before anything is changed."""
+    rules = cfg.rules
     plan = reconcile(ancestor, local_entries, remote_entries, policy=policy, mode=mode,
-                     is_log=log_matcher(cfg.logs), offset_ns=offset_ns, local_id=local_id, remote_id=remote_id,
+                     is_log=rules.is_log, mergeable=rules.mergeable, offset_ns=offset_ns, local_id=local_id, remote_id=remote_id,
                      paths=paths, local_dead=local_dead, remote_dead=remote_dead)
     violations = mass_delete_violations(plan.changes, len(local_entries), len(remote_entries),
                                         ratio=cfg.mass_delete_ratio, roots=cfg.selection.roots,
@@ -685,10 +710,11 @@ def ancestor_delta(old: dict[str, Entry], new: dict[str, Entry]) -> dict:
             "drop": [p for p in old if p not in new]}
 
 
-def logbase_items(old: dict[str, Entry], new: dict[str, Entry], is_log) -> list[list[str]]:
-    """Log files whose synced content changed: both sides keep it as the next merge's base."""
-    return [[p, e.hash] for p, e in new.items()
-            if ((o := old.get(p)) is None or o.hash != e.hash) and e.size <= LOGBASE_MAX and is_log(p)]
+def merge_base_items(old: dict[str, Entry], new: dict[str, Entry], keeps_base) -> list[list[str]]:
+    """Mergeable files whose synced content changed: both sides keep it as the next merge's base
+    (`keeps_base(path, entry)`: MergeRules.keeps_base).  Bases no ancestor refers to any more are
+    pruned with the ancestors (agent housekeeping)."""
+    return [[p, e.hash] for p, e in new.items() if ((o := old.get(p)) is None or o.hash != e.hash) and keeps_base(p, e)]
 
 
 def describe(plan, report: Report, peer: Peer) -> None:

@@ -22,6 +22,7 @@ REASONS: dict[str, str] = {
     "same-change": "changed the same way on both sides",
     "already-equal": "already identical on both sides",
     "append-merge": "log appended on both sides: merged",
+    "merge": "changed on both sides: merged",
     "conflict-newest": "changed on both sides: newest kept",
     "conflict-local": "changed on both sides: local kept (policy)",
     "conflict-remote": "changed on both sides: peer's kept (policy)",
@@ -45,6 +46,7 @@ def reconcile(
     policy: Policy,
     mode: Mode = Mode.SYNC,
     is_log: Callable[[str], bool] = lambda p: False,
+    mergeable: Callable[[str], bool] = lambda p: False,
     offset_ns: int = 0,
     local_id: str = "a",
     remote_id: str = "b",
@@ -59,14 +61,16 @@ def reconcile(
     `paths`, when given, are the only paths looked at: the caller vouches that at every other
     path the three manifests hold equal entries (which needs nothing done: see touched_paths).
     `local_dead`/`remote_dead`: each side's deletion records (peersync.tombstones), consulted
-    where one side lacks a file the other holds.
+    where one side lacks a file the other holds.  `is_log` / `mergeable`: paths whose versions,
+    changed on both sides, are merged (Action.MERGE; mergefile.py says how) before any policy.
     """
     dead = {Side.LOCAL: local_dead or {}, Side.REMOTE: remote_dead or {}}
     changes = []
     for path in sorted(set(ancestor) | set(local) | set(remote) if paths is None else paths):
         a, l, r = ancestor.get(path), local.get(path), remote.get(path)
         if mode is Mode.SYNC:
-            change = _sync(path, l, r, a, policy, is_log(path), offset_ns, local_id, remote_id, dead)
+            merge = "append-merge" if is_log(path) else "merge" if mergeable(path) else None
+            change = _sync(path, l, r, a, policy, merge, offset_ns, local_id, remote_id, dead)
         else:
             change = _one_way(path, l, r, a, Side.REMOTE if mode is Mode.PUSH else Side.LOCAL)
         if change is not None:
@@ -151,7 +155,7 @@ def _buried(path: str, l: Entry | None, r: Entry | None, a: Entry | None, dead) 
     return Change(path, Action.DELETE, holder, l, r, a, f"{holder.other.value}-deleted")
 
 
-def _sync(path, l, r, a, policy, is_log, offset_ns, local_id, remote_id, dead) -> Change | None:
+def _sync(path, l, r, a, policy, merge, offset_ns, local_id, remote_id, dead) -> Change | None:
     if _equal(l, r):
         return _agreement(path, l, r, a)
     buried = _buried(path, l, r, a, dead)
@@ -178,8 +182,8 @@ def _sync(path, l, r, a, policy, is_log, offset_ns, local_id, remote_id, dead) -
         # Deleted on one side, changed on the other: deletion never beats content.
         target = Side.LOCAL if l is None else Side.REMOTE
         return Change(path, Action.COPY, target, l, r, a, "restored")
-    if is_log:
-        return Change(path, Action.MERGE, None, l, r, a, "append-merge")
+    if merge:
+        return Change(path, Action.MERGE, None, l, r, a, merge)
     return decide_conflict(
         path, l, r, a, policy=policy, offset_ns=offset_ns, local_id=local_id, remote_id=remote_id
     )

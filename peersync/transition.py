@@ -329,9 +329,9 @@ class Store:
                 removed += 1
         return removed
 
-    # -- log bases -----------------------------------------------------------------------
-    # The content of each log file as of the last sync, by hash, so the next merge can see what
-    # each side inserted even after a third peer's lines landed in the middle (merge.insertion_merge).
+    # -- merge bases (named log bases when only logs merged) ------------------------------
+    # The content of each mergeable file (logs, memory files: mergefile.MergeRules) as of the
+    # last sync, by hash, so the next merge is three-way: it sees what each side changed since.
     @property
     def logbase_dir(self) -> Path:
         return self.state / "logbase"
@@ -529,8 +529,10 @@ class Store:
             raise Refused(f"no conflict {cid}")
         return item
 
-    def restore_conflict(self, cid: str) -> dict:
-        """Put a quarantined version back at its path; the version it replaces is quarantined in turn."""
+    def restore_conflict(self, cid: str, merge=None) -> dict:
+        """Put a quarantined version back at its path; the version it replaces is quarantined in turn.
+        `merge(kept, live) -> bytes | None`: put back the kept version merged into the live one
+        instead (Refused when it cannot merge them)."""
         item = self.find_conflict(cid)
         full = self.target(item["path"])
         source = self.conflicts_dir / cid / item["path"]
@@ -538,6 +540,12 @@ class Store:
         try:
             staged = staging / "restore"
             shutil.copy2(source, staged)
+            if merge is not None and full.exists():
+                merged = merge(source.read_bytes(), self._read(item["path"], set()))
+                if merged is None:
+                    raise Refused(f"{item['path']}: the two versions cannot be merged (not text, or not JSON)")
+                staged.write_bytes(merged)
+                shutil.copymode(full, staged)
             os.utime(staged)  # a restore is the user's latest edit: peers must take it, not undo it
             replaced = None
             if full.exists():

@@ -79,7 +79,7 @@ class Mode(str, enum.Enum):
 class Action(str, enum.Enum):
     COPY = "copy"  # copy the file from `source` to `target`
     DELETE = "delete"  # move the file on `target` to the trash
-    MERGE = "merge"  # append-merge a log file; both sides receive the merged bytes
+    MERGE = "merge"  # merge both versions (peersync.mergefile); both sides receive the merged bytes
     CONFLICT = "conflict"  # unresolved (policy skip/manual): nothing is overwritten
     ADOPT = "adopt"  # both sides already agree; only the ancestor is updated
 
