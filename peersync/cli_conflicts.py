@@ -1,4 +1,4 @@
-"""CLI commands to review quarantined versions: conflicts list|show|restore|drop."""
+"""CLI commands to review quarantined versions: conflicts list|show|diff|restore|drop."""
 
 from __future__ import annotations
 
@@ -28,14 +28,19 @@ def conflicts_main(ctx: typer.Context) -> None:
 
 @conflicts_app.command("list")
 def conflicts_list(ctx: typer.Context) -> None:
-    """Quarantined versions, newest first."""
-    _, store = _store(ctx)
+    """Quarantined versions, newest first; and the files that need a look (versions a merge kept live)."""
+    from peersync.looks import looks_text, needing_a_look
+
+    ws, store = _store(ctx)
+    looks = needing_a_look(ws, ws.sync_config())
     items = list(reversed(store.conflicts()))
     lines = [f"• {i['id']} {i['path']} ({i.get('size', 0)} bytes, {i.get('time', '?')}) — "
-             f"{i.get('reason', 'conflict')}" + (f", from {i['peer']}" if i.get("peer") else "") for i in items]
+             f"{i.get('reason', 'conflict')}" + (f", from {i['peer']}" if i.get("peer") else "")
+             + (" — the file needs a look" if i.get("path") in looks else "") for i in items]
     if len(lines) > 20:
         lines = lines[:20] + [f"…and {len(lines) - 20} more (peersync --json conflicts list shows all)"]
-    state(ctx).emit("\n".join(lines) or "✅ No conflicts.", {"conflicts": items})
+    text = "\n".join(filter(None, [looks_text(looks), *lines]))
+    state(ctx).emit(text or "✅ No conflicts.", {"conflicts": items, "needs_look": looks})
 
 
 def _get(store, cid: str) -> dict:
@@ -60,17 +65,56 @@ def conflicts_show(ctx: typer.Context, cid: str) -> None:
         sys.stdout.write(data.decode("utf-8", "replace"))
 
 
-@conflicts_app.command("restore")
-def conflicts_restore(ctx: typer.Context, cid: str) -> None:
-    """Put a quarantined version back; the current one is quarantined in its place."""
-    from peersync.lock import workspace_lock
+@conflicts_app.command("diff")
+def conflicts_diff(ctx: typer.Context, cid: str) -> None:
+    """Show how a quarantined version differs from the live file (a unified diff)."""
+    import difflib
 
     ws, store = _store(ctx)
-    _get(store, cid)
+    item = _get(store, cid)
+    kept = (store.conflicts_dir / cid / item["path"]).read_bytes()
+    try:
+        live = (ws.root / item["path"]).read_bytes()
+    except FileNotFoundError:
+        live = None
+    try:
+        old, new = kept.decode("utf-8"), (live or b"").decode("utf-8")
+    except UnicodeDecodeError:
+        same = "the same as" if kept == live else "different from"
+        state(ctx).emit(f"{item['path']}: not text — the kept version ({len(kept)} bytes) is {same} the live one"
+                        + ("" if live is not None else " (no live file)"), {**item, "diff": None})
+        return
+    where = f"{cid} {item['path']} (kept {item.get('time', '?')}: {item.get('reason', 'conflict')})"
+    diff = "".join(difflib.unified_diff(old.splitlines(keepends=True), new.splitlines(keepends=True), where,
+                                        f"{item['path']} (live)" if live is not None else f"{item['path']} (no live file)"))
+    diff = "".join(line if line.endswith("\n") else line + "\n" for line in diff.splitlines(keepends=True))
+    if state(ctx).json:
+        state(ctx).emit("", {**item, "diff": diff})
+    else:
+        sys.stdout.write(diff or f"{item['path']}: the kept version {cid} is the same as the live file\n")
+
+
+@conflicts_app.command("restore")
+def conflicts_restore(ctx: typer.Context, cid: str,
+                      merge: bool = typer.Option(False, "--merge", help="Merge the kept version into the live "
+                                                 "file instead of replacing it.")) -> None:
+    """Put a quarantined version back; the current one is quarantined in its place.  With --merge,
+    what the live file lacks of the kept version is merged back into it."""
+    from peersync.lock import workspace_lock
+    from peersync.mergefile import merge_back
+    from peersync.transition import Refused
+
+    ws, store = _store(ctx)
+    path = _get(store, cid)["path"]
+    combine = (lambda kept, live: merge_back(path, kept, live)) if merge else None
     with workspace_lock(ws, 30, what="conflicts restore"):
-        item = store.restore_conflict(cid)
+        try:
+            item = store.restore_conflict(cid, merge=combine)
+        except Refused as err:
+            raise UsageError(str(err), "Restore it without --merge (the live version is then kept as a conflict).") from None
     swapped = f"; the replaced version is saved as {item['replaced_saved_as']}" if item.get("replaced_saved_as") else ""
-    state(ctx).emit(f"♻️ Restored {item['path']} from {cid}{swapped}", item)
+    verb = "Merged" if merge else "Restored"
+    state(ctx).emit(f"♻️ {verb} {item['path']} from {cid}{swapped}", item)
 
 
 @conflicts_app.command("drop")

@@ -67,19 +67,23 @@ def diff(ctx: typer.Context, peers: Optional[List[str]] = PEERS, policy: Optiona
 
 def status(ctx: typer.Context, peer: Optional[str] = typer.Argument(None),
            timeout: float = typer.Option(10.0, "--timeout", help="Seconds to wait for each peer.")) -> None:
-    """Per peer: reachable?, round trip, clock offset, remote version, last sync."""
+    """Per peer: reachable?, round trip, clock offset, remote version, last sync; and the files
+    that need a look (versions a merge kept live)."""
     from peersync.engine import select_peers
     from peersync.status import status as get_status, status_text
+
+    from peersync.looks import looks_text, needing_a_look
 
     st = state(ctx)
     ws = st.workspace()
     peers = ws.load_peers()
+    looks = needing_a_look(ws, ws.sync_config())
     if not peers and peer is None:
-        st.emit("🔄 peersync: no peers yet. Add one: peersync peers add NAME HOST --user U --path P",
-                {"peers": []})
+        st.emit("\n".join(filter(None, ["🔄 peersync: no peers yet. Add one: peersync peers add NAME HOST --user U --path P",
+                                        looks_text(looks)])), {"peers": [], "needs_look": looks})
         return
     results = asyncio.run(get_status(ws, select_peers(ws, [peer] if peer else None), timeout=timeout))
-    st.emit(status_text(results), {"peers": results})
+    st.emit("\n".join(filter(None, [status_text(results), looks_text(looks)])), {"peers": results, "needs_look": looks})
     if peer and not results[0]["reachable"]:
         raise typer.Exit(1)
 

@@ -155,6 +155,20 @@ def _sync(ws, cfg: auto.AutoConfig, state: dict, now: float, tick: Tick) -> None
         retry = state["peers"].get(report.peer, {}).get("retry_at", now) - time.time()
         tick.lines += report_lines(report, tell_failure=report.peer in fresh, retry_in=retry,
                                    new_problems=bool({k for k in problems - seen if k.startswith(report.peer + ":")}))
+    tick.lines += arrived_needing_a_look(ws, tick.reports)
+
+
+def arrived_needing_a_look(ws, reports) -> list[str]:
+    """Files this tick brought in (pulled from a peer that had merged them with a third machine)
+    that hold versions kept live: they need a look too.  Merges of this tick say so themselves."""
+    told = {c["path"] for r in reports for c in r.conflicts if c.get("kept") == "merged"}
+    arrived = [p for r in reports for p in r.pulled + r.merged if p not in told]
+    if not arrived:
+        return []
+    from peersync.looks import looks_text, needing_a_look
+
+    looks = needing_a_look(ws, ws.sync_config(), arrived)
+    return [looks_text(looks)] if looks else []
 
 
 async def _bounded_sync(ws, names: list[str], timeout: float) -> list:

@@ -34,7 +34,7 @@ def report_text(report: Report) -> str:
     if report.pulled:
         lines.append(f"📥 {would}{'pull' if would else 'Pulled'} {len(report.pulled)}: {names(report.pulled)}")
     if report.merged:
-        lines.append(f"🔀 {would}{'merge' if would else 'Merged'} {plural(len(report.merged), 'log')}: "
+        lines.append(f"🔀 {would}{'merge' if would else 'Merged'} {plural(len(report.merged), 'file')}: "
                      f"{names(report.merged)}")
     if report.deleted_local:
         lines.append(f"🗑️ {would}{'delete' if would else 'Deleted'} {len(report.deleted_local)} here "
@@ -58,6 +58,8 @@ def report_text(report: Report) -> str:
 
 
 def conflict_text(c: dict, report: Report) -> str:
+    if c.get("kept") == "merged":
+        return merged_text(c)
     if c.get("kept") == "both":
         if c.get("saved_as"):
             return f"{c['path']} — kept both; {report.peer}'s version saved as conflict {c['saved_as']}"
@@ -71,6 +73,16 @@ def conflict_text(c: dict, report: Report) -> str:
     if c.get("side") == "local":
         return f"{c['path']} — kept {winner}{why}; yours saved as conflict {c.get('saved_as')}"
     return f"{c['path']} — kept {winner}{why}; {report.peer}'s saved there as conflict {c.get('saved_as')}"
+
+
+def merged_text(c: dict) -> str:
+    """A merge that needs a look: versions kept live in the file, or JSON keys the policy decided."""
+    saved = ", ".join(i for i in (c.get("saved_as"), c.get("remote_saved_as")) if i)
+    saved = f"; the versions before the merge are saved as {saved}" if saved else ""
+    if c.get("keys"):
+        return f"{c['path']} — {c.get('reason', 'merged by key')}{saved}"
+    passages = plural(c.get("passages") or 1, "passage")
+    return f"{c['path']} — merged, needs a look: both versions of {passages} kept live in the file (marked ⚠️ peersync){saved}"
 
 
 def reports_text(reports: list[Report]) -> str:
