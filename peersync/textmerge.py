@@ -419,6 +419,7 @@ class _Merge:
         out: list[bytes] = []
         for unit in self._units():
             out += self._take(unit) if isinstance(unit, _Region) else self._resolve(unit)
+        out = _at_most_as_often(out, self.a, self.b)
         return _canonical(out, {tuple(self.a[s:e]) for s, e, _ in _kept_blocks(self.a)}
                           | {tuple(self.b[s:e]) for s, e, _ in _kept_blocks(self.b)})
 
@@ -499,7 +500,7 @@ class _Merge:
         def part(lo: int, hi: int) -> _Region | None:
             return _Region("unchanged", r.z1 + lo, r.z1 + hi, r.a1 + lo, r.a1 + hi, r.b1 + lo, r.b1 + hi) if hi > lo else None
 
-        return (part(0, at), part(at, n)) if backwards else (part(0, at), part(at, n))
+        return part(0, at), part(at, n)
 
     def _resolve(self, group: list[_Region]) -> list[bytes]:
         """One widened conflict: edits to different lines merge; insertions at one place are
@@ -535,6 +536,36 @@ class _Merge:
         if len(versions) == 1:
             return head + list(versions[0].lines) + tail
         return head + _render(versions) + tail
+
+
+def _at_most_as_often(out: list[bytes], a: list[bytes], b: list[bytes]) -> list[bytes]:
+    """A line both sides added, at places a few lines apart (one replaced a line, the other
+    inserted next to it; or it reached both through other machines): once.  A line of text is
+    never more often in the result than in either side (outside kept passages; blank lines and
+    lines of mere punctuation, such as rules and fences, may repeat); later copies go."""
+    def counts(lines: list[bytes]) -> Counter:
+        inside = {k for start, end, _ in _kept_blocks(lines) for k in range(start, end)}
+        return Counter(line for k, line in enumerate(lines) if k not in inside and _wordy(line))
+
+    have = counts(out)
+    allowed = counts(a) | counts(b)  # the larger count of each line
+    extra = {line: n - allowed[line] for line, n in have.items() if n > allowed[line]}
+    if not extra:
+        return out
+    inside = {k for start, end, _ in _kept_blocks(out) for k in range(start, end)}
+    seen: Counter = Counter()
+    result = []
+    for k, line in enumerate(out):
+        if line in extra and k not in inside:
+            seen[line] += 1
+            if seen[line] > have[line] - extra[line]:
+                continue
+        result.append(line)
+    return result
+
+
+def _wordy(line: bytes) -> bool:
+    return any(c.isalnum() for c in line.decode("utf-8", "replace"))
 
 
 def _canonical(lines: list[bytes], before: set[tuple]) -> tuple[list[bytes], int]:

@@ -66,6 +66,8 @@ TEXT_ROWS = [
     ("a list item keeps its continuation lines",
      MEM, MEM + "- Zoe\n  (a cousin)\n", MEM + "- Ann\n",
      MEM + "- Ann\n- Zoe\n  (a cousin)\n", 0),
+    ("a line both added a line apart (one replaced a line, the other inserted beside it): once",
+     "- N\n", "- N\n- C\n", "- C\n", "- C\n", 0),
     ("same section, one side edits a bullet, the other adds the next one",
      MEM, MEM.replace("- Alice\n", "- Alice\n- Bob\n"), MEM.replace("- Alice\n", "- Alice (sister)\n"),
      MEM.replace("- Alice\n", "- Alice (sister)\n- Bob\n"), 0),
