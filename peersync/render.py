@@ -77,8 +77,7 @@ def conflict_text(c: dict, report: Report) -> str:
 
 def merged_text(c: dict) -> str:
     """A merge that needs a look: versions kept live in the file, or JSON keys the policy decided."""
-    saved = ", ".join(i for i in (c.get("saved_as"), c.get("remote_saved_as")) if i)
-    saved = f"; the versions before the merge are saved as {saved}" if saved else ""
+    saved = f"; the versions before the merge are saved here as {c['saved_as']}" if c.get("saved_as") else ""
     if c.get("keys"):
         return f"{c['path']} — {c.get('reason', 'merged by key')}{saved}"
     passages = plural(c.get("passages") or 1, "passage")
