@@ -8,7 +8,7 @@ usage() {
 usage: handler.sh COMMAND [ARGS…] WORKSPACE
   status | sync [peer] | now [peer] | push [peer] | pull [peer] | diff [peer]
   add <name> <host> [user] [path] | remove <name> | peers | history
-  auto <on|off|status> | heartbeat | conflicts [list|show|restore|drop] [id] | init | discover
+  auto <on|off|status> | heartbeat | conflicts [list|show|diff|restore|drop] [id] | init | discover
 USAGE
   exit 2
 }
