@@ -10,11 +10,11 @@ import sys
 
 import pytest
 
-from peersync.engine import run_sync
+from peersync.sync.engine import run_sync
 from peersync.testing.pair import default_remote_command
 from peersync.testing.trees import selection_files
-from peersync.transition import Store
-from peersync.workspace import Workspace
+from peersync.replica.store import Store
+from peersync.workspace.workspace import Workspace
 
 PREFS = "memory/streaming-buddy/preferences.json"
 MEMORY = "# Memory\n\n## People\n- Dana lives in Lisbon\n\n## Projects\n- peersync\n"
@@ -148,7 +148,7 @@ def test_overlapping_edits_keep_both_versions_live_and_say_so(two):
     assert status.returncode == 0 and "Needs a look: USER.md" in status.stdout
     listed = cli(laptop, "conflicts", "list")
     assert "Needs a look: USER.md" in listed.stdout and "merged with both versions kept live" in listed.stdout
-    from peersync.render import report_text
+    from peersync.core.render import report_text
     assert "USER.md — merged, needs a look" in report_text(report)
     # conflicts diff: a readable diff of a kept version against the live file.
     mine = next(i for i in Store(laptop.root, laptop.sync_config().selection).conflicts()

@@ -12,11 +12,11 @@ from datetime import datetime
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from peersync.jsonmerge import merge_json
-from peersync.mergefile import APPEND, INSERT, JSON, TEXT, MergeRules, merge_back, merge_file
-from peersync.textmerge import KEPT_DELETED, KEPT_END, KEPT_HEADER, KEPT_VERSION, Version, has_kept_versions, merge_text
-from peersync.types import Entry, Side
-from peersync.workspace import DEFAULT_LOGS, DEFAULT_MERGE
+from peersync.core.jsonmerge import merge_json
+from peersync.core.mergefile import APPEND, INSERT, JSON, TEXT, MergeRules, merge_back, merge_file
+from peersync.core.textmerge import KEPT_DELETED, KEPT_END, KEPT_HEADER, KEPT_VERSION, Version, has_kept_versions, merge_text
+from peersync.core.types import Entry, Side
+from peersync.workspace.workspace import DEFAULT_LOGS, DEFAULT_MERGE
 
 
 def at(hhmm: str) -> int:
@@ -334,7 +334,7 @@ def version(data: bytes, machine: str, mtime: int) -> Version:
 
 
 def entry(data: bytes) -> Entry:
-    from peersync.scan import hash_bytes
+    from peersync.replica.scan import hash_bytes
 
     return Entry(len(data), 0, 0o644, hash_bytes(data))
 
