@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+# Lazy imports: a tick that is not due returns in milliseconds, so what a sync needs is imported
+# only when one runs.
 import os
 import sys
 import time
@@ -161,7 +163,7 @@ async def _bounded_sync(ws, names: list[str], timeout: float) -> list:
     import asyncio
 
     from peersync.core.types import Mode, Report
-    from peersync.sync.engine import sync_peers
+    from peersync.sync.runner import sync_peers
 
     job = sync_peers(ws, names, lock_timeout=0, time_budget=timeout, connect_timeout=min(15.0, timeout))
     try:
