@@ -89,15 +89,20 @@ async def sync_pair(job: Job, local: LocalSession, remote: Replica, report: Repo
     base_digest = None
     if remote_id is not None and remote.caps.delta_scan:
         base_digest = local.handler.op_ancestor_digest(remote_id)
-    scanned = prescan or local_scan_job(ws, cfg, job.dry_run)
-    ours = asyncio.ensure_future(_local_view(scanned, remote))
+    # Our own scan: already under way with a single peer (prescan); with several, it waits for the
+    # workspace's write lock, so that it never sees a file another pair is still writing.
+    scanned = prescan
+    ours = asyncio.get_running_loop().create_future()  # our manifest, for a replica that needs it
     theirs = asyncio.ensure_future(remote.scan(local=ours, save_cache=not job.dry_run, base_peer=local_id,
                                                base_digest=base_digest))
     try:
         async with job.write_lock:
             await local.request("selection", selection=cfg.selection.to_wire())
-            local_entries = await ours
-            report.problems.extend(scanned.result().problems)
+            scanned = scanned or local_scan_job(ws, cfg, job.dry_run)
+            result: ScanResult = await scanned
+            local_entries = dict(remote.local_view(result.manifest))
+            ours.set_result(local_entries)
+            report.problems.extend(result.problems)
             # Our ancestor, read while the peer is still scanning.
             mine_digest, mine = (None, None)
             if remote_id is not None and remote.caps.keeps_ancestor:
@@ -112,7 +117,7 @@ async def sync_pair(job: Job, local: LocalSession, remote: Replica, report: Repo
         for task in (theirs, ours):
             if not task.done():
                 task.cancel()
-        if not scanned.done():
+        if scanned is not None and not scanned.done():
             await asyncio.wait([scanned])  # a thread cannot be cancelled: let it finish first
 
 
@@ -134,11 +139,6 @@ async def begin(job: Job, remote: Replica) -> str | None:
             _remember_instance(job.ws, job.peer, remote_id)
     await remote.request("selection", selection=job.cfg.selection.to_wire())
     return remote_id
-
-
-async def _local_view(scanned: asyncio.Future, remote: Replica) -> dict[str, Entry]:
-    result: ScanResult = await scanned
-    return dict(remote.local_view(result.manifest))
 
 
 async def _reconcile_and_apply(job: Job, local: LocalSession, remote: Replica, report: Report, local_entries,
