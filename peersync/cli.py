@@ -65,7 +65,7 @@ def _register_subcommands() -> None:
     """Each area registers its commands from its own module (one responsibility per module)."""
     import importlib
 
-    for name in ("cli_sync", "cli_conflicts", "cli_backup", "cli_discover", "cli_auto", "cli_cloud"):
+    for name in ("cli_sync", "cli_conflicts", "cli_backup", "cli_discover", "cli_auto", "cli_cloud", "cli_dashboard"):
         try:
             module = importlib.import_module(f"peersync.{name}")
         except ModuleNotFoundError as err:
