@@ -107,7 +107,7 @@ def _read_json_file(path: Path) -> tuple[object, str | None]:
     except OSError as err:
         return None, f"cannot be read ({err.strerror or err})"
     try:
-        return json.loads(raw), None
+        return json.loads(raw.decode("utf-8")), None
     except UnicodeDecodeError:
         return None, "is not UTF-8 text"
     except json.JSONDecodeError as err:
