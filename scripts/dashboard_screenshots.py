@@ -37,7 +37,7 @@ def main() -> int:
     from peersync.testing.browser import browser
     from peersync.testing.dashboard_scene import build
 
-    with tempfile.TemporaryDirectory(prefix="peersync-shots-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="peersync-demo-") as tmp:
         base = Path(tmp)
         with LoopbackSSHD(base / "sshd") as sshd:
             pair = wire_pair(base / "clawd", base / "mac-mini" / "clawd", sshd, peer_name="mac-mini",
@@ -54,7 +54,7 @@ def main() -> int:
                             page.goto(url)
                             page.wait_for_selector("#sync-chart canvas")
                             if mode == "served":  # the live page: show a conflict with its buttons
-                                page.evaluate("document.getElementById('conflicts').scrollIntoView({block: 'start'});"
+                                page.evaluate("document.getElementById('conflicts').scrollIntoView({block: 'start', behavior: 'instant'});"
                                               "window.scrollBy(0, -12)")
                             target = out / f"dashboard-{mode}-{size}.png"
                             page.screenshot(path=str(target), full_page=args.full)

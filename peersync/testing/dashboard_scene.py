@@ -12,7 +12,7 @@ from pathlib import Path
 from peersync.testing.pair import WorkspacePair
 from peersync.workspace import Peer
 
-DOWN_PEER = "laptop"  # configured, never reachable (a closed loopback port)
+DOWN_PEER = "raspberry-pi"  # configured, never reachable (a closed loopback port)
 
 
 @dataclass

@@ -86,7 +86,7 @@
   // -- header and tiles ------------------------------------------------------------------------
   function header() {
     var badge = config.live
-      ? h("span", { class: "badge live", id: "live-badge" }, dot("ok"), "Live · updated ", h("span", { id: "updated" }, "just now"))
+      ? h("span", { class: "badge live", id: "live-badge" }, dot("ok"), h("span", null, "Live · updated ", h("span", { id: "updated" }, "just now")))
       : h("span", { class: "badge" }, "Snapshot of ", stamp(doc.generated));
     return h("header", { class: "top" }, h("div", { class: "top-inner" },
       h("div", { class: "brand" },
@@ -329,7 +329,7 @@
     var body = [];
     body.push(h("h3", { class: "sub-head" }, "Trash ", h("span", { class: "muted small" }, "(" + (t.dir || "trash") + ", kept " + (t.days || "?") + " days)")));
     if (!batches.length) body.push(empty("The trash is empty."));
-    else body.push(table(["Deleted", "By", "Files", "Size", "Kept until"], batches.map(function (b) {
+    else body.push(table(["Deleted", "By", "Files", ["Size", "num"], "Kept until"], batches.map(function (b) {
       return h("tr", null,
         h("td", null, when(b.time)),
         h("td", null, b.sync ? ["sync with ", h("strong", null, b.sync.peer)] : h("span", { class: "muted" }, "a sync started by a peer")),
