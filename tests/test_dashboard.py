@@ -17,9 +17,9 @@ import pytest
 from peersync.dashboard import DEFAULT_OUT, SEED_OUT, settings
 from peersync.dashboard.data import auto_sync_modes, backup_overview, gather, history_section, text_diff
 from peersync.dashboard.page import render
-from peersync.engine import run_sync
+from peersync.sync.engine import run_sync
 from peersync.errors import ConfigError
-from peersync.workspace import Workspace
+from peersync.workspace.workspace import Workspace
 
 
 def cli(ws: Workspace, *args, env=None, timeout=180) -> subprocess.CompletedProcess:
@@ -204,7 +204,7 @@ def test_heartbeat_refreshes_the_page_only_when_asked(workspace_pair):
 
 
 def test_watch_refreshes_the_page_and_is_seen_running(workspace_pair):
-    from peersync.watch import Watcher
+    from peersync.daemons.watch import Watcher
 
     L = workspace_pair.local
     L.ensure_state()

@@ -18,7 +18,7 @@ import pytest
 
 from peersync.testing.browser import browser, chromium_path
 from peersync.testing.dashboard_scene import DOWN_PEER, build
-from peersync.workspace import Workspace
+from peersync.workspace.workspace import Workspace
 
 pytestmark = pytest.mark.skipif(chromium_path() is None, reason="needs Debian's chromium (scripts/setup.sh)")
 
@@ -138,7 +138,7 @@ def test_page_shows_file_names_and_contents_as_text_never_as_markup(tmp_path):
 def test_damaged_history_and_conflicts_index_show_a_notice(workspace_pair, tmp_path):
     L = workspace_pair.local
     (L.root / "USER.md").write_text("base\n")
-    from peersync.engine import run_sync
+    from peersync.sync.engine import run_sync
 
     assert run_sync(L)[0].ok
     (L.root / "USER.md").write_text("mine\n")

@@ -12,8 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from peersync.errors import ConfigError
-from peersync.paths import STATE_DIR
-from peersync.workspace import Workspace
+from peersync.core.paths import STATE_DIR
+from peersync.workspace.workspace import Workspace
 
 DEFAULT_OUT = f"{STATE_DIR}/dashboard.html"
 SEED_OUT = "memory/sync-dashboard.html"  # the name the session-sync-cloud design uses
@@ -74,7 +74,7 @@ def write_dashboard(ws: Workspace, out: str | None = None, *, probe: bool = True
     """Gather, render and atomically write the static page (mode 0600: it may hold conflict contents)."""
     from peersync.dashboard.data import gather, probe_peers
     from peersync.dashboard.page import render
-    from peersync.storage import atomic_write_bytes
+    from peersync.workspace.storage import atomic_write_bytes
 
     path = out_path(ws, out)
     synced = leaves_machine(ws, path)

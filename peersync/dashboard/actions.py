@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from peersync import conflicts
-from peersync.workspace import Workspace
+from peersync.replica import conflicts
+from peersync.workspace.workspace import Workspace
 
 
 def restore_conflict(ws: Workspace, cid: str) -> str:

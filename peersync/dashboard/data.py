@@ -21,7 +21,7 @@ from pathlib import Path
 
 from peersync import __version__
 from peersync.errors import PeersyncError
-from peersync.workspace import Workspace
+from peersync.workspace.workspace import Workspace
 
 FORMAT = 1  # the document's shape; the page's script reads it (bump both together)
 DIFF_MAX_BYTES = 256 * 1024  # a conflict is diffed when both versions are text up to this size
@@ -186,7 +186,7 @@ def peers_section(ws: Workspace, history: list[dict], now: float) -> dict:
     seen, _ = _read_json_file(ws.state / SEEN_FILE)
     seen = seen.get("peers", {}) if isinstance(seen, dict) and isinstance(seen.get("peers"), dict) else {}
     pending = _pending_changes(ws, peers)
-    from peersync import auto
+    from peersync.workspace import auto
 
     backoff = auto.read_state(ws.state).get("peers") or {}
     items = []
@@ -243,7 +243,7 @@ def _pending_changes(ws: Workspace, peers: dict) -> dict[str, int]:
             ancestors[name] = doc["entries"]
     if not ancestors:
         return {}
-    from peersync.scan import scan
+    from peersync.replica.scan import scan
 
     try:  # the scan cache is read, never written: a sync may be running
         local = scan(ws.root, ws.sync_config().selection, ws.state / "scan-cache.json", save_cache=False).manifest
@@ -262,8 +262,8 @@ def probe_peers(ws: Workspace, *, timeout: float = 5.0, now: float | None = None
     """Ask every peer now (concurrently) and remember the answers for later pages (SEEN_FILE)."""
     import asyncio
 
-    from peersync.status import status
-    from peersync.storage import atomic_write_json, ensure_private_dir
+    from peersync.peers.status import status
+    from peersync.workspace.storage import atomic_write_json, ensure_private_dir
 
     peers = list(ws.load_peers().values())
     if not peers:
@@ -281,7 +281,7 @@ def probe_peers(ws: Workspace, *, timeout: float = 5.0, now: float | None = None
 
 def conflicts_section(ws: Workspace, *, contents: bool) -> dict:
     """Quarantined versions, newest first, each with a diff against the live file when both are text."""
-    from peersync.conflicts import store as conflict_store
+    from peersync.replica.conflicts import store as conflict_store
 
     try:
         store = conflict_store(ws)
@@ -383,7 +383,7 @@ def text_diff(live: bytes | None, kept: bytes, path: str, cid: str) -> tuple[lis
 
 def trash_section(ws: Workspace, history: list[dict]) -> dict:
     """Trash batches (one per sync that deleted here), newest first, with the sync that did it."""
-    from peersync.transition import Store
+    from peersync.replica.store import Store
 
     trash = Store(ws.root, None).trash_dir  # the selection is not needed to find the trash
     try:
@@ -425,7 +425,7 @@ def _deleting_sync(history: list[dict], started: float | None, paths: set[str]) 
 
 def records_section(ws: Workspace) -> dict:
     """Deletion records (tombstones.json): versions deleted here or there and not to come back."""
-    from peersync import tombstones
+    from peersync.replica import tombstones
 
     path = ws.state / tombstones.FILE
     raw, problem = _read_json_file(path)
@@ -538,7 +538,7 @@ def backup_overview(ws: Workspace, *, online: bool = True, now: float | None = N
 
 def _retention(snaps: list, keep) -> dict[str, tuple[bool, list[str]]]:
     """What `backup prune` would decide now: per instance, in local time (as prune does)."""
-    from peersync.retention import Snap, apply_policy
+    from peersync.core.retention import Snap, apply_policy
 
     if keep is None or keep.empty:
         return {s.id: (True, ["no retention policy: all kept"]) for s in snaps}
@@ -593,8 +593,8 @@ def auto_sync_modes(ws: Workspace, *, now: float | None = None) -> dict:
         cron        {installed: bool | None (None: this version cannot tell), detail}
         dashboard   {refresh: bool, out: str}: the page is rewritten after each automatic sync
     """
-    from peersync import auto
-    from peersync.init import HEARTBEAT_MARK
+    from peersync.workspace import auto
+    from peersync.workspace.init import HEARTBEAT_MARK
 
     now = time.time() if now is None else now
     cfg = auto.load_auto(ws)
@@ -628,7 +628,7 @@ def auto_sync_modes(ws: Workspace, *, now: float | None = None) -> dict:
 def _watch_daemon(ws: Workspace) -> dict:
     """Whether `peersync watch` runs for this workspace: the pid its lock file names is alive and
     is a peersync watch.  Read-only (taking the lock, even briefly, could turn a daemon away)."""
-    from peersync.watch import LOCK_FILE
+    from peersync.daemons.watch import LOCK_FILE
 
     try:
         pid = int((ws.state / LOCK_FILE).read_text().strip() or 0)

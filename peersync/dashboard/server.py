@@ -18,7 +18,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import unquote, urlsplit
 
 from peersync.errors import PeersyncError
-from peersync.workspace import Workspace
+from peersync.workspace.workspace import Workspace
 
 HOST = "127.0.0.1"  # never anything else: the page shows conflict contents
 REFRESH = 5  # seconds between the page's polls

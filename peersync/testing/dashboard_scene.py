@@ -10,7 +10,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 from peersync.testing.pair import WorkspacePair
-from peersync.workspace import Peer
+from peersync.workspace.workspace import Peer
 
 DOWN_PEER = "raspberry-pi"  # configured, never reachable (a closed loopback port)
 
@@ -33,7 +33,7 @@ def _write(root: Path, rel: str, text: str, age: float | None = None) -> None:
 
 
 def _sync(ws, names=None) -> list:
-    from peersync.engine import run_sync
+    from peersync.sync.engine import run_sync
 
     return run_sync(ws, names)  # records history, as every sync does on the side that starts it
 
@@ -41,7 +41,7 @@ def _sync(ws, names=None) -> list:
 def build(pair: WorkspacePair, backup_dir: Path, cloud_dir: Path | None = None) -> Scene:
     """Fill `pair` with a history worth looking at; backups go to the local folder `backup_dir`."""
     from peersync import backup
-    from peersync.cloud_config import add_cloud_peer
+    from peersync.peers.manage import add_cloud_peer
 
     L, R = pair.local, pair.remote
     scene = Scene(pair)
