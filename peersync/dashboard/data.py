@@ -13,6 +13,7 @@ import difflib
 import gzip
 import json
 import os
+import re
 import shlex
 import socket
 import time
@@ -53,14 +54,14 @@ def gather(ws: Workspace, *, contents: bool = True, backups_online: bool = True,
         "conflicts": conflicts_section(ws, contents=contents),
         "trash": trash_section(ws, history["entries"]),
         "records": records_section(ws),
-        "backups": backups if backups is not None else _guarded(
+        "backups": backups if backups is not None else guarded(
             lambda: backup_overview(ws, online=backups_online, now=now), "backups"),
-        "auto": _guarded(lambda: auto_sync_modes(ws, now=now), "auto-sync state"),
+        "auto": guarded(lambda: auto_sync_modes(ws, now=now), "auto-sync state"),
     }
     return scrub(doc, known_secrets(ws))
 
 
-def _guarded(build, what: str) -> dict:
+def guarded(build, what: str) -> dict:
     """A section that cannot be built becomes a notice, never a failed page."""
     try:
         return build()
@@ -663,12 +664,13 @@ def known_secrets(ws: Workspace) -> list[str]:
     """Values that must never appear in a page: the backup passphrase, and environment values
     whose names say they are secret (cloud keys and tokens)."""
     found = {v for k, v in os.environ.items() if any(part in k.upper() for part in SECRET_NAME_PARTS)}
-    try:
-        from peersync import backup
-
-        found.add(backup.load_config(ws).passphrase or "")
-    except (ModuleNotFoundError, PeersyncError):
-        pass
+    try:  # read here, not through the backup engine: backup_overview stays its only reader
+        section = ws.raw_config().get("backup")
+    except PeersyncError:
+        section = None
+    passphrase = section.get("passphrase") if isinstance(section, dict) else None
+    if isinstance(passphrase, str):
+        found.add(re.sub(r"\$\{(\w+)\}", lambda m: os.environ.get(m.group(1), ""), passphrase))
     return sorted((s for s in found if len(s) >= 6), key=len, reverse=True)
 
 

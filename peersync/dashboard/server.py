@@ -75,12 +75,12 @@ class Dashboard:
 
     # -- what the endpoints return ---------------------------------------------------------------
     def document(self, *, fresh_backups: bool = False) -> dict:
-        from peersync.dashboard.data import _guarded, backup_overview, gather
+        from peersync.dashboard.data import backup_overview, gather, guarded
 
         with self._lock:
             cached = self._backups
             if fresh_backups or cached is None or time.monotonic() - cached[0] > BACKUP_TTL:
-                cached = (time.monotonic(), _guarded(lambda: backup_overview(self.ws), "backups"))
+                cached = (time.monotonic(), guarded(lambda: backup_overview(self.ws), "backups"))
                 self._backups = cached
         return gather(self.ws, contents=True, backups=cached[1])
 
