@@ -1318,7 +1318,17 @@ def verify(ws: Workspace, *, target: str | None = None, snapshot: str | None = N
                 result.affected.append({"snapshot": s.id, "path": r.path, "sha256": r.sha256,
                                         "problem": result.bad[r.sha256]})
     result.seconds = time.monotonic() - started
+    _record_verify(ws, result)
     return result
+
+
+def _record_verify(ws: Workspace, result: VerifyResult) -> None:
+    """The last verify's outcome (state/backup/last-verify.json), for `status` pages such as the dashboard."""
+    doc = {"format": 1, "time": time.time(), "ok": result.ok, "snapshots": len(result.snapshots),
+           "objects": result.objects, "bad": len(result.bad) + len(result.unreadable)}
+    with contextlib.suppress(OSError):
+        ensure_private_dir(ws.state / "backup")
+        atomic_write_json(ws.state / "backup" / "last-verify.json", doc)
 
 
 # -- prune --------------------------------------------------------------------------------------

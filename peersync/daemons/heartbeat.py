@@ -120,6 +120,11 @@ def run_tick(ws, reason: str | None = None, *, now: float | None = None) -> Tick
     if auto.is_due(cfg, state.get("last_run"), reason, now):
         tick.due = True
         _sync(ws, cfg, state, now, tick)
+        if tick.reports:
+            from peersync.dashboard import refresh_after_sync
+
+            failed = refresh_after_sync(ws)  # only when dashboard.refresh is on
+            tick.lines += [failed] if failed else []
     elif state != before:
         auto.write_state(ws.state, state)
     return tick

@@ -253,6 +253,13 @@ class Watcher:
             self.say(f"❌ {str(err).splitlines()[0]}")
             return self.interval
         self.syncs += 1
+        from peersync.dashboard import (
+            refresh_after_sync,  # lazy: off by default, and the page's code is large
+        )
+
+        failed = refresh_after_sync(self.ws)  # only when dashboard.refresh is on
+        if failed:
+            self.say(failed)
         busy = False
         for report in reports:
             if report.ok:
