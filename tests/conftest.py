@@ -7,6 +7,7 @@ The logic lives in peersync.testing (the README demo uses it too); helpers for t
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import pytest
 
@@ -76,6 +77,34 @@ def fuse_volume(tmp_path):
                                                tmp_path / f"{profile}-{n}"))
 
         yield mount
+
+
+@pytest.fixture(scope="session")
+def mac_volumes(tmp_path_factory):
+    """One mounted volume of every profile for the whole run ({profile name: Volume}); tests take a
+    fresh directory inside one through `mac_dir`."""
+    from contextlib import ExitStack
+
+    from peersync.testing.fusefs import PROFILES, mounted
+
+    _fuse_or_skip()
+    base = tmp_path_factory.mktemp("mac-volumes")
+    with ExitStack() as stack:
+        yield {name: stack.enter_context(mounted(name, base / f"{name}.backing", base / name))
+               for name in PROFILES}
+
+
+@pytest.fixture
+def mac_dir(mac_volumes, request):
+    """Factory: `mac_dir("apfs")` is a new empty directory on the shared volume of that profile."""
+    count = iter(range(1000))
+
+    def make(profile: str) -> Path:
+        path = mac_volumes[profile].path / f"{request.node.name[:60]}-{next(count)}"
+        path.mkdir()
+        return path
+
+    return make
 
 
 @pytest.fixture

@@ -55,6 +55,10 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+# libfuse names a file that is unlinked while open ".fuse_hidden…" (renamed, then unlinked on its last
+# close), so that fstat(2) on it keeps working; we keep such files in UNLINKED, out of every listing.
+HIDDEN_PREFIX = ".fuse_hidden"
+UNLINKED = ".peersync-fuse-unlinked"  # reserved in the backing directory's root
 RENAME_NOREPLACE = 1
 RENAME_EXCHANGE = 2
 _UTIME_NOW = (1 << 30) - 1
@@ -165,6 +169,8 @@ class MacVolume:
         self.root = os.path.realpath(backing)
         self._maps: dict[str, dict[str, str]] = {}
         self._root_uid = os.geteuid() == 0
+        self._root_fds: set[int] = set()  # open handles of the root directory (its listing hides UNLINKED)
+        os.makedirs(self._abs(UNLINKED), exist_ok=True)
 
     # -- names ---------------------------------------------------------------------------
     def _abs(self, rel: str) -> str:
@@ -176,19 +182,25 @@ class MacVolume:
             names = os.listdir(self._abs(rel))
             entries = {}
             for name in sorted(names):  # a clash in a pre-filled backing dir: the first name wins
-                entries.setdefault(self.profile.key(name), name)
+                if rel or name != UNLINKED:
+                    entries.setdefault(self.profile.key(name), name)
             self._maps[rel] = entries
         return entries
 
     def _find(self, parent: str, name: str) -> str | None:
         """The stored name in backing dir `parent` that `name` is a spelling of, or None."""
         if not self.profile.folds:  # lookups are exact once the name is in its stored form
+            if not parent and name == UNLINKED:
+                return None
             stored = self.profile.stored_name(name)
             return stored if os.path.lexists(f"{self._abs(parent)}/{stored}") else None
         return self._map(parent).get(self.profile.key(name))
 
     def _resolve(self, path: str) -> str:
         """The backing path (relative) of the existing entry `path` names; ENOENT if none."""
+        leaf = path.rpartition("/")[2]
+        if leaf.startswith(HIDDEN_PREFIX):
+            return f"{UNLINKED}/{leaf}"
         rel = ""
         for component in path.split("/"):
             if not component:
@@ -238,12 +250,18 @@ class MacVolume:
             os.chown(full, uid, gid, follow_symlinks=False)
 
     # -- metadata -------------------------------------------------------------------------
-    def stat(self, path: str | None, fh: int | None) -> os.stat_result:
+    def stat(self, path: str | None, fh: int | None) -> tuple[os.stat_result, int, int]:
+        """(stat of the backing entry, its link count, its 512-byte blocks) as the volume shows them."""
         if fh is not None:
-            return os.fstat(fh)
-        return os.lstat(self._abs(self._resolve(path)))
+            st = os.fstat(fh)
+            return st, st.st_nlink, self._blocks(st)
+        rel = self._resolve(path)
+        st = os.lstat(self._abs(rel))
+        # an unlinked file that is still open has no link left (UNLINKED's own is ours)
+        nlink = st.st_nlink - 1 if rel.startswith(UNLINKED + "/") else st.st_nlink
+        return st, nlink, self._blocks(st)
 
-    def blocks(self, st: os.stat_result) -> int:
+    def _blocks(self, st: os.stat_result) -> int:
         if self.profile.sparse or not stat.S_ISREG(st.st_mode):
             return st.st_blocks
         return -(-st.st_size // 4096) * 8  # HFS+ allocates every block of a file
@@ -337,6 +355,9 @@ class MacVolume:
         return 0
 
     def unlink(self, path: str) -> int:
+        if path.rpartition("/")[2].startswith(HIDDEN_PREFIX):  # its last close
+            os.unlink(self._abs(self._resolve(path)))
+            return 0
         parent, _, stored = self._split(path)
         if stored is None:
             _fail(errno.ENOENT)
@@ -359,6 +380,10 @@ class MacVolume:
         src_parent, _, src = self._split(old)
         if src is None:
             _fail(errno.ENOENT)
+        if new.rpartition("/")[2].startswith(HIDDEN_PREFIX):  # unlinked while open: out of sight
+            os.rename(self._abs(f"{src_parent}/{src}" if src_parent else src), self._abs(self._resolve(new)))
+            self._removed(src_parent, src)
+            return 0
         dst_parent, leaf, existing = self._split(new)
         wanted = self._new_name(leaf)
         src_rel = f"{src_parent}/{src}" if src_parent else src
@@ -439,13 +464,19 @@ class MacVolume:
 
     # -- directories ----------------------------------------------------------------------
     def opendir(self, path: str) -> int:
-        return os.open(self._abs(self._resolve(path)), os.O_RDONLY | os.O_DIRECTORY)
+        rel = self._resolve(path)
+        fd = os.open(self._abs(rel), os.O_RDONLY | os.O_DIRECTORY)
+        if not rel:
+            self._root_fds.add(fd)
+        return fd
 
     def readdir(self, path, fh: int):
         os.lseek(fh, 0, os.SEEK_SET)  # scandir works on a duplicate that shares the offset
         entries = [(".", stat.S_IFDIR, 0), ("..", stat.S_IFDIR, 0)]
         with os.scandir(fh) as it:
             for e in it:
+                if e.name == UNLINKED and fh in self._root_fds:
+                    continue
                 if e.is_dir(follow_symlinks=False):
                     kind = stat.S_IFDIR
                 elif e.is_file(follow_symlinks=False):
@@ -460,6 +491,7 @@ class MacVolume:
         return [(name, {"st_mode": kind, "st_ino": ino}, 0) for name, kind, ino in entries]
 
     def releasedir(self, path, fh: int) -> int:
+        self._root_fds.discard(fh)
         os.close(fh)
         return 0
 
@@ -508,13 +540,12 @@ def serve(profile: Profile, backing: str, mountpoint: str) -> None:
             return fip.contents.fh if fip else None
 
         def getattr_fuse_3(self, path, buf, fip):
-            ops = self.operations
-            st = ops.stat(self._path(path), self._fh(fip))
+            st, nlink, blocks = self.operations.stat(self._path(path), self._fh(fip))
             ctypes.memset(buf, 0, ctypes.sizeof(mfusepy.c_stat))
             c = buf.contents
-            c.st_mode, c.st_ino, c.st_nlink = st.st_mode, st.st_ino, st.st_nlink
+            c.st_mode, c.st_ino, c.st_nlink = st.st_mode, st.st_ino, nlink
             c.st_uid, c.st_gid, c.st_rdev = st.st_uid, st.st_gid, st.st_rdev
-            c.st_size, c.st_blksize, c.st_blocks = st.st_size, st.st_blksize, ops.blocks(st)
+            c.st_size, c.st_blksize, c.st_blocks = st.st_size, st.st_blksize, blocks
             c.st_atimespec.tv_sec, c.st_atimespec.tv_nsec = divmod(st.st_atime_ns, 1_000_000_000)
             c.st_mtimespec.tv_sec, c.st_mtimespec.tv_nsec = divmod(st.st_mtime_ns, 1_000_000_000)
             c.st_ctimespec.tv_sec, c.st_ctimespec.tv_nsec = divmod(st.st_ctime_ns, 1_000_000_000)
@@ -551,7 +582,7 @@ def serve(profile: Profile, backing: str, mountpoint: str) -> None:
     os.umask(0)  # the kernel already applied the caller's umask to every mode it sends
     options = dict(foreground=True, nothreads=True, fsname=f"peersync-{profile.name}",
                    subtype=f"peersync-{profile.name}", default_permissions=True,
-                   use_ino=True, hard_remove=True,
+                   use_ino=True,
                    entry_timeout=0, attr_timeout=0, negative_timeout=0)
     if os.geteuid() == 0:
         options["allow_other"] = True  # the agent over SSH may be another user one day
@@ -634,7 +665,7 @@ def _run_quietly(cmd: list[str], timeout: float) -> bool:
         return False
 
 
-def _unmount(mountpoint: str, lazy: bool, timeout: float = 15.0) -> bool:
+def _unmount(mountpoint: str, lazy: bool, timeout: float = 10.0) -> bool:
     if shutil.which("fusermount3"):
         return _run_quietly(["fusermount3", "-u", *(["-z"] if lazy else []), "--", mountpoint], timeout)
     return _run_quietly(["umount", *(["-l"] if lazy else []), mountpoint], timeout)
@@ -688,19 +719,15 @@ def _stop(server: subprocess.Popen, where: str) -> None:
     """Unmount (lazily if something still uses the mount), then make sure the server is gone
     and nothing is left mounted there, even when the server hung or died."""
     if _is_ours(where) and not _unmount(where, lazy=False):
-        if not _unmount(where, lazy=True):
-            server.kill()  # a hung server: killing it aborts the connection, then unmount
-            server.wait()
-            _unmount(where, lazy=True)
-    try:
-        server.wait(timeout=15)
-    except subprocess.TimeoutExpired:
+        # Busy (or a hung server): detach it now.  The server would serve whoever still holds
+        # it for as long as they do, so end it; they get ENOTCONN from then on.
+        _unmount(where, lazy=True)
         server.send_signal(signal.SIGTERM)
-        try:
-            server.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
+    try:
+        server.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        server.kill()  # aborts the FUSE connection: nothing can hang on it any more
+        server.wait()
     if _is_ours(where):
         _unmount(where, lazy=True)
 
