@@ -1,4 +1,4 @@
-"""peersync.fsprobe tells Linux volumes from Mac-like ones by asking them, and leaves nothing behind."""
+"""peersync.replica.fsprobe tells Linux volumes from Mac-like ones by asking them, and leaves nothing behind."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from peersync import fsprobe
-from peersync.fsprobe import PROBE_PREFIX, FsBehaviour, ProbeError, probe
+from peersync.replica import fsprobe
+from peersync.replica.fsprobe import PROBE_PREFIX, FsBehaviour, ProbeError, probe
 from peersync.testing.fusefs import mounted
 
 LINUX = dict(case_sensitive=True, case_preserving=True, normalization_sensitive=True,
@@ -149,7 +149,7 @@ def test_the_wire_form_round_trips_and_refuses_anything_else(tmp_path):
 
 
 def test_the_command_line(tmp_path):
-    run = [sys.executable, "-m", "peersync.fsprobe"]
+    run = [sys.executable, "-m", "peersync.replica.fsprobe"]
     out = subprocess.run([*run, str(tmp_path)], capture_output=True, text=True, check=True).stdout
     assert out == f"{tmp_path}: case-sensitive, normalisation-sensitive, names stored as given, symlinks, " \
                   "sparse files, permission bits\n"
@@ -160,7 +160,7 @@ def test_the_command_line(tmp_path):
 
 def test_probing_imports_nothing_heavy():
     """It runs at the start of every session in the remote agent, which must start fast."""
-    code = ("import sys, peersync.fsprobe as p, tempfile; p.probe(tempfile.gettempdir()); "
+    code = ("import sys, peersync.replica.fsprobe as p, tempfile; p.probe(tempfile.gettempdir()); "
             "print(sorted(m for m in ('typer', 'asyncssh', 'rich', 'yaml', 'xxhash', 'mfusepy') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"

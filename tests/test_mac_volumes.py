@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from peersync.engine import run_sync
+from peersync.sync.engine import run_sync
 from peersync.testing.pair import WorkspacePair, wire_pair
 from peersync.testing.trees import selection_files
 

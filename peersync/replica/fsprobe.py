@@ -247,9 +247,9 @@ def _sweep(directory: str) -> None:
 
 
 def main(argv: list[str]) -> int:
-    """`python -m peersync.fsprobe DIR…`: what each directory's file system does, one line each."""
+    """`python -m peersync.replica.fsprobe DIR…`: what each directory's file system does, one line each."""
     if not argv:
-        print("usage: python -m peersync.fsprobe DIRECTORY…", file=sys.stderr)
+        print("usage: python -m peersync.replica.fsprobe DIRECTORY…", file=sys.stderr)
         return 2
     status = 0
     for directory in argv:
