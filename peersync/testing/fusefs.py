@@ -21,7 +21,10 @@ and U+2F800–U+2FAFF undecomposed, as here.  `hfs` and `nfd` keep no holes, as 
 file's blocks are reported fully allocated and SEEK_HOLE finds none (the backing file itself
 stays sparse, to spare the test disk).  readdir lists HFS+ volumes in folded order and APFS
 ones in the backing directory's order (APFS lists in hash order).  Extended attributes are not
-supported (ENOTSUP); flock and POSIX locks are the kernel's own (local to this machine).
+supported (ENOTSUP); flock and POSIX locks are the kernel's own (local to this machine).  One
+known difference: fstat(2) of a file unlinked while open fails (ENOENT) when it was unlinked
+under another spelling than the one it was opened with (libfuse counts opens per spelling);
+read, write and the rest keep working, and under the same spelling fstat does too.
 
 How: libfuse 3's high-level API through mfusepy (ctypes), single-threaded, with `use_ino` (stat
 shows the backing inode, so every spelling of a name reports the same st_ino, as on a Mac) and
@@ -246,7 +249,7 @@ class MacVolume:
         from mfusepy import fuse_get_context
 
         uid, gid, _ = fuse_get_context()
-        if (uid, gid) != (0, 0):
+        if (uid, gid) != (os.geteuid(), os.getegid()):
             os.chown(full, uid, gid, follow_symlinks=False)
 
     # -- metadata -------------------------------------------------------------------------
