@@ -37,6 +37,8 @@ from peersync.errors import PeersyncError
 HEARTBEAT_MD_RETIRED = (2026, 8)  # first release whose runtime no longer reads HEARTBEAT.md
 CLI_TIMEOUT = 60.0  # seconds for one openclaw command (Gateway RPCs time out at 30 s by default)
 CRON_NAME = "peersync"
+NO_OPENCLAW = ("OpenClaw's CLI is not on PATH: run `peersync init --heartbeat` if your agent reads HEARTBEAT.md, "
+               "or keep `peersync watch` running")
 
 
 class OpenClawError(PeersyncError):
@@ -222,3 +224,115 @@ def snapshot(dest: Path | str, claw: OpenClaw | None = None) -> Path:
 def system_event_argv(claw: OpenClaw, text: str) -> list[str]:
     """The command that puts `text` before the agent and wakes it now (one agent turn)."""
     return [*claw.argv, "system", "event", "--mode", "now", "--text", text]
+
+
+# -- which mechanism runs auto-sync here ----------------------------------------------------
+@dataclass
+class Schedule:
+    """What drives auto-sync on this machine, as found (or just set up).
+
+    mechanism: "cron" (an OpenClaw cron command job: no LLM turn), "heartbeat-md" (the line in
+    HEARTBEAT.md, read by OpenClaw before 2026.8: one LLM turn per heartbeat), or None."""
+
+    openclaw: str | None = None  # version text, None when OpenClaw is not installed
+    mechanism: str | None = None
+    job: dict | None = None
+    heartbeat_line: bool = False  # HEARTBEAT.md holds peersync's line
+    heartbeat_read: bool = False  # …and this OpenClaw still reads HEARTBEAT.md
+    problem: str | None = None  # why the preferred mechanism is not in place
+    hint: str | None = None
+
+    def to_json(self) -> dict:
+        return {"openclaw": self.openclaw, "mechanism": self.mechanism, "job_id": (self.job or {}).get("id"),
+                "heartbeat_line": self.heartbeat_line, "heartbeat_read": self.heartbeat_read,
+                "problem": self.problem, "hint": self.hint}
+
+
+def heartbeat_line_present(ws) -> bool:
+    from peersync.workspace.init import HEARTBEAT_MARK
+
+    try:
+        return HEARTBEAT_MARK in (ws.root / "HEARTBEAT.md").read_text(errors="replace")
+    except (FileNotFoundError, NotADirectoryError):
+        return False
+
+
+def apply_auto(ws, enabled: bool, interval: int, timeout: float, *, claw: OpenClaw | None = None,
+               add_line=None) -> Schedule:
+    """Make the machine match the auto setting: with auto on, the cron command job where this
+    OpenClaw has them and its Gateway answers, else — on an OpenClaw that still reads it — the
+    HEARTBEAT.md line (`add_line(ws)` adds it); with auto off, no cron job.  Never raises for
+    OpenClaw trouble: the Schedule says what is in place and why not more."""
+    claw = claw or find()
+    sched = Schedule(openclaw=claw.version_text if claw else None)
+    if claw is None:
+        sched.heartbeat_line = heartbeat_line_present(ws)
+        if enabled and not sched.heartbeat_line:
+            sched.hint = NO_OPENCLAW
+        sched.mechanism = "heartbeat-md" if sched.heartbeat_line else None
+        return sched
+    sched.heartbeat_read = claw.reads_heartbeat_md
+    cron = claw.has_command_cron()
+    if cron:
+        try:
+            if enabled:
+                sched.job = register_cron(claw, ws, interval, timeout)
+                sched.mechanism = "cron"
+            else:
+                remove_cron(claw, ws)
+        except OpenClawError as err:
+            sched.problem, sched.hint = err.message, err.hint
+    elif enabled:
+        sched.problem = f"OpenClaw {claw.version_text} has no cron command jobs"
+    if enabled and sched.mechanism is None and claw.reads_heartbeat_md and add_line is not None:
+        add_line(ws)  # the fallback this release still reads
+    sched.heartbeat_line = heartbeat_line_present(ws)
+    if sched.mechanism is None and sched.heartbeat_line and sched.heartbeat_read:
+        sched.mechanism = "heartbeat-md"
+    return sched
+
+
+def inspect_auto(ws, *, claw: OpenClaw | None = None) -> Schedule:
+    """What drives auto-sync right now, changing nothing."""
+    claw = claw or find()
+    sched = Schedule(openclaw=claw.version_text if claw else None, heartbeat_line=heartbeat_line_present(ws))
+    if claw is None:
+        sched.mechanism = "heartbeat-md" if sched.heartbeat_line else None
+        sched.hint = None if sched.heartbeat_line else NO_OPENCLAW
+        return sched
+    sched.heartbeat_read = claw.reads_heartbeat_md
+    if claw.has_command_cron():
+        try:
+            sched.job = find_cron(claw, ws)
+        except OpenClawError as err:
+            sched.problem, sched.hint = err.message, err.hint
+    if sched.job is not None and sched.job.get("enabled", True):
+        sched.mechanism = "cron"
+    elif sched.heartbeat_line and sched.heartbeat_read:
+        sched.mechanism = "heartbeat-md"
+    return sched
+
+
+def schedule_lines(sched: Schedule, enabled: bool) -> list[str]:
+    """The truth about the mechanism, in one to three chat lines."""
+    lines = []
+    if sched.mechanism == "cron":
+        job = sched.job or {}
+        every = ((job.get("schedule") or {}).get("everyMs") or 0) / 1000
+        state = "" if job.get("enabled", True) else " (disabled in OpenClaw)"
+        lines.append(f"⏱️ OpenClaw cron job runs `peersync heartbeat`{f' every {every:g} s' if every else ''}"
+                     f", no LLM turn{state}" + ("" if enabled else " — idle while auto-sync is off"))
+    elif sched.mechanism == "heartbeat-md":
+        lines.append("💓 HEARTBEAT.md runs the heartbeat (one LLM turn per heartbeat)"
+                     + (f" — OpenClaw {sched.openclaw}" if sched.openclaw else ""))
+    if sched.heartbeat_line and sched.openclaw and not sched.heartbeat_read:
+        lines.append(f"💡 OpenClaw {sched.openclaw} no longer reads HEARTBEAT.md: its peersync line does nothing "
+                     "(openclaw doctor --fix moves it away)")
+    elif sched.heartbeat_line and sched.mechanism == "cron":
+        lines.append("💡 HEARTBEAT.md also runs it, an LLM turn each time: the line can go")
+    if sched.problem:
+        lines.append(f"⚠️ {sched.problem}" + (f" — {sched.hint}" if sched.hint else ""))
+    elif enabled and sched.mechanism is None:
+        lines.append("⚠️ Nothing runs auto-sync on this machine yet"
+                     + (f": {sched.hint}" if sched.hint else ": start OpenClaw's Gateway, then run peersync auto on"))
+    return lines

@@ -90,7 +90,7 @@ if [ -n "$node_pkg" ] && [ "${PEERSYNC_SKIP_OPENCLAW:-}" != "1" ]; then
       echo "openclaw@$version node@$NODE_VERSION" > "$dir/.installed"
     fi
     wrapper="$tools/bin/openclaw-$version"
-    printf '#!/bin/sh\n# Runs OpenClaw %s with the Node.js that setup.sh installed beside it.\nhere=$(cd "$(dirname "$0")/.." && pwd)\nexec "$here/node/node_modules/%s/bin/node" "$here/%s/node_modules/openclaw/openclaw.mjs" "$@"\n' \
+    printf '#!/bin/sh\n# Runs OpenClaw %s with the Node.js that setup.sh installed beside it.\nhere=$(cd "$(dirname "$(readlink -f "$0")")/.." && pwd)\nexec "$here/node/node_modules/%s/bin/node" "$here/%s/node_modules/openclaw/openclaw.mjs" "$@"\n' \
       "$version" "$node_pkg" "$version" > "$wrapper"
     chmod 755 "$wrapper"
     [ -n "$first" ] || { first=$version; ln -sf "openclaw-$version" "$tools/bin/openclaw"; }
