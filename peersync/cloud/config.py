@@ -184,6 +184,19 @@ def inbox_command(ws: Workspace) -> list[str] | None:
     if not isinstance(inbox, dict):
         raise ConfigError(f"{ws.config_file}: cloud.inbox must be a mapping")
     command = inbox.get("command")
+    notify = inbox.get("notifyOnInbox", False)
+    if not isinstance(notify, bool):
+        raise ConfigError(f"{ws.config_file}: cloud.inbox.notifyOnInbox must be true or false")
+    if notify and not command:
+        # As openclaw-workspace-sync's notifyOnInbox: wake the agent with a system event that
+        # names the new files (one agent turn each time, so off by default).
+        from peersync import openclaw
+
+        claw = openclaw.find()
+        if claw is None:
+            raise ConfigError(f"{ws.config_file}: cloud.inbox.notifyOnInbox needs OpenClaw's CLI on PATH",
+                              "Install OpenClaw, set $PEERSYNC_OPENCLAW, or turn notifyOnInbox off.")
+        return openclaw.system_event_argv(claw, "📥 New files in _inbox/: {files}")
     if command is None or command == "":
         return None
     if isinstance(command, str):

@@ -88,10 +88,12 @@ class OpenClawHome:
         return json.loads(out[start:])
 
     def call(self, method: str, params: dict, timeout: float = 60):
-        return self.json("gateway", "call", method, "--json", "--params", json.dumps(params), timeout=timeout)
+        return self.json("gateway", "call", method, "--json", "--timeout", str(int(timeout * 1000)),
+                         "--params", json.dumps(params), timeout=timeout + 30)
 
     # -- the Gateway ------------------------------------------------------------------------
     def start(self, timeout: float = 120) -> None:
+        offset = len(self.log_text())  # a restart appends to the same log: look past what is there
         log = open(self.log, "ab")
         self.gateway = subprocess.Popen(["openclaw", "gateway", "run", "--port", str(self.port)], env=self.env,
                                         stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
@@ -101,7 +103,7 @@ class OpenClawHome:
         while time.monotonic() < deadline:
             if self.gateway.poll() is not None:
                 raise AssertionError(f"the Gateway exited ({self.gateway.returncode}):\n{self.log_text()[-3000:]}")
-            if "[gateway] ready" in self.log_text():
+            if "[gateway] ready" in self.log_text()[offset:]:
                 return
             time.sleep(0.5)
         raise AssertionError(f"the Gateway was not ready within {timeout:g} s:\n{self.log_text()[-3000:]}")
