@@ -230,3 +230,27 @@ def test_heartbeat_md_fallback_only_where_it_is_read(tmp_path, version, line):
     else:
         assert "Nothing runs" not in status and "⚠️" in status and "Gateway" in status, status
         assert "HEARTBEAT.md" not in status
+
+
+@pytest.mark.slow
+def test_install_sh_from_the_skill_folder(tmp_path):
+    """A new user's install: the skill's folder in the agent's workspace, `bash install.sh`
+    (no uv or pipx here: the private venv route, dependencies from PyPI), no Gateway running."""
+    home = OpenClawHome(tmp_path, tmp_path / "agent")
+    skill = home.workspace / "skills" / "peersync"
+    files = subprocess.run(["git", "-C", str(ROOT), "ls-files", "-z"], capture_output=True, check=True).stdout
+    for name in filter(None, files.decode().split("\0")):
+        if (ROOT / name).is_file():
+            (skill / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(ROOT / name, skill / name)
+    env = {**home.env, "PATH": os.pathsep.join([str(home.bin), "/usr/bin", "/bin"]), "PEERSYNC_PYTHON": sys.executable}
+    proc = subprocess.run(["bash", str(skill / "install.sh")], env=env, cwd=tmp_path, capture_output=True, text=True,
+                          stdin=subprocess.DEVNULL, timeout=800)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    installed = home.home / ".local" / "bin" / "peersync"
+    assert subprocess.run([str(installed), "--version"], capture_output=True, text=True).stdout.startswith("peersync ")
+    config = json.loads((home.state / "openclaw.json").read_text())
+    assert config["plugins"]["entries"]["peersync"]["config"]["peersync"] == str(installed)
+    assert str(skill / "openclaw-plugin") in config["plugins"]["load"]["paths"]
+    assert (home.workspace / "memory" / "clawdbot-sync" / "config.yaml").exists()  # init found the workspace
+    assert "Gateway" in proc.stdout  # …and says the cron job waits for a running Gateway
