@@ -48,6 +48,7 @@ fi
 say "OpenClaw plugin (linked from $here/openclaw-plugin)"
 openclaw plugins install --link --force --accept-capabilities "$here/openclaw-plugin" >/dev/null
 openclaw config set plugins.entries.peersync.config.peersync "$peersync" >/dev/null
+openclaw config set plugins.entries.peersync.config.openclaw "$(command -v openclaw)" >/dev/null
 
 say "Workspace: peersync init"
 "$peersync" init || true   # it says itself what is missing (ssh, rsync, a running Gateway…)

@@ -26,7 +26,13 @@ export default {
     const HANDLER = path.join(root, "..", "handler.sh");
     const settings = () => api.pluginConfig ?? {};
     const workspaceOf = (cfg, agentId) => api.runtime.agent.resolveAgentWorkspaceDir(cfg, agentId ?? "main");
-    const env = () => (settings().peersync ? { ...process.env, PEERSYNC: settings().peersync } : process.env);
+    // Where peersync and the openclaw CLI are (a Gateway service often has a thin PATH).
+    const env = () => {
+      const out = { ...process.env };
+      if (settings().peersync) out.PEERSYNC = settings().peersync;
+      if (settings().openclaw) out.PEERSYNC_OPENCLAW = settings().openclaw;
+      return out;
+    };
 
     api.registerCommand({
       name: "sync",

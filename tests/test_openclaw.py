@@ -250,7 +250,8 @@ def test_install_sh_from_the_skill_folder(tmp_path):
     installed = home.home / ".local" / "bin" / "peersync"
     assert subprocess.run([str(installed), "--version"], capture_output=True, text=True).stdout.startswith("peersync ")
     config = json.loads((home.state / "openclaw.json").read_text())
-    assert config["plugins"]["entries"]["peersync"]["config"]["peersync"] == str(installed)
+    assert config["plugins"]["entries"]["peersync"]["config"] == {"peersync": str(installed),
+                                                                  "openclaw": str(home.bin / "openclaw")}
     assert str(skill / "openclaw-plugin") in config["plugins"]["load"]["paths"]
     assert (home.workspace / "memory" / "clawdbot-sync" / "config.yaml").exists()  # init found the workspace
     assert "Gateway" in proc.stdout  # …and says the cron job waits for a running Gateway
