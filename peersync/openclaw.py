@@ -64,7 +64,7 @@ class OpenClaw:
         return self.version is not None and self.version[:2] < HEARTBEAT_MD_RETIRED
 
     def run(self, *args: str, timeout: float = CLI_TIMEOUT) -> str:
-        """Run one openclaw command; its stdout, or OpenClawError with its own last words."""
+        """Run one openclaw command; its stdout, or OpenClawError with its own words."""
         try:
             proc = subprocess.run([*self.argv, *args], capture_output=True, text=True, timeout=timeout,
                                   stdin=subprocess.DEVNULL)
@@ -73,7 +73,7 @@ class OpenClaw:
         except subprocess.TimeoutExpired:
             raise OpenClawError(f"`openclaw {args[0]}` did not answer within {timeout:g} s") from None
         if proc.returncode != 0:
-            raise OpenClawError(f"`openclaw {' '.join(args[:2])}` failed: {_last_words(proc)}",
+            raise OpenClawError(f"`openclaw {' '.join(args[:2])}` failed: {_what_failed(proc)}",
                                 _hint(proc))
         return proc.stdout
 
@@ -121,9 +121,18 @@ def parse_version(text: str) -> tuple[int, int, int] | None:
     return (int(m.group(1)), int(m.group(2)), int(m.group(3))) if m else None
 
 
-def _last_words(proc: subprocess.CompletedProcess) -> str:
-    lines = [line.strip() for line in (proc.stderr or proc.stdout or "").splitlines() if line.strip()]
-    return lines[-1][:300] if lines else f"exit status {proc.returncode}"
+def _what_failed(proc: subprocess.CompletedProcess) -> str:
+    """The headline of a failed command: its JSON error's message, else its first stderr line
+    (the lines after it are details such as the config path)."""
+    try:
+        message = json.loads(proc.stdout)["error"]["message"]
+    except (ValueError, KeyError, TypeError):
+        message = None
+    for text in (message, proc.stderr, proc.stdout):
+        lines = [line.strip() for line in (text or "").splitlines() if line.strip()]
+        if lines:
+            return lines[0][:300]
+    return f"exit status {proc.returncode}"
 
 
 def _hint(proc: subprocess.CompletedProcess) -> str | None:

@@ -42,6 +42,59 @@ def our_jobs(home: OpenClawHome, ws: Workspace) -> list[dict]:
     return [j for j in jobs if j.get("declarationKey") == openclaw.declaration_key(ws)]
 
 
+# -- pure parts and the shim's arguments (no OpenClaw needed) ----------------------------------
+@pytest.mark.parametrize("agents, agent, expected", [
+    ([{"id": "main", "workspace": "{ws}", "isDefault": True}], None, "{ws}"),
+    ([{"id": "main", "workspace": "{ws}"}], None, "{ws}"),  # the only agent
+    ([{"id": "a", "workspace": "{other}"}, {"id": "b", "workspace": "{ws}", "isDefault": True}], None, "{ws}"),
+    ([{"id": "a", "workspace": "{ws}"}, {"id": "b", "workspace": "{other}"}], None, None),  # no default
+    ([{"id": "a", "workspace": "{other}"}, {"id": "b", "workspace": "{ws}"}], "b", "{ws}"),
+    ([{"id": "main", "workspace": "{missing}", "isDefault": True}], None, None),  # not a directory
+    ({"error": "x"}, None, None),
+], ids=["default", "only", "several", "no-default", "named", "missing-dir", "not-a-list"])
+def test_pick_workspace(tmp_path, agents, agent, expected):
+    paths = {"ws": str(tmp_path), "other": str(tmp_path.parent), "missing": str(tmp_path / "nope")}
+    fill = lambda v: v.format(**paths) if isinstance(v, str) else v  # noqa: E731
+    agents = [{k: fill(v) for k, v in a.items()} for a in agents] if isinstance(agents, list) else agents
+    assert openclaw.pick_workspace(agents, agent) == (fill(expected) if expected else None)
+
+
+def test_parse_version():
+    assert openclaw.parse_version("OpenClaw 2026.9.6 (eb377ac)") == (2026, 9, 6)
+    assert openclaw.parse_version("garbage") is None
+    assert openclaw.OpenClaw(("x",), (2026, 7, 35)).reads_heartbeat_md
+    assert not openclaw.OpenClaw(("x",), (2026, 8, 1)).reads_heartbeat_md
+
+
+ECHO = "import json, sys; print(json.dumps(sys.argv[1:]))"
+
+
+@pytest.mark.parametrize("args, expected", [
+    (["now", "dead"], ["sync", "dead"]),                                   # a peer, never the workspace
+    (["now", "dead", "/ws"], ["-w", "/ws", "sync", "dead"]),
+    (["heartbeat", ""], ["heartbeat"]),                                    # "$WORKSPACE" while unset
+    (["status"], ["status"]),
+    ([], ["status"]),                                                      # `/sync` alone
+    (["-w", "/ws", "history", "5"], ["-w", "/ws", "history", "--limit", "5"]),
+    (["add", "mini", "10.0.0.2", "bot", "/home/bot/clawd"],               # the peer's path is no workspace
+     ["peers", "add", "mini", "10.0.0.2", "--user", "bot", "--path", "/home/bot/clawd"]),
+    (["add", "mini", "10.0.0.2", "bot", "/home/bot/clawd", "/ws"],
+     ["-w", "/ws", "peers", "add", "mini", "10.0.0.2", "--user", "bot", "--path", "/home/bot/clawd"]),
+    (["add", "mini", "10.0.0.2", "/ws"], ["-w", "/ws", "peers", "add", "mini", "10.0.0.2"]),
+    (["setup"], ["init"]),
+    (["conflicts", "show", "c-7f3a", "./ws"], ["-w", "./ws", "conflicts", "show", "c-7f3a"]),
+], ids=lambda v: " ".join(v) if isinstance(v, list) else None)
+def test_handler_takes_the_workspace_last_only_as_a_path(tmp_path, args, expected):
+    script = tmp_path / "echo.py"
+    script.write_text(ECHO)
+    env = {k: v for k, v in os.environ.items() if k != "WORKSPACE"}
+    env["PEERSYNC"] = f"{sys.executable} {script}"
+    out = subprocess.run(["bash", str(ROOT / "handler.sh"), *args], env=env, capture_output=True, text=True,
+                         timeout=60, stdin=subprocess.DEVNULL)
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout) == expected
+
+
 @pytest.fixture(scope="module")
 def claw(tmp_path_factory):
     """OpenClaw 2026.9.6 with peersync's plugin linked from this checkout (as install.sh does),
