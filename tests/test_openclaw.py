@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from peersync import openclaw
+from peersync.workspace import openclaw
 from peersync.testing import wire_pair
 from peersync.testing.openclaw import CURRENT, LEGACY, ROOT, OpenClawHome
 from peersync.workspace.init import HEARTBEAT_LINE

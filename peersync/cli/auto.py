@@ -35,7 +35,7 @@ def auto_cmd(ctx: typer.Context,
                if value is not None}
     if action in ("on", "off"):
         changes["enabled"] = action == "on"
-    from peersync import openclaw
+    from peersync.workspace import openclaw
 
     cfg, sched = auto.switch(ws, **changes) if changes else (auto.load_auto(ws), None)
     sched = sched or openclaw.inspect_auto(ws)
@@ -47,7 +47,7 @@ def auto_cmd(ctx: typer.Context,
 
 
 def status_text(ws, cfg: auto.AutoConfig, state_doc: dict, *, changed: bool, sched=None) -> str:
-    from peersync import openclaw
+    from peersync.workspace import openclaw
     from peersync.daemons.heartbeat import duration
 
     now = time.time()

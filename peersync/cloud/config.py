@@ -22,6 +22,7 @@ from typing import Mapping
 from peersync.core.types import Mode
 from peersync.errors import ConfigError, UsageError
 from peersync.transport.rclone import join, resolve_target
+from peersync.workspace import openclaw
 from peersync.workspace.workspace import Peer, Workspace
 
 MODES = ("mailbox", "mirror", "bisync")
@@ -191,8 +192,6 @@ def inbox_command(ws: Workspace) -> list[str] | None:
     if notify and not command:
         # As openclaw-workspace-sync's notifyOnInbox: wake the agent with a system event that
         # names the new files (one agent turn each time, so off by default).
-        from peersync import openclaw
-
         claw = openclaw.find()
         if claw is None:
             raise ConfigError(f"{ws.config_file}: cloud.inbox.notifyOnInbox needs OpenClaw's CLI on PATH",

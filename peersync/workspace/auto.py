@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+# Lazy imports: this module is on the heartbeat's fast path; OpenClaw and init load only for `auto on|off`.
+
 import json
 import os
 import re
@@ -265,7 +267,7 @@ def switch(ws, **changes):
     OpenClaw cron job (or, on an OpenClaw that still reads it, the HEARTBEAT.md line) — and keep
     a clawdbot-sync config.json's autoSync in step.  Returns (AutoConfig, openclaw.Schedule or
     None when nothing that drives auto-sync changed)."""
-    from peersync import openclaw
+    from peersync.workspace import openclaw
     from peersync.workspace.clawdbot import sync_config_json
     from peersync.workspace.init import add_heartbeat_line
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+# Lazy imports: OpenClaw and YAML are needed only by the steps that use them.
+
 import json
 import re
 import shutil
@@ -19,7 +21,7 @@ from peersync.workspace.workspace import DEFAULT_LOGS, Workspace
 HEARTBEAT_MARK = "handler.sh heartbeat"  # how init recognises its line (HEARTBEAT.md is synced too)
 # Machine-independent on purpose: HEARTBEAT.md is synced, and the skill's folder differs per machine.
 # Only for OpenClaw before 2026.8 (and Clawdbot), whose heartbeat still reads HEARTBEAT.md; newer
-# releases run `peersync heartbeat` as a cron command job instead (peersync.openclaw).  NO_REPLY is
+# releases run `peersync heartbeat` as a cron command job instead (peersync.workspace.openclaw).  NO_REPLY is
 # today's silent reply; HEARTBEAT_OK is what those older releases expect.
 HEARTBEAT_LINE = ("- 🔄 peersync: run `handler.sh heartbeat $WORKSPACE` from the peersync skill's folder. "
                   "If it prints anything, tell the user; if it prints nothing, reply NO_REPLY "
@@ -95,7 +97,7 @@ class InitResult:
     config_written: bool
     heartbeat: str | None  # "added", "present", "retired" (this OpenClaw ignores it) or None (not asked)
     checks: list[Check] = field(default_factory=list)
-    schedule: object = None  # peersync.openclaw.Schedule: what runs auto-sync here
+    schedule: object = None  # peersync.workspace.openclaw.Schedule: what runs auto-sync here
 
     @property
     def ok(self) -> bool:
@@ -160,7 +162,7 @@ def init_workspace(ws: Workspace, *, heartbeat: bool = False) -> InitResult:
     if not ws.config_file.exists():
         atomic_write_bytes(ws.config_file, render_config(ws.raw_config()).encode())
         written = True
-    from peersync import openclaw
+    from peersync.workspace import openclaw
 
     claw = openclaw.find()
     retired = claw is not None and not claw.reads_heartbeat_md
@@ -230,7 +232,7 @@ def init_text(result: InitResult) -> str:
     elif result.heartbeat == "retired":
         lines.append("💓 HEARTBEAT.md left alone: this OpenClaw no longer reads it")
     if result.schedule is not None:
-        from peersync.openclaw import schedule_lines
+        from peersync.workspace.openclaw import schedule_lines
 
         lines += schedule_lines(result.schedule, True)
     lines.append(" · ".join(f"{'✅' if c.ok else '❌'} {c.name} {c.version or 'missing'}" for c in result.checks))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+# Lazy imports: the agent never needs OpenClaw or the clawdbot-sync formats, so they load on use.
+
 import json
 import os
 import time
@@ -101,7 +103,7 @@ class Workspace:
         never sets $WORKSPACE), else the current directory."""
         root = option or os.environ.get("WORKSPACE")
         if not root:
-            from peersync.openclaw import configured_workspace
+            from peersync.workspace.openclaw import configured_workspace
 
             root = configured_workspace() or os.getcwd()
         ws = cls(root)

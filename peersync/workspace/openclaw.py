@@ -21,6 +21,8 @@ tests/test_openclaw.py):
 
 from __future__ import annotations
 
+# Lazy imports: init's HEARTBEAT.md line is read only when asked (init imports this module).
+
 import hashlib
 import json
 import os
