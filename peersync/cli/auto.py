@@ -47,8 +47,8 @@ def auto_cmd(ctx: typer.Context,
 
 
 def status_text(ws, cfg: auto.AutoConfig, state_doc: dict, *, changed: bool, sched=None) -> str:
-    from peersync.workspace import openclaw
     from peersync.daemons.heartbeat import duration
+    from peersync.workspace import openclaw
 
     now = time.time()
     hooks = [name for name, on in (("session start", cfg.on_session_start), ("session end", cfg.on_session_end)) if on]

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 # Lazy imports: the clawdbot-sync history reader loads on use.
-
 import asyncio
 import time
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 # Lazy imports: this module is on the heartbeat's fast path; OpenClaw and init load only for `auto on|off`.
-
 import json
 import os
 import re

@@ -16,7 +16,6 @@ config.json's autoSync in step with `auto on|off`.  Pure functions except `sync_
 from __future__ import annotations
 
 # Lazy imports: the JSON writer is needed only when config.json changes.
-
 import time
 
 # clawdbot-sync's own default excludes (its handler always excluded these from rsync).

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 # Lazy imports: OpenClaw and YAML are needed only by the steps that use them.
-
 import json
 import re
 import shutil

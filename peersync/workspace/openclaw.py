@@ -22,7 +22,6 @@ tests/test_openclaw.py):
 from __future__ import annotations
 
 # Lazy imports: init's HEARTBEAT.md line is read only when asked (init imports this module).
-
 import hashlib
 import json
 import os
@@ -148,7 +147,21 @@ def _hint(proc: subprocess.CompletedProcess) -> str | None:
 # -- the agent's workspace ------------------------------------------------------------------
 def configured_workspace(agent: str | None = None, claw: OpenClaw | None = None) -> str | None:
     """The workspace OpenClaw's config gives `agent` (default: $OPENCLAW_AGENT, else the default
-    agent), if OpenClaw is installed and that directory exists; else None."""
+    agent), if OpenClaw is installed and that directory exists; else None.
+
+    Asking the CLI starts Node.js (seconds), so the answer is kept in peersync's cache dir for as
+    long as OpenClaw's config file and the CLI itself are unchanged."""
+    agent = agent or os.environ.get("OPENCLAW_AGENT")
+    key = _lookup_key(agent)
+    if key is None and claw is None:
+        return None  # no CLI on this machine
+    cache = _cache_file()
+    try:
+        kept = json.loads(cache.read_text())
+        if kept.get("key") == key and (kept.get("workspace") is None or os.path.isdir(kept["workspace"])):
+            return kept.get("workspace")
+    except (OSError, ValueError, AttributeError):
+        pass
     claw = claw or find()
     if claw is None:
         return None
@@ -156,7 +169,38 @@ def configured_workspace(agent: str | None = None, claw: OpenClaw | None = None)
         agents = claw.run_json("agents", "list", "--json")
     except OpenClawError:
         return None
-    return pick_workspace(agents, agent or os.environ.get("OPENCLAW_AGENT"))
+    found = pick_workspace(agents, agent)
+    try:
+        cache.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        cache.write_text(json.dumps({"key": key, "workspace": found}))
+    except OSError:
+        pass  # only a cache
+    return found
+
+
+def _lookup_key(agent: str | None) -> list | None:
+    """What the CLI's answer depends on: the CLI (path and mtime), OpenClaw's config file (path,
+    mtime, size; or its absence) and its state dir, the agent.  None when there is no CLI."""
+    configured = os.environ.get("PEERSYNC_OPENCLAW")
+    cli = shlex.split(configured)[0] if configured else shutil.which("openclaw")
+    if not cli:
+        return None
+    state = os.environ.get("OPENCLAW_STATE_DIR") or os.path.expanduser("~/.openclaw")
+    config = os.environ.get("OPENCLAW_CONFIG_PATH") or os.path.join(state, "openclaw.json")
+
+    def stamp(path: str) -> list:
+        try:
+            st = os.stat(path)
+            return [path, st.st_mtime_ns, st.st_size]
+        except OSError:
+            return [path, None, None]
+
+    return [stamp(cli), stamp(config), state, os.environ.get("OPENCLAW_PROFILE"), agent]
+
+
+def _cache_file() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache")
+    return Path(base) / "peersync" / "openclaw-workspace.json"
 
 
 def pick_workspace(agents, agent: str | None) -> str | None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 # Lazy imports: the agent never needs OpenClaw or the clawdbot-sync formats, so they load on use.
-
 import json
 import os
 import time
