@@ -22,9 +22,12 @@ class Lineage:
         self.conflicts = 0
 
     def wrote(self, replica: int, path: str, content: bytes) -> None:
-        """A user on `replica` wrote `content` (the whole file as it now is) at `path`."""
-        self.ancestry.setdefault(content, set(self.seen[(replica, path)]))
-        self.seen[(replica, path)].add(content)
+        """A user on `replica` wrote `content` (the whole file as it now is) at `path`.  The same
+        bytes written independently on two replicas (the model's "same edit on two") descend only
+        from what both writers had seen."""
+        seen = self.seen[(replica, path)]
+        self.ancestry[content] = self.ancestry[content] & seen if content in self.ancestry else set(seen)
+        seen.add(content)
 
     def synced(self, pair: tuple[int, int], before: dict, after: dict, conflicts=(), *, one_way: bool = False,
                label: str = "") -> None:

@@ -43,6 +43,7 @@ from lineage import Lineage
 
 from peersync.core.types import Mode, Policy
 from peersync.sync.runner import run_sync
+from peersync.testing.inprocess import sync_local
 from peersync.testing.pair import wire_pair
 from peersync.testing.trees import selection_files
 from peersync.workspace.workspace import Workspace
@@ -61,14 +62,19 @@ STEPS = int(os.environ.get("PEERSYNC_CONVERGENCE_STEPS", "30"))
 # Derandomized so CI runs the same examples every time; PEERSYNC_CONVERGENCE_RANDOM=1 explores anew.
 RANDOM = os.environ.get("PEERSYNC_CONVERGENCE_RANDOM") == "1"
 ONE_WAY = os.environ.get("PEERSYNC_CONVERGENCE_ONE_WAY", "1") == "1"  # include push/pull runs
+# The same model in-process (peersync.testing.inprocess: the real pipeline, no sshd), for long
+# explorations; "every peer" is then each peer in turn.
+IN_PROCESS = os.environ.get("PEERSYNC_CONVERGENCE_INPROCESS") == "1"
 
 
 def make_replicas(base: Path, sshd, n: int = N) -> list[Workspace]:
     """n empty workspaces under `base`, each with the other n-1 as peers r0, r1, …"""
     roots = [base / name for name in NAMES[:n]]
     for i in range(n):
+        roots[i].mkdir(parents=True, exist_ok=True)
         for j in range(i + 1, n):
-            wire_pair(roots[i], roots[j], sshd, peer_name=NAMES[j], back_name=NAMES[i])
+            if not IN_PROCESS:
+                wire_pair(roots[i], roots[j], sshd, peer_name=NAMES[j], back_name=NAMES[i])
     return [Workspace(r) for r in roots]
 
 
@@ -131,6 +137,9 @@ class Model:
 
 def sync(model: Model, a: int, b: int | None, policy: Policy, mode: Mode = Mode.SYNC) -> list:
     model.syncs.append(f"{NAMES[a]}->{NAMES[b] if b is not None else '*'} {mode.value} {policy.value}")
+    if IN_PROCESS:
+        peers = [b] if b is not None else [k for k in range(len(model.replicas)) if k != a]
+        return [one for peer in peers for one in _sync_in_process(model, a, peer, policy, mode)]
     before = model.snapshot()
     reports = run_sync(model.replicas[a], [NAMES[b]] if b is not None else None, policy=policy, mode=mode,
                        force=True)
@@ -143,6 +152,17 @@ def sync(model: Model, a: int, b: int | None, policy: Policy, mode: Mode = Mode.
         decided = [(c.path, c.kept) for c in report.conflicts if c.kept != "both"] if b is not None else []
         model.lineage.synced((a, peer), before, after, decided, one_way=mode is not Mode.SYNC, label=model.syncs[-1])
     return reports
+
+
+def _sync_in_process(model: Model, a: int, b: int, policy: Policy, mode: Mode) -> list:
+    before = model.snapshot()
+    report = sync_local(model.replicas[a], model.replicas[b], policy=policy, mode=mode, force=True, name=NAMES[b])
+    assert report.ok, f"{model.syncs[-1]}: {report.error}"
+    assert not report.problems, f"{model.syncs[-1]}: {report.problems}"
+    decided = [(c.path, c.kept) for c in report.conflicts if c.kept != "both"]
+    model.lineage.synced((a, b), before, model.snapshot(), decided, one_way=mode is not Mode.SYNC,
+                         label=f"{model.syncs[-1]} ({NAMES[a]}-{NAMES[b]})")
+    return [report]
 
 
 def converge(model: Model) -> None:

@@ -225,11 +225,15 @@ class CloudSession(Replica):
         if save_cache:
             await self.remove_partials(partials)
         unknown = {p for p, _ in problems} | self.unstable
+        # A folder that lists none of the files it held (an unmounted drive, an expired share, a
+        # wrong path) has not had them all deleted: no deletion is recorded, and the pipeline stops
+        # unless forced (its guard for replicas that may vanish).
+        held = await asyncio.to_thread(self.versions.present_count) if not entries else 0
         entries = await asyncio.to_thread(self.versions.assign, entries, save=save_cache,
-                                          covers=lambda p: self.selection.contains(p) and p not in unknown)
+                                          covers=lambda p: not held and self.selection.contains(p) and p not in unknown)
         self.entries = entries
         return {"entries": {p: e.to_wire() for p, e in entries.items()}, "problems": [list(p) for p in problems],
-                "dead": tombstones.present(self.dir / tombstones.FILE) or self.versions.has_deleted()}
+                "dead": tombstones.present(self.dir / tombstones.FILE) or self.versions.has_deleted(), "held": held}
 
     async def op_selection(self, selection: dict) -> dict:
         return {}  # the folder's selection was given when it was opened (it names what is listed)

@@ -7,8 +7,9 @@ A file missing from the scan that is on record (and inside the selection, and no
 unreadable) was deleted here: the deletion is a version too, with its own event.  A version that
 arrives by sync keeps the vector it came with.
 
-Stored in SQLite (`versions.sqlite` in the state dir): one row per path, updated in place and
-durable before a scan's result leaves this replica.  Counters come from one sequence per replica,
+Stored in SQLite (`versions.sqlite` in the state dir, rollback journal: a reader creates no file,
+so a dry run leaves the state dir as it was): one row per path, updated in place and durable
+before a scan's result leaves this replica.  Counters come from one sequence per replica,
 stored in the same database and never handed out twice, so a lost row can only make a later
 version look concurrent (a conflict, nothing lost), never make two different versions look equal.
 
@@ -94,14 +95,14 @@ class Versions:
             self._db, self._rows = None, None
         if self._db is None:
             self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-            db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-            db.execute("pragma journal_mode=wal")
+            db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=30)
             db.execute("pragma synchronous=full")
-            db.executescript(_SCHEMA)
+            if not db.execute("select 1 from sqlite_master where name = 'meta'").fetchone():
+                db.executescript(_SCHEMA)
+                db.execute("insert into meta values ('format', ?)", (str(FORMAT),))
             stored = dict(db.execute("select key, value from meta"))
             if int(stored.get("format", FORMAT)) != FORMAT:
                 raise ValueError(f"{self.path}: unknown format {stored['format']}")
-            db.execute("insert or ignore into meta values ('format', ?)", (str(FORMAT),))
             self._db = db
             self.path.chmod(0o600)
             self._inode = _inode(self.path)
@@ -171,11 +172,19 @@ class Versions:
 
     # -- versions of what a scan found ---------------------------------------------------------
     @_serialised
+    def present_count(self) -> int:
+        """How many files this replica's records say it holds."""
+        return sum(1 for row in self._all().values() if row[0])
+
+    @_serialised
     def assign(self, manifest: Mapping[str, Entry], *, covers: Callable[[str], bool], save: bool = True) -> dict[str, Entry]:
         """`manifest` with each file's history; new versions (edits, new files) and deletions
         (recorded paths missing from the scan that `covers` — inside the selection, and not paths
         the scan could not read) get a new event of this replica.  `save=False` (a dry run):
-        nothing recorded; new versions then carry a provisional counter."""
+        nothing recorded; new versions then carry a provisional counter (and a store that does not
+        exist yet is not created: everything is then as at a first scan)."""
+        if not save and not self.path.exists():
+            return dict(manifest)
         rows = self._all()
         first = not self.started
         out: dict[str, Entry] = {}

@@ -163,7 +163,7 @@ async def _reconcile_and_apply(job: Job, local: LocalSession, remote: Replica, r
         # none (a cloud folder) has its only copy kept here, by its replica object.
         ancestor = agreed_ancestor(mine, theirs) if remote.caps.keeps_ancestor else (theirs or {})
     if remote.caps.may_vanish and report.mode is not Mode.PUSH and not job.force:
-        stop = vanished(ancestor, remote_entries, peer.name, peer.host)
+        stop = vanished(max(len(ancestor), remote_raw.get("held") or 0), remote_entries, peer.name, peer.host)
         if stop is not None:
             raise stop
     # -- plan ----------------------------------------------------------------------------------
