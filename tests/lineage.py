@@ -20,12 +20,19 @@ class Lineage:
         self.spurious: list[tuple] = []
         self.reverts: list[tuple] = []
         self.conflicts = 0
+        # Bytes written independently on two replicas: two versions with one content.  Which of
+        # them a winner was made from cannot be told by content, so a conflict that sets such
+        # bytes aside is not classified (peersync, like Syncthing, sees two concurrent versions
+        # there until a sync joins them; nothing is lost, the loser goes to conflicts/).
+        self.twins: set[bytes] = set()
 
     def wrote(self, replica: int, path: str, content: bytes) -> None:
         """A user on `replica` wrote `content` (the whole file as it now is) at `path`.  The same
         bytes written independently on two replicas (the model's "same edit on two") descend only
         from what both writers had seen."""
         seen = self.seen[(replica, path)]
+        if content in self.ancestry and content not in seen:
+            self.twins.add(content)
         self.ancestry[content] = self.ancestry[content] & seen if content in self.ancestry else set(seen)
         seen.add(content)
 
@@ -47,7 +54,8 @@ class Lineage:
             self.conflicts += 1
             ours, theirs = before.get((i, path)), before.get((j, path))
             winner, loser = (ours, theirs) if kept == "local" else (theirs, ours)
-            if winner is not None and loser is not None and loser in self.ancestry.get(winner, ()):
+            if winner is not None and loser is not None and loser not in self.twins \
+                    and loser in self.ancestry.get(winner, ()):
                 self.spurious.append((label, path, kept))
         for r in (i, j):
             for path in paths:
