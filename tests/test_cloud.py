@@ -23,7 +23,7 @@ from peersync.core.selection import Selection
 from peersync.core.types import Mode, Policy
 from peersync.peers.manage import add_cloud_peer
 from peersync.replica.store import Store
-from peersync.sync.engine import run_sync
+from peersync.sync.runner import run_sync
 from peersync.testing.trees import selection_files
 from peersync.transport.rclone import find_rclone
 from peersync.workspace.workspace import Workspace
@@ -264,8 +264,8 @@ def test_bisync_conflicts_merges_and_delete_versus_modify(ws, cloud):
     # a plain file: newest wins; the loser is kept, on this machine, whichever side it came from
     assert local["memory/plan.txt"] == b"local version (newer)\n"
     assert kept["memory/plan.txt"] == [b"cloud version (older)\n"]
-    assert {c["path"] for c in report.conflicts} == {"USER.md", "memory/plan.txt"}
-    assert all(c["saved_as"] for c in report.conflicts)
+    assert {c.path for c in report.conflicts} == {"USER.md", "memory/plan.txt"}
+    assert all(c.saved_as for c in report.conflicts)
     # both appended to the daily note: one merged log, every line once
     assert sorted(report.merged) == ["USER.md", "memory/2026-01-26.md"]
     lines = local["memory/2026-01-26.md"].decode().splitlines()
@@ -306,17 +306,41 @@ def test_a_vanished_cloud_folder_is_not_taken_for_deletions(ws, tmp_path):
     assert sorted(selection_files(ws)) == ["MEMORY.md", "memory/a.md"]
 
 
-def test_a_lost_ancestor_means_union_never_deletions(ws, cloud):
+def test_a_vanished_folder_is_not_taken_for_deletions_even_without_its_ancestor(ws, tmp_path):
+    """The folder's own version records also know what it held: an empty listing records no
+    deletion, and the sync stops; once the folder is back, nothing was lost on either side."""
+    cloud = Cloud(str(tmp_path / "cloud"), "local", tmp_path)
+    seed(ws, {"MEMORY.md": "m\n", "memory/a.md": "a\n"})
+    add(ws, cloud, "bisync")
+    sync(ws)
+    (ws.state / "cloud" / "box" / "ancestor.json").unlink()
+    shutil.move(cloud.remote, str(tmp_path / "away"))
+    stopped = sync(ws, ok=False)
+    assert "holds none of the 2 files" in stopped.error
+    shutil.rmtree(cloud.remote)  # (taking the folder's lock made an empty one at its place)
+    shutil.move(str(tmp_path / "away"), cloud.remote)
+    report = sync(ws)
+    assert not report.deleted_local and not report.deleted_remote
+    assert sorted(selection_files(ws)) == sorted(cloud.files()) == ["MEMORY.md", "memory/a.md"]
+
+
+def test_a_lost_sync_state_means_union_never_deletions(ws, cloud):
+    """Everything this machine knew about the folder — its ancestor and its version records — is
+    gone: what happened there is unknown, so a file missing there comes back (a union, never a
+    deletion).  A deletion made here is this machine's own record: it still reaches the folder
+    (to its trash), as it would have without the loss."""
     seed(ws)
     add(ws, cloud, "bisync")
     sync(ws)
     cloud.rm("memory/a.md")
     (ws.root / "memory/b.md").unlink()
-    (ws.state / "cloud" / "box" / "ancestor.json").unlink()
+    for name in ("ancestor.json", "versions.sqlite"):
+        (ws.state / "cloud" / "box" / name).unlink()
     report = sync(ws)
-    assert not report.deleted_local and not report.deleted_remote
-    assert report.pushed == ["memory/a.md"] and report.pulled == ["memory/b.md"]
-    assert selection_files(ws) == cloud.files() == {k: v.encode() for k, v in BASE.items()}
+    assert not report.deleted_local and report.deleted_remote == ["memory/b.md"]
+    assert report.pushed == ["memory/a.md"] and not report.pulled
+    expected = {k: v.encode() for k, v in BASE.items() if k != "memory/b.md"}
+    assert selection_files(ws) == cloud.files() == expected
 
 
 def test_pointing_a_peer_at_another_folder_forgets_the_old_one(ws, cloud, tmp_path):
@@ -359,7 +383,7 @@ def test_manual_policy_keeps_both_versions_on_both_sides(ws, s3):
     assert conflicts(ws)["memory/plan.txt"] == [b"theirs\n"]
     kept_there = [p for p in s3.paths(".peersync/conflicts") if p.endswith("/memory/plan.txt")]
     assert len(kept_there) == 1 and s3.read(f".peersync/conflicts/{kept_there[0]}") == b"mine\n"
-    assert report.conflicts[0]["kept"] == "both"
+    assert report.conflicts[0].kept == "both"
 
 
 # -- mirror -----------------------------------------------------------------------------------------------

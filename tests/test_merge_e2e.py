@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from peersync.sync.engine import run_sync
+from peersync.sync.runner import run_sync
 from peersync.testing.pair import default_remote_command
 from peersync.testing.trees import selection_files
 from peersync.replica.store import Store
@@ -132,9 +132,9 @@ def test_overlapping_edits_keep_both_versions_live_and_say_so(two):
     assert "- Language: English\n" in user and user.count("- Language: English\n") == 1  # only the line itself
     doc = json.loads((laptop.root / PREFS).read_text())
     assert doc == json.loads((mini.root / PREFS).read_text()) == {"theme": "solarized", "volume": 7}
-    looks = {c["path"]: c for c in report.conflicts}
-    assert looks["USER.md"]["kept"] == "merged" and looks["USER.md"]["passages"] == 1
-    assert looks[PREFS]["keys"] == ["theme"]
+    looks = {c.path: c for c in report.conflicts}
+    assert looks["USER.md"].kept == "merged" and looks["USER.md"].passages == 1
+    assert looks[PREFS].keys == ("theme",)
     # Both pre-merge versions are in conflicts/ on both machines, with the reason.
     for ws in (laptop, mini):
         kept = Store(ws.root, ws.sync_config().selection).conflicts()
@@ -172,9 +172,9 @@ def test_restore_merge_brings_a_kept_version_back_into_the_live_file(two):
     write(mini, "memory/notes/plan.txt", "step 0\nstep 1\nstep 2\n")
     os.utime(laptop.root / "memory/notes/plan.txt", (os.stat(mini.root / "memory/notes/plan.txt").st_mtime - 60,) * 2)
     [report] = sync(two, "laptop", "mac-mini")
-    [lost] = [c for c in report.conflicts if c["path"] == "memory/notes/plan.txt"]
+    [lost] = [c for c in report.conflicts if c.path == "memory/notes/plan.txt"]
     assert (laptop.root / "memory/notes/plan.txt").read_text() == "step 0\nstep 1\nstep 2\n"
-    restored = cli(laptop, "conflicts", "restore", lost["saved_as"], "--merge")
+    restored = cli(laptop, "conflicts", "restore", lost.saved_as, "--merge")
     assert restored.returncode == 0, restored.stderr
     assert (laptop.root / "memory/notes/plan.txt").read_text() == "step 0\nstep 1\nstep 2\nstep 3 (laptop)\n"
     sync(two, "laptop", "mac-mini")

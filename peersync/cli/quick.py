@@ -9,6 +9,8 @@ starts) returns None and the ordinary CLI runs the sync in-process.
 
 from __future__ import annotations
 
+# Lazy imports: a command imports the machinery it runs in its body, so that `peersync --help`
+# and every other command start without it.
 import json
 import os
 import socket
@@ -62,7 +64,9 @@ def fast_main(argv: list[str]) -> int | None:
     opts = parse(argv)
     if opts is None:
         return None
-    root = Path(opts["workspace"] or os.environ.get("WORKSPACE") or os.getcwd()).expanduser().absolute()
+    if not (opts["workspace"] or os.environ.get("WORKSPACE")):
+        return None  # the workspace may come from OpenClaw's config: Workspace.resolve asks it
+    root = Path(opts["workspace"] or os.environ.get("WORKSPACE")).expanduser().absolute()
     try:
         peers = json.loads((root / STATE_DIR / "peers.json").read_bytes())["peers"]
         if opts["peer"] is None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+# Lazy imports: a command imports the machinery it runs in its body, so that `peersync --help`
+# and every other command start without it.
 import asyncio
 from typing import List, Optional
 
@@ -25,7 +27,7 @@ def _finish(reports, st) -> None:
 
 def _run(ctx: typer.Context, peers: list[str] | None, mode: Mode, dry_run: bool, force: bool,
          policy: Optional[str]) -> None:
-    from peersync.sync.engine import run_sync
+    from peersync.sync.runner import run_sync
 
     st = state(ctx)
     try:
@@ -72,7 +74,7 @@ def status(ctx: typer.Context, peer: Optional[str] = typer.Argument(None),
     from peersync.peers.status import status as get_status
     from peersync.peers.status import status_text
     from peersync.replica.looks import looks_text, needing_a_look
-    from peersync.sync.engine import select_peers
+    from peersync.sync.runner import select_peers
 
     st = state(ctx)
     ws = st.workspace()
@@ -89,20 +91,21 @@ def status(ctx: typer.Context, peer: Optional[str] = typer.Argument(None),
 
 
 def history(ctx: typer.Context, limit: int = typer.Option(10, "--limit", "-n", min=1)) -> None:
-    """Past syncs, newest first."""
+    """Past syncs, newest first (clawdbot-sync's entries too)."""
+    from peersync.workspace.clawdbot import entry_view
+
     st = state(ctx)
     entries = st.workspace().history()[:limit]
     lines = []
-    for e in entries:
-        if not isinstance(e, dict):
-            continue
-        counts = [f"{label} {len(e.get(key) or [])}" for key, label in
-                  (("pushed", "📤"), ("pulled", "📥"), ("merged", "🔀"), ("conflicts", "⚠️"))
-                  if e.get(key)]
-        status_mark = "✅" if e.get("ok") else "❌"
-        detail = " ".join(counts) if e.get("ok") else (e.get("error") or "").splitlines()[0][:120]
-        lines.append(f"{status_mark} {e.get('time', '?')} {e.get('mode', 'sync')} {e.get('peer', '?')}"
-                     f" {detail or 'no changes'}")
+    for view in filter(None, map(entry_view, entries)):
+        icons = [f"{label} {view['counts'][key]}" for key, label in
+                 (("pushed", "📤"), ("pulled", "📥"), ("merged", "🔀"), ("conflicts", "⚠️"))
+                 if view["counts"].get(key)]
+        if view["ok"]:
+            detail = " ".join(icons) or (f"{view['files']} files" if view["files"] else "no changes")
+        else:
+            detail = ((view["error"] or "").splitlines() or ["failed"])[0][:120]
+        lines.append(f"{'✅' if view['ok'] else '❌'} {view['time'] or '?'} {view['mode']} {view['peer'] or '?'} {detail}")
     st.emit("\n".join(lines) or "No syncs yet.", {"entries": entries})
 
 

@@ -19,8 +19,10 @@ import shlex
 from dataclasses import dataclass, field
 from typing import Mapping
 
+from peersync.core.types import Mode
 from peersync.errors import ConfigError, UsageError
 from peersync.transport.rclone import join, resolve_target
+from peersync.workspace import openclaw
 from peersync.workspace.workspace import Peer, Workspace
 
 MODES = ("mailbox", "mirror", "bisync")
@@ -184,6 +186,17 @@ def inbox_command(ws: Workspace) -> list[str] | None:
     if not isinstance(inbox, dict):
         raise ConfigError(f"{ws.config_file}: cloud.inbox must be a mapping")
     command = inbox.get("command")
+    notify = inbox.get("notifyOnInbox", False)
+    if not isinstance(notify, bool):
+        raise ConfigError(f"{ws.config_file}: cloud.inbox.notifyOnInbox must be true or false")
+    if notify and not command:
+        # As openclaw-workspace-sync's notifyOnInbox: wake the agent with a system event that
+        # names the new files (one agent turn each time, so off by default).
+        claw = openclaw.find()
+        if claw is None:
+            raise ConfigError(f"{ws.config_file}: cloud.inbox.notifyOnInbox needs OpenClaw's CLI on PATH",
+                              "Install OpenClaw, set $PEERSYNC_OPENCLAW, or turn notifyOnInbox off.")
+        return openclaw.system_event_argv(claw, "📥 New files in _inbox/: {files}")
     if command is None or command == "":
         return None
     if isinstance(command, str):
@@ -208,3 +221,16 @@ def state_dir(ws: Workspace, name: str):
 
 def cloud_peers(ws: Workspace) -> dict[str, Peer]:
     return {name: peer for name, peer in ws.load_peers().items() if is_cloud(peer)}
+
+
+def run_mode(peer: Peer, spec: CloudSpec, mode: Mode) -> Mode:
+    """The direction of this run: mailbox always pushes; a mirror follows its direction unless the
+    command names one (push / pull); bisync does what the command says."""
+    if spec.mode == "mailbox":
+        if mode is Mode.PULL:
+            raise UsageError(f"{peer.name} is a mailbox: it only pushes; files come back through its _outbox/",
+                             f"Run: peersync sync {peer.name}")
+        return Mode.PUSH
+    if spec.mode == "mirror" and mode is Mode.SYNC:
+        return Mode(spec.direction)
+    return mode

@@ -42,14 +42,16 @@ from pathlib import Path
 
 from peersync.cloud import hashes as cloud_hash
 from peersync.cloud.index import HashCache, Obj, parse_listing
-from peersync.core import deletions
+from peersync.core import deletions, versions
 from peersync.core.paths import BadPath, check_relpath, in_state_dir
 from peersync.core.selection import Selection
-from peersync.core.types import MANIFEST_FORMAT, Entry
+from peersync.core.types import READABLE_FORMATS, Entry
 from peersync.errors import BusyError, PeersyncError, TransferError
 from peersync.replica import tombstones
 from peersync.replica.store import Refused, Store
+from peersync.replica.versions import open_versions
 from peersync.transport.rclone import Rclone, join
+from peersync.transport.replica import CLOUD, Replica
 from peersync.workspace.storage import atomic_write_json, ensure_private_dir, read_json
 
 META = ".peersync"  # the cloud folder's peersync directory: locks, trash, conflicts
@@ -99,8 +101,10 @@ def cloud_id(root: str) -> str:
 
 # -- the session ----------------------------------------------------------------------------------
 
-class CloudSession:
+class CloudSession(Replica):
     """One cloud folder, spoken to like a peer's agent.  Built by `open()`; `close()` releases the lock."""
+
+    caps = CLOUD
 
     def __init__(self, ws, peer, root: str, rc: Rclone, selection: Selection, *, mailbox: bool, key: str = ""):
         self.ws, self.peer, self.root, self.rc = ws, peer, root, rc
@@ -121,6 +125,11 @@ class CloudSession:
         self.unstable: set[str] = set()  # changed while being hashed: never written this run
         self.exists = True
         self.lock_name: str | None = None
+        self.outbox: dict[str, Obj] = {}  # a mailbox's `_outbox/` objects, as the last scan saw them
+        # The folder's version records, kept here with its ancestor (the cloud holds no state):
+        # an object changed by anyone but peersync (a desktop app, a person) is a new version
+        # made by the folder itself.
+        self.versions = open_versions(self.dir, versions.short_id(self.cloud_id))
 
     @classmethod
     async def open(cls, ws, peer, root: str, rc: Rclone, selection: Selection, *, mailbox: bool,
@@ -207,6 +216,28 @@ class CloudSession:
                 "empty_dirs": bool((doc.get("Features") or {}).get("CanHaveEmptyDirectories", True))}
 
     # -- scan ---------------------------------------------------------------------------------------
+    async def scan(self, *, local=None, save_cache: bool = True, base_peer=None, base_digest=None) -> dict:
+        """The folder's manifest, named with xxh3 hashes like ours: the listing starts at once, our
+        own scan (`local`) is then used to recognise versions by their backend hash.  A dry run
+        (`save_cache=False`) changes nothing; a real one removes our killed uploads' temp files."""
+        listing = await self.list_all()
+        entries, problems, self.outbox, partials = await self.manifest(listing, dict(await local) if local else {})
+        if save_cache:
+            await self.remove_partials(partials)
+        unknown = {p for p, _ in problems} | self.unstable
+        # A folder that lists none of the files it held (an unmounted drive, an expired share, a
+        # wrong path) has not had them all deleted: no deletion is recorded, and the pipeline stops
+        # unless forced (its guard for replicas that may vanish).
+        held = await asyncio.to_thread(self.versions.present_count) if not entries else 0
+        entries = await asyncio.to_thread(self.versions.assign, entries, save=save_cache,
+                                          covers=lambda p: not held and self.selection.contains(p) and p not in unknown)
+        self.entries = entries
+        return {"entries": {p: e.to_wire() for p, e in entries.items()}, "problems": [list(p) for p in problems],
+                "dead": tombstones.present(self.dir / tombstones.FILE) or self.versions.has_deleted(), "held": held}
+
+    async def op_selection(self, selection: dict) -> dict:
+        return {}  # the folder's selection was given when it was opened (it names what is listed)
+
     async def list_all(self) -> dict[str, Obj]:
         """Every file under the folder except peersync's own directory."""
         args = ["lsjson", "-R", "--files-only", "--no-mimetype", "--exclude", f"/{META}/**"]
@@ -422,7 +453,7 @@ class CloudSession:
                 mtime = time.time_ns() if ("mtime_ns" in item and item["mtime_ns"] is None) else new.mtime_ns
                 bhash = await asyncio.to_thread(self._stage, upload / path, item, new, mtime)
                 staged[i] = (path, new, bhash)
-            except (Refused, BadPath, OSError, ValueError, KeyError, TypeError) as err:
+            except (Refused, BadPath, OSError, ValueError) as err:
                 results[i] = {"path": path, "ok": False, "error": _why(err)}
         conflicts = await self._keep_losers(losers, results)
         todo = {i: s for i, s in staged.items() if results[i] is None}
@@ -435,10 +466,11 @@ class CloudSession:
                     results[i] = {"path": path, "ok": False, "error": "upload could not be verified; left for the next sync"}
                     continue
                 self.cache.record(path, got, new.hash, new.mode)
-                entry = Entry(got.size, got.mtime_ns, new.mode, new.hash)
+                entry = Entry(got.size, got.mtime_ns, new.mode, new.hash, new.vv, new.seen)
                 self.listed[path], self.entries[path] = got, entry
                 results[i] = {"path": path, "ok": True, "entry": entry.to_wire(), "conflict": conflicts.get(i)}
             self.cache.save()
+            self.versions.record([(s[0], self.entries[s[0]], True) for i, s in todo.items() if results[i]["ok"]])
         shutil.rmtree(upload, ignore_errors=True)
         return {"results": results}
 
@@ -489,14 +521,14 @@ class CloudSession:
             raise BadPath(f"bad trash batch name {batch!r}")
         results, paths = self._checked(items)
         current = await self.stat(paths)
-        movable = {}
+        movable, gone = {}, []
         for i, item in enumerate(items):
             if results[i] is not None:
                 continue
             try:
                 self._check(item["path"], Entry.from_wire(item["expect"]), current.get(item["path"]))
                 movable[i] = item["path"]
-            except (Refused, ValueError, KeyError, TypeError) as err:
+            except (Refused, ValueError) as err:
                 results[i] = {"path": item["path"], "ok": False, "error": str(err)}
         if movable:
             trash = self.at(META, "trash", batch)
@@ -509,9 +541,13 @@ class CloudSession:
                     continue
                 self.cache.forget(path)
                 self.listed.pop(path, None)
-                self.entries.pop(path, None)
+                gone.append((path, self.entries.pop(path, None) or Entry.from_wire(items[i]["expect"]),
+                             Entry.from_wire(items[i]["dead"]) if items[i].get("dead") else None))
                 results[i] = {"path": path, "ok": True, "entry": None, "trash": f"{META}/trash/{batch}/{path}"}
             self.cache.save()
+            counter = self.versions.reserve() if any(dead is None for _, _, dead in gone) else 0
+            self.versions.record([(p, e.with_vv(dead.vv, versions.join(dead.seen, e.history)) if dead else e.with_vv(
+                versions.bump(e.history, self.versions.me, counter), ()), False) for p, e, dead in gone])
         return {"results": results}
 
     async def op_quarantine(self, items: list) -> dict:
@@ -538,7 +574,7 @@ class CloudSession:
             data = read_json(self.ancestor_file)
         except ValueError:
             return None  # unreadable = nothing known: union, never deletions
-        if not isinstance(data, dict) or data.get("root") != self.key or data.get("format") != MANIFEST_FORMAT:
+        if not isinstance(data, dict) or data.get("root") != self.key or data.get("format") not in READABLE_FORMATS:
             return None
         return data
 
@@ -549,7 +585,19 @@ class CloudSession:
     # Deletion records of the cloud side, as this machine saw them (tombstones.py), kept beside
     # its ancestor.
     async def op_tombstones_get(self, paths: list | None = None) -> dict:
-        return deletions.to_wire(tombstones.lookup(self.dir / tombstones.FILE, paths))
+        dead = tombstones.lookup(self.dir / tombstones.FILE, paths)
+        for path, entry in self.versions.deleted(paths).items():
+            dead.setdefault(path, []).append(entry)
+        return deletions.to_wire(dead)
+
+    async def op_versions_put(self, items: list) -> dict:
+        parsed = [(check_relpath(p), Entry.from_wire(w)) for p, w in items]
+        fits = [(p, e, True) for p, e in parsed if (now := self.versions.current(p)) is not None and now.same_content(e)]
+        self.versions.record(fits)
+        for p, e, _ in fits:
+            if p in self.entries:
+                self.entries[p] = self.entries[p].with_vv(e.vv)
+        return {"recorded": len(fits)}
 
     async def op_tombstones_add(self, items: list) -> dict:
         parsed = [(check_relpath(p), Entry.from_wire(w)) for p, w in items]
@@ -623,12 +671,13 @@ class CloudSession:
             await self.rclone("delete", self.root, "--files-from-raw", self.list_file(partials), check=False)
 
     # -- housekeeping ---------------------------------------------------------------------------------
-    async def op_housekeeping(self, trash_days: int = 30) -> dict:
+    async def op_housekeeping(self, trash_days: int = 30, prune_logbases: bool = False) -> dict:
         """Purge cloud trash batches older than `trash_days` (batch names start with a UTC time)."""
         code, out, err = await self.rclone("lsjson", "--dirs-only", "--no-mimetype", self.at(META, "trash"), check=False)
         if code != 0:
             return {"trash_purged": 0}
         tombstones.prune(self.dir / tombstones.FILE, trash_days)
+        self.versions.prune(trash_days)
         cutoff = time.strftime("%Y%m%dT%H%M%S", time.gmtime(time.time() - trash_days * 86400))
         purged = 0
         for item in json.loads(out or b"[]"):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+# Lazy imports: a tick that is not due returns in milliseconds, so what a sync needs is imported
+# only when one runs.
 import os
 import sys
 import time
@@ -45,7 +47,10 @@ def fast_main(argv: list[str]) -> int | None:
     if parsed is None:
         return None
     option, reason = parsed
-    root = os.path.abspath(os.path.expanduser(option or os.environ.get("WORKSPACE") or os.getcwd()))
+    root = option or os.environ.get("WORKSPACE")
+    if not root:
+        return None  # the workspace comes from OpenClaw's config: Workspace.resolve asks it
+    root = os.path.abspath(os.path.expanduser(root))
     if not os.path.isdir(root):
         return None
     raw = auto.raw_config_fast(root)
@@ -118,6 +123,11 @@ def run_tick(ws, reason: str | None = None, *, now: float | None = None) -> Tick
     if auto.is_due(cfg, state.get("last_run"), reason, now):
         tick.due = True
         _sync(ws, cfg, state, now, tick)
+        if tick.reports:
+            from peersync.dashboard import refresh_after_sync
+
+            failed = refresh_after_sync(ws)  # only when dashboard.refresh is on
+            tick.lines += [failed] if failed else []
     elif state != before:
         auto.write_state(ws.state, state)
     return tick
@@ -161,7 +171,7 @@ def _sync(ws, cfg: auto.AutoConfig, state: dict, now: float, tick: Tick) -> None
 def arrived_needing_a_look(ws, reports) -> list[str]:
     """Files this tick brought in (pulled from a peer that had merged them with a third machine)
     that hold versions kept live: they need a look too.  Merges of this tick say so themselves."""
-    told = {c["path"] for r in reports for c in r.conflicts if c.get("kept") == "merged"}
+    told = {c.path for r in reports for c in r.conflicts if c.kept == "merged"}
     arrived = [p for r in reports for p in r.pulled + r.merged if p not in told]
     if not arrived:
         return []
@@ -175,7 +185,7 @@ async def _bounded_sync(ws, names: list[str], timeout: float) -> list:
     import asyncio
 
     from peersync.core.types import Mode, Report
-    from peersync.sync.engine import sync_peers
+    from peersync.sync.runner import sync_peers
 
     job = sync_peers(ws, names, lock_timeout=0, time_budget=timeout, connect_timeout=min(15.0, timeout))
     try:

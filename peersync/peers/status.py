@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+# Lazy imports: the clawdbot-sync history reader loads on use.
 import asyncio
 import time
 
+from peersync.cloud.folder import probe_cloud
 from peersync.errors import PeersyncError
 from peersync.transport.ssh import open_session
 from peersync.workspace.workspace import Peer, Workspace
@@ -30,15 +32,16 @@ async def probe(ws: Workspace, peer: Peer, *, timeout: float = 10.0) -> dict:
 
 
 def last_sync(ws: Workspace, name: str) -> dict | None:
-    for entry in ws.history():
-        if isinstance(entry, dict) and entry.get("peer") == name and not entry.get("dry_run"):
-            return entry
+    """The newest real sync with `name` (peersync's or clawdbot-sync's), as clawdbot.entry_view."""
+    from peersync.workspace.clawdbot import entry_view
+
+    for view in map(entry_view, ws.history()):
+        if view and view["peer"] == name and not view["dry_run"]:
+            return view
     return None
 
 
 async def status(ws: Workspace, peers: list[Peer], *, timeout: float = 10.0) -> list[dict]:
-    from peersync.cloud.folder import probe_cloud
-
     results = await asyncio.gather(*((probe_cloud(ws, p, timeout=timeout) if p.extra.get("type") == "cloud"
                                       else probe(ws, p, timeout=timeout)) for p in peers))
     for result in results:

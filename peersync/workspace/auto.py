@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+# Lazy imports: this module is on the heartbeat's fast path; OpenClaw and init load only for `auto on|off`.
 import json
 import os
 import re
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 from peersync.core.paths import STATE_DIR
 from peersync.errors import ConfigError
+from peersync.workspace.storage import atomic_write_bytes, atomic_write_json
 
 # This module sits on the heartbeat's fast path (a not-due tick must return in well under
 # 150 ms from process start): nothing heavy at import time — no typer, asyncssh, pathspec.
@@ -17,6 +20,7 @@ MIN_INTERVAL = 60  # seconds; as in openclaw-workspace-sync
 DEFAULT_INTERVAL = 300
 DEFAULT_TIMEOUT = 60
 MIN_TIMEOUT = 5
+SLACK = 5.0  # seconds (see is_due)
 MAX_BACKOFF = 3600  # a peer that is down is retried at least hourly (or every interval, if longer)
 STATE_FILE = "auto-state.json"
 STATE_FORMAT = 1  # bump me when auto-state.json changes shape (old files are then ignored)
@@ -67,12 +71,14 @@ def forced_by(cfg: AutoConfig, reason: str | None) -> bool:
 
 
 def is_due(cfg: AutoConfig, last_run: float | None, reason: str | None, now: float) -> bool:
-    """Should this heartbeat sync?  A last run in the future (clock set back) counts as due."""
+    """Should this heartbeat sync?  A last run in the future (clock set back) counts as due.
+    A tick up to SLACK early counts as on time: a cron job that fires every `interval` seconds
+    must not skip every other run because it fired a hair before the interval was up."""
     if forced_by(cfg, reason):
         return True
     if not cfg.enabled:
         return False
-    return last_run is None or not 0 <= now - last_run < cfg.interval
+    return last_run is None or not 0 <= now - last_run < cfg.interval - SLACK
 
 
 def backoff_seconds(failures: int, base: float, cap: float) -> float:
@@ -134,10 +140,6 @@ def read_state(state: str | os.PathLike) -> dict:
 
 
 def write_state(state, data: dict) -> None:
-    from pathlib import Path
-
-    from peersync.workspace.storage import atomic_write_json
-
     atomic_write_json(Path(state) / STATE_FILE, {**data, "format": STATE_FORMAT})
 
 
@@ -151,7 +153,7 @@ def raw_config_fast(root) -> dict | None:
             text = f.read()
     except FileNotFoundError:
         return None if os.path.exists(os.path.join(state, "config.json")) else {}
-    import yaml
+    import yaml  # lazy: a heartbeat that is not due must not pay for it
 
     try:
         data = yaml.load(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader)) or {}
@@ -167,9 +169,8 @@ def load_auto(ws) -> AutoConfig:
 def set_auto(ws, **changes) -> AutoConfig:
     """Change keys of the `auto:` section of config.yaml and leave everything else — other
     sections, comments, unknown keys — as it was.  The file is replaced atomically."""
-    import yaml
+    import yaml  # lazy: a heartbeat that is not due must not pay for it
 
-    from peersync.workspace.storage import atomic_write_bytes
 
     unknown = set(changes) - set(AutoConfig.__dataclass_fields__)
     if unknown:
@@ -195,7 +196,7 @@ def set_auto(ws, **changes) -> AutoConfig:
 
 
 def _safe_load(text: str):
-    import yaml
+    import yaml  # lazy: a heartbeat that is not due must not pay for it
 
     try:
         return yaml.safe_load(text) or {}
@@ -258,3 +259,19 @@ def _scalar(value) -> str:
     if isinstance(value, float) and value.is_integer():
         return str(int(value))
     return json.dumps(value) if isinstance(value, str) else str(value)
+
+
+def switch(ws, **changes):
+    """`auto on|off|--interval…`: change config.yaml, then make this machine match it — the
+    OpenClaw cron job (or, on an OpenClaw that still reads it, the HEARTBEAT.md line) — and keep
+    a clawdbot-sync config.json's autoSync in step.  Returns (AutoConfig, openclaw.Schedule or
+    None when nothing that drives auto-sync changed)."""
+    from peersync.workspace import openclaw
+    from peersync.workspace.clawdbot import sync_config_json
+    from peersync.workspace.init import add_heartbeat_line
+
+    cfg = set_auto(ws, **changes)
+    sync_config_json(ws, cfg.enabled)
+    if not {"enabled", "interval", "timeout"} & set(changes):
+        return cfg, None
+    return cfg, openclaw.apply_auto(ws, cfg.enabled, cfg.interval, cfg.timeout, add_line=add_heartbeat_line)

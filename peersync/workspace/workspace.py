@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+# Lazy imports: the agent never needs OpenClaw or the clawdbot-sync formats, so they load on use.
+import functools
 import json
 import os
 import time
@@ -90,9 +92,9 @@ class SyncConfig:
     mass_delete_ratio: float = 0.5
     keep_connection: float = 600.0  # seconds a peer's connection stays warm after a sync (keeper.py)
 
-    @property
+    @functools.cached_property
     def rules(self):
-        """Which files merge, and how (peersync.mergefile.MergeRules)."""
+        """Which files merge, and how (peersync.core.mergefile.MergeRules), built once per config."""
         from peersync.core.mergefile import MergeRules  # deferred: the agent never merges
 
         return MergeRules(self.logs, self.merge)
@@ -107,7 +109,13 @@ class Workspace:
 
     @classmethod
     def resolve(cls, option: str | None) -> "Workspace":
-        root = option or os.environ.get("WORKSPACE") or os.getcwd()
+        """-w, else $WORKSPACE, else the workspace OpenClaw's config gives the agent (OpenClaw
+        never sets $WORKSPACE), else the current directory."""
+        root = option or os.environ.get("WORKSPACE")
+        if not root:
+            from peersync.workspace.openclaw import configured_workspace
+
+            root = configured_workspace() or os.getcwd()
         ws = cls(root)
         if not ws.root.is_dir():
             raise UsageError(f"workspace {ws.root} does not exist",
@@ -240,7 +248,10 @@ class Workspace:
     def record(self, entry: dict) -> None:
         """Prepend one history entry (newest first, bounded).  Callers hold the workspace lock."""
         self.ensure_state()
-        entry = {"time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **entry}
+        from peersync.workspace.clawdbot import with_clawdbot_keys
+
+        # The clawdbot-sync keys too: its `status`/`history` read the same file.
+        entry = with_clawdbot_keys({"time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **entry})
         entries = [entry] + self.history()
         atomic_write_json(self.history_file, {"entries": entries[:HISTORY_LIMIT]}, indent=None)
 
@@ -260,22 +271,10 @@ def _load_json_file(path: Path, default=None):
 
 
 def _from_clawdbot_config(raw) -> dict:
-    """Map the clawdbot-sync skill's config.json onto config.yaml's structure."""
-    if not isinstance(raw, dict):
-        return {}
-    sync: dict = {}
-    if "syncSkills" in raw:
-        sync["skills"] = bool(raw["syncSkills"])
-    strategy = raw.get("conflictResolution") or raw.get("conflictStrategy")
-    if isinstance(strategy, str):
-        sync["policy"] = {"newest-wins": "newest", "timestamp": "newest"}.get(strategy, strategy)
-    auto: dict = {}
-    if "autoSync" in raw:
-        auto["enabled"] = bool(raw["autoSync"])
-    for key in ("syncInterval", "interval"):
-        if isinstance(raw.get(key), int):
-            auto["interval"] = raw[key]
-    return {"sync": sync, "auto": auto}
+    """Map the clawdbot-sync skill's config.json onto config.yaml's structure (every key kept)."""
+    from peersync.workspace.clawdbot import config_from_json
+
+    return config_from_json(raw)
 
 
 def _seconds(where: Path, section: dict, key: str, default: float) -> float:
