@@ -263,6 +263,25 @@ def test_memory_file_edits_merge_only_when_concurrent_and_a_merge_descends_from_
     assert not any((ws.state / "conflicts").exists() and any((ws.state / "conflicts").rglob("MEMORY.md")) for ws in abc)
 
 
+def test_a_merge_takes_the_latest_common_version_as_its_base_not_a_stale_pair_ancestor(abc):
+    """b and c last met when MEMORY.md held one line; both have since taken a's new line X through
+    a.  b removes X while c adds Y.  Against the pair's own ancestor, b's removal would look like c
+    adding X and X would come back; the latest version both descend from ([L1, X], which b's and
+    c's ancestors with a record with its vector) is the base: X stays removed, Y lands."""
+    a, b, c = abc
+    write(a, MEMORY, "- L1\n")
+    for x, y in ((a, b), (a, c), (b, c)):
+        sync_local(x, y)
+    write(a, MEMORY, "- L1\n- X\n")
+    sync_local(a, b)
+    sync_local(a, c)
+    write(b, MEMORY, "- L1\n")
+    write(c, MEMORY, "- L1\n- X\n- Y\n")
+    report = sync_local(b, c)
+    assert report.merged == [MEMORY] and not report.conflicts
+    assert read(b, MEMORY) == read(c, MEMORY) == "- L1\n- Y\n"
+
+
 def test_a_deletion_reaching_a_stale_copy_through_another_machine_wins(abc):
     a, b, c = abc
     write(a, F, "v1\n")

@@ -53,7 +53,7 @@ def read(ws) -> str:
 
 def kept(ws) -> list[str]:
     top = ws.state / "conflicts"
-    return sorted(p.read_text() for p in top.rglob("plan.md")) if top.is_dir() else []
+    return sorted(p.read_text() for p in top.rglob(F.rsplit("/", 1)[-1])) if top.is_dir() else []
 
 
 def sync(ws, peer: str):

@@ -194,6 +194,28 @@ class Handler:
             return None  # none, or unreadable: nothing known (union, never deletions)
         return data
 
+    def op_merge_bases(self, paths: list) -> dict:
+        """The versions of `paths` this replica has in common with any of its peers (the entries of
+        all its ancestors that carry a vector): {path: [[hash, vv], …]}.  A merge picks the latest
+        version both sides descend from among both sides' answers (Run._merge_bases): in a mesh,
+        the pair's own ancestor may be much older than what the two have in common through others."""
+        wanted = {check_relpath(p) for p in paths}
+        found: dict[str, dict] = {p: {} for p in wanted}
+        top = self.ws.state / "ancestors"
+        for file in sorted(top.glob("*.json")) if top.is_dir() else ():
+            try:
+                doc = self.ancestor_doc(file.stem)
+            except (OSError, BadPath):
+                continue
+            entries = doc[1].get("entries") if doc is not None and isinstance(doc[1], dict) else None
+            if not isinstance(entries, dict):
+                continue
+            for path in wanted:
+                wire = entries.get(path)
+                if isinstance(wire, list) and len(wire) >= 5 and wire[4]:
+                    found[path][(wire[3], json.dumps(wire[4]))] = [wire[3], wire[4]]
+        return {p: list(versions_of.values()) for p, versions_of in found.items()}
+
     def op_ancestor_put(self, peer_id: str, manifest: dict | None = None, base_digest: str | None = None,
                         delta: dict | None = None) -> dict:
         """Store the ancestor shared with `peer_id`: the whole `manifest`, or — when this side still

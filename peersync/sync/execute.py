@@ -24,7 +24,7 @@ from peersync.core.types import (
     Report,
     Side,
 )
-from peersync.errors import ProtocolError
+from peersync.errors import PeersyncError, ProtocolError
 from peersync.replica.scan import hash_bytes
 from peersync.sync.concurrency import gather_all
 from peersync.sync.transfer import Transfers
@@ -140,13 +140,16 @@ class Run(Transfers):
         plain copy), and the merged version descends from both: its vector is the join of both
         histories plus one new event, so neither input is offered as news again and a replica
         that holds either one fast-forwards to it — merges of merges converge without conflicts.
-        The merge base is the pair's ancestor's content (kept as a merge base on both sides)."""
+        The merge base is the latest version both sides descend from (`_merge_bases`), whose content
+        a side kept as a merge base (the pair's ancestor's, where nothing better is known)."""
         if not merges:
             return []
         paths = [c.path for c in merges]
         local_data, remote_data = await asyncio.gather(self._read(Side.LOCAL, paths), self._read(Side.REMOTE, paths))
         data = {Side.LOCAL: local_data, Side.REMOTE: remote_data}
-        bases = await self._bases({c.ancestor.hash for c in merges if c.ancestor is not None})
+        base_of = await self._merge_bases(merges)
+        pair = {c.path: c.ancestor.hash if c.ancestor is not None else None for c in merges}
+        bases = await self._bases({h for h in (*base_of.values(), *pair.values()) if h is not None})
         rules = self.rules
         fallback, installs = [], {Side.LOCAL: [], Side.REMOTE: []}
         kept: dict[Side, list] = {Side.LOCAL: [], Side.REMOTE: []}
@@ -162,7 +165,7 @@ class Run(Transfers):
                 remote_id=self.remote_id, reason="rewritten-log" if rules.is_log(c.path) else "conflict")
             merged = merge_file(
                 c.path, rules.strategies(c.path), ancestor=c.ancestor,
-                base=bases.get(c.ancestor.hash) if c.ancestor is not None else None,
+                base=next((bases[h] for h in (base_of[c.path], pair[c.path]) if bases.get(h) is not None), None),
                 local=Version(local_data[c.path], self.machine(Side.LOCAL), c.local.mtime_ns),
                 remote=Version(remote_data[c.path], self.machine(Side.REMOTE), c.remote.mtime_ns),
                 local_first=self.local_id < self.remote_id, prefer=policy.source if policy.action is Action.COPY else None)
@@ -217,6 +220,41 @@ class Run(Transfers):
         """The name a kept passage gives `side`'s version: its machine's own name."""
         name = self.session(side).hello.get("machine")
         return name if isinstance(name, str) and name else socket.gethostname() if side is Side.LOCAL else self.peer.name
+
+    async def _merge_bases(self, merges: list[Change]) -> dict[str, str | None]:
+        """Each merge's base (a content hash): the latest version both sides descend from, among
+        the versions either side has in common with any peer (op merge_bases) and the pair's own
+        ancestor.  In a mesh the pair's ancestor can be far older than that: lines one side removed
+        since would look like the other side's insertions and come back.  Without vectors (an
+        upgrade), or from a replica that cannot say (a cloud folder, an older agent): the pair's
+        ancestor."""
+        out = {c.path: c.ancestor.hash if c.ancestor is not None else None for c in merges}
+        causal = [c for c in merges if c.local.vv and c.remote.vv]
+        if not causal:
+            return out
+        paths = [c.path for c in causal]
+        answers = []
+        for side in Side:
+            try:
+                answers.append(await self.session(side).request("merge_bases", paths=paths))
+            except (PeersyncError, LookupError):  # it keeps no ancestors of its own, or predates the op
+                continue
+        for c in causal:
+            found = {(c.ancestor.hash, c.ancestor.vv)} if c.ancestor is not None and c.ancestor.vv else set()
+            for answer in answers:
+                for item in (answer or {}).get(c.path) or ():
+                    try:
+                        found.add((item[0], versions.from_wire(item[1])))
+                    except (ValueError, TypeError, IndexError):
+                        continue
+            common = [(h, vv) for h, vv in found if versions.seen(vv, c.local.vv) and versions.seen(vv, c.remote.vv)]
+            # The latest: one no other common version descends from; of several (criss-cross
+            # merges), the one with the most events — any of them is a common ancestor.
+            latest = [(h, vv) for h, vv in common
+                      if not any(other != vv and versions.seen(vv, other) for _, other in common)]
+            if latest:
+                out[c.path] = max(latest, key=lambda hv: (sum(n for _, n in hv[1]), hv[0]))[0]
+        return out
 
     async def _bases(self, hashes: set[str]) -> dict[str, bytes | None]:
         """Last synced contents of mergeable files (merge bases), from whichever side kept them."""
