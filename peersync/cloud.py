@@ -161,7 +161,7 @@ async def _sync_locked(ws, cfg, peer, spec, local, session: CloudSession, report
     if spec.mode == "mailbox":
         await cloud_mailbox.bootstrap(session, ws.root, outbox)
         await cloud_mailbox.drain(session, ws.root, outbox, report, inbox_command(ws))
-    await asyncio.gather(local.request("housekeeping", trash_days=cfg.trash_days, prune_logbases=bool(logs)),
+    await asyncio.gather(local.request("housekeeping", prune_logbases=bool(logs)),
                          session.request("housekeeping", trash_days=cfg.trash_days))
 
 

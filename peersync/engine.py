@@ -7,12 +7,13 @@ import collections
 import fnmatch
 import re
 import secrets
+import shutil
 import socket
 import time
 from dataclasses import dataclass, field, replace
 
-from peersync import keeper, tombstones
-from peersync.agent import Handler
+from peersync import chunks, keeper, tombstones
+from peersync.agent import Handler, valid_instance_id
 from peersync.errors import PeersyncError, ProtocolError, SafetyError, UsageError
 from peersync.lock import workspace_lock
 from peersync.merge import append_merge, insertion_merge
@@ -29,7 +30,8 @@ from peersync.workspace import Peer, SyncConfig, Workspace
 
 # Files up to INLINE_MAX_FILE travel inline over the agent channel, INLINE_BATCH_BYTES per request:
 # no second SSH connection, and faster than rsync for many small files.  Larger files go through
-# rsync, whose delta transfer pays off there.
+# rsync, whose delta transfer pays off there — or, to a peer without rsync for us (a restricted
+# key), over the agent channel in ranges (chunks.py).
 INLINE_MAX_FILE = 256 << 10
 INLINE_BATCH_BYTES = 8 << 20
 INLINE_FIRST_BATCH = 512 << 10  # batches grow from this: the target starts writing at once
@@ -61,6 +63,29 @@ def log_matcher(patterns: tuple[str, ...]):
         return path_re is not None and path_re.match(path) is not None
 
     return is_log
+
+
+def check_instance_id(value, peer: Peer) -> str:
+    """A peer's instance id, if it is one; else the sync is refused before anything is saved
+    (it names files in the state dir and is kept in peers.json)."""
+    if valid_instance_id(value):
+        return value
+    shown = _said(value, 40) if isinstance(value, str) else type(value).__name__
+    raise ProtocolError(f"{peer.name} sent a malformed instance id ({shown!r}); refusing to sync with it",
+                        "Nothing was written. Check the peer's peersync installation.")
+
+
+def parse_paths(raw, who: str) -> list[str]:
+    """A list of paths from a peer, each validated like a manifest's."""
+    if not isinstance(raw, list):
+        raise ProtocolError(f"{who} sent a malformed list of paths")
+    for path in raw:
+        try:
+            check_relpath(path)
+        except BadPath as err:
+            raise ProtocolError(f"{who} sent a hostile path ({err}); refusing to sync with it",
+                                "Nothing was written. Check the peer's peersync installation.") from None
+    return raw
 
 
 def parse_manifest(raw, selection, who: str) -> dict[str, Entry]:
@@ -295,8 +320,9 @@ class Run:
         small = [i for i in items if i["new"][0] <= INLINE_MAX_FILE]
         big = [i for i in items if i["new"][0] > INLINE_MAX_FILE]
         grown, big = await self._tails(source, big)
-        outcome = await gather_all(self._copy_inline(source, target, small), self._copy_rsync(source, target, big),
-                                   self._install(target, grown))
+        copy_big = self._copy_rsync if self.rsync_usable() else self._copy_ranges
+        outcome = await gather_all(self._copy_inline(source, target, small), copy_big(source, target, big),
+                                   self._install_batches(target, grown))
         results = dict(zip((id(i) for i in small + big + grown), outcome[0] + outcome[1] + outcome[2]))
         return [results[id(i)] for i in items]
 
@@ -305,17 +331,29 @@ class Run:
         was appended to) travels as its new bytes only; the target rebuilds it and checks it."""
         asked = [i for i in items if i["expect"] is not None and i["expect"][0] < i["new"][0]
                  and i["new"][0] - i["expect"][0] <= INLINE_BATCH_BYTES]
-        if not asked:
-            return [], items
-        raw = await self.session(source).request("read_tail", items=[
-            {"path": i["path"], "offset": i["expect"][0], "prefix": i["expect"][3]} for i in asked])
         grown = []
-        for item in asked:
-            data = raw.get(item["path"]) if isinstance(raw, dict) else None
-            if isinstance(data, bytes):
-                item["tail"] = {"size": item["expect"][0], "prefix": item["expect"][3], "data": data}
-                grown.append(item)
+        for batch in _batches(asked, INLINE_BATCH_BYTES, size=_growth):  # replies of bounded size
+            raw = await self.session(source).request("read_tail", items=[
+                {"path": i["path"], "offset": i["expect"][0], "prefix": i["expect"][3]} for i in batch])
+            for item in batch:
+                data = raw.get(item["path"]) if isinstance(raw, dict) else None
+                if isinstance(data, bytes) and len(data) == _growth(item):
+                    item["tail"] = {"size": item["expect"][0], "prefix": item["expect"][3], "data": data}
+                    grown.append(item)
         return grown, [i for i in items if "tail" not in i]
+
+    async def _install_batches(self, side: Side, items: list[dict]) -> list[dict]:
+        """Install items carrying bytes (appended tails) in requests of bounded size."""
+        results = []
+        for batch in _batches(items, INLINE_BATCH_BYTES, size=_growth):
+            results += await self._install(side, batch)
+        return results
+
+    def rsync_usable(self) -> bool:
+        """rsync for large files only where both ends have it for us: never with a restricted
+        key (the peer refuses it), nor without rsync on either side."""
+        hello = self.remote_session.hello
+        return bool(hello.get("rsync")) and not hello.get("restricted") and shutil.which("rsync") is not None
 
     async def _copy_inline(self, source: Side, target: Side, items: list[dict]) -> list[dict]:
         """Read a batch from the source while the target installs earlier ones: requests are
@@ -358,6 +396,23 @@ class Run:
                           basis_dir=self.remote_session.hello["root"] if push else str(self.ws.root))
         return await self._install(target, items)
 
+    async def _copy_ranges(self, source: Side, target: Side, items: list[dict]) -> list[dict]:
+        """Large files over the agent channel (chunks.py): staged range by range on the target,
+        then installed there — verified by hash — in one request."""
+        if not items:
+            return []
+        failed = await chunks.stage_all(self.session(source), self.session(target), items)
+        staged = [i for n, i in enumerate(items) if n not in failed]
+        done = dict(zip((id(i) for i in staged), await self._install(target, staged)))
+        results = []
+        for n, item in enumerate(items):
+            if n in failed:
+                self.problem(item["path"], _said(failed[n]), target)
+                results.append({"path": item["path"], "ok": False, "error": failed[n]})
+            else:
+                results.append(done[id(item)])
+        return results
+
     async def _install(self, side: Side, items: list[dict]) -> list[dict]:
         if not items:
             return []
@@ -366,10 +421,13 @@ class Run:
             raise ProtocolError(f"{self.name(side)} answered an install with {len(results)} results for {len(items)} files")
         state = self.sides[side]
         for item, res in zip(items, results):
-            if res["ok"]:
+            if not isinstance(res, dict):
+                raise ProtocolError(f"{self.name(side)} sent a malformed install result")
+            if res.get("ok"):
                 state.final[item["path"]] = Entry.from_wire(res["entry"])
+                res["conflict"] = _conflict_id(res.get("conflict"))
             else:
-                self.problem(item["path"], res.get("error", "not applied"), side)
+                self.problem(item["path"], _said(res.get("error", "not applied")), side)
         return results
 
     async def touch(self, side: Side, changes: list[Change]) -> None:
@@ -417,7 +475,7 @@ class Run:
                 self.deleted.append((c.path, c.entry(side)))
                 (self.report.deleted_local if side is Side.LOCAL else self.report.deleted_remote).append(c.path)
             else:
-                self.problem(c.path, res.get("error", "not deleted"), side)
+                self.problem(c.path, _said(res.get("error", "not deleted")), side)
 
     async def keep_both(self, changes: list[Change]) -> None:
         """Policy manual: each side keeps its file and gets the other's version in conflicts/."""
@@ -433,7 +491,8 @@ class Run:
             ids[side] = (await self.session(side).request("quarantine", items=items))["results"]
         for c, mine, theirs in zip(changes, ids[Side.LOCAL], ids[Side.REMOTE]):
             self.report.conflicts.append({"path": c.path, "kept": "both", "side": "both",
-                                          "saved_as": mine.get("conflict"), "remote_saved_as": theirs.get("conflict"),
+                                          "saved_as": _conflict_id(mine.get("conflict")),
+                                          "remote_saved_as": _conflict_id(theirs.get("conflict")),
                                           "reason": "manual: review with peersync conflicts"})
 
     # -- commit ----------------------------------------------------------------------------
@@ -519,9 +578,11 @@ async def sync_one(ws: Workspace, cfg: SyncConfig, peer: Peer, *, mode: Mode, dr
             # Two syncs started toward each other each hold their own lock and want the other's:
             # only the side with the smaller instance id waits long, so one of them always wins.
             theirs = remote.hello.get("instance_id")
+            if theirs is not None:
+                check_instance_id(theirs, peer)
             wait = REMOTE_LOCK_WAIT if not theirs or ws.instance_id < theirs else REMOTE_LOCK_YIELD
             locked = await remote.request("lock", timeout=wait, what=f"sync with {socket.gethostname()}")
-            remote_id = locked["instance_id"]
+            remote_id = check_instance_id(locked.get("instance_id") if isinstance(locked, dict) else None, peer)
             _remember_instance(ws, peer, remote_id)
         else:
             remote_id = None
@@ -569,13 +630,16 @@ async def _sync_locked(ws, cfg, peer, local, remote, report, local_scan, remote_
     local_id = ws.instance_id
     local_entries = local_scan.manifest  # our own walk of our own disk: nothing to validate
     report.problems.extend(local_scan.problems)
-    for path, message in remote_raw.get("problems", []):
-        report.problems.append(Problem(path, f"{message} on {peer.name}", Side.REMOTE))
-    changed = parse_manifest(remote_raw["entries"], cfg.selection, peer.name)
+    problems = remote_raw.get("problems") or []
+    if not isinstance(problems, list) or not all(isinstance(p, list) and len(p) == 2 for p in problems):
+        raise ProtocolError(f"{peer.name} sent a malformed scan")
+    for path, message in problems[:1000]:
+        report.problems.append(Problem(_said(path), f"{_said(message)} on {peer.name}", Side.REMOTE))
+    changed = parse_manifest(remote_raw.get("entries"), cfg.selection, peer.name)
     if remote_raw.get("delta") and mine is not None:
         # The peer holds the very same ancestor (equal digests) and sent only what differs from it.
         ancestor = mine
-        deleted = set(remote_raw.get("deleted") or ())
+        deleted = set(parse_paths(remote_raw.get("deleted") or [], peer.name))
         remote_entries = {p: e for p, e in mine.items() if p not in deleted}
         remote_entries.update(changed)
     else:
@@ -614,8 +678,9 @@ async def _sync_locked(ws, cfg, peer, local, remote, report, local_scan, remote_
     await gather_all(*saves)
     journal.unlink()
     # Last: pruning log bases reads the ancestors just saved.
-    await gather_all(local.request("housekeeping", trash_days=cfg.trash_days, prune_logbases=bool(logs)),
-                     remote.request("housekeeping", trash_days=cfg.trash_days, prune_logbases=bool(logs)))
+    # Each side ages its trash by its own retention (its config.yaml), never by ours.
+    await gather_all(local.request("housekeeping", prune_logbases=bool(logs)),
+                     remote.request("housekeeping", prune_logbases=bool(logs)))
 
 
 async def save_ancestor(local, remote, local_id: str, remote_id: str, mine, new_ancestor, base_digest,
@@ -664,19 +729,41 @@ def plan_sync(ancestor, local_entries, remote_entries, cfg: SyncConfig, peer: Pe
     return plan
 
 
-def _batches(items: list[dict], limit: int, first: int | None = None):
+def _batches(items: list[dict], limit: int, first: int | None = None, *, size=lambda item: item["new"][0]):
     """Consecutive runs of `items` of at most `limit` bytes (a bigger file makes a batch alone).
     `first`: the first batch's limit, doubling for each next one up to `limit` — the pipeline
-    fills fast (the target writes while the next batch is read), then runs in large batches."""
-    batch, size, cap = [], 0, first or limit
+    fills fast (the target writes while the next batch is read), then runs in large batches.
+    `size`: an item's bytes in the batch (by default its whole file)."""
+    batch, total, cap = [], 0, first or limit
     for item in items:
-        if batch and size + item["new"][0] > cap:
+        if batch and total + size(item) > cap:
             yield batch
-            batch, size, cap = [], 0, min(cap * 2, limit)
+            batch, total, cap = [], 0, min(cap * 2, limit)
         batch.append(item)
-        size += item["new"][0]
+        total += size(item)
     if batch:
         yield batch
+
+
+def _growth(item: dict) -> int:
+    """The appended bytes of a grown file (its new size minus the size the target holds)."""
+    return item["new"][0] - item["expect"][0]
+
+
+def _said(value, limit: int = 300) -> str:
+    """Text a peer sent (an error, a problem), made safe to show and keep: one line, no control
+    characters, bounded."""
+    text = value if isinstance(value, str) else repr(value)
+    text = "".join(c if c.isprintable() else "?" for c in text[:limit])
+    return text + ("…" if len(value if isinstance(value, str) else text) > limit else "")
+
+
+_CONFLICT_ID = re.compile(r"c-[0-9a-f]{1,32}")
+
+
+def _conflict_id(value) -> str | None:
+    """A conflict id a peer reported, if it is one (anything else is not kept)."""
+    return value if isinstance(value, str) and _CONFLICT_ID.fullmatch(value) else None
 
 
 def ancestor_delta(old: dict[str, Entry], new: dict[str, Entry]) -> dict:
@@ -711,7 +798,7 @@ def describe(plan, report: Report, peer: Peer) -> None:
 
 def _remember_instance(ws: Workspace, peer: Peer, instance_id: str) -> None:
     """Keep the peer's instance id in peers.json, so `peers remove` can drop its ancestor."""
-    if peer.extra.get("instanceId") == instance_id:
+    if peer.extra.get("instanceId") == instance_id or not valid_instance_id(instance_id):
         return
     peers = ws.load_peers()
     if peer.name in peers and peers[peer.name].host == peer.host:
