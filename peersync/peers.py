@@ -23,12 +23,18 @@ def add_peer(ws: Workspace, name: str, host: str, *, user=None, path=None, port=
                 extra=old.extra if old and old.host == host else {})
     peers[name] = peer
     ws.save_peers(peers)
+    if old is not None and old.extra.get("type") != "cloud":
+        from peersync import keeper
+
+        if keeper.settings(old) != keeper.settings(peer):
+            keeper.stop(ws, old)  # its connection was made with settings that no longer hold
     if not test:
         return peer, None
+    from peersync.agent import valid_instance_id
     from peersync.status import probe
 
     result = asyncio.run(probe(ws, peer))
-    if result.get("instance_id"):
+    if valid_instance_id(result.get("instance_id")):
         peer = Peer(**{**peer.__dict__, "extra": {**peer.extra, "instanceId": result["instance_id"]}})
         peers[name] = peer
         ws.save_peers(peers)
@@ -45,6 +51,9 @@ def remove_peer(ws: Workspace, name: str) -> None:
     peers = ws.load_peers()
     del peers[name]
     ws.save_peers(peers)
+    from peersync import keeper
+
+    keeper.stop(ws, peer)  # a removed peer's warm connection goes too
     instance = peer.extra.get("instanceId")
     if isinstance(instance, str) and instance.isalnum():
         try:

@@ -11,35 +11,54 @@ import time
 from pathlib import Path
 
 from peersync.agent import Handler
-from peersync.errors import BusyError, ConnectError, HostKeyError, ProtocolError
-from peersync.protocol import PROTOCOL, blob_size, decode, encode
+from peersync.errors import BusyError, ConnectError, ProtocolError
+from peersync.protocol import (LARGE_LINE, MAX_BLOB, PROTOCOL, SMALL_LINE, TooLarge, blob_limit, blob_size, decode,
+                               encode, line_limit)
 from peersync.workspace import Peer, Workspace
 
 NOT_FOUND = "peersync-not-found"
 
 
-async def read_line(stream) -> bytes:
-    """One whole reply line.  asyncssh's readline() hands back a partial line once its receive
-    window (2 MiB) is full, so a large manifest arrives in pieces that must be joined."""
-    parts = []
+async def read_line(stream, limit: int = LARGE_LINE) -> bytes:
+    """One whole line, read only up to `limit` bytes (TooLarge beyond: a peer that never ends a
+    line costs bounded memory).  asyncssh's readline() hands back a partial line once its receive
+    window (2 MiB) is full, so a large manifest arrives in pieces that must be joined; an asyncio
+    stream (a keeper's socket) gives the pieces its own buffer limit allows."""
+    parts, size = [], 0
     while True:
-        chunk = await stream.readline()
+        if isinstance(stream, asyncio.StreamReader):
+            try:
+                chunk = await stream.readuntil(b"\n")
+            except asyncio.IncompleteReadError as err:
+                chunk = err.partial  # EOF
+            except asyncio.LimitOverrunError as err:
+                chunk = await stream.readexactly(err.consumed)  # what is buffered, no newline yet
+        else:
+            chunk = await stream.readline()
         parts.append(chunk)
+        size += len(chunk)
+        if size > limit + 1:
+            raise TooLarge(f"line too large (over {limit} bytes)")
         if not chunk or chunk.endswith(b"\n"):
             return b"".join(parts)
 
 
-async def read_frame(readline, readexactly) -> tuple[bytes, bytes | None]:
-    """One message as (JSON line, raw bytes or None) from a stream's `readline` and
-    `readexactly` (protocol.py).  A line without its newline means EOF came first; ValueError
-    for a malformed header."""
-    line = await readline()
+async def read_frame(stream, limit: int = LARGE_LINE, blob_max: int = MAX_BLOB) -> tuple[bytes, bytes | None]:
+    """One message as (JSON line, raw bytes or None) from `stream` (protocol.py), its line read
+    only up to `limit` bytes and its raw bytes only when there are at most `blob_max`.  A line
+    without its newline means EOF came first; ValueError for a malformed header, TooLarge
+    beyond a limit."""
+    line = await read_line(stream, max(limit, SMALL_LINE))
     size = blob_size(line) if line.endswith(b"\n") else None
     if size is None:
+        if len(line) > limit + 1:
+            raise TooLarge(f"line too large (over {limit} bytes)")
         return line, None
-    line = await readline()
+    if size > blob_max:
+        raise TooLarge(f"too large ({size} bytes of data)")
+    line = await read_line(stream, limit)
     try:
-        blob = await readexactly(size)
+        blob = await stream.readexactly(size)
     except asyncio.IncompleteReadError:
         return b"", None  # cut mid-frame: the same as EOF
     return (line, blob) if line.endswith(b"\n") else (b"", None)
@@ -84,8 +103,9 @@ class Session:
     async def _drain(self) -> None:
         await self.process.stdin.drain()
 
-    async def _receive(self) -> tuple[bytes, bytes | None]:
-        return await read_frame(lambda: read_line(self.process.stdout), self.process.stdout.readexactly)
+    async def _receive(self, op: str) -> tuple[bytes, bytes | None]:
+        """The next reply, which answers `op`: its limits are that operation's (protocol.py)."""
+        return await read_frame(self.process.stdout, line_limit(op, reply=True), blob_limit(op, reply=True))
 
     def _lost_errors(self) -> tuple:
         # asyncssh's errors count only when it is loaded: a keeper session never imports it.
@@ -126,9 +146,14 @@ class Session:
         while self._waiting:
             rid, op, future = self._waiting[0]
             try:
-                line, blob = await self._receive()
+                line, blob = await self._receive(op)
             except self._lost_errors() as err:
                 self._fail_all(err)
+                return
+            except TooLarge as err:
+                self._waiting.popleft()
+                self._fail_all(None, ProtocolError(f"{self.peer.name} sent a reply to '{op}' that is {err}; "
+                                                   "refusing it", "Check the peer's peersync installation."), future)
                 return
             except ValueError as err:  # a malformed frame header
                 self._waiting.popleft()
@@ -223,13 +248,6 @@ def _connect_options(peer: Peer, timeout: float) -> dict:
     return {k: v for k, v in options.items() if v is not None or k in ("password", "agent_path")}
 
 
-def trust_hint(peer: Peer) -> str:
-    port = f"-p {peer.port} " if peer.port and peer.port != 22 else ""
-    target = peer.known_hosts or "~/.ssh/known_hosts"
-    return (f"Trust it after checking the fingerprint: ssh-keyscan {port}{peer.host} >> {target} "
-            f"(or use the key Tailscale reports: peersync discover --add).")
-
-
 async def open_session(ws: Workspace, peer: Peer, *, timeout: float = 15.0, root: str | None = None) -> Session:
     """Connect to `peer`, start its agent, and say hello (measuring the clock offset)."""
     import asyncssh
@@ -238,9 +256,10 @@ async def open_session(ws: Workspace, peer: Peer, *, timeout: float = 15.0, root
     where = f"{peer.target}:{peer.port or 22}"
     try:
         conn = await asyncio.wait_for(asyncssh.connect(peer.host, **_connect_options(peer, timeout)), timeout + 1)
-    except asyncssh.HostKeyNotVerifiable as err:
-        raise HostKeyError(f"host key of {peer.name} ({peer.host}) is not trusted: {err.reason}",
-                           trust_hint(peer)) from None
+    except asyncssh.HostKeyNotVerifiable:
+        from peersync.hostkeys import refusal_for  # only on this failure: it connects once more
+
+        raise await refusal_for(peer) from None
     except asyncssh.PermissionDenied:
         raise ConnectError(f"SSH key refused by {where}",
                            f"Install your public key there: ssh-copy-id {'-p %d ' % peer.port if peer.port else ''}{peer.target}") from None
@@ -256,7 +275,7 @@ async def open_session(ws: Workspace, peer: Peer, *, timeout: float = 15.0, root
         process = await conn.create_process(agent_command(peer, root), encoding=None)
         started = time.time()
         process.stdin.write(encode({"id": 0, "op": "hello", "args": {"protocol": PROTOCOL}}))
-        line = await asyncio.wait_for(read_line(process.stdout), timeout + 15)
+        line = await asyncio.wait_for(read_line(process.stdout, SMALL_LINE), timeout + 15)
         finished = time.time()
         if not line:
             err = (await asyncio.wait_for(process.stderr.read(4096), 5)).decode(errors="replace")
@@ -267,6 +286,8 @@ async def open_session(ws: Workspace, peer: Peer, *, timeout: float = 15.0, root
             raise ConnectError(f"the peersync agent on {peer.name} did not start: {err.strip()[:300] or 'no output'}")
         reply = decode(line)
         hello = reply.get("result") or {}
+        if not isinstance(hello, dict):
+            raise ValueError("hello is not an object")
         if not reply.get("ok"):
             raise ConnectError(f"the peersync agent on {peer.name} failed to start: {reply.get('error')}")
         if hello.get("protocol") != PROTOCOL:
@@ -285,6 +306,10 @@ async def open_session(ws: Workspace, peer: Peer, *, timeout: float = 15.0, root
         conn.close()
         raise ConnectError(f"connection to {peer.name} lost while starting its agent: {err}",
                            "Check the peer's sshd log; then run the sync again.") from None
+    except ValueError as err:  # TooLarge included: a hello that is not one
+        conn.close()
+        raise ProtocolError(f"{peer.name} answered hello with something else ({str(err)[:100]}); refusing it",
+                            "Check the peer's peersync installation.") from None
     except BaseException:
         conn.close()
         raise

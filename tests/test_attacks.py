@@ -324,6 +324,12 @@ def wait_until(condition, timeout: float) -> bool:
     return bool(condition())
 
 
+def keeper_socket(ws: Workspace, peer) -> Path:
+    from peersync import keeper
+
+    return keeper.socket_path(ws, peer, peer.path)
+
+
 @pytest.fixture
 def kept_pair(tmp_path, sshd, monkeypatch):
     from peersync.quick import ENV_KEEP
@@ -333,7 +339,8 @@ def kept_pair(tmp_path, sshd, monkeypatch):
     write(pair.local.root / "MEMORY.md", "x\n")
     [report] = run_sync(pair.local)
     assert report.ok, report.error
-    assert wait_until(lambda: keepers_of(pair.local), 20)
+    peer = pair.peer()  # the keeper is up once it listens (it read peers.json before that)
+    assert wait_until(lambda: keeper_socket(pair.local, peer).exists(), 20)
     yield pair
     for pid in keepers_of(pair.local):
         os.kill(pid, 15)
@@ -526,9 +533,10 @@ def test_a_second_local_user_cannot_steer_the_state_dir(sshd, other_user, reques
               f"os.symlink({str(private)!r}, {str(state / 'staging')!r})")
     got = as_user(other_user, sys.executable, "-c", script)
     assert got.returncode == 0, got.stderr
-    [report] = run_sync(pair.local)
+    proc = cli(pair.local, "sync")
     assert (private / "projects/plan.md").read_text() == "mine only\n"
-    assert not report.ok and "state" in report.error
+    assert proc.returncode == 1 and "will not use it" in proc.stdout + proc.stderr, proc.stdout + proc.stderr
+    assert "unexpected error" not in proc.stdout + proc.stderr
 
 
 def test_a_second_local_user_cannot_reach_keeper_sockets_or_state(tmp_path, sshd, other_user, monkeypatch):
