@@ -536,8 +536,11 @@ class Handler:
         if not prune_logbases or not self.store.logbase_dir.is_dir() or not self._due("logbase.pruned"):
             return out
         keep: set[str] = set()
-        ancestors = self.ws.state / "ancestors"
-        for path in [*ancestors.glob("*.json"), *(self.ws.state / "cloud").glob("*/ancestor.json")]:
+        ancestors, clouds = self.ws.state / "ancestors", self.ws.state / "cloud"
+        for directory in (ancestors, clouds):
+            if os.path.lexists(directory):
+                ensure_private_dir(directory)  # globbing a link would read elsewhere
+        for path in [*ancestors.glob("*.json"), *clouds.glob("*/ancestor.json")]:
             try:
                 data = read_json(path) or {}
                 keep.update(w[3] for w in data.get("entries", {}).values())

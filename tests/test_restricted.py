@@ -113,6 +113,11 @@ def test_only_the_agent_runs(victim):
                              capture_output=True, timeout=30)
         assert got.returncode != 0, command
         assert b"root:" not in got.stdout and b"uid=" not in got.stdout
+    options = ["-P" if arg == "-p" else arg for arg in victim.sshd.ssh_base_args(identity=victim.key)]
+    sftp = subprocess.run(["sftp", "-b", "-", *options, victim.sshd.target],
+                          input=f"get {victim.root}/IDENTITY.md {victim.outside}/stolen\n".encode(),
+                          capture_output=True, timeout=30)
+    assert sftp.returncode != 0 and not (victim.outside / "stolen").exists()
 
 
 # -- links the agent finds in its state dir or the workspace -------------------------------------
