@@ -272,18 +272,21 @@ class Handler:
         hash to `prefix` (else None: the caller sends the whole file).  An appended log then
         travels as its new lines, not as the whole file.  Never more than TAIL_MAX of one file."""
         out = {}
-        for item in items:
-            path, offset, prefix = item["path"], int(item["offset"]), item["prefix"]
-            out[path] = None
-            try:
-                with os.fdopen(self.store.open_file(path), "rb") as f:
-                    if os.fstat(f.fileno()).st_size - offset <= TAIL_MAX and _read_prefix(f, offset) == prefix:
-                        out[path] = f.read(TAIL_MAX + 1)
-                        if len(out[path]) > TAIL_MAX:
-                            out[path] = None
-            except (OSError, Refused):
-                pass  # gone, moved or not a plain file: the whole file goes the usual way
+        with self.store.walking():
+            for item in items:
+                out.update(self._read_tail(item))
         return out
+
+    def _read_tail(self, item: dict) -> dict:
+        path, offset, prefix = item["path"], int(item["offset"]), item["prefix"]
+        tail = None
+        try:
+            with os.fdopen(self.store.open_file(path), "rb") as f:
+                if os.fstat(f.fileno()).st_size - offset <= TAIL_MAX and _read_prefix(f, offset) == prefix:
+                    tail = f.read(TAIL_MAX + 1)
+        except (OSError, Refused):
+            pass  # gone, moved or not a plain file: the whole file goes the usual way
+        return {path: tail if tail is not None and len(tail) <= TAIL_MAX else None}
 
     def op_read_range(self, path: str, offset: int, length: int) -> dict:
         """Up to `length` bytes (at most CHUNK) of the file at `path` from `offset`, and the
@@ -468,6 +471,10 @@ class Handler:
     def op_delete(self, items: list, batch: str) -> dict:
         if not isinstance(batch, str) or not _BATCH.fullmatch(batch):
             raise BadPath(f"bad trash batch name {str(batch)[:40]!r}")
+        with self.store.walking():
+            return self._delete(items, batch)
+
+    def _delete(self, items: list, batch: str) -> dict:
         results = []
         for item in items:
             path = item.get("path")
@@ -483,6 +490,10 @@ class Handler:
         """Give files that hold the same bytes as the peer's copy the peer's (newer) mtime, so the
         pair's ancestor matches both sides exactly.  Only while a file still is `expect`; one
         that changed meanwhile is left alone (its change is for the next sync)."""
+        with self.store.walking():
+            return self._touch(items)
+
+    def _touch(self, items: list) -> dict:
         results = []
         for item in items:
             path = item.get("path")

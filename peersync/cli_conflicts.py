@@ -52,7 +52,7 @@ def conflicts_show(ctx: typer.Context, cid: str) -> None:
     """Print a quarantined version."""
     _, store = _store(ctx)
     item = _get(store, cid)
-    data = (store.conflicts_dir / cid / item["path"]).read_bytes()
+    data = store.conflict_bytes(cid)
     if state(ctx).json:
         state(ctx).emit("", {**item, "content": data.decode("utf-8", "replace")})
     else:

@@ -45,6 +45,8 @@ class DirHandles:
             return fd
         if rel == "":
             flags = os.O_RDONLY | os.O_DIRECTORY | getattr(os, "O_CLOEXEC", 0)
+            if create and self.follow_root:
+                os.makedirs(self.root, exist_ok=True)
             fd = os.open(self.root, flags if self.follow_root else O_DIR)
         else:
             parent_rel, _, name = rel.rpartition("/")

@@ -93,12 +93,27 @@ class Store:
         return self.root / path
 
     @contextlib.contextmanager
+    def walking(self):
+        """One set of workspace directory handles for a whole request (deletions, mtimes):
+        each directory is opened once, not once per file."""
+        if self._handles is not None:
+            yield
+            return
+        self._handles = DirHandles(str(self.root))
+        try:
+            yield
+        finally:
+            handles, self._handles = self._handles, None
+            if handles is not None:
+                handles.close()
+
+    @contextlib.contextmanager
     def _tree(self):
-        """Workspace directory handles: a batch keeps its own until flush_dirs(), so 10,000
-        files in a few hundred directories open each directory once."""
-        if self.deferred_dirs is not None:
-            if self._handles is None:
-                self._handles = DirHandles(str(self.root))
+        """Workspace directory handles: a batch (or a `walking()` request) keeps its own until
+        flush_dirs(), so 10,000 files in a few hundred directories open each directory once."""
+        if self._handles is None and self.deferred_dirs is not None:
+            self._handles = DirHandles(str(self.root))
+        if self._handles is not None:
             yield self._handles
             return
         tree = DirHandles(str(self.root))
