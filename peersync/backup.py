@@ -34,15 +34,33 @@ from typing import Callable, Iterable, Mapping
 import pathspec
 
 from peersync import __version__
-from peersync.errors import BackupError, BusyError, ConfigError, PeersyncError, UsageError
-from peersync.paths import STATE_DIR, BadPath, check_relpath
-from peersync.rclone import Rclone, RcloneError, Target, crypt_env, join, resolve_target
-from peersync.retention import KeepPolicy, Snap, apply_policy
-from peersync.scan import StatCache, walk
-from peersync.selection import DEFAULT_EXCLUDES, Selection
-from peersync.storage import atomic_write_bytes, atomic_write_json, ensure_private_dir, read_json
-from peersync.types import Problem
-from peersync.workspace import Workspace
+from peersync.core.paths import STATE_DIR, BadPath, check_relpath
+from peersync.core.retention import KeepPolicy, Snap, apply_policy
+from peersync.core.selection import DEFAULT_EXCLUDES, Selection
+from peersync.core.types import Problem
+from peersync.errors import (
+    BackupError,
+    BusyError,
+    ConfigError,
+    PeersyncError,
+    UsageError,
+)
+from peersync.replica.scan import StatCache, walk
+from peersync.transport.rclone import (
+    Rclone,
+    RcloneError,
+    Target,
+    crypt_env,
+    join,
+    resolve_target,
+)
+from peersync.workspace.storage import (
+    atomic_write_bytes,
+    atomic_write_json,
+    ensure_private_dir,
+    read_json,
+)
+from peersync.workspace.workspace import Workspace
 
 FORMAT = 1  # manifest and marker format; bump me when their encoding changes (older peersync then refuses)
 MARKER = "peersync-backup.json"
@@ -868,7 +886,7 @@ class BackupRun:
 
 @contextlib.contextmanager
 def _local_lock(ws: Workspace):
-    from peersync.lock import state_lock
+    from peersync.workspace.lock import state_lock
 
     with state_lock(ensure_private_dir(ws.state / "backup"), 0, what="backup"):
         yield
@@ -1057,7 +1075,7 @@ def restore(ws: Workspace, *, target: str | None = None, snapshot: str | None = 
     if in_place and to is not None:
         raise UsageError("--in-place and --to exclude each other")
     if in_place:
-        from peersync.lock import workspace_lock
+        from peersync.workspace.lock import workspace_lock
 
         with workspace_lock(ws, 0, what="restore"):
             return _restore(ws, repo, snap, ws.root, True, progress, started)

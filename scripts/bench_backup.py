@@ -24,9 +24,9 @@ def bench_backup(workdir: Path | str, files: int = 10_000, *, encrypt: bool = Fa
     Returns times (seconds) and bytes uploaded for both methods; with `encrypt`, both go through
     rclone crypt (peersync's way; the seed would pipe through openssl instead)."""
     from peersync.backup import restore, take_snapshot
-    from peersync.rclone import Rclone, crypt_env
     from peersync.testing import generate, mutate, selection_files
-    from peersync.workspace import Workspace
+    from peersync.transport.rclone import Rclone, crypt_env
+    from peersync.workspace.workspace import Workspace
 
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)

@@ -9,8 +9,9 @@ Other tampering, each chosen on the command line:
 
 import sys
 
-from peersync.agent import Handler, serve
-from peersync.types import Entry
+from peersync.core.types import Entry
+from peersync.replica.handler import Handler
+from peersync.transport.agent import serve
 
 
 class EvilHandler(Handler):

@@ -21,11 +21,11 @@ from pathlib import Path
 
 import pytest
 
-from peersync.engine import run_sync
-from peersync.scan import hash_bytes
+from peersync.replica.scan import hash_bytes
+from peersync.sync.engine import run_sync
 from peersync.testing import selection_files, wire_pair
 from peersync.testing.wire import AgentWire
-from peersync.workspace import Workspace
+from peersync.workspace.workspace import Workspace
 
 pytestmark = pytest.mark.timeout(240)
 EVIL_AGENT = Path(__file__).with_name("evil_agent.py")
@@ -58,8 +58,8 @@ def fingerprint(pubkey_line: str) -> str:
 
 # -- hole 3: a directory swapped for a link while files are installed into it ----------------------
 def test_a_directory_swapped_for_a_link_mid_batch_writes_nothing_outside(tmp_path, monkeypatch):
-    from peersync.agent import Handler
-    from peersync.transition import Store
+    from peersync.replica.handler import Handler
+    from peersync.replica.store import Store
 
     root, outside = tmp_path / "ws", tmp_path / "outside"
     (root / "memory/sub").mkdir(parents=True)
@@ -167,7 +167,7 @@ def test_the_agent_stops_reading_an_endless_request(tmp_path):
     feed(proc, [head] + [b"a" * (1 << 20)] * 96 + [b'"}}\n'])  # a 96 MB line for a small request
     reply = proc.stdout.readline()
     code, rss = wait_rss(proc)
-    from peersync.protocol import decode
+    from peersync.transport.protocol import decode
 
     answer = decode(reply)
     assert answer["ok"] is False and answer["kind"] == "protocol", answer
@@ -181,8 +181,9 @@ def test_a_large_request_is_bounded_too(tmp_path, monkeypatch):
     so that the test need not send hundreds of megabytes."""
     import io
 
-    from peersync import protocol
-    from peersync.agent import Handler, serve
+    from peersync.replica.handler import Handler
+    from peersync.transport import protocol
+    from peersync.transport.agent import serve
 
     monkeypatch.setattr(protocol, "LARGE_LINE", 1 << 20)
     line = b'{"id":1,"op":"ancestor_put","args":{"peer_id":"ab","manifest":{"x":"' + b"a" * (2 << 20) + b'"}}}\n'
@@ -276,7 +277,7 @@ def test_an_unknown_host_key_shows_the_fingerprint_to_check(tmp_path, sshd):
 def test_a_host_key_changed_before_rsync_runs_is_refused_too(tmp_path, sshd, monkeypatch):
     """The control connection verified the host; by the time rsync's ssh connects, another key
     answers (or the known_hosts entry changed): OpenSSH's warning becomes the same refusal."""
-    import peersync.engine as engine
+    import peersync.sync.engine as engine
 
     pair = wire_pair(tmp_path / "local", tmp_path / "remote", sshd)
     known = write(tmp_path / "known_hosts", sshd.known_hosts.read_text())
@@ -325,14 +326,14 @@ def wait_until(condition, timeout: float) -> bool:
 
 
 def keeper_socket(ws: Workspace, peer) -> Path:
-    from peersync import keeper
+    from peersync.transport import keeper
 
     return keeper.socket_path(ws, peer, peer.path)
 
 
 @pytest.fixture
 def kept_pair(tmp_path, sshd, monkeypatch):
-    from peersync.quick import ENV_KEEP
+    from peersync.transport.keeper import ENV_KEEP
 
     monkeypatch.setenv(ENV_KEEP, "120")
     pair = wire_pair(tmp_path / "local", tmp_path / "remote", sshd)
@@ -364,7 +365,7 @@ def test_changing_a_peer_ends_its_keeper(kept_pair, sshd):
 def test_a_keeper_whose_peer_entry_changed_serves_no_one(kept_pair):
     import asyncio
 
-    from peersync import keeper
+    from peersync.transport.ssh import attach
 
     old = kept_pair.peer()
     peers = kept_pair.local.load_peers()
@@ -372,7 +373,7 @@ def test_a_keeper_whose_peer_entry_changed_serves_no_one(kept_pair):
     kept_pair.local.save_peers(peers)  # by hand, behind the CLI's back
 
     async def stale_client():  # a process that read peers.json before the change
-        session = await keeper.attach(kept_pair.local, old, old.path, 10)
+        session = await attach(kept_pair.local, old, old.path, 10)
         if session is not None:
             await session.close()
         return session
@@ -540,7 +541,7 @@ def test_a_second_local_user_cannot_steer_the_state_dir(sshd, other_user, reques
 
 
 def test_a_second_local_user_cannot_reach_keeper_sockets_or_state(tmp_path, sshd, other_user, monkeypatch):
-    from peersync.quick import ENV_KEEP, runtime_dir
+    from peersync.transport.keeper import ENV_KEEP, runtime_dir
 
     monkeypatch.setenv(ENV_KEEP, "60")
     pair = wire_pair(tmp_path / "local", tmp_path / "remote", sshd)

@@ -19,12 +19,24 @@ from pathlib import Path
 import pytest
 
 from peersync import backup
-from peersync.backup import (BackupRun, WrongPassphrase, backup_due, list_snapshots, restore, take_snapshot,
-                             verify)
+from peersync.backup import (
+    BackupRun,
+    WrongPassphrase,
+    backup_due,
+    list_snapshots,
+    restore,
+    take_snapshot,
+    verify,
+)
 from peersync.errors import BackupError, ConfigError, UsageError
-from peersync.rclone import RcloneError, RcloneMissing, UnknownRemote, find_rclone
 from peersync.testing import selection_files
-from peersync.workspace import Workspace
+from peersync.transport.rclone import (
+    RcloneError,
+    RcloneMissing,
+    UnknownRemote,
+    find_rclone,
+)
+from peersync.workspace.workspace import Workspace
 
 PEERSYNC = str(Path(sys.executable).parent / "peersync")
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import json
 
+from test_backup import isolated, make_workspace, set_config, write  # noqa: F401
 from typer.testing import CliRunner
 
-from peersync.cli import app
-from test_backup import isolated, make_workspace, set_config, write  # noqa: F401
+from peersync.cli.main import app
 
 runner = CliRunner()
 

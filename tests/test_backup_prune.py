@@ -11,12 +11,19 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
-
-from peersync.backup import BackupRun, list_snapshots, prune, restore, take_snapshot, verify
-from peersync.errors import BusyError, UsageError
-from peersync.retention import KeepPolicy
-from peersync.workspace import Workspace
 from test_backup import isolated, make_workspace, set_config, sha, stored_objects, write  # noqa: F401
+
+from peersync.backup import (
+    BackupRun,
+    list_snapshots,
+    prune,
+    restore,
+    take_snapshot,
+    verify,
+)
+from peersync.core.retention import KeepPolicy
+from peersync.errors import BusyError, UsageError
+from peersync.workspace.workspace import Workspace
 
 T0 = datetime(2026, 3, 2, 9, 0, tzinfo=timezone.utc)  # a Monday
 

@@ -9,11 +9,11 @@ import time
 from pathlib import Path
 
 import pytest
+from test_backup import files_under, isolated, make_workspace, write  # noqa: F401
 
 from peersync.backup import list_snapshots, restore, take_snapshot, verify
-from peersync.rclone import RcloneError
 from peersync.testing import selection_files
-from test_backup import files_under, isolated, make_workspace, write  # noqa: F401
+from peersync.transport.rclone import RcloneError
 
 RCLONE = str(Path(sys.executable).parent / "rclone")
 KEY, SECRET = "PEERSYNCKEY", "peersync-test-secret-0123456789"

@@ -9,12 +9,12 @@ import tracemalloc
 
 import pytest
 
-from peersync import chunks
-from peersync.agent import Handler
-from peersync.protocol import CHUNK
-from peersync.remote import LocalSession
-from peersync.scan import entry_for, hash_bytes
-from peersync.transition import Refused
+from peersync.core.types import RANGE as CHUNK
+from peersync.replica.handler import Handler
+from peersync.replica.scan import entry_for, hash_bytes
+from peersync.replica.store import Refused
+from peersync.sync import chunks
+from peersync.transport.local import LocalSession
 
 
 def sessions(tmp_path):

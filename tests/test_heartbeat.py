@@ -14,11 +14,11 @@ from pathlib import Path
 
 import pytest
 
-from peersync import auto
-from peersync.heartbeat import report_lines
-from peersync.lock import workspace_lock
-from peersync.types import Mode, Report
-from peersync.workspace import Workspace
+from peersync.core.types import Mode, Report
+from peersync.daemons.heartbeat import report_lines
+from peersync.workspace import auto
+from peersync.workspace.lock import workspace_lock
+from peersync.workspace.workspace import Workspace
 
 PEERSYNC = [sys.executable, "-m", "peersync"]
 
@@ -36,7 +36,7 @@ def imported_modules(ws: Workspace, *args) -> set[str]:
     return {line.rsplit("|", 1)[-1].strip() for line in proc.stderr.splitlines() if line.startswith("import time:")}
 
 
-HEAVY = {"typer", "asyncssh", "rich", "peersync.cli", "peersync.engine", "peersync.workspace", "peersync.backup"}
+HEAVY = {"typer", "asyncssh", "rich", "peersync.cli.main", "peersync.sync.engine", "peersync.workspace.workspace", "peersync.backup"}
 
 
 def write(ws: Workspace, rel: str, text: str) -> Path:

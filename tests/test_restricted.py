@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from peersync.engine import run_sync
-from peersync.scan import entry_for, hash_bytes
+from peersync.replica.scan import entry_for, hash_bytes
+from peersync.sync.engine import run_sync
 from peersync.testing import selection_files, wire_pair
 from peersync.testing.wire import AgentWire
 
@@ -238,7 +238,7 @@ def test_the_client_cannot_empty_the_victims_trash(victim):
 
 # -- and a real sync over it still carries everything, large files included ---------------------------
 def test_restricted_sync_carries_large_files_over_the_agent_channel(victim, monkeypatch):
-    import peersync.transfer as transfer
+    import peersync.transport.rsync as transfer
 
     used_rsync = []
     real = transfer.rsync_files
@@ -248,7 +248,7 @@ def test_restricted_sync_carries_large_files_over_the_agent_channel(victim, monk
         return await real(*args, **kwargs)
 
     monkeypatch.setattr(transfer, "rsync_files", spy)
-    import peersync.engine as engine
+    import peersync.sync.engine as engine
 
     monkeypatch.setattr(engine, "rsync_files", spy)
     local = victim.pair.local

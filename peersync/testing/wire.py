@@ -5,7 +5,7 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
-from peersync.protocol import blob_size, decode, encode
+from peersync.transport.protocol import blob_size, decode, encode
 
 
 class AgentWire:

@@ -1,0 +1,820 @@
+"""Apply decided changes to one replica's disk: install, delete to trash, quarantine conflicts.
+
+Invariants (the safety model lives here):
+- a file is replaced only while it still holds the content that was scanned (hash checked on the
+  very inode being replaced); an edit that races the rename is caught and kept as a conflict
+  (written in place: through the held inode; saved anew: through an atomic swap, where the OS has one);
+- a run that dies mid-way leaves nothing at a real path but whole versions, and recover_holding()
+  turns a replaced-but-not-yet-quarantined version into a conflict;
+- new content is verified by hash before it becomes visible, and appears by rename (atomic);
+- nothing is unlinked: replaced losers go to conflicts/, deletions go to the trash;
+- nothing is written, read or moved through a symbolic link: workspace directories are reached
+  one component at a time from held descriptors (dirs.py), never by a path checked earlier and
+  resolved again; the state dir and its subdirectories are real directories of this user
+  (workspace.storage.ensure_private_dir) and are walked without following links.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import json
+import os
+import re
+import secrets
+import shutil
+import stat
+import time
+from pathlib import Path
+
+import xxhash
+
+from peersync.core.paths import STATE_DIR, check_relpath
+from peersync.core.selection import Selection
+from peersync.core.types import Entry
+from peersync.replica.dirs import AT_FDCWD, RENAME_SWAP, DirHandles, LinkInPath, noreplace_flag, remove_entry, rename_flags
+from peersync.replica.scan import CHUNK, hash_bytes, hash_file
+from peersync.workspace.storage import atomic_write_json, ensure_private_dir, read_json
+
+CONFLICTS_FORMAT = 1
+PACK_MIN = 16  # log bases saved at once from which one pack file holds them (see save_logbases)
+_CONFLICT_ID = re.compile(r"c-[0-9a-f]{1,32}")
+
+
+class Refused(Exception):
+    """This one path was not applied; the message says why (becomes a Problem)."""
+
+
+class Store:
+    """One workspace root as seen by the apply step (used locally and by the remote agent)."""
+
+    def __init__(self, root: Path | str, selection: Selection):
+        self.root = Path(root)
+        self.state = self.root / STATE_DIR
+        self.selection = selection
+        self.deferred_dirs: set[str] | None = None  # set while a batch defers directory fsyncs
+        self._handles: DirHandles | None = None  # a batch's workspace directories (see _tree)
+        self._private: dict[str, DirHandles] = {}  # a batch's state subtrees, by top directory
+        self._checked: set[str] = set()  # state directories a batch found to be ours
+        self._batch_holding: Path | None = None  # one holding token dir per batch (see _hold)
+
+    # -- locations -------------------------------------------------------------------------
+    @property
+    def staging_root(self) -> Path:
+        return self.state / "staging"
+
+    @property
+    def conflicts_dir(self) -> Path:
+        return self.state / "conflicts"
+
+    @property
+    def trash_dir(self) -> Path:
+        return self.state / "trash"
+
+    def check(self, path: str) -> str:
+        """`path` if it is a wire path inside the selection; Refused (or BadPath) otherwise."""
+        check_relpath(path)
+        if not self.selection.contains(path):
+            raise Refused(f"path outside the synced selection: {path}")
+        return path
+
+    def target(self, path: str) -> Path:
+        """The real path for a wire path, refusing anything outside the selection or the root,
+        or below a symbolic link.  For callers that go on by path (a cloud upload reading a
+        file); this module itself works through directory handles."""
+        self.check(path)
+        with DirHandles(str(self.root)) as tree:
+            try:
+                tree.parent(path)
+            except LinkInPath as err:
+                raise Refused(f"parent directory is {err.what}: {err.rel}") from None
+            except FileNotFoundError:
+                pass
+        return self.root / path
+
+    @contextlib.contextmanager
+    def walking(self):
+        """One set of workspace directory handles for a whole request (deletions, mtimes):
+        each directory is opened once, not once per file."""
+        if self._handles is not None:
+            yield
+            return
+        self._handles = DirHandles(str(self.root))
+        try:
+            yield
+        finally:
+            handles, self._handles = self._handles, None
+            if handles is not None:
+                handles.close()
+
+    @contextlib.contextmanager
+    def _tree(self):
+        """Workspace directory handles: a batch (or a `walking()` request) keeps its own until
+        flush_dirs(), so 10,000 files in a few hundred directories open each directory once."""
+        if self._handles is None and self.deferred_dirs is not None:
+            self._handles = DirHandles(str(self.root))
+        if self._handles is not None:
+            yield self._handles
+            return
+        tree = DirHandles(str(self.root))
+        try:
+            yield tree
+        finally:
+            tree.close()
+
+    def _parent(self, tree: DirHandles, path: str, create: bool = False) -> tuple[int, str]:
+        try:
+            return tree.parent(path, create)
+        except LinkInPath as err:
+            raise Refused(f"parent directory is {err.what}: {err.rel}") from None
+
+    def open_file(self, path: str, flags: int = os.O_RDONLY) -> int:
+        """A descriptor of the regular file at wire path `path`, reached without following any
+        link (parents and the file itself).  The caller closes it."""
+        self.check(path)
+        with self._tree() as tree:
+            parent, name = self._parent(tree, path)
+            fd = _open_regular(parent, name, path, flags)
+        return fd
+
+    # -- the state dir ---------------------------------------------------------------------
+    def _state_sub(self, name: str) -> Path:
+        """state/`name`, a real directory of this user (made 0700 when missing).  Checked with
+        lstat before each use — once per batch inside a batch."""
+        path = self.state / name
+        if name not in self._checked:
+            ensure_private_dir(self.state)
+            ensure_private_dir(path)
+            if self.deferred_dirs is not None:
+                self._checked.add(name)
+        return path
+
+    @contextlib.contextmanager
+    def _private_at(self, top: str, rel: str):
+        """(descriptor of the directory holding state/top/rel, its last component, the whole
+        path) for the block — missing directories made 0700, none reached through a link."""
+        base = self._state_sub(top)
+        tree = self._private.get(top)
+        temporary = tree is None and self.deferred_dirs is None
+        if tree is None:
+            tree = DirHandles(str(base), mode=0o700, follow_root=False)
+            if not temporary:
+                self._private[top] = tree
+        try:
+            try:
+                parent, name = tree.parent(rel, create=True)
+            except LinkInPath as err:
+                raise Refused(f"{STATE_DIR}/{top}/{err.rel} is {err.what}; refusing to use it") from None
+            yield parent, name, f"{base}/{rel}"
+        finally:
+            if temporary:
+                tree.close()
+
+    def read(self, paths: list[str]) -> dict[str, bytes]:
+        """The content of each path: a regular file, never read through a symlink."""
+        with DirHandles(str(self.root)) as tree:  # one request: each parent opened once
+            return {path: self._read(tree, path) for path in paths}
+
+    def _read(self, tree: DirHandles, path: str) -> bytes:
+        self.check(path)
+        parent, name = self._parent(tree, path)
+        fd = _open_regular(parent, name, path, os.O_RDONLY)
+        try:
+            return _read_whole(fd, os.fstat(fd).st_size)
+        finally:
+            os.close(fd)
+
+    def new_staging(self) -> Path:
+        staging = self._state_sub("staging")
+        path = staging / f"{time.strftime('%Y%m%dT%H%M%S')}-{secrets.token_hex(4)}"
+        path.mkdir(mode=0o700)
+        return path
+
+    def _fsync_dir(self, rel: str, fd: int) -> None:
+        if self.deferred_dirs is None:
+            _fsync(fd)
+        else:
+            self.deferred_dirs.add(rel)
+
+    def flush_dirs(self) -> None:
+        """Make a batch's renames durable: one fsync per directory touched."""
+        dirs, self.deferred_dirs = self.deferred_dirs or set(), None
+        tree, self._handles = self._handles, None
+        try:
+            for rel in dirs:
+                try:
+                    _fsync(tree.dir(rel) if tree is not None else None)
+                except (OSError, LinkInPath):
+                    pass  # gone meanwhile: nothing of ours left there to make durable
+        finally:
+            if tree is not None:
+                tree.close()
+            for private in self._private.values():
+                private.close()
+            self._private, self._checked = {}, set()
+        token, self._batch_holding = self._batch_holding, None
+        if token is not None:  # only its empty dirs: a name still held is recover_holding()'s
+            for here, _, _ in os.walk(token, topdown=False):
+                try:
+                    os.rmdir(here)
+                except OSError:
+                    pass
+
+    def clear_staging(self) -> int:
+        """Remove leftovers of interrupted runs (only called while holding the workspace lock)."""
+        if not _lexists(self.staging_root):
+            return 0
+        return _clear(self._state_sub("staging"), lambda name: True)
+
+    # -- install -------------------------------------------------------------------------
+    def prepare(self, staged: Path, new: Entry) -> None:
+        """Check a staged file against the manifest and give it its mode and mtime."""
+        # One descriptor for check, hash, mode and mtime (a batch does this for every file).
+        try:
+            fd = os.open(staged, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+        except FileNotFoundError:
+            raise Refused("transferred file is missing (transfer incomplete)") from None
+        except OSError as err:
+            if err.errno == errno.ELOOP:
+                raise Refused("transferred file is not a regular file") from None
+            raise
+        try:
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode):
+                raise Refused("transferred file is not a regular file")
+            if st.st_size != new.size or hash_fd(fd, new.size) != new.hash:
+                raise Refused("content changed on the sending side during the sync; left for the next sync")
+            if st.st_mode & 0o7777 != (new.mode or 0o644):  # rsync usually set both already
+                os.fchmod(fd, new.mode or 0o644)
+            if st.st_mtime_ns != new.mtime_ns:
+                os.utime(fd, ns=(st.st_atime_ns, new.mtime_ns))
+        finally:
+            os.close(fd)
+
+    def install(self, path: str, staged: Path, *, expect: Entry | None, new: Entry,
+                quarantine: dict | None = None, prepared: bool = False) -> dict:
+        """Put the verified staged file at `path` if the target still holds `expect`.
+
+        `prepared`: the caller ran prepare() and made the staged data durable (one syncfs for a
+        whole batch instead of an fsync per file) — the data is on disk before any rename.
+        Returns {"entry": wire entry now at path, "conflict": id | None}.  Raises Refused.
+        """
+        self.check(path)
+        if not prepared:
+            self.prepare(staged, new)
+            with open(staged, "rb") as f:
+                os.fsync(f.fileno())
+        with self._tree() as tree:
+            parent, name = self._parent(tree, path, create=True)
+            if expect is None:
+                return {"entry": self._create(parent, name, staged, path, new), "conflict": None}
+            return self._replace(parent, name, staged, path, expect, new, quarantine)
+
+    def _create(self, parent: int, name: str, staged: Path | str, path: str, new: Entry) -> list:
+        # A no-replace rename (or link() where the system has none) fails if anything appeared
+        # at the target meanwhile: a fresh file is never clobbered.
+        try:
+            if not _rename_noreplace(staged, parent, name):
+                os.link(staged, name, dst_dir_fd=parent)
+                os.unlink(staged)
+        except FileExistsError:
+            raise Refused("a file was created here during the sync; left for the next sync") from None
+        self._fsync_dir(path.rpartition("/")[0], parent)
+        return _stat_entry(parent, name, new.hash)
+
+    def _replace(self, parent: int, name: str, staged: Path, path: str, expect: Entry, new: Entry,
+                 quarantine: dict | None) -> dict:
+        held = self._hold(None, path, at=(parent, name))  # a second name for the inode we are about to replace
+        try:
+            before = os.lstat(held)
+            if not stat.S_ISREG(before.st_mode):
+                raise Refused("not a regular file here; left alone")
+            if before.st_size != expect.size or hash_file(held) != expect.hash:
+                raise Refused("edited during the sync; left for the next sync")
+            # Swap rather than replace where the system can: a file saved anew (a new inode)
+            # between our check and this rename then lands at `staged` instead of vanishing.
+            swapped = _exchange(staged, parent, name)
+            if not swapped:
+                os.replace(staged, name, dst_dir_fd=parent)
+        except BaseException:
+            self._unhold(held)
+            raise
+        # The new content is live.  From here `held` is kept until the old version is where the
+        # rules want it (an error leaves it for recover_holding(), never unlinked).
+        self._fsync_dir(path.rpartition("/")[0], parent)
+        after = os.lstat(held)
+        try:
+            fresh = swapped and os.lstat(staged).st_ino != before.st_ino
+        except FileNotFoundError:
+            fresh = False
+        conflict = None
+        if fresh:
+            conflict = self._quarantine_file(staged, path, {**(quarantine or {}), "reason": "edited during sync"})
+        elif swapped:
+            os.unlink(staged)  # the held version's other name; `held` still has it
+        raced = (after.st_size, after.st_mtime_ns) != (before.st_size, before.st_mtime_ns)
+        if raced:
+            conflict = self._quarantine_file(held, path, {**(quarantine or {}), "reason": "edited during sync"})
+        elif quarantine is not None:
+            loser = self._quarantine_file(held, path, quarantine)
+            conflict = conflict or loser
+        self._unhold(held)
+        return {"entry": _stat_entry(parent, name, new.hash), "conflict": conflict}
+
+    def _hold(self, full: Path | None, path: str, at: tuple[int, str] | None = None) -> Path:
+        """A second name for the inode at `path` (`at`: its directory's handle and its name,
+        else found from the root): holding/<token>/<path>.  If we die after the live name was
+        replaced, this is the version's only name; the path in it lets recover_holding() put it
+        in conflicts/ rather than lose it.  A link at `path` is held as the link itself."""
+        if at is None:
+            with self._tree() as tree:
+                return self._hold(full, path, self._parent(tree, path))
+        parent, name = at
+        if self.deferred_dirs is None:
+            token = secrets.token_hex(8)
+        else:  # a batch shares one token dir: fewer directories made and removed per file
+            if self._batch_holding is None:
+                self._batch_holding = self._state_sub("holding") / secrets.token_hex(8)
+            token = self._batch_holding.name
+        with self._private_at("holding", f"{token}/{path}") as (hold_dir, hold_name, held):
+            try:
+                os.link(name, hold_name, src_dir_fd=parent, dst_dir_fd=hold_dir, follow_symlinks=False)
+            except FileNotFoundError:
+                self._unhold(Path(held))
+                raise Refused("deleted during the sync; left for the next sync") from None
+        return Path(held)
+
+    def _unhold(self, held: Path) -> None:
+        """Drop a holding name; in a batch only the name (flush_dirs() removes the token dir)."""
+        if self._batch_holding is not None and held.is_relative_to(self._batch_holding):
+            try:
+                os.unlink(held)
+            except FileNotFoundError:
+                pass
+        else:
+            _release(held)
+
+    def recover_holding(self) -> int:
+        """Clear holding/ after an interrupted run (only while holding the workspace lock).
+
+        A held name whose file has no other name is a version that was replaced but not yet
+        quarantined when the run died: it goes to conflicts/.  The others are second names of
+        live, trashed or quarantined files and are simply dropped.  Links are not followed.
+        """
+        if not _lexists(self.state / "holding"):
+            return 0
+        holding = self._state_sub("holding")
+        count = 0
+        for token in _entries(holding):
+            if not token.is_dir(follow_symlinks=False):  # not ours (holding/ only ever holds token dirs)
+                continue
+            for held, rel in _files(Path(token.path)):
+                if os.lstat(held).st_nlink == 1:
+                    self._quarantine_file(held, rel, {"peer": None, "reason": "kept from an interrupted sync"})
+                count += 1
+            shutil.rmtree(token.path, ignore_errors=True)
+        return count
+
+    # -- delete --------------------------------------------------------------------------
+    def delete(self, path: str, *, expect: Entry, batch: str) -> dict:
+        """Move `path` to the trash if it still holds `expect`."""
+        self.check(path)
+        with self._tree() as tree:
+            try:
+                parent, name = self._parent(tree, path)
+            except FileNotFoundError:
+                raise Refused("deleted during the sync; left for the next sync") from None
+            held = self._hold(None, path, at=(parent, name))
+            try:
+                before = os.lstat(held)
+                if not stat.S_ISREG(before.st_mode):
+                    raise Refused("not a regular file here; not deleted")
+                if before.st_size != expect.size or hash_file(held) != expect.hash:
+                    raise Refused("edited during the sync; not deleted")
+                with self._private_at("trash", f"{batch}/{path}") as (trash, trash_name, _):
+                    os.rename(name, trash_name, src_dir_fd=parent, dst_dir_fd=trash)
+                    moved = os.stat(trash_name, dir_fd=trash, follow_symlinks=False)
+                    if (moved.st_ino, moved.st_size, moved.st_mtime_ns) != (before.st_ino, before.st_size, before.st_mtime_ns):
+                        # Saved anew or written to between our check and the move: a fresh edit is
+                        # never deleted.  Put it back unless yet another file appeared there (then
+                        # it stays in the trash).
+                        try:
+                            os.link(trash_name, name, src_dir_fd=trash, dst_dir_fd=parent, follow_symlinks=False)
+                            os.unlink(trash_name, dir_fd=trash)
+                        except FileExistsError:
+                            pass
+                        raise Refused("edited during the sync; not deleted")
+            finally:
+                _release(held)
+            self._prune_empty_dirs(tree, path)
+        return {"entry": None, "trash": f"{STATE_DIR}/trash/{batch}/{path}"}
+
+    def _prune_empty_dirs(self, tree: DirHandles, path: str) -> None:
+        """Remove the now empty directories above `path`, up to (not including) its top one."""
+        directory = path.rpartition("/")[0]
+        while "/" in directory:
+            head, _, name = directory.rpartition("/")
+            try:
+                os.rmdir(name, dir_fd=tree.dir(head))
+            except (OSError, LinkInPath):
+                return
+            tree.forget(directory)
+            directory = head
+
+    def purge_trash(self, days: int, now: float | None = None) -> int:
+        """Drop trash batches older than `days` (batch names start with a UTC timestamp)."""
+        if not _lexists(self.trash_dir):
+            return 0
+        cutoff = time.strftime("%Y%m%dT%H%M%S", time.gmtime((now or time.time()) - days * 86400))
+        return _clear(self._state_sub("trash"), lambda name: name[:15] < cutoff)
+
+    # -- log bases -----------------------------------------------------------------------
+    # The content of each log file as of the last sync, by hash, so the next merge can see what
+    # each side inserted even after a third peer's lines landed in the middle (merge.insertion_merge).
+    @property
+    def logbase_dir(self) -> Path:
+        return self.state / "logbase"
+
+    def save_logbases(self, items: list[tuple[str, str]]) -> int:
+        """Keep the live content of each (path, hash) whose file still has that hash.
+
+        A cache for better merges, not data: no fsync (lost → the conflict policy decides).  A
+        file per base costs a file creation each (~0.1-0.3 ms): a large save, such as the first
+        sync's, goes into one pack file instead.
+        """
+        packed = self._packs()  # (checks the log base dir first)
+        wanted: dict[str, str] = {}
+        for path, digest in items:
+            name = _blob_name(digest)
+            if digest not in wanted and digest not in packed and not (self.logbase_dir / name).exists():
+                wanted[digest] = path
+        with DirHandles(str(self.root)) as tree:
+            return self._store_bases(len(wanted), ((d, self._live_bytes(tree, p)) for d, p in wanted.items()))
+
+    def _live_bytes(self, tree: DirHandles, path: str) -> bytes | None:
+        try:
+            return self._read(tree, path)
+        except (OSError, Refused, ValueError):
+            return None
+
+    def _logbase_dir(self) -> Path | None:
+        """The log base dir, checked to be ours; None while there is none."""
+        return self._state_sub("logbase") if _lexists(self.logbase_dir) else None
+
+    def _store_bases(self, count: int, bases) -> int:
+        """Write (hash, bytes | None) pairs whose bytes have that hash: loose blobs, or one pack of
+        concatenated contents (`pack-<token>`) with its index (`pack-<token>.json`: hash → [offset,
+        size]), written after the pack so an index never points into a missing pack."""
+        if not count:
+            return 0
+        self._state_sub("logbase")
+        saved = 0
+        if count < PACK_MIN:
+            for digest, data in bases:
+                if data is not None and hash_bytes(data) == digest:
+                    blob = self.logbase_dir / _blob_name(digest)
+                    tmp = blob.with_name(blob.name + ".tmp")
+                    tmp.write_bytes(data)
+                    os.replace(tmp, blob)
+                    saved += 1
+            return saved
+        name = f"pack-{secrets.token_hex(6)}"
+        tmp = self.logbase_dir / f".tmp-{name}"  # not pack-*: a leftover is pruned like a stray blob
+        index = {}
+        with open(tmp, "wb") as pack:
+            for digest, data in bases:
+                if data is not None and hash_bytes(data) == digest:
+                    index[digest] = [pack.tell(), len(data)]
+                    pack.write(data)
+        if not index:
+            tmp.unlink()
+            return 0
+        os.replace(tmp, self.logbase_dir / name)
+        tmp.write_text(json.dumps(index))
+        os.replace(tmp, self.logbase_dir / f"{name}.json")
+        return len(index)
+
+    def _packs(self) -> dict[str, tuple[str, int, int]]:
+        """hash → (pack name, offset, size) for every readable pack index."""
+        found: dict[str, tuple[str, int, int]] = {}
+        for name, index in self._pack_indexes().items():
+            for digest, (offset, size) in index.items():
+                found[digest] = (name, offset, size)
+        return found
+
+    def _pack_indexes(self) -> dict[str, dict]:
+        out = {}
+        if self._logbase_dir() is None:
+            return out
+        for idx in self.logbase_dir.glob("pack-*.json"):
+            try:
+                index = json.loads(idx.read_bytes())
+                out[idx.name[:-5]] = {d: (int(o), int(n)) for d, (o, n) in index.items()}
+            except (OSError, ValueError, TypeError, AttributeError):
+                continue  # unreadable: its bases are simply not found (prune drops it)
+        return out
+
+    def logbase(self, digest: str) -> bytes | None:
+        return self.logbases([digest])[digest]
+
+    def logbases(self, digests: list[str]) -> dict[str, bytes | None]:
+        """The kept content for each hash (None where not kept), loose blobs first, then packs."""
+        out: dict[str, bytes | None] = {}
+        packs = None
+        if self._logbase_dir() is None:
+            return {digest: None for digest in digests}
+        for digest in digests:
+            try:
+                out[digest] = (self.logbase_dir / _blob_name(digest)).read_bytes()
+                continue
+            except (OSError, ValueError):
+                pass
+            packs = self._packs() if packs is None else packs
+            where = packs.get(digest)
+            out[digest] = None if where is None else self._read_packed(*where, digest)
+        return out
+
+    def _read_packed(self, name: str, offset: int, size: int, digest: str) -> bytes | None:
+        try:
+            with open(self.logbase_dir / name, "rb") as f:
+                f.seek(offset)
+                data = f.read(size)
+        except (OSError, ValueError):
+            return None
+        return data if hash_bytes(data) == digest else None
+
+    def prune_logbases(self, keep: set[str]) -> int:
+        """Drop the bases no ancestor refers to: loose blobs one by one; a pack when mostly
+        unreferenced (its live bases are written anew first)."""
+        removed = 0
+        if self._logbase_dir() is None:
+            return 0
+        indexes = self._pack_indexes()
+        for blob in self.logbase_dir.iterdir():
+            name = blob.name
+            if name.startswith("pack-"):
+                pack = name[:-5] if name.endswith(".json") else name
+                if pack not in indexes:  # an unreadable index, or a pack whose index was never written
+                    blob.unlink(missing_ok=True)
+                continue
+            if name not in keep:
+                blob.unlink(missing_ok=True)
+                removed += 1
+        for pack, index in indexes.items():
+            live = [d for d in index if d in keep]
+            if len(live) * 2 >= len(index):
+                continue
+            self._store_bases(len(live), ((d, self._read_packed(pack, *index[d], d)) for d in live))
+            (self.logbase_dir / f"{pack}.json").unlink(missing_ok=True)
+            (self.logbase_dir / pack).unlink(missing_ok=True)
+            removed += len(index) - len(live)
+        return removed
+
+    # -- conflicts -----------------------------------------------------------------------
+    @property
+    def conflicts_index(self) -> Path:
+        return self.conflicts_dir / "index.json"
+
+    def conflicts(self) -> list[dict]:
+        if _lexists(self.conflicts_dir):
+            self._state_sub("conflicts")
+        try:
+            data = read_json(self.conflicts_index, default={"conflicts": []})
+        except ValueError:
+            data = {"conflicts": []}
+        items = data.get("conflicts") if isinstance(data, dict) else None
+        return items if isinstance(items, list) else []
+
+    def _save_conflicts(self, items: list[dict]) -> None:
+        self._state_sub("conflicts")
+        atomic_write_json(self.conflicts_index, {"format": CONFLICTS_FORMAT, "conflicts": items})
+
+    def _quarantine_file(self, held: Path, path: str, info: dict) -> str:
+        """Move a losing version (a hard link or staged copy) into conflicts/ and index it."""
+        digest = hash_file(held)
+        items = self.conflicts()
+        for item in items:  # the same version is kept once, however often it loses
+            if item.get("path") == path and item.get("hash") == digest:
+                os.unlink(held)
+                return item["id"]
+        cid = "c-" + secrets.token_hex(3)
+        with self._private_at("conflicts", f"{cid}/{path}") as (where, name, _):
+            os.rename(held, name, dst_dir_fd=where)
+            size = os.stat(name, dir_fd=where, follow_symlinks=False).st_size
+        items.append({"id": cid, "path": path, "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                      "hash": digest, "size": size, "peer": info.get("peer"),
+                      "reason": info.get("reason", "conflict"), "file": f"{STATE_DIR}/conflicts/{cid}/{path}"})
+        self._save_conflicts(items)
+        return cid
+
+    def reindex_conflicts(self) -> int:
+        """List versions that a run moved into conflicts/ but died before indexing (under the lock)."""
+        if not _lexists(self.conflicts_dir):
+            return 0
+        conflicts = self._state_sub("conflicts")
+        items = self.conflicts()
+        known = {item.get("id") for item in items}
+        added = 0
+        for top in sorted(_entries(conflicts), key=lambda e: e.name):
+            if not _CONFLICT_ID.fullmatch(top.name) or top.name in known or not top.is_dir(follow_symlinks=False):
+                continue
+            for kept, rel in sorted(_files(Path(top.path)), key=lambda f: f[1]):
+                st = os.lstat(kept)
+                items.append({"id": top.name, "path": rel,
+                              "time": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(st.st_mtime)),
+                              "hash": hash_file(kept), "size": st.st_size, "peer": None,
+                              "reason": "kept from an interrupted sync",
+                              "file": f"{STATE_DIR}/conflicts/{top.name}/{rel}"})
+                added += 1
+        if added:
+            self._save_conflicts(items)
+        return added
+
+    def quarantine_copy(self, path: str, staged: Path, info: dict) -> str:
+        """Keep another side's version of `path` in conflicts/ without touching the live file."""
+        self.check(path)
+        return self._quarantine_file(staged, path, info)
+
+    def find_conflict(self, cid: str) -> dict:
+        item = next((i for i in self.conflicts() if i.get("id") == cid), None)
+        if item is None or not _CONFLICT_ID.fullmatch(str(cid)):
+            raise Refused(f"no conflict {cid}")
+        return item
+
+    def conflict_bytes(self, cid: str) -> bytes:
+        """The kept version of conflict `cid`, read without following links."""
+        item = self.find_conflict(cid)
+        check_relpath(item["path"])
+        with DirHandles(str(self._state_sub("conflicts")), follow_root=False) as tree:
+            parent, name = tree.parent(f"{cid}/{item['path']}")
+            fd = _open_regular(parent, name, item["path"], os.O_RDONLY)
+        try:
+            return _read_whole(fd, os.fstat(fd).st_size)
+        finally:
+            os.close(fd)
+
+    def restore_conflict(self, cid: str) -> dict:
+        """Put a quarantined version back at its path; the version it replaces is quarantined in turn."""
+        item = self.find_conflict(cid)
+        path = self.check(item["path"])
+        staging = self.new_staging()
+        try:
+            staged = staging / "restore"
+            staged.write_bytes(self.conflict_bytes(cid))
+            os.chmod(staged, 0o644)
+            os.utime(staged)  # a restore is the user's latest edit: peers must take it, not undo it
+            replaced = None
+            with self._tree() as tree:
+                parent, name = self._parent(tree, path, create=True)
+                if _lexists_at(parent, name):
+                    mode = os.stat(name, dir_fd=parent, follow_symlinks=False).st_mode
+                    if stat.S_ISREG(mode):
+                        os.chmod(staged, mode & 0o777)
+                    held = self._hold(None, path, at=(parent, name))
+                    os.replace(staged, name, dst_dir_fd=parent)
+                    replaced = self._quarantine_file(held, path, {"peer": None, "reason": f"replaced by restore of {cid}"})
+                    _release(held)
+                else:
+                    os.replace(staged, name, dst_dir_fd=parent)
+                _fsync(parent)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+        self.drop_conflict(cid)
+        return {**item, "replaced_saved_as": replaced}
+
+    def drop_conflict(self, cid: str) -> dict:
+        items = self.conflicts()
+        item = next((i for i in items if i.get("id") == cid), None)
+        if item is None or not _CONFLICT_ID.fullmatch(str(cid)):
+            raise Refused(f"no conflict {cid}")
+        conflicts = self._state_sub("conflicts")
+        fd = os.open(conflicts, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+        try:
+            with contextlib.suppress(FileNotFoundError):
+                remove_entry(fd, cid)
+        finally:
+            os.close(fd)
+        self._save_conflicts([i for i in items if i.get("id") != cid])
+        return item
+
+
+def _release(held: Path) -> None:
+    """Drop a holding name (if still there) with its token dir; the file keeps its other names."""
+    token = held
+    while token.parent.name != "holding":
+        token = token.parent
+    shutil.rmtree(token, ignore_errors=True)
+
+
+def _blob_name(digest: str) -> str:
+    if len(digest) != 32 or not all(c in "0123456789abcdef" for c in digest):
+        raise ValueError(f"bad hash {digest!r}")
+    return digest
+
+
+def _lexists(path: Path | str) -> bool:
+    try:
+        os.lstat(path)
+        return True
+    except FileNotFoundError:
+        return False
+
+
+def _lexists_at(parent: int, name: str) -> bool:
+    try:
+        os.stat(name, dir_fd=parent, follow_symlinks=False)
+        return True
+    except FileNotFoundError:
+        return False
+
+
+def _entries(directory: Path) -> list[os.DirEntry]:
+    """The entries of a directory already checked to be ours (scandir does not follow them)."""
+    with os.scandir(directory) as it:
+        return list(it)
+
+
+def _files(top: Path):
+    """(path, path relative to `top`) of every regular file below `top`, links not followed."""
+    for here, _, names in os.walk(top):  # os.walk never descends through a link
+        for name in names:
+            full = os.path.join(here, name)
+            if stat.S_ISREG(os.lstat(full).st_mode):
+                yield full, os.path.relpath(full, top).replace(os.sep, "/")
+
+
+def _clear(directory: Path, wanted) -> int:
+    """Remove the entries of `directory` whose name is `wanted` — each whole, by descriptor,
+    links removed and never followed."""
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+    removed = 0
+    try:
+        for name in os.listdir(fd):
+            if wanted(name):
+                with contextlib.suppress(OSError):
+                    remove_entry(fd, name)
+                    removed += 1
+    finally:
+        os.close(fd)
+    return removed
+
+
+def _open_regular(parent: int, name: str, path: str, flags: int) -> int:
+    """`name` in `parent` opened with `flags`, refused unless it is a regular file (a link is
+    not followed)."""
+    try:
+        fd = os.open(name, flags | os.O_NOFOLLOW | os.O_NONBLOCK, dir_fd=parent)
+    except OSError as err:
+        if err.errno in (errno.ELOOP, errno.EMLINK):
+            raise Refused(f"not a regular file: {path}") from None
+        raise
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise Refused(f"not a regular file: {path}")
+    return fd
+
+
+def _fsync(fd: int | None) -> None:
+    if fd is None:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+
+
+def _exchange(a: Path | str, parent: int, name: str) -> bool:
+    """Atomically swap the file named `a` and `name` in directory `parent`.  False where the
+    system or the filesystem cannot (the caller then falls back to a plain rename)."""
+    return rename_flags(AT_FDCWD, os.fspath(a), parent, name, RENAME_SWAP)
+
+
+def _rename_noreplace(a: Path | str, parent: int, name: str) -> bool:
+    """Rename `a` to `name` in directory `parent` unless that exists (FileExistsError then).
+    False where the system or the filesystem cannot (the caller then falls back to link + unlink)."""
+    return rename_flags(AT_FDCWD, os.fspath(a), parent, name, noreplace_flag())
+
+
+def hash_fd(fd: int, size: int) -> str:
+    """The hash of everything readable from `fd` (`size`, the expected length, sizes the reads)."""
+    h = xxhash.xxh3_128()
+    while chunk := os.read(fd, min(size + 1, CHUNK)):
+        h.update(chunk)
+    return h.hexdigest()
+
+
+def _read_whole(fd: int, size: int) -> bytes:
+    """Everything readable from `fd`, `size` being its expected length: one read(2) when the
+    file did not grow (a short read of a regular file is its end)."""
+    data = os.read(fd, size + 1)
+    if len(data) <= size and size < 1 << 30:
+        return data
+    parts = [data]
+    while chunk := os.read(fd, CHUNK):
+        parts.append(chunk)
+    return b"".join(parts)
+
+
+def _stat_entry(parent: int, name: str, digest: str) -> list:
+    st = os.stat(name, dir_fd=parent, follow_symlinks=False)
+    return Entry(st.st_size, st.st_mtime_ns, st.st_mode & 0o777, digest).to_wire()
