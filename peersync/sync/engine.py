@@ -39,7 +39,7 @@ from peersync.transport.local import LocalSession
 from peersync.transport.rsync import rsync_files
 from peersync.transport.ssh import Session, attach, open_session
 from peersync.workspace.lock import workspace_lock
-from peersync.workspace.storage import atomic_write_json
+from peersync.workspace.storage import TEMP_PREFIX, TEMP_SUFFIX, atomic_write_json
 from peersync.workspace.workspace import Peer, SyncConfig, Workspace
 
 # Files up to INLINE_MAX_FILE travel inline over the agent channel, INLINE_BATCH_BYTES per request:
@@ -854,8 +854,11 @@ async def sync_peers(ws: Workspace, names: list[str] | None = None, *, mode: Mod
     with workspace_lock(ws, lock_timeout, what="sync"):
         if not dry_run:
             Handler(ws.root).recover()  # leftovers of an interrupted run, before anything new starts
-            for leftover in (ws.state / "journal").glob("*.json"):
-                leftover.unlink()
+            # Journal entries of an interrupted run — and the temp file of one killed while it was
+            # being written: only the lock holder writes here, so none of them is in progress.
+            for leftover in (ws.state / "journal").glob("*"):
+                if leftover.suffix == ".json" or (leftover.name.startswith(TEMP_PREFIX) and leftover.name.endswith(TEMP_SUFFIX)):
+                    leftover.unlink()
         write_lock = asyncio.Lock()
 
         async def one(peer: Peer) -> Report:
