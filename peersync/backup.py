@@ -886,7 +886,7 @@ class BackupRun:
 
 @contextlib.contextmanager
 def _local_lock(ws: Workspace):
-    from peersync.workspace.lock import state_lock
+    from peersync.workspace.lock import state_lock  # lazy: as before the layout change
 
     with state_lock(ensure_private_dir(ws.state / "backup"), 0, what="backup"):
         yield
@@ -1075,7 +1075,9 @@ def restore(ws: Workspace, *, target: str | None = None, snapshot: str | None = 
     if in_place and to is not None:
         raise UsageError("--in-place and --to exclude each other")
     if in_place:
-        from peersync.workspace.lock import workspace_lock
+        from peersync.workspace.lock import (
+            workspace_lock,  # lazy: as before the layout change
+        )
 
         with workspace_lock(ws, 0, what="restore"):
             return _restore(ws, repo, snap, ws.root, True, progress, started)
@@ -1316,7 +1318,17 @@ def verify(ws: Workspace, *, target: str | None = None, snapshot: str | None = N
                 result.affected.append({"snapshot": s.id, "path": r.path, "sha256": r.sha256,
                                         "problem": result.bad[r.sha256]})
     result.seconds = time.monotonic() - started
+    _record_verify(ws, result)
     return result
+
+
+def _record_verify(ws: Workspace, result: VerifyResult) -> None:
+    """The last verify's outcome (state/backup/last-verify.json), for `status` pages such as the dashboard."""
+    doc = {"format": 1, "time": time.time(), "ok": result.ok, "snapshots": len(result.snapshots),
+           "objects": result.objects, "bad": len(result.bad) + len(result.unreadable)}
+    with contextlib.suppress(OSError):
+        ensure_private_dir(ws.state / "backup")
+        atomic_write_json(ws.state / "backup" / "last-verify.json", doc)
 
 
 # -- prune --------------------------------------------------------------------------------------

@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 
 from peersync.replica.scan import hash_bytes
-from peersync.sync.engine import run_sync
+from peersync.sync.runner import run_sync
 from peersync.testing import selection_files, wire_pair
 from peersync.testing.wire import AgentWire
 from peersync.workspace.workspace import Workspace
@@ -277,7 +277,7 @@ def test_an_unknown_host_key_shows_the_fingerprint_to_check(tmp_path, sshd):
 def test_a_host_key_changed_before_rsync_runs_is_refused_too(tmp_path, sshd, monkeypatch):
     """The control connection verified the host; by the time rsync's ssh connects, another key
     answers (or the known_hosts entry changed): OpenSSH's warning becomes the same refusal."""
-    import peersync.sync.engine as engine
+    import peersync.sync.transfer as engine
 
     pair = wire_pair(tmp_path / "local", tmp_path / "remote", sshd)
     known = write(tmp_path / "known_hosts", sshd.known_hosts.read_text())

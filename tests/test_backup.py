@@ -371,7 +371,7 @@ def test_backup_due(tmp_path):
     now = time.time()
     assert not backup_due(ws, now + 10)
     assert backup_due(ws, now + 3601)
-    set_config(ws, f"backup:\n  interval: 3600\n  target: 'nosuchremote:x'\n")
+    set_config(ws, "backup:\n  interval: 3600\n  target: 'nosuchremote:x'\n")
     with pytest.raises(UnknownRemote):
         take_snapshot(ws)
     last = backup.last_run(ws)

@@ -55,7 +55,7 @@ def test_restore_and_prune(tmp_path):
     out = tmp_path / "out"
     restored = cli(ws, "restore", "--snapshot", first[:19], "--to", str(out))  # a unique id prefix will do
     assert restored.exit_code == 0
-    assert restored.stdout.startswith(f"♻️ Restored 11 files") and "1 changed since (MEMORY.md)" in restored.stdout
+    assert restored.stdout.startswith("♻️ Restored 11 files") and "1 changed since (MEMORY.md)" in restored.stdout
     assert (out / "MEMORY.md").read_bytes() == b"# Memory\n- likes tea\n"
 
     dry = json.loads(cli(ws, "prune", "--dry-run", json_out=True).stdout)

@@ -36,7 +36,7 @@ def imported_modules(ws: Workspace, *args) -> set[str]:
     return {line.rsplit("|", 1)[-1].strip() for line in proc.stderr.splitlines() if line.startswith("import time:")}
 
 
-HEAVY = {"typer", "asyncssh", "rich", "peersync.cli.main", "peersync.sync.engine", "peersync.workspace.workspace", "peersync.backup"}
+HEAVY = {"typer", "asyncssh", "rich", "peersync.cli.main", "peersync.sync.runner", "peersync.sync.pipeline", "peersync.workspace.workspace", "peersync.backup"}
 
 
 def write(ws: Workspace, rel: str, text: str) -> Path:

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from peersync.replica.scan import entry_for, hash_bytes
-from peersync.sync.engine import run_sync
+from peersync.sync.runner import run_sync
 from peersync.testing import selection_files, wire_pair
 from peersync.testing.wire import AgentWire
 
@@ -248,7 +248,7 @@ def test_restricted_sync_carries_large_files_over_the_agent_channel(victim, monk
         return await real(*args, **kwargs)
 
     monkeypatch.setattr(transfer, "rsync_files", spy)
-    import peersync.sync.engine as engine
+    import peersync.sync.transfer as engine
 
     monkeypatch.setattr(engine, "rsync_files", spy)
     local = victim.pair.local

@@ -17,8 +17,9 @@ from peersync.cloud.config import (
     state_dir,
 )
 from peersync.cloud.folder import probe_cloud
+from peersync.core.paths import valid_instance_id
 from peersync.errors import UsageError
-from peersync.replica.handler import valid_instance_id
+from peersync.peers.status import probe
 from peersync.transport import keeper
 from peersync.transport.rclone import join, resolve_target
 from peersync.workspace.workspace import Peer, Workspace, check_peer_name
@@ -42,8 +43,6 @@ def add_peer(ws: Workspace, name: str, host: str, *, user=None, path=None, port=
         keeper.stop(ws, old)  # its connection was made with settings that no longer hold
     if not test:
         return peer, None
-    from peersync.peers.status import probe
-
     result = asyncio.run(probe(ws, peer))
     if valid_instance_id(result.get("instance_id")):
         peer = Peer(**{**peer.__dict__, "extra": {**peer.extra, "instanceId": result["instance_id"]}})

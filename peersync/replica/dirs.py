@@ -112,7 +112,7 @@ def _link_error(parent: int, name: str, rel: str) -> LinkInPath:
 def remove_entry(parent: int, name: str) -> None:
     """Remove `name` from `parent` whatever it is — a directory with all it holds (walked by
     descriptor, links removed, never followed), a file or a link."""
-    import shutil
+    import shutil  # lazy: the agent's start-up need not load it for a rare removal
 
     st = os.stat(name, dir_fd=parent, follow_symlinks=False)
     if stat.S_ISDIR(st.st_mode):
@@ -129,7 +129,7 @@ _rename2 = None  # (call, no-replace flag), resolved on first use: the agent mus
 def _rename_call():
     global _rename2
     if _rename2 is None:
-        import ctypes
+        import ctypes  # lazy: loaded the first time a rename needs renameat2, not at start-up
 
         libc = ctypes.CDLL(None, use_errno=True)
         if hasattr(libc, "renameat2"):  # RENAME_NOREPLACE = 1
@@ -155,7 +155,7 @@ def rename_flags(src_fd: int, src: str, dst_fd: int, dst: str, flags: int) -> bo
         return False
     if call(src_fd, os.fsencode(src), dst_fd, os.fsencode(dst), flags) == 0:
         return True
-    import ctypes
+    import ctypes  # lazy: loaded with the rename call above (start-up)
 
     err = ctypes.get_errno()
     if err in (errno.EINVAL, errno.ENOSYS, errno.ENOTSUP, errno.EOPNOTSUPP):

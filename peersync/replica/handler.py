@@ -20,7 +20,7 @@ import xxhash
 
 from peersync import __version__
 from peersync.core import deletions
-from peersync.core.paths import BadPath, check_relpath
+from peersync.core.paths import BadPath, check_relpath, valid_instance_id
 from peersync.core.selection import Intersection, Selection
 from peersync.core.types import MANIFEST_FORMAT, RANGE, Entry
 from peersync.replica import tombstones
@@ -425,7 +425,7 @@ class Handler:
     def op_install(self, items: list) -> dict:
         """Install a batch: verify every staged file, make them all durable with one flush,
         then rename them into place and fsync each touched directory once."""
-        results: list[dict | None] = [None] * len(items)
+        results: list[dict | None] = [None] * len(_items(items, "path", "new"))
         pending, inline = [], []
         for index, item in enumerate(items):
             path = item.get("path")
@@ -441,7 +441,7 @@ class Handler:
                     staged = self._staged(item, index)  # checks the path (inline items: install does)
                     self.store.prepare(staged, new)
                 pending.append((index, path, staged, expect, new, item.get("quarantine")))
-            except (Refused, BadPath, OSError, ValueError, KeyError, TypeError) as err:
+            except (Refused, BadPath, OSError, ValueError) as err:
                 results[index] = {"path": path, "ok": False, "error": error_text(err)}
         written = self._write_inlines(inline) if inline else {}
         ready = []
@@ -463,7 +463,7 @@ class Handler:
                     res = self.store.install(path, staged, expect=expect, new=new, quarantine=quarantine,
                                              prepared=True)
                     results[index] = {"path": path, "ok": True, **res}
-                except (Refused, BadPath, OSError, ValueError, KeyError, TypeError) as err:
+                except (Refused, BadPath, OSError, ValueError) as err:
                     results[index] = {"path": path, "ok": False, "error": error_text(err)}
         finally:
             self.store.flush_dirs()
@@ -477,13 +477,13 @@ class Handler:
 
     def _delete(self, items: list, batch: str) -> dict:
         results = []
-        for item in items:
+        for item in _items(items, "path", "expect"):
             path = item.get("path")
             try:
                 res = self.store.delete(check_relpath(path), expect=Entry.from_wire(item["expect"]),
                                         batch=batch)
                 results.append({"path": path, "ok": True, **res})
-            except (Refused, BadPath, OSError, ValueError, KeyError, TypeError) as err:
+            except (Refused, BadPath, OSError, ValueError) as err:
                 results.append({"path": path, "ok": False, "error": error_text(err)})
         return {"results": results}
 
@@ -496,7 +496,7 @@ class Handler:
 
     def _touch(self, items: list) -> dict:
         results = []
-        for item in items:
+        for item in _items(items, "path", "expect", "mtime_ns"):
             path = item.get("path")
             try:
                 expect, mtime_ns = Entry.from_wire(item["expect"]), int(item["mtime_ns"])
@@ -510,19 +510,19 @@ class Handler:
                     os.close(fd)
                 results.append({"path": path, "ok": True,
                                 "entry": [expect.size, mtime_ns, expect.mode, expect.hash]})
-            except (Refused, BadPath, OSError, ValueError, KeyError, TypeError) as err:
+            except (Refused, BadPath, OSError, ValueError) as err:
                 results.append({"path": path, "ok": False, "error": error_text(err)})
         return {"results": results}
 
     def op_quarantine(self, items: list) -> dict:
         results = []
-        for index, item in enumerate(items):
+        for index, item in enumerate(_items(items, "path")):
             path = item.get("path")
             try:
                 staged = self._staged(item, index)
                 cid = self.store.quarantine_copy(check_relpath(path), staged, item.get("info") or {})
                 results.append({"path": path, "ok": True, "conflict": cid})
-            except (Refused, BadPath, OSError, ValueError, KeyError, TypeError) as err:
+            except (Refused, BadPath, OSError, ValueError) as err:
                 results.append({"path": path, "ok": False, "error": error_text(err)})
         return {"results": results}
 
@@ -591,10 +591,13 @@ class Handler:
             return method(**args)
 
 
-def valid_instance_id(value) -> bool:
-    """An instance id as peersync makes them (uuid4 hex; other lengths of lower-case hex are
-    accepted): anything else from a peer is refused and never saved or used as a file name."""
-    return isinstance(value, str) and 1 <= len(value) <= 64 and all(c in "0123456789abcdef" for c in value)
+def _items(items, *keys: str) -> list[dict]:
+    """A request's items, each an object holding `keys`.  Anything else is a malformed request,
+    refused whole before anything is done (never a per-path problem: that is for trouble with one
+    path on this disk, not for a peer that speaks the protocol wrong)."""
+    if not isinstance(items, list) or not all(isinstance(i, dict) and all(k in i for k in keys) for i in items):
+        raise ValueError(f"malformed request: every item must be an object with {', '.join(keys)}")
+    return items
 
 
 def _read_prefix(f, size: int, sink=None) -> str | None:
@@ -620,7 +623,7 @@ def flush_filesystem(path: Path) -> None:
     global _syncfs
     if _syncfs is None:
         try:
-            import ctypes
+            import ctypes  # lazy: loaded at the first flush, not at the agent's start
 
             _syncfs = ctypes.CDLL(None, use_errno=True).syncfs
         except (OSError, AttributeError):

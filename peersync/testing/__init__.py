@@ -1,4 +1,4 @@
-"""Test support shipped with peersync: a loopback sshd, wired workspace pairs, tree oracles, a workspace generator."""
+"""Test support shipped with peersync: a loopback sshd, wired workspace pairs, in-process pairs, tree oracles, a workspace generator."""
 
 from importlib import import_module
 
@@ -9,6 +9,7 @@ _EXPORTS = {
     "is_selected": "trees", "selection_files": "trees", "tree_digest": "trees",
     "generate": "workspace_gen", "mutate": "workspace_gen",
     "AgentWire": "wire",
+    "sync_local": "inprocess",
 }
 __all__ = sorted(_EXPORTS)
 

@@ -30,7 +30,7 @@ def known_hosts_file(peer) -> str | None:
 
 def recorded_fingerprints(peer) -> list[str]:
     """SHA256 fingerprints of the host keys (and CA keys) recorded for the peer's host and port."""
-    import asyncssh
+    import asyncssh  # lazy: start-up of the processes that never need it
 
     path = known_hosts_file(peer)
     if path is None:
@@ -45,7 +45,7 @@ def recorded_fingerprints(peer) -> list[str]:
 async def presented_fingerprint(peer, timeout: float = 10.0) -> str | None:
     """The fingerprint of the key the peer presents now (a second connection that only asks
     for the host key and authenticates nothing); None when it cannot be had."""
-    import asyncssh
+    import asyncssh  # lazy: start-up of the processes that never need it
 
     try:
         key = await asyncio.wait_for(asyncssh.get_server_host_key(peer.host, peer.port or 22), timeout)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import socket
 import stat
 import subprocess
 import sys
@@ -16,7 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from peersync import __version__
-from peersync.transport.protocol import PROTOCOL
+from peersync.transport.protocol import PROTOCOL, encode
 
 if TYPE_CHECKING:
     from peersync.workspace.workspace import Peer, Workspace
@@ -122,9 +123,8 @@ def stop(ws: Workspace, peer: Peer) -> bool:
     path = socket_path(ws, peer, peer.path or str(ws.root))
     if path is None:
         return False
-    import socket
+    import socket  # lazy: the CLI's fast path imports this module at start-up
 
-    from peersync.transport.protocol import encode
 
     try:
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
@@ -138,8 +138,6 @@ def stop(ws: Workspace, peer: Peer) -> bool:
 
 
 def _alive(path: Path) -> bool:
-    import socket
-
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
         probe.settimeout(1)
         try:

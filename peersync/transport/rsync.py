@@ -76,7 +76,7 @@ async def rsync_files(peer: Peer, paths: list[str], *, push: bool, local_dir: st
     if proc.returncode in (0, *PARTIAL_CODES):
         return
     text = err.decode(errors="replace")
-    from peersync.transport.hostkeys import from_openssh
+    from peersync.transport.hostkeys import from_openssh  # lazy: only on failure (it loads asyncssh)
 
     refused = await from_openssh(peer, text)
     if refused is not None:

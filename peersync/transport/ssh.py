@@ -15,6 +15,7 @@ from peersync.errors import BusyError, ConnectError, ProtocolError
 from peersync.transport.keeper import STREAM_LIMIT, socket_path
 from peersync.transport.protocol import (LARGE_LINE, MAX_BLOB, PROTOCOL, SMALL_LINE, TooLarge, blob_limit, blob_size,
                                          decode, encode, line_limit)
+from peersync.transport.replica import AGENT, KEPT, Capabilities, Replica, agent_caps
 from peersync.workspace.workspace import Peer, Workspace
 
 NOT_FOUND = "peersync-not-found"
@@ -65,8 +66,14 @@ async def read_frame(stream, limit: int = LARGE_LINE, blob_max: int = MAX_BLOB) 
     return (line, blob) if line.endswith(b"\n") else (b"", None)
 
 
-class Session:
+class Session(Replica):
     """A running `peersync agent` on a peer, over one SSH connection (or through its keeper)."""
+
+    base_caps = AGENT
+
+    @property
+    def caps(self) -> Capabilities:
+        return agent_caps(self.base_caps, self.hello)
 
     def __init__(self, peer: Peer, conn, process, hello: dict, offset: float, rtt: float):
         self.peer = peer
@@ -236,14 +243,14 @@ def _connect_options(peer: Peer, timeout: float) -> dict:
 
 async def open_session(ws: Workspace, peer: Peer, *, timeout: float = 15.0, root: str | None = None) -> Session:
     """Connect to `peer`, start its agent, and say hello (measuring the clock offset)."""
-    import asyncssh
+    import asyncssh  # lazy: slow to import; a warm keeper, the agent and the fast paths never need it
 
     root = root or peer.path or str(ws.root)
     where = f"{peer.target}:{peer.port or 22}"
     try:
         conn = await asyncio.wait_for(asyncssh.connect(peer.host, **_connect_options(peer, timeout)), timeout + 1)
     except asyncssh.HostKeyNotVerifiable:
-        from peersync.transport.hostkeys import refusal_for  # only on this failure: it connects once more
+        from peersync.transport.hostkeys import refusal_for  # lazy: only on this failure (start-up)
 
         raise await refusal_for(peer) from None
     except asyncssh.PermissionDenied:
@@ -333,7 +340,7 @@ async def attach(ws: Workspace, peer: Peer, root: str, timeout: float):
 class KeptSession(Session):
     """A Session whose lines go through a keeper's unix socket."""
 
-    kept = True
+    base_caps = KEPT
 
     def __init__(self, peer: Peer, writer, reader):
         super().__init__(peer, None, None, {}, 0.0, 0.0)

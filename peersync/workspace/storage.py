@@ -6,7 +6,10 @@ import json
 import os
 import stat
 import tempfile
+import time
 from pathlib import Path
+
+from peersync.errors import StateDirError
 
 
 def ensure_private_dir(path: Path) -> Path:
@@ -23,8 +26,6 @@ def ensure_private_dir(path: Path) -> Path:
             pass
         st = os.lstat(path)
     if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.geteuid():
-        from peersync.errors import StateDirError
-
         what = ("a symbolic link" if stat.S_ISLNK(st.st_mode) else "not a directory") if not stat.S_ISDIR(st.st_mode) \
             else f"owned by uid {st.st_uid}, not by this user (uid {os.geteuid()})"
         raise StateDirError(f"{path} is {what}: peersync will not use it",
@@ -67,8 +68,6 @@ def sweep_temp(state: Path, *, max_age: float = TEMP_MAX_AGE, skip=("trash", "st
     Only files older than `max_age` seconds: a younger one may belong to a write in progress.
     Kept versions (trash, conflicts/<id>/) and transfer areas are not walked.
     """
-    import time
-
     removed, cutoff = 0, time.time() - max_age
     for top, dirs, files in os.walk(state):
         dirs[:] = [d for d in dirs if d not in skip and not (Path(top).name == "conflicts" and d.startswith("c-"))]
