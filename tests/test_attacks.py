@@ -134,9 +134,26 @@ def test_the_peer_cannot_set_this_sides_trash_retention(tmp_path, sshd):
 
 
 # -- hole 6: lines without end ----------------------------------------------------------------------------
+# A child's peak RSS counts the memory of the process it was spawned from (Linux keeps the high
+# mark across exec, also after vfork), and pytest's own grows with the tests run before: each
+# measured process is started by a small launcher that reports the peak of its child alone.
+_LAUNCHER = ("import os, subprocess, sys\n"
+             "child = subprocess.Popen(sys.argv[2:])\n"
+             "_, status, usage = os.wait4(child.pid, 0)\n"
+             "open(sys.argv[1], 'w').write(str(usage.ru_maxrss))\n"
+             "sys.exit(os.waitstatus_to_exitcode(status) & 0xff)\n")
+
+
+def measured(argv: list[str], **popen) -> subprocess.Popen:
+    report = Path(popen.pop("report"))
+    proc = subprocess.Popen([sys.executable, "-c", _LAUNCHER, str(report), *argv], **popen)
+    proc.report = report
+    return proc
+
+
 def agent_process(root: Path) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "peersync", "agent", "--root", str(root)],
-                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    return measured([sys.executable, "-m", "peersync", "agent", "--root", str(root)], report=root.parent / "rss",
+                    stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
 
 
 def feed(proc: subprocess.Popen, chunks) -> threading.Thread:
@@ -154,10 +171,9 @@ def feed(proc: subprocess.Popen, chunks) -> threading.Thread:
 
 
 def wait_rss(proc: subprocess.Popen) -> tuple[int, int]:
-    """(exit status, peak RSS in MB) of a child."""
-    _, status, usage = os.wait4(proc.pid, 0)
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    return proc.returncode, usage.ru_maxrss // 1024
+    """(exit status, peak RSS in MB) of a process started by `measured`."""
+    code = proc.wait()
+    return code, int(proc.report.read_text()) // 1024
 
 
 def test_the_agent_stops_reading_an_endless_request(tmp_path):
@@ -211,8 +227,8 @@ def test_the_client_stops_reading_an_endless_reply(tmp_path, sshd):
 def test_the_client_reading_a_long_reply_stays_small(tmp_path, sshd):
     pair = evil_pair(tmp_path, sshd, "--huge", f"lock:{96 << 20}")
     write(pair.local.root / "MEMORY.md", "x\n")
-    proc = subprocess.Popen([sys.executable, "-m", "peersync", "-w", str(pair.local.root), "sync"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL)
+    proc = measured([sys.executable, "-m", "peersync", "-w", str(pair.local.root), "sync"], report=tmp_path / "rss",
+                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL)
     _, rss = wait_rss(proc)
     assert rss < 150, f"the client buffered the reply: {rss} MB"
 

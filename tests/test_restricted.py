@@ -236,6 +236,36 @@ def test_the_client_cannot_empty_the_victims_trash(victim):
     assert recent.exists()  # the victim keeps 30 days whatever the client says
 
 
+# -- version records (issue 13) are bounded like every other write ----------------------------------
+def test_version_records_stay_inside_the_selection_and_are_bounded(victim):
+    from peersync.core import versions
+    from peersync.replica.versions import Versions
+
+    mine = entry_for(victim.root / "memory/a.md").to_wire()
+    agents = entry_for(victim.root / "AGENTS.md").to_wire()
+    vv = [["0123456789ab", 7]]
+    with victim.wire() as agent:
+        agent.result("hello")
+        early = agent.call("versions_put", items=[["memory/a.md", mine + [vv]]])
+        assert early is not None and not early["ok"], early  # a change needs the lock (the state dir checked)
+        agent.result("lock", timeout=1)
+        agent.call("selection", selection=HOSTILE_SELECTION)
+        agent.result("scan")  # the victim records the versions it holds
+        outside = agent.call("versions_put", items=[["AGENTS.md", agents + [vv]]])
+        assert not outside["ok"] and "outside the synced selection" in outside["error"], outside
+        for hostile in ([["0123456789ab", 1 << 63]], [[f"{i:012x}", 1] for i in range(versions.MAX_PAIRS + 1)],
+                        [["0123456789ab", True]]):
+            reply = agent.call("versions_put", items=[["memory/a.md", mine + [hostile]]])
+            assert not reply["ok"], reply
+        malformed = agent.call("versions_put", items=[{"path": "memory/a.md"}])
+        assert not malformed["ok"], malformed
+        assert agent.result("versions_put", items=[["memory/a.md", mine + [vv]]]) == {"recorded": 1}
+    records = Versions(victim.ws.state, "victim")
+    assert records.current("memory/a.md").vv == (("0123456789ab", 7),)
+    assert records.current("AGENTS.md") is None
+    records.close()
+
+
 # -- and a real sync over it still carries everything, large files included ---------------------------
 def test_restricted_sync_carries_large_files_over_the_agent_channel(victim, monkeypatch):
     import peersync.transport.rsync as transfer

@@ -13,7 +13,8 @@ import re
 
 from peersync.core.types import RANGE
 
-PROTOCOL = 4  # bump me on any incompatible change of ops or message shapes
+PROTOCOL = 5  # bump me on any incompatible change of ops or message shapes (4: version vectors; 5: bounded
+# lines, no rsync for a restricted key, each side its own trash retention)
 
 # Every line is read only up to a limit, and a frame's bytes are counted before they are read:
 # a peer (or a client) that never ends a line costs a bounded amount of memory and gets a
@@ -21,8 +22,8 @@ PROTOCOL = 4  # bump me on any incompatible change of ops or message shapes
 # (100,000 files: a manifest line of ~12 MB, an install of as many empty files ~15 MB).
 SMALL_LINE = 64 << 10
 LARGE_LINE = 256 << 20  # about 2 million files
-LARGE_REQUESTS = frozenset({"ancestor_put", "tombstones_add", "tombstones_get", "install", "read", "read_tail",
-                            "delete", "touch", "quarantine", "logbase_save", "logbase_get", "selection"})
+LARGE_REQUESTS = frozenset({"ancestor_put", "tombstones_add", "tombstones_get", "versions_put", "install", "read",
+                            "read_tail", "delete", "touch", "quarantine", "logbase_save", "logbase_get", "selection"})
 LARGE_REPLIES = frozenset({"scan", "ancestor_get", "tombstones_get", "install", "read", "read_tail", "delete",
                            "touch", "quarantine", "logbase_get", "run"})
 MAX_BLOB = 1 << 30  # whole files in one message: an install's inline batch, a merge's logs (until streamed)
