@@ -10,7 +10,7 @@ import time
 from dataclasses import replace
 
 from peersync.core import versions
-from peersync.core.commit import SideState
+from peersync.core.commit import SideState, conflict_id, peer_text
 from peersync.core.mergefile import Merged, MergeRules, merge_file
 from peersync.core.reconcile import decide_conflict
 from peersync.core.textmerge import Version
@@ -202,9 +202,11 @@ class Run(Transfers):
         await gather_all(*(self.put_versions(side, already[side]) for side in Side))
         ids: dict[tuple[Side, str], list[str]] = {}
         for side, results, copies in zip(Side, outcome, saved):
-            for item, res in zip(installs[side] + kept[side], results + ((copies or {}).get("results") or [])):
-                if res.get("ok") and res.get("conflict"):
-                    ids.setdefault((side, item["path"]), []).append(res["conflict"])
+            answered = copies.get("results") if isinstance(copies, dict) else None
+            for item, res in zip(installs[side] + kept[side], results + (answered if isinstance(answered, list) else [])):
+                cid = conflict_id(res.get("conflict")) if isinstance(res, dict) and res.get("ok") else None
+                if cid:  # only an id of that shape is kept
+                    ids.setdefault((side, item["path"]), []).append(cid)
             for item, res in zip(installs[side], results):
                 if res["ok"] and item["path"] not in self.report.merged:
                     self.report.merged.append(item["path"])
@@ -219,7 +221,9 @@ class Run(Transfers):
     def machine(self, side: Side) -> str:
         """The name a kept passage gives `side`'s version: its machine's own name."""
         name = self.session(side).hello.get("machine")
-        return name if isinstance(name, str) and name else socket.gethostname() if side is Side.LOCAL else self.peer.name
+        if isinstance(name, str) and name.strip():  # written into the file: one short printable line
+            return peer_text(name.strip(), 64)
+        return socket.gethostname() if side is Side.LOCAL else self.peer.name
 
     async def _merge_bases(self, merges: list[Change]) -> dict[str, str | None]:
         """Each merge's base (a content hash): the latest version both sides descend from, among
@@ -242,7 +246,7 @@ class Run(Transfers):
         for c in causal:
             found = {(c.ancestor.hash, c.ancestor.vv)} if c.ancestor is not None and c.ancestor.vv else set()
             for answer in answers:
-                for item in (answer or {}).get(c.path) or ():
+                for item in (answer.get(c.path) if isinstance(answer, dict) else None) or ():
                     try:
                         found.add((item[0], versions.from_wire(item[1])))
                     except (ValueError, TypeError, IndexError):
@@ -321,10 +325,13 @@ class Run(Transfers):
             raise ProtocolError(f"{self.name(side)} answered an install with {len(results)} results for {len(items)} files")
         state = self.sides[side]
         for item, res in zip(items, results):
-            if res["ok"]:
+            if not isinstance(res, dict):
+                raise ProtocolError(f"{self.name(side)} sent a malformed install result")
+            if res.get("ok"):
                 state.final[item["path"]] = Entry.from_wire(res["entry"])
+                res["conflict"] = conflict_id(res.get("conflict"))  # only an id of that shape is kept
             else:
-                self.problem(item["path"], res.get("error", "not applied"), side)
+                self.problem(item["path"], peer_text(res.get("error", "not applied")), side)
         return results
 
     async def touch(self, side: Side, changes: list[Change]) -> None:
@@ -373,7 +380,7 @@ class Run(Transfers):
                 self.deleted.append((c.path, c.entry(side)))
                 (self.report.deleted_local if side is Side.LOCAL else self.report.deleted_remote).append(c.path)
             else:
-                self.problem(c.path, res.get("error", "not deleted"), side)
+                self.problem(c.path, peer_text(res.get("error", "not deleted")), side)
 
     async def keep_both(self, changes: list[Change]) -> None:
         """Policy manual: each side keeps its file and gets the other's version in conflicts/."""
@@ -390,7 +397,7 @@ class Run(Transfers):
         for c, mine, theirs in zip(changes, ids[Side.LOCAL], ids[Side.REMOTE]):
             self.report.conflicts.append(Conflict(
                 c.path, kept="both", reason="manual: review with peersync conflicts", side="both",
-                saved_as=mine.get("conflict"), remote_saved_as=theirs.get("conflict")))
+                saved_as=conflict_id(mine.get("conflict")), remote_saved_as=conflict_id(theirs.get("conflict"))))
 
 
 async def _none():
