@@ -227,6 +227,13 @@ class Watcher:
         self.ensure_watches()
         self.feed.take()  # events from here on (our own writes included) start the next batch
         try:
+            from peersync.heartbeat import start_due_backup
+
+            for line in start_due_backup(self.ws):  # backup.interval: in the background, never waited for
+                self.say(line)
+        except PeersyncError as err:
+            self.say(f"❌ {str(err).splitlines()[0]}")
+        try:
             self.feed.selection = self.ws.sync_config().selection  # config.yaml may have changed
             peers = sorted(self.ws.load_peers())
         except PeersyncError as err:
