@@ -82,20 +82,23 @@ def _ago(text: str) -> str:
     return "just now"
 
 
-def _notices(ws, lines: list[str], notices: list[str]) -> None:
+def _notices(ws, lines: list[str], notices: list[str], *, consume: bool = True) -> None:
     """Say each notice; a generated passphrase's is said once, then marked as told."""
     from peersync.backup.config import passphrase_notice
 
     for notice in notices:
         lines.append(notice if notice.startswith("🔑") else f"ℹ️ {notice[0].upper()}{notice[1:]}")
-    if any(n.startswith("🔑") for n in notices):
+    if consume and any(n.startswith("🔑") for n in notices):
         passphrase_notice(ws, consume=True)
 
 
 @backup_app.command("now")
 def backup_now(ctx: typer.Context,
                target: Optional[str] = typer.Option(None, "--target", help=TARGET_HELP),
-               no_prune: bool = typer.Option(False, "--no-prune", help="Do not apply backup.keep afterwards.")) -> None:
+               no_prune: bool = typer.Option(False, "--no-prune", help="Do not apply backup.keep afterwards."),
+               scheduled: bool = typer.Option(False, "--scheduled", hidden=True,
+                                              help="Started by the heartbeat: its output goes to a log, so "
+                                                   "one-time notices are left for the heartbeat to tell.")) -> None:
     """Take a snapshot now (only what changed is stored)."""
     from peersync.backup import take_snapshot
 
@@ -108,7 +111,7 @@ def backup_now(ctx: typer.Context,
              f"→ {result.target['target']} in {result.seconds:.1f} s",
              f"📤 {result.files_new} new, {result.files_changed} changed, {result.files_unmodified} unchanged; "
              f"{_size(result.bytes_added)} stored"]
-    _notices(ws, lines, result.notices)
+    _notices(ws, lines, result.notices, consume=not scheduled)
     if result.problems:
         lines.append(f"⚠️ {plural(len(result.problems), 'file')} not backed up: "
                      + names([f"{p.path} ({p.message})" if p.path else p.message for p in result.problems], 3))
@@ -134,6 +137,8 @@ def backup_list(ctx: typer.Context, target: Optional[str] = typer.Option(None, "
         other = "" if s["instance"] == doc["instance"] else f"  from {s['host']} (instance {str(s['instance'])[:8]})"
         size = f"  {plural(s['files'], 'file')}  {_size(s['bytes'])}" if s.get("files") is not None else ""
         lines.append(f"• {s['id']}  {_when(s['time'])}{size}{other}")
+    for bad in doc["unreadable"]:
+        lines.append(f"⚠️ {bad['id']} refused: {bad['error']} (damaged, or not written with this repository's key)")
     if doc.get("legacy"):
         lines.append(f"📦 {doc['legacy']['hint']}")
     st.emit("\n".join(lines), doc)
@@ -152,7 +157,7 @@ def backup_status(ctx: typer.Context, target: Optional[str] = typer.Option(None,
     if not restic["ok"]:
         lines.append(f"❌ restic: {restic['fix']}")
     if not doc["initialized"]:
-        lines.append(f"💾 No backups yet at {doc['target']} — run `peersync backup now`")
+        lines.append(f"💾 No restic backups yet at {doc['target']}" + ("" if doc.get("legacy") else " — run `peersync backup now`"))
     else:
         latest = doc["latest"]
         size = (doc.get("repository") or {}).get("bytes")
@@ -185,6 +190,8 @@ def backup_status(ctx: typer.Context, target: Optional[str] = typer.Option(None,
         kept = sum(1 for d in doc["retention"] if d["keep"])
         lines.append(f"🧹 Retention: {doc['keep']}" + (f" ({kept} of {len(doc['retention'])} kept)"
                                                        if doc["retention"] else ""))
+    for bad in doc["unreadable"]:
+        lines.append(f"⚠️ Snapshot {bad['id']} refused: {bad['error']}")
     if doc.get("legacy"):
         lines.append(f"📦 {doc['legacy']['hint']}")
     st.emit("\n".join(lines), doc)

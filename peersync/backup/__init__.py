@@ -26,7 +26,8 @@ The public API (everything else in this package is internal):
 Errors are peersync.errors classes (exit codes included): `WrongPassphrase` (exit 2),
 `NoBackups`, `ResticMissing`, BusyError, UsageError, BackupError.
 
-Submodules load on first use, so `peersync.backup.schedule` stays cheap for the heartbeat.
+Submodules load on first use, so `peersync.backup.schedule` stays cheap for the heartbeat.  (No
+submodule is named like a function of the API: importing it would shadow the function.)
 """
 
 from __future__ import annotations
@@ -35,11 +36,11 @@ import importlib
 
 _API = {
     "take_snapshot": "snapshot", "BackupResult": "snapshot",
-    "list_snapshots": "status", "status": "status", "repository_size": "status", "passphrase_info": "status",
-    "backup_due": "status", "next_due": "status", "last_run": "status",
-    "retention": "prune", "prune": "prune", "PruneResult": "prune",
-    "restore": "restore", "RestoreResult": "restore",
-    "verify": "verify", "last_verify": "verify", "VerifyResult": "verify",
+    "list_snapshots": "listing", "status": "listing", "repository_size": "listing", "passphrase_info": "listing",
+    "backup_due": "listing", "next_due": "listing", "last_run": "listing",
+    "retention": "pruning", "prune": "pruning", "PruneResult": "pruning",
+    "restore": "restoring", "RestoreResult": "restoring",
+    "verify": "verifying", "last_verify": "verifying", "VerifyResult": "verifying",
     "migrate": "legacy", "MigrateResult": "legacy",
     "load_config": "config", "BackupConfig": "config", "default_target": "config",
     "WrongPassphrase": "restic", "ResticMissing": "restic", "restic_check": "restic",

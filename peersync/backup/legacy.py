@@ -314,14 +314,13 @@ def _backup_tree(repo: Repo, old: OldSnapshot, tree: Path, parent: str | None) -
     return str(summary.get("snapshot_id", ""))[:8]
 
 
-def legacy_summary(ws: Workspace, repo: Repo) -> dict | None:
-    """For status and list: old-format snapshots still waiting at the target, if any (cheap: one listing)."""
-    if repo.location.layout != "legacy":
+def legacy_summary(location: Location, rc: Rclone) -> dict | None:
+    """For status and list: old-format snapshots still waiting at the target, if any (one read)."""
+    if location.layout != "legacy":
         return None
-    rc = repo.restic.rclone
+    hint = ("Old-format snapshots are here: `peersync backup migrate` copies them into the restic repository "
+            "(they are listed and restored from there afterwards).")
     with contextlib.suppress(RcloneError, ValueError):
-        marker = json.loads(rc.cat(repo.location.target.join(LEGACY_MARKER)))
-        return {"encrypted": bool(marker.get("encrypted")), "where": repo.location.target.display,
-                "hint": "Old-format snapshots are here: `peersync backup migrate` copies them into the restic "
-                        "repository (they are listed and restored from there afterwards)."}
-    return {"encrypted": None, "where": repo.location.target.display, "hint": "old-format marker unreadable"}
+        marker = json.loads(rc.cat(location.target.join(LEGACY_MARKER)))
+        return {"encrypted": bool(marker.get("encrypted")), "where": location.target.display, "hint": hint}
+    return {"encrypted": None, "where": location.target.display, "hint": hint + " (its marker is unreadable)"}

@@ -7,6 +7,7 @@ peersync left behind, and reading snapshots as values.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import re
 import socket
@@ -95,8 +96,11 @@ def open_repo(ws: Workspace, cfg: BackupConfig, target: str | None = None, *, cr
     notices: list[str] = []
     if not location.has_repository:
         if not create:
-            raise NoBackups(f"no backups at {location.display} yet",
-                            "Run `peersync backup now` first, or check --target / backup.target.")
+            err = NoBackups(f"no backups at {location.display} yet", "Run `peersync backup now` first, or check "
+                            "--target / backup.target." if location.layout != "legacy" else
+                            "Old-format peersync backups are there: `peersync backup migrate` makes them readable.")
+            err.location, err.rclone = location, rclone
+            raise err
         if location.layout == "foreign":
             raise BackupError(f"{tgt.display} is not empty and holds no peersync backups",
                               "Choose an empty place (a new folder or prefix) for backups.")
@@ -123,7 +127,10 @@ def init(repo: Repo) -> None:
 
 
 class NoBackups(NoRepository):
-    """No repository at the target (and none was to be made)."""
+    """No repository at the target (and none was to be made); `location` says what is there."""
+
+    location: Location | None = None
+    rclone: Rclone | None = None
 
 
 def forget_layout(repo: Repo) -> None:
@@ -201,9 +208,20 @@ def save_stats(ws: Workspace, snapshot_id: str, stats: dict, keep: set[str] | No
         atomic_write_json(_stats_file(ws), doc)
 
 
-def load_snapshots(repo: Repo) -> list[Snapshot]:
-    """Every snapshot in the repository, oldest first (restic takes no lock to list them)."""
-    docs = repo.with_lock_recovery(lambda: repo.restic.json(["snapshots", "--no-lock"])) or []
+_UNLOADABLE = re.compile(r"could not load snapshot ([0-9a-f]+): (.*)")
+
+
+def load_snapshots(repo: Repo, unreadable: dict[str, str] | None = None) -> list[Snapshot]:
+    """Every snapshot in the repository, oldest first (restic takes no lock to list them).
+
+    A snapshot file that fails restic's authentication (damaged, or forged by someone without
+    the key) is not listed; its short id and restic's reason go into `unreadable`."""
+    proc = repo.with_lock_recovery(lambda: repo.restic.run(["snapshots", "--no-lock", "--json"]))
+    if unreadable is not None:
+        for match in _UNLOADABLE.finditer(proc.stderr.decode(errors="replace")):
+            unreadable[match.group(1)[:8]] = match.group(2).strip()
+    text = proc.stdout.decode()
+    docs = json.loads(text) if text.strip() else []
     known = snapshot_stats(repo.ws)
     snaps = [Snapshot.from_restic(doc, known.get(doc["id"][:8])) for doc in docs]
     return sorted(snaps, key=lambda s: (s.time, s.id))

@@ -26,7 +26,7 @@ import threading
 from dataclasses import dataclass, field
 from typing import Callable, Iterable, Mapping
 
-from peersync.errors import BackupError, BusyError, UsageError
+from peersync.errors import BackupError, BusyError, PeersyncError, UsageError
 from peersync.rclone import Rclone, classify, summarise_stderr
 
 MIN_VERSION = (0, 14)
@@ -234,7 +234,7 @@ class Restic:
     def scrub(self, text: str) -> str:
         return self.rclone.scrub(text)
 
-    def error(self, args: list[str], returncode: int, stderr: str) -> ResticError:
+    def error(self, args: list[str], returncode: int, stderr: str) -> PeersyncError:
         stderr = self.scrub(stderr)
         low = stderr.lower()
         where = self.remote
@@ -243,7 +243,15 @@ class Restic:
                                    "Check PEERSYNC_BACKUP_PASSPHRASE, backup.passphrase or the passphrase file "
                                    "(see `peersync backup status`); nothing was read or written.",
                                    stderr=stderr, returncode=returncode)
-        if "is there a repository at the following location" in low or "unable to open config file" in low:
+        if "unexpected http response (5" in low:
+            # rclone's backend failed (bad credentials, endpoint down…) and restic only saw a 500:
+            # ask rclone itself, whose error names the cause.
+            probe = self.rclone.run(["lsf", self.remote, "--max-depth", "1"], check=False, timeout=120)
+            if probe.returncode != 0:
+                err = self.rclone.error(["lsf"], probe.returncode, probe.stderr.decode(errors="replace"))
+                err.message = f"cannot reach the backups at {where}: {err.message.split(': ', 1)[-1]}"
+                return err
+        if "unable to open config file" in low and "does not exist" in low:
             return NoRepository(f"no backups at {where} yet", "Run `peersync backup now` first, or check "
                                 "--target / backup.target.", stderr=stderr, returncode=returncode)
         locked = parse_lock(stderr)

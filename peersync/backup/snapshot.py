@@ -79,7 +79,7 @@ def take_snapshot(ws: Workspace, *, target: str | None = None, now: datetime | N
     if notice:
         result.notices.insert(0, notice)
     if prune_after and cfg.keep is not None and not cfg.keep.empty:
-        from peersync.backup.prune import prune
+        from peersync.backup.pruning import prune
 
         try:
             result.pruned = prune(ws, target=target, config=cfg)

@@ -34,10 +34,11 @@ class S3Server:
     def start(self, timeout: float = 20.0) -> "S3Server":
         self.port = free_port()
         with open(self.log, "wb") as log:
+            # The keys go in the environment (RCLONE_AUTH_KEY is --auth-key): argv is public.
             self.proc = subprocess.Popen(
-                [self.rclone, "serve", "s3", "--addr", f"127.0.0.1:{self.port}", "--auth-key",
-                 f"{self.key},{self.secret}", str(self.root)], stdout=log, stderr=subprocess.STDOUT,
-                env={"RCLONE_CONFIG": "/dev/null", "PATH": "/usr/bin:/bin"})
+                [self.rclone, "serve", "s3", "--addr", f"127.0.0.1:{self.port}", str(self.root)],
+                stdout=log, stderr=subprocess.STDOUT,
+                env={"RCLONE_CONFIG": "/dev/null", "PATH": "/usr/bin:/bin", "RCLONE_AUTH_KEY": f'"{self.key},{self.secret}"'})  # CSV: one pair
         deadline = time.monotonic() + timeout
         while True:
             try:

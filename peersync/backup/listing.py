@@ -48,9 +48,11 @@ def list_snapshots(ws: Workspace, *, target: str | None = None) -> dict:
 
     cfg = load_config(ws)
     repo = open_repo(ws, cfg, target)
-    snaps = load_snapshots(repo)
+    unreadable: dict[str, str] = {}
+    snaps = load_snapshots(repo, unreadable)
     return {**repo.describe(), "instance": ws.instance_id, "snapshots": [s.summary() for s in snaps],
-            "legacy": legacy_summary(ws, repo)}
+            "unreadable": [{"id": k, "error": v} for k, v in sorted(unreadable.items())],
+            "legacy": legacy_summary(repo.location, repo.restic.rclone)}
 
 
 def repository_size(ws: Workspace, *, target: str | None = None, repo: Repo | None = None) -> dict:
@@ -64,8 +66,8 @@ def repository_size(ws: Workspace, *, target: str | None = None, repo: Repo | No
 def status(ws: Workspace, *, target: str | None = None) -> dict:
     """Everything `backup status` shows and the dashboard reads, in one document."""
     from peersync.backup.legacy import legacy_summary
-    from peersync.backup.prune import decisions
-    from peersync.backup.verify import last_verify
+    from peersync.backup.pruning import decisions
+    from peersync.backup.verifying import last_verify
 
     cfg = load_config(ws)
     runs = last_run(ws)
@@ -81,19 +83,22 @@ def status(ws: Workspace, *, target: str | None = None) -> dict:
         "passphrase_notice": passphrase_notice(ws, consume=False),
         "include_state": cfg.include_state, "include_openclaw": cfg.include_openclaw,
     }
-    empty = {"initialized": False, "snapshots": [], "latest": None, "retention": [], "repository": None,
-             "legacy": None}
+    empty = {"initialized": False, "snapshots": [], "unreadable": [], "latest": None, "retention": [],
+             "repository": None, "legacy": None}
     if not out["restic"]["ok"]:
         return {**out, **empty, "target": resolve(ws, cfg, target).display}
     try:
         repo = open_repo(ws, cfg, target)
-    except NoBackups:
-        return {**out, **empty, "target": resolve(ws, cfg, target).display}
+    except NoBackups as err:
+        legacy = legacy_summary(err.location, err.rclone) if err.location else None
+        return {**out, **empty, "target": resolve(ws, cfg, target).display, "legacy": legacy}
     except ResticMissing:  # pragma: no cover - tool_check said it was there
         raise
-    snaps = load_snapshots(repo)
+    unreadable: dict[str, str] = {}
+    snaps = load_snapshots(repo, unreadable)
     own = [s for s in snaps if s.instance == ws.instance_id]
     return {**out, **repo.describe(), "initialized": True, "snapshots": [s.summary() for s in snaps],
+            "unreadable": [{"id": k, "error": v} for k, v in sorted(unreadable.items())],
             "own_snapshots": len(own), "latest": (own or snaps)[-1].summary() if snaps else None,
             "retention": decisions(snaps, cfg.keep, repo.restic.version) if cfg.keep else [],
-            "repository": repository_size(ws, repo=repo), "legacy": legacy_summary(ws, repo)}
+            "repository": repository_size(ws, repo=repo), "legacy": legacy_summary(repo.location, repo.restic.rclone)}

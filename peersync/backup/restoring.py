@@ -129,8 +129,14 @@ def restore(ws: Workspace, *, target: str | None = None, snapshot: str | None = 
     cfg = load_config(ws)
     repo = open_repo(ws, cfg, target)
     when = parse_time(at) if isinstance(at, str) else at
-    snap = pick_snapshot(load_snapshots(repo), snapshot=snapshot, at=when, instance=ws.existing_instance_id(),
-                         host=host)
+    unreadable: dict[str, str] = {}
+    snaps = load_snapshots(repo, unreadable)
+    bad = [sid for sid in unreadable if snapshot and sid.startswith(snapshot.lower()[:8])]
+    if bad:
+        raise BackupError(f"snapshot {bad[0]} is refused: {unreadable[bad[0]]}",
+                          "It fails restic's authentication (damaged, or not written with this repository's key); "
+                          "nothing was restored.  See `peersync backup verify`.")
+    snap = pick_snapshot(snaps, snapshot=snapshot, at=when, instance=ws.existing_instance_id(), host=host)
     selection = for_workspace(ws)
     if in_place:
         from peersync.backup.snapshot import local_lock

@@ -47,7 +47,7 @@ def verify(ws: Workspace, *, target: str | None = None, snapshot: str | None = N
     repo = open_repo(ws, cfg, target)
     snaps = load_snapshots(repo)
     if snapshot:
-        from peersync.backup.restore import pick_snapshot
+        from peersync.backup.restoring import pick_snapshot
 
         snaps = [pick_snapshot(snaps, snapshot=snapshot)]
     result = VerifyResult(repo.describe(), [s.short_id for s in snaps])
