@@ -57,11 +57,13 @@ auto:
   on_session_start: {on_session_start}
   on_session_end: {on_session_end}
 
-# Cloud backups through rclone (peersync backup now).  Uncomment and adjust to use them.
+# Backups (peersync backup now): restic repositories reached through rclone, always encrypted.
+# Uncomment and adjust to use them.
 # backup:
 #   # Any rclone remote; without one, backups go to a local directory outside the workspace.
 #   target: r2:my-bucket/agent
-#   # Encrypts with rclone crypt.  Keep the passphrase safe: without it nothing can be restored.
+#   # Without a passphrase here, the first backup generates one in
+#   # memory/clawdbot-sync/backup/passphrase: keep a copy elsewhere, nothing restores without it.
 #   passphrase: ${{PEERSYNC_BACKUP_PASSPHRASE}}
 #   # Seconds between scheduled backups, taken by the heartbeat (unset: only `backup now`).
 #   interval: 86400

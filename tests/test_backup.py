@@ -333,6 +333,7 @@ def test_missing_restic_says_how_to_install_it(tmp_path):
         proc = run_cli("-w", str(ws.root), *command, env={"PATH": path})
         assert proc.returncode == 1, proc.stdout + proc.stderr
         assert "sudo apt install restic" in proc.stdout + proc.stderr and "Traceback" not in proc.stderr
+    assert not passphrase_file(ws).exists()  # nothing made before restic was found
     init = run_cli("-w", str(ws.root), "init", env={"PATH": path})
     assert "❌ restic missing" in init.stdout and "backups (peersync backup) need restic: sudo apt install restic" in init.stdout
     with pytest.raises(ResticMissing) as err:

@@ -20,7 +20,8 @@ from typing import Callable, TypeVar
 from peersync.backup.config import (BackupConfig, Location, Passphrase, backup_dir, configured_passphrase,
                                     generate_passphrase, locate, missing_passphrase, remember, resolve,
                                     tighten_local)
-from peersync.backup.restic import NoRepository, RepositoryLocked, Restic, ResticError, pid_alive
+from peersync.backup.restic import (NoRepository, RepositoryLocked, Restic, ResticError, check_version, find_restic,
+                                   pid_alive)
 from peersync.errors import BackupError, BusyError
 from peersync.rclone import Rclone
 from peersync.storage import atomic_write_json, read_json
@@ -88,6 +89,8 @@ def open_repo(ws: Workspace, cfg: BackupConfig, target: str | None = None, *, cr
     """Locate the repository at the target and bind restic to it; with `create`, initialise
     it (generating a passphrase if none is configured) when the target is empty."""
     tgt = resolve(ws, cfg, target)
+    binary = find_restic()  # before anything is made: no restic, no passphrase generated for nothing
+    version = check_version(binary)
     rclone = Rclone(secrets=[*tgt.secrets, cfg.passphrase or ""]).with_env(tgt.env)
     if tgt.local_path is not None:
         tighten_local(tgt.local_path)
@@ -109,7 +112,7 @@ def open_repo(ws: Workspace, cfg: BackupConfig, target: str | None = None, *, cr
     elif passphrase is None:
         raise missing_passphrase(location.display)
     restic = Restic(rclone, location.remote, passphrase.restic_env(),
-                    secrets=tuple(s for s in (*tgt.secrets, cfg.passphrase or "") if s))
+                    secrets=tuple(s for s in (*tgt.secrets, cfg.passphrase or "") if s), binary=binary, version=version)
     repo = Repo(ws, cfg, location, restic, passphrase, notices)
     if not location.has_repository:
         init(repo)
