@@ -21,7 +21,15 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_lib import TOOLS, Bench, BenchError, environment, loadavg, markdown, run_backup_bench  # noqa: E402
+from bench_lib import (  # noqa: E402
+    TOOLS,
+    Bench,
+    BenchError,
+    environment,
+    loadavg,
+    markdown,
+    run_backup_bench,
+)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -36,7 +36,7 @@ def du(path: Path) -> int:
 def make_base(base: Path, files: int, log_mb: int) -> None:
     from peersync.backup.selection import BackupSelection, plan
     from peersync.testing import generate, session_log
-    from peersync.workspace import Workspace
+    from peersync.workspace.workspace import Workspace
 
     generate(base, files=files, seed=0)
     ws = Workspace(base)
@@ -68,7 +68,7 @@ class Tool:
             self._peersync("now")
             return
         from peersync.backup.selection import BackupSelection, plan
-        from peersync.workspace import Workspace
+        from peersync.workspace.workspace import Workspace
 
         listing = self.scratch / "restic-files"
         if not listing.exists():  # the paths peersync hands restic; plain restic then finds its parent itself

@@ -26,6 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_lib import copy_tree, rsync_filters, selection_digest  # noqa: E402
+
 from peersync.testing import LoopbackSSHD, generate, wire_pair  # noqa: E402
 
 

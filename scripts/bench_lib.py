@@ -18,8 +18,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from peersync.paths import STATE_DIR
-from peersync.selection import DEFAULT_EXCLUDES, DEFAULT_ROOTS
+from peersync.core.paths import STATE_DIR
+from peersync.core.selection import DEFAULT_EXCLUDES, DEFAULT_ROOTS
 from peersync.testing import LoopbackSSHD, generate, mutate, wire_pair
 from peersync.testing.trees import is_selected
 
@@ -199,8 +199,8 @@ class Peersync(Tool):
         return run
 
     def wait_for_keeper(self) -> None:
-        from peersync import keeper
-        from peersync.workspace import Workspace
+        from peersync.transport import keeper
+        from peersync.workspace.workspace import Workspace
 
         ws = Workspace(self.local)
         peer = ws.peer("remote")

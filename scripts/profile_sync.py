@@ -22,9 +22,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from peersync import engine, protocol, remote  # noqa: E402
+from peersync.sync import engine
 from peersync.testing import LoopbackSSHD, generate, mutate, wire_pair  # noqa: E402
-from peersync.workspace import Workspace  # noqa: E402
+from peersync.transport import local, protocol  # noqa: E402
+from peersync.transport import ssh as remote
+from peersync.workspace.workspace import Workspace  # noqa: E402
 
 PY = sys.executable
 
@@ -74,7 +76,7 @@ def startup(tmp: Path, reps: int) -> dict:
         "agent_start_to_eof_ms": round(wall([PY, "-m", "peersync", "agent", "--root", str(empty)], reps) * 1000, 1),
         "import_cli": importtime(["-m", "peersync", "--help"]),
         "import_agent": importtime(["-m", "peersync", "agent", "--root", str(empty)]),
-        "import_engine_path": importtime(["-c", "import peersync.engine, peersync.cli_sync, asyncssh"]),
+        "import_engine_path": importtime(["-c", "import peersync.sync.engine, peersync.cli.sync, asyncssh"]),
         "import_asyncssh": importtime(["-c", "import asyncssh"]),
         # asyncssh probes for liboqs at import: ctypes.util.find_library spawns ldconfig (and gcc/ld).
         "find_library_oqs_ms": round(wall([PY, "-c", "import ctypes.util as u; u.find_library('oqs'); u.find_library('liboqs')"], reps)
@@ -85,7 +87,7 @@ def startup(tmp: Path, reps: int) -> dict:
 
 # -- protocol timeline -----------------------------------------------------------------------
 class Timeline:
-    """Patches peersync.remote so every request (remote and local), the SSH connect and the
+    """Patches peersync.transport.ssh so every request (remote and local), the SSH connect and the
     JSON encode/decode of the client are timed.  Nothing in peersync is edited."""
 
     def __init__(self):
@@ -102,7 +104,7 @@ class Timeline:
         tl = self
         saved = self._saved
         saved["sreq"] = remote.Session.request
-        saved["lreq"] = remote.LocalSession.request
+        saved["lreq"] = local.LocalSession.request
         saved["encode"], saved["decode"] = remote.encode, remote.decode
         saved["connect"] = asyncssh.connect
         saved["open_session"] = engine.open_session
@@ -181,7 +183,7 @@ class Timeline:
             finally:
                 tl.add("rsync", f"rsync {len(a[1]) if len(a) > 1 else '?'} files", start)
 
-        remote.Session.request, remote.LocalSession.request = sreq, lreq
+        remote.Session.request, local.LocalSession.request = sreq, lreq
         remote.encode, remote.decode = encode, decode
         asyncssh.connect = connect
         engine.open_session, engine.rsync_files = open_session, rsync_files
@@ -191,7 +193,7 @@ class Timeline:
         import asyncssh
 
         s = self._saved
-        remote.Session.request, remote.LocalSession.request = s["sreq"], s["lreq"]
+        remote.Session.request, local.LocalSession.request = s["sreq"], s["lreq"]
         remote.encode, remote.decode = s["encode"], s["decode"]
         asyncssh.connect = s["connect"]
         engine.open_session, engine.rsync_files = s["open_session"], s["rsync"]
@@ -297,8 +299,8 @@ def profile_agent(pair, ws: Workspace, out: Path, n: int, prepare=None) -> dict:
 
 # -- scan breakdown (in-process, local side) ---------------------------------------------------
 def scan_breakdown(root: Path) -> dict:
-    from peersync.scan import StatCache, scan, walk
-    from peersync.types import Entry
+    from peersync.core.types import Entry
+    from peersync.replica.scan import StatCache, scan, walk
 
     ws = Workspace(root)
     sel = ws.sync_config().selection
@@ -329,22 +331,22 @@ def scan_breakdown(root: Path) -> dict:
     out["parse_manifest_ms"], entries = best(lambda: engine.parse_manifest(decoded["result"]["entries"], sel, "x"))
     out["entry_from_wire_only_ms"], _ = best(lambda: {p: Entry.from_wire(w) for p, w in wire.items()})
     out["selection_contains_ms"], _ = best(lambda: [sel.contains(p) for p in wire])
-    from peersync.paths import check_relpath
+    from peersync.core.paths import check_relpath
     out["check_relpath_ms"], _ = best(lambda: [check_relpath(p) for p in wire])
     anc_files = list((ws.state / "ancestors").glob("*.json"))
     if anc_files:
-        from peersync.storage import read_json
+        from peersync.workspace.storage import read_json
         out["ancestor_file_bytes"] = anc_files[0].stat().st_size
         out["ancestor_read_ms"], raw = best(lambda: read_json(anc_files[0]))
         out["read_ancestor_ms"], anc = best(lambda: engine.read_ancestor(raw))
         out["agreed_ancestor_ms"], agreed = best(lambda: engine.agreed_ancestor(anc, anc))
-        from peersync.reconcile import reconcile
-        from peersync.types import Mode, Policy
+        from peersync.core.reconcile import reconcile
+        from peersync.core.types import Mode, Policy
         cfg = ws.sync_config()
         out["reconcile_ms"], _ = best(lambda: reconcile(agreed, entries, entries, policy=Policy.NEWEST, mode=Mode.SYNC,
                                                        is_log=engine.log_matcher(cfg.logs), offset_ns=0,
                                                        local_id="a", remote_id="b"))
-        from peersync.types import manifest_to_wire
+        from peersync.core.types import manifest_to_wire
         out["manifest_to_wire_for_ancestor_put_ms"], new = best(lambda: manifest_to_wire(agreed))
         out["ancestor_encode_ms"], enc = best(lambda: protocol.encode({"op": "ancestor_put", "args": {"manifest": new}}))
         out["ancestor_put_bytes"] = len(enc)

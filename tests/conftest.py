@@ -10,10 +10,16 @@ import os
 
 import pytest
 
-from peersync.testing import LoopbackSSHD, SSHDError, WorkspacePair, default_remote_command, wire_pair
+from peersync.testing import (
+    LoopbackSSHD,
+    SSHDError,
+    WorkspacePair,
+    default_remote_command,
+    wire_pair,
+)
 from peersync.testing.trees import selection_files, tree_digest  # noqa: F401  (re-exported for tests)
 
-# No connection keepers (peersync/keeper.py) unless a test asks for one: each would outlive its
+# No connection keepers (peersync/daemons/keeper.py) unless a test asks for one: each would outlive its
 # test by up to ten minutes.  tests/test_keeper.py turns them on.
 os.environ["PEERSYNC_KEEP_CONNECTION"] = "0"
 

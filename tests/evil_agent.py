@@ -6,8 +6,9 @@ Run as `python evil_agent.py agent --root ROOT`; the hostile path comes from $EV
 
 import sys
 
-from peersync.agent import Handler, serve
-from peersync.types import Entry
+from peersync.core.types import Entry
+from peersync.replica.handler import Handler
+from peersync.transport.agent import serve
 
 
 class EvilHandler(Handler):

@@ -16,7 +16,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from peersync.backup.legacy import CHECK_NAME, CHECK_PLAINTEXT, CRYPT_REMOTE
-from peersync.rclone import Rclone, crypt_env
+from peersync.transport.rclone import Rclone, crypt_env
 
 
 def old_snapshot_id(moment: datetime) -> str:

@@ -8,11 +8,19 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from peersync import auto
-from peersync.auto import AutoConfig, backoff_seconds, edit_section, is_due, parse_auto, peers_to_try, record_results
-from peersync.cli import app
+from peersync.cli.main import app
 from peersync.errors import ConfigError, PeersyncError
-from peersync.workspace import Workspace
+from peersync.workspace import auto
+from peersync.workspace.auto import (
+    AutoConfig,
+    backoff_seconds,
+    edit_section,
+    is_due,
+    parse_auto,
+    peers_to_try,
+    record_results,
+)
+from peersync.workspace.workspace import Workspace
 
 ON = AutoConfig(enabled=True, interval=300)
 HOOKS = AutoConfig(enabled=False, on_session_start=True)
@@ -58,7 +66,7 @@ def test_peers_to_try_and_record_results():
 
 @pytest.mark.parametrize("kind, busy", [(None, False), ("busy", True), ("connect", False), ("timeout", False)])
 def test_peer_busy(kind, busy):
-    from peersync.types import Mode, Report
+    from peersync.core.types import Mode, Report
 
     report = Report(peer="p", host="h", mode=Mode.SYNC, error=None if kind is None else "…", error_kind=kind)
     assert auto.peer_busy(report) is busy

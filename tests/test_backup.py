@@ -24,9 +24,9 @@ from peersync.backup import (WrongPassphrase, backup_due, default_target, list_s
 from peersync.backup.config import passphrase_file
 from peersync.backup.restic import ResticMissing
 from peersync.errors import BackupError, ConfigError, UsageError
-from peersync.rclone import RcloneMissing, UnknownRemote, find_rclone
+from peersync.transport.rclone import RcloneMissing, UnknownRemote, find_rclone
 from peersync.testing import selection_files
-from peersync.workspace import Workspace
+from peersync.workspace.workspace import Workspace
 
 PEERSYNC = [sys.executable, "-m", "peersync"]
 PASSPHRASE_ENV = "PEERSYNC_BACKUP_PASSPHRASE"
@@ -176,7 +176,7 @@ def test_restore_at_time(tmp_path):
 
 
 def test_restore_in_place_keeps_what_it_replaces_as_conflicts(tmp_path):
-    from peersync.transition import Store
+    from peersync.replica.store import Store
 
     ws = make_workspace(tmp_path / "ws")
     take_snapshot(ws)

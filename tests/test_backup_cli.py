@@ -6,7 +6,7 @@ import json
 
 from typer.testing import CliRunner
 
-from peersync.cli import app
+from peersync.cli.main import app
 from test_backup import backup_files, isolated, make_workspace, set_config, write  # noqa: F401
 
 runner = CliRunner()

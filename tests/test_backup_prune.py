@@ -19,8 +19,8 @@ from peersync.backup import list_snapshots, prune, restore, retention, take_snap
 from peersync.backup.config import load_config
 from peersync.backup.repo import open_repo
 from peersync.errors import UsageError
-from peersync.retention import KeepPolicy
-from peersync.workspace import Workspace
+from peersync.core.retention import KeepPolicy
+from peersync.workspace.workspace import Workspace
 from test_backup import PEERSYNC, files_under, isolated, make_workspace, set_config, write  # noqa: F401
 
 T0 = datetime(2026, 3, 2, 9, 0, tzinfo=timezone.utc)  # a Monday

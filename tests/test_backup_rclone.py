@@ -1,4 +1,4 @@
-"""peersync.rclone: finding and checking the binary, target strings, secrets kept out of sight, readable errors."""
+"""peersync.transport.rclone: finding and checking the binary, target strings, secrets kept out of sight, readable errors."""
 
 from __future__ import annotations
 
@@ -9,9 +9,21 @@ from pathlib import Path
 
 import pytest
 
-from peersync.rclone import (MIN_VERSION, Rclone, RcloneError, RcloneMissing, UnknownRemote, check_version,
-                             find_rclone, join, parse_options, parse_version, resolve_target, split_remote,
-                             summarise_stderr)
+from peersync.transport.rclone import (
+    MIN_VERSION,
+    Rclone,
+    RcloneError,
+    RcloneMissing,
+    UnknownRemote,
+    check_version,
+    find_rclone,
+    join,
+    parse_options,
+    parse_version,
+    resolve_target,
+    split_remote,
+    summarise_stderr,
+)
 
 VENV_RCLONE = Path(sys.executable).parent / "rclone"
 

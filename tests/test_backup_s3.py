@@ -12,7 +12,7 @@ import pytest
 from peersync.backup import list_snapshots, restore, take_snapshot, verify
 from peersync.errors import PeersyncError
 from peersync.testing import CountingProxy, S3Server, generate, session_log
-from peersync.workspace import Workspace
+from peersync.workspace.workspace import Workspace
 from test_backup import backup_files, files_under, isolated, make_workspace, repo_bytes, write  # noqa: F401
 
 RCLONE = str(Path(sys.executable).parent / "rclone")

@@ -184,7 +184,7 @@ def test_no_secret_in_any_argv_during_backup_cloud_sync_and_status(tmp_path, s3)
     conn = (f":s3,provider=Rclone,endpoint='http://127.0.0.1:{s3.port}',access_key_id={KEY},"
             f"secret_access_key={SECRET}:bucket/conn")
     # The secrets live where users keep them (config.yaml, peers.json), never on our own command lines.
-    from peersync.cloud_config import add_cloud_peer
+    from peersync.peers.manage import add_cloud_peer
 
     add_cloud_peer(ws, "share", f"store,secret_access_key={SECRET}:bucket/cloud", mode="mirror", test=False)
     with ArgvWatch([SECRET, passphrase]) as watch:

@@ -10,11 +10,11 @@ import pytest
 
 from peersync.backup import list_snapshots, restore, take_snapshot
 from peersync.backup.selection import BackupSelection, plan, restorable
-from peersync.engine import run_sync
+from peersync.sync.engine import run_sync
 from peersync.errors import UsageError
-from peersync.selection import Selection
+from peersync.core.selection import Selection
 from peersync.testing import selection_files
-from peersync.workspace import Workspace
+from peersync.workspace.workspace import Workspace
 from test_backup import backup_files, files_under, isolated, make_workspace, run_cli, set_config, write  # noqa: F401
 
 

@@ -17,15 +17,16 @@ from types import SimpleNamespace
 
 import pytest
 
-from peersync.cloud import open_cloud, probe_cloud
-from peersync.cloud_config import CloudSpec, add_cloud_peer
-from peersync.engine import run_sync
-from peersync.rclone import find_rclone
-from peersync.selection import Selection
+from peersync.cloud.config import CloudSpec
+from peersync.cloud.folder import open_cloud, probe_cloud
+from peersync.core.selection import Selection
+from peersync.core.types import Mode, Policy
+from peersync.peers.manage import add_cloud_peer
+from peersync.replica.store import Store
+from peersync.sync.engine import run_sync
 from peersync.testing.trees import selection_files
-from peersync.transition import Store
-from peersync.types import Mode, Policy
-from peersync.workspace import Workspace
+from peersync.transport.rclone import find_rclone
+from peersync.workspace.workspace import Workspace
 
 RCLONE = find_rclone()
 KEY, SECRET = "PSTESTKEY", "pstest-secret-0123456789"
@@ -536,7 +537,7 @@ def test_identical_files_are_recognised_without_downloading_them(ws, s3, tmp_pat
         peer = ws.peer("box")
         session = await open_cloud(ws, peer, CloudSpec.from_peer(peer), ws.sync_config())
         try:
-            from peersync.scan import scan as local_scan
+            from peersync.replica.scan import scan as local_scan
 
             local = local_scan(ws.root, ws.sync_config().selection).manifest
             entries, _, _, _ = await session.manifest(await session.list_all(), local)

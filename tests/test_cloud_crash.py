@@ -12,11 +12,11 @@ from pathlib import Path
 
 import pytest
 
-from peersync.cloud_config import add_cloud_peer
-from peersync.engine import run_sync
+from peersync.peers.manage import add_cloud_peer
+from peersync.sync.engine import run_sync
 from peersync.testing.trees import selection_files
 from peersync.testing.workspace_gen import generate, mutate
-from peersync.workspace import Workspace
+from peersync.workspace.workspace import Workspace
 
 TRIALS = 4
 

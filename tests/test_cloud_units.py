@@ -9,13 +9,20 @@ from pathlib import Path
 
 import pytest
 
-from peersync import cloud_hash
-from peersync.cloud_config import CloudSpec, PROVIDERS, expand, inbox_command, provider_settings, resolve
-from peersync.cloud_mailbox import _numbered, is_junk
-from peersync.cloud_index import Obj, parse_time
+from peersync.cloud import hashes as cloud_hash
+from peersync.cloud.config import (
+    PROVIDERS,
+    CloudSpec,
+    expand,
+    inbox_command,
+    provider_settings,
+    resolve,
+)
+from peersync.cloud.index import Obj, parse_time
+from peersync.cloud.mailbox import _numbered, is_junk
 from peersync.errors import ConfigError, UsageError
-from peersync.rclone import find_rclone
-from peersync.workspace import Peer, Workspace
+from peersync.transport.rclone import find_rclone
+from peersync.workspace.workspace import Peer, Workspace
 
 SIZES = [0, 1, 5, 159, 160, 161, 1000, (4 << 20) - 1, 4 << 20, (4 << 20) + 1, 9_000_000]
 

@@ -17,13 +17,13 @@ import time
 
 import pytest
 
-from peersync import transition
-from peersync.engine import Run, run_sync
+from peersync.core.types import Side
 from peersync.errors import BusyError, ConnectError
-from peersync.lock import state_lock
+from peersync.replica import store as transition
+from peersync.sync.engine import Run, run_sync
 from peersync.testing.pair import wire_pair
 from peersync.testing.trees import selection_files
-from peersync.types import Side
+from peersync.workspace.lock import state_lock
 
 
 @pytest.fixture

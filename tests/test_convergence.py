@@ -29,14 +29,22 @@ import tempfile
 from pathlib import Path
 
 import pytest
-from hypothesis import HealthCheck, settings, strategies as st
-from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule, run_state_machine_as_test
+from hypothesis import HealthCheck, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import (
+    RuleBasedStateMachine,
+    initialize,
+    invariant,
+    precondition,
+    rule,
+    run_state_machine_as_test,
+)
 
-from peersync.engine import run_sync
+from peersync.core.types import Mode, Policy
+from peersync.sync.engine import run_sync
 from peersync.testing.pair import wire_pair
 from peersync.testing.trees import selection_files
-from peersync.types import Mode, Policy
-from peersync.workspace import Workspace
+from peersync.workspace.workspace import Workspace
 
 N = int(os.environ.get("PEERSYNC_CONVERGENCE_REPLICAS", "4"))
 NAMES = [f"r{i}" for i in range(max(N, 4))]
@@ -375,7 +383,7 @@ def test_a_copy_of_a_deleted_file_arriving_through_a_fourth_replica_is_deleted(s
     hand).  r1 deletes X and the deletion reaches r0; r2 gets an old copy of X from r3 through a
     pair whose ancestor never knew the file.  To the pair r1-r2 that copy looked new, so X came
     back, and a deletion and a copy of X circled the ring with period two.  Now both sides of a
-    sync that deletes X record it (peersync.tombstones), and a copy no newer than a recorded
+    sync that deletes X record it (peersync.replica.tombstones), and a copy no newer than a recorded
     deletion goes to the trash instead of coming back: the deletion, the latest user action, wins."""
     model, x = ring_holding_x(sshd, tmp_path)
     user_delete(model, 1, "USER.md")

@@ -29,10 +29,10 @@ from pathlib import Path
 
 import pytest
 
-from peersync.engine import run_sync
-from peersync.lock import state_lock
+from peersync.sync.engine import run_sync
 from peersync.testing.pair import wire_pair
 from peersync.testing.trees import selection_files
+from peersync.workspace.lock import state_lock
 
 LOGS = ("memory/2026-01-26.md", "memory/agent/events.jsonl")
 TEMP_NAME = re.compile(r"^\.peersync-.*|^\.~tmp~$|^\.inline-.*|^\..+\.[A-Za-z0-9]{6}$")
@@ -597,12 +597,12 @@ main()
 
 CRASH_POINTS = [
     # (where, nth call, what has happened by then)
-    ("peersync.engine:rsync_files", 1),  # plan made, journal written, nothing transferred
-    ("peersync.transition:Store.install", 3),  # mid-batch: some files installed, not the rest
-    ("peersync.transition:Store._quarantine_file", 1),  # a losing version replaced, not yet in conflicts/
-    ("peersync.transition:Store._save_conflicts", 1),  # the loser is in conflicts/, not yet indexed
-    ("peersync.transition:Store.delete", 2),  # one deletion done (to the trash), the next not
-    ("peersync.agent:Handler.op_ancestor_put", 1),  # the peer saved the new ancestor, this side did not
+    ("peersync.sync.engine:rsync_files", 1),  # plan made, journal written, nothing transferred
+    ("peersync.replica.store:Store.install", 3),  # mid-batch: some files installed, not the rest
+    ("peersync.replica.store:Store._quarantine_file", 1),  # a losing version replaced, not yet in conflicts/
+    ("peersync.replica.store:Store._save_conflicts", 1),  # the loser is in conflicts/, not yet indexed
+    ("peersync.replica.store:Store.delete", 2),  # one deletion done (to the trash), the next not
+    ("peersync.replica.handler:Handler.op_ancestor_put", 1),  # the peer saved the new ancestor, this side did not
 ]
 
 
@@ -652,9 +652,9 @@ def test_crash_at_each_commit_point_loses_nothing_and_recovers(tmp_path, sshd, w
 def test_temp_files_of_killed_writes_are_swept_when_old(tmp_path):
     """A SIGKILL between mkstemp and rename leaves `.peersync-*.tmp` next to a state file; the
     next run's recovery removes those older than an hour, and nothing else."""
-    from peersync.agent import Handler
-    from peersync.storage import TEMP_MAX_AGE
-    from peersync.workspace import Workspace
+    from peersync.replica.handler import Handler
+    from peersync.workspace.storage import TEMP_MAX_AGE
+    from peersync.workspace.workspace import Workspace
 
     ws = Workspace(tmp_path)
     old = time.time() - TEMP_MAX_AGE - 60

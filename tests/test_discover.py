@@ -1,4 +1,4 @@
-"""peersync.discover and the `discover` command: selection, key pinning, registration, and
+"""peersync.discovery.discover and the `discover` command: selection, key pinning, registration, and
 probes against a real loopback sshd through a fake tailscaled (all addresses 127.0.0.x)."""
 
 from __future__ import annotations
@@ -14,17 +14,43 @@ import tempfile
 from pathlib import Path
 
 import pytest
+from fake_tailscale import (
+    FakeAdminAPI,
+    FakeTailscaled,
+    admin_device,
+    peer_status,
+    self_status,
+    status_document,
+)
 from typer.testing import CliRunner
 
-from fake_tailscale import FakeAdminAPI, FakeTailscaled, admin_device, peer_status, self_status, status_document
 from peersync import __version__
-from peersync.discover import (AUTH, ERROR, HOST_KEY, NO_PEERSYNC, NO_WORKSPACE, OFFLINE, OK, TIMEOUT,
-                               UNREACHABLE, Discovery, Probe, ProbeOptions, classify, discover,
-                               host_keys, known_hosts_lines, plan_additions, register, select, trust_hint)
+from peersync.discovery.discover import (
+    AUTH,
+    ERROR,
+    HOST_KEY,
+    NO_PEERSYNC,
+    NO_WORKSPACE,
+    OFFLINE,
+    OK,
+    TIMEOUT,
+    UNREACHABLE,
+    Discovery,
+    Probe,
+    ProbeOptions,
+    classify,
+    discover,
+    host_keys,
+    known_hosts_lines,
+    plan_additions,
+    register,
+    select,
+    trust_hint,
+)
+from peersync.discovery.tailscale import Device, TailscaleUnavailable
 from peersync.errors import ConnectError
-from peersync.tailscale import Device, TailscaleUnavailable
 from peersync.testing import default_remote_command
-from peersync.workspace import Peer, Workspace
+from peersync.workspace.workspace import Peer, Workspace
 
 ED25519 = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl"
 OTHER_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIMjrqVZLIlMXriSP7clAfeBR3HxupjO8YzPUXdcAq+A8"
@@ -212,7 +238,7 @@ def test_discover_add_pins_tailscale_host_keys_and_the_peer_then_works(sshd, env
     assert pinned.read_text() == f"127.0.0.1 {key}\n[127.0.0.1]:{sshd.port} {key}\n"
 
     # The saved peer connects with strict host-key checking against the pinned file alone.
-    from peersync.remote import open_session
+    from peersync.transport.ssh import open_session
 
     async def hello():
         session = await open_session(ws, peer, timeout=10)
@@ -340,7 +366,7 @@ def cli_args(server, ws: Workspace, remote: Path, *extra: str) -> list[str]:
 
 
 def test_cli_table_then_add(sshd, env, roots):
-    from peersync.cli import app
+    from peersync.cli.main import app
 
     ws, remote = roots
     runner = CliRunner()
@@ -374,8 +400,8 @@ def test_cli_without_tailscale_fails_in_one_or_two_lines(env, tmp_path):
 
 
 def test_render_says_what_was_added_and_how_to_trust_the_rest():
-    from peersync.cli_discover import render
-    from peersync.discover import Added
+    from peersync.cli.discover import render
+    from peersync.discovery.discover import Added
 
     mini, pi = dev("mac-mini", keys=[ED25519]), dev("pi", "127.0.0.3")
     a, b = dev("a", "127.0.0.4"), dev("b", "127.0.0.5")

@@ -14,11 +14,11 @@ from pathlib import Path
 
 import pytest
 
-from peersync import auto
-from peersync.heartbeat import report_lines
-from peersync.lock import workspace_lock
-from peersync.types import Mode, Report
-from peersync.workspace import Workspace
+from peersync.core.types import Mode, Report
+from peersync.daemons.heartbeat import report_lines
+from peersync.workspace import auto
+from peersync.workspace.lock import workspace_lock
+from peersync.workspace.workspace import Workspace
 
 PEERSYNC = [sys.executable, "-m", "peersync"]
 
@@ -37,8 +37,8 @@ def imported_modules(ws: Workspace, *args) -> set[str]:
 
 
 # peersync.backup itself is a lazy facade; its stack (restic, the repository) is what must not load.
-HEAVY = {"typer", "asyncssh", "rich", "peersync.cli", "peersync.engine", "peersync.workspace", "peersync.backup.repo",
-         "peersync.backup.restic", "peersync.backup.config"}
+HEAVY = {"typer", "asyncssh", "rich", "peersync.cli.main", "peersync.sync.engine", "peersync.workspace.workspace",
+         "peersync.backup.repo", "peersync.backup.restic", "peersync.backup.config"}
 
 
 def write(ws: Workspace, rel: str, text: str) -> Path:

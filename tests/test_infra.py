@@ -12,7 +12,7 @@ import pytest
 
 from peersync.testing import LoopbackSSHD, SSHDError, selection_files, tree_digest
 from peersync.testing.workspace_gen import generate, mutate
-from peersync.workspace import Workspace
+from peersync.workspace.workspace import Workspace
 
 
 def run(argv, **kw):

@@ -13,10 +13,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from peersync.auto import AutoConfig, load_auto
-from peersync.init import HEARTBEAT_LINE, check_tools, render_config
-from peersync.selection import Selection
-from peersync.workspace import SyncConfig, Workspace
+from peersync.core.selection import Selection
+from peersync.workspace.auto import AutoConfig, load_auto
+from peersync.workspace.init import HEARTBEAT_LINE, check_tools, render_config
+from peersync.workspace.workspace import SyncConfig, Workspace
 
 ROOT = Path(__file__).parents[1]
 

@@ -1,4 +1,4 @@
-"""Connection keepers (peersync/keeper.py): a warm sync goes through the keeper and behaves exactly
+"""Connection keepers (peersync/daemons/keeper.py): a warm sync goes through the keeper and behaves exactly
 like a direct one; a client killed mid-sync leaves the keeper's agent reset (lock released,
 staging dropped); keepers go away when idle, when their workspace goes, and on SIGTERM; a busy or
 dead keeper only means a direct connection."""
@@ -14,12 +14,13 @@ from pathlib import Path
 
 import pytest
 
-from peersync import keeper
-from peersync.quick import ENV_KEEP, runtime_dir
-from peersync.engine import run_sync
 from peersync.errors import ConfigError
+from peersync.sync.engine import run_sync
 from peersync.testing import generate, selection_files, wire_pair
-from peersync.workspace import Workspace
+from peersync.transport import keeper
+from peersync.transport.keeper import ENV_KEEP, runtime_dir
+from peersync.transport.ssh import attach
+from peersync.workspace.workspace import Workspace
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -76,7 +77,7 @@ def attachable(p) -> bool:
     import asyncio
 
     async def once():
-        session = await keeper.attach(p.local, p.peer(), p.peer().path, 10)
+        session = await attach(p.local, p.peer(), p.peer().path, 10)
         if session is not None:
             await session.close()
         return session is not None
@@ -139,13 +140,13 @@ def test_a_busy_keeper_means_a_direct_connection(pair):
     peer = pair.peer()
 
     async def two():
-        first = await keeper.attach(pair.local, peer, peer.path, 10)
-        second = await keeper.attach(pair.local, peer, peer.path, 10)
+        first = await attach(pair.local, peer, peer.path, 10)
+        second = await attach(pair.local, peer, peer.path, 10)
         try:
             assert first is not None and second is None
         finally:
             await first.close()
-        third = await keeper.attach(pair.local, peer, peer.path, 10)  # free again
+        third = await attach(pair.local, peer, peer.path, 10)  # free again
         assert third is not None
         await third.close()
 
@@ -266,7 +267,7 @@ def test_a_failed_sync_in_the_keeper_keeps_its_exit_code_and_message(pair):
 
 
 def test_what_the_fast_path_does_not_take_runs_in_process(pair):
-    from peersync.quick import parse
+    from peersync.cli.quick import parse
 
     assert parse(["-w", "/x", "--json", "sync", "mini", "-n"])["peer"] == "mini"
     assert parse(["sync", "a", "b"]) is None  # several peers: concurrent runs in-process

@@ -7,8 +7,8 @@ import xxhash
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from peersync.merge import append_merge, extends
-from peersync.types import Entry
+from peersync.core.merge import append_merge, extends
+from peersync.core.types import Entry
 
 
 def anc(data: bytes) -> Entry:
@@ -195,7 +195,7 @@ def test_large_tails_stay_fast() -> None:
 
 # -- insertion_merge: three or more peers -------------------------------------------------
 
-from peersync.merge import insertion_merge  # noqa: E402
+from peersync.core.merge import insertion_merge  # noqa: E402
 
 
 @pytest.mark.parametrize("name,base,local,remote,expected", [

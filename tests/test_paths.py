@@ -2,8 +2,8 @@
 
 import pytest
 
-from peersync.paths import BadPath, check_relpath
-from peersync.selection import Selection
+from peersync.core.paths import BadPath, check_relpath
+from peersync.core.selection import Selection
 
 
 @pytest.mark.parametrize("path", ["MEMORY.md", "memory/2026-01-26.md", "memory/a b/ü.json", "memory/.hidden"])

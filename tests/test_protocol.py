@@ -8,10 +8,11 @@ import json
 
 import pytest
 
-from peersync.agent import Handler, serve
-from peersync.protocol import blob_size, decode, encode
-from peersync.remote import read_frame
-from peersync.scan import hash_bytes
+from peersync.replica.handler import Handler
+from peersync.replica.scan import hash_bytes
+from peersync.transport.agent import serve
+from peersync.transport.protocol import blob_size, decode, encode
+from peersync.transport.ssh import read_frame
 
 
 def split(frame: bytes) -> tuple[bytes, bytes | None]:

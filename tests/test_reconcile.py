@@ -9,8 +9,8 @@ import xxhash
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from peersync.reconcile import REASONS, decide_conflict, reconcile
-from peersync.types import Action, Change, Entry, Mode, Policy, Side
+from peersync.core.reconcile import REASONS, decide_conflict, reconcile
+from peersync.core.types import Action, Change, Entry, Mode, Policy, Side
 
 COPY, DELETE, MERGE, CONFLICT, ADOPT = (
     Action.COPY, Action.DELETE, Action.MERGE, Action.CONFLICT, Action.ADOPT,
@@ -380,7 +380,7 @@ _manifests = st.dictionaries(st.sampled_from([f"memory/{c}.md" for c in "abcdef"
 
 @given(_manifests, _manifests, _manifests, st.sampled_from(list(Policy)), st.sampled_from(list(Mode)))
 def test_reconciling_only_the_touched_paths_changes_nothing(ancestor, local, remote, policy, mode):
-    from peersync.reconcile import touched_paths
+    from peersync.core.reconcile import touched_paths
 
     full = reconcile(ancestor, local, remote, policy=policy, mode=mode)
     assert reconcile(ancestor, local, remote, policy=policy, mode=mode,

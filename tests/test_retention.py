@@ -8,7 +8,7 @@ import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from peersync.retention import UNLIMITED, KeepPolicy, Snap, apply_policy
+from peersync.core.retention import UNLIMITED, KeepPolicy, Snap, apply_policy
 
 
 def ids(snaps) -> list[str]:

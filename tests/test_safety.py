@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from peersync.safety import mass_delete_violations
-from peersync.types import Action, Change, Side
+from peersync.core.safety import mass_delete_violations
+from peersync.core.types import Action, Change, Side
 
 LOCAL, REMOTE = Side.LOCAL, Side.REMOTE
 

@@ -3,8 +3,8 @@
 import os
 import time
 
-from peersync.scan import hash_bytes, scan
-from peersync.selection import Selection
+from peersync.core.selection import Selection
+from peersync.replica.scan import hash_bytes, scan
 
 SEL = Selection.from_options()
 
@@ -99,8 +99,8 @@ def test_dry_run_scan_writes_no_cache(tmp_path):
 def test_a_few_changes_do_not_rewrite_a_large_stat_cache(tmp_path):
     """Rewriting the cache of a big workspace costs more than re-hashing a few files next time;
     the scan stays right either way."""
-    import peersync.scan as scan_mod
-    from peersync.selection import Selection
+    import peersync.replica.scan as scan_mod
+    from peersync.core.selection import Selection
 
     root = tmp_path / "ws"
     (root / "memory").mkdir(parents=True)

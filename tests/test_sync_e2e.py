@@ -14,13 +14,13 @@ from pathlib import Path
 
 import pytest
 
-from peersync.engine import run_sync
-from peersync.protocol import encode
+from peersync.core.types import Mode, Policy
+from peersync.sync.engine import run_sync
 from peersync.testing.pair import wire_pair
 from peersync.testing.trees import selection_files, tree_digest
 from peersync.testing.workspace_gen import generate
-from peersync.types import Mode, Policy
-from peersync.workspace import Workspace
+from peersync.transport.protocol import encode
+from peersync.workspace.workspace import Workspace
 
 EVIL_AGENT = Path(__file__).with_name("evil_agent.py")
 
@@ -60,7 +60,7 @@ def read(ws, rel):
 
 def record_requests(monkeypatch) -> list[tuple[str, dict, object]]:
     """(op, args, result) of every request to the peer's agent from now on."""
-    from peersync import remote as remote_mod
+    from peersync.transport import ssh as remote_mod
 
     seen = []
     original = remote_mod.Session.request
@@ -75,7 +75,7 @@ def record_requests(monkeypatch) -> list[tuple[str, dict, object]]:
 
 
 def forbid_rsync(monkeypatch, why: str) -> None:
-    from peersync import engine
+    from peersync.sync import engine
 
     async def no_rsync(*args, **kwargs):
         raise AssertionError(why)
@@ -403,7 +403,7 @@ def test_hostile_paths_from_a_peer_are_refused(tmp_path, sshd, evil):
 
 
 def test_agent_refuses_hostile_paths_in_requests(tmp_path):
-    from peersync.agent import Handler
+    from peersync.replica.handler import Handler
 
     root = tmp_path / "ws"
     (root / "memory").mkdir(parents=True)
@@ -500,8 +500,8 @@ def test_the_ancestor_travels_as_a_delta_and_both_copies_stay_identical(pair, mo
 
 
 def test_an_ancestor_delta_on_a_different_base_is_refused(tmp_path):
-    from peersync.agent import Handler
-    from peersync.scan import hash_bytes
+    from peersync.replica.handler import Handler
+    from peersync.replica.scan import hash_bytes
 
     handler = Handler(tmp_path)
     entry = [3, 1_700_000_000_000_000_000, 0o644, "0" * 32]
@@ -520,8 +520,8 @@ def test_an_ancestor_delta_on_a_different_base_is_refused(tmp_path):
 def test_a_kept_ancestor_is_read_again_only_when_its_file_changes(tmp_path):
     """A long-lived process keeps the ancestors it read or wrote (agent._ANCESTORS), keyed by the
     file's identity: a file replaced or damaged behind its back is read again."""
-    from peersync.agent import Handler
-    from peersync.scan import hash_bytes
+    from peersync.replica.handler import Handler
+    from peersync.replica.scan import hash_bytes
 
     handler = Handler(tmp_path)
     entry = [3, 1_700_000_000_000_000_000, 0o644, "0" * 32]
@@ -543,7 +543,7 @@ def test_a_kept_ancestor_is_read_again_only_when_its_file_changes(tmp_path):
 
 
 def test_our_own_ancestor_is_saved_as_a_delta_too(pair, monkeypatch):
-    from peersync import remote as remote_mod
+    from peersync.transport import local as remote_mod
 
     generate(pair.local.root, files=200, seed=7)
     sync(pair.local)
@@ -565,7 +565,7 @@ def test_our_own_ancestor_is_saved_as_a_delta_too(pair, monkeypatch):
 
 
 def test_many_small_files_travel_inline_in_batches_without_rsync(pair, monkeypatch):
-    from peersync import engine
+    from peersync.sync import engine
 
     forbid_rsync(monkeypatch, "small files must not go through rsync")
     monkeypatch.setattr(engine, "INLINE_BATCH_BYTES", 64 << 10)
@@ -579,7 +579,7 @@ def test_many_small_files_travel_inline_in_batches_without_rsync(pair, monkeypat
 
 
 def test_batches_keep_order_and_limits():
-    from peersync.engine import _batches
+    from peersync.sync.engine import _batches
 
     items = [{"new": [size]} for size in (10, 10, 30, 100, 5, 5)]
     batches = list(_batches(items, 40))
@@ -612,8 +612,8 @@ def test_an_appended_large_file_travels_as_its_tail(pair, monkeypatch):
 
 
 def test_a_tail_whose_prefix_changed_is_refused(tmp_path):
-    from peersync.agent import Handler
-    from peersync.scan import hash_bytes
+    from peersync.replica.handler import Handler
+    from peersync.replica.scan import hash_bytes
 
     (tmp_path / "memory").mkdir()
     (tmp_path / "memory/x.log").write_bytes(b"abc\n")
@@ -647,8 +647,8 @@ def test_equal_files_with_different_mtimes_end_with_one_mtime_and_no_spurious_co
 
 
 def test_touch_leaves_a_file_that_changed_since_the_scan(tmp_path):
-    from peersync.agent import Handler
-    from peersync.scan import entry_for
+    from peersync.replica.handler import Handler
+    from peersync.replica.scan import entry_for
 
     (tmp_path / "MEMORY.md").write_bytes(b"scanned\n")
     handler = Handler(tmp_path)

@@ -1,4 +1,4 @@
-"""peersync.tailscale: parsing ipnstate documents, and every status source against a fake."""
+"""peersync.discovery.tailscale: parsing ipnstate documents, and every status source against a fake."""
 
 from __future__ import annotations
 
@@ -9,11 +9,24 @@ import tempfile
 from pathlib import Path
 
 import pytest
+from fake_tailscale import (
+    FakeAdminAPI,
+    FakeTailscaled,
+    admin_device,
+    peer_status,
+    self_status,
+    status_document,
+    write_fake_cli,
+)
 
-from fake_tailscale import (FakeAdminAPI, FakeTailscaled, admin_device, peer_status, self_status,
-                            status_document, write_fake_cli)
-from peersync import tailscale
-from peersync.tailscale import Device, TailscaleUnavailable, device_name, merge, parse_status
+from peersync.discovery import tailscale
+from peersync.discovery.tailscale import (
+    Device,
+    TailscaleUnavailable,
+    device_name,
+    merge,
+    parse_status,
+)
 
 ED25519 = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl"
 

@@ -1,4 +1,4 @@
-"""Deletion records (peersync.tombstones): storage, pruning, hostile input, and the stale rule."""
+"""Deletion records (peersync.replica.tombstones): storage, pruning, hostile input, and the stale rule."""
 
 from __future__ import annotations
 
@@ -6,10 +6,11 @@ import json
 
 import pytest
 
-from peersync import tombstones
-from peersync.agent import Handler
-from peersync.paths import BadPath
-from peersync.types import Entry
+from peersync.core import deletions
+from peersync.core.paths import BadPath
+from peersync.core.types import Entry
+from peersync.replica import tombstones
+from peersync.replica.handler import Handler
 
 SEC = 1_000_000_000
 T = 1_700_000_000 * SEC + 123_456
@@ -54,19 +55,19 @@ def test_a_damaged_file_is_no_records_and_is_replaced_on_the_next_add(tmp_path, 
 def test_a_peer_s_malformed_records_are_dropped():
     good = entry("a").to_wire()
     raw = {"ok.md": [good, ["bad"], [1, 2, 3, "short"]], "x.md": "nope", 5: [good]}
-    assert tombstones.from_wire(raw) == {"ok.md": [entry("a")]}
-    assert tombstones.from_wire(["not", "a", "dict"]) == {}
+    assert deletions.from_wire(raw) == {"ok.md": [entry("a")]}
+    assert deletions.from_wire(["not", "a", "dict"]) == {}
 
 
 def test_stale_means_same_bytes_no_newer_than_the_deleted_version():
     dead = [entry("a", T)]
-    assert tombstones.stale(entry("a", T), dead)
-    assert tombstones.stale(entry("a", T - SEC), dead)  # an older copy of the same bytes
-    assert not tombstones.stale(entry("a", T + 1), dead)  # written again after: new content
-    assert not tombstones.stale(entry("b", T), dead)  # other bytes
+    assert deletions.stale(entry("a", T), dead)
+    assert deletions.stale(entry("a", T - SEC), dead)  # an older copy of the same bytes
+    assert not deletions.stale(entry("a", T + 1), dead)  # written again after: new content
+    assert not deletions.stale(entry("b", T), dead)  # other bytes
     coarse = 1_700_000_001 * SEC  # a whole-second mtime (HFS+) compares with 2 s of slack
-    assert tombstones.stale(entry("a", coarse), dead)
-    assert not tombstones.stale(entry("a", coarse + 2 * SEC), dead)
+    assert deletions.stale(entry("a", coarse), dead)
+    assert not deletions.stale(entry("a", coarse + 2 * SEC), dead)
 
 
 def test_the_agent_refuses_hostile_paths_and_records_nothing(tmp_path):

@@ -5,10 +5,10 @@ import time
 
 import pytest
 
-from peersync.scan import entry_for, hash_bytes
-from peersync.selection import Selection
-from peersync.transition import Refused, Store
-from peersync.types import Entry
+from peersync.core.selection import Selection
+from peersync.core.types import Entry
+from peersync.replica.scan import entry_for, hash_bytes
+from peersync.replica.store import Refused, Store
 
 
 @pytest.fixture
@@ -142,7 +142,7 @@ def test_restore_conflict_swaps_versions(store):
 
 # -- fast paths of a batch install ---------------------------------------------------------------
 def test_create_without_noreplace_rename_still_never_clobbers(store, monkeypatch):
-    import peersync.transition as transition
+    import peersync.replica.store as transition
 
     monkeypatch.setattr(transition, "_rename_noreplace", lambda a, b: False)  # link + unlink instead
     result = store.install("memory/a.md", staged(store, b"hello"), expect=None, new=new_entry(b"hello"))
@@ -217,7 +217,7 @@ def test_small_save_keeps_loose_bases(store):
 
 
 def test_large_save_goes_into_one_pack_and_reads_back(store):
-    from peersync.transition import PACK_MIN
+    from peersync.replica.store import PACK_MIN
 
     items = write_logs(store, PACK_MIN + 4)
     stale = items[0]
@@ -235,7 +235,7 @@ def test_large_save_goes_into_one_pack_and_reads_back(store):
 
 
 def test_prune_repacks_a_mostly_unreferenced_pack_and_drops_strays(store):
-    from peersync.transition import PACK_MIN
+    from peersync.replica.store import PACK_MIN
 
     items = write_logs(store, 2 * PACK_MIN)
     store.save_logbases(items)
@@ -252,7 +252,7 @@ def test_prune_repacks_a_mostly_unreferenced_pack_and_drops_strays(store):
 
 
 def test_a_damaged_pack_gives_no_base(store):
-    from peersync.transition import PACK_MIN
+    from peersync.replica.store import PACK_MIN
 
     items = write_logs(store, PACK_MIN)
     store.save_logbases(items)
@@ -291,7 +291,7 @@ def test_batch_flush_keeps_a_held_version_for_recovery(store):
 
 def test_housekeeping_prunes_log_bases_at_most_hourly(tmp_path):
     """Pruning reads every ancestor: a sync does it when it last happened an hour ago or more."""
-    from peersync.agent import PRUNE_EVERY, Handler
+    from peersync.replica.handler import PRUNE_EVERY, Handler
 
     handler = Handler(tmp_path)
     base = handler.store.logbase_dir

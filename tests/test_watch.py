@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from peersync.selection import Selection
-from peersync.watch import ChangeFeed, Watcher, _LostEvents
-from peersync.workspace import Workspace
+from peersync.core.selection import Selection
+from peersync.daemons.watch import ChangeFeed, Watcher, _LostEvents
+from peersync.workspace.workspace import Workspace
 
 PEERSYNC = [sys.executable, "-m", "peersync"]
 BOUND = 60.0  # seconds any one wait in these tests may take before it counts as a failure

@@ -12,10 +12,10 @@ from pathlib import Path
 from typing import Mapping
 
 from peersync.errors import BackupError, ConfigError, UsageError
-from peersync.rclone import Rclone, RcloneError, Target, join, resolve_target
-from peersync.retention import KeepPolicy
-from peersync.storage import atomic_write_bytes, atomic_write_json, ensure_private_dir, read_json
-from peersync.workspace import Workspace
+from peersync.transport.rclone import Rclone, RcloneError, Target, join, resolve_target
+from peersync.core.retention import KeepPolicy
+from peersync.workspace.storage import atomic_write_bytes, atomic_write_json, ensure_private_dir, read_json
+from peersync.workspace.workspace import Workspace
 
 PASSPHRASE_ENV = "PEERSYNC_BACKUP_PASSPHRASE"
 TARGET_REMOTE = "peersync_target"  # the env-defined rclone remote of a connection-string target

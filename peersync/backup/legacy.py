@@ -42,10 +42,10 @@ from peersync.backup.repo import INSTANCE_TAG, TAG, Repo, load_snapshots, open_r
 from peersync.backup.restic import WrongPassphrase
 from peersync.backup.selection import OPENCLAW_PREFIX
 from peersync.errors import BackupError, UsageError
-from peersync.paths import STATE_DIR, BadPath, check_relpath
-from peersync.rclone import Rclone, RcloneError, crypt_env, join
-from peersync.types import Problem
-from peersync.workspace import Workspace
+from peersync.core.paths import STATE_DIR, BadPath, check_relpath
+from peersync.transport.rclone import Rclone, RcloneError, crypt_env, join
+from peersync.core.types import Problem
+from peersync.workspace.workspace import Workspace
 
 FORMAT = 1  # the newest old format this reader understands
 CHECK_NAME = "peersync-check"

@@ -11,7 +11,7 @@ from peersync.backup.config import (BackupConfig, configured_passphrase, load_co
 from peersync.backup.repo import NoBackups, Repo, iso, load_snapshots, open_repo
 from peersync.backup.restic import ResticMissing, tool_check
 from peersync.errors import ConfigError
-from peersync.workspace import Workspace
+from peersync.workspace.workspace import Workspace
 
 
 def last_run(ws: Workspace) -> dict:

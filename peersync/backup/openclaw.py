@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from peersync.types import Problem
+from peersync.core.types import Problem
 
 ARCHIVE_DIR = "openclaw"  # under the state dir's backup/: memory/clawdbot-sync/backup/openclaw/
 

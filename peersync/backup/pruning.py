@@ -1,4 +1,4 @@
-"""Retention: `backup.keep` as restic's forget rules, applied by restic, explained by peersync.retention.
+"""Retention: `backup.keep` as restic's forget rules, applied by restic, explained by peersync.core.retention.
 
 Snapshots are grouped by their tags (peersync + instance:<id>), so each instance keeps its own
 history whichever machine prunes, and a renamed host does not start a new group.  Only
@@ -15,8 +15,8 @@ from peersync.backup.config import BackupConfig, load_config
 from peersync.backup.repo import TAG, Snapshot, load_snapshots, open_repo
 from peersync.backup.restic import keep_flags, keep_oldest
 from peersync.errors import UsageError
-from peersync.retention import KeepPolicy, Snap, apply_policy
-from peersync.workspace import Workspace
+from peersync.core.retention import KeepPolicy, Snap, apply_policy
+from peersync.workspace.workspace import Workspace
 
 NO_POLICY = ("Set backup.keep in config.yaml, e.g. `keep: 7` or `keep: {daily: 7, weekly: 4, monthly: 12}`.")
 
@@ -80,7 +80,7 @@ def _match_id(kept: list[dict], snap: dict) -> str | None:
 
 def decisions(snaps: list[Snapshot], policy: KeepPolicy | None, version: tuple[int, ...]) -> list[dict]:
     """What `policy` keeps and why, per snapshot (newest first within each instance), computed
-    by peersync.retention the way this restic's forget decides — no lock, no network."""
+    by peersync.core.retention the way this restic's forget decides — no lock, no network."""
     if policy is None or policy.empty:
         return [{**s.summary(), "keep": True, "reasons": ["no policy"]} for s in reversed(snaps)]
     groups: dict[tuple, list[Snapshot]] = {}

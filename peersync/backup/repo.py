@@ -23,9 +23,9 @@ from peersync.backup.config import (BackupConfig, Location, Passphrase, backup_d
 from peersync.backup.restic import (NoRepository, RepositoryLocked, Restic, ResticError, check_version, find_restic,
                                    pid_alive)
 from peersync.errors import BackupError, BusyError
-from peersync.rclone import Rclone
-from peersync.storage import atomic_write_json, read_json
-from peersync.workspace import Workspace
+from peersync.transport.rclone import Rclone
+from peersync.workspace.storage import atomic_write_json, read_json
+from peersync.workspace.workspace import Workspace
 
 TAG = "peersync"  # every snapshot peersync makes; retention only ever touches these
 INSTANCE_TAG = "instance:"  # + the workspace's instance id: one retention group per instance

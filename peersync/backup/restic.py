@@ -10,7 +10,7 @@ What restic versions change here (peersync needs >= 0.14, Debian 12's):
   stats; check and restore print text only; stale locks still block until `unlock`.
 - 0.15 ignores the locks of dead processes on the same host by itself.
 - 0.16 accepts -1 ("unlimited") for --keep-* and keeps the oldest snapshot while a rule has
-  count left (peersync.retention mirrors either behaviour: see keep_oldest()).
+  count left (peersync.core.retention mirrors either behaviour: see keep_oldest()).
 - 0.17 adds `snapshots --json` summaries (files and bytes per snapshot), used when present.
 """
 
@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Iterable, Mapping
 
 from peersync.errors import BackupError, BusyError, PeersyncError, UsageError
-from peersync.rclone import Rclone, classify, summarise_stderr
+from peersync.transport.rclone import Rclone, classify, summarise_stderr
 
 MIN_VERSION = (0, 14)
 RESTIC_ENV = "PEERSYNC_RESTIC"  # explicit path to the binary (overrides PATH)
@@ -299,8 +299,8 @@ def pid_alive(pid: int) -> bool:
 
 
 def keep_flags(policy, version: tuple[int, ...]) -> list[str]:
-    """restic forget flags for a peersync.retention.KeepPolicy (UNLIMITED as restic understands it)."""
-    from peersync.retention import RULES, UNLIMITED
+    """restic forget flags for a peersync.core.retention.KeepPolicy (UNLIMITED as restic understands it)."""
+    from peersync.core.retention import RULES, UNLIMITED
 
     flags: list[str] = []
     for rule in RULES:

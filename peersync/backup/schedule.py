@@ -57,7 +57,7 @@ def next_due(interval, runs: dict, now: float) -> float | None:
 
 def record_run(state_dir: str | os.PathLike, *, ok: bool, snapshot: str | None = None, target: str | None = None,
                error: str | None = None, now: float | None = None) -> None:
-    from peersync.storage import atomic_write_json, ensure_private_dir  # off the heartbeat's fast path
+    from peersync.workspace.storage import atomic_write_json, ensure_private_dir  # off the heartbeat's fast path
     from pathlib import Path
 
     previous = read_runs(state_dir)

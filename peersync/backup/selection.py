@@ -19,9 +19,9 @@ from pathlib import Path
 
 import pathspec
 
-from peersync.paths import STATE_DIR, BadPath, check_relpath, in_state_dir
-from peersync.selection import NEVER, Selection
-from peersync.types import Problem
+from peersync.core.paths import STATE_DIR, BadPath, check_relpath, in_state_dir
+from peersync.core.selection import NEVER, Selection
+from peersync.core.types import Problem
 
 OWN = NEVER  # ("IDENTITY.md", "config"): this instance's own, backed up, never synced
 OPENCLAW_PREFIX = "@openclaw/"  # old-format snapshots kept copies of ~/.openclaw here

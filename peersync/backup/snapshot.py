@@ -19,9 +19,9 @@ from peersync.backup.repo import (INSTANCE_TAG, TAG, Repo, Snapshot, forget_layo
 from peersync.backup.restic import EXIT_INCOMPLETE, NoRepository, ResticError
 from peersync.backup.selection import for_workspace, plan
 from peersync.errors import BackupError, PeersyncError
-from peersync.paths import STATE_DIR
-from peersync.types import Problem
-from peersync.workspace import Workspace
+from peersync.core.paths import STATE_DIR
+from peersync.core.types import Problem
+from peersync.workspace.workspace import Workspace
 
 Progress = Callable[[str, int, int], None]  # (phase, done, total): phases upload/restore/verify
 
@@ -56,7 +56,7 @@ class BackupResult:
 @contextlib.contextmanager
 def local_lock(ws: Workspace, what: str = "backup"):
     """One backup/prune/restore of this workspace at a time (an flock: dies with its holder)."""
-    from peersync.lock import state_lock
+    from peersync.workspace.lock import state_lock
 
     with state_lock(backup_dir(ws), 0, what=what):
         yield
@@ -177,7 +177,7 @@ def _parents_file(ws: Workspace):
 
 
 def _parent(ws: Workspace, repo: Repo) -> str | None:
-    from peersync.storage import read_json
+    from peersync.workspace.storage import read_json
 
     try:
         doc = read_json(_parents_file(ws), default={}) or {}
@@ -188,7 +188,7 @@ def _parent(ws: Workspace, repo: Repo) -> str | None:
 
 
 def _remember_parent(ws: Workspace, repo: Repo, snapshot_id: str | None) -> None:
-    from peersync.storage import atomic_write_json, read_json
+    from peersync.workspace.storage import atomic_write_json, read_json
 
     try:
         doc = read_json(_parents_file(ws), default={}) or {}

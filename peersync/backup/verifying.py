@@ -11,8 +11,8 @@ from dataclasses import dataclass, field
 from peersync.backup.config import backup_dir, load_config
 from peersync.backup.repo import load_snapshots, open_repo
 from peersync.backup.restic import ResticError
-from peersync.storage import atomic_write_json, read_json
-from peersync.workspace import Workspace
+from peersync.workspace.storage import atomic_write_json, read_json
+from peersync.workspace.workspace import Workspace
 
 _PACK = re.compile(r"\b(?:pack|Pack ID does not match, want|Pack)\s+([0-9a-f]{8,64})\b")
 _IGNORED = re.compile(r"^ignoring error for (/.*?): (.*)$", re.M)

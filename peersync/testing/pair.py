@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from peersync.testing.sshd import LoopbackSSHD
-from peersync.workspace import Workspace
+from peersync.workspace.workspace import Workspace
 
 
 def default_remote_command() -> str:

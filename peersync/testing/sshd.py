@@ -165,8 +165,8 @@ class LoopbackSSHD:
 
     def make_peer(self, name: str, *, path: Path | str, command: str | None = None,
                   identity: Path | str | None = None):
-        """A peersync.workspace.Peer that reaches the workspace at `path` through this server."""
-        from peersync.workspace import Peer
+        """A peersync.workspace.workspace.Peer that reaches the workspace at `path` through this server."""
+        from peersync.workspace.workspace import Peer
 
         self._require_port()
         return Peer(name=name, host=self.host, user=self.user, path=str(path),

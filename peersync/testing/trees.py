@@ -8,11 +8,12 @@ import os
 import stat
 from pathlib import Path
 
+from peersync.core.paths import STATE_DIR
+
 # The default selection (DESIGN 2.1), written out again on purpose: tests compare peersync's
-# scanner against this oracle, so it must not share code with peersync.selection.
+# scanner against this oracle, so it must not share code with peersync.core.selection.
 SELECTED_FILES = ("MEMORY.md", "USER.md", "HEARTBEAT.md")
 SELECTED_DIR = "memory"
-STATE_DIR = "memory/clawdbot-sync"
 EXCLUDED_DIRS = (".git", "node_modules", "cache")
 EXCLUDED_FILES = ("*.tmp", ".DS_Store")
 

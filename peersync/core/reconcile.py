@@ -1,0 +1,241 @@
+"""Decide, per path, what a sync must do from the ancestor and both sides' manifests (pure)."""
+
+from __future__ import annotations
+
+from typing import Callable, Iterable
+
+from peersync.core.deletions import Dead, stale
+from peersync.core.types import (
+    COARSE_SLACK_NS,
+    Action,
+    Change,
+    Entry,
+    Manifest,
+    Mode,
+    Plan,
+    Policy,
+    Side,
+    coarse,
+)
+
+# reason tag -> short human phrase, for reports.  Every Change.reason reconcile emits is a key.
+REASONS: dict[str, str] = {
+    "local-created": "new here",
+    "remote-created": "new on the peer",
+    "local-changed": "changed here",
+    "remote-changed": "changed on the peer",
+    "local-deleted": "deleted here",
+    "remote-deleted": "deleted on the peer",
+    "restored": "deleted on one side but changed on the other: content kept",
+    "local-recreated": "deleted, then put back here: kept as a new version",
+    "remote-recreated": "deleted, then put back on the peer: kept as a new version",
+    "both-deleted": "deleted on both sides",
+    "same-change": "changed the same way on both sides",
+    "already-equal": "already identical on both sides",
+    "append-merge": "log appended on both sides: merged",
+    "conflict-newest": "changed on both sides: newest kept",
+    "conflict-local": "changed on both sides: local kept (policy)",
+    "conflict-remote": "changed on both sides: peer's kept (policy)",
+    "rewritten-log-newest": "log rewritten on one side: newest kept",
+    "rewritten-log-local": "log rewritten on one side: local kept (policy)",
+    "rewritten-log-remote": "log rewritten on one side: peer's kept (policy)",
+    "skip": "changed on both sides: skipped (policy)",
+    "manual": "changed on both sides: left for you to resolve",
+    "push": "pushed to the peer",
+    "push-delete": "absent here: removed from the peer",
+    "pull": "pulled from the peer",
+    "pull-delete": "absent on the peer: removed here",
+}
+
+
+def reconcile(
+    ancestor: Manifest,
+    local: Manifest,
+    remote: Manifest,
+    *,
+    policy: Policy,
+    mode: Mode = Mode.SYNC,
+    is_log: Callable[[str], bool] = lambda p: False,
+    offset_ns: int = 0,
+    local_id: str = "a",
+    remote_id: str = "b",
+    paths: Iterable[str] | None = None,
+    local_dead: Dead | None = None,
+    remote_dead: Dead | None = None,
+) -> Plan:
+    """Return the changes that bring `local` and `remote` together, sorted by path.
+
+    Paths where nothing needs doing (not even an ancestor update) produce no Change.
+    `offset_ns` is the remote clock minus the local clock; the ids break exact mtime ties.
+    `paths`, when given, are the only paths looked at: the caller vouches that at every other
+    path the three manifests hold equal entries (which needs nothing done: see touched_paths).
+    `local_dead`/`remote_dead`: each side's deletion records (peersync.replica.tombstones), consulted
+    where one side lacks a file the other holds.
+    """
+    dead = {Side.LOCAL: local_dead or {}, Side.REMOTE: remote_dead or {}}
+    changes = []
+    for path in sorted(set(ancestor) | set(local) | set(remote) if paths is None else paths):
+        a, l, r = ancestor.get(path), local.get(path), remote.get(path)
+        if mode is Mode.SYNC:
+            change = _sync(path, l, r, a, policy, is_log(path), offset_ns, local_id, remote_id, dead)
+        else:
+            change = _one_way(path, l, r, a, Side.REMOTE if mode is Mode.PUSH else Side.LOCAL)
+        if change is not None:
+            changes.append(change)
+    return Plan(tuple(changes))
+
+
+def touched_paths(ancestor: Manifest, local: Manifest, remote: Manifest,
+                  remote_moved: Iterable[str] | None = None) -> set[str]:
+    """The paths where the three manifests do not all hold equal entries — the only ones
+    reconcile can have anything to do for.  `remote_moved`: the peer already said which of its
+    paths differ from `ancestor` (a delta scan), so `remote` need not be compared."""
+    out = {p for p, e in local.items() if ancestor.get(p) != e}
+    out.update(p for p in ancestor if p not in local)
+    if remote_moved is None:
+        out.update(p for p, e in remote.items() if ancestor.get(p) != e)
+        out.update(p for p in ancestor if p not in remote)
+    else:
+        out.update(remote_moved)
+    return out
+
+
+def _equal(x: Entry | None, y: Entry | None) -> bool:
+    """Same content, or both absent."""
+    return x.same_content(y) if x is not None else y is None
+
+
+def _agreement(path, l, r, a) -> Change | None:
+    """Both sides already hold the same content (or neither holds the file)."""
+    if _equal(a, l):
+        return None  # the ancestor already says so
+    reason = "both-deleted" if l is None else ("same-change" if a is not None else "already-equal")
+    return Change(path, Action.ADOPT, None, l, r, a, reason)
+
+
+
+
+def _unchanged(a: Entry | None, x: Entry | None) -> bool:
+    """x is what the ancestor recorded: same content AND not written since.  A file rewritten
+    with the ancestor's bytes (a revert) has moved: it is a change, not something to overwrite."""
+    if a is None or x is None:
+        return a is None and x is None
+    if not x.same_content(a):
+        return False
+    if coarse(x.mtime_ns, a.mtime_ns):
+        return abs(x.mtime_ns - a.mtime_ns) < COARSE_SLACK_NS
+    return x.mtime_ns == a.mtime_ns
+
+
+def _newer(x: Entry, y: Entry, skew_ns: int) -> bool:
+    """x was written after y on either reading of y's mtime: as y's own clock gave it (y was
+    written on its side, `skew_ns` = y's side's clock minus x's) or as is (y was copied there
+    with the mtime its writer gave it; a copy keeps it).  A tie is not newer: the side that
+    moved is taken to be the later write, so a plain edit stays a plain copy.  Whole-second
+    mtimes get the same slack as in _unchanged."""
+    margin = x.mtime_ns - y.mtime_ns + min(0, skew_ns)  # the smaller of the two differences
+    return margin >= (COARSE_SLACK_NS if coarse(x.mtime_ns, y.mtime_ns) else 1)
+
+
+def _buried(path: str, l: Entry | None, r: Entry | None, a: Entry | None, dead) -> Change | None:
+    """Where one side lacks a file the other holds: the holder's copy may be a version the
+    other side deleted (its deletion record matches: same bytes, no newer).  Then the deletion
+    goes on.  Unless the holder recorded that very deletion itself and holds the file again: it
+    was put back there (a restore that kept the old mtime, a push), which is a new write — the
+    copy goes out with the current time (engine), newer than every record of the deletion."""
+    if (l is None) == (r is None):
+        return None
+    holder = Side.LOCAL if r is None else Side.REMOTE
+    entry = l if r is None else r
+    deleted = dead[holder.other].get(path)
+    if not deleted or not stale(entry, deleted):
+        return None
+    if stale(entry, dead[holder].get(path) or ()):
+        return Change(path, Action.COPY, holder.other, l, r, a, f"{holder.value}-recreated")
+    # A copy of a version the other side deleted is not a change that side has not seen: with
+    # three or more peers it can arrive through a pair whose ancestor never knew the file.
+    return Change(path, Action.DELETE, holder, l, r, a, f"{holder.other.value}-deleted")
+
+
+def _sync(path, l, r, a, policy, is_log, offset_ns, local_id, remote_id, dead) -> Change | None:
+    if _equal(l, r):
+        return _agreement(path, l, r, a)
+    buried = _buried(path, l, r, a, dead)
+    if buried is not None:
+        return buried
+    l_same, r_same = _unchanged(a, l), _unchanged(a, r)
+    if l_same or r_same:
+        # Exactly one side moved away from the ancestor: carry that move to the other side.
+        moved, target = (Side.REMOTE, Side.LOCAL) if l_same else (Side.LOCAL, Side.REMOTE)
+        moved_entry, target_entry = (r, l) if l_same else (l, r)
+        if moved_entry is None:
+            return Change(path, Action.DELETE, target, l, r, a, f"{moved.value}-deleted")
+        skew = offset_ns if moved is Side.REMOTE else -offset_ns
+        if policy is Policy.NEWEST and target_entry is not None and _newer(target_entry, moved_entry, skew):
+            # Ancestors are per pair, so with three or more peers the "move" may be an older
+            # version arriving through a third peer (a revert in a ring: two versions would chase
+            # each other round it for ever).  Under newest a copy never puts an older version over
+            # a newer one: the newest write wins, the moved side's version is kept in conflicts/.
+            return decide_conflict(path, l, r, a, policy=policy, offset_ns=offset_ns,
+                                   local_id=local_id, remote_id=remote_id)
+        verb = "created" if a is None else "changed"
+        return Change(path, Action.COPY, target, l, r, a, f"{moved.value}-{verb}")
+    if l is None or r is None:
+        # Deleted on one side, changed on the other: deletion never beats content.
+        target = Side.LOCAL if l is None else Side.REMOTE
+        return Change(path, Action.COPY, target, l, r, a, "restored")
+    if is_log:
+        return Change(path, Action.MERGE, None, l, r, a, "append-merge")
+    return decide_conflict(
+        path, l, r, a, policy=policy, offset_ns=offset_ns, local_id=local_id, remote_id=remote_id
+    )
+
+
+def _one_way(path, l, r, a, target: Side) -> Change | None:
+    """PUSH (target REMOTE) or PULL (target LOCAL): make `target` match the other side."""
+    if _equal(l, r):
+        return _agreement(path, l, r, a)
+    word = "push" if target is Side.REMOTE else "pull"
+    source_entry = l if target is Side.REMOTE else r
+    target_entry = r if target is Side.REMOTE else l
+    if source_entry is None:
+        # The deletion goes to the trash, which keeps the target's version.
+        return Change(path, Action.DELETE, target, l, r, a, f"{word}-delete")
+    # A target version the source side never saw is kept in conflicts/ before it is replaced.
+    unseen = target_entry is not None and not _unchanged(a, target_entry)
+    return Change(path, Action.COPY, target, l, r, a, word, quarantine=unseen)
+
+
+def decide_conflict(
+    path: str,
+    local: Entry,
+    remote: Entry,
+    ancestor: Entry | None,
+    *,
+    policy: Policy,
+    offset_ns: int,
+    local_id: str,
+    remote_id: str,
+    reason: str = "conflict",
+) -> Change:
+    """Apply the conflict policy to a path both sides changed to different content.
+
+    The winner's content is copied over the loser, which execute first saves in conflicts/.
+    The outcome depends only on values both machines share, so either may start the sync
+    and both reach the same decision.  Decided changes carry the reason `f"{reason}-{how}"`
+    (e.g. "conflict-newest", "rewritten-log-local"); unresolved ones "skip" or "manual".
+    """
+    if policy is Policy.SKIP or policy is Policy.MANUAL:
+        return Change(path, Action.CONFLICT, None, local, remote, ancestor, policy.value)
+    if policy is Policy.NEWEST:
+        local_t, remote_t = local.mtime_ns, remote.mtime_ns - offset_ns  # both on the local clock
+        if local_t != remote_t:
+            winner = Side.LOCAL if local_t > remote_t else Side.REMOTE
+        else:
+            winner = Side.LOCAL if local_id < remote_id else Side.REMOTE
+    else:
+        winner = Side.LOCAL if policy is Policy.LOCAL else Side.REMOTE
+    return Change(
+        path, Action.COPY, winner.other, local, remote, ancestor, f"{reason}-{policy.value}",
+        quarantine=True,
+    )

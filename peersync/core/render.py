@@ -1,0 +1,77 @@
+"""Chat-style text for reports: short enough to paste into a conversation (DESIGN 1.2)."""
+
+from __future__ import annotations
+
+from peersync.core.types import Report
+
+MAX_NAMES = 5
+
+
+def names(paths: list[str], limit: int = MAX_NAMES) -> str:
+    shown = ", ".join(paths[:limit])
+    rest = len(paths) - limit
+    return f"{shown} …and {rest} more" if rest > 0 else shown
+
+
+def plural(n: int, word: str, words: str | None = None) -> str:
+    return f"{n} {word if n == 1 else (words or word + 's')}"
+
+
+def report_text(report: Report) -> str:
+    who = f"{report.peer} ({report.host})"
+    if report.error:
+        return f"❌ {report.peer}: {report.error}"
+    lines = []
+    verb = {"sync": "Synced with", "push": "Pushed to", "pull": "Pulled from"}[report.mode.value]
+    if report.dry_run:
+        lines.append(f"🔍 Dry run with {who} — nothing was changed")
+        would = "Would "
+    else:
+        lines.append(f"🔄 {verb} {who} in {report.seconds:.1f} s")
+        would = ""
+    if report.pushed:
+        lines.append(f"📤 {would}{'push' if would else 'Pushed'} {len(report.pushed)}: {names(report.pushed)}")
+    if report.pulled:
+        lines.append(f"📥 {would}{'pull' if would else 'Pulled'} {len(report.pulled)}: {names(report.pulled)}")
+    if report.merged:
+        lines.append(f"🔀 {would}{'merge' if would else 'Merged'} {plural(len(report.merged), 'log')}: "
+                     f"{names(report.merged)}")
+    if report.deleted_local:
+        lines.append(f"🗑️ {would}{'delete' if would else 'Deleted'} {len(report.deleted_local)} here "
+                     f"(to the trash): {names(report.deleted_local)}")
+    if report.deleted_remote:
+        lines.append(f"🗑️ {would}{'delete' if would else 'Deleted'} {len(report.deleted_remote)} on {report.peer} "
+                     f"(to the trash): {names(report.deleted_remote)}")
+    if report.conflicts:
+        lines.append(f"⚠️ {plural(len(report.conflicts), 'conflict')}: "
+                     + "; ".join(conflict_text(c, report) for c in report.conflicts[:MAX_NAMES])
+                     + (f" …and {len(report.conflicts) - MAX_NAMES} more" if len(report.conflicts) > MAX_NAMES else ""))
+    if report.problems:
+        shown = "; ".join(f"{p.path}: {p.message}" if p.path else p.message for p in report.problems[:3])
+        more = f" …and {len(report.problems) - 3} more" if len(report.problems) > 3 else ""
+        lines.append(f"⚠️ {plural(len(report.problems), 'file')} left for the next sync: {shown}{more}")
+    if len(lines) == 1 and not report.dry_run:
+        lines[0] = f"✅ Already in sync with {who}"
+    elif len(lines) == 1:
+        lines.append("✅ Nothing to do")
+    return "\n".join(lines)
+
+
+def conflict_text(c: dict, report: Report) -> str:
+    if c.get("kept") == "both":
+        if c.get("saved_as"):
+            return f"{c['path']} — kept both; {report.peer}'s version saved as conflict {c['saved_as']}"
+        return f"{c['path']} — {c.get('reason', 'skipped')}, left as is on both sides"
+    winner = "yours" if c.get("kept") == "local" else f"{report.peer}'s"
+    why = " (newer)" if c.get("reason") == "conflict-newest" else ""
+    if report.dry_run:
+        return f"{c['path']} — would keep {winner}{why}, the other saved as a conflict"
+    if c.get("saved_here"):  # a cloud folder's losing version is kept on this machine
+        return f"{c['path']} — kept {winner}{why}; {report.peer}'s version saved here as conflict {c.get('saved_as')}"
+    if c.get("side") == "local":
+        return f"{c['path']} — kept {winner}{why}; yours saved as conflict {c.get('saved_as')}"
+    return f"{c['path']} — kept {winner}{why}; {report.peer}'s saved there as conflict {c.get('saved_as')}"
+
+
+def reports_text(reports: list[Report]) -> str:
+    return "\n".join(report_text(r) for r in reports)

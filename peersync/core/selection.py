@@ -1,0 +1,96 @@
+"""What gets synced: the seed's default roots, gitignore-style excludes, and the never-sync list."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Callable
+
+import pathspec
+
+from peersync.core.paths import in_state_dir
+
+DEFAULT_ROOTS = ("memory", "MEMORY.md", "USER.md", "HEARTBEAT.md")
+SKILLS_ROOT = "skills"
+# Each instance has its own identity and config: never synced, even if a user includes them.
+NEVER = ("IDENTITY.md", "config")
+DEFAULT_EXCLUDES = ("*.tmp", ".git/", "node_modules/", "cache/", ".DS_Store")
+
+
+def _top(path: str) -> str:
+    return path.split("/", 1)[0]
+
+
+@dataclass(frozen=True)
+class Selection:
+    """The set of workspace paths peersync manages.  Paths are workspace-relative POSIX."""
+
+    roots: tuple[str, ...] = DEFAULT_ROOTS
+    exclude: tuple[str, ...] = DEFAULT_EXCLUDES
+    _match: Callable[[str], bool] = field(init=False, repr=False, compare=False)
+    _negated: bool = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        roots = tuple(dict.fromkeys(r.strip("/") for r in self.roots if r.strip("/")))
+        object.__setattr__(self, "roots", tuple(r for r in roots if _top(r) not in NEVER))
+        spec = pathspec.GitIgnoreSpec.from_lines(self.exclude)
+        negated = any(p.include is False for p in spec.patterns)
+        object.__setattr__(self, "_negated", negated)
+        object.__setattr__(self, "_match", spec.match_file if negated else _combined(spec))
+
+    @classmethod
+    def from_options(cls, *, skills: bool = False, include=(), exclude=None) -> "Selection":
+        roots = DEFAULT_ROOTS + ((SKILLS_ROOT,) if skills else ()) + tuple(include or ())
+        return cls(roots=roots, exclude=tuple(DEFAULT_EXCLUDES if exclude is None else exclude))
+
+    def under_root(self, path: str) -> bool:
+        return any(path == r or path.startswith(r + "/") for r in self.roots)
+
+    def excludes_dir(self, path: str) -> bool:
+        """True when the directory `path` (and everything below it) is outside the selection."""
+        return in_state_dir(path) or _top(path) in NEVER or self._match(path + "/")
+
+    def excludes_file(self, path: str) -> bool:
+        return in_state_dir(path) or _top(path) in NEVER or self._match(path)
+
+    def excludes_child(self, path: str) -> bool:
+        """excludes_file for a file whose directory already passed excludes_dir (the walker):
+        only the patterns can still exclude it — or the state dir's own path, if a file sits there."""
+        return self._match(path) or (path.count("/") == 1 and in_state_dir(path))
+
+    def pattern_excludes(self, path: str) -> bool:
+        """True when the gitignore excludes alone exclude `path` (a directory: pass "dir/")."""
+        return self._match(path)
+
+    def contains(self, path: str) -> bool:
+        """True when a file at `path` belongs to the selection (used to validate peer paths).
+
+        A gitignore pattern that names a directory also matches every path below it, so one
+        match decides — unless a `!` pattern exists, when each parent is checked as well.
+        """
+        if not self.under_root(path) or self.excludes_file(path):
+            return False
+        if not self._negated:
+            return True
+        parts = path.split("/")
+        return not any(self.excludes_dir("/".join(parts[:i])) for i in range(1, len(parts)))
+
+    def to_wire(self) -> dict:
+        return {"roots": list(self.roots), "exclude": list(self.exclude)}
+
+    @classmethod
+    def from_wire(cls, value: dict) -> "Selection":
+        return cls(roots=tuple(value["roots"]), exclude=tuple(value["exclude"]))
+
+
+def _combined(spec: pathspec.PathSpec) -> Callable[[str], bool]:
+    """With no `!` patterns a path is excluded when ANY pattern matches: one alternation of
+    pathspec's own compiled regexes does that in a single pass (about 5x faster per path)."""
+    parts = [p.regex.pattern.replace("(?P<ps_d>", "(") for p in spec.patterns
+             if p.include and getattr(p, "regex", None) is not None]
+    if len(parts) != sum(1 for p in spec.patterns if p.include):
+        return spec.match_file
+    if not parts:
+        return lambda path: False
+    regex = re.compile("|".join(f"(?:{part})" for part in parts))
+    return lambda path: regex.match(path) is not None

@@ -1,0 +1,225 @@
+"""Values that cross pipeline stages (scan → reconcile → plan → execute → commit).
+
+Every type here is an immutable value; `None` means "absent" (no file on that side, no
+ancestor entry).  Paths are workspace-relative POSIX strings that passed
+`peersync.core.paths.check_relpath`.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from typing import Mapping
+
+SECOND = 1_000_000_000
+# A file system that stores whole seconds (HFS+, or 2 s on FAT) truncates the mtimes we set; such
+# an mtime (no sub-second part) is compared with this much slack, everywhere (one rule).
+COARSE_SLACK_NS = 2 * SECOND
+
+
+def coarse(*mtimes_ns: int) -> bool:
+    """Whether any of these mtimes has no sub-second part (then compare with COARSE_SLACK_NS)."""
+    return any(t % SECOND == 0 for t in mtimes_ns)
+
+
+# Bump when the manifest / ancestor encoding changes; old ancestors are then ignored
+# (which means "nothing known": union, never deletions).
+MANIFEST_FORMAT = 1
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    """One regular file as scanned: content identity plus the metadata we propagate."""
+
+    size: int
+    mtime_ns: int
+    mode: int  # permission bits only (st_mode & 0o777)
+    hash: str  # xxh3-128, lower-case hex
+
+    def to_wire(self) -> list:
+        return [self.size, self.mtime_ns, self.mode, self.hash]
+
+    @classmethod
+    def from_wire(cls, value: list) -> "Entry":
+        size, mtime_ns, mode, digest = value
+        if not (isinstance(size, int) and isinstance(mtime_ns, int) and isinstance(mode, int)):
+            raise ValueError("entry fields must be integers")
+        if not isinstance(digest, str) or len(digest) != 32:
+            raise ValueError("entry hash must be a 32-digit hex string")
+        return cls(size, mtime_ns, mode & 0o777, digest)
+
+    def same_content(self, other: "Entry | None") -> bool:
+        return other is not None and other.hash == self.hash and other.size == self.size
+
+
+# path -> Entry.  Plain dicts (cheap to build for 100k files); treat as read-only once built.
+Manifest = Mapping[str, Entry]
+
+
+def manifest_to_wire(manifest: Manifest) -> dict:
+    return {"format": MANIFEST_FORMAT, "entries": {p: e.to_wire() for p, e in manifest.items()}}
+
+
+class Side(enum.Enum):
+    LOCAL = "local"
+    REMOTE = "remote"
+
+    @property
+    def other(self) -> "Side":
+        return Side.REMOTE if self is Side.LOCAL else Side.LOCAL
+
+
+class Policy(str, enum.Enum):
+    """How a true conflict (both sides changed, different content) is decided."""
+
+    NEWEST = "newest"
+    LOCAL = "local"
+    REMOTE = "remote"
+    SKIP = "skip"
+    MANUAL = "manual"
+
+
+class Mode(str, enum.Enum):
+    """Direction of a sync run."""
+
+    SYNC = "sync"  # two-way
+    PUSH = "push"  # make the peer match local
+    PULL = "pull"  # make local match the peer
+
+
+class Action(str, enum.Enum):
+    COPY = "copy"  # copy the file from `source` to `target`
+    DELETE = "delete"  # move the file on `target` to the trash
+    MERGE = "merge"  # append-merge a log file; both sides receive the merged bytes
+    CONFLICT = "conflict"  # unresolved (policy skip/manual): nothing is overwritten
+    ADOPT = "adopt"  # both sides already agree; only the ancestor is updated
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    """One decision of reconcile for one path.
+
+    `quarantine` is set when `target` holds a version the other side has never seen
+    (a conflict loser): execute saves it in `conflicts/` before overwriting it.
+    `reason` is a short machine-friendly tag (see reconcile.REASONS) used in reports.
+    """
+
+    path: str
+    action: Action
+    target: Side | None
+    local: Entry | None
+    remote: Entry | None
+    ancestor: Entry | None
+    reason: str
+    quarantine: bool = False
+
+    @property
+    def source(self) -> Side | None:
+        return self.target.other if self.target is not None else None
+
+    def entry(self, side: Side) -> Entry | None:
+        return self.local if side is Side.LOCAL else self.remote
+
+
+@dataclass(frozen=True, slots=True)
+class Problem:
+    """Per-path trouble carried in results instead of aborting the run."""
+
+    path: str
+    message: str
+    side: Side | None = None
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Everything reconcile decided for one pair, before execution."""
+
+    changes: tuple[Change, ...]
+    problems: tuple[Problem, ...] = ()
+
+    def of(self, action: Action) -> list[Change]:
+        return [c for c in self.changes if c.action is action]
+
+    @property
+    def is_noop(self) -> bool:
+        return all(c.action is Action.ADOPT for c in self.changes)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What execute did for one change: the entries now on each side (None = absent)."""
+
+    change: Change
+    ok: bool
+    local: Entry | None = None
+    remote: Entry | None = None
+    conflict_id: str | None = None  # id of the quarantined loser, if any
+    problem: Problem | None = None
+
+
+@dataclass
+class Report:
+    """Result of one sync run with one peer; rendered as chat text or JSON."""
+
+    peer: str
+    host: str
+    mode: Mode
+    dry_run: bool = False
+    seconds: float = 0.0
+    pushed: list[str] = field(default_factory=list)
+    pulled: list[str] = field(default_factory=list)
+    merged: list[str] = field(default_factory=list)
+    deleted_local: list[str] = field(default_factory=list)
+    deleted_remote: list[str] = field(default_factory=list)
+    conflicts: list[dict] = field(default_factory=list)  # {path, kept, saved_as, side, reason}
+    problems: list[Problem] = field(default_factory=list)
+    error: str | None = None
+    error_exit: int = 0  # exit code the error maps to (2 = bad input, 1 = failure)
+    error_kind: str | None = None  # errors.PeersyncError.kind: "busy", "connect", "safety", …
+    clock_offset: float | None = None
+    warm: bool = False  # went through the peer's keeper (an SSH connection kept from an earlier sync)
+    in_keeper: bool = False  # run by the keeper process itself (quick.py's fast path)
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+    @property
+    def changed(self) -> bool:
+        return bool(
+            self.pushed or self.pulled or self.merged or self.deleted_local or self.deleted_remote
+            or self.conflicts
+        )
+
+    @classmethod
+    def from_json(cls, doc: dict, error_exit: int = 0) -> "Report":
+        """The inverse of to_json (a keeper's run comes back this way); problems lose their side."""
+        return cls(peer=doc["peer"], host=doc["host"], mode=Mode(doc["mode"]), dry_run=doc["dry_run"],
+                   seconds=doc["seconds"], pushed=doc["pushed"], pulled=doc["pulled"], merged=doc["merged"],
+                   deleted_local=doc["deleted_local"], deleted_remote=doc["deleted_remote"],
+                   conflicts=doc["conflicts"], problems=[Problem(p["path"], p["message"]) for p in doc["problems"]],
+                   error=doc["error"], error_exit=error_exit, error_kind=doc.get("error_kind"),
+                   clock_offset=doc.get("clock_offset"), warm=bool(doc.get("warm_connection")),
+                   in_keeper=bool(doc.get("in_keeper")))
+
+    def to_json(self) -> dict:
+        return {
+            "peer": self.peer,
+            "host": self.host,
+            "mode": self.mode.value,
+            "dry_run": self.dry_run,
+            "ok": self.ok,
+            "seconds": round(self.seconds, 3),
+            "pushed": self.pushed,
+            "pulled": self.pulled,
+            "merged": self.merged,
+            "deleted_local": self.deleted_local,
+            "deleted_remote": self.deleted_remote,
+            "conflicts": self.conflicts,
+            "problems": [{"path": p.path, "message": p.message} for p in self.problems],
+            "error": self.error,
+            "error_kind": self.error_kind,
+            "clock_offset": self.clock_offset,
+            "warm_connection": self.warm,
+            "in_keeper": self.in_keeper,
+        }

@@ -1,0 +1,268 @@
+"""Keep a peer's connection warm between syncs: one SSH connection and one remote agent, reused.
+
+A sync first asks the peer's keeper — a small background process, one per workspace and peer —
+over a private unix socket.  When there is none it connects the usual way and, once done,
+starts one, which stays `sync.keep_connection` seconds (default 600; 0 turns keepers off) after
+its last use.  A warm sync skips the SSH handshake, the remote login shell, the agent's start-up
+and the asyncssh import: this is what OpenSSH's ControlPersist and Mutagen's daemon do.
+
+The keeper relays protocol messages (frames, protocol.py) unchanged, one client at a time (a second one is told "busy"
+and connects directly).  When a client leaves — done, failed or killed — the keeper asks the
+agent to `reset` (drop staging, release the peer's lock) before it serves anyone else.  A keeper
+whose connection, workspace or socket goes away exits; so does one idle for its whole time.
+Safety does not depend on it: every sync still takes both locks and verifies every install.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import time
+from pathlib import Path
+
+from peersync.transport.keeper import DEFAULT_KEEP, LINE_LIMIT, socket_path
+from peersync.transport.protocol import PROTOCOL, decode, encode
+from peersync.transport.ssh import Session, open_session, read_frame, read_line
+from peersync.workspace.workspace import Peer, Workspace
+
+TICK = 2.0
+BUSY_WAIT = 2.0  # a client finding the keeper in use waits this long, then connects directly
+
+
+# -- the keeper process ---------------------------------------------------------------------------
+class Keeper:
+    def __init__(self, ws: Workspace, peer: Peer, root: str, idle: float, path: Path):
+        self.ws, self.peer, self.root, self.idle, self.path = ws, peer, root, idle, path
+        self.session = None
+        self.serving = asyncio.Lock()
+        self.last_used = time.monotonic()
+        self.done = asyncio.Event()
+        self.inode = None
+
+    async def run(self) -> int:
+        self.session = await open_session(self.ws, self.peer, timeout=15.0, root=self.root)
+        with contextlib.suppress(FileNotFoundError):
+            self.path.unlink()  # a dead keeper's socket (we hold the keeper lock)
+        server = await asyncio.start_unix_server(self.client, str(self.path), limit=LINE_LIMIT)
+        os.chmod(self.path, 0o600)
+        self.inode = self.path.stat().st_ino
+        watchdog = asyncio.create_task(self.watch())
+        for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            asyncio.get_running_loop().add_signal_handler(signum, self.done.set)
+        try:
+            await self.done.wait()
+        finally:
+            watchdog.cancel()
+            server.close()
+            self._remove_socket()
+            await self.session.close()
+        return 0
+
+    def _remove_socket(self) -> None:
+        with contextlib.suppress(OSError):
+            if self.path.stat().st_ino == self.inode:
+                self.path.unlink()
+
+    async def watch(self) -> None:
+        """Exit when idle too long, or when the workspace, the socket or the connection is gone."""
+        while not self.done.is_set():
+            await asyncio.sleep(TICK)
+            if self.serving.locked():
+                continue
+            try:
+                gone = not self.ws.root.is_dir() or self.path.stat().st_ino != self.inode
+            except OSError:
+                gone = True
+            idle = time.monotonic() - self.last_used > self.idle
+            if gone or idle or self.session.process.stdout.at_eof():
+                self.done.set()
+
+    async def client(self, reader, writer) -> None:
+        try:
+            first = await asyncio.wait_for(read_frame(reader.readline, reader.readexactly), 30)
+        except (OSError, ValueError, asyncio.TimeoutError):
+            first = (b"", None)
+        if not first[0].endswith(b"\n"):  # a liveness probe (spawn), or a client gone already
+            writer.close()
+            return
+        try:
+            # The previous client may have just left (its reset is a round trip): wait a little.
+            await asyncio.wait_for(self.serving.acquire(), BUSY_WAIT)
+        except asyncio.TimeoutError:
+            await self._refuse(first[0], writer, "the connection is in use by another sync")
+            return
+        try:
+            if self.done.is_set():
+                await self._refuse(first[0], writer, "the keeper is closing")
+                return
+            request = _small_request(*first)
+            if request is not None and request.get("op") == "run":
+                try:
+                    await self._run(request, writer)
+                finally:
+                    writer.close()
+                    self.last_used = time.monotonic()
+                return
+            try:
+                await self._relay(first, reader, writer)
+            finally:
+                writer.close()
+                self.last_used = time.monotonic()
+                await self._reset()
+        finally:
+            self.serving.release()
+
+    async def _run(self, request: dict, writer) -> None:
+        """Run a whole sync here (quick.py's fast path) with our own connection, and send back
+        the reports.  A failure before the sync could start answers not-ok: the client then
+        runs it itself and shows the error its own way."""
+        from peersync.core.types import Mode, Policy
+        from peersync.errors import PeersyncError
+        from peersync.sync.engine import sync_peers
+
+        args = request.get("args") or {}
+        try:  # a connection that died while idle: the client connects anew instead of failing
+            await asyncio.wait_for(self.session.request("hello", protocol=PROTOCOL), 10)
+        except Exception:
+            self.done.set()
+            with contextlib.suppress(OSError, ConnectionError):
+                writer.write(encode({"id": request.get("id"), "ok": False, "error": "connection lost"}))
+                await writer.drain()
+            return
+        try:
+            reports = await sync_peers(
+                self.ws, [self.peer.name], mode=Mode(args.get("mode", "sync")), dry_run=bool(args.get("dry_run")),
+                force=bool(args.get("force")), policy=Policy(args["policy"]) if args.get("policy") else None,
+                session_for=self._lend)
+            reply = {"id": request.get("id"), "ok": True, "reports": [r.to_json() for r in reports],
+                     "exits": [r.error_exit for r in reports]}
+        except (PeersyncError, ValueError, KeyError, TypeError) as err:
+            reply = {"id": request.get("id"), "ok": False, "error": str(err)}
+        if any(r.get("error_kind") in ("connect", "protocol") for r in reply.get("reports", ())):
+            self.done.set()  # our connection is broken: leave, the next sync connects anew
+        with contextlib.suppress(OSError, ConnectionError):
+            writer.write(encode(reply))
+            await writer.drain()
+
+    async def _lend(self, peer: Peer):
+        """Our session, for one sync run in this process: a fresh hello (clock offset), and
+        closing it only resets the agent."""
+        started = time.time()
+        hello = await self.session.request("hello", protocol=PROTOCOL)
+        finished = time.time()
+        return LentSession(self.session, hello, float(hello["time"]) - (started + finished) / 2, finished - started)
+
+    async def _relay(self, frame: tuple[bytes, bytes | None], reader, writer) -> None:
+        agent_in, agent_out = self.session.process.stdin, self.session.process.stdout
+        while frame[0].endswith(b"\n"):  # else the client left (or was killed)
+            if _is_bye(*frame):
+                return  # the agent stays; the client just goes
+            agent_in.write(_frame_bytes(*frame))
+            try:
+                reply = await read_frame(lambda: read_line(agent_out), agent_out.readexactly)
+            except ValueError:
+                reply = (b"", None)
+            if not reply[0].endswith(b"\n"):  # the agent or the connection died: the client sees EOF
+                self.done.set()
+                return
+            try:
+                writer.write(_frame_bytes(*reply))
+                await writer.drain()
+            except (OSError, ConnectionError):
+                pass  # the client left mid-request; we still read its reply, so the stream is in step
+            try:
+                frame = await read_frame(reader.readline, reader.readexactly)
+            except (OSError, ValueError):
+                return
+
+    async def _reset(self) -> None:
+        if self.done.is_set():
+            return
+        try:
+            self.session.process.stdin.write(encode({"id": "reset", "op": "reset", "args": {}}))
+            reply = decode(await asyncio.wait_for(read_line(self.session.process.stdout), 60))
+            if not reply.get("ok"):
+                self.done.set()
+        except Exception:
+            self.done.set()
+
+    async def _refuse(self, line: bytes, writer, why: str) -> None:
+        with contextlib.suppress(Exception):
+            writer.write(encode({"id": decode(line).get("id"), "ok": False, "error": why, "kind": "busy"}))
+            await writer.drain()
+        writer.close()
+
+
+class LentSession:
+    """The keeper's own Session, lent to one sync run: same requests, but close() resets the
+    agent (unstage, release its lock) instead of ending it."""
+
+    kept = True
+
+    def __init__(self, session: Session, hello: dict, offset: float, rtt: float):
+        self._session, self.peer, self.hello, self.offset, self.rtt = session, session.peer, hello, offset, rtt
+
+    async def request(self, op: str, **args):
+        return await self._session.request(op, **args)
+
+    async def close(self) -> None:
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(self._session.request("reset"), 60)
+
+
+def _frame_bytes(line: bytes, blob: bytes | None) -> bytes:
+    """A message as it travels (protocol.py): forwarded exactly as received."""
+    return line if blob is None else b"".join([b"+%d\n" % len(blob), line, blob])
+
+
+def _small_request(line: bytes, blob: bytes | None = None) -> dict | None:
+    """A short first line decoded (a relayed request can be megabytes: those are not looked at)."""
+    if len(line) > 4096 or blob is not None:
+        return None
+    try:
+        return decode(line)
+    except ValueError:
+        return None
+
+
+def _is_bye(line: bytes, blob: bytes | None = None) -> bool:
+    request = _small_request(line, blob) if b'"bye"' in line else None
+    return request is not None and request.get("op") == "bye"
+
+
+def main(argv: list[str]) -> int:
+    """`peersync keeper --workspace W --peer NAME --root R --idle S` (started by spawn())."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="peersync keeper", description="keeps one peer's connection warm")
+    parser.add_argument("--workspace", required=True)
+    parser.add_argument("--peer", required=True)
+    parser.add_argument("--root", required=True)
+    parser.add_argument("--idle", type=float, default=DEFAULT_KEEP)
+    args = parser.parse_args(argv)
+    ws = Workspace(args.workspace)
+    try:
+        peer = ws.peer(args.peer)
+    except Exception:
+        return 2
+    path = socket_path(ws, peer, args.root)
+    if path is None or args.idle <= 0:
+        return 0
+    import fcntl
+
+    # One keeper per socket: whoever holds this lock owns the socket name.
+    fd = os.open(str(path) + ".lock", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return 0
+    try:
+        return asyncio.run(Keeper(ws, peer, args.root, args.idle, path).run())
+    except Exception:
+        return 1
+    finally:
+        with contextlib.suppress(OSError):
+            os.unlink(str(path) + ".lock")  # a keeper racing this one and losing the name exits by itself
+        os.close(fd)

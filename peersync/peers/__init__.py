@@ -1,0 +1,1 @@
+"""Managing peers: adding, removing, and probing their health."""

@@ -1,0 +1,519 @@
+"""A replica's operations on its own disk (scan, read, install, delete, quarantine, ancestors…),
+confined to its root: what the agent serves over the wire and the local side calls in-process.
+
+Imported by the agent at start-up: nothing heavy here.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import secrets
+import threading
+import time
+from pathlib import Path
+
+import xxhash
+
+from peersync import __version__
+from peersync.core import deletions
+from peersync.core.paths import BadPath, check_relpath
+from peersync.core.selection import Selection
+from peersync.core.types import MANIFEST_FORMAT, Entry
+from peersync.replica import tombstones
+from peersync.replica.scan import hash_bytes, scan
+from peersync.replica.store import Refused, Store, hash_fd
+from peersync.workspace.lock import state_lock
+from peersync.workspace.storage import atomic_write_bytes, read_json, sweep_temp
+from peersync.workspace.workspace import Workspace
+
+PRUNE_EVERY = 3600.0  # seconds between two prunings of unreferenced log bases
+PARALLEL_WRITES_MIN = 64  # inline files in one install from which two threads write them
+
+# Ancestor files this process read or wrote: str(path) -> (file identity, digest, document,
+# whether the document was parsed).
+_ANCESTORS: dict[str, tuple] = {}
+
+
+def _identity(st: os.stat_result) -> tuple:
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+
+
+class Handler:
+    """Protocol operations on one workspace root.  The local side of a sync uses it directly."""
+
+    def __init__(self, root: Path | str, *, restricted: bool = False):
+        self.ws = Workspace(root)
+        self.restricted = restricted
+        self.store = Store(self.ws.root, Selection())
+        self.staging: Path | None = None
+        # The local side calls us from worker threads: one operation at a time, and closing the
+        # session (unstage, release the lock) waits for one still running after its caller gave up.
+        self._busy = threading.RLock()
+        self._lock = None
+
+    # -- session ---------------------------------------------------------------------------
+    def op_hello(self, protocol: int | None = None) -> dict:
+        """Who we are; the server adds the wire protocol's version (transport/agent.py)."""
+        return {"version": __version__, "time": time.time(),
+                "root": str(self.ws.root), "workspace": self.ws.root.is_dir(),
+                "instance_id": self.ws.existing_instance_id(),
+                "restricted": self.restricted}
+
+    def op_init(self) -> dict:
+        self.ws.root.mkdir(parents=True, exist_ok=True)
+        return {"instance_id": self.ws.instance_id}
+
+    def op_lock(self, timeout: float = 10.0, what: str = "sync") -> dict:
+        if self._lock is None:
+            lock = state_lock(self.ws.state, timeout, what=what)
+            lock.__enter__()
+            self._lock = lock
+            return {"recovered": self.recover(), "instance_id": self.ws.instance_id}
+        return {"recovered": 0, "instance_id": self.ws.instance_id}
+
+    def recover(self) -> int:
+        """Clear what interrupted runs left in the state dir.  Only while holding the lock."""
+        return (self.store.clear_staging() + self.store.recover_holding() + self.store.reindex_conflicts()
+                + sweep_temp(self.ws.state))
+
+    def release(self) -> None:
+        with self._busy:
+            if self._lock is not None:
+                self._lock.__exit__(None, None, None)
+                self._lock = None
+
+    def op_reset(self) -> dict:
+        """End one client's use of a kept agent (see keeper.py): what EOF does, minus exiting."""
+        self.op_unstage()
+        self.release()
+        return {}
+
+    def op_selection(self, selection: dict) -> dict:
+        self.store = Store(self.ws.root, Selection.from_wire(selection))
+        return {}
+
+    # -- scan and ancestors ----------------------------------------------------------------
+    def op_scan(self, save_cache: bool = True, base_peer: str | None = None, base_digest: str | None = None) -> dict:
+        """The manifest; or, when the caller holds the same ancestor as we do (equal digests of
+        the ancestor file), only what differs from it — a no-op sync of 100k files then sends
+        almost nothing."""
+        result = scan(self.ws.root, self.store.selection, self.ws.state / "scan-cache.json",
+                      save_cache=save_cache)
+        problems = [[p.path, p.message] for p in result.problems]
+        base = self._ancestor_entries(base_peer, base_digest) if base_peer and base_digest else None
+        if base is None:
+            return {"entries": {p: e.to_wire() for p, e in result.manifest.items()},
+                    "problems": problems, "hashed": result.hashed, "dead": self._has_dead()}
+        # A file that was rewritten with the ancestor's bytes (a revert) counts too: its mtime moved.
+        changed = {p: e.to_wire() for p, e in result.manifest.items()
+                   if (w := base.get(p)) is None or w[3] != e.hash or w[0] != e.size or w[1] != e.mtime_ns}
+        deleted = [p for p in base if p not in result.manifest]
+        return {"delta": True, "entries": changed, "deleted": deleted, "problems": problems,
+                "hashed": result.hashed, "dead": self._has_dead()}
+
+    def ancestor_doc(self, peer_id: str, *, parse: bool = True) -> tuple[str, dict | None] | None:
+        """(digest of the stored bytes, parsed document — None if not JSON) of the ancestor shared
+        with `peer_id`; None when there is none.  A long-lived process (a kept agent, a keeper's
+        local side) syncs again and again: a file it already read or wrote is not read again
+        (at 100k files, parsing one costs ~0.12 s).  `parse=False`: only the digest is needed
+        (the document part is then whatever is at hand).  Callers never modify the document."""
+        path = self._ancestor_file(peer_id)
+        try:
+            with open(path, "rb") as f:
+                key = _identity(os.fstat(f.fileno()))
+                kept = _ANCESTORS.get(str(path))
+                if kept is not None and kept[0] == key and (kept[3] or not parse):
+                    return kept[1], kept[2]
+                raw = f.read()
+        except FileNotFoundError:
+            return None
+        digest, doc = hash_bytes(raw), None
+        if parse:
+            try:
+                doc = json.loads(raw)
+            except ValueError:
+                pass
+        _ANCESTORS[str(path)] = (key, digest, doc, parse)
+        return digest, doc
+
+    def _ancestor_entries(self, peer_id: str, digest: str) -> dict | None:
+        try:
+            found = self.ancestor_doc(peer_id)
+        except OSError:
+            return None
+        if found is None or found[0] != digest or not isinstance(found[1], dict) \
+                or found[1].get("format") != MANIFEST_FORMAT:
+            return None
+        entries = found[1].get("entries")
+        return entries if isinstance(entries, dict) else None
+
+    def op_ancestor_digest(self, peer_id: str) -> str | None:
+        try:
+            found = self.ancestor_doc(peer_id, parse=False)
+        except OSError:
+            return None
+        return None if found is None else found[0]
+
+    def _ancestor_file(self, peer_id: str) -> Path:
+        if not peer_id or not all(c in "0123456789abcdef" for c in peer_id):
+            raise BadPath(f"bad instance id {peer_id!r}")
+        return self.ws.state / "ancestors" / f"{peer_id}.json"
+
+    def op_ancestor_get(self, peer_id: str):
+        found = self.ancestor_doc(peer_id)
+        data = found[1] if found is not None else None
+        if not isinstance(data, dict) or data.get("format") != MANIFEST_FORMAT:
+            return None  # none, or unreadable: nothing known (union, never deletions)
+        return data
+
+    def op_ancestor_put(self, peer_id: str, manifest: dict | None = None, base_digest: str | None = None,
+                        delta: dict | None = None) -> dict:
+        """Store the ancestor shared with `peer_id`: the whole `manifest`, or — when this side still
+        holds the ancestor whose digest is `base_digest` — only a `delta` {"set": {path: entry},
+        "drop": [path]} to it (a sync that changed 10 files of 100k sends 10 entries).  Both sides
+        write the same canonical bytes, so their digests agree for the next delta scan."""
+        path = self._ancestor_file(peer_id)
+        if delta is not None:
+            try:
+                found = self.ancestor_doc(peer_id)
+            except OSError:
+                return {"applied": False}
+            if found is None or found[0] != base_digest or not isinstance(found[1], dict):
+                return {"applied": False}
+            entries = dict(found[1]["entries"])  # a copy: the stored document stays as it is
+            for p in delta.get("drop", ()):
+                entries.pop(p, None)
+            for p, wire in delta.get("set", {}).items():
+                Entry.from_wire(wire)  # well-formed, or the request fails before anything is written
+                entries[check_relpath(p)] = wire
+            manifest = {**found[1], "entries": entries}
+        elif manifest is None:
+            raise ValueError("ancestor_put needs a manifest or a delta")
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        raw = canonical_json(manifest)
+        atomic_write_bytes(path, raw)
+        digest = hash_bytes(raw)
+        # What we just wrote is what the next sync reads (we hold the workspace's lock: nobody
+        # else writes it meanwhile).
+        _ANCESTORS[str(path)] = (_identity(os.stat(path)), digest, manifest, True)
+        return {"applied": True, "digest": digest}
+
+    # -- deletion records (peersync.replica.tombstones) -------------------------------------------
+    @property
+    def _dead_file(self) -> Path:
+        return self.ws.state / tombstones.FILE
+
+    def _has_dead(self) -> bool:
+        return tombstones.present(self._dead_file)
+
+    def op_tombstones_get(self, paths: list | None = None) -> dict:
+        return deletions.to_wire(tombstones.lookup(self._dead_file, paths))
+
+    def op_tombstones_add(self, items: list) -> dict:
+        """Record versions this side and a peer both no longer hold (see tombstones.py)."""
+        parsed = [(check_relpath(p), Entry.from_wire(w)) for p, w in items]  # all valid, or none recorded
+        return {"added": tombstones.add(self._dead_file, parsed)}
+
+    # -- data ----------------------------------------------------------------------------
+    def op_read(self, paths: list) -> dict:
+        return self.store.read(paths)
+
+    def op_read_tail(self, items: list) -> dict:
+        """For files that only grew: the bytes after `offset`, when the first `offset` bytes still
+        hash to `prefix` (else None: the caller sends the whole file).  An appended log then
+        travels as its new lines, not as the whole file."""
+        out = {}
+        for item in items:
+            path, offset, prefix = item["path"], int(item["offset"]), item["prefix"]
+            out[path] = None
+            try:
+                with open(self.store.target(path), "rb") as f:
+                    if _read_prefix(f, offset) == prefix:
+                        out[path] = f.read()
+            except (OSError, Refused):
+                pass  # gone or moved: the whole file goes the usual way
+        return out
+
+    def _staged_tail(self, item: dict) -> Path:
+        """A staged file made of this side's current file (whose first bytes must still be what
+        the sender saw: size and hash of item["tail"]) plus the appended bytes."""
+        tail = item["tail"]
+        size, prefix = int(tail["size"]), tail["prefix"]
+        staged = self.staging / f".inline-{secrets.token_hex(8)}"
+        with open(self.store.target(item["path"]), "rb") as src, open(staged, "wb") as dst:
+            if _read_prefix(src, size, dst.write) != prefix:
+                raise Refused(f"{item['path']} changed here since the scan")
+            dst.write(_data(tail))
+        return staged
+
+    def op_stage(self) -> dict:
+        with self._busy:  # one staging dir per session, whichever transfer asks first
+            if self.staging is None:
+                self.staging = self.store.new_staging()
+        return {"dir": str(self.staging)}
+
+    def op_unstage(self) -> dict:
+        with self._busy:
+            if self.staging is not None:
+                import shutil
+
+                shutil.rmtree(self.staging, ignore_errors=True)
+                self.staging = None
+        return {}
+
+    def _staged(self, item: dict, index: int) -> Path | str:
+        """The file holding an item's new content: rsync-staged, or inline bytes written now."""
+        if self.staging is None:
+            self.op_stage()
+        if "tail" in item:
+            return self._staged_tail(item)
+        if "data" in item:
+            staged = self.staging / f".inline-{secrets.token_hex(8)}"
+            staged.write_bytes(_data(item))
+            return staged
+        return f"{self.staging}/{check_relpath(item['path'])}"  # a string: one per file of a batch
+
+    def _write_inlines(self, jobs: list[tuple[int, bytes, Entry]]) -> dict[int, str | Exception]:
+        """Staged files for (index, bytes, entry) jobs: index → staged path, or the error.
+
+        Two threads, each creating in its own directory: a file's creation is mostly kernel time
+        (inode allocation, under the directory's lock), which a second core then overlaps."""
+        if self.staging is None:
+            self.op_stage()
+        out: dict[int, str | Exception] = {}
+
+        def write(part, where: str) -> None:
+            for index, raw, new in part:
+                try:
+                    out[index] = self._write_inline(raw, new, where)
+                except Exception as err:  # the caller decides: a per-path error or a failed request
+                    out[index] = err
+
+        if len(jobs) < PARALLEL_WRITES_MIN:
+            write(jobs, str(self.staging))
+            return out
+        second = self.staging / ".inline-2"
+        second.mkdir(exist_ok=True)
+        helper = threading.Thread(target=write, args=(jobs[1::2], str(second)))
+        helper.start()
+        try:
+            write(jobs[0::2], str(self.staging))
+        finally:
+            helper.join()
+        return out
+
+    def _write_inline(self, raw: bytes, new: Entry, where: str) -> str:
+        """A staged file for inline bytes, verified before it is written (the same checks as
+        Store.prepare, on the bytes in hand: no reading back), with its mode and mtime."""
+        if len(raw) != new.size or hash_bytes(raw) != new.hash:
+            raise Refused("content changed on the sending side during the sync; left for the next sync")
+        staged = f"{where}/.inline-{secrets.token_hex(8)}"
+        fd = os.open(staged, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, new.mode or 0o644)
+        try:
+            view = memoryview(raw)
+            while view:
+                view = view[os.write(fd, view):]
+            os.fchmod(fd, new.mode or 0o644)  # exactly, whatever the umask
+            os.utime(fd, ns=(new.mtime_ns, new.mtime_ns))
+        finally:
+            os.close(fd)
+        return staged
+
+    def op_install(self, items: list) -> dict:
+        """Install a batch: verify every staged file, make them all durable with one flush,
+        then rename them into place and fsync each touched directory once."""
+        results: list[dict | None] = [None] * len(items)
+        pending, inline = [], []
+        for index, item in enumerate(items):
+            path = item.get("path")
+            try:
+                expect = Entry.from_wire(item["expect"]) if item.get("expect") else None
+                new = Entry.from_wire(item["new"])
+                if "mtime_ns" in item and item["mtime_ns"] is None:
+                    new = Entry(new.size, time.time_ns(), new.mode, new.hash)
+                if "data" in item and "tail" not in item:
+                    inline.append((index, _data(item), new))  # written below, checked in memory as written
+                    staged = None
+                else:
+                    staged = self._staged(item, index)  # checks the path (inline items: install does)
+                    self.store.prepare(staged, new)
+                pending.append((index, path, staged, expect, new, item.get("quarantine")))
+            except (Refused, BadPath, OSError, ValueError, KeyError, TypeError) as err:
+                results[index] = {"path": path, "ok": False, "error": error_text(err)}
+        written = self._write_inlines(inline) if inline else {}
+        ready = []
+        for index, path, staged, expect, new, quarantine in pending:
+            if staged is None:
+                staged = written[index]
+                if isinstance(staged, Exception):
+                    if not isinstance(staged, (Refused, OSError, ValueError)):
+                        raise staged
+                    results[index] = {"path": path, "ok": False, "error": error_text(staged)}
+                    continue
+            ready.append((index, path, staged, expect, new, quarantine))
+        if ready:
+            flush_filesystem(ready[0][2])
+        self.store.deferred_dirs = set()
+        try:
+            for index, path, staged, expect, new, quarantine in ready:
+                try:
+                    res = self.store.install(path, staged, expect=expect, new=new, quarantine=quarantine,
+                                             prepared=True)
+                    results[index] = {"path": path, "ok": True, **res}
+                except (Refused, BadPath, OSError, ValueError, KeyError, TypeError) as err:
+                    results[index] = {"path": path, "ok": False, "error": error_text(err)}
+        finally:
+            self.store.flush_dirs()
+        return {"results": results}
+
+    def op_delete(self, items: list, batch: str) -> dict:
+        if not batch.replace("-", "").replace("T", "").isalnum():
+            raise BadPath(f"bad trash batch name {batch!r}")
+        results = []
+        for item in items:
+            path = item.get("path")
+            try:
+                res = self.store.delete(check_relpath(path), expect=Entry.from_wire(item["expect"]),
+                                        batch=batch)
+                results.append({"path": path, "ok": True, **res})
+            except (Refused, BadPath, OSError, ValueError, KeyError, TypeError) as err:
+                results.append({"path": path, "ok": False, "error": error_text(err)})
+        return {"results": results}
+
+    def op_touch(self, items: list) -> dict:
+        """Give files that hold the same bytes as the peer's copy the peer's (newer) mtime, so the
+        pair's ancestor matches both sides exactly.  Only while a file still is `expect`; one
+        that changed meanwhile is left alone (its change is for the next sync)."""
+        results = []
+        for item in items:
+            path = item.get("path")
+            try:
+                expect, mtime_ns = Entry.from_wire(item["expect"]), int(item["mtime_ns"])
+                fd = os.open(self.store.target(check_relpath(path)), os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+                try:
+                    st = os.fstat(fd)
+                    if (st.st_size, st.st_mtime_ns) != (expect.size, expect.mtime_ns) or hash_fd(fd, expect.size) != expect.hash:
+                        raise Refused("changed since the scan")
+                    os.utime(fd, ns=(st.st_atime_ns, mtime_ns))
+                finally:
+                    os.close(fd)
+                results.append({"path": path, "ok": True,
+                                "entry": [expect.size, mtime_ns, expect.mode, expect.hash]})
+            except (Refused, BadPath, OSError, ValueError, KeyError, TypeError) as err:
+                results.append({"path": path, "ok": False, "error": error_text(err)})
+        return {"results": results}
+
+    def op_quarantine(self, items: list) -> dict:
+        results = []
+        for index, item in enumerate(items):
+            path = item.get("path")
+            try:
+                staged = self._staged(item, index)
+                cid = self.store.quarantine_copy(check_relpath(path), staged, item.get("info") or {})
+                results.append({"path": path, "ok": True, "conflict": cid})
+            except (Refused, BadPath, OSError, ValueError, KeyError, TypeError) as err:
+                results.append({"path": path, "ok": False, "error": error_text(err)})
+        return {"results": results}
+
+    def op_logbase_save(self, items: list) -> dict:
+        return {"saved": self.store.save_logbases([(check_relpath(p), h) for p, h in items])}
+
+    def op_logbase_get(self, hashes: list) -> dict:
+        return self.store.logbases(hashes)
+
+    def op_housekeeping(self, trash_days: int = 30, prune_logbases: bool = False) -> dict:
+        # Deletion records live as long as the trash; they age by days, so once an hour is enough.
+        if tombstones.present(self._dead_file) and self._due("tombstones.pruned"):
+            tombstones.prune(self._dead_file, trash_days)
+        # Log bases no ancestor refers to any more are dropped — at most once an hour: deciding
+        # reads every ancestor (megabytes at 100k files), and stale bases only cost disk space.
+        if not prune_logbases or not self.store.logbase_dir.is_dir() or not self._due("logbase.pruned"):
+            return {"trash_purged": self.store.purge_trash(trash_days)}
+        keep: set[str] = set()
+        ancestors = self.ws.state / "ancestors"
+        for path in [*ancestors.glob("*.json"), *(self.ws.state / "cloud").glob("*/ancestor.json")]:
+            try:
+                data = read_json(path) or {}
+                keep.update(w[3] for w in data.get("entries", {}).values())
+            except (ValueError, AttributeError, IndexError, TypeError):
+                return {"trash_purged": self.store.purge_trash(trash_days), "logbases_pruned": 0}
+        return {"trash_purged": self.store.purge_trash(trash_days),
+                "logbases_pruned": self.store.prune_logbases(keep)}
+
+    def _due(self, marker: str) -> bool:
+        """True at most once per PRUNE_EVERY for `marker` (a file in the state dir, touched)."""
+        path = self.ws.state / marker
+        try:
+            if time.time() - path.stat().st_mtime < PRUNE_EVERY:
+                return False
+        except OSError:
+            pass
+        with contextlib.suppress(OSError):
+            path.touch()
+        return True
+
+    def call(self, op: str, args: dict):
+        method = getattr(self, f"op_{op}", None)
+        if method is None:
+            raise LookupError(f"unknown operation {op!r}")
+        with self._busy:
+            return method(**args)
+
+
+def _read_prefix(f, size: int, sink=None) -> str | None:
+    """The hash of the next `size` bytes of `f` (each chunk also given to `sink`), or None when
+    the file is shorter."""
+    h = xxhash.xxh3_128()
+    while size > 0 and (chunk := f.read(min(size, 1 << 20))):
+        h.update(chunk)
+        if sink is not None:
+            sink(chunk)
+        size -= len(chunk)
+    return None if size else h.hexdigest()
+
+
+def canonical_json(value) -> bytes:
+    """The one serialisation of an ancestor: sorted keys, no spaces."""
+    return (json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False) + "\n").encode()
+
+
+def flush_filesystem(path: Path) -> None:
+    """Make everything written so far on `path`'s file system durable: syncfs(2) where the C
+    library has it (one call for a whole batch), else sync(2)."""
+    global _syncfs
+    if _syncfs is None:
+        try:
+            import ctypes
+
+            _syncfs = ctypes.CDLL(None, use_errno=True).syncfs
+        except (OSError, AttributeError):
+            _syncfs = False
+    if _syncfs:
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            if _syncfs(fd) == 0:
+                return
+        finally:
+            os.close(fd)
+    os.sync()
+
+
+_syncfs = None
+
+
+def _data(item: dict) -> bytes:
+    """An item's inline content (raw bytes: see protocol.py)."""
+    data = item["data"]
+    if not isinstance(data, bytes):
+        raise ValueError("inline data is not bytes")
+    return data
+
+
+def error_text(err: Exception) -> str:
+    if isinstance(err, OSError):
+        return f"{err.strerror or err}" + (" (disk full)" if getattr(err, "errno", None) == 28 else "")
+    return str(err)
+
+

@@ -1,0 +1,240 @@
+"""Scan a replica's selection into a Manifest, hashing only files whose stat changed."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat as stat_mod
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator
+
+import xxhash
+
+from peersync.core.selection import Selection
+from peersync.core.types import Entry, Problem
+
+CACHE_FORMAT = 1  # bump me when the cache layout changes (old caches are then ignored)
+CHUNK = 1 << 20
+# Racy-git rule: a file modified this close to the scan may change again within the same
+# mtime tick, so its hash is not trusted from the cache next time.
+RACY_NS = 2_000_000_000
+
+
+@dataclass
+class ScanResult:
+    manifest: dict[str, Entry]
+    problems: list[Problem] = field(default_factory=list)
+    hashed: int = 0  # files actually read this time (the rest came from the stat cache)
+
+
+def walk(root: Path, selection: Selection, problems: list[Problem] | None = None
+         ) -> Iterator[tuple[str, os.stat_result]]:
+    """Yield (relpath, lstat) for every regular file of the selection; symlinks are not followed."""
+    root = Path(root)
+    for top in selection.roots:
+        if "/" in top:
+            parent, _, name = top.rpartition("/")
+            if selection.excludes_dir(parent) or not selection.under_root(top):
+                continue
+        yield from _walk_entry(str(root), top, selection, problems, is_root=True)
+
+
+def _walk_entry(root: str, rel: str, selection: Selection, problems, *, is_root=False):
+    full = os.path.join(root, rel)
+    try:
+        st = os.lstat(full)
+    except FileNotFoundError:
+        return
+    except OSError as err:
+        if problems is not None:
+            problems.append(Problem(rel, f"cannot read: {err.strerror}"))
+        return
+    if stat_mod.S_ISREG(st.st_mode):
+        if not selection.excludes_file(rel):
+            yield rel, st
+    elif stat_mod.S_ISDIR(st.st_mode):
+        if not selection.excludes_dir(rel):
+            yield from _walk_dir(root, rel, selection, problems)
+    elif stat_mod.S_ISLNK(st.st_mode) and problems is not None:
+        problems.append(Problem(rel, "symbolic link not synced"))
+
+
+def _walk_dir(root: str, rel: str, selection: Selection, problems):
+    stack = [rel]
+    while stack:
+        current = stack.pop()
+        try:
+            with os.scandir(os.path.join(root, current)) as it:
+                items = list(it)  # in directory order: nothing depends on the order of a manifest
+        except OSError as err:
+            if problems is not None:
+                problems.append(Problem(current, f"cannot list directory: {err.strerror}"))
+            continue
+        subdirs = []
+        for item in items:
+            path = f"{current}/{item.name}"
+            try:
+                if item.is_symlink():
+                    if problems is not None and not selection.excludes_file(path):
+                        problems.append(Problem(path, "symbolic link not synced"))
+                    continue
+                if item.is_dir(follow_symlinks=False):
+                    if not selection.excludes_dir(path):
+                        subdirs.append(path)
+                elif item.is_file(follow_symlinks=False):
+                    if not selection.excludes_child(path):  # `current` passed excludes_dir
+                        yield path, item.stat(follow_symlinks=False)
+            except OSError as err:
+                if problems is not None:
+                    problems.append(Problem(path, f"cannot read: {err.strerror}"))
+        stack.extend(reversed(subdirs))
+
+
+def hash_file(path: str | Path) -> str:
+    h = xxhash.xxh3_128()
+    with open(path, "rb") as f:
+        while chunk := f.read(CHUNK):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def hash_bytes(data: bytes) -> str:
+    return xxhash.xxh3_128_hexdigest(data)
+
+
+def entry_for(path: str | Path) -> Entry:
+    """Stat and hash one file (used to verify what was written)."""
+    st = os.stat(path)
+    return Entry(st.st_size, st.st_mtime_ns, st.st_mode & 0o777, hash_file(path))
+
+
+class StatCache:
+    """path → (size, mtime_ns, inode, ctime_ns, hash), persisted in the state dir."""
+
+    def __init__(self, path: Path | None):
+        self.path = path
+        self.entries: dict[str, list] = {}
+        self.dirty = False
+        self.changed = 0  # entries added, updated or dropped since loaded
+        if path is not None:
+            key = _file_key(path)
+            kept = _KEPT.get(str(path))
+            if kept is not None and key is not None and kept[0] == key:
+                self.entries = kept[1]  # a long-lived process (a kept agent) skips the reload
+                return
+            try:
+                data = json.loads(path.read_bytes())
+                if data.get("format") == CACHE_FORMAT:
+                    self.entries = data["entries"]
+                    _KEPT[str(path)] = (key, self.entries)
+            except (OSError, ValueError, KeyError, AttributeError):
+                self.entries = {}
+
+    def lookup(self, rel: str, st: os.stat_result) -> str | None:
+        cached = self.entries.get(rel)
+        if (cached and cached[1] == st.st_mtime_ns and cached[0] == st.st_size and cached[2] == st.st_ino
+                and cached[3] == st.st_ctime_ns):
+            return cached[4]
+        return None
+
+    def store(self, rel: str, st: os.stat_result, digest: str | None) -> None:
+        value = None if digest is None else [st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns, digest]
+        if self.entries.get(rel) != value:
+            self.dirty = True
+            self.changed += 1
+            if value is None:
+                self.entries.pop(rel, None)
+            else:
+                self.entries[rel] = value
+
+    def save(self, keep: set[str]) -> None:
+        if self.path is None:
+            return
+        if len(keep) != len(self.entries):
+            self.entries = {k: v for k, v in self.entries.items() if k in keep}
+            self.dirty = True
+            self.changed += 1
+        if not self.dirty:
+            return
+        if self.changed <= max(SAVE_MIN_CHANGES, len(self.entries) // 100) and _age(self.path) < SAVE_MAX_AGE:
+            # A large cache is not rewritten for a few changes: the next scan re-hashes those few
+            # files (milliseconds), rewriting it costs far more at 100k files.  This process
+            # keeps using the entries it holds (_KEPT).
+            _KEPT[str(self.path)] = (_file_key(self.path), self.entries)
+            return
+        from peersync.workspace.storage import atomic_write_bytes
+
+        atomic_write_bytes(self.path, json.dumps({"format": CACHE_FORMAT, "entries": self.entries},
+                                                 separators=(",", ":")).encode())
+        self.dirty = False
+        _KEPT[str(self.path)] = (_file_key(self.path), self.entries)
+
+
+# Cache files this process read or wrote, by path: (file identity, entries).  Entries are facts
+# keyed by a file's full stat (a hit needs size, mtime, inode and ctime to match), so reusing
+# them while the file on disk is still the one we know is exactly as safe as reading it again.
+_KEPT: dict[str, tuple] = {}
+
+
+SAVE_MIN_CHANGES = 256
+SAVE_MAX_AGE = 3600.0
+
+
+def _age(path: Path) -> float:
+    try:
+        return time.time() - os.stat(path).st_mtime
+    except OSError:
+        return float("inf")
+
+
+def _file_key(path: Path):
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+
+
+def scan(root: Path, selection: Selection, cache_path: Path | None = None, *,
+         save_cache: bool = True) -> ScanResult:
+    """Manifest of the selection under `root`.  Per-file trouble becomes a Problem, not an abort.
+
+    `save_cache=False` (dry runs) reads the stat cache but writes nothing."""
+    root = Path(root)
+    started = time.time_ns()
+    cache = StatCache(cache_path)
+    result = ScanResult(manifest={})
+    for rel, st in walk(root, selection, result.problems):
+        digest = cache.lookup(rel, st)
+        if digest is None:
+            try:
+                digest, st = _hash_stable(os.path.join(root, rel), st)
+            except OSError as err:
+                result.problems.append(Problem(rel, f"cannot read: {err.strerror}"))
+                continue
+            if digest is None:
+                result.problems.append(Problem(rel, "changing while scanned; left for the next sync"))
+                continue
+            result.hashed += 1
+            racy = st.st_mtime_ns >= started - RACY_NS
+            cache.store(rel, st, None if racy else digest)
+        result.manifest[rel] = Entry(st.st_size, st.st_mtime_ns, st.st_mode & 0o777, digest)
+    try:
+        if save_cache:
+            cache.save(set(result.manifest))
+    except OSError as err:
+        result.problems.append(Problem("", f"cannot save scan cache: {err.strerror}"))
+    return result
+
+
+def _hash_stable(full: str, st: os.stat_result) -> tuple[str | None, os.stat_result]:
+    """Hash a file, retrying once if it changes underneath; None when it keeps changing."""
+    for _ in range(2):
+        digest = hash_file(full)
+        after = os.lstat(full)
+        if (after.st_size, after.st_mtime_ns, after.st_ino) == (st.st_size, st.st_mtime_ns, st.st_ino):
+            return digest, after
+        st = after
+    return None, st

@@ -1,0 +1,80 @@
+"""Bulk file transfer with rsync over ssh, using the control connection's SSH settings."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shlex
+
+from peersync.errors import TransferError
+from peersync.workspace.workspace import Peer
+
+PARTIAL_CODES = (23, 24)
+_EXIT_MEANING = {
+    10: "the connection broke off (socket I/O error)",
+    11: "file I/O error on the receiving side (disk full or not writable?)",
+    12: "the rsync stream broke off (connection cut?)",
+    30: "timed out",
+}
+# rsync's last line is often generic ("error in file IO"); these name the cause.
+_TELLING = ("No space left", "Permission denied", "Read-only file system", "Connection", "connection",
+            "Host key", "command not found", "No such file")  # some files failed / vanished: per-file results are checked by hash anyway
+
+
+def ssh_command(peer: Peer) -> list[str]:
+    """The `ssh` invocation rsync uses: same port, key and known hosts; strict, non-interactive."""
+    args = ["ssh", "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=yes",
+            "-o", "ConnectTimeout=15", "-o", "ServerAliveInterval=15", "-o", "ServerAliveCountMax=3"]
+    if peer.port:
+        args += ["-p", str(peer.port)]
+    if peer.identity:
+        args += ["-i", os.path.expanduser(peer.identity), "-o", "IdentitiesOnly=yes"]
+    if peer.known_hosts:
+        args += ["-o", f"UserKnownHostsFile={os.path.expanduser(peer.known_hosts)}",
+                 "-o", "GlobalKnownHostsFile=/dev/null"]
+    if peer.user:
+        args += ["-l", peer.user]
+    return args
+
+
+def _remote(peer: Peer, path: str) -> str:
+    host = f"[{peer.host}]" if ":" in peer.host else peer.host
+    return f"{host}:{path}"
+
+
+async def rsync_files(peer: Peer, paths: list[str], *, push: bool, local_dir: str, remote_dir: str,
+                      basis_dir: str) -> None:
+    """Copy `paths` (relative) from local_dir to remote_dir (push) or back (pull).
+
+    Destinations are staging dirs; `basis_dir` (the receiving workspace root) gives rsync a basis
+    for delta transfer without ever writing to a live file.
+    """
+    if not paths:
+        return
+    src, dst = (local_dir, _remote(peer, remote_dir)) if push else (_remote(peer, remote_dir), local_dir)
+    cmd = ["rsync", "-t", "--perms", "-I", "--files-from=-", "--from0", f"--copy-dest={basis_dir}",
+           "-e", shlex.join(ssh_command(peer)), src.rstrip("/") + "/", dst.rstrip("/") + "/"]
+    try:
+        proc = await asyncio.create_subprocess_exec(
+            *cmd, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.PIPE, start_new_session=False)
+    except FileNotFoundError:
+        raise TransferError("rsync is not installed on this machine",
+                            "Install it (apt-get install rsync / brew install rsync).") from None
+    _, err = await proc.communicate(b"\0".join(p.encode() for p in paths) + b"\0")
+    if proc.returncode in (0, *PARTIAL_CODES):
+        return
+    lines = [l for l in err.decode(errors="replace").splitlines() if l.strip()]
+    telling = [l for l in lines if any(k in l for k in _TELLING)]
+    detail = (telling or [None])[-1] or _EXIT_MEANING.get(proc.returncode) or \
+        (lines or [f"exit status {proc.returncode}"])[-1]
+    if "No space left" in detail or proc.returncode == 11:
+        raise TransferError(f"transfer with {peer.name} failed: disk full ({detail.strip()})",
+                            "Free some space there, then run the sync again; nothing was lost.")
+    if proc.returncode < 0:  # rsync itself was killed (by a signal, e.g. a shutdown)
+        raise TransferError(f"transfer with {peer.name} was interrupted (rsync killed by signal {-proc.returncode})",
+                            "Nothing was lost; run the sync again.")
+    if proc.returncode in (10, 12, 255) or "connection" in detail.lower():
+        raise TransferError(f"transfer with {peer.name} was cut off: {detail}",
+                            "Nothing was lost; run the sync again.")
+    raise TransferError(f"rsync with {peer.name} failed: {detail}", "Nothing was lost; run the sync again.")

@@ -1,0 +1,331 @@
+"""Sessions with a replica: the remote agent over asyncssh, or the local workspace in-process."""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import os
+import shlex
+import sys
+import time
+from pathlib import Path
+
+from peersync.errors import BusyError, ConnectError, HostKeyError, ProtocolError
+from peersync.transport.keeper import LINE_LIMIT, socket_path
+from peersync.transport.protocol import PROTOCOL, blob_size, decode, encode
+from peersync.workspace.workspace import Peer, Workspace
+
+NOT_FOUND = "peersync-not-found"
+
+
+async def read_line(stream) -> bytes:
+    """One whole reply line.  asyncssh's readline() hands back a partial line once its receive
+    window (2 MiB) is full, so a large manifest arrives in pieces that must be joined."""
+    parts = []
+    while True:
+        chunk = await stream.readline()
+        parts.append(chunk)
+        if not chunk or chunk.endswith(b"\n"):
+            return b"".join(parts)
+
+
+async def read_frame(readline, readexactly) -> tuple[bytes, bytes | None]:
+    """One message as (JSON line, raw bytes or None) from a stream's `readline` and
+    `readexactly` (protocol.py).  A line without its newline means EOF came first; ValueError
+    for a malformed header."""
+    line = await readline()
+    size = blob_size(line) if line.endswith(b"\n") else None
+    if size is None:
+        return line, None
+    line = await readline()
+    try:
+        blob = await readexactly(size)
+    except asyncio.IncompleteReadError:
+        return b"", None  # cut mid-frame: the same as EOF
+    return (line, blob) if line.endswith(b"\n") else (b"", None)
+
+
+class Session:
+    """A running `peersync agent` on a peer, over one SSH connection (or through its keeper)."""
+
+    def __init__(self, peer: Peer, conn, process, hello: dict, offset: float, rtt: float):
+        self.peer = peer
+        self.conn = conn
+        self.process = process
+        self.hello = hello
+        self.offset = offset  # remote clock minus local clock, seconds
+        self.rtt = rtt
+        self._next = 0
+        # Requests are pipelined: each is sent at once and its reply awaited in order (the agent
+        # answers one request at a time, in order), so the agent already has the next batch of
+        # an install while it works on this one.
+        self._waiting: collections.deque = collections.deque()
+        self._reader: asyncio.Task | None = None
+        self._lost: BaseException | None = None
+
+    def _send(self, data: bytes) -> None:
+        self.process.stdin.write(data)
+
+    async def _drain(self) -> None:
+        await self.process.stdin.drain()
+
+    async def _receive(self) -> tuple[bytes, bytes | None]:
+        return await read_frame(lambda: read_line(self.process.stdout), self.process.stdout.readexactly)
+
+    def _lost_errors(self) -> tuple:
+        # asyncssh's errors count only when it is loaded: a keeper session never imports it.
+        return (OSError, ConnectionError) + ((sys.modules["asyncssh"].Error,) if "asyncssh" in sys.modules else ())
+
+    def _connection_lost(self, op: str, err=None) -> ConnectError:
+        return ConnectError(f"connection to {self.peer.name} lost during '{op}'" + (f": {err}" if err else ""),
+                            "Nothing was lost; run the sync again when the peer is reachable.")
+
+    async def request(self, op: str, **args):
+        if self._lost is not None:
+            raise self._connection_lost(op)
+        self._next += 1
+        future = asyncio.get_running_loop().create_future()
+        self._waiting.append((self._next, op, future))
+        try:
+            self._send(encode({"id": self._next, "op": op, "args": args}))
+            if self._reader is None or self._reader.done():
+                self._reader = asyncio.ensure_future(self._read_replies())
+            await self._drain()
+        except self._lost_errors() as err:
+            self._fail_all(err)
+        except asyncio.CancelledError:
+            future.cancel()  # its reply, when it comes, is dropped; nothing is left unretrieved
+            raise
+        reply = await future
+        if not reply.get("ok"):
+            kind, message = reply.get("kind"), reply.get("error", "unknown error")
+            if kind == "busy":
+                raise BusyError(f"{self.peer.name} is busy: {message}", "Try again in a moment.")
+            if kind == "path":
+                raise ProtocolError(f"{self.peer.name} refused a path: {message}")
+            raise ProtocolError(f"{self.peer.name} failed '{op}': {message}")
+        return reply.get("result")
+
+    async def _read_replies(self) -> None:
+        """Hand each reply line to the oldest waiting request; any trouble fails them all."""
+        while self._waiting:
+            rid, op, future = self._waiting[0]
+            try:
+                line, blob = await self._receive()
+            except self._lost_errors() as err:
+                self._fail_all(err)
+                return
+            except ValueError as err:  # a malformed frame header
+                self._waiting.popleft()
+                self._fail_all(None, ProtocolError(f"{self.peer.name} sent a malformed reply: {err}"), future)
+                return
+            if not line.endswith(b"\n"):  # EOF, possibly mid-reply: the connection was cut
+                self._fail_all(None)
+                return
+            self._waiting.popleft()
+            try:
+                reply = decode(line, blob)
+            except ValueError as err:
+                self._fail_all(None, ProtocolError(f"{self.peer.name} sent a malformed reply: {err}"), future)
+                return
+            if reply.get("id") != rid:
+                self._fail_all(None, ProtocolError(f"{self.peer.name} answered out of order"), future)
+                return
+            if not future.done():  # a request whose caller gave up (cancelled): reply dropped
+                future.set_result(reply)
+
+    def _fail_all(self, err, first: BaseException | None = None, future=None) -> None:
+        """The stream is unusable: every waiting request fails (the first with `first`)."""
+        self._lost = self._lost or err or first or True
+        if future is not None and not future.done():
+            future.set_exception(first)
+        while self._waiting:
+            _, op, waiting = self._waiting.popleft()
+            if not waiting.done():
+                waiting.set_exception(self._connection_lost(op, err))
+
+    async def close(self) -> None:
+        try:
+            if not self.process.stdin.is_closing():
+                await asyncio.wait_for(self.request("bye"), 5)
+        except Exception:
+            pass  # closing anyway; the agent releases its lock on EOF
+        self.conn.close()
+        try:
+            await asyncio.wait_for(self.conn.wait_closed(), 5)
+        except (asyncio.TimeoutError, OSError):
+            pass
+
+
+def agent_command(peer: Peer, root: str) -> str:
+    """One remote shell command that starts the agent, trying the usual install places.
+
+    Non-interactive SSH has a thin PATH, so a bare `peersync` is often not found.
+    """
+    r = shlex.quote(root)
+    tries = []
+    if peer.command:
+        first = shlex.split(peer.command)[0]
+        tries.append((f"command -v {shlex.quote(first)} >/dev/null 2>&1", f"exec {peer.command} agent --root {r}"))
+    tries += [
+        ("command -v peersync >/dev/null 2>&1", f"exec peersync agent --root {r}"),
+        ('[ -x "$HOME/.local/bin/peersync" ]', f'exec "$HOME/.local/bin/peersync" agent --root {r}'),
+        ("python3 -c 'import peersync' >/dev/null 2>&1", f"exec python3 -m peersync agent --root {r}"),
+    ]
+    script = "; el".join(f"if {test}; then {run}" for test, run in tries)
+    return f"{script}; else echo {NOT_FOUND} >&2; exit 127; fi"
+
+
+def _connect_options(peer: Peer, timeout: float) -> dict:
+    import asyncssh  # deferred: only the client side pays for it
+
+    options = dict(
+        port=peer.port or 22,
+        username=peer.user or None,
+        connect_timeout=timeout,
+        keepalive_interval=15,
+        keepalive_count_max=3,
+        # Public-key auth only; never a password prompt (this runs in heartbeats and daemons).
+        password=None,
+        kbdint_auth=False,
+        gss_auth=False,
+        preferred_auth="publickey",
+        # AES-GCM first: one OpenSSL call per packet (and AES instructions on most CPUs), where
+        # asyncssh's chacha20-poly1305 builds cipher contexts per packet in Python — a third of
+        # the client's CPU when an initial sync streams tens of MB.  Either is strong.
+        encryption_algs=["aes128-gcm@openssh.com", "aes256-gcm@openssh.com", "chacha20-poly1305@openssh.com",
+                         "aes256-ctr", "aes192-ctr", "aes128-ctr"],
+    )
+    if peer.identity:
+        options["client_keys"] = [os.path.expanduser(peer.identity)]
+        options["agent_path"] = None
+    if peer.known_hosts:
+        options["known_hosts"] = os.path.expanduser(peer.known_hosts)
+    else:
+        default = Path.home() / ".ssh" / "known_hosts"
+        # No known_hosts file: trust nothing (an explicit empty list), never "skip the check".
+        options["known_hosts"] = str(default) if default.exists() else asyncssh.import_known_hosts("")
+    return {k: v for k, v in options.items() if v is not None or k in ("password", "agent_path")}
+
+
+def trust_hint(peer: Peer) -> str:
+    port = f"-p {peer.port} " if peer.port and peer.port != 22 else ""
+    target = peer.known_hosts or "~/.ssh/known_hosts"
+    return (f"Trust it after checking the fingerprint: ssh-keyscan {port}{peer.host} >> {target} "
+            f"(or use the key Tailscale reports: peersync discover --add).")
+
+
+async def open_session(ws: Workspace, peer: Peer, *, timeout: float = 15.0, root: str | None = None) -> Session:
+    """Connect to `peer`, start its agent, and say hello (measuring the clock offset)."""
+    import asyncssh
+
+    root = root or peer.path or str(ws.root)
+    where = f"{peer.target}:{peer.port or 22}"
+    try:
+        conn = await asyncio.wait_for(asyncssh.connect(peer.host, **_connect_options(peer, timeout)), timeout + 1)
+    except asyncssh.HostKeyNotVerifiable as err:
+        raise HostKeyError(f"host key of {peer.name} ({peer.host}) is not trusted: {err.reason}",
+                           trust_hint(peer)) from None
+    except asyncssh.PermissionDenied:
+        raise ConnectError(f"SSH key refused by {where}",
+                           f"Install your public key there: ssh-copy-id {'-p %d ' % peer.port if peer.port else ''}{peer.target}") from None
+    except (asyncio.TimeoutError, TimeoutError):
+        raise ConnectError(f"cannot reach {peer.name} at {where}: timed out after {timeout:g} s",
+                           "Is the machine on and on your tailnet? Check with: tailscale status") from None
+    except (OSError, asyncssh.Error) as err:
+        errno = getattr(err, "errno", None)
+        reason = (os.strerror(errno) if isinstance(errno, int) else None) or getattr(err, "reason", None) or str(err)
+        raise ConnectError(f"cannot reach {peer.name} at {where}: {reason}",
+                           "Is the machine on and on your tailnet? Check with: tailscale status") from None
+    try:
+        process = await conn.create_process(agent_command(peer, root), encoding=None)
+        started = time.time()
+        process.stdin.write(encode({"id": 0, "op": "hello", "args": {"protocol": PROTOCOL}}))
+        line = await asyncio.wait_for(read_line(process.stdout), timeout + 15)
+        finished = time.time()
+        if not line:
+            err = (await asyncio.wait_for(process.stderr.read(4096), 5)).decode(errors="replace")
+            if NOT_FOUND in err:
+                raise ConnectError(f"peersync is not installed on {peer.name} (or not on its non-interactive PATH)",
+                                   f"Install it there (pipx install peersync), or set its command: "
+                                   f"peersync peers add {peer.name} {peer.host} --remote-command '/path/to/peersync'")
+            raise ConnectError(f"the peersync agent on {peer.name} did not start: {err.strip()[:300] or 'no output'}")
+        reply = decode(line)
+        hello = reply.get("result") or {}
+        if not reply.get("ok"):
+            raise ConnectError(f"the peersync agent on {peer.name} failed to start: {reply.get('error')}")
+        if hello.get("protocol") != PROTOCOL:
+            raise ProtocolError(f"{peer.name} runs peersync {hello.get('version', '?')} with protocol "
+                                f"{hello.get('protocol', '?')}; this side speaks {PROTOCOL}",
+                                "Install the same peersync version on both machines.")
+        session = Session(peer, conn, process, hello, 0.0, finished - started)
+        # The first reply includes the agent's start-up; time a second hello for RTT and offset.
+        started = time.time()
+        again = await asyncio.wait_for(session.request("hello"), timeout + 15)
+        finished = time.time()
+        session.rtt = finished - started
+        session.offset = float(again["time"]) - (started + finished) / 2
+        return session
+    except (OSError, asyncssh.Error) as err:
+        conn.close()
+        raise ConnectError(f"connection to {peer.name} lost while starting its agent: {err}",
+                           "Check the peer's sshd log; then run the sync again.") from None
+    except BaseException:
+        conn.close()
+        raise
+
+
+# -- through a keeper (daemons/keeper.py): the same agent, over its unix socket ----------------
+# -- the client side ------------------------------------------------------------------------------
+async def attach(ws: Workspace, peer: Peer, root: str, timeout: float):
+    """A Session through the peer's keeper, or None when there is no usable keeper (the caller
+    then connects directly).  Never raises for a missing, busy, stale or broken keeper."""
+    path = socket_path(ws, peer, root)
+    if path is None:
+        return None
+    try:
+        reader, writer = await asyncio.wait_for(asyncio.open_unix_connection(str(path), limit=LINE_LIMIT), 2)
+    except (OSError, asyncio.TimeoutError):
+        return None
+    session = KeptSession(peer, writer, reader)
+    try:
+        started = time.time()
+        hello = await asyncio.wait_for(session.request("hello", protocol=PROTOCOL), timeout)
+        finished = time.time()
+    except Exception:  # busy, or its connection died while idle: connect directly instead
+        await session.close()
+        return None
+    if not isinstance(hello, dict) or hello.get("protocol") != PROTOCOL or hello.get("root") is None:
+        await session.close()
+        return None
+    session.hello = hello
+    session.rtt = finished - started
+    session.offset = float(hello["time"]) - (started + finished) / 2
+    return session
+
+
+class KeptSession(Session):
+    """A Session whose lines go through a keeper's unix socket."""
+
+    kept = True
+
+    def __init__(self, peer: Peer, writer, reader):
+        super().__init__(peer, None, None, {}, 0.0, 0.0)
+        self.writer, self.reader = writer, reader
+
+    def _send(self, data: bytes) -> None:
+        self.writer.write(data)
+
+    async def _drain(self) -> None:
+        await self.writer.drain()
+
+    async def _receive(self) -> tuple[bytes, bytes | None]:
+        return await read_frame(self.reader.readline, self.reader.readexactly)
+
+    async def close(self) -> None:
+        # No "bye": the agent stays for the next sync; the keeper resets it when we go.
+        self.writer.close()
+        with contextlib.suppress(OSError, asyncio.TimeoutError, ConnectionError):
+            await asyncio.wait_for(self.writer.wait_closed(), 5)
+

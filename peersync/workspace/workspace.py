@@ -1,0 +1,273 @@
+"""A workspace and its state dir: config, peers.json, history, instance id."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from peersync.core.paths import STATE_DIR
+from peersync.core.selection import DEFAULT_EXCLUDES, Selection
+from peersync.core.types import Policy
+from peersync.errors import ConfigError, UnknownPeer, UsageError
+from peersync.workspace.storage import (
+    atomic_write_bytes,
+    atomic_write_json,
+    ensure_private_dir,
+    read_json,
+)
+
+HISTORY_LIMIT = 1000
+PEER_NAME_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.")
+DEFAULT_LOGS = ("*.jsonl", "*.log", "memory/[0-9][0-9][0-9][0-9]-[0-9][0-9]-[0-9][0-9].md")
+
+
+@dataclass(frozen=True)
+class Peer:
+    """One entry of peers.json (clawdbot-sync format, extended with SSH settings)."""
+
+    name: str
+    host: str
+    user: str | None = None
+    path: str | None = None
+    added_at: str | None = None
+    port: int | None = None
+    identity: str | None = None
+    known_hosts: str | None = None
+    command: str | None = None
+    extra: dict = field(default_factory=dict, compare=False)  # unknown keys, kept on save
+
+    @property
+    def target(self) -> str:
+        return f"{self.user}@{self.host}" if self.user else self.host
+
+    def to_json(self) -> dict:
+        out = dict(self.extra)
+        out.update({"host": self.host, "user": self.user, "path": self.path, "addedAt": self.added_at})
+        for key, value in (("port", self.port), ("identity", self.identity),
+                           ("knownHosts", self.known_hosts), ("command", self.command)):
+            if value is not None:
+                out[key] = value
+        return out
+
+    @classmethod
+    def from_json(cls, name: str, raw: dict) -> "Peer":
+        if not isinstance(raw, dict) or not isinstance(raw.get("host"), str) or not raw["host"]:
+            raise ValueError(f"peer {name!r} needs a \"host\" string")
+        port = raw.get("port")
+        if port is not None and (not isinstance(port, int) or not 0 < port < 65536):
+            raise ValueError(f"peer {name!r}: \"port\" must be a number from 1 to 65535")
+        known = {"host", "user", "path", "addedAt", "port", "identity", "knownHosts", "command"}
+        for key in known - {"port"}:
+            if raw.get(key) is not None and not isinstance(raw[key], str):
+                raise ValueError(f"peer {name!r}: \"{key}\" must be a string")
+        return cls(
+            name=name, host=raw["host"], user=raw.get("user") or None, path=raw.get("path") or None,
+            added_at=raw.get("addedAt"), port=port, identity=raw.get("identity"),
+            known_hosts=raw.get("knownHosts"), command=raw.get("command"),
+            extra={k: v for k, v in raw.items() if k not in known},
+        )
+
+
+def check_peer_name(name: str) -> str:
+    if not name or not set(name) <= PEER_NAME_CHARS or name.startswith((".", "-")):
+        raise UsageError(f"invalid peer name {name!r}", "Use letters, digits, '-', '_' and '.'.")
+    return name
+
+
+@dataclass(frozen=True)
+class SyncConfig:
+    selection: Selection
+    logs: tuple[str, ...] = DEFAULT_LOGS
+    policy: Policy = Policy.NEWEST
+    trash_days: int = 30
+    mass_delete_ratio: float = 0.5
+    keep_connection: float = 600.0  # seconds a peer's connection stays warm after a sync (keeper.py)
+
+
+class Workspace:
+    """The workspace root and everything peersync keeps in its state dir."""
+
+    def __init__(self, root: Path | str):
+        self.root = Path(root).expanduser().absolute()
+        self.state = self.root / STATE_DIR
+
+    @classmethod
+    def resolve(cls, option: str | None) -> "Workspace":
+        root = option or os.environ.get("WORKSPACE") or os.getcwd()
+        ws = cls(root)
+        if not ws.root.is_dir():
+            raise UsageError(f"workspace {ws.root} does not exist",
+                             "Pass -w/--workspace PATH or set $WORKSPACE.")
+        return ws
+
+    # -- paths --------------------------------------------------------------------------
+    @property
+    def peers_file(self) -> Path:
+        return self.state / "peers.json"
+
+    @property
+    def history_file(self) -> Path:
+        return self.state / "history.json"
+
+    @property
+    def config_file(self) -> Path:
+        return self.state / "config.yaml"
+
+    def ensure_state(self) -> Path:
+        return ensure_private_dir(self.state)
+
+    # -- instance id ----------------------------------------------------------------------
+    def existing_instance_id(self) -> str | None:
+        """The instance id if one was made already (reading never writes)."""
+        try:
+            return (self.state / "instance-id").read_text().strip() or None
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+
+    @property
+    def instance_id(self) -> str:
+        value = self.existing_instance_id()
+        if value:
+            return value
+        path = self.state / "instance-id"
+        self.ensure_state()
+        value = uuid.uuid4().hex
+        atomic_write_bytes(path, (value + "\n").encode())
+        return value
+
+    # -- config ---------------------------------------------------------------------------
+    def raw_config(self) -> dict:
+        """config.yaml as a dict ({} when absent); a clawdbot-sync config.json is read instead
+        when no config.yaml exists.  Malformed files raise ConfigError (exit 2)."""
+        if self.config_file.exists():
+            import yaml  # deferred: the agent never needs it
+
+            try:
+                data = yaml.safe_load(self.config_file.read_text()) or {}
+            except yaml.YAMLError as err:
+                mark = getattr(err, "problem_mark", None)
+                where = f" line {mark.line + 1}" if mark else ""
+                raise ConfigError(f"{self.config_file}:{where} is not valid YAML "
+                                  f"({getattr(err, 'problem', None) or 'syntax error'})",
+                                  "Fix the file (it was not changed).") from None
+            if not isinstance(data, dict):
+                raise ConfigError(f"{self.config_file} must hold a mapping of settings",
+                                  "Fix the file (it was not changed).")
+            return data
+        legacy = self.state / "config.json"
+        if legacy.exists():
+            return _from_clawdbot_config(_load_json_file(legacy))
+        return {}
+
+    def sync_config(self) -> SyncConfig:
+        raw = self.raw_config()
+        sync = raw.get("sync") or {}
+        if not isinstance(sync, dict):
+            raise ConfigError(f"{self.config_file}: 'sync' must be a mapping")
+        try:
+            policy = Policy(sync.get("policy", "newest"))
+        except ValueError:
+            raise ConfigError(f"{self.config_file}: unknown sync.policy {sync.get('policy')!r}",
+                              "Use one of: newest, local, remote, skip, manual.") from None
+        exclude = sync.get("exclude", list(DEFAULT_EXCLUDES))
+        include = sync.get("include", [])
+        logs = sync.get("logs", list(DEFAULT_LOGS))
+        for key, value in (("exclude", exclude), ("include", include), ("logs", logs)):
+            if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+                raise ConfigError(f"{self.config_file}: sync.{key} must be a list of strings")
+        return SyncConfig(
+            selection=Selection.from_options(skills=bool(sync.get("skills", False)),
+                                             include=include, exclude=exclude),
+            logs=tuple(logs),
+            policy=policy,
+            trash_days=int(sync.get("trash_days", 30)),
+            mass_delete_ratio=float(sync.get("mass_delete", 0.5)),
+            keep_connection=_seconds(self.config_file, sync, "keep_connection", 600.0),
+        )
+
+    # -- peers ----------------------------------------------------------------------------
+    def load_peers(self) -> dict[str, Peer]:
+        data = _load_json_file(self.peers_file, default={"peers": {}})
+        peers = data.get("peers") if isinstance(data, dict) else None
+        if not isinstance(peers, dict):
+            raise ConfigError(f"{self.peers_file}: expected {{\"peers\": {{NAME: {{...}}}}}}",
+                              "Fix the file (it was not changed).")
+        try:
+            return {name: Peer.from_json(name, raw) for name, raw in peers.items()}
+        except ValueError as err:
+            raise ConfigError(f"{self.peers_file}: {err}", "Fix the file (it was not changed).") from None
+
+    def peer(self, name: str) -> Peer:
+        peers = self.load_peers()
+        if name not in peers:
+            known = ", ".join(sorted(peers)) or "none configured"
+            raise UnknownPeer(f"unknown peer {name!r} (known: {known})",
+                              "Add it with: peersync peers add NAME HOST --user U --path P")
+        return peers[name]
+
+    def save_peers(self, peers: dict[str, Peer]) -> None:
+        self.ensure_state()
+        data = _load_json_file(self.peers_file, default={}) if self.peers_file.exists() else {}
+        data = data if isinstance(data, dict) else {}
+        data["peers"] = {name: peers[name].to_json() for name in sorted(peers)}
+        atomic_write_json(self.peers_file, data)
+
+    # -- history --------------------------------------------------------------------------
+    def history(self) -> list[dict]:
+        try:
+            data = read_json(self.history_file, default={"entries": []})
+        except ValueError:
+            return []
+        entries = data.get("entries") if isinstance(data, dict) else None
+        return entries if isinstance(entries, list) else []
+
+    def record(self, entry: dict) -> None:
+        """Prepend one history entry (newest first, bounded).  Callers hold the workspace lock."""
+        self.ensure_state()
+        entry = {"time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **entry}
+        entries = [entry] + self.history()
+        atomic_write_json(self.history_file, {"entries": entries[:HISTORY_LIMIT]}, indent=None)
+
+
+def _load_json_file(path: Path, default=None):
+    try:
+        raw = path.read_text()
+    except FileNotFoundError:
+        return default
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path} is not UTF-8 text", "Fix the file (it was not changed).") from None
+    try:
+        return json.loads(raw)
+    except json.JSONDecodeError as err:
+        raise ConfigError(f"{path}: invalid JSON at line {err.lineno} column {err.colno} ({err.msg})",
+                          "Fix the file (it was not changed).") from None
+
+
+def _from_clawdbot_config(raw) -> dict:
+    """Map the clawdbot-sync skill's config.json onto config.yaml's structure."""
+    if not isinstance(raw, dict):
+        return {}
+    sync: dict = {}
+    if "syncSkills" in raw:
+        sync["skills"] = bool(raw["syncSkills"])
+    strategy = raw.get("conflictResolution") or raw.get("conflictStrategy")
+    if isinstance(strategy, str):
+        sync["policy"] = {"newest-wins": "newest", "timestamp": "newest"}.get(strategy, strategy)
+    auto: dict = {}
+    if "autoSync" in raw:
+        auto["enabled"] = bool(raw["autoSync"])
+    for key in ("syncInterval", "interval"):
+        if isinstance(raw.get(key), int):
+            auto["interval"] = raw[key]
+    return {"sync": sync, "auto": auto}
+
+
+def _seconds(where: Path, section: dict, key: str, default: float) -> float:
+    value = section.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+        raise ConfigError(f"{where}: sync.{key} must be a number of seconds (0 turns it off)")
+    return float(value)
