@@ -276,17 +276,18 @@ def restic_ns(text: str) -> int:
 # -- comparing with the live workspace, installing in place ----------------------------------------------
 
 def diff_live(ws: Workspace, selection: BackupSelection, staged: Path) -> dict:
-    """How the restored workspace files differ from the live workspace now."""
-    ours: dict[str, Path] = {}
-    for rel, _ in walk(staged, selection):
-        ours[rel] = staged / rel
-    live = {rel: st for rel, st in walk(ws.root, selection)}
+    """How the restored workspace files differ from the live workspace now.  A live file with the
+    restored one's size and mtime (to the nanosecond) counts as the same without being read —
+    the rule restic's own change detection uses; any other pair of equal sizes is compared by hash."""
+    ours = dict(walk(staged, selection))
+    live = dict(walk(ws.root, selection))
     changed, same = [], 0
-    for rel, path in ours.items():
+    for rel, st_ours in ours.items():
         st = live.get(rel)
         if st is None:
             continue
-        if st.st_size == path.stat().st_size and hash_file(ws.root / rel) == hash_file(path):
+        if st.st_size == st_ours.st_size and (st.st_mtime_ns == st_ours.st_mtime_ns
+                                              or hash_file(ws.root / rel) == hash_file(staged / rel)):
             same += 1
         else:
             changed.append(rel)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import concurrent.futures
 import re
 import secrets
 import shutil
@@ -11,6 +12,7 @@ from dataclasses import dataclass, field
 from peersync.backup.config import backup_dir, load_config
 from peersync.backup.repo import load_snapshots, open_repo
 from peersync.backup.restic import ResticError
+from peersync.backup.restoring import pick_snapshot
 from peersync.workspace.storage import atomic_write_json, read_json
 from peersync.workspace.workspace import Workspace
 
@@ -45,12 +47,11 @@ def verify(ws: Workspace, *, target: str | None = None, snapshot: str | None = N
     started = time.monotonic()
     cfg = load_config(ws)
     repo = open_repo(ws, cfg, target)
-    snaps = load_snapshots(repo)
-    if snapshot:
-        from peersync.backup.restoring import pick_snapshot
-
-        snaps = [pick_snapshot(snaps, snapshot=snapshot)]
-    result = VerifyResult(repo.describe(), [s.short_id for s in snaps])
+    # The listing takes no lock, so it runs while `check` holds the exclusive one.
+    listing = concurrent.futures.ThreadPoolExecutor(1)
+    pending = listing.submit(load_snapshots, repo)
+    listing.shutdown(wait=False)
+    chosen = pick_snapshot(pending.result(), snapshot=snapshot) if snapshot else None  # a bad id: before the check
 
     def check() -> str:
         proc = repo.restic.run(["check", "--read-data"], check=False)
@@ -60,6 +61,8 @@ def verify(ws: Workspace, *, target: str | None = None, snapshot: str | None = N
         return text if proc.returncode != 0 else ""
 
     text = repo.with_lock_recovery(check)
+    snaps = [chosen] if chosen else pending.result()
+    result = VerifyResult(repo.describe(), [s.short_id for s in snaps])
     if text:
         result.ok = False
         for line in text.splitlines():
