@@ -1,5 +1,7 @@
 """Entry point: dispatches `agent`, `keeper` and a not-due `heartbeat` without importing the CLI stack, so they start fast."""
 
+# Lazy imports: each entry imports only what it runs (start-up time is the point of this module).
+
 import sys
 
 

@@ -22,7 +22,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from peersync.sync import engine
+from peersync.core import commit
+from peersync.core import plan as planning
+from peersync.sync import pipeline, runner, transfer
 from peersync.testing import LoopbackSSHD, generate, mutate, wire_pair  # noqa: E402
 from peersync.transport import local, protocol  # noqa: E402
 from peersync.transport import ssh as remote
@@ -76,7 +78,7 @@ def startup(tmp: Path, reps: int) -> dict:
         "agent_start_to_eof_ms": round(wall([PY, "-m", "peersync", "agent", "--root", str(empty)], reps) * 1000, 1),
         "import_cli": importtime(["-m", "peersync", "--help"]),
         "import_agent": importtime(["-m", "peersync", "agent", "--root", str(empty)]),
-        "import_engine_path": importtime(["-c", "import peersync.sync.engine, peersync.cli.sync, asyncssh"]),
+        "import_engine_path": importtime(["-c", "import peersync.sync.runner, peersync.cli.sync, asyncssh"]),
         "import_asyncssh": importtime(["-c", "import asyncssh"]),
         # asyncssh probes for liboqs at import: ctypes.util.find_library spawns ldconfig (and gcc/ld).
         "find_library_oqs_ms": round(wall([PY, "-c", "import ctypes.util as u; u.find_library('oqs'); u.find_library('liboqs')"], reps)
@@ -107,18 +109,19 @@ class Timeline:
         saved["lreq"] = local.LocalSession.request
         saved["encode"], saved["decode"] = remote.encode, remote.decode
         saved["connect"] = asyncssh.connect
-        saved["open_session"] = engine.open_session
-        saved["rsync"] = engine.rsync_files
+        saved["open_session"] = runner.open_session
+        saved["rsync"] = transfer.rsync_files
         # Client-side CPU steps between the protocol requests (module globals, looked up per call).
-        for name in ("parse_manifest", "read_ancestor", "agreed_ancestor", "reconcile", "mass_delete_violations",
-                     "atomic_write_json", "manifest_to_wire", "_record", "record", "workspace_lock", "select_peers"):
-            if not callable(getattr(engine, name, None)):
-                continue  # the engine changed: time what exists
-            saved["fn:" + name] = getattr(engine, name)
-            setattr(engine, name, _timed_fn(self, name, getattr(engine, name)))
-        saved["new_ancestor"] = getattr(engine.Run, "new_ancestor", None)
+        for module in (pipeline, runner, planning):
+            for name in ("parse_manifest", "read_ancestor", "agreed_ancestor", "plan_sync", "reconcile",
+                         "mass_delete_violations", "manifest_to_wire", "record", "workspace_lock", "select_peers"):
+                if not callable(getattr(module, name, None)):
+                    continue  # not a name of this module: time what exists
+                saved[f"fn:{module.__name__}:{name}"] = getattr(module, name)
+                setattr(module, name, _timed_fn(self, name, getattr(module, name)))
+        saved["new_ancestor"] = pipeline.new_ancestor
         if saved["new_ancestor"] is not None:
-            engine.Run.new_ancestor = _timed_fn(self, "Run.new_ancestor", engine.Run.new_ancestor)
+            pipeline.new_ancestor = _timed_fn(self, "new_ancestor", pipeline.new_ancestor)
 
         async def sreq(self, op, **args):
             start = time.perf_counter()
@@ -186,7 +189,7 @@ class Timeline:
         remote.Session.request, local.LocalSession.request = sreq, lreq
         remote.encode, remote.decode = encode, decode
         asyncssh.connect = connect
-        engine.open_session, engine.rsync_files = open_session, rsync_files
+        runner.open_session, transfer.rsync_files = open_session, rsync_files
         return self
 
     def __exit__(self, *exc):
@@ -196,12 +199,13 @@ class Timeline:
         remote.Session.request, local.LocalSession.request = s["sreq"], s["lreq"]
         remote.encode, remote.decode = s["encode"], s["decode"]
         asyncssh.connect = s["connect"]
-        engine.open_session, engine.rsync_files = s["open_session"], s["rsync"]
+        runner.open_session, transfer.rsync_files = s["open_session"], s["rsync"]
         for key, fn in s.items():
             if key.startswith("fn:"):
-                setattr(engine, key[3:], fn)
+                _, module, name = key.split(":")
+                setattr(sys.modules[module], name, fn)
         if s["new_ancestor"] is not None:
-            engine.Run.new_ancestor = s["new_ancestor"]
+            pipeline.new_ancestor = s["new_ancestor"]
 
     def add(self, side: str, op: str, start: float) -> None:
         self.events.append({"side": side, "op": op, "start_ms": round((start - self.t0) * 1000, 1),
@@ -212,7 +216,7 @@ class Timeline:
         for k in self.codec:
             self.codec[k] = 0
         self.t0 = time.perf_counter()
-        reports = engine.run_sync(ws)
+        reports = runner.run_sync(ws)
         total = time.perf_counter() - self.t0
         rep = reports[0]
         return {"total_ms": round(total * 1000, 1), "ok": rep.ok, "error": rep.error,
@@ -282,7 +286,7 @@ def profile_agent(pair, ws: Workspace, out: Path, n: int, prepare=None) -> dict:
         if prepare:
             prepare()
         started = time.perf_counter()
-        reports = engine.run_sync(ws)
+        reports = runner.run_sync(ws)
         total = time.perf_counter() - started
     finally:
         wire_pair(pair.local.root, pair.remote.root, pair.sshd)
@@ -328,7 +332,7 @@ def scan_breakdown(root: Path) -> dict:
     out["encode_ms"], data = best(lambda: protocol.encode(msg))
     out["encoded_bytes"] = len(data)
     out["decode_ms"], decoded = best(lambda: protocol.decode(data))
-    out["parse_manifest_ms"], entries = best(lambda: engine.parse_manifest(decoded["result"]["entries"], sel, "x"))
+    out["parse_manifest_ms"], entries = best(lambda: commit.parse_manifest(decoded["result"]["entries"], sel, "x"))
     out["entry_from_wire_only_ms"], _ = best(lambda: {p: Entry.from_wire(w) for p, w in wire.items()})
     out["selection_contains_ms"], _ = best(lambda: [sel.contains(p) for p in wire])
     from peersync.core.paths import check_relpath
@@ -338,13 +342,13 @@ def scan_breakdown(root: Path) -> dict:
         from peersync.workspace.storage import read_json
         out["ancestor_file_bytes"] = anc_files[0].stat().st_size
         out["ancestor_read_ms"], raw = best(lambda: read_json(anc_files[0]))
-        out["read_ancestor_ms"], anc = best(lambda: engine.read_ancestor(raw))
-        out["agreed_ancestor_ms"], agreed = best(lambda: engine.agreed_ancestor(anc, anc))
+        out["read_ancestor_ms"], anc = best(lambda: commit.read_ancestor(raw))
+        out["agreed_ancestor_ms"], agreed = best(lambda: commit.agreed_ancestor(anc, anc))
         from peersync.core.reconcile import reconcile
         from peersync.core.types import Mode, Policy
         cfg = ws.sync_config()
         out["reconcile_ms"], _ = best(lambda: reconcile(agreed, entries, entries, policy=Policy.NEWEST, mode=Mode.SYNC,
-                                                       is_log=engine.log_matcher(cfg.logs), offset_ns=0,
+                                                       is_log=planning.log_matcher(cfg.logs), offset_ns=0,
                                                        local_id="a", remote_id="b"))
         from peersync.core.types import manifest_to_wire
         out["manifest_to_wire_for_ancestor_put_ms"], new = best(lambda: manifest_to_wire(agreed))

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs everything peersync's demo and tests need on a Debian/Ubuntu machine (idempotent):
-# system tools (a real sshd, rsync, unison, faketime, restic for backups) and a .venv with peersync and its test deps.
+# system tools (a real sshd, rsync, unison, faketime, restic for backups, FUSE 3 for the tests' Mac-like
+# volumes, Chromium for the dashboard's browser tests) and a .venv with peersync and its test deps.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -11,7 +12,7 @@ SUDO=""
 if [ "$(id -u)" -ne 0 ]; then SUDO="sudo -n"; fi
 
 tools_present() {
-  for tool in /usr/sbin/sshd ssh ssh-keygen ssh-keyscan rsync unison faketime restic python3; do
+  for tool in /usr/sbin/sshd ssh ssh-keygen ssh-keyscan rsync unison faketime restic chromium fusermount3 python3; do
     command -v "$tool" >/dev/null 2>&1 || return 1
   done
   python3 -c 'import venv, ensurepip' >/dev/null 2>&1
@@ -28,11 +29,12 @@ if [ "${CI:-}" = "true" ] || ! tools_present; then
   fi
   $SUDO apt-get update -qq
   $SUDO apt-get install -y -qq --no-install-recommends \
-    openssh-server openssh-client rsync unison faketime restic \
-    python3 python3-venv python3-pip ca-certificates iproute2 psmisc procps >/dev/null
+    openssh-server openssh-client rsync unison faketime restic fuse3 \
+    python3 python3-venv python3-pip ca-certificates iproute2 psmisc procps \
+    chromium fonts-dejavu-core fonts-noto-color-emoji >/dev/null
 fi
 $SUDO mkdir -p /run/sshd
-for tool in /usr/sbin/sshd ssh ssh-keygen ssh-keyscan rsync unison faketime restic python3; do
+for tool in /usr/sbin/sshd ssh ssh-keygen ssh-keyscan rsync unison faketime restic chromium fusermount3 python3; do
   command -v "$tool" >/dev/null || { echo "missing after install: $tool" >&2; exit 1; }
 done
 

@@ -7,6 +7,7 @@ The logic lives in peersync.testing (the README demo uses it too); helpers for t
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import pytest
 
@@ -47,3 +48,90 @@ def workspace_pair(tmp_path, sshd, remote_command) -> WorkspacePair:
     """Empty workspaces tmp_path/local and tmp_path/remote; local has peer "remote", remote has
     peer "local", both through the loopback sshd."""
     return wire_pair(tmp_path / "local", tmp_path / "remote", sshd, command=remote_command)
+
+
+# -- Mac-like volumes (FUSE) ----------------------------------------------------------------------
+
+def _fuse_or_skip() -> None:
+    """Skip only when this machine truly cannot mount FUSE; under CI that is a failure instead."""
+    from peersync.testing.fusefs import fuse_unavailable
+
+    reason = fuse_unavailable()
+    if reason is None:
+        return
+    if os.environ.get("CI") == "true":
+        pytest.fail(f"FUSE volumes are required on CI: {reason}", pytrace=False)
+    pytest.skip(f"no FUSE here: {reason}")
+
+
+@pytest.fixture
+def fuse_volume(tmp_path):
+    """Factory: `fuse_volume("apfs" | "hfs" | "casefold" | "nfd")` mounts a Mac-like volume under
+    tmp_path and returns its peersync.testing.fusefs.Volume (`.path` the mount, `.backing` the
+    directory it mirrors); every volume is unmounted when the test ends, pass or fail."""
+    from contextlib import ExitStack
+
+    from peersync.testing.fusefs import mounted
+
+    _fuse_or_skip()
+    with ExitStack() as stack:
+        count = iter(range(1000))
+
+        def mount(profile: str):
+            n = next(count)
+            return stack.enter_context(mounted(profile, tmp_path / f"{profile}-{n}.backing",
+                                               tmp_path / f"{profile}-{n}"))
+
+        yield mount
+
+
+@pytest.fixture(scope="session")
+def mac_volumes(tmp_path_factory):
+    """One mounted volume of every profile for the whole run ({profile name: Volume}); tests take a
+    fresh directory inside one through `mac_dir`."""
+    from contextlib import ExitStack
+
+    from peersync.testing.fusefs import PROFILES, mounted
+
+    _fuse_or_skip()
+    base = tmp_path_factory.mktemp("mac-volumes")
+    with ExitStack() as stack:
+        yield {name: stack.enter_context(mounted(name, base / f"{name}.backing", base / name))
+               for name in PROFILES}
+
+
+@pytest.fixture
+def mac_dir(mac_volumes, request):
+    """Factory: `mac_dir("apfs")` is a new empty directory on the shared volume of that profile."""
+    count = iter(range(1000))
+
+    def make(profile: str) -> Path:
+        path = mac_volumes[profile].path / f"{request.node.name[:60]}-{next(count)}"
+        path.mkdir()
+        return path
+
+    return make
+
+
+@pytest.fixture
+def casefold_dir(fuse_volume):
+    """A mounted case-insensitive, case-preserving volume (normalisation-sensitive): its path."""
+    return fuse_volume("casefold").path
+
+
+@pytest.fixture
+def nfd_dir(fuse_volume):
+    """A mounted case-sensitive volume that stores names in NFD (HFSX): its path."""
+    return fuse_volume("nfd").path
+
+
+@pytest.fixture
+def apfs_dir(fuse_volume):
+    """A mounted APFS-like volume (case- and normalisation-insensitive, preserving): its path."""
+    return fuse_volume("apfs").path
+
+
+@pytest.fixture
+def hfs_dir(fuse_volume):
+    """A mounted HFS+-like volume (case-insensitive, names stored NFD): its path."""
+    return fuse_volume("hfs").path

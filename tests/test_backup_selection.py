@@ -10,7 +10,7 @@ import pytest
 
 from peersync.backup import list_snapshots, restore, take_snapshot
 from peersync.backup.selection import BackupSelection, plan, restorable
-from peersync.sync.engine import run_sync
+from peersync.sync.runner import run_sync
 from peersync.errors import UsageError
 from peersync.core.selection import Selection
 from peersync.testing import selection_files

@@ -23,7 +23,7 @@ from peersync.core.selection import Selection
 from peersync.core.types import Mode, Policy
 from peersync.peers.manage import add_cloud_peer
 from peersync.replica.store import Store
-from peersync.sync.engine import run_sync
+from peersync.sync.runner import run_sync
 from peersync.testing.trees import selection_files
 from peersync.transport.rclone import find_rclone
 from peersync.workspace.workspace import Workspace
@@ -260,8 +260,8 @@ def test_bisync_conflicts_merges_and_delete_versus_modify(ws, cloud):
     kept = conflicts(ws)
     assert kept["USER.md"] == [b"# User\nlikes coffee (edited here)\n"]
     assert kept["MEMORY.md"] == [b"# Memory\ncloud version (older)\n"]
-    assert {c["path"] for c in report.conflicts} == {"USER.md", "MEMORY.md"}
-    assert all(c["saved_as"] for c in report.conflicts)
+    assert {c.path for c in report.conflicts} == {"USER.md", "MEMORY.md"}
+    assert all(c.saved_as for c in report.conflicts)
     # both appended to the daily note: one merged log, every line once
     assert report.merged == ["memory/2026-01-26.md"]
     lines = local["memory/2026-01-26.md"].decode().splitlines()
@@ -355,7 +355,7 @@ def test_manual_policy_keeps_both_versions_on_both_sides(ws, s3):
     assert conflicts(ws)["USER.md"] == [b"theirs\n"]
     kept_there = [p for p in s3.paths(".peersync/conflicts") if p.endswith("/USER.md")]
     assert len(kept_there) == 1 and s3.read(f".peersync/conflicts/{kept_there[0]}") == b"mine\n"
-    assert report.conflicts[0]["kept"] == "both"
+    assert report.conflicts[0].kept == "both"
 
 
 # -- mirror -----------------------------------------------------------------------------------------------
@@ -551,7 +551,7 @@ def test_identical_files_are_recognised_without_downloading_them(ws, s3, tmp_pat
     assert fetched == ["memory/a.md"]
     assert {p for p in entries if entries[p].same_content(local[p])} == set(BASE) - {"memory/a.md"}
     report = sync(ws)
-    assert [c["path"] for c in report.conflicts] == ["memory/a.md"]  # a real difference, no ancestor
+    assert [c.path for c in report.conflicts] == ["memory/a.md"]  # a real difference, no ancestor
 
 
 # -- CLI, providers, status ------------------------------------------------------------------------------

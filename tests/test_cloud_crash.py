@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from peersync.peers.manage import add_cloud_peer
-from peersync.sync.engine import run_sync
+from peersync.sync.runner import run_sync
 from peersync.testing.trees import selection_files
 from peersync.testing.workspace_gen import generate, mutate
 from peersync.workspace.workspace import Workspace

@@ -20,7 +20,8 @@ import pytest
 from peersync.core.types import Side
 from peersync.errors import BusyError, ConnectError
 from peersync.replica import store as transition
-from peersync.sync.engine import Run, run_sync
+from peersync.sync.execute import Run
+from peersync.sync.runner import run_sync
 from peersync.testing.pair import wire_pair
 from peersync.testing.trees import selection_files
 from peersync.workspace.lock import state_lock

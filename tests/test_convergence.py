@@ -41,7 +41,7 @@ from hypothesis.stateful import (
 )
 
 from peersync.core.types import Mode, Policy
-from peersync.sync.engine import run_sync
+from peersync.sync.runner import run_sync
 from peersync.testing.pair import wire_pair
 from peersync.testing.trees import selection_files
 from peersync.workspace.workspace import Workspace

@@ -29,7 +29,8 @@ from pathlib import Path
 
 import pytest
 
-from peersync.sync.engine import run_sync
+from peersync.sync import journal
+from peersync.sync.runner import run_sync
 from peersync.testing.pair import wire_pair
 from peersync.testing.trees import selection_files
 from peersync.workspace.lock import state_lock
@@ -597,7 +598,7 @@ main()
 
 CRASH_POINTS = [
     # (where, nth call, what has happened by then)
-    ("peersync.sync.engine:rsync_files", 1),  # plan made, journal written, nothing transferred
+    ("peersync.sync.transfer:rsync_files", 1),  # plan made, journal written, nothing transferred
     ("peersync.replica.store:Store.install", 3),  # mid-batch: some files installed, not the rest
     ("peersync.replica.store:Store._quarantine_file", 1),  # a losing version replaced, not yet in conflicts/
     ("peersync.replica.store:Store._save_conflicts", 1),  # the loser is in conflicts/, not yet indexed
@@ -671,3 +672,24 @@ def test_temp_files_of_killed_writes_are_swept_when_old(tmp_path):
     Handler(ws.root).recover()
     gone = {p for p in made if not p.exists()}
     assert gone == {place / ".peersync-old.tmp" for place in places[:3]}  # the trash is never walked
+
+
+def test_a_killed_sync_leaves_an_intent_record_that_the_next_one_recovers_and_reports(tmp_path, sshd):
+    """SIGKILL after the plan's intent was recorded (nothing transferred yet): the record stays, and
+    the next sync with that peer recovers both sides first, says so, and clears it."""
+    pair = wire_pair(tmp_path / "local", tmp_path / "remote", sshd)
+    ledger = Ledger()
+    mixed_edits(pair, ledger)
+    owed = ledger.owed(pair.local, pair.remote)
+    out = subprocess.run([sys.executable, "-c", CRASHER, "peersync.sync.transfer:rsync_files", "1",
+                          "-w", str(pair.local.root), "sync"],
+                         capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=120)
+    assert out.returncode == -signal.SIGKILL, f"the crash point was never reached: {out.stdout}{out.stderr}"
+    wait_agents_gone(pair.remote)
+    [record] = journal.pending(pair.local)
+    assert record["peer"] == "remote" and record["remote_id"] == pair.remote.instance_id and record["changes"] > 0
+    report = run_sync(pair.local, lock_timeout=60)[0]
+    assert report.ok, report.error
+    assert report.notes and report.notes[0].startswith("recovered from an interrupted sync with remote")
+    assert journal.pending(pair.local) == []
+    assert_nothing_lost(owed, pair.local, pair.remote)

@@ -37,8 +37,8 @@ def imported_modules(ws: Workspace, *args) -> set[str]:
 
 
 # peersync.backup itself is a lazy facade; its stack (restic, the repository) is what must not load.
-HEAVY = {"typer", "asyncssh", "rich", "peersync.cli.main", "peersync.sync.engine", "peersync.workspace.workspace",
-         "peersync.backup.repo", "peersync.backup.restic", "peersync.backup.config"}
+HEAVY = {"typer", "asyncssh", "rich", "peersync.cli.main", "peersync.sync.runner", "peersync.sync.pipeline",
+         "peersync.workspace.workspace", "peersync.backup.repo", "peersync.backup.restic", "peersync.backup.config"}
 
 
 def write(ws: Workspace, rel: str, text: str) -> Path:

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from peersync.errors import ConfigError
-from peersync.sync.engine import run_sync
+from peersync.sync.runner import run_sync
 from peersync.testing import generate, selection_files, wire_pair
 from peersync.transport import keeper
 from peersync.transport.keeper import ENV_KEEP, runtime_dir

@@ -8,14 +8,13 @@ import shlex
 import socket
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
 import pytest
 
 from peersync.core.types import Mode, Policy
-from peersync.sync.engine import run_sync
+from peersync.sync.runner import run_sync
 from peersync.testing.pair import wire_pair
 from peersync.testing.trees import selection_files, tree_digest
 from peersync.testing.workspace_gen import generate
@@ -75,12 +74,12 @@ def record_requests(monkeypatch) -> list[tuple[str, dict, object]]:
 
 
 def forbid_rsync(monkeypatch, why: str) -> None:
-    from peersync.sync import engine
+    from peersync.sync import transfer
 
     async def no_rsync(*args, **kwargs):
         raise AssertionError(why)
 
-    monkeypatch.setattr(engine, "rsync_files", no_rsync)
+    monkeypatch.setattr(transfer, "rsync_files", no_rsync)
 
 
 def test_generated_workspaces_converge_and_private_files_stay_home(pair):
@@ -151,9 +150,9 @@ def test_conflict_newest_wins_and_loser_is_quarantined(pair):
     write(R, "MEMORY.md", "remote edit (newer)\n", mtime=now - 10)
     report = sync(L)
     assert read(L, "MEMORY.md") == read(R, "MEMORY.md") == "remote edit (newer)\n"
-    assert [c["path"] for c in report.conflicts] == ["MEMORY.md"]
-    cid = report.conflicts[0]["saved_as"]
-    assert cid and report.conflicts[0]["side"] == "local"
+    assert [c.path for c in report.conflicts] == ["MEMORY.md"]
+    cid = report.conflicts[0].saved_as
+    assert cid and report.conflicts[0].side == "local"
     listed = json.loads(cli(L, "--json", "conflicts", "list", check=True).stdout)["conflicts"]
     assert [c["id"] for c in listed] == [cid]
     shown = cli(L, "conflicts", "show", cid, check=True).stdout
@@ -184,7 +183,7 @@ def test_newest_follows_clock_offset_corrected_times(tmp_path, sshd):
     report = sync(L)
     assert 590 < report.clock_offset < 610
     assert read(L, "MEMORY.md") == read(R, "MEMORY.md") == "our edit, really newer\n"
-    assert report.conflicts[0]["side"] == "remote" and report.conflicts[0]["kept"] == "local"
+    assert report.conflicts[0].side == "remote" and report.conflicts[0].kept == "local"
     quarantined = list((R.state / "conflicts").rglob("MEMORY.md"))
     assert [p.read_text() for p in quarantined] == ["peer edit, really older\n"]
 
@@ -275,7 +274,7 @@ def test_skip_and_manual_policies_keep_both(pair):
     write(R, "USER.md", "theirs\n")
     report = sync(L, policy=Policy.SKIP)
     assert read(L, "USER.md") == "mine\n" and read(R, "USER.md") == "theirs\n"
-    assert report.conflicts and report.conflicts[0]["kept"] == "both"
+    assert report.conflicts and report.conflicts[0].kept == "both"
     report = sync(L, policy=Policy.MANUAL)
     assert read(L, "USER.md") == "mine\n" and read(R, "USER.md") == "theirs\n"
     assert [p.read_text() for p in (L.state / "conflicts").rglob("USER.md")] == ["theirs\n"]
@@ -565,10 +564,10 @@ def test_our_own_ancestor_is_saved_as_a_delta_too(pair, monkeypatch):
 
 
 def test_many_small_files_travel_inline_in_batches_without_rsync(pair, monkeypatch):
-    from peersync.sync import engine
+    from peersync.sync import transfer
 
     forbid_rsync(monkeypatch, "small files must not go through rsync")
-    monkeypatch.setattr(engine, "INLINE_BATCH_BYTES", 64 << 10)
+    monkeypatch.setattr(transfer, "INLINE_BATCH_BYTES", 64 << 10)
     requests = record_requests(monkeypatch)
     for i in range(120):
         write(pair.local, f"memory/many/{i:03d}.md", f"{i:03d}\n" * 700)  # 2.8 kB each, 336 kB in all
@@ -579,7 +578,7 @@ def test_many_small_files_travel_inline_in_batches_without_rsync(pair, monkeypat
 
 
 def test_batches_keep_order_and_limits():
-    from peersync.sync.engine import _batches
+    from peersync.sync.transfer import _batches
 
     items = [{"new": [size]} for size in (10, 10, 30, 100, 5, 5)]
     batches = list(_batches(items, 40))

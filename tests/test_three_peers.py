@@ -2,7 +2,7 @@
 
 import json
 
-from peersync.sync.engine import run_sync
+from peersync.sync.runner import run_sync
 from peersync.testing.pair import wire_pair
 from peersync.testing.trees import selection_files
 

@@ -14,6 +14,8 @@ The public API (everything else in this package is internal):
 | `list_snapshots(ws, target=None)` | dict: target, instance, snapshots [{id, full_id, time, host, instance, tags, files, bytes, bytes_added}], legacy |
 | `status(ws, target=None)` | dict for `backup status` and the dashboard: snapshots, retention decisions with reasons, last run, last verify, next due, repository size, where the passphrase is, restic's version or the fix |
 | `retention(ws, target=None, policy=None)` | [{id, time, host, instance, keep, reasons}] — what `backup.keep` keeps and why (no lock taken) |
+| `retention_decisions(snapshots, policy, restic_version)` | the same, for snapshots already listed (pure) |
+| `cached_listing(ws)` | ([Snapshot], {target, listed_at, restic, unreadable}): the last listing this machine saw, no network |
 | `restore(ws, target=None, snapshot=None, at=None, to=None, in_place=False, host=None, progress=None)` | `RestoreResult` |
 | `verify(ws, target=None, snapshot=None, progress=None)` / `last_verify(ws)` | `VerifyResult` / dict or None |
 | `prune(ws, target=None, dry_run=False)` | `PruneResult` |
@@ -38,7 +40,8 @@ _API = {
     "take_snapshot": "snapshot", "BackupResult": "snapshot",
     "list_snapshots": "listing", "status": "listing", "repository_size": "listing", "passphrase_info": "listing",
     "backup_due": "listing", "next_due": "listing", "last_run": "listing",
-    "retention": "pruning", "prune": "pruning", "PruneResult": "pruning",
+    "retention": "pruning", "retention_decisions": "pruning", "prune": "pruning", "PruneResult": "pruning",
+    "cached_listing": "repo",
     "restore": "restoring", "RestoreResult": "restoring",
     "verify": "verifying", "last_verify": "verifying", "VerifyResult": "verifying",
     "migrate": "legacy", "MigrateResult": "legacy",

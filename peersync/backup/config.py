@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping
 
+from peersync.backup.restic import WrongPassphrase
 from peersync.errors import BackupError, ConfigError, UsageError
 from peersync.transport.rclone import Rclone, RcloneError, Target, join, resolve_target
 from peersync.core.retention import KeepPolicy
@@ -171,8 +172,6 @@ def passphrase_notice(ws: Workspace, *, consume: bool = True) -> str | None:
 
 
 def missing_passphrase(display: str) -> UsageError:
-    from peersync.backup.restic import WrongPassphrase
-
     return WrongPassphrase(f"the backups at {display} are encrypted and no passphrase is set",
                            f"Set {PASSPHRASE_ENV} (or backup.passphrase: ${{VAR}} in config.yaml) to the "
                            "passphrase of these backups.")

@@ -38,7 +38,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from peersync.backup.config import LEGACY_MARKER, PASSPHRASE_ENV, Location, backup_dir, load_config, locate, resolve
-from peersync.backup.repo import INSTANCE_TAG, TAG, Repo, load_snapshots, open_repo, restic_time
+from peersync.backup.repo import INSTANCE_TAG, TAG, Repo, load_snapshots, local_lock, open_repo, restic_time
 from peersync.backup.restic import WrongPassphrase
 from peersync.backup.selection import OPENCLAW_PREFIX
 from peersync.errors import BackupError, UsageError
@@ -249,8 +249,6 @@ def migrate(ws: Workspace, *, target: str | None = None, trust_unencrypted: bool
     """Copy every old-format snapshot into the restic repository beside it, oldest first, each
     under its own time, host and instance.  Idempotent: a snapshot already there (same
     instance, host and time) is not copied again, so an interrupted migrate just runs again."""
-    from peersync.backup.snapshot import local_lock
-
     started = time.monotonic()
     cfg = load_config(ws)
     with local_lock(ws, "migrate"):

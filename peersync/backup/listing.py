@@ -9,7 +9,10 @@ from peersync.backup import schedule
 from peersync.backup.config import (BackupConfig, configured_passphrase, load_config, passphrase_file,
                                     passphrase_notice, resolve)
 from peersync.backup.repo import NoBackups, Repo, iso, load_snapshots, open_repo
+from peersync.backup.legacy import legacy_summary
+from peersync.backup.pruning import retention_decisions
 from peersync.backup.restic import ResticMissing, tool_check
+from peersync.backup.verifying import last_verify
 from peersync.errors import ConfigError
 from peersync.workspace.workspace import Workspace
 
@@ -44,8 +47,6 @@ def passphrase_info(ws: Workspace, cfg: BackupConfig | None = None) -> dict:
 
 def list_snapshots(ws: Workspace, *, target: str | None = None) -> dict:
     """Every snapshot at the target — every instance's, for a restore on a new machine."""
-    from peersync.backup.legacy import legacy_summary
-
     cfg = load_config(ws)
     repo = open_repo(ws, cfg, target)
     unreadable: dict[str, str] = {}
@@ -65,10 +66,6 @@ def repository_size(ws: Workspace, *, target: str | None = None, repo: Repo | No
 
 def status(ws: Workspace, *, target: str | None = None) -> dict:
     """Everything `backup status` shows and the dashboard reads, in one document."""
-    from peersync.backup.legacy import legacy_summary
-    from peersync.backup.pruning import decisions
-    from peersync.backup.verifying import last_verify
-
     cfg = load_config(ws)
     runs = last_run(ws)
     now = time.time()
@@ -100,5 +97,5 @@ def status(ws: Workspace, *, target: str | None = None) -> dict:
     return {**out, **repo.describe(), "initialized": True, "snapshots": [s.summary() for s in snaps],
             "unreadable": [{"id": k, "error": v} for k, v in sorted(unreadable.items())],
             "own_snapshots": len(own), "latest": (own or snaps)[-1].summary() if snaps else None,
-            "retention": decisions(snaps, cfg.keep, repo.restic.version) if cfg.keep else [],
+            "retention": retention_decisions(snaps, cfg.keep, repo.restic.version) if cfg.keep else [],
             "repository": repository_size(ws, repo=repo), "legacy": legacy_summary(repo.location, repo.restic.rclone)}

@@ -42,8 +42,6 @@ def prune(ws: Workspace, *, target: str | None = None, now: datetime | None = No
 
     Both take restic's exclusive lock: a running backup makes them wait (and they make a
     backup wait), a killed one's lock is cleared first (Repo.with_lock_recovery)."""
-    from peersync.backup.snapshot import local_lock
-
     cfg = config or load_config(ws)
     keep = policy or cfg.keep
     if keep is None or keep.empty:
@@ -78,7 +76,7 @@ def _match_id(kept: list[dict], snap: dict) -> str | None:
     return None
 
 
-def decisions(snaps: list[Snapshot], policy: KeepPolicy | None, version: tuple[int, ...]) -> list[dict]:
+def retention_decisions(snaps: list[Snapshot], policy: KeepPolicy | None, version: tuple[int, ...]) -> list[dict]:
     """What `policy` keeps and why, per snapshot (newest first within each instance), computed
     by peersync.core.retention the way this restic's forget decides — no lock, no network."""
     if policy is None or policy.empty:
@@ -102,4 +100,4 @@ def retention(ws: Workspace, *, target: str | None = None, policy: KeepPolicy | 
     """The dashboard's view of `backup.keep`: every snapshot, kept or not, with reasons."""
     cfg = load_config(ws)
     repo = open_repo(ws, cfg, target)
-    return decisions(load_snapshots(repo), policy or cfg.keep, repo.restic.version)
+    return retention_decisions(load_snapshots(repo), policy or cfg.keep, repo.restic.version)

@@ -24,6 +24,7 @@ from peersync.backup.restic import (NoRepository, RepositoryLocked, Restic, Rest
                                    pid_alive)
 from peersync.errors import BackupError, BusyError
 from peersync.transport.rclone import Rclone
+from peersync.workspace.lock import state_lock
 from peersync.workspace.storage import atomic_write_json, read_json
 from peersync.workspace.workspace import Workspace
 
@@ -83,6 +84,13 @@ class Repo:
                                     "If that machine is gone, run `restic unlock` against the repository "
                                     "after 30 minutes (restic then treats the lock as stale).") from None
                 time.sleep(min(2.0, max(0.1, deadline - time.monotonic())))
+
+
+@contextlib.contextmanager
+def local_lock(ws: Workspace, what: str = "backup"):
+    """One backup/prune/restore of this workspace at a time (an flock: dies with its holder)."""
+    with state_lock(backup_dir(ws), 0, what=what):
+        yield
 
 
 def open_repo(ws: Workspace, cfg: BackupConfig, target: str | None = None, *, create: bool = False) -> Repo:
@@ -164,9 +172,10 @@ class Snapshot:
 
     def summary(self) -> dict:
         stats = self.stats or {}
+        changed = (stats.get("files_new") or 0) + (stats.get("files_changed") or 0) if "files_new" in stats else None
         return {"id": self.short_id, "full_id": self.id, "time": iso(self.time), "host": self.host,
                 "instance": self.instance, "tags": list(self.tags), "files": stats.get("files"),
-                "bytes": stats.get("bytes"), "bytes_added": stats.get("bytes_added")}
+                "bytes": stats.get("bytes"), "bytes_added": stats.get("bytes_added"), "files_added": changed}
 
     @classmethod
     def from_restic(cls, doc: dict, stats: dict | None = None) -> "Snapshot":
@@ -226,8 +235,42 @@ def load_snapshots(repo: Repo, unreadable: dict[str, str] | None = None) -> list
     text = proc.stdout.decode()
     docs = json.loads(text) if text.strip() else []
     known = snapshot_stats(repo.ws)
-    snaps = [Snapshot.from_restic(doc, known.get(doc["id"][:8])) for doc in docs]
-    return sorted(snaps, key=lambda s: (s.time, s.id))
+    snaps = sorted((Snapshot.from_restic(doc, known.get(doc["id"][:8])) for doc in docs), key=lambda s: (s.time, s.id))
+    _remember_listing(repo, docs, unreadable)
+    return snaps
+
+
+def _listing_file(ws: Workspace) -> Path:
+    return ws.state / "backup" / "snapshots.json"
+
+
+def _remember_listing(repo: Repo, docs: list[dict], unreadable: dict[str, str] | None) -> None:
+    """The last listing, for pages drawn without asking the target (dashboard refreshes)."""
+    keep = ("id", "short_id", "time", "hostname", "tags", "summary")
+    doc = {"format": 1, "target": repo.display, "listed_at": time.time(),
+           "restic": ".".join(map(str, repo.restic.version)), "unreadable": dict(unreadable or {}),
+           "snapshots": [{k: d[k] for k in keep if k in d} for d in docs]}
+    with contextlib.suppress(OSError):
+        backup_dir(repo.ws)
+        atomic_write_json(_listing_file(repo.ws), doc)
+
+
+def cached_listing(ws: Workspace) -> tuple[list[Snapshot], dict]:
+    """The snapshots this machine last saw at its target (no network), and {target, listed_at,
+    restic, unreadable}; ([], {}) when it never listed them."""
+    try:
+        doc = read_json(_listing_file(ws), default=None)
+    except ValueError:
+        doc = None
+    if not isinstance(doc, dict) or not isinstance(doc.get("snapshots"), list):
+        return [], {}
+    known = snapshot_stats(ws)
+    snaps = []
+    for raw in doc["snapshots"]:
+        with contextlib.suppress(KeyError, TypeError, ValueError):
+            snaps.append(Snapshot.from_restic(raw, known.get(str(raw["id"])[:8])))
+    meta = {k: doc.get(k) for k in ("target", "listed_at", "restic", "unreadable")}
+    return sorted(snaps, key=lambda s: (s.time, s.id)), meta
 
 
 def restic_time(moment: datetime) -> str:

@@ -26,6 +26,7 @@ import threading
 from dataclasses import dataclass, field
 from typing import Callable, Iterable, Mapping
 
+from peersync.core.retention import RULES, UNLIMITED
 from peersync.errors import BackupError, BusyError, PeersyncError, UsageError
 from peersync.transport.rclone import Rclone, classify, summarise_stderr
 
@@ -300,8 +301,6 @@ def pid_alive(pid: int) -> bool:
 
 def keep_flags(policy, version: tuple[int, ...]) -> list[str]:
     """restic forget flags for a peersync.core.retention.KeepPolicy (UNLIMITED as restic understands it)."""
-    from peersync.core.retention import RULES, UNLIMITED
-
     flags: list[str] = []
     for rule in RULES:
         n = getattr(policy, rule)

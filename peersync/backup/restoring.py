@@ -29,12 +29,14 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from peersync.backup.config import backup_dir, load_config
-from peersync.backup.repo import Snapshot, iso, load_snapshots, open_repo, workspace_owner
+from peersync.backup.repo import Snapshot, iso, load_snapshots, local_lock, open_repo, workspace_owner
 from peersync.backup.selection import OPENCLAW_PREFIX, BackupSelection, for_workspace, restorable
 from peersync.errors import BackupError, UsageError
 from peersync.core.paths import STATE_DIR, in_state_dir
 from peersync.replica.scan import hash_file, walk
+from peersync.replica.store import Refused, Store
 from peersync.core.types import Entry, Problem
+from peersync.workspace.lock import workspace_lock
 from peersync.workspace.workspace import Workspace
 
 _IGNORED = re.compile(r"^ignoring error for (/.*?): (.*)$", re.M)
@@ -139,9 +141,6 @@ def restore(ws: Workspace, *, target: str | None = None, snapshot: str | None = 
     snap = pick_snapshot(snaps, snapshot=snapshot, at=when, instance=ws.existing_instance_id(), host=host)
     selection = for_workspace(ws)
     if in_place:
-        from peersync.backup.snapshot import local_lock
-        from peersync.workspace.lock import workspace_lock
-
         with workspace_lock(ws, 0, what="restore"), local_lock(ws, "restore"):
             staging = backup_dir(ws) / f"restore-{secrets.token_hex(4)}"
             staging.mkdir(mode=0o700)
@@ -298,8 +297,6 @@ def diff_live(ws: Workspace, selection: BackupSelection, staged: Path) -> dict:
 def _install(ws: Workspace, selection: BackupSelection, snap: Snapshot, staging: Path, result: RestoreResult) -> None:
     """Each restored file over the live one; the live version goes to conflicts/.  A restore in
     place is the user's latest edit: files get the current time, so peers take them."""
-    from peersync.replica.store import Refused, Store
-
     store = Store(ws.root, selection)
     info = {"peer": None, "reason": f"replaced by backup restore of {snap.short_id}"}
     restored: list[str] = []

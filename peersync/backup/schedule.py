@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import time
+from pathlib import Path
 
 RUNS_FILE = ("backup", "last-run.json")  # under the state dir
 RETRY_AFTER_FAILURE = 900  # a failed scheduled backup is retried after min(interval, this)
@@ -57,8 +58,10 @@ def next_due(interval, runs: dict, now: float) -> float | None:
 
 def record_run(state_dir: str | os.PathLike, *, ok: bool, snapshot: str | None = None, target: str | None = None,
                error: str | None = None, now: float | None = None) -> None:
-    from peersync.workspace.storage import atomic_write_json, ensure_private_dir  # off the heartbeat's fast path
-    from pathlib import Path
+    from peersync.workspace.storage import (  # lazy: off the heartbeat's fast path, which reads this module
+        atomic_write_json,
+        ensure_private_dir,
+    )
 
     previous = read_runs(state_dir)
     now = time.time() if now is None else now

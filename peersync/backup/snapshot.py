@@ -14,13 +14,15 @@ from typing import Callable
 
 from peersync.backup import openclaw, schedule
 from peersync.backup.config import BackupConfig, backup_dir, load_config, passphrase_notice
-from peersync.backup.repo import (INSTANCE_TAG, TAG, Repo, Snapshot, forget_layout, open_repo, restic_time,
-                                  save_stats)
+from peersync.backup.pruning import prune
+from peersync.backup.repo import (INSTANCE_TAG, TAG, Repo, Snapshot, forget_layout, local_lock, open_repo,
+                                  restic_time, save_stats)
 from peersync.backup.restic import EXIT_INCOMPLETE, NoRepository, ResticError
 from peersync.backup.selection import for_workspace, plan
 from peersync.errors import BackupError, PeersyncError
 from peersync.core.paths import STATE_DIR
 from peersync.core.types import Problem
+from peersync.workspace.storage import atomic_write_json, read_json
 from peersync.workspace.workspace import Workspace
 
 Progress = Callable[[str, int, int], None]  # (phase, done, total): phases upload/restore/verify
@@ -53,15 +55,6 @@ class BackupResult:
                 "notices": self.notices, "pruned": self.pruned.to_json() if self.pruned else None}
 
 
-@contextlib.contextmanager
-def local_lock(ws: Workspace, what: str = "backup"):
-    """One backup/prune/restore of this workspace at a time (an flock: dies with its holder)."""
-    from peersync.workspace.lock import state_lock
-
-    with state_lock(backup_dir(ws), 0, what=what):
-        yield
-
-
 def take_snapshot(ws: Workspace, *, target: str | None = None, now: datetime | None = None,
                   progress: Progress | None = None, prune_after: bool = True) -> BackupResult:
     """One snapshot; then, with a keep policy and `prune_after`, retention is applied."""
@@ -79,8 +72,6 @@ def take_snapshot(ws: Workspace, *, target: str | None = None, now: datetime | N
     if notice:
         result.notices.insert(0, notice)
     if prune_after and cfg.keep is not None and not cfg.keep.empty:
-        from peersync.backup.pruning import prune
-
         try:
             result.pruned = prune(ws, target=target, config=cfg)
         except PeersyncError as err:  # the snapshot is safe; retention can wait for the next run
@@ -177,8 +168,6 @@ def _parents_file(ws: Workspace):
 
 
 def _parent(ws: Workspace, repo: Repo) -> str | None:
-    from peersync.workspace.storage import read_json
-
     try:
         doc = read_json(_parents_file(ws), default={}) or {}
     except ValueError:
@@ -188,8 +177,6 @@ def _parent(ws: Workspace, repo: Repo) -> str | None:
 
 
 def _remember_parent(ws: Workspace, repo: Repo, snapshot_id: str | None) -> None:
-    from peersync.workspace.storage import atomic_write_json, read_json
-
     try:
         doc = read_json(_parents_file(ws), default={}) or {}
     except ValueError:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+# Lazy imports: a command imports the machinery it runs in its body, so that `peersync --help`
+# and every other command start without it.
 import json
 import time
 from typing import Optional

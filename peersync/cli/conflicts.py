@@ -2,22 +2,17 @@
 
 from __future__ import annotations
 
+# Lazy imports: a command imports the machinery it runs in its body, so that `peersync --help`
+# and every other command start without it.
 import sys
 
 import typer
 
 from peersync.cli.app import state
-from peersync.errors import UsageError
+from peersync.replica import conflicts
 
 conflicts_app = typer.Typer(help="Review versions that lost a conflict (kept in conflicts/).",
                             invoke_without_command=True)
-
-
-def _store(ctx: typer.Context):
-    from peersync.replica.store import Store
-
-    ws = state(ctx).workspace()
-    return ws, Store(ws.root, ws.sync_config().selection)
 
 
 @conflicts_app.callback()
@@ -29,8 +24,7 @@ def conflicts_main(ctx: typer.Context) -> None:
 @conflicts_app.command("list")
 def conflicts_list(ctx: typer.Context) -> None:
     """Quarantined versions, newest first."""
-    _, store = _store(ctx)
-    items = list(reversed(store.conflicts()))
+    items = conflicts.listed(state(ctx).workspace())
     lines = [f"• {i['id']} {i['path']} ({i.get('size', 0)} bytes, {i.get('time', '?')}) — "
              f"{i.get('reason', 'conflict')}" + (f", from {i['peer']}" if i.get("peer") else "") for i in items]
     if len(lines) > 20:
@@ -38,21 +32,10 @@ def conflicts_list(ctx: typer.Context) -> None:
     state(ctx).emit("\n".join(lines) or "✅ No conflicts.", {"conflicts": items})
 
 
-def _get(store, cid: str) -> dict:
-    from peersync.replica.store import Refused
-
-    try:
-        return store.find_conflict(cid)
-    except Refused:
-        raise UsageError(f"no conflict {cid!r}", "See the ids with: peersync conflicts list") from None
-
-
 @conflicts_app.command("show")
 def conflicts_show(ctx: typer.Context, cid: str) -> None:
     """Print a quarantined version."""
-    _, store = _store(ctx)
-    item = _get(store, cid)
-    data = (store.conflicts_dir / cid / item["path"]).read_bytes()
+    item, data = conflicts.content(state(ctx).workspace(), cid)
     if state(ctx).json:
         state(ctx).emit("", {**item, "content": data.decode("utf-8", "replace")})
     else:
@@ -63,12 +46,7 @@ def conflicts_show(ctx: typer.Context, cid: str) -> None:
 @conflicts_app.command("restore")
 def conflicts_restore(ctx: typer.Context, cid: str) -> None:
     """Put a quarantined version back; the current one is quarantined in its place."""
-    from peersync.workspace.lock import workspace_lock
-
-    ws, store = _store(ctx)
-    _get(store, cid)
-    with workspace_lock(ws, 30, what="conflicts restore"):
-        item = store.restore_conflict(cid)
+    item = conflicts.restore(state(ctx).workspace(), cid)
     swapped = f"; the replaced version is saved as {item['replaced_saved_as']}" if item.get("replaced_saved_as") else ""
     state(ctx).emit(f"♻️ Restored {item['path']} from {cid}{swapped}", item)
 
@@ -76,12 +54,7 @@ def conflicts_restore(ctx: typer.Context, cid: str) -> None:
 @conflicts_app.command("drop")
 def conflicts_drop(ctx: typer.Context, cid: str) -> None:
     """Delete a quarantined version for good."""
-    from peersync.workspace.lock import workspace_lock
-
-    ws, store = _store(ctx)
-    _get(store, cid)
-    with workspace_lock(ws, 30, what="conflicts drop"):
-        item = store.drop_conflict(cid)
+    item = conflicts.drop(state(ctx).workspace(), cid)
     state(ctx).emit(f"🗑️ Dropped {cid} ({item['path']})", item)
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import sys
 
-from peersync.cli import auto, backup, cloud, conflicts, discover, sync
+from peersync.cli import auto, backup, cloud, conflicts, dashboard, discover, sync
 from peersync.cli.app import app
 from peersync.errors import PeersyncError
 
@@ -14,7 +14,7 @@ __all__ = ["app", "run"]
 
 
 # Each area's commands, registered explicitly (one responsibility per module).
-for _area in (sync, conflicts, backup, discover, auto, cloud):
+for _area in (sync, conflicts, backup, discover, auto, cloud, dashboard):
     _area.register(app)
 
 

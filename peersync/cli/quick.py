@@ -9,6 +9,8 @@ starts) returns None and the ordinary CLI runs the sync in-process.
 
 from __future__ import annotations
 
+# Lazy imports: a command imports the machinery it runs in its body, so that `peersync --help`
+# and every other command start without it.
 import json
 import os
 import socket

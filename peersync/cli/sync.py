@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+# Lazy imports: a command imports the machinery it runs in its body, so that `peersync --help`
+# and every other command start without it.
 import asyncio
 from typing import List, Optional
 
@@ -25,7 +27,7 @@ def _finish(reports, st) -> None:
 
 def _run(ctx: typer.Context, peers: list[str] | None, mode: Mode, dry_run: bool, force: bool,
          policy: Optional[str]) -> None:
-    from peersync.sync.engine import run_sync
+    from peersync.sync.runner import run_sync
 
     st = state(ctx)
     try:
@@ -70,7 +72,7 @@ def status(ctx: typer.Context, peer: Optional[str] = typer.Argument(None),
     """Per peer: reachable?, round trip, clock offset, remote version, last sync."""
     from peersync.peers.status import status as get_status
     from peersync.peers.status import status_text
-    from peersync.sync.engine import select_peers
+    from peersync.sync.runner import select_peers
 
     st = state(ctx)
     ws = st.workspace()

@@ -19,6 +19,7 @@ import shlex
 from dataclasses import dataclass, field
 from typing import Mapping
 
+from peersync.core.types import Mode
 from peersync.errors import ConfigError, UsageError
 from peersync.transport.rclone import join, resolve_target
 from peersync.workspace.workspace import Peer, Workspace
@@ -208,3 +209,16 @@ def state_dir(ws: Workspace, name: str):
 
 def cloud_peers(ws: Workspace) -> dict[str, Peer]:
     return {name: peer for name, peer in ws.load_peers().items() if is_cloud(peer)}
+
+
+def run_mode(peer: Peer, spec: CloudSpec, mode: Mode) -> Mode:
+    """The direction of this run: mailbox always pushes; a mirror follows its direction unless the
+    command names one (push / pull); bisync does what the command says."""
+    if spec.mode == "mailbox":
+        if mode is Mode.PULL:
+            raise UsageError(f"{peer.name} is a mailbox: it only pushes; files come back through its _outbox/",
+                             f"Run: peersync sync {peer.name}")
+        return Mode.PUSH
+    if spec.mode == "mirror" and mode is Mode.SYNC:
+        return Mode(spec.direction)
+    return mode

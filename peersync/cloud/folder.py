@@ -8,6 +8,7 @@ import os
 import time
 
 from peersync.cloud.config import CloudSpec, resolve
+from peersync.cloud.mailbox import MailboxSession
 from peersync.cloud.session import META, CloudSession, cloud_id, run_rclone
 from peersync.errors import PeersyncError
 from peersync.transport.rclone import Rclone
@@ -17,8 +18,8 @@ from peersync.workspace.workspace import Peer, SyncConfig, Workspace
 async def open_cloud(ws: Workspace, peer: Peer, spec: CloudSpec, cfg: SyncConfig) -> CloudSession:
     target = resolve(ws, spec)
     rc = await asyncio.to_thread(Rclone, env={**os.environ, **target.env}, secrets=target.secrets)
-    return await CloudSession.open(ws, peer, target.root, rc, cfg.selection, mailbox=spec.mode == "mailbox",
-                                   key=target.key)
+    kind = MailboxSession if spec.mode == "mailbox" else CloudSession
+    return await kind.open(ws, peer, target.root, rc, cfg.selection, mailbox=spec.mode == "mailbox", key=target.key)
 
 
 async def probe_cloud(ws: Workspace, peer: Peer, *, timeout: float = 10.0) -> dict:

@@ -15,15 +15,16 @@ import os
 from pathlib import Path
 
 from peersync.cloud import hashes as cloud_hash
+from peersync.cloud.config import inbox_command
 from peersync.cloud.index import Obj
-from peersync.cloud.session import CloudSession
+from peersync.cloud.session import MAILBOX_DIRS, CloudSession
 from peersync.core.paths import BadPath, check_relpath
 from peersync.core.types import Problem, Report, Side
 from peersync.replica.store import Refused
 from peersync.workspace.storage import atomic_write_json, fsync_dir, read_json
 
 INBOX_FORMAT = 1  # bump me when inbox.json changes
-INBOX, OUTBOX = "_inbox", "_outbox"
+INBOX, OUTBOX = MAILBOX_DIRS
 KEEP = ".peersync-keep"  # marks an empty `_outbox/` where the cloud has no empty folders (S3)
 JUNK = {".ds_store", "thumbs.db", "desktop.ini", KEEP}
 COMMAND_TIMEOUT = 60.0
@@ -190,3 +191,18 @@ def _load(path: Path) -> list[dict]:
 
 def _save(path: Path, items: list[dict]) -> None:
     atomic_write_json(path, {"format": INBOX_FORMAT, "delivered": items}, indent=None)
+
+
+class MailboxSession(CloudSession):
+    """A cloud folder in mailbox mode: the selection is pushed to it except its own two folders, and
+    after each run what users dropped in its `_outbox/` is delivered into our `_inbox/`."""
+
+    def local_view(self, entries):
+        return {p: e for p, e in entries.items() if p.split("/", 1)[0] not in MAILBOX_DIRS}
+
+    async def finish(self, ws, report: Report, *, dry_run: bool) -> None:
+        if dry_run:
+            describe(self.outbox, report)
+            return
+        await bootstrap(self, ws.root, self.outbox)
+        await drain(self, ws.root, self.outbox, report, inbox_command(ws))

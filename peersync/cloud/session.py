@@ -50,6 +50,7 @@ from peersync.errors import BusyError, PeersyncError, TransferError
 from peersync.replica import tombstones
 from peersync.replica.store import Refused, Store
 from peersync.transport.rclone import Rclone, join
+from peersync.transport.replica import CLOUD, Replica
 from peersync.workspace.storage import atomic_write_json, ensure_private_dir, read_json
 
 META = ".peersync"  # the cloud folder's peersync directory: locks, trash, conflicts
@@ -99,8 +100,10 @@ def cloud_id(root: str) -> str:
 
 # -- the session ----------------------------------------------------------------------------------
 
-class CloudSession:
+class CloudSession(Replica):
     """One cloud folder, spoken to like a peer's agent.  Built by `open()`; `close()` releases the lock."""
+
+    caps = CLOUD
 
     def __init__(self, ws, peer, root: str, rc: Rclone, selection: Selection, *, mailbox: bool, key: str = ""):
         self.ws, self.peer, self.root, self.rc = ws, peer, root, rc
@@ -121,6 +124,7 @@ class CloudSession:
         self.unstable: set[str] = set()  # changed while being hashed: never written this run
         self.exists = True
         self.lock_name: str | None = None
+        self.outbox: dict[str, Obj] = {}  # a mailbox's `_outbox/` objects, as the last scan saw them
 
     @classmethod
     async def open(cls, ws, peer, root: str, rc: Rclone, selection: Selection, *, mailbox: bool,
@@ -207,6 +211,20 @@ class CloudSession:
                 "empty_dirs": bool((doc.get("Features") or {}).get("CanHaveEmptyDirectories", True))}
 
     # -- scan ---------------------------------------------------------------------------------------
+    async def scan(self, *, local=None, save_cache: bool = True, base_peer=None, base_digest=None) -> dict:
+        """The folder's manifest, named with xxh3 hashes like ours: the listing starts at once, our
+        own scan (`local`) is then used to recognise versions by their backend hash.  A dry run
+        (`save_cache=False`) changes nothing; a real one removes our killed uploads' temp files."""
+        listing = await self.list_all()
+        entries, problems, self.outbox, partials = await self.manifest(listing, dict(await local) if local else {})
+        if save_cache:
+            await self.remove_partials(partials)
+        return {"entries": {p: e.to_wire() for p, e in entries.items()}, "problems": [list(p) for p in problems],
+                "dead": tombstones.present(self.dir / tombstones.FILE)}
+
+    async def op_selection(self, selection: dict) -> dict:
+        return {}  # the folder's selection was given when it was opened (it names what is listed)
+
     async def list_all(self) -> dict[str, Obj]:
         """Every file under the folder except peersync's own directory."""
         args = ["lsjson", "-R", "--files-only", "--no-mimetype", "--exclude", f"/{META}/**"]
@@ -422,7 +440,7 @@ class CloudSession:
                 mtime = time.time_ns() if ("mtime_ns" in item and item["mtime_ns"] is None) else new.mtime_ns
                 bhash = await asyncio.to_thread(self._stage, upload / path, item, new, mtime)
                 staged[i] = (path, new, bhash)
-            except (Refused, BadPath, OSError, ValueError, KeyError, TypeError) as err:
+            except (Refused, BadPath, OSError, ValueError) as err:
                 results[i] = {"path": path, "ok": False, "error": _why(err)}
         conflicts = await self._keep_losers(losers, results)
         todo = {i: s for i, s in staged.items() if results[i] is None}
@@ -496,7 +514,7 @@ class CloudSession:
             try:
                 self._check(item["path"], Entry.from_wire(item["expect"]), current.get(item["path"]))
                 movable[i] = item["path"]
-            except (Refused, ValueError, KeyError, TypeError) as err:
+            except (Refused, ValueError) as err:
                 results[i] = {"path": item["path"], "ok": False, "error": str(err)}
         if movable:
             trash = self.at(META, "trash", batch)
@@ -623,7 +641,7 @@ class CloudSession:
             await self.rclone("delete", self.root, "--files-from-raw", self.list_file(partials), check=False)
 
     # -- housekeeping ---------------------------------------------------------------------------------
-    async def op_housekeeping(self, trash_days: int = 30) -> dict:
+    async def op_housekeeping(self, trash_days: int = 30, prune_logbases: bool = False) -> dict:
         """Purge cloud trash batches older than `trash_days` (batch names start with a UTC time)."""
         code, out, err = await self.rclone("lsjson", "--dirs-only", "--no-mimetype", self.at(META, "trash"), check=False)
         if code != 0:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from peersync.core.types import Report
+from peersync.core.types import Conflict, Report
 
 MAX_NAMES = 5
 
@@ -54,23 +54,24 @@ def report_text(report: Report) -> str:
         lines[0] = f"✅ Already in sync with {who}"
     elif len(lines) == 1:
         lines.append("✅ Nothing to do")
+    lines += [f"♻️ {note[:1].upper()}{note[1:]}" for note in report.notes]
     return "\n".join(lines)
 
 
-def conflict_text(c: dict, report: Report) -> str:
-    if c.get("kept") == "both":
-        if c.get("saved_as"):
-            return f"{c['path']} — kept both; {report.peer}'s version saved as conflict {c['saved_as']}"
-        return f"{c['path']} — {c.get('reason', 'skipped')}, left as is on both sides"
-    winner = "yours" if c.get("kept") == "local" else f"{report.peer}'s"
-    why = " (newer)" if c.get("reason") == "conflict-newest" else ""
+def conflict_text(c: Conflict, report: Report) -> str:
+    if c.kept == "both":
+        if c.saved_as:
+            return f"{c.path} — kept both; {report.peer}'s version saved as conflict {c.saved_as}"
+        return f"{c.path} — {c.reason or 'skipped'}, left as is on both sides"
+    winner = "yours" if c.kept == "local" else f"{report.peer}'s"
+    why = " (newer)" if c.reason == "conflict-newest" else ""
     if report.dry_run:
-        return f"{c['path']} — would keep {winner}{why}, the other saved as a conflict"
-    if c.get("saved_here"):  # a cloud folder's losing version is kept on this machine
-        return f"{c['path']} — kept {winner}{why}; {report.peer}'s version saved here as conflict {c.get('saved_as')}"
-    if c.get("side") == "local":
-        return f"{c['path']} — kept {winner}{why}; yours saved as conflict {c.get('saved_as')}"
-    return f"{c['path']} — kept {winner}{why}; {report.peer}'s saved there as conflict {c.get('saved_as')}"
+        return f"{c.path} — would keep {winner}{why}, the other saved as a conflict"
+    if c.saved_here:  # a cloud folder's losing version is kept on this machine
+        return f"{c.path} — kept {winner}{why}; {report.peer}'s version saved here as conflict {c.saved_as}"
+    if c.side == "local":
+        return f"{c.path} — kept {winner}{why}; yours saved as conflict {c.saved_as}"
+    return f"{c.path} — kept {winner}{why}; {report.peer}'s saved there as conflict {c.saved_as}"
 
 
 def reports_text(reports: list[Report]) -> str:

@@ -41,6 +41,8 @@ class Entry:
 
     @classmethod
     def from_wire(cls, value: list) -> "Entry":
+        if not isinstance(value, (list, tuple)) or len(value) != 4:
+            raise ValueError("an entry is [size, mtime_ns, mode, hash]")
         size, mtime_ns, mode, digest = value
         if not (isinstance(size, int) and isinstance(mtime_ns, int) and isinstance(mode, int)):
             raise ValueError("entry fields must be integers")
@@ -131,6 +133,35 @@ class Problem:
 
 
 @dataclass(frozen=True)
+class Conflict:
+    """A path both sides changed: which version is live now, and where the other one was kept."""
+
+    path: str
+    kept: str  # whose version is live: "local", "remote", or "both" (policy skip/manual)
+    reason: str
+    winner: str | None = None  # the winning side, by name ("this machine" or the peer's)
+    side: str | None = None  # where the loser was overwritten: "local", "remote", "both"; None: nowhere
+    saved_as: str | None = None  # the kept loser's conflict id (on `side`)
+    remote_saved_as: str | None = None  # kept both (manual): the id of the copy kept on the peer
+    saved_here: bool = False  # the peer's losing version is kept in THIS machine's conflicts/ (cloud)
+
+    def to_json(self) -> dict:
+        doc = {"path": self.path, "kept": self.kept, "winner": self.winner, "saved_as": self.saved_as,
+               "side": self.side, "reason": self.reason}
+        if self.remote_saved_as is not None:
+            doc["remote_saved_as"] = self.remote_saved_as
+        if self.saved_here:
+            doc["saved_here"] = True
+        return doc
+
+    @classmethod
+    def from_json(cls, doc: dict) -> "Conflict":
+        return cls(doc["path"], doc["kept"], doc.get("reason") or "", winner=doc.get("winner"), side=doc.get("side"),
+                   saved_as=doc.get("saved_as"), remote_saved_as=doc.get("remote_saved_as"),
+                   saved_here=bool(doc.get("saved_here")))
+
+
+@dataclass(frozen=True)
 class Plan:
     """Everything reconcile decided for one pair, before execution."""
 
@@ -171,8 +202,9 @@ class Report:
     merged: list[str] = field(default_factory=list)
     deleted_local: list[str] = field(default_factory=list)
     deleted_remote: list[str] = field(default_factory=list)
-    conflicts: list[dict] = field(default_factory=list)  # {path, kept, saved_as, side, reason}
+    conflicts: list[Conflict] = field(default_factory=list)
     problems: list[Problem] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # things worth saying that are neither changes nor problems
     error: str | None = None
     error_exit: int = 0  # exit code the error maps to (2 = bad input, 1 = failure)
     error_kind: str | None = None  # errors.PeersyncError.kind: "busy", "connect", "safety", …
@@ -197,7 +229,8 @@ class Report:
         return cls(peer=doc["peer"], host=doc["host"], mode=Mode(doc["mode"]), dry_run=doc["dry_run"],
                    seconds=doc["seconds"], pushed=doc["pushed"], pulled=doc["pulled"], merged=doc["merged"],
                    deleted_local=doc["deleted_local"], deleted_remote=doc["deleted_remote"],
-                   conflicts=doc["conflicts"], problems=[Problem(p["path"], p["message"]) for p in doc["problems"]],
+                   conflicts=[Conflict.from_json(c) for c in doc["conflicts"]], problems=[Problem(p["path"], p["message"]) for p in doc["problems"]],
+                   notes=list(doc.get("notes") or ()),
                    error=doc["error"], error_exit=error_exit, error_kind=doc.get("error_kind"),
                    clock_offset=doc.get("clock_offset"), warm=bool(doc.get("warm_connection")),
                    in_keeper=bool(doc.get("in_keeper")))
@@ -215,8 +248,9 @@ class Report:
             "merged": self.merged,
             "deleted_local": self.deleted_local,
             "deleted_remote": self.deleted_remote,
-            "conflicts": self.conflicts,
+            "conflicts": [c.to_json() for c in self.conflicts],
             "problems": [{"path": p.path, "message": p.message} for p in self.problems],
+            "notes": self.notes,
             "error": self.error,
             "error_kind": self.error_kind,
             "clock_offset": self.clock_offset,

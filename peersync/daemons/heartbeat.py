@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+# Lazy imports: a tick that is not due returns in milliseconds, so what a sync needs is imported
+# only when one runs.
 import os
 import sys
 import time
@@ -116,6 +118,11 @@ def run_tick(ws, reason: str | None = None, *, now: float | None = None) -> Tick
     if auto.is_due(cfg, state.get("last_run"), reason, now):
         tick.due = True
         _sync(ws, cfg, state, now, tick)
+        if tick.reports:
+            from peersync.dashboard import refresh_after_sync
+
+            failed = refresh_after_sync(ws)  # only when dashboard.refresh is on
+            tick.lines += [failed] if failed else []
     elif state != before:
         auto.write_state(ws.state, state)
     return tick
@@ -159,7 +166,7 @@ async def _bounded_sync(ws, names: list[str], timeout: float) -> list:
     import asyncio
 
     from peersync.core.types import Mode, Report
-    from peersync.sync.engine import sync_peers
+    from peersync.sync.runner import sync_peers
 
     job = sync_peers(ws, names, lock_timeout=0, time_budget=timeout, connect_timeout=min(15.0, timeout))
     try:

@@ -15,15 +15,21 @@ Safety does not depend on it: every sync still takes both locks and verifies eve
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
+import fcntl
 import os
 import signal
 import time
 from pathlib import Path
 
+from peersync.core.types import Mode, Policy
+from peersync.errors import PeersyncError
+from peersync.sync.runner import sync_peers
 from peersync.transport.keeper import DEFAULT_KEEP, LINE_LIMIT, socket_path
 from peersync.transport.protocol import PROTOCOL, decode, encode
+from peersync.transport.replica import KEPT, Replica
 from peersync.transport.ssh import Session, open_session, read_frame, read_line
 from peersync.workspace.workspace import Peer, Workspace
 
@@ -118,10 +124,6 @@ class Keeper:
         """Run a whole sync here (quick.py's fast path) with our own connection, and send back
         the reports.  A failure before the sync could start answers not-ok: the client then
         runs it itself and shows the error its own way."""
-        from peersync.core.types import Mode, Policy
-        from peersync.errors import PeersyncError
-        from peersync.sync.engine import sync_peers
-
         args = request.get("args") or {}
         try:  # a connection that died while idle: the client connects anew instead of failing
             await asyncio.wait_for(self.session.request("hello", protocol=PROTOCOL), 10)
@@ -195,11 +197,11 @@ class Keeper:
         writer.close()
 
 
-class LentSession:
+class LentSession(Replica):
     """The keeper's own Session, lent to one sync run: same requests, but close() resets the
     agent (unstage, release its lock) instead of ending it."""
 
-    kept = True
+    caps = KEPT
 
     def __init__(self, session: Session, hello: dict, offset: float, rtt: float):
         self._session, self.peer, self.hello, self.offset, self.rtt = session, session.peer, hello, offset, rtt
@@ -234,8 +236,6 @@ def _is_bye(line: bytes, blob: bytes | None = None) -> bool:
 
 def main(argv: list[str]) -> int:
     """`peersync keeper --workspace W --peer NAME --root R --idle S` (started by spawn())."""
-    import argparse
-
     parser = argparse.ArgumentParser(prog="peersync keeper", description="keeps one peer's connection warm")
     parser.add_argument("--workspace", required=True)
     parser.add_argument("--peer", required=True)
@@ -250,8 +250,6 @@ def main(argv: list[str]) -> int:
     path = socket_path(ws, peer, args.root)
     if path is None or args.idle <= 0:
         return 0
-    import fcntl
-
     # One keeper per socket: whoever holds this lock owns the socket name.
     fd = os.open(str(path) + ".lock", os.O_RDWR | os.O_CREAT, 0o600)
     try:

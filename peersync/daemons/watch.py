@@ -28,7 +28,10 @@ from watchdog.events import (
 from watchdog.observers import Observer
 
 from peersync.core.paths import STATE_DIR, in_state_dir
+from peersync.core.render import report_text
+from peersync.daemons.heartbeat import start_due_backup
 from peersync.errors import BusyError, PeersyncError
+from peersync.sync.runner import run_sync
 from peersync.workspace import auto
 from peersync.workspace.workspace import Workspace
 
@@ -230,14 +233,10 @@ class Watcher:
     def round(self) -> float:
         """One sync with every peer that is not backing off.  Returns the seconds until the next
         full round: the interval, or sooner when a peer's backoff ends or the workspace was busy."""
-        from peersync.core.render import report_text
-        from peersync.sync.engine import run_sync
 
         self.ensure_watches()
         self.feed.take()  # events from here on (our own writes included) start the next batch
         try:
-            from peersync.daemons.heartbeat import start_due_backup
-
             for line in start_due_backup(self.ws):  # backup.interval: in the background, never waited for
                 self.say(line)
         except PeersyncError as err:
@@ -260,6 +259,13 @@ class Watcher:
             self.say(f"❌ {str(err).splitlines()[0]}")
             return self.interval
         self.syncs += 1
+        from peersync.dashboard import (
+            refresh_after_sync,  # lazy: off by default, and the page's code is large
+        )
+
+        failed = refresh_after_sync(self.ws)  # only when dashboard.refresh is on
+        if failed:
+            self.say(failed)
         busy = False
         for report in reports:
             if report.ok:

@@ -20,6 +20,7 @@ from peersync.discovery.tailscale import (
     require_running,
 )
 from peersync.errors import ConnectError, HostKeyError, PeersyncError
+from peersync.transport.ssh import open_session
 from peersync.workspace.storage import atomic_write_bytes, ensure_private_dir
 from peersync.workspace.workspace import Peer, Workspace, check_peer_name
 
@@ -133,7 +134,7 @@ def host_keys(device: Device) -> tuple[str, ...]:
 
 
 def _parses(key: str) -> bool:
-    import asyncssh
+    import asyncssh  # lazy: slow to import, and listing devices needs none of it
 
     try:
         asyncssh.import_public_key(key)
@@ -200,7 +201,7 @@ def plan_additions(probes: list[Probe], existing: dict[str, Peer], opts: ProbeOp
 
 
 def fingerprint(key: str) -> str:
-    import asyncssh
+    import asyncssh  # lazy: slow to import, and listing devices needs none of it
 
     try:
         return asyncssh.import_public_key(key).get_fingerprint()
@@ -223,10 +224,6 @@ async def probe(ws: Workspace, device: Device, opts: ProbeOptions, scratch: Path
         with os.fdopen(fd, "w") as f:
             f.write("".join(line + "\n" for line in known_hosts_lines(device.ipv4, keys, opts.port)))
     peer = candidate_peer(device, opts, known_hosts)
-    from peersync.transport.ssh import (
-        open_session,  # deferred: asyncssh is not needed to list devices
-    )
-
     try:
         # The outer bound is a backstop: open_session enforces `timeout` itself.
         session = await asyncio.wait_for(open_session(ws, peer, timeout=opts.timeout), opts.timeout + 5)

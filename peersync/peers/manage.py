@@ -18,6 +18,7 @@ from peersync.cloud.config import (
 )
 from peersync.cloud.folder import probe_cloud
 from peersync.errors import UsageError
+from peersync.peers.status import probe
 from peersync.transport.rclone import join, resolve_target
 from peersync.workspace.workspace import Peer, Workspace, check_peer_name
 
@@ -38,8 +39,6 @@ def add_peer(ws: Workspace, name: str, host: str, *, user=None, path=None, port=
     ws.save_peers(peers)
     if not test:
         return peer, None
-    from peersync.peers.status import probe
-
     result = asyncio.run(probe(ws, peer))
     if result.get("instance_id"):
         peer = Peer(**{**peer.__dict__, "extra": {**peer.extra, "instanceId": result["instance_id"]}})

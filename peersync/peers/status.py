@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 
+from peersync.cloud.folder import probe_cloud
 from peersync.errors import PeersyncError
 from peersync.transport.ssh import open_session
 from peersync.workspace.workspace import Peer, Workspace
@@ -37,8 +38,6 @@ def last_sync(ws: Workspace, name: str) -> dict | None:
 
 
 async def status(ws: Workspace, peers: list[Peer], *, timeout: float = 10.0) -> list[dict]:
-    from peersync.cloud.folder import probe_cloud
-
     results = await asyncio.gather(*((probe_cloud(ws, p, timeout=timeout) if p.extra.get("type") == "cloud"
                                       else probe(ws, p, timeout=timeout)) for p in peers))
     for result in results:

@@ -10,6 +10,7 @@ import contextlib
 import json
 import os
 import secrets
+import shutil
 import threading
 import time
 from pathlib import Path
@@ -257,8 +258,6 @@ class Handler:
     def op_unstage(self) -> dict:
         with self._busy:
             if self.staging is not None:
-                import shutil
-
                 shutil.rmtree(self.staging, ignore_errors=True)
                 self.staging = None
         return {}
@@ -324,7 +323,7 @@ class Handler:
     def op_install(self, items: list) -> dict:
         """Install a batch: verify every staged file, make them all durable with one flush,
         then rename them into place and fsync each touched directory once."""
-        results: list[dict | None] = [None] * len(items)
+        results: list[dict | None] = [None] * len(_items(items, "path", "new"))
         pending, inline = [], []
         for index, item in enumerate(items):
             path = item.get("path")
@@ -340,7 +339,7 @@ class Handler:
                     staged = self._staged(item, index)  # checks the path (inline items: install does)
                     self.store.prepare(staged, new)
                 pending.append((index, path, staged, expect, new, item.get("quarantine")))
-            except (Refused, BadPath, OSError, ValueError, KeyError, TypeError) as err:
+            except (Refused, BadPath, OSError, ValueError) as err:
                 results[index] = {"path": path, "ok": False, "error": error_text(err)}
         written = self._write_inlines(inline) if inline else {}
         ready = []
@@ -362,7 +361,7 @@ class Handler:
                     res = self.store.install(path, staged, expect=expect, new=new, quarantine=quarantine,
                                              prepared=True)
                     results[index] = {"path": path, "ok": True, **res}
-                except (Refused, BadPath, OSError, ValueError, KeyError, TypeError) as err:
+                except (Refused, BadPath, OSError, ValueError) as err:
                     results[index] = {"path": path, "ok": False, "error": error_text(err)}
         finally:
             self.store.flush_dirs()
@@ -372,13 +371,13 @@ class Handler:
         if not batch.replace("-", "").replace("T", "").isalnum():
             raise BadPath(f"bad trash batch name {batch!r}")
         results = []
-        for item in items:
+        for item in _items(items, "path", "expect"):
             path = item.get("path")
             try:
                 res = self.store.delete(check_relpath(path), expect=Entry.from_wire(item["expect"]),
                                         batch=batch)
                 results.append({"path": path, "ok": True, **res})
-            except (Refused, BadPath, OSError, ValueError, KeyError, TypeError) as err:
+            except (Refused, BadPath, OSError, ValueError) as err:
                 results.append({"path": path, "ok": False, "error": error_text(err)})
         return {"results": results}
 
@@ -387,7 +386,7 @@ class Handler:
         pair's ancestor matches both sides exactly.  Only while a file still is `expect`; one
         that changed meanwhile is left alone (its change is for the next sync)."""
         results = []
-        for item in items:
+        for item in _items(items, "path", "expect", "mtime_ns"):
             path = item.get("path")
             try:
                 expect, mtime_ns = Entry.from_wire(item["expect"]), int(item["mtime_ns"])
@@ -401,19 +400,19 @@ class Handler:
                     os.close(fd)
                 results.append({"path": path, "ok": True,
                                 "entry": [expect.size, mtime_ns, expect.mode, expect.hash]})
-            except (Refused, BadPath, OSError, ValueError, KeyError, TypeError) as err:
+            except (Refused, BadPath, OSError, ValueError) as err:
                 results.append({"path": path, "ok": False, "error": error_text(err)})
         return {"results": results}
 
     def op_quarantine(self, items: list) -> dict:
         results = []
-        for index, item in enumerate(items):
+        for index, item in enumerate(_items(items, "path")):
             path = item.get("path")
             try:
                 staged = self._staged(item, index)
                 cid = self.store.quarantine_copy(check_relpath(path), staged, item.get("info") or {})
                 results.append({"path": path, "ok": True, "conflict": cid})
-            except (Refused, BadPath, OSError, ValueError, KeyError, TypeError) as err:
+            except (Refused, BadPath, OSError, ValueError) as err:
                 results.append({"path": path, "ok": False, "error": error_text(err)})
         return {"results": results}
 
@@ -462,6 +461,15 @@ class Handler:
             return method(**args)
 
 
+def _items(items, *keys: str) -> list[dict]:
+    """A request's items, each an object holding `keys`.  Anything else is a malformed request,
+    refused whole before anything is done (never a per-path problem: that is for trouble with one
+    path on this disk, not for a peer that speaks the protocol wrong)."""
+    if not isinstance(items, list) or not all(isinstance(i, dict) and all(k in i for k in keys) for i in items):
+        raise ValueError(f"malformed request: every item must be an object with {', '.join(keys)}")
+    return items
+
+
 def _read_prefix(f, size: int, sink=None) -> str | None:
     """The hash of the next `size` bytes of `f` (each chunk also given to `sink`), or None when
     the file is shorter."""
@@ -485,7 +493,7 @@ def flush_filesystem(path: Path) -> None:
     global _syncfs
     if _syncfs is None:
         try:
-            import ctypes
+            import ctypes  # lazy: loaded at the first flush, not at the agent's start
 
             _syncfs = ctypes.CDLL(None, use_errno=True).syncfs
         except (OSError, AttributeError):

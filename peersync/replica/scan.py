@@ -14,6 +14,7 @@ import xxhash
 
 from peersync.core.selection import Selection
 from peersync.core.types import Entry, Problem
+from peersync.workspace.storage import atomic_write_bytes
 
 CACHE_FORMAT = 1  # bump me when the cache layout changes (old caches are then ignored)
 CHUNK = 1 << 20
@@ -164,8 +165,6 @@ class StatCache:
             # keeps using the entries it holds (_KEPT).
             _KEPT[str(self.path)] = (_file_key(self.path), self.entries)
             return
-        from peersync.workspace.storage import atomic_write_bytes
-
         atomic_write_bytes(self.path, json.dumps({"format": CACHE_FORMAT, "entries": self.entries},
                                                  separators=(",", ":")).encode())
         self.dirty = False

@@ -590,7 +590,7 @@ _rename2 = None  # (call, no-replace flag), resolved on first use: the agent mus
 def _rename_call():
     global _rename2
     if _rename2 is None:
-        import ctypes
+        import ctypes  # lazy: loaded the first time a rename needs renameat2
 
         libc = ctypes.CDLL(None, use_errno=True)
         if hasattr(libc, "renameat2"):  # RENAME_NOREPLACE = 1
@@ -623,7 +623,7 @@ def _rename_flags(a: Path, b: Path, flags: int) -> bool:
         return False
     if call(os.fsencode(a), os.fsencode(b), flags) == 0:
         return True
-    import ctypes
+    import ctypes  # lazy: loaded the first time a rename needs renameat2
 
     err = ctypes.get_errno()
     if err in (errno.EINVAL, errno.ENOSYS, errno.ENOTSUP, errno.EOPNOTSUPP):

@@ -1,4 +1,4 @@
-"""Test support shipped with peersync: a loopback sshd, wired workspace pairs, tree oracles, a workspace generator."""
+"""Test support shipped with peersync: a loopback sshd, wired workspace pairs, in-process pairs, tree oracles, a workspace generator."""
 
 from importlib import import_module
 
@@ -8,7 +8,7 @@ _EXPORTS = {
     "WorkspacePair": "pair", "default_remote_command": "pair", "wire_pair": "pair",
     "is_selected": "trees", "selection_files": "trees", "tree_digest": "trees",
     "generate": "workspace_gen", "mutate": "workspace_gen", "session_log": "workspace_gen",
-    "S3Server": "s3", "CountingProxy": "s3",
+    "sync_local": "inprocess", "S3Server": "s3", "CountingProxy": "s3",
 }
 __all__ = sorted(_EXPORTS)
 

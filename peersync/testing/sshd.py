@@ -166,7 +166,9 @@ class LoopbackSSHD:
     def make_peer(self, name: str, *, path: Path | str, command: str | None = None,
                   identity: Path | str | None = None):
         """A peersync.workspace.workspace.Peer that reaches the workspace at `path` through this server."""
-        from peersync.workspace.workspace import Peer
+        from peersync.workspace.workspace import (
+            Peer,  # lazy: the harness itself runs without peersync's dependencies
+        )
 
         self._require_port()
         return Peer(name=name, host=self.host, user=self.user, path=str(path),
@@ -356,7 +358,7 @@ def _die_with_parent() -> None:
     so a killed test run leaves no server behind."""
     if sys.platform.startswith("linux"):
         try:
-            import ctypes
+            import ctypes  # lazy: only where a parent-death signal is asked for
 
             libc = ctypes.CDLL(None, use_errno=True)
             libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG

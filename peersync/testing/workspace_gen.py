@@ -360,7 +360,7 @@ def _write_skill(out: _Writer, text: _Text, rng, skill: str, some_day, scale) ->
     out.write(f"skills/{skill}/SKILL.md", (
         f"---\nname: {skill}\ndescription: {text.words(6, 12)}\n---\n\n# {skill}\n\n"
         + text.paragraph(_size(rng, 400, 1500, scale)) + "\n\n## Usage\n"
-        f"```bash\nhandler.sh status $WORKSPACE\n```\n"
+        "```bash\nhandler.sh status $WORKSPACE\n```\n"
     ), _at(day, rng), "skills")
     out.write(f"skills/{skill}/handler.sh", (
         "#!/usr/bin/env bash\nset -euo pipefail\nWORKSPACE=\"${@: -1}\"\n"

@@ -60,7 +60,7 @@ def serve(handler: Handler, stdin, stdout) -> int:
 
 
 def main(argv: list[str]) -> int:
-    import argparse
+    import argparse  # lazy: the agent starts on every cold sync; only a bad command line needs it
 
     parser = argparse.ArgumentParser(prog="peersync agent", description="peersync's remote side (speaks on stdin/stdout)")
     group = parser.add_mutually_exclusive_group(required=True)

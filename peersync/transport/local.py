@@ -6,10 +6,13 @@ import asyncio
 from pathlib import Path
 
 from peersync.replica.handler import Handler
+from peersync.transport.replica import LOCAL, Replica
 
 
-class LocalSession:
+class LocalSession(Replica):
     """The local workspace, spoken to through the same operations as a remote agent."""
+
+    caps = LOCAL
 
     def __init__(self, root: Path):
         self.handler = Handler(root)

@@ -14,6 +14,7 @@ from pathlib import Path
 from peersync.errors import BusyError, ConnectError, HostKeyError, ProtocolError
 from peersync.transport.keeper import LINE_LIMIT, socket_path
 from peersync.transport.protocol import PROTOCOL, blob_size, decode, encode
+from peersync.transport.replica import AGENT, KEPT, Replica
 from peersync.workspace.workspace import Peer, Workspace
 
 NOT_FOUND = "peersync-not-found"
@@ -46,8 +47,10 @@ async def read_frame(readline, readexactly) -> tuple[bytes, bytes | None]:
     return (line, blob) if line.endswith(b"\n") else (b"", None)
 
 
-class Session:
+class Session(Replica):
     """A running `peersync agent` on a peer, over one SSH connection (or through its keeper)."""
+
+    caps = AGENT
 
     def __init__(self, peer: Peer, conn, process, hello: dict, offset: float, rtt: float):
         self.peer = peer
@@ -218,7 +221,7 @@ def trust_hint(peer: Peer) -> str:
 
 async def open_session(ws: Workspace, peer: Peer, *, timeout: float = 15.0, root: str | None = None) -> Session:
     """Connect to `peer`, start its agent, and say hello (measuring the clock offset)."""
-    import asyncssh
+    import asyncssh  # lazy: slow to import; a warm keeper, the agent and the fast paths never need it
 
     root = root or peer.path or str(ws.root)
     where = f"{peer.target}:{peer.port or 22}"
@@ -308,7 +311,7 @@ async def attach(ws: Workspace, peer: Peer, root: str, timeout: float):
 class KeptSession(Session):
     """A Session whose lines go through a keeper's unix socket."""
 
-    kept = True
+    caps = KEPT
 
     def __init__(self, peer: Peer, writer, reader):
         super().__init__(peer, None, None, {}, 0.0, 0.0)

@@ -6,9 +6,11 @@ import json
 import os
 import re
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 from peersync.core.paths import STATE_DIR
 from peersync.errors import ConfigError
+from peersync.workspace.storage import atomic_write_bytes, atomic_write_json
 
 # This module sits on the heartbeat's fast path (a not-due tick must return in well under
 # 150 ms from process start): nothing heavy at import time — no typer, asyncssh, pathspec.
@@ -134,10 +136,6 @@ def read_state(state: str | os.PathLike) -> dict:
 
 
 def write_state(state, data: dict) -> None:
-    from pathlib import Path
-
-    from peersync.workspace.storage import atomic_write_json
-
     atomic_write_json(Path(state) / STATE_FILE, {**data, "format": STATE_FORMAT})
 
 
@@ -151,7 +149,7 @@ def raw_config_fast(root) -> dict | None:
             text = f.read()
     except FileNotFoundError:
         return None if os.path.exists(os.path.join(state, "config.json")) else {}
-    import yaml
+    import yaml  # lazy: a heartbeat that is not due must not pay for it
 
     try:
         data = yaml.load(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader)) or {}
@@ -167,9 +165,8 @@ def load_auto(ws) -> AutoConfig:
 def set_auto(ws, **changes) -> AutoConfig:
     """Change keys of the `auto:` section of config.yaml and leave everything else — other
     sections, comments, unknown keys — as it was.  The file is replaced atomically."""
-    import yaml
+    import yaml  # lazy: a heartbeat that is not due must not pay for it
 
-    from peersync.workspace.storage import atomic_write_bytes
 
     unknown = set(changes) - set(AutoConfig.__dataclass_fields__)
     if unknown:
@@ -195,7 +192,7 @@ def set_auto(ws, **changes) -> AutoConfig:
 
 
 def _safe_load(text: str):
-    import yaml
+    import yaml  # lazy: a heartbeat that is not due must not pay for it
 
     try:
         return yaml.safe_load(text) or {}

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+import time
 from pathlib import Path
 
 
@@ -45,8 +46,6 @@ def sweep_temp(state: Path, *, max_age: float = TEMP_MAX_AGE, skip=("trash", "st
     Only files older than `max_age` seconds: a younger one may belong to a write in progress.
     Kept versions (trash, conflicts/<id>/) and transfer areas are not walked.
     """
-    import time
-
     removed, cutoff = 0, time.time() - max_age
     for top, dirs, files in os.walk(state):
         dirs[:] = [d for d in dirs if d not in skip and not (Path(top).name == "conflicts" and d.startswith("c-"))]

@@ -1,0 +1,110 @@
+"""Commit (pure): the pair's new ancestor from what execution actually did, the deletion records it
+leaves, and reading what a peer says its manifest and ancestor are.
+
+The ancestor is rebuilt from what each side REPORTED after execution, never from the plan: a
+path enters it only where both sides now hold the same content.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable, Iterable, Mapping
+
+from peersync.core.paths import BadPath, check_relpath
+from peersync.core.types import MANIFEST_FORMAT, Entry
+from peersync.errors import ProtocolError
+
+LOGBASE_MAX = 16 << 20  # log files up to this size keep their synced content for 3-way merges
+
+
+@dataclass
+class SideState:
+    """One side during execution: what the scan saw, then what actually ended up there."""
+
+    scanned: Mapping[str, Entry]
+    final: dict[str, Entry | None] = field(default_factory=dict)
+
+    def current(self, path: str) -> Entry | None:
+        return self.final[path] if path in self.final else self.scanned.get(path)
+
+
+def parse_manifest(raw, selection, who: str) -> dict[str, Entry]:
+    """A peer's manifest, with every path validated; one bad path refuses the whole sync."""
+    if not isinstance(raw, dict):
+        raise ProtocolError(f"{who} sent a malformed manifest")
+    out = {}
+    for path, wire in raw.items():
+        try:
+            check_relpath(path)
+        except BadPath as err:
+            raise ProtocolError(f"{who} sent a hostile path ({err}); refusing to sync with it",
+                                "Nothing was written. Check the peer's peersync installation.") from None
+        if not selection.contains(path):
+            raise ProtocolError(f"{who} sent a path outside the synced selection: {path!r}; refusing to sync",
+                                "Nothing was written. Check the peer's peersync installation.")
+        try:
+            out[path] = Entry.from_wire(wire)
+        except (ValueError, TypeError) as err:
+            raise ProtocolError(f"{who} sent a malformed entry for {path!r}: {err}") from None
+    return out
+
+
+def read_ancestor(raw, *, trusted: bool = False) -> dict[str, Entry] | None:
+    """An ancestor as stored; paths are validated unless it is our own file (`trusted`)."""
+    if not isinstance(raw, dict) or raw.get("format") != MANIFEST_FORMAT:
+        return None
+    try:
+        if trusted:
+            return {p: Entry(*w) for p, w in raw["entries"].items()}
+        return {check_relpath(p): Entry.from_wire(w) for p, w in raw["entries"].items()}
+    except (BadPath, ValueError, TypeError, KeyError, AttributeError):
+        return None  # an unreadable ancestor means "nothing known": union, never deletions
+
+
+def agreed_ancestor(mine, theirs) -> dict[str, Entry]:
+    """Entries both sides recorded alike.  A crash between the two saves leaves them different;
+    any disagreement counts as unknown, which can only produce unions and conflicts."""
+    if mine is None or theirs is None:
+        return {}
+    return {p: e for p, e in mine.items() if p in theirs and theirs[p].same_content(e)}
+
+
+def new_ancestor(old: Mapping[str, Entry], local: SideState, remote: SideState,
+                 touched: set[str] | None = None) -> dict[str, Entry]:
+    """From what actually happened: a path enters the ancestor only where both sides now agree.
+    `touched`: the paths reconcile looked at; every other one is `old`'s entry on both sides."""
+    if touched is None:
+        paths = set(old) | set(local.scanned) | set(remote.scanned) | set(local.final) | set(remote.final)
+        result = {}
+    else:
+        paths = touched | set(local.final) | set(remote.final)
+        result = {p: e for p, e in old.items() if p not in paths}
+    for path in paths:
+        mine, theirs = local.current(path), remote.current(path)
+        if mine is not None and mine.same_content(theirs):
+            result[path] = mine
+        elif mine is None and theirs is None:
+            continue
+        elif path in old:
+            result[path] = old[path]
+    return result
+
+
+def buried(old: Mapping[str, Entry], new: Mapping[str, Entry], deleted: Iterable[tuple[str, Entry]],
+           touched: set[str] | None = None) -> list:
+    """Deletion records for both sides (replica/tombstones.py): the versions this run `deleted`,
+    and ancestor entries dropped because neither side holds the file any more."""
+    dropped = [(p, old[p]) for p in (old if touched is None else touched) if p in old and p not in new]
+    return [[p, e.to_wire()] for p, e in dict([*dropped, *deleted]).items()]
+
+
+def ancestor_delta(old: Mapping[str, Entry], new: Mapping[str, Entry]) -> dict:
+    """What turns ancestor `old` into `new` (for ancestor_put)."""
+    return {"set": {p: e.to_wire() for p, e in new.items() if old.get(p) != e},
+            "drop": [p for p in old if p not in new]}
+
+
+def logbase_items(old: Mapping[str, Entry], new: Mapping[str, Entry], is_log: Callable[[str], bool]) -> list[list[str]]:
+    """Log files whose synced content changed: both sides keep it as the next merge's base."""
+    return [[p, e.hash] for p, e in new.items()
+            if ((o := old.get(p)) is None or o.hash != e.hash) and e.size <= LOGBASE_MAX and is_log(p)]

@@ -1,0 +1,295 @@
+"""The sync pipeline for a pair of replicas: scan → reconcile → plan → execute → commit.
+
+One function, `sync_pair`, runs every pair: this workspace with an agent over SSH, with the same
+agent through a keeper's warm connection, with a cloud folder, or (in the fast engine tests) with
+another local workspace.  Where replicas differ, their Capabilities say so (transport/replica.py);
+there is no second copy of these steps.
+
+    begin     take the other side's lock (it recovers what an interrupted run left there)
+    scan      both sides at once; the peer may answer with only what differs from our ancestor
+    ancestor  the last agreed state of the pair (unknown → unions and conflicts, never deletions)
+    plan      reconcile + the safety guards (core/plan.py), pure
+    journal   an intent record, so an interrupted run is recovered and reported (sync/journal.py)
+    execute   quarantine losers, transfer, merge, delete to the trash (sync/execute.py)
+    commit    the new ancestor from what each side reported, deletion records, log bases
+    finish    the replica's own last step (a mailbox delivers), then housekeeping on both sides
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from dataclasses import dataclass
+
+from peersync.core import deletions
+from peersync.core.commit import (
+    agreed_ancestor,
+    ancestor_delta,
+    buried,
+    logbase_items,
+    new_ancestor,
+    parse_manifest,
+    read_ancestor,
+)
+from peersync.core.plan import describe, log_matcher, plan_sync, vanished
+from peersync.core.reconcile import touched_paths
+from peersync.core.types import (
+    Entry,
+    Mode,
+    Policy,
+    Problem,
+    Report,
+    Side,
+    manifest_to_wire,
+)
+from peersync.replica import tombstones
+from peersync.replica.scan import ScanResult, scan
+from peersync.sync import journal
+from peersync.sync.concurrency import gather_all
+from peersync.sync.execute import Run
+from peersync.transport.local import LocalSession
+from peersync.transport.replica import Replica
+from peersync.workspace.workspace import Peer, SyncConfig, Workspace
+
+REMOTE_LOCK_WAIT = 10.0
+REMOTE_LOCK_YIELD = 1.0
+
+
+@dataclass
+class Job:
+    """One pair's run: the workspace and its settings, the peer, and what the command asked for."""
+
+    ws: Workspace
+    cfg: SyncConfig
+    peer: Peer
+    mode: Mode
+    dry_run: bool
+    force: bool
+    policy: Policy
+    write_lock: asyncio.Lock  # one writer on this workspace at a time (several peers at once)
+
+
+def local_scan_job(ws: Workspace, cfg: SyncConfig, dry_run: bool) -> asyncio.Future:
+    """Our own scan, in a thread: it can start while the other side's connection comes up."""
+    return asyncio.ensure_future(asyncio.to_thread(scan, ws.root, cfg.selection, ws.state / "scan-cache.json",
+                                                   save_cache=not dry_run))
+
+
+async def sync_pair(job: Job, local: LocalSession, remote: Replica, report: Report, *,
+                    prescan: asyncio.Future | None = None) -> None:
+    """Bring this workspace (`local`) and `remote` together as `job` says; the outcome — and any
+    per-path problem — goes into `report`.  Run-level trouble raises a PeersyncError."""
+    ws, cfg = job.ws, job.cfg
+    remote_id = await begin(job, remote)
+    if not job.dry_run:  # both sides have now recovered what an interrupted run left: say so
+        interrupted = journal.settle(ws, remote_id)
+        if interrupted is not None:
+            report.notes.append(journal.describe(interrupted))
+    local_id = ws.instance_id
+    base_digest = None
+    if remote_id is not None and remote.caps.delta_scan:
+        base_digest = local.handler.op_ancestor_digest(remote_id)
+    # Our own scan: already under way with a single peer (prescan); with several, it waits for the
+    # workspace's write lock, so that it never sees a file another pair is still writing.
+    scanned = prescan
+    ours = asyncio.get_running_loop().create_future()  # our manifest, for a replica that needs it
+    theirs = asyncio.ensure_future(remote.scan(local=ours, save_cache=not job.dry_run, base_peer=local_id,
+                                               base_digest=base_digest))
+    try:
+        async with job.write_lock:
+            await local.request("selection", selection=cfg.selection.to_wire())
+            scanned = scanned or local_scan_job(ws, cfg, job.dry_run)
+            result: ScanResult = await scanned
+            local_entries = dict(remote.local_view(result.manifest))
+            ours.set_result(local_entries)
+            report.problems.extend(result.problems)
+            # Our ancestor, read while the peer is still scanning.
+            mine_digest, mine = (None, None)
+            if remote_id is not None and remote.caps.keeps_ancestor:
+                mine_digest, mine = await own_ancestor(local, remote_id, base_digest)
+            remote_raw = await theirs
+            if remote_raw.get("delta") and (mine is None or mine_digest != base_digest):
+                # A delta against an ancestor we cannot read (or that moved): the whole manifest.
+                remote_raw = await remote.scan(save_cache=not job.dry_run)
+            await _reconcile_and_apply(job, local, remote, report, local_entries, remote_raw, remote_id, mine,
+                                       base_digest)
+    finally:
+        for task in (theirs, ours):
+            if not task.done():
+                task.cancel()
+        if scanned is not None and not scanned.done():
+            await asyncio.wait([scanned])  # a thread cannot be cancelled: let it finish first
+
+
+async def begin(job: Job, remote: Replica) -> str | None:
+    """Lock the other side (it recovers an interrupted run's leftovers as it does) and learn its
+    instance id; None on a dry run against a peer that has no workspace yet."""
+    exists = bool(remote.hello.get("workspace"))
+    remote_id = remote.hello.get("instance_id") if not remote.caps.keeps_ancestor else None
+    if (exists or not job.dry_run) and (remote.caps.lock_in_dry_run or not job.dry_run):
+        if not exists:
+            await remote.request("init")
+        # Two syncs started toward each other each hold their own lock and want the other's:
+        # only the side with the smaller instance id waits long, so one of them always wins.
+        theirs = remote.hello.get("instance_id")
+        wait = REMOTE_LOCK_WAIT if not theirs or job.ws.instance_id < theirs else REMOTE_LOCK_YIELD
+        locked = await remote.request("lock", timeout=wait, what=f"sync with {socket.gethostname()}")
+        remote_id = locked.get("instance_id") or remote_id
+        if remote.caps.keeps_ancestor:
+            _remember_instance(job.ws, job.peer, remote_id)
+    await remote.request("selection", selection=job.cfg.selection.to_wire())
+    return remote_id
+
+
+async def _reconcile_and_apply(job: Job, local: LocalSession, remote: Replica, report: Report, local_entries,
+                               remote_raw: dict, remote_id: str | None, mine, base_digest: str | None) -> None:
+    ws, cfg, peer = job.ws, job.cfg, job.peer
+    local_id = ws.instance_id
+    for path, message in remote_raw.get("problems", []):
+        report.problems.append(Problem(path, f"{message} on {peer.name}", Side.REMOTE))
+    changed = parse_manifest(remote_raw["entries"], cfg.selection, peer.name)
+    delta = bool(remote_raw.get("delta")) and mine is not None
+    deleted: set[str] = set()
+    # -- ancestor ------------------------------------------------------------------------------
+    if delta:
+        # The peer holds the very same ancestor (equal digests) and sent only what differs from it.
+        ancestor = mine
+        deleted = set(remote_raw.get("deleted") or ())
+        remote_entries = {p: e for p, e in mine.items() if p not in deleted}
+        remote_entries.update(changed)
+    else:
+        remote_entries = changed
+        theirs = read_ancestor(await remote.request("ancestor_get", peer_id=local_id)) if remote_id else None
+        # Where the replica keeps its own copy, only what both copies say is known; one that keeps
+        # none (a cloud folder) has its only copy kept here, by its replica object.
+        ancestor = agreed_ancestor(mine, theirs) if remote.caps.keeps_ancestor else (theirs or {})
+    if remote.caps.may_vanish and report.mode is not Mode.PUSH and not job.force:
+        stop = vanished(ancestor, remote_entries, peer.name, peer.host)
+        if stop is not None:
+            raise stop
+    # -- plan ----------------------------------------------------------------------------------
+    touched = touched_paths(ancestor, local_entries, remote_entries, set(changed) | deleted if delta else None)
+    local_dead, remote_dead = await deletion_records(
+        local, remote, local_entries, remote_entries, touched,
+        local_has=tombstones.present(ws.state / tombstones.FILE), remote_has=bool(remote_raw.get("dead")))
+    plan = plan_sync(ancestor, local_entries, remote_entries, logs=cfg.logs, roots=cfg.selection.roots,
+                     mass_delete_ratio=cfg.mass_delete_ratio, peer_name=peer.name, policy=job.policy,
+                     mode=report.mode, offset_ns=int(remote.offset * 1e9), local_id=local_id,
+                     remote_id=remote_id or "~", force=job.force, paths=touched, local_dead=local_dead,
+                     remote_dead=remote_dead)
+    if job.dry_run:
+        describe(plan, report, peer.name)
+        await remote.finish(ws, report, dry_run=True)
+        return
+    # -- execute -------------------------------------------------------------------------------
+    intent = journal.begin(ws, remote_id, peer.name, plan)
+    run = Run(ws, peer, local, remote, report, policy=job.policy, local_id=local_id, remote_id=remote_id,
+              local_entries=local_entries, remote_entries=remote_entries)
+    await run.execute(list(plan.changes))
+    # -- commit --------------------------------------------------------------------------------
+    new = new_ancestor(ancestor, run.sides[Side.LOCAL], run.sides[Side.REMOTE], touched)
+    records = buried(ancestor, new, run.deleted, touched)
+    if records:  # before the ancestor forgets them
+        await gather_all(local.request("tombstones_add", items=records),
+                         remote.request("tombstones_add", items=records))
+    saves = []
+    if not remote.caps.keeps_ancestor:
+        saves.append(remote.request("ancestor_put", peer_id=local_id, manifest=manifest_to_wire(new)))
+    elif new != ancestor or not delta:  # unchanged and already identical on both sides: kept
+        saves.append(save_ancestor(local, remote, local_id, remote_id, mine, new, base_digest,
+                                   remote_delta=delta and ancestor is mine))
+    # Log files' new synced content, kept as the next merge's base by each side that keeps state
+    # (alongside the ancestor: a base missing after a crash only means a log conflict, never a loss).
+    logs = logbase_items(ancestor, new, log_matcher(cfg.logs))
+    if logs:
+        saves.append(local.request("logbase_save", items=logs))
+        if remote.caps.keeps_ancestor:
+            saves.append(remote.request("logbase_save", items=logs))
+    await gather_all(*saves)
+    journal.end(intent)
+    await remote.finish(ws, report, dry_run=False)
+    # Last: pruning log bases reads the ancestors just saved.
+    await gather_all(local.request("housekeeping", trash_days=cfg.trash_days, prune_logbases=bool(logs)),
+                     remote.request("housekeeping", trash_days=cfg.trash_days, prune_logbases=bool(logs)))
+
+
+# -- ancestors ------------------------------------------------------------------------------------
+
+# Our own ancestors as Entries, by the digest of their file's bytes: a keeper syncs again and
+# again, and building 100k Entries costs ~0.13 s.  Content-addressed, so never stale.
+_ANCESTOR_ENTRIES: dict[str, dict[str, Entry]] = {}
+
+
+def _remember_ancestor(digest: str, entries: dict[str, Entry]) -> None:
+    while len(_ANCESTOR_ENTRIES) >= 4:
+        _ANCESTOR_ENTRIES.pop(next(iter(_ANCESTOR_ENTRIES)))
+    _ANCESTOR_ENTRIES[digest] = entries
+
+
+async def own_ancestor(local: LocalSession, remote_id: str, digest: str | None) -> tuple[str | None, dict | None]:
+    """(digest of its file, entries) of our ancestor with `remote_id`; `digest` is the one we
+    expect (then the file is not read again).  Callers never modify the entries."""
+    if digest is not None and digest in _ANCESTOR_ENTRIES:
+        return digest, _ANCESTOR_ENTRIES[digest]
+    found = await asyncio.to_thread(local.handler.ancestor_doc, remote_id)
+    if found is None:
+        return None, None
+    entries = read_ancestor(found[1], trusted=True)
+    if entries is not None:
+        _remember_ancestor(found[0], entries)
+    return found[0], entries
+
+
+async def save_ancestor(local, remote, local_id: str, remote_id: str, mine, new_ancestor, base_digest,
+                        *, remote_delta: bool) -> None:
+    """Store the new ancestor on both sides, at once: if we die between the two saves, the sides
+    disagree and agreed_ancestor() treats the difference as unknown — which can only cause
+    unions, never deletions.  A side that still holds the old one (equal digests) gets only what
+    changed; both write the same canonical bytes, checked by digest."""
+    whole = None
+
+    def manifest() -> dict:
+        nonlocal whole
+        if whole is None:
+            whole = manifest_to_wire(new_ancestor)
+        return whole
+
+    # The peer's delta scan proved it holds `ancestor`, which is then `mine`: one delta serves both.
+    delta = ancestor_delta(mine, new_ancestor) if mine is not None and base_digest is not None else None
+
+    def put(session, peer_id: str, with_delta: bool) -> asyncio.Future:
+        if with_delta and delta is not None:
+            return session.request("ancestor_put", peer_id=peer_id, base_digest=base_digest, delta=delta)
+        return session.request("ancestor_put", peer_id=peer_id, manifest=manifest())
+
+    theirs, ours = await gather_all(put(remote, local_id, remote_delta), put(local, remote_id, True))
+    if not ours.get("applied"):
+        ours = await local.request("ancestor_put", peer_id=remote_id, manifest=manifest())
+    if theirs.get("digest") != ours.get("digest"):  # its copy moved meanwhile: send it all
+        await remote.request("ancestor_put", peer_id=local_id, manifest=manifest())
+    _remember_ancestor(ours["digest"], new_ancestor)
+
+
+async def deletion_records(local, remote, local_entries, remote_entries, touched, *, local_has: bool,
+                           remote_has: bool) -> tuple[dict, dict]:
+    """Both sides' deletion records for the paths only one side holds (none asked when a side
+    keeps none, or no such path exists)."""
+    one_sided = [p for p in touched if (p in local_entries) != (p in remote_entries)]
+    if not one_sided or not (local_has or remote_has):
+        return {}, {}
+
+    async def ask(session, has: bool) -> dict:
+        return deletions.from_wire(await session.request("tombstones_get", paths=one_sided)) if has else {}
+
+    return tuple(await gather_all(ask(local, local_has), ask(remote, remote_has)))
+
+
+def _remember_instance(ws: Workspace, peer: Peer, instance_id: str) -> None:
+    """Keep the peer's instance id in peers.json, so `peers remove` can drop its ancestor."""
+    if peer.extra.get("instanceId") == instance_id:
+        return
+    peers = ws.load_peers()
+    if peer.name in peers and peers[peer.name].host == peer.host:
+        current = peers[peer.name]
+        peers[peer.name] = Peer(**{**current.__dict__, "extra": {**current.extra, "instanceId": instance_id}})
+        ws.save_peers(peers)

@@ -1,0 +1,242 @@
+"""The pair pipeline in-process (peersync.testing.inprocess): every step of a real sync between two
+local workspaces — no sshd, no rsync — so engine bugs are caught in seconds.  The same function
+runs SSH, keeper and cloud pairs (tests/test_sync_e2e.py, test_keeper.py, test_cloud.py)."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+
+import pytest
+
+from peersync.core.render import report_text
+from peersync.core.types import Mode, Policy
+from peersync.replica.handler import Handler
+from peersync.sync import execute, journal
+from peersync.testing.inprocess import sync_local
+from peersync.testing.trees import selection_files
+from peersync.workspace.workspace import Workspace
+
+
+@pytest.fixture
+def a(tmp_path) -> Workspace:
+    (tmp_path / "a" / "memory").mkdir(parents=True)
+    return Workspace(tmp_path / "a")
+
+
+@pytest.fixture
+def b(tmp_path) -> Workspace:
+    (tmp_path / "b" / "memory").mkdir(parents=True)
+    return Workspace(tmp_path / "b")
+
+
+def write(ws: Workspace, rel: str, text: str | bytes, age: float = 0.0) -> None:
+    path = ws.root / rel
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(text.encode() if isinstance(text, str) else text)
+    if age:
+        when = time.time() - age
+        os.utime(path, (when, when))
+
+
+def read(ws: Workspace, rel: str) -> str:
+    return (ws.root / rel).read_text()
+
+
+def kept_conflicts(ws: Workspace, rel: str) -> list[str]:
+    return sorted(p.read_text() for p in (ws.state / "conflicts").rglob(rel.rsplit("/", 1)[-1]) if p.is_file())
+
+
+def test_files_travel_both_ways_and_a_second_sync_has_nothing_to_do(a, b):
+    write(a, "MEMORY.md", "from a\n")
+    write(b, "memory/2026-01-01.md", "from b\n")
+    report = sync_local(a, b)
+    assert report.ok, report.error
+    assert report.pushed == ["MEMORY.md"] and report.pulled == ["memory/2026-01-01.md"]
+    assert selection_files(a) == selection_files(b)
+    again = sync_local(a, b)
+    assert again.ok and not again.changed
+    # The ancestor is kept on both sides, byte for byte (either side may start the next sync).
+    ours = a.state / "ancestors" / f"{b.instance_id}.json"
+    theirs = b.state / "ancestors" / f"{a.instance_id}.json"
+    assert ours.read_bytes() == theirs.read_bytes()
+    assert sync_local(b, a).changed is False
+
+
+def test_both_sides_edited_newest_wins_and_the_loser_is_kept(a, b):
+    write(a, "USER.md", "base\n")
+    sync_local(a, b)
+    write(a, "USER.md", "older edit here\n", age=100)
+    write(b, "USER.md", "newer edit there\n", age=10)
+    report = sync_local(a, b)
+    [conflict] = report.conflicts
+    assert conflict.kept == "remote" and conflict.side == "local" and conflict.saved_as
+    assert read(a, "USER.md") == read(b, "USER.md") == "newer edit there\n"
+    assert kept_conflicts(a, "USER.md") == ["older edit here\n"]
+    assert report.to_json()["conflicts"][0]["saved_as"] == conflict.saved_as
+
+
+@pytest.mark.parametrize("policy,live", [(Policy.LOCAL, "mine\n"), (Policy.REMOTE, "theirs\n")])
+def test_policies_decide_conflicts(a, b, policy, live):
+    write(a, "USER.md", "base\n")
+    sync_local(a, b)
+    write(a, "USER.md", "mine\n")
+    write(b, "USER.md", "theirs\n")
+    report = sync_local(a, b, policy=policy)
+    assert report.ok and read(a, "USER.md") == read(b, "USER.md") == live
+    assert report.conflicts[0].reason == f"conflict-{policy.value}"
+
+
+def test_policy_skip_leaves_both_and_manual_keeps_both_copies(a, b):
+    write(a, "USER.md", "base\n")
+    sync_local(a, b)
+    write(a, "USER.md", "mine\n")
+    write(b, "USER.md", "theirs\n")
+    skipped = sync_local(a, b, policy=Policy.SKIP)
+    assert skipped.conflicts[0].kept == "both" and read(a, "USER.md") == "mine\n" and read(b, "USER.md") == "theirs\n"
+    manual = sync_local(a, b, policy=Policy.MANUAL)
+    assert manual.conflicts[0].side == "both" and manual.conflicts[0].remote_saved_as
+    assert kept_conflicts(a, "USER.md") == ["theirs\n"] and kept_conflicts(b, "USER.md") == ["mine\n"]
+
+
+def test_a_deletion_goes_to_the_trash_and_never_beats_an_edit(a, b):
+    write(a, "memory/gone.md", "bye\n")
+    write(a, "memory/kept.md", "v1\n")
+    write(a, "memory/one.md", "1\n")
+    write(a, "memory/two.md", "2\n")
+    sync_local(a, b)
+    (a.root / "memory/gone.md").unlink()
+    (a.root / "memory/kept.md").unlink()
+    write(b, "memory/kept.md", "v2, edited there\n")
+    report = sync_local(a, b)
+    assert report.deleted_remote == ["memory/gone.md"] and report.pulled == ["memory/kept.md"]
+    assert not (b.root / "memory/gone.md").exists() and read(a, "memory/kept.md") == "v2, edited there\n"
+    assert [p.read_text() for p in (b.state / "trash").rglob("gone.md")] == ["bye\n"]
+
+
+def test_logs_appended_on_both_sides_merge(a, b):
+    write(a, "memory/2026-02-01.md", "- base\n")
+    sync_local(a, b)
+    write(a, "memory/2026-02-01.md", "- base\n- here\n")
+    write(b, "memory/2026-02-01.md", "- base\n- there\n")
+    report = sync_local(a, b)
+    assert report.merged == ["memory/2026-02-01.md"] and not report.conflicts
+    merged = read(a, "memory/2026-02-01.md")
+    assert merged == read(b, "memory/2026-02-01.md") and {"- here", "- there"} <= set(merged.splitlines())
+
+
+def test_a_dry_run_changes_nothing(a, b):
+    write(a, "MEMORY.md", "x\n")
+    report = sync_local(a, b, dry_run=True)
+    assert report.pushed == ["MEMORY.md"] and not (b.root / "MEMORY.md").exists()
+    assert not (a.state / "ancestors").exists()
+
+
+def test_the_mass_delete_guard_stops_until_forced(a, b):
+    for i in range(10):
+        write(a, f"memory/n{i}.md", f"{i}\n")
+    sync_local(a, b)
+    for i in range(8):
+        (a.root / f"memory/n{i}.md").unlink()
+    stopped = sync_local(a, b)
+    assert stopped.error_kind == "safety" and "nothing was changed" in stopped.error
+    assert len(list((b.root / "memory").glob("n*.md"))) == 10
+    assert sync_local(a, b, force=True).ok and len(list((b.root / "memory").glob("n*.md"))) == 2
+
+
+@pytest.mark.parametrize("mode", [Mode.PUSH, Mode.PULL])
+def test_one_way_runs_keep_the_replaced_unseen_version(a, b, mode):
+    write(a, "USER.md", "a's\n")
+    write(b, "USER.md", "b's\n")
+    report = sync_local(a, b, mode=mode)
+    source, target = (a, b) if mode is Mode.PUSH else (b, a)
+    assert report.ok and read(target, "USER.md") == read(source, "USER.md")
+    assert kept_conflicts(target, "USER.md") == [("b's\n" if mode is Mode.PUSH else "a's\n")]
+
+
+def test_a_large_file_travels_inline_where_rsync_does_not_reach(a, b):
+    blob = os.urandom(3 << 20)
+    write(a, "memory/big.bin", blob)
+    assert sync_local(a, b).pushed == ["memory/big.bin"]
+    assert (b.root / "memory/big.bin").read_bytes() == blob
+
+
+def test_a_ring_of_four_converges_and_a_deleted_file_stays_deleted(tmp_path):
+    ring = [Workspace(tmp_path / n) for n in "abcd"]
+    for ws in ring:
+        (ws.root / "memory").mkdir(parents=True)
+    write(ring[0], "memory/x.md", "x\n")
+    for i in range(3):
+        sync_local(ring[i], ring[i + 1])
+    (ring[0].root / "memory/x.md").unlink()
+    sync_local(ring[0], ring[1])  # the deletion reaches b; c and d still hold the copy
+    for _ in range(2):
+        for i in range(4):
+            report = sync_local(ring[i], ring[(i + 1) % 4])
+            assert report.ok, report.error
+    assert all(not (ws.root / "memory/x.md").exists() for ws in ring)
+    assert len({json.dumps(selection_files(ws), sort_keys=True) for ws in ring}) == 1
+
+
+def test_an_interrupted_run_is_recovered_and_reported_by_the_next(a, b, monkeypatch):
+    for i in range(3):
+        write(a, f"memory/n{i}.md", f"{i}\n")
+    sync_local(a, b)
+    (a.root / "memory/n0.md").unlink()
+    write(a, "MEMORY.md", "new\n")
+
+    async def dies(self, side, changes):
+        raise RuntimeError("killed mid-run")
+
+    monkeypatch.setattr(execute.Run, "delete", dies)
+    with pytest.raises(RuntimeError):
+        sync_local(a, b)
+    [left] = journal.pending(a)
+    assert left["peer"] == "b" and left["remote_id"] == b.instance_id and left["changes"] == 2
+    monkeypatch.undo()
+    report = sync_local(a, b)
+    assert report.ok and report.notes and report.notes[0].startswith("recovered from an interrupted sync with b")
+    assert journal.pending(a) == [] and selection_files(a) == selection_files(b)
+    assert "♻️ Recovered from an interrupted sync with b" in report_text(report)
+
+
+def test_a_recovery_that_fails_stops_the_run_with_a_clear_error(a, b, monkeypatch):
+    write(a, "MEMORY.md", "x\n")
+
+    def full(self):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(Handler, "recover", full)
+    from peersync.errors import SafetyError
+
+    with pytest.raises(SafetyError) as caught:
+        sync_local(a, b)
+    assert "cannot recover what an interrupted sync left behind: No space left on device" in str(caught.value)
+    assert not (b.root / "MEMORY.md").exists()
+
+
+def test_a_peer_that_sends_a_hostile_path_is_refused_and_nothing_is_written(a, b, monkeypatch):
+    from peersync.transport.local import LocalSession
+
+    write(a, "MEMORY.md", "x\n")
+    real = LocalSession.scan
+
+    async def hostile(self, **kwargs):
+        reply = await real(self, **kwargs)
+        if self.handler.ws.root == b.root:
+            reply["entries"]["../../etc/evil"] = [1, 1, 0o644, "0" * 32]
+        return reply
+
+    monkeypatch.setattr(LocalSession, "scan", hostile)
+    report = sync_local(a, b)
+    assert report.error_kind == "protocol" and "hostile path" in report.error
+    assert not (b.root / "MEMORY.md").exists() and not (a.state / "ancestors").exists()
+
+
+def test_a_malformed_request_fails_whole_and_is_never_a_per_path_problem(b):
+    handler = Handler(b.root)
+    with pytest.raises(ValueError, match="malformed request"):
+        handler.call("install", {"items": [{"path": "MEMORY.md"}]})  # no "new"
+    with pytest.raises(ValueError, match="malformed request"):
+        handler.call("delete", {"items": ["MEMORY.md"], "batch": "20260101T000000-abc"})
