@@ -39,7 +39,8 @@ def isolated(tmp_path, monkeypatch):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     monkeypatch.setenv("RCLONE_CONFIG", "/dev/null")
     monkeypatch.setenv("OPENCLAW_STATE_DIR", str(tmp_path / "no-openclaw"))
-    for name in (PASSPHRASE_ENV, "PEERSYNC_RCLONE", "PEERSYNC_RESTIC", "RESTIC_PASSWORD", "RESTIC_REPOSITORY"):
+    for name in (PASSPHRASE_ENV, "PEERSYNC_RCLONE", "PEERSYNC_RESTIC", "RESTIC_PASSWORD", "RESTIC_REPOSITORY",
+                 "PEERSYNC_OPENCLAW"):
         monkeypatch.delenv(name, raising=False)
 
 
@@ -556,17 +557,63 @@ def test_a_loose_old_local_target_is_tightened(tmp_path):
 
 # -- state files and OpenClaw ---------------------------------------------------------------------
 
-def test_include_state_and_openclaw(tmp_path):
+def test_include_state_never_takes_version_stores_or_the_instance_id(tmp_path):
     ws = make_workspace(tmp_path / "ws")
     ws.save_peers({})
+    for rel in ("versions.sqlite", "versions.sqlite-journal", "cloud/box/versions.sqlite", "cloud/box/ancestor.json"):
+        write(ws.state, rel, "x")
     set_config(ws, "backup:\n  include_state: true\n  include_openclaw: true\n")
     result = take_snapshot(ws)
-    assert any("OpenClaw's state is not archived" in p.message for p in result.problems)  # the hook, not wired
+    assert any("OpenClaw is not installed" in p.message for p in result.problems)  # asked for, not there
     out = restore(ws, to=tmp_path / "out")
     got = files_under(tmp_path / "out")
     assert {"memory/clawdbot-sync/peers.json", "memory/clawdbot-sync/config.yaml",
-            "memory/clawdbot-sync/instance-id"} <= set(got)
+            "memory/clawdbot-sync/cloud/box/ancestor.json"} <= set(got)
+    # A restored vector store (or a fresh one under a restored id) would reuse event counters.
+    assert not any("versions.sqlite" in p or p.endswith("/instance-id") for p in got)
     assert not any(p.startswith("memory/clawdbot-sync/backup/") for p in got)  # never the passphrase or caches
     in_place = restore(ws, in_place=True)
     assert "memory/clawdbot-sync/peers.json" in in_place.skipped
     assert out.ok and in_place.ok
+
+
+@pytest.mark.openclaw
+@pytest.mark.timeout(600)
+def test_a_backup_with_openclaw_holds_its_verified_snapshot(tmp_path, monkeypatch):
+    """With OpenClaw present and this workspace its agent's, every backup holds the archive
+    `workspace.openclaw.snapshot()` writes (OpenClaw's config, credentials and state); it comes
+    back in a staging restore, verifies with OpenClaw, and is never restored in place.  Another
+    workspace on the machine, or `include_openclaw: false`, gets none."""
+    from peersync.testing.openclaw import OpenClawHome
+
+    ws = make_workspace(tmp_path / "ws")
+    home = OpenClawHome(tmp_path / "claw", ws.root)
+    (home.state / "credentials").mkdir(exist_ok=True)
+    (home.state / "credentials" / "token.json").write_text('{"secret": "s3"}')
+    for key in ("HOME", "OPENCLAW_STATE_DIR", "PATH"):
+        monkeypatch.setenv(key, home.env[key])
+    archive_dir = "memory/clawdbot-sync/backup/openclaw/"
+
+    result = take_snapshot(ws)
+    assert [p.path for p in result.problems] == ["memory/link.md"], result.problems  # make_workspace's symlink
+    held = [p for p in result.snapshot.paths if p.startswith(archive_dir.rstrip("/"))]
+    assert held, result.snapshot.paths
+    staged = restore(ws, to=tmp_path / "out")
+    archives = [p for p in files_under(tmp_path / "out") if p.startswith(archive_dir)]
+    assert staged.ok and len(archives) == 1 and archives[0].endswith(".tar.gz")
+    restored = tmp_path / "out" / archives[0]
+    assert stat.S_IMODE(restored.stat().st_mode) == 0o600  # it holds credentials
+    home.run("backup", "verify", str(restored))
+    assert archives[0] in restore(ws, in_place=True).skipped  # OpenClaw's state: staging only
+
+    take_snapshot(ws)  # the next backup takes a fresh archive, only that one
+    assert len([p for p in (ws.state / "backup" / "openclaw").iterdir()]) == 1
+
+    other = make_workspace(tmp_path / "other")  # not OpenClaw's agent workspace
+    take_snapshot(other)
+    restore(other, to=tmp_path / "other-out")
+    assert not any(p.startswith(archive_dir) for p in files_under(tmp_path / "other-out"))
+    set_config(ws, "backup:\n  include_openclaw: false\n")
+    take_snapshot(ws)
+    restore(ws, to=tmp_path / "off-out")
+    assert not any(p.startswith(archive_dir) for p in files_under(tmp_path / "off-out"))

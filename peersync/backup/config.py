@@ -22,7 +22,8 @@ PASSPHRASE_ENV = "PEERSYNC_BACKUP_PASSPHRASE"
 TARGET_REMOTE = "peersync_target"  # the env-defined rclone remote of a connection-string target
 LEGACY_MARKER = "peersync-backup.json"  # the root file of an old-format (peersync 0.x) repository
 LEGACY_SUBDIR = "restic"  # beside an old-format repository, the restic one lives here
-KNOWN = ("target", "passphrase", "interval", "keep", "include_state", "include_openclaw", "openclaw_dir")
+KNOWN = ("target", "passphrase", "interval", "keep", "include_state", "include_openclaw",
+         "openclaw_dir")  # openclaw_dir: read by peersync 0.x only; accepted so old configs still load
 
 
 def backup_dir(ws: Workspace) -> Path:
@@ -42,8 +43,7 @@ class BackupConfig:
     interval: int | None = None  # seconds between scheduled backups; None = not scheduled
     keep: KeepPolicy | None = None
     include_state: bool = False
-    include_openclaw: bool = False
-    openclaw_dir: Path = Path("~/.openclaw").expanduser()
+    include_openclaw: bool | None = None  # None: when this workspace is an OpenClaw agent's (backup/openclaw.py)
 
 
 def load_config(ws: Workspace, env: Mapping[str, str] | None = None) -> BackupConfig:
@@ -82,11 +82,15 @@ def load_config(ws: Workspace, env: Mapping[str, str] | None = None) -> BackupCo
             keep = KeepPolicy.from_config(raw["keep"])
         except ValueError as err:
             raise ConfigError(f"{where}.{err}" if str(err).startswith("keep") else f"{where}.keep: {err}") from None
-    openclaw = text("openclaw_dir") or env.get("OPENCLAW_STATE_DIR") or str(Path.home() / ".openclaw")
+    include_openclaw = raw.get("include_openclaw")
+    if include_openclaw == "auto":
+        include_openclaw = None
+    if include_openclaw is not None and not isinstance(include_openclaw, bool):
+        raise ConfigError(f"{where}.include_openclaw must be true, false or auto")
     return BackupConfig(
         target=text("target"), passphrase=passphrase, passphrase_source=source, interval=interval or None,
         keep=keep, include_state=bool(raw.get("include_state", False)),
-        include_openclaw=bool(raw.get("include_openclaw", False)), openclaw_dir=Path(openclaw).expanduser(),
+        include_openclaw=include_openclaw,
     )
 
 

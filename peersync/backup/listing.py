@@ -78,7 +78,8 @@ def status(ws: Workspace, *, target: str | None = None) -> dict:
                          and isinstance(v, (int, float)) else v) for k, v in runs.items() if k != "format"},
         "last_verify": last_verify(ws), "passphrase": passphrase_info(ws, cfg),
         "passphrase_notice": passphrase_notice(ws, consume=False),
-        "include_state": cfg.include_state, "include_openclaw": cfg.include_openclaw,
+        "include_state": cfg.include_state,
+        "include_openclaw": "auto" if cfg.include_openclaw is None else cfg.include_openclaw,
     }
     empty = {"initialized": False, "snapshots": [], "unreadable": [], "latest": None, "retention": [],
              "repository": None, "legacy": None}

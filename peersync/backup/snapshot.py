@@ -87,12 +87,8 @@ def _backup(ws: Workspace, cfg: BackupConfig, repo: Repo, now: datetime | None,
     scratch.mkdir(mode=0o700)
     try:
         extra: list[str] = []
-        if cfg.include_openclaw:
-            archives = backup_dir(ws) / openclaw.ARCHIVE_DIR
-            shutil.rmtree(archives, ignore_errors=True)
-            archives.mkdir(mode=0o700)
-            if openclaw.openclaw_state(ws, cfg, archives, problems):
-                extra.append(f"{STATE_DIR}/backup/{openclaw.ARCHIVE_DIR}")
+        if openclaw.openclaw_state(ws, cfg.include_openclaw, backup_dir(ws) / openclaw.ARCHIVE_DIR, problems):
+            extra.append(f"{STATE_DIR}/backup/{openclaw.ARCHIVE_DIR}")
         chosen = plan(ws.root, for_workspace(ws), include_state=cfg.include_state, extra=extra)
         problems += chosen.problems
         if not chosen.targets:

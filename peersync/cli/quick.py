@@ -64,7 +64,9 @@ def fast_main(argv: list[str]) -> int | None:
     opts = parse(argv)
     if opts is None:
         return None
-    root = Path(opts["workspace"] or os.environ.get("WORKSPACE") or os.getcwd()).expanduser().absolute()
+    if not (opts["workspace"] or os.environ.get("WORKSPACE")):
+        return None  # the workspace may come from OpenClaw's config: Workspace.resolve asks it
+    root = Path(opts["workspace"] or os.environ.get("WORKSPACE")).expanduser().absolute()
     try:
         peers = json.loads((root / STATE_DIR / "peers.json").read_bytes())["peers"]
         if opts["peer"] is None:

@@ -88,20 +88,21 @@ def status(ctx: typer.Context, peer: Optional[str] = typer.Argument(None),
 
 
 def history(ctx: typer.Context, limit: int = typer.Option(10, "--limit", "-n", min=1)) -> None:
-    """Past syncs, newest first."""
+    """Past syncs, newest first (clawdbot-sync's entries too)."""
+    from peersync.workspace.clawdbot import entry_view
+
     st = state(ctx)
     entries = st.workspace().history()[:limit]
     lines = []
-    for e in entries:
-        if not isinstance(e, dict):
-            continue
-        counts = [f"{label} {len(e.get(key) or [])}" for key, label in
-                  (("pushed", "📤"), ("pulled", "📥"), ("merged", "🔀"), ("conflicts", "⚠️"))
-                  if e.get(key)]
-        status_mark = "✅" if e.get("ok") else "❌"
-        detail = " ".join(counts) if e.get("ok") else (e.get("error") or "").splitlines()[0][:120]
-        lines.append(f"{status_mark} {e.get('time', '?')} {e.get('mode', 'sync')} {e.get('peer', '?')}"
-                     f" {detail or 'no changes'}")
+    for view in filter(None, map(entry_view, entries)):
+        icons = [f"{label} {view['counts'][key]}" for key, label in
+                 (("pushed", "📤"), ("pulled", "📥"), ("merged", "🔀"), ("conflicts", "⚠️"))
+                 if view["counts"].get(key)]
+        if view["ok"]:
+            detail = " ".join(icons) or (f"{view['files']} files" if view["files"] else "no changes")
+        else:
+            detail = ((view["error"] or "").splitlines() or ["failed"])[0][:120]
+        lines.append(f"{'✅' if view['ok'] else '❌'} {view['time'] or '?'} {view['mode']} {view['peer'] or '?'} {detail}")
     st.emit("\n".join(lines) or "No syncs yet.", {"entries": entries})
 
 

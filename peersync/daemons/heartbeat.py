@@ -47,7 +47,10 @@ def fast_main(argv: list[str]) -> int | None:
     if parsed is None:
         return None
     option, reason = parsed
-    root = os.path.abspath(os.path.expanduser(option or os.environ.get("WORKSPACE") or os.getcwd()))
+    root = option or os.environ.get("WORKSPACE")
+    if not root:
+        return None  # the workspace comes from OpenClaw's config: Workspace.resolve asks it
+    root = os.path.abspath(os.path.expanduser(root))
     if not os.path.isdir(root):
         return None
     raw = auto.raw_config_fast(root)
