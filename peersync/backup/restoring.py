@@ -32,7 +32,7 @@ from peersync.backup.config import backup_dir, load_config
 from peersync.backup.repo import Snapshot, iso, load_snapshots, local_lock, open_repo, workspace_owner
 from peersync.backup.selection import OPENCLAW_PREFIX, BackupSelection, for_workspace, restorable
 from peersync.errors import BackupError, UsageError
-from peersync.core.paths import STATE_DIR, in_state_dir
+from peersync.core.paths import in_state_dir
 from peersync.replica.scan import hash_file, walk
 from peersync.replica.store import Refused, Store
 from peersync.core.types import Entry, Problem
