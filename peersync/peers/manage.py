@@ -17,8 +17,10 @@ from peersync.cloud.config import (
     state_dir,
 )
 from peersync.cloud.folder import probe_cloud
+from peersync.core.paths import valid_instance_id
 from peersync.errors import UsageError
 from peersync.peers.status import probe
+from peersync.transport import keeper
 from peersync.transport.rclone import join, resolve_target
 from peersync.workspace.workspace import Peer, Workspace, check_peer_name
 
@@ -37,10 +39,12 @@ def add_peer(ws: Workspace, name: str, host: str, *, user=None, path=None, port=
                 extra=old.extra if old and old.host == host else {})
     peers[name] = peer
     ws.save_peers(peers)
+    if old is not None and old.extra.get("type") != "cloud" and keeper.settings(old) != keeper.settings(peer):
+        keeper.stop(ws, old)  # its connection was made with settings that no longer hold
     if not test:
         return peer, None
     result = asyncio.run(probe(ws, peer))
-    if result.get("instance_id"):
+    if valid_instance_id(result.get("instance_id")):
         peer = Peer(**{**peer.__dict__, "extra": {**peer.extra, "instanceId": result["instance_id"]}})
         peers[name] = peer
         ws.save_peers(peers)
@@ -55,6 +59,7 @@ def remove_peer(ws: Workspace, name: str) -> None:
     peers = ws.load_peers()
     del peers[name]
     ws.save_peers(peers)
+    keeper.stop(ws, peer)  # a removed peer's warm connection goes too
     instance = peer.extra.get("instanceId")
     if isinstance(instance, str) and instance.isalnum():
         try:

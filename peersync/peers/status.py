@@ -7,6 +7,7 @@ import asyncio
 import time
 
 from peersync.cloud.folder import probe_cloud
+from peersync.core.paths import valid_instance_id
 from peersync.errors import PeersyncError
 from peersync.transport.ssh import open_session
 from peersync.workspace.workspace import Peer, Workspace
@@ -22,9 +23,14 @@ async def probe(ws: Workspace, peer: Peer, *, timeout: float = 10.0) -> dict:
         out["error"] = str(err)
         return out
     try:
+        version = session.hello.get("version")
+        instance = session.hello.get("instance_id")
         out.update(reachable=True, rtt_ms=round(session.rtt * 1000, 1), clock_offset_s=round(session.offset, 3),
-                   version=session.hello.get("version"), workspace=session.hello.get("workspace"),
-                   instance_id=session.hello.get("instance_id"), restricted=session.hello.get("restricted"))
+                   # what a peer says is shown and kept only in its expected shape
+                   version=version if isinstance(version, str) and len(version) <= 40 and version.isprintable() else "?",
+                   workspace=bool(session.hello.get("workspace")),
+                   instance_id=instance if valid_instance_id(instance) else None,
+                   restricted=bool(session.hello.get("restricted")))
     finally:
         await session.close()
     out["seconds"] = round(time.monotonic() - started, 3)
