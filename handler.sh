@@ -12,7 +12,7 @@ usage: handler.sh [-w WORKSPACE] COMMAND [ARGS…] [WORKSPACE]
   status | now [peer…] | sync [peer…] | push [peer] | pull [peer] | diff [peer]
   add <name> <host> [user] [path] | remove <name> | peers | history [n]
   auto [on|off|status] | heartbeat | conflicts [list|show|diff|restore|drop] [id]
-  discover [--add] | setup | help
+  discover [--add] | setup | backup [status|now|list|restore|verify] | help
 A workspace given last must be a path with a '/' (e.g. ./clawd or "$WORKSPACE").
 USAGE
 }
@@ -72,7 +72,8 @@ case "$cmd" in
   heartbeat)        run heartbeat "$@" ;;
   conflicts)        run conflicts "$@" ;;
   setup)            run init "$@" ;;
-  init|discover|backup|cloud|watch) run "$cmd" "$@" ;;
+  backup)           if [ "$#" -eq 0 ]; then run backup status; else run backup "$@"; fi ;;
+  init|discover|cloud|watch) run "$cmd" "$@" ;;
   help|-h|--help)   usage ;;
   *) echo "handler.sh: unknown command '$cmd'" >&2; usage >&2; exit 2 ;;
 esac

@@ -110,6 +110,27 @@ def test_check_tools(platform, rsync_out, ok, fix):
     assert checks["peersync"].ok and checks["peersync"].fix is None
 
 
+@pytest.mark.parametrize("platform, restic_out, ok, fix", [
+    ("linux", "restic 0.14.0 compiled with go1.19.8 on linux/amd64", True, None),
+    ("linux", "restic 0.12.1 compiled with go1.16 on linux/amd64", False, "sudo apt install restic"),
+    ("darwin", None, False, "brew install restic"),
+    ("linux", None, False, "backups (peersync backup) need restic: sudo apt install restic"),
+], ids=["debian12", "too-old", "missing-mac", "missing"])
+def test_check_tools_restic(platform, restic_out, ok, fix):
+    outputs = {"ssh": "OpenSSH_9.6p1", "rsync": "rsync  version 3.2.7  protocol version 31", "restic": restic_out}
+    which = lambda name: f"/usr/bin/{name}" if outputs.get(name) or name == "peersync" else None  # noqa: E731
+    checks = {c.name: c for c in check_tools(which=which, run=lambda cmd: outputs[cmd[0]], platform=platform)}
+    assert checks["restic"].ok is ok and not checks["restic"].required  # backups only: sync works without it
+    assert (fix is None and checks["restic"].fix is None) or fix in checks["restic"].fix
+
+
+def test_skill_metadata_offers_restic():
+    meta, body = skill()
+    installs = meta["metadata"]["openclaw"]["install"]
+    assert any(i.get("formula") == "restic" and i["kind"] == "brew" for i in installs)
+    assert "sudo apt install restic" in body and "brew install restic" in body
+
+
 def test_handler_shim_runs_init(tmp_path):
     env = {**os.environ, "PEERSYNC": f"{sys.executable} -m peersync"}
     proc = subprocess.run(["bash", str(ROOT / "handler.sh"), "init", "--heartbeat", str(tmp_path)],

@@ -128,7 +128,9 @@ def test_plugin_and_skill_load_without_warnings(claw):
     skill = claw.json("skills", "info", "peersync", "--json", timeout=120)
     assert skill["eligible"] and skill["source"] == "openclaw-workspace"
     assert skill["missing"]["bins"] == []  # peersync, ssh, rsync all found
-    assert skill["install"] == []  # no installer that names a package no registry holds
+    # The only installer names a package its registry holds: restic for backups (issue 20); never
+    # peersync (install.sh installs it from the skill's folder).
+    assert [(i["kind"], i["bins"]) for i in skill["install"]] == [("brew", ["restic"])]
     assert {"peersync", "ssh", "rsync"} <= set(skill["requirements"]["bins"])
 
 

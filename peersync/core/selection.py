@@ -58,6 +58,10 @@ class Selection:
         only the patterns can still exclude it — or the state dir's own path, if a file sits there."""
         return self._match(path) or (path.count("/") == 1 and in_state_dir(path))
 
+    def pattern_excludes(self, path: str) -> bool:
+        """True when the gitignore excludes alone exclude `path` (a directory: pass "dir/")."""
+        return self._match(path)
+
     def contains(self, path: str) -> bool:
         """True when a file at `path` belongs to the selection (used to validate peer paths).
 

@@ -61,29 +61,27 @@ def fast_main(argv: list[str]) -> int | None:
     except ConfigError:
         return None
     backup = raw.get("backup")
-    if isinstance(backup, dict) and backup.get("interval") and not _backup_recent(root, backup["interval"]):
-        return None  # a scheduled backup may be due: peersync.backup decides, in the full path
+    if isinstance(backup, dict) and backup.get("interval") and _backup_needs_tick(root, backup["interval"]):
+        return None  # a scheduled backup is due (or the setting is odd): the full path handles it
     state = auto.read_state(auto.state_dir(root))
     if auto.is_due(cfg, state.get("last_run"), reason, time.time()):
         return None
     return 0
 
 
-def _backup_recent(root: str, interval) -> bool:
-    """True when the last scheduled backup succeeded less than `interval` ago — the first rule
-    of peersync.backup.backup_due, read here without importing the backup stack.  Anything
-    else (a failed or running backup, an odd file) is left to backup_due in the full path."""
-    import json
+def _backup_needs_tick(root: str, interval) -> bool:
+    """A scheduled backup is due by peersync.backup.schedule's rule (the one place it is
+    defined; that module imports only the standard library), or the last one failed or made a
+    passphrase and the user has not been told, or the setting is odd: the full path decides."""
+    from peersync.backup import schedule
 
     if isinstance(interval, bool) or not isinstance(interval, int):
-        return False
-    try:
-        with open(os.path.join(auto.state_dir(root), "backup", "last-run.json"), "rb") as f:
-            runs = json.loads(f.read())
-        success = runs["last_success"]
-        return runs.get("last_ok") is True and 0 <= time.time() - success < interval
-    except (OSError, ValueError, KeyError, TypeError):
-        return False
+        return True
+    state = auto.state_dir(root)
+    runs = schedule.read_runs(state)
+    if runs.get("last_ok") is False or os.path.exists(os.path.join(state, "backup", "passphrase.notice")):
+        return True
+    return schedule.is_due(interval, runs, time.time())
 
 
 def _parse(argv: list[str]) -> tuple[str | None, str | None] | None:
@@ -244,11 +242,15 @@ def _backup(ws, state: dict, now: float, tick: Tick) -> list[str]:
         return []
     try:
         from peersync import backup
+        from peersync.backup.config import passphrase_notice
     except ModuleNotFoundError as err:
         if err.name == "peersync.backup":
             return []  # built without cloud backups
         raise
     lines = []
+    notice = passphrase_notice(ws)  # a scheduled backup generated the passphrase: say so once
+    if notice:
+        lines.append(notice)
     last = backup.last_run(ws)
     attempt = last.get("last_attempt")
     if last.get("last_ok") is False and attempt and attempt != state.get("backup_reported"):
@@ -264,6 +266,18 @@ def _backup(ws, state: dict, now: float, tick: Tick) -> list[str]:
     return lines
 
 
+def start_due_backup(ws, now: float | None = None) -> list[str]:
+    """For `watch`: the heartbeat's scheduled-backup step on its own (same due rule, same
+    bookkeeping of the running backup).  Returns the lines to tell the user."""
+    now = time.time() if now is None else now
+    state = auto.read_state(ws.state)
+    before = dict(state)
+    lines = _backup(ws, state, now, Tick())
+    if state != before:
+        auto.write_state(ws.state, state)
+    return lines
+
+
 def _spawn_backup(ws) -> int:
     import subprocess
 
@@ -272,7 +286,7 @@ def _spawn_backup(ws) -> int:
     log_path = ensure_private_dir(ws.state / "backup") / "scheduled.log"
     fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
     try:
-        proc = subprocess.Popen([sys.executable, "-m", "peersync", "-w", str(ws.root), "backup", "now"],
+        proc = subprocess.Popen([sys.executable, "-m", "peersync", "-w", str(ws.root), "backup", "now", "--scheduled"],
                                 stdin=subprocess.DEVNULL, stdout=fd, stderr=subprocess.STDOUT,
                                 start_new_session=True, close_fds=True)
     finally:

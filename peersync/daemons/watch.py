@@ -29,6 +29,7 @@ from watchdog.observers import Observer
 
 from peersync.core.paths import STATE_DIR, in_state_dir
 from peersync.core.render import report_text
+from peersync.daemons.heartbeat import start_due_backup
 from peersync.errors import BusyError, PeersyncError
 from peersync.sync.runner import run_sync
 from peersync.workspace import auto
@@ -235,6 +236,11 @@ class Watcher:
 
         self.ensure_watches()
         self.feed.take()  # events from here on (our own writes included) start the next batch
+        try:
+            for line in start_due_backup(self.ws):  # backup.interval: in the background, never waited for
+                self.say(line)
+        except PeersyncError as err:
+            self.say(f"❌ {str(err).splitlines()[0]}")
         try:
             self.feed.selection = self.ws.sync_config().selection  # config.yaml may have changed
             peers = sorted(self.ws.load_peers())

@@ -26,6 +26,7 @@ HEARTBEAT_LINE = ("- 🔄 peersync: run `handler.sh heartbeat $WORKSPACE` from t
                   "If it prints anything, tell the user; if it prints nothing, reply NO_REPLY "
                   "(HEARTBEAT_OK on older OpenClaw).")
 MIN_RSYNC = (3, 0)
+MIN_RESTIC = (0, 14)  # Debian 12's restic: the oldest the backups are written for
 
 CONFIG_TEMPLATE = """\
 # peersync settings for this workspace (written by `peersync init`; edit freely).
@@ -66,11 +67,13 @@ auto:
   on_session_start: {on_session_start}
   on_session_end: {on_session_end}
 
-# Cloud backups through rclone (peersync backup now).  Uncomment and adjust to use them.
+# Backups (peersync backup now): restic repositories reached through rclone, always encrypted.
+# Uncomment and adjust to use them.
 # backup:
 #   # Any rclone remote; without one, backups go to a local directory outside the workspace.
 #   target: r2:my-bucket/agent
-#   # Encrypts with rclone crypt.  Keep the passphrase safe: without it nothing can be restored.
+#   # Without a passphrase here, the first backup generates one in
+#   # memory/clawdbot-sync/backup/passphrase: keep a copy elsewhere, nothing restores without it.
 #   passphrase: ${{PEERSYNC_BACKUP_PASSPHRASE}}
 #   # Seconds between scheduled backups, taken by the heartbeat (unset: only `backup now`).
 #   interval: 86400
@@ -209,6 +212,18 @@ def check_tools(which=shutil.which, run=None, platform: str = sys.platform) -> l
     else:
         checks.append(Check("rsync", False, fix="install rsync: " + (
             "brew install rsync" if mac else "sudo apt-get install rsync")))
+    install_restic = "brew install restic" if mac else "sudo apt install restic"
+    if which("restic"):
+        out = run(["restic", "version"]) or ""
+        m = re.search(r"restic (\d+)\.(\d+)(?:\.(\d+))?", out)
+        version = ".".join(g for g in m.groups() if g is not None) if m else "unknown version"
+        old = m is None or (int(m.group(1)), int(m.group(2))) < MIN_RESTIC
+        checks.append(Check("restic", not old, version, required=False, fix=(
+            f"restic {version} is too old for backups (needs {MIN_RESTIC[0]}.{MIN_RESTIC[1]}): {install_restic}"
+            if old else None)))
+    else:
+        checks.append(Check("restic", False, required=False,
+                            fix=f"backups (peersync backup) need restic: {install_restic}"))
     on_path = which("peersync")
     checks.append(Check("peersync", True, __version__, required=False, fix=None if on_path else (
         "peers run `peersync agent` here over SSH, and `peersync` is not on PATH: install it with "
