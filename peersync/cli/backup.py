@@ -13,7 +13,7 @@ from typing import Iterator, Optional
 import typer
 
 from peersync.cli.app import AppState, state
-from peersync.core.render import names, plural
+from peersync.core.render import elapsed, names, plural
 
 backup_app = typer.Typer(help="Encrypted, incremental backups of the workspace through rclone.",
                          no_args_is_help=True)
@@ -107,7 +107,7 @@ def backup_now(ctx: typer.Context,
         result = take_snapshot(ws, target=target, progress=progress, prune_after=not no_prune)
     snap = result.snapshot
     lines = [f"💾 Backed up {plural(len(snap.files), 'file')} ({_size(snap.bytes)}) as {snap.id} "
-             f"→ {_where(result.target)} in {result.seconds:.1f} s",
+             f"→ {_where(result.target)} in {elapsed(result.seconds)}",
              f"📤 Uploaded {plural(result.uploaded_objects, 'new object')} ({_size(result.uploaded_bytes)}); "
              f"{result.reused_objects} already stored"]
     if result.problems:
@@ -191,7 +191,7 @@ def backup_restore(ctx: typer.Context,
     snap = result.snapshot
     where = "the live workspace" if result.in_place else str(result.dest)
     lines = [f"♻️ Restored {plural(len(result.restored), 'file')} ({_size(result.bytes)}) of {snap.id} "
-             f"({_when(iso_of(snap.time))}) to {where} in {result.seconds:.1f} s"]
+             f"({_when(iso_of(snap.time))}) to {where} in {elapsed(result.seconds)}"]
     if result.unchanged:
         lines.append(f"✅ {plural(len(result.unchanged), 'file')} already identical, left alone")
     if result.saved_to:

@@ -18,22 +18,28 @@ conflicts_app = typer.Typer(help="Review versions that lost a conflict (kept in 
 @conflicts_app.callback()
 def conflicts_main(ctx: typer.Context) -> None:
     if ctx.invoked_subcommand is None:
+        state(ctx).command = "conflicts list"
         conflicts_list(ctx)
+
+
+CID = typer.Argument(..., help="The conflict's id, as `conflicts list` shows it (c-7f3a).")
 
 
 @conflicts_app.command("list")
 def conflicts_list(ctx: typer.Context) -> None:
     """Quarantined versions, newest first."""
-    items = conflicts.listed(state(ctx).workspace())
+    st = state(ctx)
+    st.command = "conflicts list"
+    items = conflicts.listed(st.workspace())
     lines = [f"• {i['id']} {i['path']} ({i.get('size', 0)} bytes, {i.get('time', '?')}) — "
              f"{i.get('reason', 'conflict')}" + (f", from {i['peer']}" if i.get("peer") else "") for i in items]
     if len(lines) > 20:
         lines = lines[:20] + [f"…and {len(lines) - 20} more (peersync --json conflicts list shows all)"]
-    state(ctx).emit("\n".join(lines) or "✅ No conflicts.", {"conflicts": items})
+    st.emit("\n".join(lines) or "✅ No conflicts.", {"conflicts": items})
 
 
 @conflicts_app.command("show")
-def conflicts_show(ctx: typer.Context, cid: str) -> None:
+def conflicts_show(ctx: typer.Context, cid: str = CID) -> None:
     """Print a quarantined version."""
     item, data = conflicts.content(state(ctx).workspace(), cid)
     if state(ctx).json:
@@ -44,7 +50,7 @@ def conflicts_show(ctx: typer.Context, cid: str) -> None:
 
 
 @conflicts_app.command("restore")
-def conflicts_restore(ctx: typer.Context, cid: str) -> None:
+def conflicts_restore(ctx: typer.Context, cid: str = CID) -> None:
     """Put a quarantined version back; the current one is quarantined in its place."""
     item = conflicts.restore(state(ctx).workspace(), cid)
     swapped = f"; the replaced version is saved as {item['replaced_saved_as']}" if item.get("replaced_saved_as") else ""
@@ -52,7 +58,7 @@ def conflicts_restore(ctx: typer.Context, cid: str) -> None:
 
 
 @conflicts_app.command("drop")
-def conflicts_drop(ctx: typer.Context, cid: str) -> None:
+def conflicts_drop(ctx: typer.Context, cid: str = CID) -> None:
     """Delete a quarantined version for good."""
     item = conflicts.drop(state(ctx).workspace(), cid)
     state(ctx).emit(f"🗑️ Dropped {cid} ({item['path']})", item)

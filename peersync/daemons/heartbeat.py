@@ -9,6 +9,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 
+from peersync.daemons import digest, scheduled_backup
 from peersync.errors import ConfigError
 from peersync.workspace import auto
 
@@ -160,8 +161,14 @@ def _sync(ws, cfg: auto.AutoConfig, state: dict, now: float, tick: Tick) -> None
         if auto.peer_busy(report):
             continue
         retry = state["peers"].get(report.peer, {}).get("retry_at", now) - time.time()
+        routine_now = cfg.summary == 0  # else files that simply moved go to the digest (daemons/digest.py)
+        if report.ok and not routine_now:
+            digest.count(state, report, now)
         tick.lines += report_lines(report, tell_failure=report.peer in fresh, retry_in=retry,
-                                   new_problems=bool({k for k in problems - seen if k.startswith(report.peer + ":")}))
+                                   new_problems=bool({k for k in problems - seen if k.startswith(report.peer + ":")}),
+                                   routine=routine_now)
+    tick.lines += digest.take(state, now, cfg.summary)
+    auto.write_state(ws.state, state)
 
 
 async def _bounded_sync(ws, names: list[str], timeout: float) -> list:
@@ -179,8 +186,10 @@ async def _bounded_sync(ws, names: list[str], timeout: float) -> list:
                        error=f"gave up after {timeout + GRACE:g} s", error_exit=1) for n in names]
 
 
-def report_lines(report, *, tell_failure: bool, retry_in: float, new_problems: bool) -> list[str]:
-    """At most two chat lines for one peer; nothing when there is nothing worth saying."""
+def report_lines(report, *, tell_failure: bool, retry_in: float, new_problems: bool,
+                 routine: bool = True) -> list[str]:
+    """At most two chat lines for one peer; nothing when there is nothing worth saying.
+    `routine`: also a line for files that simply moved (else the digest sums them up)."""
     from peersync.core.render import conflict_text, names, plural
 
     if report.error:
@@ -189,7 +198,7 @@ def report_lines(report, *, tell_failure: bool, retry_in: float, new_problems: b
         why = report.error.splitlines()[0]
         return [f"⚠️ Auto-sync with {report.peer} failed: {why} — will retry in {duration(retry_in)}"]
     lines = []
-    if report.changed:
+    if report.changed and routine:
         deleted = report.deleted_local + report.deleted_remote
         counts = [f"{icon} {len(paths)} {word}" for icon, paths, word in
                   (("📤", report.pushed, "pushed"), ("📥", report.pulled, "pulled"),
@@ -232,10 +241,12 @@ def _backup(ws, state: dict, now: float, tick: Tick) -> list[str]:
             return []  # built without cloud backups
         raise
     lines = []
-    last = backup.last_run(ws)
-    attempt = last.get("last_attempt")
-    if last.get("last_ok") is False and attempt and attempt != state.get("backup_reported"):
-        state["backup_reported"] = attempt
+    # Only a backup the heartbeat started is reported as a scheduled one: a manual `backup now`
+    # that failed was seen by whoever ran it (daemons/scheduled_backup.py records each outcome).
+    last = scheduled_backup.last(ws.state)
+    finished = last.get("finished")
+    if last.get("ok") is False and finished and finished != state.get("backup_reported"):
+        state["backup_reported"] = finished
         lines.append(f"⚠️ Scheduled backup failed: {(last.get('error') or 'unknown error').splitlines()[0]}"
                      " — details: peersync backup status")
     pid, started = state.get("backup_pid"), state.get("backup_started") or 0
@@ -255,7 +266,7 @@ def _spawn_backup(ws) -> int:
     log_path = ensure_private_dir(ws.state / "backup") / "scheduled.log"
     fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
     try:
-        proc = subprocess.Popen([sys.executable, "-m", "peersync", "-w", str(ws.root), "backup", "now"],
+        proc = subprocess.Popen([sys.executable, "-m", "peersync.daemons.scheduled_backup", str(ws.root)],
                                 stdin=subprocess.DEVNULL, stdout=fd, stderr=subprocess.STDOUT,
                                 start_new_session=True, close_fds=True)
     finally:

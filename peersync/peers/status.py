@@ -6,24 +6,34 @@ import asyncio
 import time
 
 from peersync.cloud.folder import probe_cloud
+from peersync.core.render import milliseconds
 from peersync.errors import PeersyncError
 from peersync.transport.ssh import open_session
 from peersync.workspace.workspace import Peer, Workspace
 
 
-async def probe(ws: Workspace, peer: Peer, *, timeout: float = 10.0) -> dict:
-    """Connect, start the agent, say hello; never raises for per-peer trouble."""
+async def probe(ws: Workspace, peer: Peer, *, timeout: float = 10.0, create: bool = False) -> dict:
+    """Connect, start the agent, say hello; never raises for per-peer trouble.  `create` makes the
+    peer's workspace (its root and peersync's state dir) when it is missing or not one yet."""
     started = time.monotonic()
     out = {"peer": peer.name, "host": peer.host, "user": peer.user, "path": peer.path, "reachable": False}
     try:
         session = await open_session(ws, peer, timeout=timeout)
     except PeersyncError as err:
         out["error"] = str(err)
+        out["error_kind"] = err.kind
         return out
     try:
+        hello = session.hello
         out.update(reachable=True, rtt_ms=round(session.rtt * 1000, 1), clock_offset_s=round(session.offset, 3),
-                   version=session.hello.get("version"), workspace=session.hello.get("workspace"),
-                   instance_id=session.hello.get("instance_id"), restricted=session.hello.get("restricted"))
+                   version=hello.get("version"), workspace=hello.get("workspace"),
+                   instance_id=hello.get("instance_id"), restricted=hello.get("restricted"),
+                   root=hello.get("root"), agent_workspace=hello.get("agent_workspace"), home=hello.get("home"))
+        if create and not hello.get("agent_workspace") and hello.get("root") != hello.get("home"):
+            created = await session.request("init")
+            out.update(created=True, workspace=True, agent_workspace=True, instance_id=created.get("instance_id"))
+    except PeersyncError as err:
+        out.update(reachable=False, error=str(err), error_kind=err.kind)
     finally:
         await session.close()
     out["seconds"] = round(time.monotonic() - started, 3)
@@ -52,14 +62,15 @@ def status_text(results: list[dict]) -> str:
         last = r.get("last_sync")
         when = f"last sync {last['time']}{'' if last['ok'] else ' (failed)'}" if last else "never synced"
         if r["reachable"] and r.get("kind") == "cloud":
-            lines.append(f"☁️ {r['peer']} ({r['host']}) — {r.get('rtt_ms', 0):.0f} ms, {r.get('version')}, "
+            lines.append(f"☁️ {r['peer']} ({r['host']}) — {milliseconds(r.get('rtt_ms') or 0)}, {r.get('version')}, "
                          f"{r.get('mode')}; {when}")
         elif r["reachable"]:
             skew = r["clock_offset_s"]
             clock = f", clock {skew:+.1f} s" if abs(skew) >= 1 else ""
             ws_note = "" if r.get("workspace") else ", no workspace yet (the first sync creates it)"
-            lines.append(f"🟢 {r['peer']} ({r['host']}) — {r['rtt_ms']:.0f} ms, peersync {r['version']}"
+            lines.append(f"🟢 {r['peer']} ({r['host']}) — {milliseconds(r['rtt_ms'])}, peersync {r['version']}"
                          f"{clock}{ws_note}; {when}")
         else:
-            lines.append(f"🔴 {r['peer']} ({r['host']}) — {r['error'].splitlines()[0]}; {when}")
+            first, *hint = r["error"].splitlines()
+            lines.append(f"🔴 {r['peer']} ({r['host']}) — {first}; {when}" + "".join(f"\n   {h}" for h in hint))
     return "\n".join(lines)

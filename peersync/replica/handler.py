@@ -25,6 +25,7 @@ from peersync.core.types import MANIFEST_FORMAT, Entry
 from peersync.replica import tombstones
 from peersync.replica.scan import hash_bytes, scan
 from peersync.replica.store import Refused, Store, hash_fd
+from peersync.workspace.locate import looks_like_workspace
 from peersync.workspace.lock import state_lock
 from peersync.workspace.storage import atomic_write_bytes, read_json, sweep_temp
 from peersync.workspace.workspace import Workspace
@@ -60,7 +61,10 @@ class Handler:
         return {"version": __version__, "time": time.time(),
                 "root": str(self.ws.root), "workspace": self.ws.root.is_dir(),
                 "instance_id": self.ws.existing_instance_id(),
-                "restricted": self.restricted}
+                "restricted": self.restricted,
+                # for `peers add` (peers/manage.py): is the path an agent's workspace, and whose home is it in
+                "agent_workspace": self.ws.root.is_dir() and looks_like_workspace(self.ws.root),
+                "home": os.path.expanduser("~")}
 
     def op_init(self) -> dict:
         self.ws.root.mkdir(parents=True, exist_ok=True)

@@ -559,6 +559,30 @@ class Store:
         self.drop_conflict(cid)
         return {**item, "replaced_saved_as": replaced}
 
+    def put_back(self, path: str, source: Path, reason: str) -> str | None:
+        """Put a copy of `source` (a kept version) at `path` as the newest edit: it gets the current
+        time, so peers take it instead of undoing it.  A live file there is quarantined first (its id
+        is returned).  Callers hold the workspace lock."""
+        full = self.target(path)
+        staging = self.new_staging()
+        try:
+            staged = staging / "restore"
+            shutil.copy2(source, staged)
+            os.utime(staged)
+            replaced = None
+            if full.exists():
+                held = self._hold(full, path)
+                os.replace(staged, full)
+                replaced = self._quarantine_file(held, path, {"peer": None, "reason": reason})
+                _release(held)
+            else:
+                full.parent.mkdir(parents=True, exist_ok=True)
+                os.replace(staged, full)
+            fsync_dir(full.parent)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+        return replaced
+
     def drop_conflict(self, cid: str) -> dict:
         items = self.conflicts()
         item = next((i for i in items if i.get("id") == cid), None)

@@ -1,0 +1,90 @@
+"""Which directory is the workspace: the -w option, $WORKSPACE or the current directory, and whether it looks like one.
+
+Light on purpose (os and pathlib only): the CLI's fast paths (cli/quick.py, the heartbeat) resolve
+the workspace with these same functions before anything heavy is imported.
+"""
+
+from __future__ import annotations
+
+import os
+import pwd
+from dataclasses import dataclass
+from pathlib import Path
+
+from peersync.core.paths import STATE_DIR
+from peersync.errors import UsageError
+
+# What an agent workspace holds (OpenClaw's bootstrap files, Clawdbot's memory), any one of them.
+MARKERS = ("MEMORY.md", "memory", "AGENTS.md", "SOUL.md", "USER.md", "IDENTITY.md", "HEARTBEAT.md", "TOOLS.md")
+
+OPTION, ENV, CWD = "-w", "$WORKSPACE", "the current directory"
+
+
+@dataclass(frozen=True)
+class Located:
+    """A workspace root and where the choice came from (OPTION, ENV or CWD), for messages."""
+
+    root: Path
+    source: str
+
+    @property
+    def said(self) -> str:
+        """`/path (from -w)`: which workspace was used, in a message."""
+        return f"{self.root} (from {self.source})"
+
+
+def home_dirs() -> set[Path]:
+    """The user's home directory as $HOME says and as the passwd entry says (they can differ)."""
+    homes = {Path(os.path.expanduser("~")).absolute()}
+    try:
+        homes.add(Path(pwd.getpwuid(os.getuid()).pw_dir).absolute())
+    except KeyError:
+        pass
+    return homes
+
+
+def locate(option: str | None, env=os.environ, cwd: str | None = None) -> Located:
+    """-w, else $WORKSPACE, else the current directory — or the nearest directory above it that
+    holds peersync's state dir (as git finds its repository), so a subdirectory works too.
+    Nothing here checks the result: see check()."""
+    if option:
+        return Located(Path(option).expanduser().absolute(), OPTION)
+    if env.get("WORKSPACE"):
+        return Located(Path(env["WORKSPACE"]).expanduser().absolute(), ENV)
+    here = Path(cwd or os.getcwd()).absolute()
+    homes = home_dirs()
+    for candidate in (here, *here.parents):
+        if candidate in homes or candidate == candidate.parent:
+            break  # never above the home directory, never the root
+        if (candidate / STATE_DIR).is_dir():
+            return Located(candidate, CWD)
+    return Located(here, CWD)
+
+
+def looks_like_workspace(root: Path) -> bool:
+    """peersync's state dir, or any file an agent keeps in its workspace."""
+    return (root / STATE_DIR).is_dir() or any((root / name).exists() for name in MARKERS)
+
+
+def check(found: Located, *, init: bool = False) -> Path:
+    """The root, if it may be used as a workspace; else a UsageError that says which directory
+    was chosen, why it was refused and what to do.  `init` (the --init option) accepts a
+    directory that does not look like a workspace yet (and creates a missing one); the home
+    directory is refused even then: a workspace there would sync ~/memory and ~/MEMORY.md."""
+    root = found.root
+    if root in home_dirs() or root == root.parent:
+        raise UsageError(f"refusing {found.said} as a workspace: it is your home directory" if root != root.parent
+                         else f"refusing {found.said} as a workspace: it is the root directory",
+                         "Point -w (or $WORKSPACE) at the agent's workspace, e.g. -w ~/clawd or "
+                         "-w ~/.openclaw/workspace.")
+    if not root.exists() and init:
+        root.mkdir(parents=True)
+    if not root.is_dir():
+        raise UsageError(f"workspace {found.said} does not exist",
+                         "Check the path, or add --init to create it as a new workspace.")
+    if not init and not looks_like_workspace(root):
+        raise UsageError(f"{found.said} does not look like an agent workspace "
+                         f"(none of {', '.join(MARKERS[:4])}… and no {STATE_DIR}/)",
+                         "Use -w PATH (or $WORKSPACE) for the agent's workspace, or add --init to make "
+                         "this directory one.")
+    return root
