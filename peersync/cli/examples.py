@@ -4,6 +4,7 @@ that every command has some."""
 from __future__ import annotations
 
 EXAMPLES: dict[str, tuple[str, ...]] = {
+    "peers": ("peersync peers list",),
     "peers list": ("peersync peers list", "peersync peers list --json"),
     "peers add": (
         "peersync peers add mac-mini mini --path '~/clawd'      # mini: a Host alias in ~/.ssh/config",

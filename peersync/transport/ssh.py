@@ -171,7 +171,9 @@ def agent_command(peer: Peer, root: str) -> str:
     tries = []
     if peer.command:
         first = shlex.split(peer.command)[0]
-        tries.append((f"command -v {shlex.quote(first)} >/dev/null 2>&1", f"exec {peer.command} agent --root {r}"))
+        # `~/…` means the peer's home (the shell expands it in `exec`; quoted for the test it would not be)
+        found = f'"$HOME"/{shlex.quote(first[2:])}' if first.startswith("~/") else shlex.quote(first)
+        tries.append((f"command -v {found} >/dev/null 2>&1", f"exec {peer.command} agent --root {r}"))
     tries += [
         ("command -v peersync >/dev/null 2>&1", f"exec peersync agent --root {r}"),
         ('[ -x "$HOME/.local/bin/peersync" ]', f'exec "$HOME/.local/bin/peersync" agent --root {r}'),
