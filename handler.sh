@@ -7,8 +7,9 @@ usage() {
   cat >&2 <<'USAGE'
 usage: handler.sh COMMAND [ARGS…] WORKSPACE
   status | sync [peer] | now [peer] | push [peer] | pull [peer] | diff [peer]
-  add <name> <host> [user] [path] | remove <name> | peers | history
-  auto <on|off|status> | heartbeat | conflicts [list|show|restore|drop] [id] | init | discover
+  add <name> <host[:port]> [user] [path] | remove <name> | peers | history
+  auto <on|off|status> | heartbeat | conflicts [list|show|restore|drop] [id] | trash [list|restore|empty]
+  init | discover
 USAGE
   exit 2
 }
@@ -35,7 +36,7 @@ case "$cmd" in
   sync|now)         run sync ${args[@]+"${args[@]}"} ;;
   push|pull|diff)   run "$cmd" ${args[@]+"${args[@]}"} ;;
   add)
-    [ "${#args[@]}" -ge 2 ] || { echo "usage: handler.sh add <name> <host> [user] [path] WORKSPACE" >&2; exit 2; }
+    [ "${#args[@]}" -ge 2 ] || { echo "usage: handler.sh add <name> <host[:port]> [user] [path] WORKSPACE" >&2; exit 2; }
     extra=()
     [ "${#args[@]}" -ge 3 ] && extra+=(--user "${args[2]}")
     [ "${#args[@]}" -ge 4 ] && extra+=(--path "${args[3]}")
@@ -46,6 +47,7 @@ case "$cmd" in
   auto)             run auto ${args[@]+"${args[@]}"} ;;
   heartbeat)        run heartbeat ${args[@]+"${args[@]}"} ;;
   conflicts)        run conflicts ${args[@]+"${args[@]}"} ;;
+  trash)            run trash ${args[@]+"${args[@]}"} ;;
   init|discover|backup|cloud|watch) run "$cmd" ${args[@]+"${args[@]}"} ;;
   *) echo "handler.sh: unknown command '$cmd'" >&2; usage ;;
 esac
