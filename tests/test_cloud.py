@@ -569,7 +569,7 @@ def test_cloud_commands(ws, tmp_path):
     assert "box" in cli(ws, "cloud", "list").stdout
     assert "box" in cli(ws, "peers", "list").stdout  # a peer like the others
     proc = cli(ws, "cloud", "add", "nowhere", "nosuchremote:x", "--mode", "bisync")
-    assert proc.returncode == 0 and "could not be reached" in proc.stdout  # saved anyway
+    assert proc.returncode == 3 and "could not be reached" in proc.stdout  # saved anyway; 3: not reached
     assert cli(ws, "cloud", "add", "x", "b", "--mode", "bisync", "--provider", "floppy").returncode == 2
     assert cli(ws, "sync", "nowhere").returncode == 2  # unknown rclone remote: bad input
     (ws.state / "cloud" / "box").mkdir(parents=True, exist_ok=True)
