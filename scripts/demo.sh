@@ -3,5 +3,5 @@
 # over a real (loopback) SSH server with its own keys — a conflict and a log merge included.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash scripts/setup.sh
+bash scripts/setup.sh demo
 exec .venv/bin/python scripts/demo.py "$@"

@@ -31,12 +31,14 @@ HOOKS = AutoConfig(enabled=False, on_session_start=True)
     (ON, None, None, 1000, True),                            # on, never ran
     (ON, 900, None, 1000, False),                            # ran 100 s ago
     (ON, 700, None, 1000, True),                             # exactly one interval ago
+    (ON, 703, None, 1000, True),                             # a cron tick a hair early is on time
+    (ON, 706, None, 1000, False),                            # …but not one that is well early
     (ON, 5000, None, 1000, True),                            # last run in the future: clock set back
     (HOOKS, 999, "session-start", 1000, True),               # hook on: forced, even though auto is off
     (HOOKS, None, "session-end", 1000, False),               # that hook is off, and so is auto
     (ON, 900, "session-end", 1000, False),                   # hook off: an ordinary tick
     (ON, 900, "interval", 1000, False),
-], ids=["off", "never-ran", "recent", "interval-passed", "clock-back", "hook-forces", "hook-off",
+], ids=["off", "never-ran", "recent", "interval-passed", "slightly-early", "too-early", "clock-back", "hook-forces", "hook-off",
         "hook-off-auto-on", "explicit-interval"])
 def test_is_due(cfg, last_run, reason, now, due):
     assert is_due(cfg, last_run, reason, now) is due
@@ -145,7 +147,7 @@ def test_auto_on_off_status_round_trip_preserves_the_rest(workspace_pair):
     ws.config_file.write_text(CONFIG)
     code, out = run(ws, "auto", "on", "--interval", "600")
     assert code == 0, out
-    assert out.startswith("✅ Auto-sync on: every 10 min on the heartbeat (each sync gives up after 30 s)")
+    assert out.startswith("✅ Auto-sync on: every 10 min (each sync gives up after 30 s)")
     data = yaml.safe_load(ws.config_file.read_text())
     assert data["auto"] == {"enabled": True, "timeout": 30, "interval": 600}
     assert {k: v for k, v in data.items() if k != "auto"} == \
@@ -156,7 +158,7 @@ def test_auto_on_off_status_round_trip_preserves_the_rest(workspace_pair):
 
     code, out = run(ws, "auto", "status")
     assert code == 0 and out.startswith("🔄 Auto-sync is on: every 10 min")
-    assert "HEARTBEAT.md does not run the heartbeat yet" in out
+    assert "Nothing runs auto-sync on this machine yet: OpenClaw's CLI is not on PATH" in out
 
     code, out = run(ws, "--json", "auto")
     doc = json.loads(out)

@@ -302,17 +302,41 @@ def test_a_vanished_cloud_folder_is_not_taken_for_deletions(ws, tmp_path):
     assert sorted(selection_files(ws)) == ["MEMORY.md", "memory/a.md"]
 
 
-def test_a_lost_ancestor_means_union_never_deletions(ws, cloud):
+def test_a_vanished_folder_is_not_taken_for_deletions_even_without_its_ancestor(ws, tmp_path):
+    """The folder's own version records also know what it held: an empty listing records no
+    deletion, and the sync stops; once the folder is back, nothing was lost on either side."""
+    cloud = Cloud(str(tmp_path / "cloud"), "local", tmp_path)
+    seed(ws, {"MEMORY.md": "m\n", "memory/a.md": "a\n"})
+    add(ws, cloud, "bisync")
+    sync(ws)
+    (ws.state / "cloud" / "box" / "ancestor.json").unlink()
+    shutil.move(cloud.remote, str(tmp_path / "away"))
+    stopped = sync(ws, ok=False)
+    assert "holds none of the 2 files" in stopped.error
+    shutil.rmtree(cloud.remote)  # (taking the folder's lock made an empty one at its place)
+    shutil.move(str(tmp_path / "away"), cloud.remote)
+    report = sync(ws)
+    assert not report.deleted_local and not report.deleted_remote
+    assert sorted(selection_files(ws)) == sorted(cloud.files()) == ["MEMORY.md", "memory/a.md"]
+
+
+def test_a_lost_sync_state_means_union_never_deletions(ws, cloud):
+    """Everything this machine knew about the folder — its ancestor and its version records — is
+    gone: what happened there is unknown, so a file missing there comes back (a union, never a
+    deletion).  A deletion made here is this machine's own record: it still reaches the folder
+    (to its trash), as it would have without the loss."""
     seed(ws)
     add(ws, cloud, "bisync")
     sync(ws)
     cloud.rm("memory/a.md")
     (ws.root / "memory/b.md").unlink()
-    (ws.state / "cloud" / "box" / "ancestor.json").unlink()
+    for name in ("ancestor.json", "versions.sqlite"):
+        (ws.state / "cloud" / "box" / name).unlink()
     report = sync(ws)
-    assert not report.deleted_local and not report.deleted_remote
-    assert report.pushed == ["memory/a.md"] and report.pulled == ["memory/b.md"]
-    assert selection_files(ws) == cloud.files() == {k: v.encode() for k, v in BASE.items()}
+    assert not report.deleted_local and report.deleted_remote == ["memory/b.md"]
+    assert report.pushed == ["memory/a.md"] and not report.pulled
+    expected = {k: v.encode() for k, v in BASE.items() if k != "memory/b.md"}
+    assert selection_files(ws) == cloud.files() == expected
 
 
 def test_pointing_a_peer_at_another_folder_forgets_the_old_one(ws, cloud, tmp_path):

@@ -43,19 +43,22 @@ def auto_cmd(ctx: typer.Context,
         changes["summary"] = changes_summary
     if action in ("on", "off"):
         changes["enabled"] = action == "on"
-    cfg = auto.set_auto(ws, **changes) if changes else auto.load_auto(ws)
+    from peersync.workspace import openclaw
+
+    cfg, sched = auto.switch(ws, **changes) if changes else (auto.load_auto(ws), None)
+    sched = sched or openclaw.inspect_auto(ws)
     state_doc = auto.read_state(ws.state)
     backoff = [{"peer": name, "failures": rec.get("failures"), "retry_at": rec.get("retry_at"),
                 "since": rec.get("since"), "error": rec.get("error")}
                for name, rec in sorted((state_doc.get("peers") or {}).items()) if isinstance(rec, dict)]
-    st.emit(status_text(ws, cfg, state_doc, changed="enabled" in changes),
+    st.emit(status_text(ws, cfg, state_doc, changed="enabled" in changes, sched=sched),
             {"auto": cfg.to_yaml_dict(), "last_run": state_doc.get("last_run"),
-             "backoff": backoff, "config": str(ws.config_file)})
+             "backoff": backoff, "config": str(ws.config_file), "schedule": sched.to_json()})
 
 
-def status_text(ws, cfg: auto.AutoConfig, state_doc: dict, *, changed: bool) -> str:
+def status_text(ws, cfg: auto.AutoConfig, state_doc: dict, *, changed: bool, sched=None) -> str:
     from peersync.daemons.heartbeat import duration
-    from peersync.workspace.init import HEARTBEAT_MARK
+    from peersync.workspace import openclaw
 
     now = time.time()
     hooks = [name for name, on in (("session start", cfg.on_session_start), ("session end", cfg.on_session_end)) if on]
@@ -63,18 +66,17 @@ def status_text(ws, cfg: auto.AutoConfig, state_doc: dict, *, changed: bool) -> 
     if not cfg.enabled:
         lines = [f"⏸️ Auto-sync is off{hook_text}" + ("" if changed else " — turn it on with: peersync auto on")]
     else:
-        lines = [f"{'✅ Auto-sync on' if changed else '🔄 Auto-sync is on'}: every {duration(cfg.interval)} on the "
-                 f"heartbeat (each sync gives up after {duration(cfg.timeout)}){hook_text}"]
+        lines = [f"{'✅ Auto-sync on' if changed else '🔄 Auto-sync is on'}: every {duration(cfg.interval)} "
+                 f"(each sync gives up after {duration(cfg.timeout)}){hook_text}"]
         last = state_doc.get("last_run")
         if isinstance(last, (int, float)):
             left = last + cfg.interval - now
             lines.append(f"🕒 Last heartbeat sync {duration(now - last)} ago; "
                          + (f"next in {duration(left)}" if left > 0 else "due at the next heartbeat"))
-        heartbeat_md = ws.root / "HEARTBEAT.md"
-        if not (heartbeat_md.exists() and HEARTBEAT_MARK in heartbeat_md.read_text(errors="replace")):
-            lines.append("💡 HEARTBEAT.md does not run the heartbeat yet: peersync init --heartbeat adds the line")
         if not ws.load_peers():
             lines.append("💡 No peers yet: peersync peers add NAME HOST --user U --path P (or peersync discover --add)")
+    if sched is not None:
+        lines += openclaw.schedule_lines(sched, cfg.enabled)
     for name, rec in sorted((state_doc.get("peers") or {}).items()):
         retry = rec.get("retry_at", now) - now
         if retry > 0:

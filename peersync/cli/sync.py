@@ -111,13 +111,26 @@ def _probe_doc(result: dict) -> dict:
 
 def history(ctx: typer.Context,
             limit: int = typer.Option(10, "--limit", "-n", min=1, help="How many syncs to show, newest first.")) -> None:
-    """Past syncs, newest first: what moved, what was deleted (to the trash), conflicts."""
+    """Past syncs, newest first: what moved, what was deleted (to the trash), conflicts (clawdbot-sync's too)."""
     from peersync.core.render import history_line
+    from peersync.workspace.clawdbot import entry_view, is_peersync, without_clawdbot_keys
 
     st = state(ctx)
     entries = [e for e in st.workspace().history() if isinstance(e, dict)][:limit]
-    st.emit("\n".join(history_line(e) for e in entries) or "No syncs yet.",
-            {"entries": [report_doc(e) for e in entries]})
+    lines, docs = [], []
+    for entry in entries:
+        if is_peersync(entry):
+            lines.append(history_line(entry))
+            docs.append(report_doc(without_clawdbot_keys(entry)))
+            continue
+        view = entry_view(entry)  # written by clawdbot-sync: time, action, files, status
+        detail = (f"{view['files']} files" if view["files"] else "no changes") if view["ok"] else \
+            ((view["error"] or "").splitlines() or ["failed"])[0][:120]
+        lines.append(f"{'✅' if view['ok'] else '❌'} {view['time'] or '?'} {view['mode']} {view['peer'] or '?'} {detail}")
+        docs.append({"tool": "clawdbot-sync", "time": view["time"], "mode": view["mode"], "peer": view["peer"],
+                     "ok": view["ok"], "files": view["files"],
+                     "error": error_doc("clawdbot-sync", view["error"]) if view["error"] else None})
+    st.emit("\n".join(lines) or "No syncs yet.", {"entries": docs})
 
 
 def register(app: typer.Typer) -> None:

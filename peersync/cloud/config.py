@@ -22,6 +22,7 @@ from typing import Mapping
 from peersync.core.types import Mode
 from peersync.errors import ConfigError, UsageError
 from peersync.transport.rclone import join, resolve_target
+from peersync.workspace import openclaw
 from peersync.workspace.workspace import Peer, Workspace
 
 MODES = ("mailbox", "mirror", "bisync")
@@ -185,6 +186,17 @@ def inbox_command(ws: Workspace) -> list[str] | None:
     if not isinstance(inbox, dict):
         raise ConfigError(f"{ws.config_file}: cloud.inbox must be a mapping")
     command = inbox.get("command")
+    notify = inbox.get("notifyOnInbox", False)
+    if not isinstance(notify, bool):
+        raise ConfigError(f"{ws.config_file}: cloud.inbox.notifyOnInbox must be true or false")
+    if notify and not command:
+        # As openclaw-workspace-sync's notifyOnInbox: wake the agent with a system event that
+        # names the new files (one agent turn each time, so off by default).
+        claw = openclaw.find()
+        if claw is None:
+            raise ConfigError(f"{ws.config_file}: cloud.inbox.notifyOnInbox needs OpenClaw's CLI on PATH",
+                              "Install OpenClaw, set $PEERSYNC_OPENCLAW, or turn notifyOnInbox off.")
+        return openclaw.system_event_argv(claw, "📥 New files in _inbox/: {files}")
     if command is None or command == "":
         return None
     if isinstance(command, str):

@@ -42,13 +42,14 @@ from pathlib import Path
 
 from peersync.cloud import hashes as cloud_hash
 from peersync.cloud.index import HashCache, Obj, parse_listing
-from peersync.core import deletions
+from peersync.core import deletions, versions
 from peersync.core.paths import BadPath, check_relpath, in_state_dir
 from peersync.core.selection import Selection
-from peersync.core.types import MANIFEST_FORMAT, Entry
+from peersync.core.types import READABLE_FORMATS, Entry
 from peersync.errors import BusyError, PeersyncError, TransferError
 from peersync.replica import tombstones
 from peersync.replica.store import Refused, Store
+from peersync.replica.versions import open_versions
 from peersync.transport.rclone import Rclone, join
 from peersync.transport.replica import CLOUD, Replica
 from peersync.workspace.storage import atomic_write_json, ensure_private_dir, read_json
@@ -125,6 +126,10 @@ class CloudSession(Replica):
         self.exists = True
         self.lock_name: str | None = None
         self.outbox: dict[str, Obj] = {}  # a mailbox's `_outbox/` objects, as the last scan saw them
+        # The folder's version records, kept here with its ancestor (the cloud holds no state):
+        # an object changed by anyone but peersync (a desktop app, a person) is a new version
+        # made by the folder itself.
+        self.versions = open_versions(self.dir, versions.short_id(self.cloud_id))
 
     @classmethod
     async def open(cls, ws, peer, root: str, rc: Rclone, selection: Selection, *, mailbox: bool,
@@ -219,8 +224,16 @@ class CloudSession(Replica):
         entries, problems, self.outbox, partials = await self.manifest(listing, dict(await local) if local else {})
         if save_cache:
             await self.remove_partials(partials)
+        unknown = {p for p, _ in problems} | self.unstable
+        # A folder that lists none of the files it held (an unmounted drive, an expired share, a
+        # wrong path) has not had them all deleted: no deletion is recorded, and the pipeline stops
+        # unless forced (its guard for replicas that may vanish).
+        held = await asyncio.to_thread(self.versions.present_count) if not entries else 0
+        entries = await asyncio.to_thread(self.versions.assign, entries, save=save_cache,
+                                          covers=lambda p: not held and self.selection.contains(p) and p not in unknown)
+        self.entries = entries
         return {"entries": {p: e.to_wire() for p, e in entries.items()}, "problems": [list(p) for p in problems],
-                "dead": tombstones.present(self.dir / tombstones.FILE)}
+                "dead": tombstones.present(self.dir / tombstones.FILE) or self.versions.has_deleted(), "held": held}
 
     async def op_selection(self, selection: dict) -> dict:
         return {}  # the folder's selection was given when it was opened (it names what is listed)
@@ -453,10 +466,11 @@ class CloudSession(Replica):
                     results[i] = {"path": path, "ok": False, "error": "upload could not be verified; left for the next sync"}
                     continue
                 self.cache.record(path, got, new.hash, new.mode)
-                entry = Entry(got.size, got.mtime_ns, new.mode, new.hash)
+                entry = Entry(got.size, got.mtime_ns, new.mode, new.hash, new.vv, new.seen)
                 self.listed[path], self.entries[path] = got, entry
                 results[i] = {"path": path, "ok": True, "entry": entry.to_wire(), "conflict": conflicts.get(i)}
             self.cache.save()
+            self.versions.record([(s[0], self.entries[s[0]], True) for i, s in todo.items() if results[i]["ok"]])
         shutil.rmtree(upload, ignore_errors=True)
         return {"results": results}
 
@@ -507,7 +521,7 @@ class CloudSession(Replica):
             raise BadPath(f"bad trash batch name {batch!r}")
         results, paths = self._checked(items)
         current = await self.stat(paths)
-        movable = {}
+        movable, gone = {}, []
         for i, item in enumerate(items):
             if results[i] is not None:
                 continue
@@ -527,9 +541,13 @@ class CloudSession(Replica):
                     continue
                 self.cache.forget(path)
                 self.listed.pop(path, None)
-                self.entries.pop(path, None)
+                gone.append((path, self.entries.pop(path, None) or Entry.from_wire(items[i]["expect"]),
+                             Entry.from_wire(items[i]["dead"]) if items[i].get("dead") else None))
                 results[i] = {"path": path, "ok": True, "entry": None, "trash": f"{META}/trash/{batch}/{path}"}
             self.cache.save()
+            counter = self.versions.reserve() if any(dead is None for _, _, dead in gone) else 0
+            self.versions.record([(p, e.with_vv(dead.vv, versions.join(dead.seen, e.history)) if dead else e.with_vv(
+                versions.bump(e.history, self.versions.me, counter), ()), False) for p, e, dead in gone])
         return {"results": results}
 
     async def op_quarantine(self, items: list) -> dict:
@@ -556,7 +574,7 @@ class CloudSession(Replica):
             data = read_json(self.ancestor_file)
         except ValueError:
             return None  # unreadable = nothing known: union, never deletions
-        if not isinstance(data, dict) or data.get("root") != self.key or data.get("format") != MANIFEST_FORMAT:
+        if not isinstance(data, dict) or data.get("root") != self.key or data.get("format") not in READABLE_FORMATS:
             return None
         return data
 
@@ -567,7 +585,19 @@ class CloudSession(Replica):
     # Deletion records of the cloud side, as this machine saw them (tombstones.py), kept beside
     # its ancestor.
     async def op_tombstones_get(self, paths: list | None = None) -> dict:
-        return deletions.to_wire(tombstones.lookup(self.dir / tombstones.FILE, paths))
+        dead = tombstones.lookup(self.dir / tombstones.FILE, paths)
+        for path, entry in self.versions.deleted(paths).items():
+            dead.setdefault(path, []).append(entry)
+        return deletions.to_wire(dead)
+
+    async def op_versions_put(self, items: list) -> dict:
+        parsed = [(check_relpath(p), Entry.from_wire(w)) for p, w in items]
+        fits = [(p, e, True) for p, e in parsed if (now := self.versions.current(p)) is not None and now.same_content(e)]
+        self.versions.record(fits)
+        for p, e, _ in fits:
+            if p in self.entries:
+                self.entries[p] = self.entries[p].with_vv(e.vv)
+        return {"recorded": len(fits)}
 
     async def op_tombstones_add(self, items: list) -> dict:
         parsed = [(check_relpath(p), Entry.from_wire(w)) for p, w in items]
@@ -647,6 +677,7 @@ class CloudSession(Replica):
         if code != 0:
             return {"trash_purged": 0}
         tombstones.prune(self.dir / tombstones.FILE, trash_days)
+        self.versions.prune(trash_days)
         cutoff = time.strftime("%Y%m%dT%H%M%S", time.gmtime(time.time() - trash_days * 86400))
         purged = 0
         for item in json.loads(out or b"[]"):

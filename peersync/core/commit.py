@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Iterable, Mapping
 
 from peersync.core.paths import BadPath, check_relpath
-from peersync.core.types import MANIFEST_FORMAT, Entry
+from peersync.core.types import READABLE_FORMATS, Entry
 from peersync.errors import ProtocolError
 
 LOGBASE_MAX = 16 << 20  # log files up to this size keep their synced content for 3-way merges
@@ -51,11 +51,11 @@ def parse_manifest(raw, selection, who: str) -> dict[str, Entry]:
 
 def read_ancestor(raw, *, trusted: bool = False) -> dict[str, Entry] | None:
     """An ancestor as stored; paths are validated unless it is our own file (`trusted`)."""
-    if not isinstance(raw, dict) or raw.get("format") != MANIFEST_FORMAT:
+    if not isinstance(raw, dict) or raw.get("format") not in READABLE_FORMATS:
         return None
     try:
         if trusted:
-            return {p: Entry(*w) for p, w in raw["entries"].items()}
+            return {p: Entry.trusted(w) for p, w in raw["entries"].items()}
         return {check_relpath(p): Entry.from_wire(w) for p, w in raw["entries"].items()}
     except (BadPath, ValueError, TypeError, KeyError, AttributeError):
         return None  # an unreadable ancestor means "nothing known": union, never deletions
@@ -92,10 +92,12 @@ def new_ancestor(old: Mapping[str, Entry], local: SideState, remote: SideState,
 
 def buried(old: Mapping[str, Entry], new: Mapping[str, Entry], deleted: Iterable[tuple[str, Entry]],
            touched: set[str] | None = None) -> list:
-    """Deletion records for both sides (replica/tombstones.py): the versions this run `deleted`,
-    and ancestor entries dropped because neither side holds the file any more."""
+    """Deletion records for both sides (replica/tombstones.py) of versions from before version
+    vectors: the ones this run `deleted`, and ancestor entries dropped because neither side holds
+    the file any more.  (A version with a vector is recorded as a deletion version by each side
+    itself: replica/versions.py.)"""
     dropped = [(p, old[p]) for p in (old if touched is None else touched) if p in old and p not in new]
-    return [[p, e.to_wire()] for p, e in dict([*dropped, *deleted]).items()]
+    return [[p, e.to_wire()] for p, e in dict([*dropped, *deleted]).items() if not e.vv]
 
 
 def ancestor_delta(old: Mapping[str, Entry], new: Mapping[str, Entry]) -> dict:

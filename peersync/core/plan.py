@@ -53,12 +53,13 @@ def plan_sync(ancestor: Mapping[str, Entry], local: Mapping[str, Entry], remote:
     return plan
 
 
-def vanished(ancestor: Mapping[str, Entry], remote: Mapping[str, Entry], peer_name: str, where: str) -> SafetyError | None:
-    """A replica that holds none of the files synced with it before (a wrong path, an unmounted
-    folder, an expired share) looks exactly like "everything was deleted": refuse, unless forced."""
-    if not ancestor or remote:
+def vanished(held_before: int, remote: Mapping[str, Entry], peer_name: str, where: str) -> SafetyError | None:
+    """A replica that holds none of the `held_before` files it held (by the pair's ancestor or its
+    own records) — a wrong path, an unmounted folder, an expired share — looks exactly like
+    "everything was deleted": refuse, unless forced."""
+    if not held_before or remote:
         return None
-    return SafetyError(f"stopped: {peer_name} holds none of the {len(ancestor)} files synced with it before "
+    return SafetyError(f"stopped: {peer_name} holds none of the {held_before} files synced with it before "
                        f"(is {where} the right folder?) — nothing was changed",
                        "If it was emptied on purpose, run again with --force (deleted files go to the trash).")
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Callable, Iterable
 
+from peersync.core import versions
 from peersync.core.deletions import Dead, stale
 from peersync.core.types import (
     COARSE_SLACK_NS,
@@ -106,8 +107,9 @@ def _equal(x: Entry | None, y: Entry | None) -> bool:
 
 
 def _agreement(path, l, r, a) -> Change | None:
-    """Both sides already hold the same content (or neither holds the file)."""
-    if _equal(a, l):
+    """Both sides already hold the same content (or neither holds the file).  Where they hold it
+    with different version vectors, both take the union of the two (execute)."""
+    if _equal(a, l) and (l is None or (l.vv, l.seen) == (r.vv, r.seen)):
         return None  # the ancestor already says so
     reason = "both-deleted" if l is None else ("same-change" if a is not None else "already-equal")
     return Change(path, Action.ADOPT, None, l, r, a, reason)
@@ -147,10 +149,12 @@ def _buried(path: str, l: Entry | None, r: Entry | None, a: Entry | None, dead) 
         return None
     holder = Side.LOCAL if r is None else Side.REMOTE
     entry = l if r is None else r
-    deleted = dead[holder.other].get(path)
+    if entry.vv:
+        return None  # a version made since version vectors: _causal_deletion decides
+    deleted = [d for d in dead[holder.other].get(path) or () if not d.vv]
     if not deleted or not stale(entry, deleted):
         return None
-    if stale(entry, dead[holder].get(path) or ()):
+    if stale(entry, [d for d in dead[holder].get(path) or () if not d.vv]):
         return Change(path, Action.COPY, holder.other, l, r, a, f"{holder.value}-recreated")
     # A copy of a version the other side deleted is not a change that side has not seen: with
     # three or more peers it can arrive through a pair whose ancestor never knew the file.
@@ -160,6 +164,70 @@ def _buried(path: str, l: Entry | None, r: Entry | None, a: Entry | None, dead) 
 def _sync(path, l, r, a, policy, is_log, offset_ns, local_id, remote_id, dead) -> Change | None:
     if _equal(l, r):
         return _agreement(path, l, r, a)
+    if l is not None and r is not None and (l.vv or r.vv or l.seen or r.seen):
+        decided = _causal(path, l, r, a, policy, is_log, offset_ns, local_id, remote_id)
+        if decided is not None:
+            return decided
+    gone = _causal_deletion(path, l, r, a, dead)
+    if gone is not None:
+        return gone
+    # A version from before version vectors on either side (an upgrade): decided by the pair's
+    # ancestor and the files' times, as before.
+    return _by_ancestor(path, l, r, a, policy, is_log, offset_ns, local_id, remote_id, dead)
+
+
+def _causal(path, l, r, a, policy, is_log, offset_ns, local_id, remote_id) -> Change | None:
+    """Both versions carry vectors: one that descends from the other — or that its holders already
+    saw and set aside — is replaced by it, whatever the clocks say; only concurrent versions are
+    a conflict (newest then only breaks the tie).  Where one is from before vectors, only a vector
+    that records its bytes proves an order; else None: the pair's ancestor decides."""
+    order = _order(l, r)
+    if not (l.vv and r.vv) and order not in (versions.BEFORE, versions.AFTER):
+        return None
+    verb = "created" if a is None else "changed"
+    if order == versions.BEFORE:
+        return Change(path, Action.COPY, Side.LOCAL, l, r, a, f"remote-{verb}")
+    if order == versions.AFTER:
+        return Change(path, Action.COPY, Side.REMOTE, l, r, a, f"local-{verb}")
+    if is_log:
+        return Change(path, Action.MERGE, None, l, r, a, "append-merge")
+    return decide_conflict(path, l, r, a, policy=policy, offset_ns=offset_ns, local_id=local_id,
+                           remote_id=remote_id)
+
+
+def _order(l: Entry, r: Entry) -> str:
+    """BEFORE (r supersedes l), AFTER (l supersedes r), or CONCURRENT/EQUAL (neither)."""
+    lv, rv = versions.effective(l.vv, l.hash), versions.effective(r.vv, r.hash)
+    order = versions.compare(lv, rv)
+    if order in (versions.BEFORE, versions.AFTER):
+        return order
+    l_saw, r_saw = versions.seen(rv, l.history), versions.seen(lv, r.history)
+    if l_saw != r_saw:  # one side already set the other's version aside (a conflict it won)
+        return versions.AFTER if l_saw else versions.BEFORE
+    return order
+
+
+def _causal_deletion(path, l, r, a, dead) -> Change | None:
+    """One side holds a version, the other recorded a deletion with a vector: a held version the
+    deletion descends from (or had seen) is deleted, also when it arrives through a fourth
+    replica; one made after seeing the deletion, or concurrently with it, comes back — a deletion
+    never beats content it did not know."""
+    if (l is None) == (r is None):
+        return None
+    holder = Side.LOCAL if r is None else Side.REMOTE
+    held = l if r is None else r
+    record = next((d for d in dead[holder.other].get(path) or () if d.vv), None)
+    if record is None:
+        return None
+    if versions.seen(versions.effective(held.vv, held.hash), record.history):
+        return Change(path, Action.DELETE, holder, l, r, a, f"{holder.other.value}-deleted", dead=record)
+    if not held.vv:
+        return None  # a version from before vectors the deletion did not know: as before
+    reason = f"{holder.value}-changed" if versions.seen(record.vv, held.history) else "restored"
+    return Change(path, Action.COPY, holder.other, l, r, a, reason, dead=record)
+
+
+def _by_ancestor(path, l, r, a, policy, is_log, offset_ns, local_id, remote_id, dead) -> Change | None:
     buried = _buried(path, l, r, a, dead)
     if buried is not None:
         return buried
@@ -202,7 +270,11 @@ def _one_way(path, l, r, a, target: Side) -> Change | None:
         # The deletion goes to the trash, which keeps the target's version.
         return Change(path, Action.DELETE, target, l, r, a, f"{word}-delete")
     # A target version the source side never saw is kept in conflicts/ before it is replaced.
-    unseen = target_entry is not None and not _unchanged(a, target_entry)
+    if target_entry is not None and source_entry.vv and (
+            target_entry.vv or versions.seen(versions.legacy(target_entry.hash), source_entry.history)):
+        unseen = not versions.seen(versions.effective(target_entry.vv, target_entry.hash), source_entry.history)
+    else:
+        unseen = target_entry is not None and not _unchanged(a, target_entry)
     return Change(path, Action.COPY, target, l, r, a, word, quarantine=unseen)
 
 

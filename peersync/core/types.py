@@ -11,6 +11,9 @@ import enum
 from dataclasses import dataclass, field
 from typing import Mapping
 
+from peersync.core import versions
+from peersync.core.versions import VV
+
 SECOND = 1_000_000_000
 # A file system that stores whole seconds (HFS+, or 2 s on FAT) truncates the mtimes we set; such
 # an mtime (no sub-second part) is compared with this much slack, everywhere (one rule).
@@ -22,36 +25,66 @@ def coarse(*mtimes_ns: int) -> bool:
     return any(t % SECOND == 0 for t in mtimes_ns)
 
 
-# Bump when the manifest / ancestor encoding changes; old ancestors are then ignored
-# (which means "nothing known": union, never deletions).
-MANIFEST_FORMAT = 1
+# Bump me when the manifest / ancestor encoding changes.  Format 1 (no version vectors) is still
+# read: its entries get the empty vector, "history unknown" (see core/versions.py).
+MANIFEST_FORMAT = 2
+READABLE_FORMATS = (1, 2)
 
 
 @dataclass(frozen=True, slots=True)
 class Entry:
-    """One regular file as scanned: content identity plus the metadata we propagate."""
+    """One version of a regular file: content identity, the metadata we propagate, and its
+    history (core/versions.py): `vv`, which replicas' edits the content contains (`()` for a
+    version older than vectors), and `seen`, what else its holders have already seen of that path
+    and set aside (the losers of conflicts it won)."""
 
     size: int
     mtime_ns: int
     mode: int  # permission bits only (st_mode & 0o777)
     hash: str  # xxh3-128, lower-case hex
+    vv: VV = ()
+    seen: VV = ()
 
     def to_wire(self) -> list:
-        return [self.size, self.mtime_ns, self.mode, self.hash]
+        wire = [self.size, self.mtime_ns, self.mode, self.hash]
+        if self.vv or self.seen:
+            wire.append(versions.to_wire(self.vv))
+        if self.seen:
+            wire.append(versions.to_wire(self.seen))
+        return wire
 
     @classmethod
     def from_wire(cls, value: list) -> "Entry":
-        if not isinstance(value, (list, tuple)) or len(value) != 4:
-            raise ValueError("an entry is [size, mtime_ns, mode, hash]")
-        size, mtime_ns, mode, digest = value
+        if not isinstance(value, (list, tuple)) or len(value) not in (4, 5, 6):
+            raise ValueError("an entry is [size, mtime_ns, mode, hash, version vector, seen]")
+        size, mtime_ns, mode, digest = value[:4]
         if not (isinstance(size, int) and isinstance(mtime_ns, int) and isinstance(mode, int)):
             raise ValueError("entry fields must be integers")
         if not isinstance(digest, str) or len(digest) != 32:
             raise ValueError("entry hash must be a 32-digit hex string")
-        return cls(size, mtime_ns, mode & 0o777, digest)
+        vv = versions.from_wire(value[4]) if len(value) >= 5 else ()
+        seen = versions.from_wire(value[5]) if len(value) == 6 else ()
+        return cls(size, mtime_ns, mode & 0o777, digest, vv, seen)
+
+    @classmethod
+    def trusted(cls, value: list) -> "Entry":
+        """From our own stored wire form (no checks: a keeper reads 100k of these per sync)."""
+        if len(value) == 4:
+            return cls(*value)
+        seen = tuple((w, n) for w, n in value[5]) if len(value) == 6 else ()
+        return cls(value[0], value[1], value[2], value[3], tuple((w, n) for w, n in value[4]), seen)
 
     def same_content(self, other: "Entry | None") -> bool:
         return other is not None and other.hash == self.hash and other.size == self.size
+
+    def with_vv(self, vv: VV, seen: VV | None = None) -> "Entry":
+        return Entry(self.size, self.mtime_ns, self.mode, self.hash, vv, self.seen if seen is None else seen)
+
+    @property
+    def history(self) -> VV:
+        """Everything of this path its holder has seen: the content's own lineage (a version from
+        before vectors stands for itself by its bytes) and the versions it won over."""
+        return versions.join(versions.effective(self.vv, self.hash), self.seen)
 
 
 # path -> Entry.  Plain dicts (cheap to build for 100k files); treat as read-only once built.
@@ -102,8 +135,11 @@ class Change:
     """One decision of reconcile for one path.
 
     `quarantine` is set when `target` holds a version the other side has never seen
-    (a conflict loser): execute saves it in `conflicts/` before overwriting it.
-    `reason` is a short machine-friendly tag (see reconcile.REASONS) used in reports.
+    (a conflict loser): execute saves it in `conflicts/` before overwriting it, and the result is
+    a new version that descends from both.  `reason` is a short machine-friendly tag (see
+    reconcile.REASONS) used in reports.  `dead`: the deletion version the other side recorded,
+    when there is one — for a deletion, the history the target records; for content copied over
+    it, what both sides then remember as set aside.
     """
 
     path: str
@@ -114,6 +150,7 @@ class Change:
     ancestor: Entry | None
     reason: str
     quarantine: bool = False
+    dead: "Entry | None" = None
 
     @property
     def source(self) -> Side | None:

@@ -10,9 +10,9 @@ import time
 from dataclasses import dataclass, field
 
 from peersync.daemons import digest, scheduled_backup
-from peersync.errors import ConfigError
+from peersync.errors import ConfigError, PeersyncError
 from peersync.workspace import auto
-from peersync.workspace.locate import home_dirs, locate, looks_like_workspace
+from peersync.workspace.locate import check, locate
 
 # The not-due path (fast_main) imports only `peersync.workspace.auto` and PyYAML: the agent runs a
 # heartbeat every few minutes, and a tick with nothing to do must cost next to nothing.
@@ -49,10 +49,10 @@ def fast_main(argv: list[str]) -> int | None:
     if parsed is None:
         return None
     option, reason = parsed
-    found = locate(option)  # the same workspace the full CLI would use (workspace/locate.py)
-    if not found.root.is_dir() or not looks_like_workspace(found.root) or found.root in home_dirs():
+    try:
+        root = str(check(locate(option)))  # the same workspace the full CLI would use (workspace/locate.py)
+    except PeersyncError:
         return None  # the full CLI says why it refuses it
-    root = str(found.root)
     raw = auto.raw_config_fast(root)
     if raw is None:
         return None

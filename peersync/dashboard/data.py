@@ -22,6 +22,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from peersync import __version__
+from peersync.core import versions
 from peersync.core.retention import Snap, apply_policy
 from peersync.daemons.watch import LOCK_FILE
 from peersync.dashboard.config import settings
@@ -31,6 +32,8 @@ from peersync.replica import tombstones
 from peersync.replica.conflicts import store as conflict_store
 from peersync.replica.scan import scan
 from peersync.replica.store import Store
+from peersync.replica.versions import FILE as VERSIONS_FILE
+from peersync.replica.versions import open_versions
 from peersync.workspace import auto
 from peersync.workspace.init import HEARTBEAT_MARK
 from peersync.workspace.storage import atomic_write_json, ensure_private_dir
@@ -430,7 +433,8 @@ def _deleting_sync(history: list[dict], started: float | None, paths: set[str]) 
 
 
 def records_section(ws: Workspace) -> dict:
-    """Deletion records (tombstones.json): versions deleted here or there and not to come back."""
+    """Deletion records: the deletion versions on record (versions.sqlite) and the records from
+    before version vectors (tombstones.json) — versions deleted here or there, not to come back."""
 
     path = ws.state / tombstones.FILE
     raw, problem = _read_json_file(path)
@@ -444,12 +448,17 @@ def records_section(ws: Workspace) -> dict:
     except PeersyncError:
         days = 30
     rows = []
-    for rel, versions in tombstones.load(path).items():
-        for wire in versions if isinstance(versions, list) else ():
+    for rel, records in tombstones.load(path).items():
+        for wire in records if isinstance(records, list) else ():
             if isinstance(wire, list) and len(wire) == 5 and all(isinstance(v, (int, float)) for v in wire[:2]) \
                     and isinstance(wire[4], (int, float)):
                 rows.append({"path": rel, "size": wire[0], "mtime": iso(wire[1] / 1e9), "recorded": iso(wire[4]),
                              "expires": iso(wire[4] + days * 86400)})
+    instance = ws.existing_instance_id()
+    if instance and (ws.state / VERSIONS_FILE).exists():
+        for rel, entry, at in open_versions(ws.state, versions.short_id(instance)).deletions():
+            rows.append({"path": rel, "size": entry.size, "mtime": iso(entry.mtime_ns / 1e9), "recorded": iso(at),
+                         "expires": iso(at + days * 86400)})
     rows.sort(key=lambda r: (r["recorded"] or "", r["path"]), reverse=True)
     return {"items": rows[:RECORDS_SHOWN], "total": len(rows)}
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+# Lazy imports: the clawdbot-sync history reader loads on use.
 import asyncio
 import time
 
@@ -41,9 +42,12 @@ async def probe(ws: Workspace, peer: Peer, *, timeout: float = 10.0, create: boo
 
 
 def last_sync(ws: Workspace, name: str) -> dict | None:
-    for entry in ws.history():
-        if isinstance(entry, dict) and entry.get("peer") == name and not entry.get("dry_run"):
-            return entry
+    """The newest real sync with `name` (peersync's or clawdbot-sync's), as clawdbot.entry_view."""
+    from peersync.workspace.clawdbot import entry_view
+
+    for view in map(entry_view, ws.history()):
+        if view and view["peer"] == name and not view["dry_run"]:
+            return view
     return None
 
 

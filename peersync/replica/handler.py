@@ -18,13 +18,14 @@ from pathlib import Path
 import xxhash
 
 from peersync import __version__
-from peersync.core import deletions
+from peersync.core import deletions, versions
 from peersync.core.paths import BadPath, check_relpath
 from peersync.core.selection import Selection
-from peersync.core.types import MANIFEST_FORMAT, Entry
+from peersync.core.types import MANIFEST_FORMAT, READABLE_FORMATS, Entry
 from peersync.replica import tombstones
-from peersync.replica.scan import hash_bytes, scan
+from peersync.replica.scan import ScanResult, hash_bytes, scan
 from peersync.replica.store import Refused, Store, hash_fd
+from peersync.replica.versions import Versions, open_versions
 from peersync.workspace.locate import looks_like_workspace
 from peersync.workspace.lock import state_lock
 from peersync.workspace.storage import atomic_write_bytes, read_json, sweep_temp
@@ -54,6 +55,14 @@ class Handler:
         # session (unstage, release the lock) waits for one still running after its caller gave up.
         self._busy = threading.RLock()
         self._lock = None
+        self._versions: Versions | None = None
+
+    @property
+    def versions(self) -> Versions:
+        """This replica's version records (replica/versions.py), opened on first use."""
+        if self._versions is None:
+            self._versions = open_versions(self.ws.state, versions.short_id(self.ws.instance_id))
+        return self._versions
 
     # -- session ---------------------------------------------------------------------------
     def op_hello(self, protocol: int | None = None) -> dict:
@@ -100,23 +109,38 @@ class Handler:
         return {}
 
     # -- scan and ancestors ----------------------------------------------------------------
+    def scan(self, selection: Selection | None = None, *, save_cache: bool = True) -> ScanResult:
+        """The selection's manifest, each file with its version vector (new versions and deletions
+        found by this scan are recorded first, unless `save_cache` is off: a dry run)."""
+        selection = selection or self.store.selection
+        result = scan(self.ws.root, selection, self.ws.state / "scan-cache.json", save_cache=save_cache)
+        if self.ws.existing_instance_id() is None and not save_cache:
+            return result  # a dry run against a workspace that has no state yet: nothing on record
+        unknown = [p.path for p in result.problems if p.path]
+
+        def covers(path: str) -> bool:  # inside the selection, and not a path the scan could not read
+            return selection.contains(path) and not any(path == u or path.startswith(u + "/") for u in unknown)
+
+        result.manifest = self.versions.assign(result.manifest, covers=covers, save=save_cache)
+        return result
+
     def op_scan(self, save_cache: bool = True, base_peer: str | None = None, base_digest: str | None = None) -> dict:
         """The manifest; or, when the caller holds the same ancestor as we do (equal digests of
         the ancestor file), only what differs from it — a no-op sync of 100k files then sends
         almost nothing."""
-        result = scan(self.ws.root, self.store.selection, self.ws.state / "scan-cache.json",
-                      save_cache=save_cache)
+        result = self.scan(save_cache=save_cache)
         problems = [[p.path, p.message] for p in result.problems]
         base = self._ancestor_entries(base_peer, base_digest) if base_peer and base_digest else None
         if base is None:
             return {"entries": {p: e.to_wire() for p, e in result.manifest.items()},
-                    "problems": problems, "hashed": result.hashed, "dead": self._has_dead()}
+                    "problems": problems, "hashed": result.hashed, "dead": self.has_dead()}
         # A file that was rewritten with the ancestor's bytes (a revert) counts too: its mtime moved.
         changed = {p: e.to_wire() for p, e in result.manifest.items()
-                   if (w := base.get(p)) is None or w[3] != e.hash or w[0] != e.size or w[1] != e.mtime_ns}
+                   if (w := base.get(p)) is None or w[3] != e.hash or w[0] != e.size or w[1] != e.mtime_ns
+                   or not _same_vv(w, e.vv)}
         deleted = [p for p in base if p not in result.manifest]
         return {"delta": True, "entries": changed, "deleted": deleted, "problems": problems,
-                "hashed": result.hashed, "dead": self._has_dead()}
+                "hashed": result.hashed, "dead": self.has_dead()}
 
     def ancestor_doc(self, peer_id: str, *, parse: bool = True) -> tuple[str, dict | None] | None:
         """(digest of the stored bytes, parsed document — None if not JSON) of the ancestor shared
@@ -149,7 +173,7 @@ class Handler:
         except OSError:
             return None
         if found is None or found[0] != digest or not isinstance(found[1], dict) \
-                or found[1].get("format") != MANIFEST_FORMAT:
+                or found[1].get("format") not in READABLE_FORMATS:
             return None
         entries = found[1].get("entries")
         return entries if isinstance(entries, dict) else None
@@ -169,7 +193,7 @@ class Handler:
     def op_ancestor_get(self, peer_id: str):
         found = self.ancestor_doc(peer_id)
         data = found[1] if found is not None else None
-        if not isinstance(data, dict) or data.get("format") != MANIFEST_FORMAT:
+        if not isinstance(data, dict) or data.get("format") not in READABLE_FORMATS:
             return None  # none, or unreadable: nothing known (union, never deletions)
         return data
 
@@ -193,7 +217,7 @@ class Handler:
             for p, wire in delta.get("set", {}).items():
                 Entry.from_wire(wire)  # well-formed, or the request fails before anything is written
                 entries[check_relpath(p)] = wire
-            manifest = {**found[1], "entries": entries}
+            manifest = {**found[1], "format": MANIFEST_FORMAT, "entries": entries}
         elif manifest is None:
             raise ValueError("ancestor_put needs a manifest or a delta")
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -210,11 +234,26 @@ class Handler:
     def _dead_file(self) -> Path:
         return self.ws.state / tombstones.FILE
 
-    def _has_dead(self) -> bool:
-        return tombstones.present(self._dead_file)
+    def has_dead(self) -> bool:
+        return tombstones.present(self._dead_file) or self.versions.has_deleted()
 
     def op_tombstones_get(self, paths: list | None = None) -> dict:
-        return deletions.to_wire(tombstones.lookup(self._dead_file, paths))
+        """Deletion records for `paths`: the deletion versions on record (with their vectors), and
+        records from before version vectors (replica/tombstones.py)."""
+        dead = tombstones.lookup(self._dead_file, paths)
+        for path, entry in self.versions.deleted(paths).items():
+            dead.setdefault(path, []).append(entry)
+        return deletions.to_wire(dead)
+
+    def op_versions_put(self, items: list) -> dict:
+        """New vectors for versions this replica already holds (the union after both sides turned
+        out to hold the same bytes, or a conflict winner that now descends from the loser too).
+        Recorded only where the record still names the same content (else the next scan's new
+        version, which descends from the old vector, is the truth)."""
+        parsed = [(check_relpath(p), Entry.from_wire(w)) for p, w in items]
+        fits = [(p, e, True) for p, e in parsed if (now := self.versions.current(p)) is not None and now.same_content(e)]
+        self.versions.record(fits)
+        return {"recorded": len(fits)}
 
     def op_tombstones_add(self, items: list) -> dict:
         """Record versions this side and a peer both no longer hold (see tombstones.py)."""
@@ -335,7 +374,7 @@ class Handler:
                 expect = Entry.from_wire(item["expect"]) if item.get("expect") else None
                 new = Entry.from_wire(item["new"])
                 if "mtime_ns" in item and item["mtime_ns"] is None:
-                    new = Entry(new.size, time.time_ns(), new.mode, new.hash)
+                    new = Entry(new.size, time.time_ns(), new.mode, new.hash, new.vv, new.seen)
                 if "data" in item and "tail" not in item:
                     inline.append((index, _data(item), new))  # written below, checked in memory as written
                     staged = None
@@ -359,30 +398,39 @@ class Handler:
         if ready:
             flush_filesystem(ready[0][2])
         self.store.deferred_dirs = set()
+        held = []  # (path, version now held): recorded with its vector, which came with it
         try:
             for index, path, staged, expect, new, quarantine in ready:
                 try:
                     res = self.store.install(path, staged, expect=expect, new=new, quarantine=quarantine,
                                              prepared=True)
-                    results[index] = {"path": path, "ok": True, **res}
+                    installed = Entry.from_wire(res["entry"]).with_vv(new.vv, new.seen)
+                    results[index] = {"path": path, "ok": True, **res, "entry": installed.to_wire()}
+                    held.append((path, installed, True))
                 except (Refused, BadPath, OSError, ValueError) as err:
                     results[index] = {"path": path, "ok": False, "error": error_text(err)}
         finally:
             self.store.flush_dirs()
+            self.versions.record(held)
         return {"results": results}
 
     def op_delete(self, items: list, batch: str) -> dict:
         if not batch.replace("-", "").replace("T", "").isalnum():
             raise BadPath(f"bad trash batch name {batch!r}")
-        results = []
+        results, gone = [], []
         for item in _items(items, "path", "expect"):
             path = item.get("path")
             try:
-                res = self.store.delete(check_relpath(path), expect=Entry.from_wire(item["expect"]),
-                                        batch=batch)
+                expect = Entry.from_wire(item["expect"])
+                res = self.store.delete(check_relpath(path), expect=expect, batch=batch)
                 results.append({"path": path, "ok": True, **res})
+                gone.append((path, expect, Entry.from_wire(item["dead"]) if item.get("dead") else None))
             except (Refused, BadPath, OSError, ValueError) as err:
                 results.append({"path": path, "ok": False, "error": error_text(err)})
+        # The deletion is a version: the one the deleting side recorded, or else a new event here.
+        counter = self.versions.reserve() if any(dead is None for _, _, dead in gone) else 0
+        self.versions.record([(p, e.with_vv(dead.vv, versions.join(dead.seen, e.history)) if dead else e.with_vv(
+            versions.bump(e.history, self.versions.me, counter), ()), False) for p, e, dead in gone])
         return {"results": results}
 
     def op_touch(self, items: list) -> dict:
@@ -403,7 +451,7 @@ class Handler:
                 finally:
                     os.close(fd)
                 results.append({"path": path, "ok": True,
-                                "entry": [expect.size, mtime_ns, expect.mode, expect.hash]})
+                                "entry": Entry(expect.size, mtime_ns, expect.mode, expect.hash, expect.vv).to_wire()})
             except (Refused, BadPath, OSError, ValueError) as err:
                 results.append({"path": path, "ok": False, "error": error_text(err)})
         return {"results": results}
@@ -428,8 +476,9 @@ class Handler:
 
     def op_housekeeping(self, trash_days: int = 30, prune_logbases: bool = False) -> dict:
         # Deletion records live as long as the trash; they age by days, so once an hour is enough.
-        if tombstones.present(self._dead_file) and self._due("tombstones.pruned"):
+        if self._due("tombstones.pruned"):
             tombstones.prune(self._dead_file, trash_days)
+            self.versions.prune(trash_days)
         # Log bases no ancestor refers to any more are dropped — at most once an hour: deciding
         # reads every ancestor (megabytes at 100k files), and stale bases only cost disk space.
         if not prune_logbases or not self.store.logbase_dir.is_dir() or not self._due("logbase.pruned"):
@@ -463,6 +512,12 @@ class Handler:
             raise LookupError(f"unknown operation {op!r}")
         with self._busy:
             return method(**args)
+
+
+def _same_vv(wire: list, vv) -> bool:
+    """Whether a stored entry (its wire form) has the vector `vv`."""
+    stored = wire[4] if len(wire) == 5 else ()
+    return len(stored) == len(vv) and all(s[0] == w and s[1] == n for s, (w, n) in zip(stored, vv))
 
 
 def _items(items, *keys: str) -> list[dict]:

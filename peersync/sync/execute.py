@@ -9,6 +9,7 @@ import socket
 import time
 from dataclasses import replace
 
+from peersync.core import versions
 from peersync.core.commit import SideState
 from peersync.core.merge import append_merge, insertion_merge
 from peersync.core.reconcile import decide_conflict
@@ -44,6 +45,27 @@ class Run(Transfers):
         # its index), so copies in the two directions run one after the other, not concurrently.
         self._one_direction = asyncio.Lock() if not remote.caps.keeps_conflicts else None
         self.progress = None  # sync/progress.py, set by the pipeline: files installed so far
+        self._event: asyncio.Future | None = None  # this run's new event, when it makes new versions
+
+    # -- versions --------------------------------------------------------------------------
+    async def descendant(self, c: Change) -> tuple:
+        """The vector of a new version this run makes from both sides' (a merge): it contains both,
+        plus one new event of this replica, so a replica holding either input fast-forwards to it."""
+        if self._event is None:  # one counter serves the whole run (vectors are per path)
+            self._event = asyncio.ensure_future(asyncio.to_thread(self.local_session.handler.versions.reserve))
+        counter = await self._event
+        vv = versions.join(*(e.history for e in (c.local, c.remote) if e is not None))
+        return versions.bump(vv, versions.short_id(self.local_id), counter)
+
+    async def put_versions(self, side: Side, items: list[tuple[str, Entry]]) -> None:
+        """`side` already holds these bytes: only its record of their vector changes."""
+        items = [(p, e) for p, e in items if self.sides[side].current(p) is not None]
+        if not items:
+            return
+        await self.session(side).request("versions_put", items=[[p, e.to_wire()] for p, e in items])
+        for path, entry in items:
+            now = self.sides[side].current(path)
+            self.sides[side].final[path] = now.with_vv(entry.vv, entry.seen)
 
     @property
     def equalize_mtimes(self) -> bool:
@@ -90,6 +112,14 @@ class Run(Transfers):
                      and c.remote is not None and c.local.mtime_ns != c.remote.mtime_ns]
             await gather_all(*(self.touch(side, [c for c in adopt if c.entry(side).mtime_ns < c.entry(side.other).mtime_ns])
                                for side in Side))
+        agreed = [c for c in changes if c.action is Action.ADOPT and c.local is not None and c.remote is not None
+                  and (c.local.vv, c.local.seen) != (c.remote.vv, c.remote.seen)]
+        if agreed:  # the same bytes on both sides with different histories: both take the union
+            union = {c.path: (versions.join(c.local.vv, c.remote.vv), versions.join(c.local.seen, c.remote.seen))
+                     for c in agreed}
+            await gather_all(*(self.put_versions(side, [(c.path, c.entry(side).with_vv(*union[c.path]))
+                                                        for c in agreed if (c.entry(side).vv, c.entry(side).seen) != union[c.path]])
+                               for side in Side))
         manual = [c for c in changes if c.action is Action.CONFLICT and c.reason == "manual"]
         await self.keep_both(manual)
         for c in changes:
@@ -112,6 +142,7 @@ class Run(Transfers):
         paths = [c.path for c in merges]
         local_data, remote_data = await asyncio.gather(self._read(Side.LOCAL, paths), self._read(Side.REMOTE, paths))
         fallback, installs = [], {Side.LOCAL: [], Side.REMOTE: []}
+        already: dict[Side, list] = {Side.LOCAL: [], Side.REMOTE: []}
         bases = await self._logbases({c.ancestor.hash for c in merges if c.ancestor is not None})
         for c in merges:
             local_first = self.local_id < self.remote_id
@@ -128,17 +159,21 @@ class Run(Transfers):
                     local_id=self.local_id, remote_id=self.remote_id, reason="rewritten-log"))
                 continue
             digest = hash_bytes(merged)
+            vv = versions.to_wire(await self.descendant(c))
             # One mtime on both sides, so the ancestor matches each of them (a side that already
             # holds the merged bytes keeps its own).
             now = next((c.entry(side).mtime_ns for side, data in ((Side.LOCAL, local_data[c.path]),
                         (Side.REMOTE, remote_data[c.path])) if data == merged), time.time_ns())
             for side, data in ((Side.LOCAL, local_data[c.path]), (Side.REMOTE, remote_data[c.path])):
+                base = c.entry(side)
                 if data != merged:
-                    base = c.entry(side)
                     installs[side].append({
                         "path": c.path, "data": merged,
-                        "expect": base.to_wire(), "new": [len(merged), now, base.mode, digest]})
+                        "expect": base.to_wire(), "new": [len(merged), now, base.mode, digest, vv]})
+                else:  # this side already holds the merged bytes: it takes the merge's vector
+                    already[side].append((c.path, base.with_vv(tuple(map(tuple, vv)), ())))
         outcome = await gather_all(*(self._install(side, installs[side]) for side in Side))
+        await gather_all(*(self.put_versions(side, already[side]) for side in Side))
         for side, results in zip(Side, outcome):
             for item, res in zip(installs[side], results):
                 if res["ok"] and item["path"] not in self.report.merged:
@@ -169,16 +204,29 @@ class Run(Transfers):
 
     async def _copy(self, target: Side, changes: list[Change]) -> None:
         source = target.other
-        items = []
+        items, news = [], []
         for c in changes:
             info = None
             if c.quarantine:  # "peer" names the side whose version won, as the loser's side knows it
                 info = {"peer": self.peer.name if target is Side.LOCAL else socket.gethostname(),
                         "reason": _conflict_reason(c)}
             expect = c.entry(target)
+            new = c.entry(source)
+            # A version keeps its own lineage (an edit already made from it elsewhere stays a
+            # fast-forward over it); both sides remember what it replaced — a conflict's loser, a
+            # deletion it outlived, what the target had already set aside — so no replica offers
+            # any of that as news again.
+            replaced = expect.history if expect is not None else (c.dead.history if c.dead is not None else ())
+            if not versions.seen(replaced, new.history):
+                new = new.with_vv(new.vv, versions.join(new.seen, replaced))
+            news.append(new)
             items.append({"path": c.path, "expect": expect.to_wire() if expect else None,
-                          "new": c.entry(source).to_wire(), "quarantine": info})
-        for c, res in zip(changes, await self.transfer(source, target, items)):
+                          "new": new.to_wire(), "quarantine": info})
+        results = await self.transfer(source, target, items)
+        # The source side holds the same bytes: it records what the target set aside too.
+        await self.put_versions(source, [(c.path, new) for c, new, res in zip(changes, news, results)
+                                         if res["ok"] and new.seen != c.entry(source).seen])
+        for c, res in zip(changes, results):
             if not res["ok"]:
                 continue
             (self.report.pushed if target is Side.REMOTE else self.report.pulled).append(c.path)
@@ -242,7 +290,8 @@ class Run(Transfers):
     async def delete(self, side: Side, changes: list[Change]) -> None:
         if not changes:
             return
-        items = [{"path": c.path, "expect": c.entry(side).to_wire()} for c in changes]
+        items = [{"path": c.path, "expect": c.entry(side).to_wire(), **({"dead": c.dead.to_wire()} if c.dead else {})}
+                 for c in changes]
         results = (await self.session(side).request("delete", items=items, batch=self.batch))["results"]
         for c, res in zip(changes, results):
             if res["ok"]:

@@ -42,8 +42,8 @@ from peersync.core.types import (
     Side,
     manifest_to_wire,
 )
-from peersync.replica import tombstones
-from peersync.replica.scan import ScanResult, scan
+from peersync.replica.handler import Handler
+from peersync.replica.scan import ScanResult
 from peersync.sync import journal
 from peersync.sync.concurrency import gather_all
 from peersync.sync.execute import Run
@@ -72,8 +72,7 @@ class Job:
 
 def local_scan_job(ws: Workspace, cfg: SyncConfig, dry_run: bool) -> asyncio.Future:
     """Our own scan, in a thread: it can start while the other side's connection comes up."""
-    return asyncio.ensure_future(asyncio.to_thread(scan, ws.root, cfg.selection, ws.state / "scan-cache.json",
-                                                   save_cache=not dry_run))
+    return asyncio.ensure_future(asyncio.to_thread(Handler(ws.root).scan, cfg.selection, save_cache=not dry_run))
 
 
 async def sync_pair(job: Job, local: LocalSession, remote: Replica, report: Report, *,
@@ -165,14 +164,14 @@ async def _reconcile_and_apply(job: Job, local: LocalSession, remote: Replica, r
         # none (a cloud folder) has its only copy kept here, by its replica object.
         ancestor = agreed_ancestor(mine, theirs) if remote.caps.keeps_ancestor else (theirs or {})
     if remote.caps.may_vanish and report.mode is not Mode.PUSH and not job.force:
-        stop = vanished(ancestor, remote_entries, peer.name, peer.host)
+        stop = vanished(max(len(ancestor), remote_raw.get("held") or 0), remote_entries, peer.name, peer.host)
         if stop is not None:
             raise stop
     # -- plan ----------------------------------------------------------------------------------
     touched = touched_paths(ancestor, local_entries, remote_entries, set(changed) | deleted if delta else None)
     local_dead, remote_dead = await deletion_records(
         local, remote, local_entries, remote_entries, touched,
-        local_has=tombstones.present(ws.state / tombstones.FILE), remote_has=bool(remote_raw.get("dead")))
+        local_has=local.handler.has_dead(), remote_has=bool(remote_raw.get("dead")))
     plan = plan_sync(ancestor, local_entries, remote_entries, logs=cfg.logs, roots=cfg.selection.roots,
                      mass_delete_ratio=cfg.mass_delete_ratio, peer_name=peer.name, policy=job.policy,
                      mode=report.mode, offset_ns=int(remote.offset * 1e9), local_id=local_id,

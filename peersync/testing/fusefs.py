@@ -46,7 +46,6 @@ from __future__ import annotations
 
 # Lazy imports: libfuse (mfusepy, ctypes) loads only in the child process that serves a volume,
 # so that importing this module for its constants or `mounted()` costs nothing.
-
 import errno
 import os
 import shutil

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 
-PROTOCOL = 3  # bump me on any incompatible change of ops or message shapes
+PROTOCOL = 4  # bump me on any incompatible change of ops or message shapes (4: version vectors)
 MAX_LINE = 1 << 30  # a manifest of ~1M files still fits; anything larger is refused
 MAX_BLOB = 1 << 30  # the raw bytes after one message
 BYTES = "/bytes"

@@ -162,6 +162,16 @@ class Session(Replica):
             pass
 
 
+def protocol_mismatch(peer: Peer, hello: dict) -> ProtocolError:
+    """The one-line refusal when the two machines run peersync versions that cannot sync together."""
+    theirs = hello.get("protocol")
+    older = isinstance(theirs, int) and theirs < PROTOCOL
+    where = f"on {peer.name}" if older else "on this machine"
+    return ProtocolError(f"{peer.name} runs peersync {hello.get('version', '?')} (protocol {theirs if theirs is not None else '?'}), "
+                         f"this machine protocol {PROTOCOL}: upgrade peersync {where}",
+                         "Nothing was changed. Install the same peersync version on every machine, then sync again.")
+
+
 def agent_command(peer: Peer, root: str) -> str:
     """One remote shell command that starts the agent, trying the usual install places.
 
@@ -309,9 +319,7 @@ async def open_session(ws: Workspace, peer: Peer, *, timeout: float = 15.0, root
             raise ConnectError(f"the peersync agent on {peer.name} failed to start in {root}: {reply.get('error')}",
                                path_hint(peer, root))
         if hello.get("protocol") != PROTOCOL:
-            raise ProtocolError(f"{peer.name} runs peersync {hello.get('version', '?')} with protocol "
-                                f"{hello.get('protocol', '?')}; this side speaks {PROTOCOL}",
-                                "Install the same peersync version on both machines.")
+            raise protocol_mismatch(peer, hello)
         session = Session(peer, conn, process, hello, 0.0, finished - started)
         # The first reply includes the agent's start-up; time a second hello for RTT and offset.
         started = time.time()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+# Lazy imports: this module is on the heartbeat's fast path; OpenClaw and init load only for `auto on|off`.
 import json
 import os
 import re
@@ -19,6 +20,7 @@ MIN_INTERVAL = 60  # seconds; as in openclaw-workspace-sync
 DEFAULT_INTERVAL = 300
 DEFAULT_TIMEOUT = 60
 MIN_TIMEOUT = 5
+SLACK = 5.0  # seconds (see is_due)
 MAX_BACKOFF = 3600  # a peer that is down is retried at least hourly (or every interval, if longer)
 STATE_FILE = "auto-state.json"
 STATE_FORMAT = 1  # bump me when auto-state.json changes shape (old files are then ignored)
@@ -86,12 +88,14 @@ def forced_by(cfg: AutoConfig, reason: str | None) -> bool:
 
 
 def is_due(cfg: AutoConfig, last_run: float | None, reason: str | None, now: float) -> bool:
-    """Should this heartbeat sync?  A last run in the future (clock set back) counts as due."""
+    """Should this heartbeat sync?  A last run in the future (clock set back) counts as due.
+    A tick up to SLACK early counts as on time: a cron job that fires every `interval` seconds
+    must not skip every other run because it fired a hair before the interval was up."""
     if forced_by(cfg, reason):
         return True
     if not cfg.enabled:
         return False
-    return last_run is None or not 0 <= now - last_run < cfg.interval
+    return last_run is None or not 0 <= now - last_run < cfg.interval - SLACK
 
 
 def backoff_seconds(failures: int, base: float, cap: float) -> float:
@@ -272,3 +276,19 @@ def _scalar(value) -> str:
     if isinstance(value, float) and value.is_integer():
         return str(int(value))
     return json.dumps(value) if isinstance(value, str) else str(value)
+
+
+def switch(ws, **changes):
+    """`auto on|off|--interval…`: change config.yaml, then make this machine match it — the
+    OpenClaw cron job (or, on an OpenClaw that still reads it, the HEARTBEAT.md line) — and keep
+    a clawdbot-sync config.json's autoSync in step.  Returns (AutoConfig, openclaw.Schedule or
+    None when nothing that drives auto-sync changed)."""
+    from peersync.workspace import openclaw
+    from peersync.workspace.clawdbot import sync_config_json
+    from peersync.workspace.init import add_heartbeat_line
+
+    cfg = set_auto(ws, **changes)
+    sync_config_json(ws, cfg.enabled)
+    if not {"enabled", "interval", "timeout"} & set(changes):
+        return cfg, None
+    return cfg, openclaw.apply_auto(ws, cfg.enabled, cfg.interval, cfg.timeout, add_line=add_heartbeat_line)

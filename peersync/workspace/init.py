@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+# Lazy imports: OpenClaw and YAML are needed only by the steps that use them.
 import json
 import re
 import shutil
@@ -18,8 +19,12 @@ from peersync.workspace.workspace import DEFAULT_LOGS, Workspace
 
 HEARTBEAT_MARK = "handler.sh heartbeat"  # how init recognises its line (HEARTBEAT.md is synced too)
 # Machine-independent on purpose: HEARTBEAT.md is synced, and the skill's folder differs per machine.
+# Only for OpenClaw before 2026.8 (and Clawdbot), whose heartbeat still reads HEARTBEAT.md; newer
+# releases run `peersync heartbeat` as a cron command job instead (peersync.workspace.openclaw).  NO_REPLY is
+# today's silent reply; HEARTBEAT_OK is what those older releases expect.
 HEARTBEAT_LINE = ("- 🔄 peersync: run `handler.sh heartbeat $WORKSPACE` from the peersync skill's folder. "
-                  "If it prints anything, tell the user; if it prints nothing, this item is HEARTBEAT_OK.")
+                  "If it prints anything, tell the user; if it prints nothing, reply NO_REPLY "
+                  "(HEARTBEAT_OK on older OpenClaw).")
 MIN_RSYNC = (3, 0)
 
 CONFIG_TEMPLATE = """\
@@ -47,7 +52,7 @@ sync:
   keep_connection: {keep_connection}
 
 auto:
-  # Sync on the agent's heartbeat (peersync auto on|off).
+  # Sync automatically (peersync auto on|off): an OpenClaw cron job runs `peersync heartbeat`.
   enabled: {enabled}
   # Seconds between heartbeat syncs (minimum 60).
   interval: {interval}
@@ -92,8 +97,9 @@ class Check:
 class InitResult:
     root: str
     config_written: bool
-    heartbeat: str | None  # "added", "present" or None (not asked)
+    heartbeat: str | None  # "added", "present", "retired" (this OpenClaw ignores it) or None (not asked)
     checks: list[Check] = field(default_factory=list)
+    schedule: object = None  # peersync.workspace.openclaw.Schedule: what runs auto-sync here
 
     @property
     def ok(self) -> bool:
@@ -101,7 +107,8 @@ class InitResult:
 
     def to_json(self) -> dict:
         return {"ok": self.ok, "root": self.root, "config_written": self.config_written,
-                "heartbeat": self.heartbeat, "checks": [c.to_json() for c in self.checks]}
+                "heartbeat": self.heartbeat, "checks": [c.to_json() for c in self.checks],
+                "schedule": self.schedule.to_json() if self.schedule is not None else None}
 
 
 def render_config(raw: dict | None = None) -> str:
@@ -122,7 +129,18 @@ def render_config(raw: dict | None = None) -> str:
         keep_connection=value(sync.get("keep_connection", 600)),
         enabled=value(cfg.enabled), interval=value(cfg.interval), timeout=value(cfg.timeout),
         on_session_start=value(cfg.on_session_start), on_session_end=value(cfg.on_session_end),
-        summary=value(cfg.to_yaml_dict()["summary"]))
+        summary=value(cfg.to_yaml_dict()["summary"])
+    ) + _kept_section(raw.get("clawdbot"))
+
+
+def _kept_section(kept) -> str:
+    """clawdbot-sync config.json keys peersync has no use for, carried over unchanged."""
+    if not isinstance(kept, dict) or not kept:
+        return ""
+    import yaml
+
+    return ("\n# Other settings from clawdbot-sync's config.json, kept as they were.\n"
+            + yaml.safe_dump({"clawdbot": kept}, sort_keys=False, allow_unicode=True, default_flow_style=False))
 
 
 def add_heartbeat_line(ws: Workspace) -> str:
@@ -147,8 +165,17 @@ def init_workspace(ws: Workspace, *, heartbeat: bool = False) -> InitResult:
     if not ws.config_file.exists():
         atomic_write_bytes(ws.config_file, render_config(ws.raw_config()).encode())
         written = True
+    from peersync.workspace import openclaw
+
+    claw = openclaw.find()
+    retired = claw is not None and not claw.reads_heartbeat_md
     result = InitResult(root=str(ws.root), config_written=written,
-                        heartbeat=add_heartbeat_line(ws) if heartbeat else None)
+                        heartbeat=None if not heartbeat else "retired" if retired else add_heartbeat_line(ws))
+    # The cron job is set up whatever auto's setting (as the HEARTBEAT.md line was): a tick while
+    # auto is off returns at once.  `auto off` removes it.
+    cfg = auto.load_auto(ws)
+    result.schedule = openclaw.apply_auto(ws, True, cfg.interval, cfg.timeout, claw=claw,
+                                          add_line=add_heartbeat_line)
     result.checks = check_tools()
     return result
 
@@ -205,6 +232,12 @@ def init_text(result: InitResult, source: str | None = None) -> str:
         lines.append("💓 Added the peersync line to HEARTBEAT.md")
     elif result.heartbeat == "present":
         lines.append("💓 HEARTBEAT.md already runs the peersync heartbeat")
+    elif result.heartbeat == "retired":
+        lines.append("💓 HEARTBEAT.md left alone: this OpenClaw no longer reads it")
+    if result.schedule is not None:
+        from peersync.workspace.openclaw import schedule_lines
+
+        lines += schedule_lines(result.schedule, True)
     lines.append(" · ".join(f"{'✅' if c.ok else '❌'} {c.name} {c.version or 'missing'}" for c in result.checks))
     for c in result.checks:
         if c.fix:

@@ -1,7 +1,9 @@
-"""Which directory is the workspace: the -w option, $WORKSPACE or the current directory, and whether it looks like one.
+"""Which directory is the workspace — the -w option, $WORKSPACE, the peersync workspace around the
+current directory, OpenClaw's configured workspace, else the current directory — and whether it may be used.
 
-Light on purpose (os and pathlib only): the CLI's fast paths (cli/quick.py, the heartbeat) resolve
-the workspace with these same functions before anything heavy is imported.
+The one way peersync locates a workspace: Workspace.resolve and the CLI's fast paths (cli/quick.py,
+the heartbeat) all call locate() and check().  Light on purpose (os and pathlib; OpenClaw's module
+is imported only when the earlier sources gave nothing, and answers from its cache).
 """
 
 from __future__ import annotations
@@ -17,12 +19,12 @@ from peersync.errors import UsageError
 # What an agent workspace holds (OpenClaw's bootstrap files, Clawdbot's memory), any one of them.
 MARKERS = ("MEMORY.md", "memory", "AGENTS.md", "SOUL.md", "USER.md", "IDENTITY.md", "HEARTBEAT.md", "TOOLS.md")
 
-OPTION, ENV, CWD = "-w", "$WORKSPACE", "the current directory"
+OPTION, ENV, CWD, OPENCLAW = "-w", "$WORKSPACE", "the current directory", "OpenClaw's config"
 
 
 @dataclass(frozen=True)
 class Located:
-    """A workspace root and where the choice came from (OPTION, ENV or CWD), for messages."""
+    """A workspace root and where the choice came from (OPTION, ENV, CWD or OPENCLAW), for messages."""
 
     root: Path
     source: str
@@ -44,8 +46,9 @@ def home_dirs() -> set[Path]:
 
 
 def locate(option: str | None, env=os.environ, cwd: str | None = None) -> Located:
-    """-w, else $WORKSPACE, else the current directory — or the nearest directory above it that
-    holds peersync's state dir (as git finds its repository), so a subdirectory works too.
+    """-w, else $WORKSPACE, else the current directory or the nearest directory above it that holds
+    peersync's state dir (as git finds its repository), else the workspace OpenClaw's config gives
+    the agent (OpenClaw never sets $WORKSPACE), else the current directory.
     Nothing here checks the result: see check()."""
     if option:
         return Located(Path(option).expanduser().absolute(), OPTION)
@@ -58,6 +61,11 @@ def locate(option: str | None, env=os.environ, cwd: str | None = None) -> Locate
             break  # never above the home directory, never the root
         if (candidate / STATE_DIR).is_dir():
             return Located(candidate, CWD)
+    from peersync.workspace.openclaw import configured_workspace  # only now: it may start OpenClaw's CLI
+
+    configured = configured_workspace()
+    if configured:
+        return Located(Path(configured).absolute(), OPENCLAW)
     return Located(here, CWD)
 
 
@@ -82,7 +90,7 @@ def check(found: Located, *, init: bool = False) -> Path:
     if not root.is_dir():
         raise UsageError(f"workspace {found.said} does not exist",
                          "Check the path, or add --init to create it as a new workspace.")
-    if not init and not looks_like_workspace(root):
+    if not init and found.source != OPENCLAW and not looks_like_workspace(root):  # OpenClaw's is the agent's
         raise UsageError(f"{found.said} does not look like an agent workspace "
                          f"(none of {', '.join(MARKERS[:4])}… and no {STATE_DIR}/)",
                          "Use -w PATH (or $WORKSPACE) for the agent's workspace, or add --init to make "

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+# Lazy imports: the agent never needs yaml or the clawdbot-sync formats, so they load on use.
 import json
 import time
 import uuid
@@ -229,7 +230,10 @@ class Workspace:
     def record(self, entry: dict) -> None:
         """Prepend one history entry (newest first, bounded).  Callers hold the workspace lock."""
         self.ensure_state()
-        entry = {"time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **entry}
+        from peersync.workspace.clawdbot import with_clawdbot_keys
+
+        # The clawdbot-sync keys too: its `status`/`history` read the same file.
+        entry = with_clawdbot_keys({"time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **entry})
         entries = [entry] + self.history()
         atomic_write_json(self.history_file, {"entries": entries[:HISTORY_LIMIT]}, indent=None)
 
@@ -249,22 +253,10 @@ def _load_json_file(path: Path, default=None):
 
 
 def _from_clawdbot_config(raw) -> dict:
-    """Map the clawdbot-sync skill's config.json onto config.yaml's structure."""
-    if not isinstance(raw, dict):
-        return {}
-    sync: dict = {}
-    if "syncSkills" in raw:
-        sync["skills"] = bool(raw["syncSkills"])
-    strategy = raw.get("conflictResolution") or raw.get("conflictStrategy")
-    if isinstance(strategy, str):
-        sync["policy"] = {"newest-wins": "newest", "timestamp": "newest"}.get(strategy, strategy)
-    auto: dict = {}
-    if "autoSync" in raw:
-        auto["enabled"] = bool(raw["autoSync"])
-    for key in ("syncInterval", "interval"):
-        if isinstance(raw.get(key), int):
-            auto["interval"] = raw[key]
-    return {"sync": sync, "auto": auto}
+    """Map the clawdbot-sync skill's config.json onto config.yaml's structure (every key kept)."""
+    from peersync.workspace.clawdbot import config_from_json
+
+    return config_from_json(raw)
 
 
 def _seconds(where: Path, section: dict, key: str, default: float) -> float:

@@ -1,0 +1,283 @@
+"""A replica's version records: the version vector of every file it holds and of every deletion it
+made or accepted (core/versions.py says what a vector means).
+
+When a scan finds a file whose content differs from its record (an edit made outside peersync, or a
+file that is new), the file gets a new version: its old vector plus one new event of this replica.
+A file missing from the scan that is on record (and inside the selection, and not merely
+unreadable) was deleted here: the deletion is a version too, with its own event.  A version that
+arrives by sync keeps the vector it came with.
+
+Stored in SQLite (`versions.sqlite` in the state dir, rollback journal: a reader creates no file,
+so a dry run leaves the state dir as it was): one row per path, updated in place and durable
+before a scan's result leaves this replica.  Counters come from one sequence per replica,
+stored in the same database and never handed out twice, so a lost row can only make a later
+version look concurrent (a conflict, nothing lost), never make two different versions look equal.
+
+The first scan of an existing workspace (an upgrade from a version without vectors) records its
+files with the empty vector: their history is unknown, and reconcile then decides them by the
+pair's ancestor, as before.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import sqlite3
+import threading
+import time
+from pathlib import Path
+from typing import Callable, Iterable, Mapping
+
+from peersync.core import versions
+from peersync.core.types import Entry
+from peersync.core.versions import VV
+
+FILE = "versions.sqlite"
+FORMAT = 1  # bump me when the schema changes (then migrate in _open)
+
+_SCHEMA = """
+create table if not exists meta (key text primary key, value text not null);
+create table if not exists versions (
+    path text primary key,
+    present integer not null,   -- 1: the file holds this version; 0: this version is a deletion
+    size integer not null, mtime_ns integer not null, mode integer not null, hash text not null,
+    vv text not null,           -- JSON [[replica, counter], ...]: the content's lineage
+    seen text not null,         -- JSON, the same form: versions set aside in its favour
+    at real not null            -- when recorded (deletions are pruned with the trash)
+);
+"""
+
+
+def _serialised(method):
+    """One operation at a time on the connection (the local side calls from worker threads)."""
+    @functools.wraps(method)
+    def run(self, *args, **kwargs):
+        with self._mutex:
+            return method(self, *args, **kwargs)
+    return run
+
+
+# One open store per state dir and process: a keeper or kept agent syncs again and again, and its
+# scans, installs and deletions all use the same rows in memory.
+_OPEN: dict[str, "Versions"] = {}
+_OPEN_LOCK = threading.Lock()
+
+
+def open_versions(state: Path, me: str) -> "Versions":
+    """The store of the replica whose state dir is `state` (shared within this process)."""
+    key = str(Path(state).resolve())
+    with _OPEN_LOCK:
+        found = _OPEN.get(key)
+        if found is None or found.me != me:
+            found = _OPEN[key] = Versions(state, me)
+        return found
+
+
+class Versions:
+    """One replica's records.  `me` is the replica's short id (core.versions.short_id)."""
+
+    def __init__(self, state: Path, me: str):
+        self.path = Path(state) / FILE
+        self.me = me
+        self._mutex = threading.RLock()
+        self._db: sqlite3.Connection | None = None
+        # path -> (present, size, mtime_ns, mode, hash, vv, seen, at): plain tuples, vectors parsed
+        # once per distinct text (most files share a few), Entries built only where needed.
+        self._rows: dict[str, tuple] | None = None
+        self._data_version = None
+        self._inode = None
+
+    # -- storage -----------------------------------------------------------------------------
+    def _open(self) -> sqlite3.Connection:
+        if self._db is not None and self._inode != _inode(self.path):  # replaced or removed under us
+            self._db.close()
+            self._db, self._rows = None, None
+        if self._db is None:
+            self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=30)
+            db.execute("pragma synchronous=full")
+            if not db.execute("select 1 from sqlite_master where name = 'meta'").fetchone():
+                db.executescript(_SCHEMA)
+                db.execute("insert into meta values ('format', ?)", (str(FORMAT),))
+            stored = dict(db.execute("select key, value from meta"))
+            if int(stored.get("format", FORMAT)) != FORMAT:
+                raise ValueError(f"{self.path}: unknown format {stored['format']}")
+            self._db = db
+            self.path.chmod(0o600)
+            self._inode = _inode(self.path)
+        return self._db
+
+    def _all(self) -> dict[str, tuple]:
+        """Every record, by path.  Kept in memory by a long-lived process (a kept agent, a keeper)
+        and read again when another process has written meanwhile (SQLite's data_version says so)."""
+        db = self._open()
+        version = db.execute("pragma data_version").fetchone()[0]
+        if self._rows is None or version != self._data_version:
+            self._rows = {path: (present, size, mtime, mode, digest, _vv(vv), _vv(seen), at)
+                          for path, present, size, mtime, mode, digest, vv, seen, at in db.execute(
+                              "select path, present, size, mtime_ns, mode, hash, vv, seen, at from versions")}
+            self._data_version = version
+        return self._rows
+
+    @property
+    @_serialised
+    def started(self) -> bool:
+        """Whether this replica has recorded versions before (else its files are from before vectors)."""
+        return self._meta("started") is not None
+
+    def _meta(self, key: str) -> str | None:
+        row = self._open().execute("select value from meta where key = ?", (key,)).fetchone()
+        return row[0] if row else None
+
+    def _write(self, records: list[tuple[str, bool, Entry]], *, started: bool = False) -> None:
+        """Store (path, present, version) records in one transaction, durable before it returns."""
+        now = time.time()
+        db = self._open()
+        db.execute("begin immediate")
+        try:
+            db.executemany("insert or replace into versions values (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                           [(p, int(present), e.size, e.mtime_ns, e.mode, e.hash, _json(e.vv), _json(e.seen), now)
+                            for p, present, e in records])
+            if started:
+                db.execute("insert or ignore into meta values ('started', '1')")
+            db.execute("commit")
+        except BaseException:
+            db.execute("rollback")
+            raise
+        rows = self._all()
+        for path, present, e in records:
+            rows[path] = (int(present), e.size, e.mtime_ns, e.mode, e.hash, e.vv, e.seen, now)
+
+    @_serialised
+    def reserve(self, count: int = 1) -> int:
+        """The first of `count` new counters of this replica (durable before it is returned)."""
+        db = self._open()
+        db.execute("begin immediate")
+        try:
+            current = int((db.execute("select value from meta where key = 'counter'").fetchone() or ("0",))[0])
+            db.execute("insert or replace into meta values ('counter', ?)", (str(current + count),))
+            db.execute("commit")
+        except BaseException:
+            db.execute("rollback")
+            raise
+        return current + 1
+
+    @_serialised
+    def close(self) -> None:
+        if self._db is not None:
+            self._db.close()
+            self._db = None
+            self._rows = None
+
+    # -- versions of what a scan found ---------------------------------------------------------
+    @_serialised
+    def present_count(self) -> int:
+        """How many files this replica's records say it holds."""
+        return sum(1 for row in self._all().values() if row[0])
+
+    @_serialised
+    def assign(self, manifest: Mapping[str, Entry], *, covers: Callable[[str], bool], save: bool = True) -> dict[str, Entry]:
+        """`manifest` with each file's history; new versions (edits, new files) and deletions
+        (recorded paths missing from the scan that `covers` — inside the selection, and not paths
+        the scan could not read) get a new event of this replica.  `save=False` (a dry run):
+        nothing recorded; new versions then carry a provisional counter (and a store that does not
+        exist yet is not created: everything is then as at a first scan)."""
+        if not save and not self.path.exists():
+            return dict(manifest)
+        rows = self._all()
+        first = not self.started
+        out: dict[str, Entry] = {}
+        legacy: list[tuple[str, bool, Entry]] = []  # files found at the first scan: history unknown
+        moved: list[tuple[str, Entry | None, VV]] = []  # (path, entry or None for a deletion, what it descends from)
+        for path, entry in manifest.items():
+            row = rows.get(path)
+            if row is not None and row[0] and row[4] == entry.hash and row[1] == entry.size:
+                out[path] = entry.with_vv(row[5], row[6]) if row[5] or row[6] else entry
+            elif row is None and first:
+                out[path] = entry
+                legacy.append((path, True, entry))
+            else:
+                moved.append((path, entry, _entry(row).history if row is not None else ()))
+        if len(rows) > len(out) - len(legacy):  # some record is not in this scan: deleted here?
+            moved += [(path, None, _entry(row).history) for path, row in rows.items()
+                      if row[0] and path not in manifest and covers(path)]
+        counter = (self.reserve() if save else self._peek()) if moved else None
+        records = legacy
+        for path, entry, previous in moved:
+            vv = versions.bump(previous, self.me, counter)
+            if entry is None:  # deleted here: the deletion is a version of its own
+                records.append((path, False, _entry(rows[path]).with_vv(vv, ())))
+            else:
+                out[path] = entry.with_vv(vv, ())
+                records.append((path, True, out[path]))
+        if save and (records or first):
+            self._write(records, started=True)
+        return out
+
+    def _peek(self) -> int:
+        return int(self._meta("counter") or "0") + 1
+
+    # -- what syncs record ---------------------------------------------------------------------
+    @_serialised
+    def record(self, items: Iterable[tuple[str, Entry, bool]]) -> None:
+        """Versions this replica now holds (present=True) or deleted (False) because a sync said so."""
+        records = [(p, present, e) for p, e, present in items]
+        if records:
+            self._write(records, started=True)
+
+    @_serialised
+    def deleted(self, paths: Iterable[str] | None = None) -> dict[str, Entry]:
+        """The deletion versions on record (for `paths`, or all), each with its history."""
+        rows = self._all()
+        wanted = rows.items() if paths is None else ((p, rows[p]) for p in paths if p in rows)
+        return {p: _entry(row) for p, row in wanted if not row[0]}
+
+    @_serialised
+    def deletions(self) -> list[tuple[str, Entry, float]]:
+        """(path, deletion version, when recorded) for every deletion on record."""
+        return [(p, _entry(row), row[7]) for p, row in self._all().items() if not row[0]]
+
+    @_serialised
+    def has_deleted(self) -> bool:
+        return any(not row[0] for row in self._all().values())
+
+    @_serialised
+    def current(self, path: str) -> Entry | None:
+        row = self._all().get(path)
+        return _entry(row) if row is not None and row[0] else None
+
+    @_serialised
+    def prune(self, days: float, now: float | None = None) -> int:
+        """Forget deletions recorded more than `days` ago (with the trash)."""
+        cutoff = (time.time() if now is None else now) - days * 86400
+        old = [p for p, row in self._all().items() if not row[0] and row[7] < cutoff]
+        if old:
+            db = self._open()
+            db.execute("begin immediate")
+            db.executemany("delete from versions where path = ?", [(p,) for p in old])
+            db.execute("commit")
+            for p in old:
+                self._all().pop(p, None)
+        return len(old)
+
+
+def _inode(path: Path):
+    try:
+        return os.stat(path).st_ino
+    except FileNotFoundError:
+        return None
+
+
+def _entry(row: tuple) -> Entry:
+    return Entry(row[1], row[2], row[3], row[4], row[5], row[6])
+
+
+@functools.lru_cache(maxsize=8192)
+def _json(vv: VV) -> str:
+    return json.dumps(versions.to_wire(vv), separators=(",", ":"))
+
+
+@functools.lru_cache(maxsize=8192)
+def _vv(raw: str) -> VV:
+    return tuple((who, n) for who, n in json.loads(raw))
