@@ -31,8 +31,10 @@ if [ -z "$workspace" ] && [ "$n" -gt 0 ]; then
   last=${args[$((n - 1))]}
   case "$cmd" in
     # add takes up to four values itself (its path has a '/' too): the workspace is a fifth
-    # value, or a third one with a '/' (a user name has none).
-    add) if [ "$n" -eq 5 ] || { [ "$n" -eq 3 ] && [[ "$last" == */* ]]; }; then is_ws=1; else is_ws=0; fi ;;
+    # value, or a third one with a '/' (a user name has none), or — after options such as
+    # --remote-command CMD — a last one that is a directory here.
+    add) if [ "$n" -eq 5 ] || { [ "$n" -eq 3 ] && [[ "$last" == */* ]]; } \
+            || { [ "$n" -gt 5 ] && [[ "$last" == */* ]] && [ -d "$last" ]; }; then is_ws=1; else is_ws=0; fi ;;
     # trash restore takes workspace-relative paths (with a '/'): the workspace is a directory.
     trash) if [[ "$last" == */* ]] && [ -d "$last" ]; then is_ws=1; else is_ws=0; fi ;;
     *) if [[ "$last" == */* ]] || [ "$last" = "." ]; then is_ws=1; else is_ws=0; fi ;;

@@ -144,7 +144,7 @@ def test_skill_front_matter():
 
 @pytest.mark.parametrize("chat", ["`/sync`", "`/sync status`", "`/sync now [peer]`", "`/sync push [peer]`",
                                   "`/sync pull [peer]`", "`/sync diff [peer]`",
-                                  "`/sync add <name> <host> [user] [path]`", "`/sync remove <name>`",
+                                  "`/sync add <name> <host[:port]> [user] [path]`", "`/sync remove <name>`",
                                   "`/sync history`", "`/sync conflicts`", "`/sync auto on|off`",
                                   "`/sync discover`", "`/sync setup`"])
 def test_skill_lists_each_chat_command(chat):

@@ -30,6 +30,7 @@ class Progress:
         self.moved_since: float | None = None
         self._lock = threading.Lock()
         self._stop = threading.Event()
+        self._planned = threading.Event()  # a peer's copying began: redraw now, not at the next refresh
         self._shown = 0  # width of the line on screen
         self._thread = threading.Thread(target=self._run, name="peersync-progress", daemon=True)
 
@@ -44,6 +45,7 @@ class Progress:
             self.planned.add(peer)
             if self.moved_since is None:
                 self.moved_since = self.clock()
+        self._planned.set()
 
     def advance(self, peer: str, files: int, size: int) -> None:
         with self._lock:
@@ -71,10 +73,10 @@ class Progress:
     def _run(self) -> None:
         if self._stop.wait(self.delay):
             return
-        while True:
+        while not self._stop.is_set():
             self._draw(self.line())
-            if self._stop.wait(REFRESH):
-                return
+            self._planned.wait(REFRESH)  # a short copy phase is shown too, however brief
+            self._planned.clear()
 
     def _draw(self, text: str) -> None:
         pad = max(0, self._shown - len(text))
@@ -88,6 +90,7 @@ class Progress:
 
     def stop(self) -> None:
         self._stop.set()
+        self._planned.set()
         self._thread.join()
         if self._shown:
             self.out.write("\r" + " " * self._shown + "\r")  # erased: the report follows on a clean line

@@ -61,7 +61,7 @@ def locate(option: str | None, env=os.environ, cwd: str | None = None) -> Locate
             break  # never above the home directory, never the root
         if (candidate / STATE_DIR).is_dir():
             return Located(candidate, CWD)
-    from peersync.workspace.openclaw import configured_workspace  # only now: it may start OpenClaw's CLI
+    from peersync.workspace.openclaw import configured_workspace  # lazy: only when -w and the rest gave nothing
 
     configured = configured_workspace()
     if configured:
