@@ -66,6 +66,12 @@ class BusyError(PeersyncError):
     exit_code = 1
 
 
+class StateDirError(PeersyncError):
+    """peersync's state dir (or one of its directories) is a link or another user's: not used."""
+
+    kind = "state"
+
+
 class SafetyError(PeersyncError):
     """A guard stopped the sync (mass delete, unrecovered journal); nothing was changed."""
 

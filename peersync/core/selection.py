@@ -82,6 +82,18 @@ class Selection:
         return cls(roots=tuple(value["roots"]), exclude=tuple(value["exclude"]))
 
 
+@dataclass(frozen=True)
+class Intersection:
+    """The paths two selections both hold: a restricted agent bounds the client's selection by
+    its own, so a client reaches nothing this side does not sync (only `contains` is needed)."""
+
+    first: Selection
+    second: Selection
+
+    def contains(self, path: str) -> bool:
+        return self.first.contains(path) and self.second.contains(path)
+
+
 def _combined(spec: pathspec.PathSpec) -> Callable[[str], bool]:
     """With no `!` patterns a path is excluded when ANY pattern matches: one alternation of
     pathspec's own compiled regexes does that in a single pass (about 5x faster per path)."""

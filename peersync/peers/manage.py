@@ -17,8 +17,10 @@ from peersync.cloud.config import (
     state_dir,
 )
 from peersync.cloud.folder import probe_cloud
+from peersync.core.paths import valid_instance_id
 from peersync.errors import UsageError
 from peersync.peers.status import probe
+from peersync.transport import keeper
 from peersync.transport.rclone import join, resolve_target
 from peersync.transport.sshconfig import split_port
 from peersync.workspace.workspace import Peer, Workspace, check_peer_name
@@ -95,11 +97,14 @@ def _check_and_save(ws: Workspace, peer: Peer, *, test: bool, create: bool) -> t
         problem = path_problem(peer, result, local_home=os.path.expanduser("~"))
         if problem is not None:
             raise problem
-        if result.get("instance_id"):
+        if valid_instance_id(result.get("instance_id")):
             peer = Peer(**{**peer.__dict__, "extra": {**peer.extra, "instanceId": result["instance_id"]}})
     peers = ws.load_peers()
+    old = peers.get(peer.name)
     peers[peer.name] = peer
     ws.save_peers(peers)
+    if old is not None and old.extra.get("type") != "cloud" and keeper.settings(old) != keeper.settings(peer):
+        keeper.stop(ws, old)  # its connection was made with settings that no longer hold
     return peer, result
 
 
@@ -145,6 +150,7 @@ def remove_peer(ws: Workspace, name: str) -> None:
     peers = ws.load_peers()
     del peers[name]
     ws.save_peers(peers)
+    keeper.stop(ws, peer)  # a removed peer's warm connection goes too
     instance = peer.extra.get("instanceId")
     if isinstance(instance, str) and instance.isalnum():
         try:

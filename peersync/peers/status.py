@@ -8,6 +8,7 @@ import time
 
 from peersync.cloud.folder import probe_cloud
 from peersync.core.render import milliseconds
+from peersync.core.paths import valid_instance_id
 from peersync.errors import PeersyncError
 from peersync.transport.ssh import open_session
 from peersync.workspace.workspace import Peer, Workspace
@@ -26,19 +27,31 @@ async def probe(ws: Workspace, peer: Peer, *, timeout: float = 10.0, create: boo
         return out
     try:
         hello = session.hello
+        version, instance = hello.get("version"), hello.get("instance_id")
         out.update(reachable=True, rtt_ms=round(session.rtt * 1000, 1), clock_offset_s=round(session.offset, 3),
-                   version=hello.get("version"), workspace=hello.get("workspace"),
-                   instance_id=hello.get("instance_id"), restricted=hello.get("restricted"),
-                   root=hello.get("root"), agent_workspace=hello.get("agent_workspace"), home=hello.get("home"))
-        if create and not hello.get("agent_workspace") and hello.get("root") != hello.get("home"):
+                   # what a peer says is shown and kept only in its expected shape
+                   version=version if isinstance(version, str) and len(version) <= 40 and version.isprintable() else "?",
+                   workspace=bool(hello.get("workspace")),
+                   instance_id=instance if valid_instance_id(instance) else None,
+                   restricted=bool(hello.get("restricted")), root=_path(hello.get("root")),
+                   agent_workspace=bool(hello.get("agent_workspace")), home=_path(hello.get("home")))
+        if create and not out["agent_workspace"] and out["root"] != out["home"]:
             created = await session.request("init")
-            out.update(created=True, workspace=True, agent_workspace=True, instance_id=created.get("instance_id"))
+            instance = created.get("instance_id")
+            out.update(created=True, workspace=True, agent_workspace=True,
+                       instance_id=instance if valid_instance_id(instance) else None)
     except PeersyncError as err:
         out.update(reachable=False, error=str(err), error_kind=err.kind)
     finally:
         await session.close()
     out["seconds"] = round(time.monotonic() - started, 3)
     return out
+
+
+def _path(value) -> str | None:
+    """A path the peer reported, kept only as a printable absolute path of sane length."""
+    return value if isinstance(value, str) and value.startswith("/") and len(value) <= 4096 and value.isprintable() \
+        else None
 
 
 def last_sync(ws: Workspace, name: str) -> dict | None:

@@ -29,7 +29,7 @@ def listed(ws: Workspace) -> list[dict]:
 
 def content(ws: Workspace, cid: str) -> tuple[dict, bytes]:
     item = find(ws, cid)
-    return item, (store(ws).conflicts_dir / cid / item["path"]).read_bytes()
+    return item, store(ws).conflict_bytes(cid)  # read without following links
 
 
 def restore(ws: Workspace, cid: str) -> dict:

@@ -10,7 +10,7 @@ import time
 from dataclasses import replace
 
 from peersync.core import versions
-from peersync.core.commit import SideState
+from peersync.core.commit import SideState, conflict_id, peer_text
 from peersync.core.merge import append_merge, insertion_merge
 from peersync.core.reconcile import decide_conflict
 from peersync.core.types import (
@@ -247,10 +247,13 @@ class Run(Transfers):
             self.progress.advance(self.peer.name, len(items), sum(item["new"][0] for item in items))
         state = self.sides[side]
         for item, res in zip(items, results):
-            if res["ok"]:
+            if not isinstance(res, dict):
+                raise ProtocolError(f"{self.name(side)} sent a malformed install result")
+            if res.get("ok"):
                 state.final[item["path"]] = Entry.from_wire(res["entry"])
+                res["conflict"] = conflict_id(res.get("conflict"))  # only an id of that shape is kept
             else:
-                self.problem(item["path"], res.get("error", "not applied"), side)
+                self.problem(item["path"], peer_text(res.get("error", "not applied")), side)
         return results
 
     async def touch(self, side: Side, changes: list[Change]) -> None:
@@ -299,7 +302,7 @@ class Run(Transfers):
                 self.deleted.append((c.path, c.entry(side)))
                 (self.report.deleted_local if side is Side.LOCAL else self.report.deleted_remote).append(c.path)
             else:
-                self.problem(c.path, res.get("error", "not deleted"), side)
+                self.problem(c.path, peer_text(res.get("error", "not deleted")), side)
 
     async def keep_both(self, changes: list[Change]) -> None:
         """Policy manual: each side keeps its file and gets the other's version in conflicts/."""
@@ -316,7 +319,7 @@ class Run(Transfers):
         for c, mine, theirs in zip(changes, ids[Side.LOCAL], ids[Side.REMOTE]):
             self.report.conflicts.append(Conflict(
                 c.path, kept="both", reason="manual: review with peersync conflicts", side="both",
-                saved_as=mine.get("conflict"), remote_saved_as=theirs.get("conflict")))
+                saved_as=conflict_id(mine.get("conflict")), remote_saved_as=conflict_id(theirs.get("conflict"))))
 
 
 def _conflict_reason(change: Change) -> str:

@@ -78,6 +78,7 @@ def recover(ws: Workspace) -> None:
     intent journal's records are cleared per peer once that peer has recovered too: pipeline)."""
     try:
         Handler(ws.root).recover()
+        journal.sweep(ws)
     except OSError as err:
         stuck = journal.pending(ws)
         raise SafetyError(f"cannot recover what an interrupted sync left behind: {err.strerror or err}"

@@ -8,6 +8,7 @@ _EXPORTS = {
     "WorkspacePair": "pair", "default_remote_command": "pair", "wire_pair": "pair",
     "is_selected": "trees", "selection_files": "trees", "tree_digest": "trees",
     "generate": "workspace_gen", "mutate": "workspace_gen",
+    "AgentWire": "wire",
     "sync_local": "inprocess",
 }
 __all__ = sorted(_EXPORTS)

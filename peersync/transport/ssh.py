@@ -11,38 +11,57 @@ import sys
 import time
 
 from peersync import install
-from peersync.errors import BusyError, ConnectError, HostKeyError, ProtocolError
+from peersync.errors import BusyError, ConnectError, ProtocolError
 from peersync.transport import sshconfig
-from peersync.transport.keeper import LINE_LIMIT, socket_path
-from peersync.transport.protocol import PROTOCOL, blob_size, decode, encode
-from peersync.transport.replica import AGENT, KEPT, Replica
+from peersync.transport.keeper import STREAM_LIMIT, socket_path
+from peersync.transport.protocol import (LARGE_LINE, MAX_BLOB, PROTOCOL, SMALL_LINE, TooLarge, blob_limit, blob_size,
+                                         decode, encode, line_limit)
+from peersync.transport.replica import AGENT, KEPT, Capabilities, Replica, agent_caps
 from peersync.workspace.workspace import Peer, Workspace
 
 NOT_FOUND = "peersync-not-found"
 
 
-async def read_line(stream) -> bytes:
-    """One whole reply line.  asyncssh's readline() hands back a partial line once its receive
-    window (2 MiB) is full, so a large manifest arrives in pieces that must be joined."""
-    parts = []
+async def read_line(stream, limit: int = LARGE_LINE) -> bytes:
+    """One whole line, read only up to `limit` bytes (TooLarge beyond: a peer that never ends a
+    line costs bounded memory).  asyncssh's readline() hands back a partial line once its receive
+    window (2 MiB) is full, so a large manifest arrives in pieces that must be joined; an asyncio
+    stream (a keeper's socket) gives the pieces its own buffer limit allows."""
+    parts, size = [], 0
     while True:
-        chunk = await stream.readline()
+        if isinstance(stream, asyncio.StreamReader):
+            try:
+                chunk = await stream.readuntil(b"\n")
+            except asyncio.IncompleteReadError as err:
+                chunk = err.partial  # EOF
+            except asyncio.LimitOverrunError as err:
+                chunk = await stream.readexactly(err.consumed)  # what is buffered, no newline yet
+        else:
+            chunk = await stream.readline()
         parts.append(chunk)
+        size += len(chunk)
+        if size > limit + 1:
+            raise TooLarge(f"line too large (over {limit} bytes)")
         if not chunk or chunk.endswith(b"\n"):
             return b"".join(parts)
 
 
-async def read_frame(readline, readexactly) -> tuple[bytes, bytes | None]:
-    """One message as (JSON line, raw bytes or None) from a stream's `readline` and
-    `readexactly` (protocol.py).  A line without its newline means EOF came first; ValueError
-    for a malformed header."""
-    line = await readline()
+async def read_frame(stream, limit: int = LARGE_LINE, blob_max: int = MAX_BLOB) -> tuple[bytes, bytes | None]:
+    """One message as (JSON line, raw bytes or None) from `stream` (protocol.py), its line read
+    only up to `limit` bytes and its raw bytes only when there are at most `blob_max`.  A line
+    without its newline means EOF came first; ValueError for a malformed header, TooLarge
+    beyond a limit."""
+    line = await read_line(stream, max(limit, SMALL_LINE))
     size = blob_size(line) if line.endswith(b"\n") else None
     if size is None:
+        if len(line) > limit + 1:
+            raise TooLarge(f"line too large (over {limit} bytes)")
         return line, None
-    line = await readline()
+    if size > blob_max:
+        raise TooLarge(f"too large ({size} bytes of data)")
+    line = await read_line(stream, limit)
     try:
-        blob = await readexactly(size)
+        blob = await stream.readexactly(size)
     except asyncio.IncompleteReadError:
         return b"", None  # cut mid-frame: the same as EOF
     return (line, blob) if line.endswith(b"\n") else (b"", None)
@@ -51,7 +70,11 @@ async def read_frame(readline, readexactly) -> tuple[bytes, bytes | None]:
 class Session(Replica):
     """A running `peersync agent` on a peer, over one SSH connection (or through its keeper)."""
 
-    caps = AGENT
+    base_caps = AGENT
+
+    @property
+    def caps(self) -> Capabilities:
+        return agent_caps(self.base_caps, self.hello)
 
     def __init__(self, peer: Peer, conn, process, hello: dict, offset: float, rtt: float):
         self.peer = peer
@@ -74,8 +97,9 @@ class Session(Replica):
     async def _drain(self) -> None:
         await self.process.stdin.drain()
 
-    async def _receive(self) -> tuple[bytes, bytes | None]:
-        return await read_frame(lambda: read_line(self.process.stdout), self.process.stdout.readexactly)
+    async def _receive(self, op: str) -> tuple[bytes, bytes | None]:
+        """The next reply, which answers `op`: its limits are that operation's (protocol.py)."""
+        return await read_frame(self.process.stdout, line_limit(op, reply=True), blob_limit(op, reply=True))
 
     def _lost_errors(self) -> tuple:
         # asyncssh's errors count only when it is loaded: a keeper session never imports it.
@@ -116,9 +140,14 @@ class Session(Replica):
         while self._waiting:
             rid, op, future = self._waiting[0]
             try:
-                line, blob = await self._receive()
+                line, blob = await self._receive(op)
             except self._lost_errors() as err:
                 self._fail_all(err)
+                return
+            except TooLarge as err:
+                self._waiting.popleft()
+                self._fail_all(None, ProtocolError(f"{self.peer.name} sent a reply to '{op}' that is {err}; "
+                                                   "refusing it", "Check the peer's peersync installation."), future)
                 return
             except ValueError as err:  # a malformed frame header
                 self._waiting.popleft()
@@ -265,16 +294,6 @@ def path_hint(peer: Peer, root: str) -> str:
     return f"Check the workspace path on {peer.name}: peersync peers set {peer.name} --path PATH"
 
 
-def trust_hint(peer: Peer, dest: sshconfig.Destination | None = None) -> str:
-    port = dest.port if dest else peer.port
-    host = dest.host if dest else peer.host
-    port_arg = f"-p {port} " if port and port != 22 else ""
-    target = peer.known_hosts or (dest.known_hosts[0].replace(sshconfig.ssh_home(), "~", 1)
-                                  if dest and dest.known_hosts else "~/.ssh/known_hosts")
-    return (f"Trust it after checking the fingerprint: ssh-keyscan {port_arg}{host} >> {target} "
-            f"(or use the key Tailscale reports: peersync discover --add).")
-
-
 async def open_session(ws: Workspace, peer: Peer, *, timeout: float = 15.0, root: str | None = None) -> Session:
     """Connect to `peer`, start its agent, and say hello (measuring the clock offset)."""
     import asyncssh  # lazy: slow to import; a warm keeper, the agent and the fast paths never need it
@@ -284,9 +303,10 @@ async def open_session(ws: Workspace, peer: Peer, *, timeout: float = 15.0, root
     where = f"{dest.user}@{dest.where}"
     try:
         conn = await asyncio.wait_for(asyncssh.connect(**_connect_options(peer, dest, timeout)), timeout + 1)
-    except asyncssh.HostKeyNotVerifiable as err:
-        raise HostKeyError(f"host key of {peer.name} ({dest.where}) is not trusted: {err.reason}",
-                           trust_hint(peer, dest)) from None
+    except asyncssh.HostKeyNotVerifiable:
+        from peersync.transport.hostkeys import refusal_for  # lazy: only on this failure (start-up)
+
+        raise await refusal_for(peer) from None
     except asyncssh.PermissionDenied:
         port_arg = f"-p {dest.port} " if dest.port != 22 else ""
         raise ConnectError(f"SSH key refused by {where}",
@@ -304,7 +324,7 @@ async def open_session(ws: Workspace, peer: Peer, *, timeout: float = 15.0, root
         process = await conn.create_process(agent_command(peer, root), encoding=None)
         started = time.time()
         process.stdin.write(encode({"id": 0, "op": "hello", "args": {"protocol": PROTOCOL}}))
-        line = await asyncio.wait_for(read_line(process.stdout), timeout + 15)
+        line = await asyncio.wait_for(read_line(process.stdout, SMALL_LINE), timeout + 15)
         finished = time.time()
         if not line:
             err = (await asyncio.wait_for(process.stderr.read(4096), 5)).decode(errors="replace")
@@ -315,6 +335,8 @@ async def open_session(ws: Workspace, peer: Peer, *, timeout: float = 15.0, root
             raise ConnectError(f"the peersync agent on {peer.name} did not start: {err.strip()[:300] or 'no output'}")
         reply = decode(line)
         hello = reply.get("result") or {}
+        if not isinstance(hello, dict):
+            raise ValueError("hello is not an object")
         if not reply.get("ok"):
             raise ConnectError(f"the peersync agent on {peer.name} failed to start in {root}: {reply.get('error')}",
                                path_hint(peer, root))
@@ -332,6 +354,10 @@ async def open_session(ws: Workspace, peer: Peer, *, timeout: float = 15.0, root
         conn.close()
         raise ConnectError(f"connection to {peer.name} lost while starting its agent: {err}",
                            "Check the peer's sshd log; then run the sync again.") from None
+    except ValueError as err:  # TooLarge included: a hello that is not one
+        conn.close()
+        raise ProtocolError(f"{peer.name} answered hello with something else ({str(err)[:100]}); refusing it",
+                            "Check the peer's peersync installation.") from None
     except BaseException:
         conn.close()
         raise
@@ -346,7 +372,7 @@ async def attach(ws: Workspace, peer: Peer, root: str, timeout: float):
     if path is None:
         return None
     try:
-        reader, writer = await asyncio.wait_for(asyncio.open_unix_connection(str(path), limit=LINE_LIMIT), 2)
+        reader, writer = await asyncio.wait_for(asyncio.open_unix_connection(str(path), limit=STREAM_LIMIT), 2)
     except (OSError, asyncio.TimeoutError):
         return None
     session = KeptSession(peer, writer, reader)
@@ -369,7 +395,7 @@ async def attach(ws: Workspace, peer: Peer, root: str, timeout: float):
 class KeptSession(Session):
     """A Session whose lines go through a keeper's unix socket."""
 
-    caps = KEPT
+    base_caps = KEPT
 
     def __init__(self, peer: Peer, writer, reader):
         super().__init__(peer, None, None, {}, 0.0, 0.0)
@@ -381,8 +407,8 @@ class KeptSession(Session):
     async def _drain(self) -> None:
         await self.writer.drain()
 
-    async def _receive(self) -> tuple[bytes, bytes | None]:
-        return await read_frame(self.reader.readline, self.reader.readexactly)
+    async def _receive(self, op: str) -> tuple[bytes, bytes | None]:
+        return await read_frame(self.reader, line_limit(op, reply=True), blob_limit(op, reply=True))
 
     async def close(self) -> None:
         # No "bye": the agent stays for the next sync; the keeper resets it when we go.

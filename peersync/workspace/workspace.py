@@ -122,9 +122,16 @@ class Workspace:
     def ensure_state(self) -> Path:
         return ensure_private_dir(self.state)
 
+    def _checked_state(self) -> None:
+        """Before anything is read from the state dir: it must be ours (a link, or a directory
+        another user put there, could feed us peers and settings — StateDirError)."""
+        if os.path.lexists(self.state):
+            ensure_private_dir(self.state)
+
     # -- instance id ----------------------------------------------------------------------
     def existing_instance_id(self) -> str | None:
         """The instance id if one was made already (reading never writes)."""
+        self._checked_state()
         try:
             return (self.state / "instance-id").read_text().strip() or None
         except (FileNotFoundError, NotADirectoryError):
@@ -145,6 +152,7 @@ class Workspace:
     def raw_config(self) -> dict:
         """config.yaml as a dict ({} when absent); a clawdbot-sync config.json is read instead
         when no config.yaml exists.  Malformed files raise ConfigError (exit 2)."""
+        self._checked_state()
         if self.config_file.exists():
             import yaml  # deferred: the agent never needs it
 
@@ -193,6 +201,7 @@ class Workspace:
 
     # -- peers ----------------------------------------------------------------------------
     def load_peers(self) -> dict[str, Peer]:
+        self._checked_state()
         data = _load_json_file(self.peers_file, default={"peers": {}})
         peers = data.get("peers") if isinstance(data, dict) else None
         if not isinstance(peers, dict):
