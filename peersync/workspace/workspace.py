@@ -4,6 +4,7 @@ from __future__ import annotations
 
 # Lazy imports: the agent never needs yaml or the clawdbot-sync formats, so they load on use.
 import json
+import os
 import time
 import uuid
 from dataclasses import dataclass, field
