@@ -48,9 +48,11 @@ class ConnectError(PeersyncError):
 
 
 class HostKeyError(ConnectError):
-    """The peer's host key is unknown or does not match."""
+    """The peer's host key is unknown or does not match: not a peer that is down (exit 3) but a
+    refusal the user must look at (exit 1)."""
 
     kind = "host-key"
+    exit_code = 1
 
 
 class ProtocolError(PeersyncError):
