@@ -11,7 +11,7 @@ usage() {
 usage: handler.sh [-w WORKSPACE] COMMAND [ARGS…] [WORKSPACE]
   status | now [peer…] | sync [peer…] | push [peer] | pull [peer] | diff [peer]
   add <name> <host[:port]> [user] [path] | remove <name> | peers | history [n]
-  auto [on|off|status] | heartbeat | conflicts [list|show|restore|drop] [id]
+  auto [on|off|status] | heartbeat | conflicts [list|show|diff|restore|drop] [id]
   trash [list|restore|empty] [batch]
   discover [--add] | setup | help
 A workspace given last must be a path with a '/' (e.g. ./clawd or "$WORKSPACE").

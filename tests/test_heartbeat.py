@@ -176,17 +176,33 @@ def test_routine_syncs_are_summed_up_once_a_day(workspace_pair):
 def test_conflict_gets_a_second_line(workspace_pair):
     ws, remote = workspace_pair.local, workspace_pair.remote
     cli(ws, "auto", "on")
-    write(ws, "USER.md", "base\n")
+    plan = "memory/notes/plan.txt"  # not merged: a conflict goes to the policy (newest wins)
+    write(ws, plan, "base\n")
     assert cli(ws, "heartbeat").returncode == 0
-    write(ws, "USER.md", "local edit\n")
-    path = write(remote, "USER.md", "remote edit\n")
+    write(ws, plan, "local edit\n")
+    path = write(remote, plan, "remote edit\n")
     os.utime(path, (time.time() + 60, time.time() + 60))  # the remote edit is newer
     make_due(ws)
     proc = cli(ws, "heartbeat")
     lines = proc.stdout.splitlines()
     assert len(lines) == 1, proc.stdout  # the conflict is told at once; the file that moved goes to the digest
-    assert lines[0].startswith("⚠️ 1 conflict: USER.md — kept remote's (newer); yours saved as conflict")
-    assert (ws.root / "USER.md").read_text() == "remote edit\n"
+    assert lines[0].startswith(f"⚠️ 1 conflict: {plan} — kept remote's (newer); yours saved as conflict")
+    assert (ws.root / plan).read_text() == "remote edit\n"
+
+
+def test_a_merge_that_kept_both_versions_says_which_file_needs_a_look(workspace_pair):
+    ws, remote = workspace_pair.local, workspace_pair.remote
+    cli(ws, "auto", "on")
+    write(ws, "USER.md", "# User\n- Timezone: Europe/Lisbon\n")
+    assert cli(ws, "heartbeat").returncode == 0
+    write(ws, "USER.md", "# User\n- Timezone: Europe/Porto\n")
+    write(remote, "USER.md", "# User\n- Timezone: Atlantic/Azores\n")
+    make_due(ws)
+    lines = cli(ws, "heartbeat").stdout.splitlines()
+    assert len(lines) == 1, lines  # told at once; the merge itself goes to the daily digest
+    assert lines[0].startswith("⚠️ 1 conflict: USER.md — merged, needs a look: both versions of 1 passage kept live")
+    text = (ws.root / "USER.md").read_text()
+    assert "Europe/Porto" in text and "Atlantic/Azores" in text and text == (remote.root / "USER.md").read_text()
 
 
 def test_peer_down_is_bounded_backed_off_and_told_once(workspace_pair, listener):

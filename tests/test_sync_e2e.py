@@ -22,6 +22,7 @@ from peersync.transport.protocol import encode
 from peersync.workspace.workspace import Workspace
 
 EVIL_AGENT = Path(__file__).with_name("evil_agent.py")
+WHOLE = "memory/notes/plan.txt"  # not in sync.merge: a conflict there goes to the policy (whole file)
 
 
 def cli(ws, *args, check=False):
@@ -143,14 +144,14 @@ def test_edits_creations_deletions_propagate_both_ways(pair):
 
 def test_conflict_newest_wins_and_loser_is_quarantined(pair):
     L, R = pair.local, pair.remote
-    write(L, "MEMORY.md", "base\n")
+    write(L, WHOLE, "base\n")
     sync(L)
     now = time.time()
-    write(L, "MEMORY.md", "local edit (older)\n", mtime=now - 100)
-    write(R, "MEMORY.md", "remote edit (newer)\n", mtime=now - 10)
+    write(L, WHOLE, "local edit (older)\n", mtime=now - 100)
+    write(R, WHOLE, "remote edit (newer)\n", mtime=now - 10)
     report = sync(L)
-    assert read(L, "MEMORY.md") == read(R, "MEMORY.md") == "remote edit (newer)\n"
-    assert [c.path for c in report.conflicts] == ["MEMORY.md"]
+    assert read(L, WHOLE) == read(R, WHOLE) == "remote edit (newer)\n"
+    assert [c.path for c in report.conflicts] == [WHOLE]
     cid = report.conflicts[0].saved_as
     assert cid and report.conflicts[0].side == "local"
     listed = json.loads(cli(L, "--json", "conflicts", "list", check=True).stdout)["conflicts"]
@@ -161,9 +162,9 @@ def test_conflict_newest_wins_and_loser_is_quarantined(pair):
     assert "⚠️" in text
     # restore swaps: the quarantined version comes back, the current one is quarantined
     cli(L, "conflicts", "restore", cid, check=True)
-    assert read(L, "MEMORY.md") == "local edit (older)\n"
+    assert read(L, WHOLE) == "local edit (older)\n"
     listed = json.loads(cli(L, "--json", "conflicts", "list", check=True).stdout)["conflicts"]
-    assert [c["path"] for c in listed] == ["MEMORY.md"] and listed[0]["id"] != cid
+    assert [c["path"] for c in listed] == [WHOLE] and listed[0]["id"] != cid
     cli(L, "conflicts", "drop", listed[0]["id"], check=True)
     assert json.loads(cli(L, "--json", "conflicts", "list", check=True).stdout)["conflicts"] == []
 
@@ -175,16 +176,16 @@ def test_newest_follows_clock_offset_corrected_times(tmp_path, sshd):
     skewed = f"faketime -f +600s {shlex.quote(sys.executable)} -m peersync"
     pair = wire_pair(tmp_path / "local", tmp_path / "remote", sshd, command=skewed)
     L, R = pair.local, pair.remote
-    write(L, "MEMORY.md", "base\n")
+    write(L, WHOLE, "base\n")
     sync(L)
     now = time.time()
-    write(R, "MEMORY.md", "peer edit, really older\n", mtime=now + 600 - 60)
-    write(L, "MEMORY.md", "our edit, really newer\n", mtime=now)
+    write(R, WHOLE, "peer edit, really older\n", mtime=now + 600 - 60)
+    write(L, WHOLE, "our edit, really newer\n", mtime=now)
     report = sync(L)
     assert 590 < report.clock_offset < 610
-    assert read(L, "MEMORY.md") == read(R, "MEMORY.md") == "our edit, really newer\n"
+    assert read(L, WHOLE) == read(R, WHOLE) == "our edit, really newer\n"
     assert report.conflicts[0].side == "remote" and report.conflicts[0].kept == "local"
-    quarantined = list((R.state / "conflicts").rglob("MEMORY.md"))
+    quarantined = list((R.state / "conflicts").rglob(WHOLE))
     assert [p.read_text() for p in quarantined] == ["peer edit, really older\n"]
 
 
@@ -268,19 +269,19 @@ def test_push_and_pull_are_one_way_and_keep_the_unseen(pair):
 
 def test_skip_and_manual_policies_keep_both(pair):
     L, R = pair.local, pair.remote
-    write(L, "USER.md", "base\n")
+    write(L, WHOLE, "base\n")
     sync(L)
-    write(L, "USER.md", "mine\n")
-    write(R, "USER.md", "theirs\n")
+    write(L, WHOLE, "mine\n")
+    write(R, WHOLE, "theirs\n")
     report = sync(L, policy=Policy.SKIP)
-    assert read(L, "USER.md") == "mine\n" and read(R, "USER.md") == "theirs\n"
+    assert read(L, WHOLE) == "mine\n" and read(R, WHOLE) == "theirs\n"
     assert report.conflicts and report.conflicts[0].kept == "both"
     report = sync(L, policy=Policy.MANUAL)
-    assert read(L, "USER.md") == "mine\n" and read(R, "USER.md") == "theirs\n"
-    assert [p.read_text() for p in (L.state / "conflicts").rglob("USER.md")] == ["theirs\n"]
-    assert [p.read_text() for p in (R.state / "conflicts").rglob("USER.md")] == ["mine\n"]
+    assert read(L, WHOLE) == "mine\n" and read(R, WHOLE) == "theirs\n"
+    assert [p.read_text() for p in (L.state / "conflicts").rglob(WHOLE)] == ["theirs\n"]
+    assert [p.read_text() for p in (R.state / "conflicts").rglob(WHOLE)] == ["mine\n"]
     sync(L, policy=Policy.MANUAL)  # the same versions are not quarantined twice
-    assert len(list((L.state / "conflicts").rglob("USER.md"))) == 1
+    assert len(list((L.state / "conflicts").rglob(WHOLE))) == 1
 
 
 def test_mass_delete_guard_stops_then_force_allows(pair):

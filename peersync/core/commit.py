@@ -15,8 +15,6 @@ from peersync.core.paths import BadPath, check_relpath, valid_instance_id
 from peersync.core.types import READABLE_FORMATS, Entry
 from peersync.errors import ProtocolError
 
-LOGBASE_MAX = 16 << 20  # log files up to this size keep their synced content for 3-way merges
-
 
 @dataclass
 class SideState:
@@ -153,7 +151,9 @@ def ancestor_delta(old: Mapping[str, Entry], new: Mapping[str, Entry]) -> dict:
             "drop": [p for p in old if p not in new]}
 
 
-def logbase_items(old: Mapping[str, Entry], new: Mapping[str, Entry], is_log: Callable[[str], bool]) -> list[list[str]]:
-    """Log files whose synced content changed: both sides keep it as the next merge's base."""
-    return [[p, e.hash] for p, e in new.items()
-            if ((o := old.get(p)) is None or o.hash != e.hash) and e.size <= LOGBASE_MAX and is_log(p)]
+def merge_base_items(old: Mapping[str, Entry], new: Mapping[str, Entry],
+                     keeps_base: Callable[[str, Entry], bool]) -> list[list[str]]:
+    """Mergeable files whose synced content changed: both sides keep it as the next merge's base
+    (`keeps_base(path, entry)`: mergefile.MergeRules.keeps_base).  Bases no ancestor refers to any
+    more are pruned with the ancestors (agent housekeeping)."""
+    return [[p, e.hash] for p, e in new.items() if ((o := old.get(p)) is None or o.hash != e.hash) and keeps_base(p, e)]

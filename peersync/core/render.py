@@ -53,7 +53,7 @@ def report_text(report: Report) -> str:
     if report.pulled:
         lines.append(f"📥 {would}{'pull' if would else 'Pulled'} {len(report.pulled)}: {names(report.pulled)}")
     if report.merged:
-        lines.append(f"🔀 {would}{'merge' if would else 'Merged'} {plural(len(report.merged), 'log')}: "
+        lines.append(f"🔀 {would}{'merge' if would else 'Merged'} {plural(len(report.merged), 'file')}: "
                      f"{names(report.merged)}")
     if report.deleted_local:
         lines.append(f"🗑️ {would}{'delete' if would else 'Deleted'} {len(report.deleted_local)} here "
@@ -78,6 +78,8 @@ def report_text(report: Report) -> str:
 
 
 def conflict_text(c: Conflict, report: Report) -> str:
+    if c.kept == "merged":
+        return merged_text(c)
     if c.kept == "both":
         if c.saved_as:
             return f"{c.path} — kept both; {report.peer}'s version saved as conflict {c.saved_as}"
@@ -91,6 +93,15 @@ def conflict_text(c: Conflict, report: Report) -> str:
     if c.side == "local":
         return f"{c.path} — kept {winner}{why}; yours saved as conflict {c.saved_as}"
     return f"{c.path} — kept {winner}{why}; {report.peer}'s saved there as conflict {c.saved_as}"
+
+
+def merged_text(c: Conflict) -> str:
+    """A merge that needs a look: versions kept live in the file, or JSON keys the policy decided."""
+    saved = f"; the versions before the merge are saved here as {c.saved_as}" if c.saved_as else ""
+    if c.keys:
+        return f"{c.path} — {c.reason or 'merged by key'}{saved}"
+    passages = plural(c.passages or 1, "passage")
+    return f"{c.path} — merged, needs a look: both versions of {passages} kept live in the file (marked ⚠️ peersync){saved}"
 
 
 def reports_text(reports: list[Report]) -> str:

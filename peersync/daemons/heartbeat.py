@@ -170,7 +170,21 @@ def _sync(ws, cfg: auto.AutoConfig, state: dict, now: float, tick: Tick) -> None
                                    new_problems=bool({k for k in problems - seen if k.startswith(report.peer + ":")}),
                                    routine=routine_now)
     tick.lines += digest.take(state, now, cfg.summary)
+    tick.lines += arrived_needing_a_look(ws, tick.reports)
     auto.write_state(ws.state, state)
+
+
+def arrived_needing_a_look(ws, reports) -> list[str]:
+    """Files this tick brought in (pulled from a peer that had merged them with a third machine)
+    that hold versions kept live: they need a look too.  Merges of this tick say so themselves."""
+    told = {c.path for r in reports for c in r.conflicts if c.kept == "merged"}
+    arrived = [p for r in reports for p in r.pulled + r.merged if p not in told]
+    if not arrived:
+        return []
+    from peersync.replica.looks import looks_text, needing_a_look
+
+    looks = needing_a_look(ws, ws.sync_config(), arrived)
+    return [looks_text(looks)] if looks else []
 
 
 async def _bounded_sync(ws, names: list[str], timeout: float) -> list:

@@ -12,6 +12,7 @@ import os
 import re
 import secrets
 import shutil
+import socket
 import threading
 import time
 from pathlib import Path
@@ -82,7 +83,7 @@ class Handler:
         return {"version": __version__, "time": time.time(),
                 "root": str(self.ws.root), "workspace": self.ws.root.is_dir(),
                 "instance_id": self.ws.existing_instance_id(),
-                "restricted": self.restricted,
+                "restricted": self.restricted, "machine": machine_name(),
                 # for `peers add` (peers/manage.py): is the path an agent's workspace, and whose home is it in
                 "agent_workspace": self.ws.root.is_dir() and looks_like_workspace(self.ws.root),
                 "home": os.path.expanduser("~"),
@@ -233,6 +234,34 @@ class Handler:
             data = {**data, "entries": {p: w for p, w in entries.items() if contains(p)}
                     if isinstance(entries, dict) else {}}
         return data
+
+    def op_merge_bases(self, paths: list) -> dict:
+        """The versions of `paths` this replica has in common with any of its peers (the entries of
+        all its ancestors that carry a vector): {path: [[hash, vv], …]}.  A merge picks the latest
+        version both sides descend from among both sides' answers (Run._merge_bases): in a mesh,
+        the pair's own ancestor may be much older than what the two have in common through others."""
+        if not isinstance(paths, list) or not all(isinstance(p, str) for p in paths):
+            raise ValueError("malformed request: paths must be a list of strings")
+        # A restricted client learns nothing about paths outside its selection.
+        wanted = {check_relpath(p) for p in paths if not self.restricted or self.store.selection.contains(p)}
+        found: dict[str, dict] = {p: {} for p in wanted}
+        top = self.ws.state / "ancestors"
+        if not wanted or not os.path.lexists(top):
+            return found
+        ensure_private_dir(top)  # globbing a link would read elsewhere
+        for file in sorted(top.glob("*.json")):
+            try:
+                doc = self.ancestor_doc(file.stem)
+            except (OSError, BadPath):
+                continue
+            entries = doc[1].get("entries") if doc is not None and isinstance(doc[1], dict) else None
+            if not isinstance(entries, dict):
+                continue
+            for path in wanted:
+                wire = entries.get(path)
+                if isinstance(wire, list) and len(wire) >= 5 and wire[4]:
+                    found[path][(wire[3], json.dumps(wire[4]))] = [wire[3], wire[4]]
+        return {p: list(versions_of.values()) for p, versions_of in found.items()}
 
     def op_ancestor_put(self, peer_id: str, manifest: dict | None = None, base_digest: str | None = None,
                         delta: dict | None = None) -> dict:
@@ -584,6 +613,8 @@ class Handler:
                 results.append({"path": path, "ok": False, "error": error_text(err)})
         return {"results": results}
 
+    # Merge bases: the last synced content of mergeable files (logs, memory files), kept by hash
+    # (Store.save_logbases); the wire names are the log bases' from before other files merged.
     def op_logbase_save(self, items: list) -> dict:
         return {"saved": self.store.save_logbases([(check_relpath(p), h) for p, h in items])}
 
@@ -604,7 +635,7 @@ class Handler:
                     tombstones.prune(self._dead_file, days)
                 self.versions.prune(days)
                 out["trash_purged"] = self.store.purge_trash(days)
-        # Log bases no ancestor refers to any more are dropped — deciding reads every ancestor
+        # Merge bases no ancestor refers to any more are dropped — deciding reads every ancestor
         # (megabytes at 100k files), and stale bases only cost disk space.
         if not prune_logbases or not self.store.logbase_dir.is_dir() or not self._due("logbase.pruned"):
             return out
@@ -650,6 +681,12 @@ class Handler:
             raise PermissionError(f"'{op}' needs the workspace lock first")
         with self._busy:
             return method(**args)
+
+
+def machine_name() -> str:
+    """How a merge names this machine's versions in a kept passage: $PEERSYNC_MACHINE_NAME, else
+    the host name without its domain."""
+    return os.environ.get("PEERSYNC_MACHINE_NAME") or socket.gethostname().split(".")[0] or "?"
 
 
 def _same_vv(wire: list, vv) -> bool:

@@ -428,9 +428,9 @@ class Store:
         cutoff = time.strftime("%Y%m%dT%H%M%S", time.gmtime((now or time.time()) - days * 86400))
         return _clear(self._state_sub("trash"), lambda name: name[:15] < cutoff)
 
-    # -- log bases -----------------------------------------------------------------------
-    # The content of each log file as of the last sync, by hash, so the next merge can see what
-    # each side inserted even after a third peer's lines landed in the middle (merge.insertion_merge).
+    # -- merge bases (named log bases when only logs merged) ------------------------------
+    # The content of each mergeable file (logs, memory files: mergefile.MergeRules) as of the
+    # last sync, by hash, so the next merge is three-way: it sees what each side changed since.
     @property
     def logbase_dir(self) -> Path:
         return self.state / "logbase"
@@ -653,14 +653,17 @@ class Store:
         finally:
             os.close(fd)
 
-    def restore_conflict(self, cid: str) -> dict:
-        """Put a quarantined version back at its path; the version it replaces is quarantined in turn."""
+    def restore_conflict(self, cid: str, merge=None) -> dict:
+        """Put a quarantined version back at its path; the version it replaces is quarantined in turn.
+        `merge(kept, live) -> bytes | None`: put back the kept version merged into the live one
+        instead (Refused when it cannot merge them)."""
         item = self.find_conflict(cid)
         path = self.check(item["path"])
         staging = self.new_staging()
         try:
             staged = staging / "restore"
-            staged.write_bytes(self.conflict_bytes(cid))
+            kept = self.conflict_bytes(cid)
+            staged.write_bytes(kept)
             os.chmod(staged, 0o644)
             os.utime(staged)  # a restore is the user's latest edit: peers must take it, not undo it
             replaced = None
@@ -670,6 +673,12 @@ class Store:
                     mode = os.stat(name, dir_fd=parent, follow_symlinks=False).st_mode
                     if stat.S_ISREG(mode):
                         os.chmod(staged, mode & 0o777)
+                        if merge is not None:
+                            merged = merge(kept, self._read(tree, path))
+                            if merged is None:
+                                raise Refused(f"{path}: the two versions cannot be merged (not text, or not JSON)")
+                            staged.write_bytes(merged)
+                            os.utime(staged)
                     held = self._hold(None, path, at=(parent, name))
                     os.replace(staged, name, dst_dir_fd=parent)
                     replaced = self._quarantine_file(held, path, {"peer": None, "reason": f"replaced by restore of {cid}"})

@@ -27,7 +27,7 @@ from peersync.core.commit import (
     ancestor_delta,
     buried,
     check_instance_id,
-    logbase_items,
+    merge_base_items,
     new_ancestor,
     parse_manifest,
     parse_paths,
@@ -35,7 +35,7 @@ from peersync.core.commit import (
     read_ancestor,
 )
 from peersync.core.paths import valid_instance_id
-from peersync.core.plan import describe, log_matcher, plan_sync, vanished
+from peersync.core.plan import describe, plan_sync, vanished
 from peersync.core.reconcile import touched_paths
 from peersync.core.types import (
     Entry,
@@ -180,7 +180,7 @@ async def _reconcile_and_apply(job: Job, local: LocalSession, remote: Replica, r
     local_dead, remote_dead = await deletion_records(
         local, remote, local_entries, remote_entries, touched,
         local_has=local.handler.has_dead(), remote_has=bool(remote_raw.get("dead")))
-    plan = plan_sync(ancestor, local_entries, remote_entries, logs=cfg.logs, roots=cfg.selection.roots,
+    plan = plan_sync(ancestor, local_entries, remote_entries, rules=cfg.rules, roots=cfg.selection.roots,
                      mass_delete_ratio=cfg.mass_delete_ratio, peer_name=peer.name, policy=job.policy,
                      mode=report.mode, offset_ns=int(remote.offset * 1e9), local_id=local_id,
                      remote_id=remote_id or "~", force=job.force, paths=touched, local_dead=local_dead,
@@ -192,7 +192,7 @@ async def _reconcile_and_apply(job: Job, local: LocalSession, remote: Replica, r
     # -- execute -------------------------------------------------------------------------------
     intent = journal.begin(ws, remote_id, peer.name, plan)
     run = Run(ws, peer, local, remote, report, policy=job.policy, local_id=local_id, remote_id=remote_id,
-              local_entries=local_entries, remote_entries=remote_entries)
+              local_entries=local_entries, remote_entries=remote_entries, rules=cfg.rules)
     run.progress = job.progress
     await run.execute(list(plan.changes))
     # -- commit --------------------------------------------------------------------------------
@@ -207,9 +207,10 @@ async def _reconcile_and_apply(job: Job, local: LocalSession, remote: Replica, r
     elif new != ancestor or not delta:  # unchanged and already identical on both sides: kept
         saves.append(save_ancestor(local, remote, local_id, remote_id, mine, new, base_digest,
                                    remote_delta=delta and ancestor is mine))
-    # Log files' new synced content, kept as the next merge's base by each side that keeps state
-    # (alongside the ancestor: a base missing after a crash only means a log conflict, never a loss).
-    logs = logbase_items(ancestor, new, log_matcher(cfg.logs))
+    # Mergeable files' new synced content, kept as the next merge's base by each side that keeps
+    # state (alongside the ancestor: a base missing after a crash only means a union or a
+    # conflict, never a loss).
+    logs = merge_base_items(ancestor, new, cfg.rules.keeps_base)
     if logs:
         saves.append(local.request("logbase_save", items=logs))
         if remote.caps.keeps_ancestor:

@@ -23,9 +23,10 @@ PROTOCOL = 5  # bump me on any incompatible change of ops or message shapes (4: 
 SMALL_LINE = 64 << 10
 LARGE_LINE = 256 << 20  # about 2 million files
 LARGE_REQUESTS = frozenset({"ancestor_put", "tombstones_add", "tombstones_get", "versions_put", "install", "read",
-                            "read_tail", "delete", "touch", "quarantine", "logbase_save", "logbase_get", "selection"})
+                            "read_tail", "delete", "touch", "quarantine", "logbase_save", "logbase_get", "selection",
+                            "merge_bases"})
 LARGE_REPLIES = frozenset({"scan", "ancestor_get", "tombstones_get", "install", "read", "read_tail", "delete",
-                           "touch", "quarantine", "logbase_get", "run"})
+                           "touch", "quarantine", "logbase_get", "run", "merge_bases"})
 MAX_BLOB = 1 << 30  # whole files in one message: an install's inline batch, a merge's logs (until streamed)
 WHOLE_FILES = frozenset({"install", "quarantine", "read", "read_tail", "logbase_get"})
 RANGES = frozenset({"read_range", "stage_chunk"})

@@ -15,7 +15,7 @@ from peersync.core.paths import STATE_DIR
 from peersync.core.selection import DEFAULT_EXCLUDES
 from peersync.workspace import auto
 from peersync.workspace.storage import atomic_write_bytes
-from peersync.workspace.workspace import DEFAULT_LOGS, Workspace
+from peersync.workspace.workspace import DEFAULT_LOGS, DEFAULT_MERGE, Workspace
 
 HEARTBEAT_MARK = "handler.sh heartbeat"  # how init recognises its line (HEARTBEAT.md is synced too)
 # Machine-independent on purpose: HEARTBEAT.md is synced, and the skill's folder differs per machine.
@@ -40,6 +40,10 @@ sync:
   exclude: {exclude}
   # Log files: when both sides only appended, the lines of both are kept (append-merge).
   logs: {logs}
+  # Memory files both machines may edit (gitignore-style patterns): merged three-way, line by line
+  # (Markdown-aware) or, for .json, key by key.  Overlapping edits keep both versions live in the
+  # file between marker lines; `peersync status` and `peersync conflicts list` name those files.
+  merge: {merge}
   # Who wins a real conflict: newest, local, remote, skip or manual.  The loser is never
   # destroyed: it is kept in conflicts/ (peersync conflicts list).
   policy: {policy}
@@ -124,6 +128,7 @@ def render_config(raw: dict | None = None) -> str:
     return CONFIG_TEMPLATE.format(
         skills=value(bool(sync.get("skills", False))), include=value(sync.get("include", [])),
         exclude=value(sync.get("exclude", list(DEFAULT_EXCLUDES))), logs=value(sync.get("logs", list(DEFAULT_LOGS))),
+        merge=value(sync.get("merge", list(DEFAULT_MERGE))),
         policy=sync.get("policy", "newest"), trash_days=value(sync.get("trash_days", 30)),
         mass_delete=value(sync.get("mass_delete", 0.5)),
         keep_connection=value(sync.get("keep_connection", 600)),

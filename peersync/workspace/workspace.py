@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 # Lazy imports: the agent never needs yaml or the clawdbot-sync formats, so they load on use.
+import functools
 import json
 import os
 import time
@@ -25,6 +26,8 @@ from peersync.workspace.storage import (
 HISTORY_LIMIT = 1000
 PEER_NAME_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.")
 DEFAULT_LOGS = ("*.jsonl", "*.log", "memory/[0-9][0-9][0-9][0-9]-[0-9][0-9]-[0-9][0-9].md")
+# Files a sync merges three-way (gitignore-style patterns; see peersync.mergefile).
+DEFAULT_MERGE = ("MEMORY.md", "USER.md", "HEARTBEAT.md", "memory/**/*.md", "memory/**/*.json")
 
 
 @dataclass(frozen=True)
@@ -84,10 +87,18 @@ def check_peer_name(name: str) -> str:
 class SyncConfig:
     selection: Selection
     logs: tuple[str, ...] = DEFAULT_LOGS
+    merge: tuple[str, ...] = DEFAULT_MERGE
     policy: Policy = Policy.NEWEST
     trash_days: int = 30
     mass_delete_ratio: float = 0.5
     keep_connection: float = 600.0  # seconds a peer's connection stays warm after a sync (keeper.py)
+
+    @functools.cached_property
+    def rules(self):
+        """Which files merge, and how (peersync.core.mergefile.MergeRules), built once per config."""
+        from peersync.core.mergefile import MergeRules  # deferred: the agent never merges
+
+        return MergeRules(self.logs, self.merge)
 
 
 class Workspace:
@@ -187,13 +198,15 @@ class Workspace:
         exclude = sync.get("exclude", list(DEFAULT_EXCLUDES))
         include = sync.get("include", [])
         logs = sync.get("logs", list(DEFAULT_LOGS))
-        for key, value in (("exclude", exclude), ("include", include), ("logs", logs)):
+        merge = sync.get("merge", list(DEFAULT_MERGE))
+        for key, value in (("exclude", exclude), ("include", include), ("logs", logs), ("merge", merge)):
             if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
                 raise ConfigError(f"{self.config_file}: sync.{key} must be a list of strings")
         return SyncConfig(
             selection=Selection.from_options(skills=bool(sync.get("skills", False)),
                                              include=include, exclude=exclude),
             logs=tuple(logs),
+            merge=tuple(merge),
             policy=policy,
             trash_days=int(sync.get("trash_days", 30)),
             mass_delete_ratio=float(sync.get("mass_delete", 0.5)),
