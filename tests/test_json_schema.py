@@ -60,9 +60,11 @@ def test_every_command_prints_one_valid_document(first_day: FirstDay, tmp_path):
     run("sync", "--dry-run", want=0)
     run("push", "mac-mini", want=0)
     run("pull", "mac-mini", want=0)
-    (f.laptop / "USER.md").write_text("laptop\n")
-    (f.mini / "USER.md").write_text("mini, newer\n")
-    os.utime(f.laptop / "USER.md", (time.time() - 120, time.time() - 120))  # the mini's is newer, clearly
+    plan = "memory/notes/plan.txt"  # not a merged kind of file: a conflict, newest wins
+    for ws, text in ((f.laptop, "laptop\n"), (f.mini, "mini, newer\n")):
+        (ws / plan).parent.mkdir(parents=True, exist_ok=True)
+        (ws / plan).write_text(text)
+    os.utime(f.laptop / plan, (time.time() - 120, time.time() - 120))  # the mini's is newer, clearly
     sync = run("sync", want=0)
     assert sync["reports"][0]["conflicts"], sync
     run("sync", "nobody", want=2)
@@ -70,6 +72,7 @@ def test_every_command_prints_one_valid_document(first_day: FirstDay, tmp_path):
     listed = run("conflicts", "list", want=0)["conflicts"]
     cid = listed[0]["id"]
     run("conflicts", "show", cid, want=0)
+    run("conflicts", "diff", cid, want=0)
     run("conflicts", "restore", cid, want=0)
     run("conflicts", "drop", json.loads(f.cli("conflicts", "--json", ws=f.laptop).stdout)["conflicts"][0]["id"], want=0)
     run("conflicts", "show", "c-nothere", want=2)
