@@ -56,7 +56,7 @@ def conflicts_show(ctx: typer.Context, cid: str = CID) -> None:
 
 
 @conflicts_app.command("diff")
-def conflicts_diff(ctx: typer.Context, cid: str) -> None:
+def conflicts_diff(ctx: typer.Context, cid: str = CID) -> None:
     """Show how a quarantined version differs from the live file (a unified diff)."""
     item, diff = conflicts.diff(state(ctx).workspace(), cid)
     if diff is None:

@@ -27,6 +27,7 @@ EXAMPLES: dict[str, tuple[str, ...]] = {
     "conflicts": ("peersync conflicts",),
     "conflicts list": ("peersync conflicts list",),
     "conflicts show": ("peersync conflicts show c-7f3a",),
+    "conflicts diff": ("peersync conflicts diff c-7f3a",),
     "conflicts restore": ("peersync conflicts restore c-7f3a   # the live version is kept as a conflict in turn",),
     "conflicts drop": ("peersync conflicts drop c-7f3a",),
     "trash": ("peersync trash",),
