@@ -100,25 +100,28 @@ def test_first_day_as_the_readme_tells_it(tmp_path, sshd):
     assert (mini / "USER.md").read_text() == "prefers tea\n"
 
     # -- a conflict and a deletion, then "When something went wrong" ---------------------------------
-    (laptop / "USER.md").write_text("prefers green tea\n")
-    (mini / "USER.md").write_text("prefers coffee\n")
-    earlier = os.stat(mini / "USER.md").st_mtime - 120
-    os.utime(laptop / "USER.md", (earlier, earlier))  # the mini's edit is the newer one
+    plan = "memory/notes/plan.txt"  # plain text: not merged, so newest wins and the other is kept aside
+    (laptop / plan).parent.mkdir(parents=True, exist_ok=True)
+    (mini / plan).parent.mkdir(parents=True, exist_ok=True)
+    (laptop / plan).write_text("prefers green tea\n")
+    (mini / plan).write_text("prefers coffee\n")
+    earlier = os.stat(mini / plan).st_mtime - 120
+    os.utime(laptop / plan, (earlier, earlier))  # the mini's edit is the newer one
     (mini / "memory" / "2026-01-20.md").unlink()
     synced = bash([f"export WORKSPACE={laptop}", "peersync sync mac-mini"], env, tmp_path).stdout
-    assert "⚠️ 1 conflict: USER.md — kept mac-mini's (newer); yours saved as conflict" in synced
+    assert f"⚠️ 1 conflict: {plan} — kept mac-mini's (newer); yours saved as conflict" in synced
     assert "🗑️ Deleted 1 here (to the trash): memory/2026-01-20.md" in synced
     listed = json.loads(bash([f"peersync -w {laptop} conflicts --json"], env, tmp_path).stdout)["conflicts"]
-    [conflict] = [c for c in listed if c["path"] == "USER.md"]  # (MEMORY.md differed at the first sync too)
+    [conflict] = [c for c in listed if c["path"] == plan]  # (MEMORY.md differed at the first sync too)
     fix = readme_block("## Quick start", "peersync trash restore")
     assert fix[1].startswith("peersync conflicts restore c-7f3a") and fix[3].startswith("peersync trash restore")
     out = bash([f"export WORKSPACE={laptop}", *(line.replace("c-7f3a", conflict["id"]) for line in fix)],
                env, tmp_path).stdout
-    assert "USER.md" in out and "♻️ Restored memory/2026-01-20.md" in out
-    assert (laptop / "USER.md").read_text() == "prefers green tea\n"
+    assert plan in out and "♻️ Restored memory/2026-01-20.md" in out
+    assert (laptop / plan).read_text() == "prefers green tea\n"
     assert (laptop / "memory" / "2026-01-20.md").read_text() == "an old note\n"
     bash([f"export WORKSPACE={laptop}", "peersync sync mac-mini"], env, tmp_path)
-    assert (mini / "USER.md").read_text() == "prefers green tea\n"  # the restored version wins everywhere
+    assert (mini / plan).read_text() == "prefers green tea\n"  # the restored version wins everywhere
     assert (mini / "memory" / "2026-01-20.md").read_text() == "an old note\n"
     history = bash([f"peersync -w {laptop} history"], env, tmp_path).stdout
     assert "🗑️ 1" in history and "⚠️ 1" in history
