@@ -373,7 +373,8 @@ def test_changing_a_peer_ends_its_keeper(kept_pair, sshd):
     key, pub = sshd.new_client_key(f"other-{secrets.token_hex(3)}")
     sshd.add_key(pub)
     proc = cli(kept_pair.local, "peers", "add", "remote", "127.0.0.1",
-               *sshd.make_peer_args(path=kept_pair.remote.root, command=kept_pair.command, identity=key))
+               *sshd.make_peer_args(path=kept_pair.remote.root, command=kept_pair.command, identity=key),
+               "--replace")  # an existing peer is replaced only on request (issue 19)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert wait_until(lambda: not keepers_of(kept_pair.local), 10), "the keeper outlived its peer entry"
 

@@ -148,7 +148,7 @@ def test_syncs_started_from_both_sides_at_once_never_corrupt(pair):
     for code, out, err in outs:
         assert "Traceback" not in out + err
         doc = json.loads(out)
-        assert code == 0 or "busy" in doc["reports"][0]["error"], doc
+        assert code == 0 or "busy" in doc["reports"][0]["error"]["message"], doc
     assert_converged_and_clean(pair)
     assert len(selection_files(L)) == 100
 

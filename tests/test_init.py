@@ -27,6 +27,7 @@ def cli(root: Path, *args, env=None):
 
 
 def test_init_prepares_a_workspace(tmp_path):
+    (tmp_path / "AGENTS.md").write_text("# an OpenClaw workspace\n")
     proc = cli(tmp_path, "init")
     assert proc.returncode == 0, proc.stdout + proc.stderr
     ws = Workspace(tmp_path)
@@ -85,8 +86,7 @@ def test_init_names_the_fix_for_a_missing_tool(tmp_path):
     bin_dir.mkdir()
     (bin_dir / "ssh").symlink_to(subprocess.run(["which", "ssh"], capture_output=True, text=True).stdout.strip())
     ws_root = tmp_path / "ws"
-    ws_root.mkdir()
-    proc = cli(ws_root, "init", env={**os.environ, "PATH": str(bin_dir)})
+    proc = cli(ws_root, "init", "--init", env={**os.environ, "PATH": str(bin_dir)})  # a new, empty workspace
     assert proc.returncode == 1
     assert "❌ rsync missing" in proc.stdout
     assert "❌ rsync: install rsync: sudo apt-get install rsync" in proc.stdout
@@ -132,6 +132,7 @@ def test_skill_metadata_offers_restic():
 
 
 def test_handler_shim_runs_init(tmp_path):
+    (tmp_path / "SOUL.md").write_text("# an OpenClaw workspace\n")
     env = {**os.environ, "PEERSYNC": f"{sys.executable} -m peersync"}
     proc = subprocess.run(["bash", str(ROOT / "handler.sh"), "init", "--heartbeat", str(tmp_path)],
                           capture_output=True, text=True, env=env, timeout=60)
@@ -164,7 +165,7 @@ def test_skill_front_matter():
 
 @pytest.mark.parametrize("chat", ["`/sync`", "`/sync status`", "`/sync now [peer]`", "`/sync push [peer]`",
                                   "`/sync pull [peer]`", "`/sync diff [peer]`",
-                                  "`/sync add <name> <host> [user] [path]`", "`/sync remove <name>`",
+                                  "`/sync add <name> <host[:port]> [user] [path]`", "`/sync remove <name>`",
                                   "`/sync history`", "`/sync conflicts`", "`/sync auto on|off`",
                                   "`/sync discover`", "`/sync setup`"])
 def test_skill_lists_each_chat_command(chat):

@@ -334,7 +334,11 @@ def test_clawdbot_peers_json_loads_unchanged(tmp_path):
                                        "path": "/Users/clawdbot/clawd", "addedAt": "2026-01-26T10:00:00Z"}}}
     ws.peers_file.write_text(json.dumps(original))
     doc = json.loads(cli(tmp_path, "--json", "peers", "list", check=True).stdout)
-    assert doc["peers"] == original["peers"]
+    assert doc["peers"] == [{"name": "mac-mini", "host": "100.95.193.55", "user": "clawdbot",
+                             "path": "/Users/clawdbot/clawd", "added_at": "2026-01-26T10:00:00Z", "port": None,
+                             "identity": None, "known_hosts": None, "remote_command": None, "type": "ssh",
+                             "instance_id": None}]
+    assert json.loads(ws.peers_file.read_text()) == original  # the file keeps clawdbot-sync's format
 
 
 def test_unknown_peer(tmp_path, pair):
@@ -344,6 +348,7 @@ def test_unknown_peer(tmp_path, pair):
 
 def test_unreachable_host_fails_fast(tmp_path):
     ws = Workspace(tmp_path)
+    ws.ensure_state()
     closed = socket.socket()
     closed.bind(("127.0.0.1", 0))
     port = closed.getsockname()[1]
@@ -355,7 +360,7 @@ def test_unreachable_host_fails_fast(tmp_path):
     cli(ws, "peers", "add", "mute", "127.0.0.1", "--port", str(silent.getsockname()[1]), "--no-test", check=True)
     started = time.monotonic()
     out = cli(ws, "sync", "down")
-    assert out.returncode == 1 and "cannot reach down" in out.stdout + out.stderr
+    assert out.returncode == 3 and "cannot reach down" in out.stdout + out.stderr  # 3: a peer is down
     assert "Connection refused" in out.stdout + out.stderr
     assert time.monotonic() - started < 30
     started = time.monotonic()
@@ -371,12 +376,10 @@ def test_unknown_host_key_is_refused_and_nothing_moves(pair, tmp_path):
     empty = tmp_path / "empty_known_hosts"
     empty.write_text("")
     peer = L.peer("remote")
-    cli(L, "peers", "add", "remote", peer.host, "--user", peer.user, "--path", peer.path, "--port",
-        str(peer.port), "--identity", peer.identity, "--known-hosts", str(empty), "--remote-command",
-        peer.command, check=True)
+    cli(L, "peers", "set", "remote", "--known-hosts", str(empty), "--no-test", check=True)
     before = (selection_files(L), tree_digest(R.root))
     out = cli(L, "sync")
-    assert out.returncode == 1
+    assert out.returncode == 1  # a refusal to look at, not a peer that is down (3)
     assert "host key" in out.stdout and "ssh-keyscan" in out.stdout
     assert (selection_files(L), tree_digest(R.root)) == before  # the peer was never touched
     assert not (R.root / "MEMORY.md").exists()
@@ -423,10 +426,7 @@ def test_restricted_key_runs_only_agent_and_confined_rsync(tmp_path, sshd):
     root = pair.remote.root
     forced = f"{sys.executable} -m peersync agent --restrict {root}"
     sshd.add_key(pub, options=f'command="{forced}",restrict')
-    peer = pair.local.peer("remote")
-    cli(pair.local, "peers", "add", "remote", peer.host, "--user", peer.user, "--path", str(root), "--port",
-        str(peer.port), "--identity", str(key), "--known-hosts", peer.known_hosts, "--remote-command",
-        peer.command, check=True)
+    cli(pair.local, "peers", "set", "remote", "--identity", str(key), check=True)
     big = os.urandom(2 << 20)  # large enough to travel through rsync, not inline
     write(pair.local, "memory/big.bin", big)
     write(pair.remote, "memory/there.md", "there\n")

@@ -13,7 +13,7 @@ from typing import Iterator, Optional
 import typer
 
 from peersync.cli.app import AppState, state
-from peersync.core.render import names, plural
+from peersync.core.render import elapsed, names, plural
 
 backup_app = typer.Typer(help="Encrypted, deduplicated backups of the workspace (restic, through rclone).",
                          no_args_is_help=True)
@@ -117,7 +117,7 @@ def backup_now(ctx: typer.Context,
         result = take_snapshot(ws, target=target, progress=progress, prune_after=not no_prune)
     snap = result.snapshot
     lines = [f"💾 Backed up {plural(result.files, 'file')} ({_size(result.total_bytes)}) as {snap.short_id} "
-             f"→ {result.target['target']} in {result.seconds:.1f} s",
+             f"→ {result.target['target']} in {elapsed(result.seconds)}",
              f"📤 {result.files_new} new, {result.files_changed} changed, {result.files_unmodified} unchanged; "
              f"{_size(result.bytes_added)} stored"]
     _notices(ws, lines, result.notices, consume=not scheduled)
@@ -231,7 +231,7 @@ def backup_restore(ctx: typer.Context,
     snap = result.snapshot
     where = "the live workspace" if result.in_place else str(result.dest)
     lines = [f"♻️ Restored {plural(len(result.restored), 'file')} ({_size(result.bytes)}) of {snap.short_id} "
-             f"({_when(snap.summary()['time'])}, {snap.host}) to {where} in {result.seconds:.1f} s"]
+             f"({_when(snap.summary()['time'])}, {snap.host}) to {where} in {elapsed(result.seconds)}"]
     if result.unchanged:
         lines.append(f"✅ {plural(len(result.unchanged), 'file')} already identical, left alone")
     if result.conflicts:

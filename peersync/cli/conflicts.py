@@ -18,7 +18,11 @@ conflicts_app = typer.Typer(help="Review versions that lost a conflict (kept in 
 @conflicts_app.callback()
 def conflicts_main(ctx: typer.Context) -> None:
     if ctx.invoked_subcommand is None:
+        state(ctx).command = "conflicts list"
         conflicts_list(ctx)
+
+
+CID = typer.Argument(..., help="The conflict's id, as `conflicts list` shows it (c-7f3a).")
 
 
 @conflicts_app.command("list")
@@ -26,7 +30,9 @@ def conflicts_list(ctx: typer.Context) -> None:
     """Quarantined versions, newest first; and the files that need a look (versions a merge kept live)."""
     from peersync.replica.looks import looks_text, needing_a_look  # lazy: scans the workspace's memory files
 
-    ws = state(ctx).workspace()
+    st = state(ctx)
+    st.command = "conflicts list"
+    ws = st.workspace()
     looks = needing_a_look(ws, ws.sync_config())
     items = conflicts.listed(ws)
     lines = [f"• {i['id']} {i['path']} ({i.get('size', 0)} bytes, {i.get('time', '?')}) — "
@@ -35,11 +41,11 @@ def conflicts_list(ctx: typer.Context) -> None:
     if len(lines) > 20:
         lines = lines[:20] + [f"…and {len(lines) - 20} more (peersync --json conflicts list shows all)"]
     text = "\n".join(filter(None, [looks_text(looks), *lines]))
-    state(ctx).emit(text or "✅ No conflicts.", {"conflicts": items, "needs_look": looks})
+    st.emit(text or "✅ No conflicts.", {"conflicts": items, "needs_look": looks})
 
 
 @conflicts_app.command("show")
-def conflicts_show(ctx: typer.Context, cid: str) -> None:
+def conflicts_show(ctx: typer.Context, cid: str = CID) -> None:
     """Print a quarantined version."""
     item, data = conflicts.content(state(ctx).workspace(), cid)
     if state(ctx).json:
@@ -50,7 +56,7 @@ def conflicts_show(ctx: typer.Context, cid: str) -> None:
 
 
 @conflicts_app.command("diff")
-def conflicts_diff(ctx: typer.Context, cid: str) -> None:
+def conflicts_diff(ctx: typer.Context, cid: str = CID) -> None:
     """Show how a quarantined version differs from the live file (a unified diff)."""
     item, diff = conflicts.diff(state(ctx).workspace(), cid)
     if diff is None:
@@ -62,7 +68,7 @@ def conflicts_diff(ctx: typer.Context, cid: str) -> None:
 
 
 @conflicts_app.command("restore")
-def conflicts_restore(ctx: typer.Context, cid: str,
+def conflicts_restore(ctx: typer.Context, cid: str = CID,
                       merge: bool = typer.Option(False, "--merge", help="Merge the kept version into the live "
                                                  "file instead of replacing it.")) -> None:
     """Put a quarantined version back; the current one is quarantined in its place.  With --merge,
@@ -74,7 +80,7 @@ def conflicts_restore(ctx: typer.Context, cid: str,
 
 
 @conflicts_app.command("drop")
-def conflicts_drop(ctx: typer.Context, cid: str) -> None:
+def conflicts_drop(ctx: typer.Context, cid: str = CID) -> None:
     """Delete a quarantined version for good."""
     item = conflicts.drop(state(ctx).workspace(), cid)
     state(ctx).emit(f"🗑️ Dropped {cid} ({item['path']})", item)

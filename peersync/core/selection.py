@@ -14,7 +14,10 @@ DEFAULT_ROOTS = ("memory", "MEMORY.md", "USER.md", "HEARTBEAT.md")
 SKILLS_ROOT = "skills"
 # Each instance has its own identity and config: never synced, even if a user includes them.
 NEVER = ("IDENTITY.md", "config")
-DEFAULT_EXCLUDES = ("*.tmp", ".git/", "node_modules/", "cache/", ".DS_Store")
+# Editors' swap, backup and lock files (vim *.swp/*.swo/*.swx, emacs *~, .#name and #name#) are
+# never content: syncing them spreads half-written state and lock files between machines.
+DEFAULT_EXCLUDES = ("*.tmp", ".git/", "node_modules/", "cache/", ".DS_Store",
+                    "*.swp", "*.swo", "*.swx", "*~", ".#*", "\\#*#")
 
 
 def _top(path: str) -> str:

@@ -9,8 +9,10 @@ import sys
 import time
 from dataclasses import dataclass, field
 
-from peersync.errors import ConfigError
+from peersync.daemons import digest, scheduled_backup
+from peersync.errors import ConfigError, PeersyncError
 from peersync.workspace import auto
+from peersync.workspace.locate import check, locate
 
 # The not-due path (fast_main) imports only `peersync.workspace.auto` and PyYAML: the agent runs a
 # heartbeat every few minutes, and a tick with nothing to do must cost next to nothing.
@@ -47,12 +49,10 @@ def fast_main(argv: list[str]) -> int | None:
     if parsed is None:
         return None
     option, reason = parsed
-    root = option or os.environ.get("WORKSPACE")
-    if not root:
-        return None  # the workspace comes from OpenClaw's config: Workspace.resolve asks it
-    root = os.path.abspath(os.path.expanduser(root))
-    if not os.path.isdir(root):
-        return None
+    try:
+        root = str(check(locate(option)))  # the same workspace the full CLI would use (workspace/locate.py)
+    except PeersyncError:
+        return None  # the full CLI says why it refuses it
     raw = auto.raw_config_fast(root)
     if raw is None:
         return None
@@ -161,9 +161,15 @@ def _sync(ws, cfg: auto.AutoConfig, state: dict, now: float, tick: Tick) -> None
         if auto.peer_busy(report):
             continue
         retry = state["peers"].get(report.peer, {}).get("retry_at", now) - time.time()
+        routine_now = cfg.summary == 0  # else files that simply moved go to the digest (daemons/digest.py)
+        if report.ok and not routine_now:
+            digest.count(state, report, now)
         tick.lines += report_lines(report, tell_failure=report.peer in fresh, retry_in=retry,
-                                   new_problems=bool({k for k in problems - seen if k.startswith(report.peer + ":")}))
+                                   new_problems=bool({k for k in problems - seen if k.startswith(report.peer + ":")}),
+                                   routine=routine_now)
+    tick.lines += digest.take(state, now, cfg.summary)
     tick.lines += arrived_needing_a_look(ws, tick.reports)
+    auto.write_state(ws.state, state)
 
 
 def arrived_needing_a_look(ws, reports) -> list[str]:
@@ -194,8 +200,10 @@ async def _bounded_sync(ws, names: list[str], timeout: float) -> list:
                        error=f"gave up after {timeout + GRACE:g} s", error_exit=1) for n in names]
 
 
-def report_lines(report, *, tell_failure: bool, retry_in: float, new_problems: bool) -> list[str]:
-    """At most two chat lines for one peer; nothing when there is nothing worth saying."""
+def report_lines(report, *, tell_failure: bool, retry_in: float, new_problems: bool,
+                 routine: bool = True) -> list[str]:
+    """At most two chat lines for one peer; nothing when there is nothing worth saying.
+    `routine`: also a line for files that simply moved (else the digest sums them up)."""
     from peersync.core.render import conflict_text, names, plural
 
     if report.error:
@@ -204,7 +212,7 @@ def report_lines(report, *, tell_failure: bool, retry_in: float, new_problems: b
         why = report.error.splitlines()[0]
         return [f"⚠️ Auto-sync with {report.peer} failed: {why} — will retry in {duration(retry_in)}"]
     lines = []
-    if report.changed:
+    if report.changed and routine:
         deleted = report.deleted_local + report.deleted_remote
         counts = [f"{icon} {len(paths)} {word}" for icon, paths, word in
                   (("📤", report.pushed, "pushed"), ("📥", report.pulled, "pulled"),
@@ -251,10 +259,12 @@ def _backup(ws, state: dict, now: float, tick: Tick) -> list[str]:
     notice = passphrase_notice(ws)  # a scheduled backup generated the passphrase: say so once
     if notice:
         lines.append(notice)
-    last = backup.last_run(ws)
-    attempt = last.get("last_attempt")
-    if last.get("last_ok") is False and attempt and attempt != state.get("backup_reported"):
-        state["backup_reported"] = attempt
+    # Only a backup the heartbeat started is reported as a scheduled one: a manual `backup now`
+    # that failed was seen by whoever ran it (daemons/scheduled_backup.py records each outcome).
+    last = scheduled_backup.last(ws.state)
+    finished = last.get("finished")
+    if last.get("ok") is False and finished and finished != state.get("backup_reported"):
+        state["backup_reported"] = finished
         lines.append(f"⚠️ Scheduled backup failed: {(last.get('error') or 'unknown error').splitlines()[0]}"
                      " — details: peersync backup status")
     pid, started = state.get("backup_pid"), state.get("backup_started") or 0
@@ -286,7 +296,7 @@ def _spawn_backup(ws) -> int:
     log_path = ensure_private_dir(ws.state / "backup") / "scheduled.log"
     fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
     try:
-        proc = subprocess.Popen([sys.executable, "-m", "peersync", "-w", str(ws.root), "backup", "now", "--scheduled"],
+        proc = subprocess.Popen([sys.executable, "-m", "peersync.daemons.scheduled_backup", str(ws.root)],
                                 stdin=subprocess.DEVNULL, stdout=fd, stderr=subprocess.STDOUT,
                                 start_new_session=True, close_fds=True)
     finally:

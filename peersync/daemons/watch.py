@@ -42,6 +42,8 @@ BUSY_RETRY_MAX = 60.0  # after a busy round, retry within 4 s, 8 s, 16 s… (ran
 BACKOFF_BASE = 30.0  # a peer that failed is retried after 30 s, 60 s, … up to the interval
 POLL = 0.5  # the loop wakes at least this often to notice a stop request
 LOCK_FILE = "watch.lock"
+NO_PEERS = ("⚠️ This workspace has no peers, so there is nothing to sync with: each machine syncs only with the "
+            "peers it lists. Add one with `peersync peers add NAME HOST --path P` (README: Topology).")
 # Reads (opened / closed-without-write) are left out: a sync's own scan would otherwise wake us.
 EVENTS = [FileCreatedEvent, FileDeletedEvent, FileModifiedEvent, FileMovedEvent, FileClosedEvent,
           FileAttribEvent, DirCreatedEvent, DirDeletedEvent, DirMovedEvent]
@@ -209,6 +211,8 @@ class Watcher:
         peers = len(self.ws.load_peers())
         self.say(f"👀 Watching {self.ws.root} ({peers} peer{'s' if peers != 1 else ''}): sync {self.debounce:g} s "
                  f"after a change, and every {self.interval:g} s")
+        if not peers:
+            self.say(NO_PEERS)
         next_full = self.clock()  # catch up at once on what changed while no daemon ran
         try:
             while not self.stopping:

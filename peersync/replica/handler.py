@@ -28,6 +28,7 @@ from peersync.replica import tombstones
 from peersync.replica.scan import ScanResult, hash_bytes, scan
 from peersync.replica.store import Refused, Store, hash_fd
 from peersync.replica.versions import Versions, open_versions
+from peersync.workspace.locate import looks_like_workspace
 from peersync.workspace.lock import state_lock
 from peersync.workspace.storage import atomic_write_bytes, ensure_private_dir, read_json, sweep_temp
 from peersync.workspace.workspace import Workspace
@@ -40,7 +41,7 @@ _BATCH = re.compile(r"[0-9]{8}T[0-9]{6}-[0-9a-f]{1,32}")  # a trash batch: UTC t
 _UPLOAD = re.compile(r"[0-9a-f]{8,32}")
 # Operations that change this side; a restricted key's client must hold the lock for them (so the
 # state dir was checked, and writers are one at a time).
-CHANGES = frozenset({"install", "delete", "touch", "quarantine", "ancestor_put", "tombstones_add", "versions_put",
+CHANGES = frozenset({"init", "install", "delete", "touch", "quarantine", "ancestor_put", "tombstones_add", "versions_put",
                      "logbase_save", "housekeeping", "stage", "stage_chunk"})
 
 # Ancestor files this process read or wrote: str(path) -> (file identity, digest, document,
@@ -83,6 +84,9 @@ class Handler:
                 "root": str(self.ws.root), "workspace": self.ws.root.is_dir(),
                 "instance_id": self.ws.existing_instance_id(),
                 "restricted": self.restricted, "machine": machine_name(),
+                # for `peers add` (peers/manage.py): is the path an agent's workspace, and whose home is it in
+                "agent_workspace": self.ws.root.is_dir() and looks_like_workspace(self.ws.root),
+                "home": os.path.expanduser("~"),
                 # A restricted key gets no rsync (restrict.py): its files travel in ranges.
                 "rsync": not self.restricted and shutil.which("rsync") is not None}
 

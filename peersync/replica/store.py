@@ -691,6 +691,39 @@ class Store:
         self.drop_conflict(cid)
         return {**item, "replaced_saved_as": replaced}
 
+    def put_back(self, path: str, source: Path, reason: str) -> str | None:
+        """Put a copy of `source` (a kept version) at `path` as the newest edit: it gets the current
+        time, so peers take it instead of undoing it.  A live file there is quarantined first (its id
+        is returned).  As restore_conflict: through directory handles, never following a link.
+        Callers hold the workspace lock."""
+        path = self.check(path)
+        staging = self.new_staging()
+        try:
+            staged = staging / "restore"
+            fd = os.open(source, os.O_RDONLY | os.O_NOFOLLOW)  # a kept version is a regular file, never a link
+            with os.fdopen(fd, "rb") as src:
+                st = os.fstat(src.fileno())
+                if not stat.S_ISREG(st.st_mode):
+                    raise Refused(f"{path}: the kept version is not a regular file")
+                with open(staged, "wb") as dst:
+                    shutil.copyfileobj(src, dst)
+            os.chmod(staged, stat.S_IMODE(st.st_mode))
+            os.utime(staged)
+            replaced = None
+            with self._tree() as tree:
+                parent, name = self._parent(tree, path, create=True)
+                if _lexists_at(parent, name):
+                    held = self._hold(None, path, at=(parent, name))
+                    os.replace(staged, name, dst_dir_fd=parent)
+                    replaced = self._quarantine_file(held, path, {"peer": None, "reason": reason})
+                    _release(held)
+                else:
+                    os.replace(staged, name, dst_dir_fd=parent)
+                _fsync(parent)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+        return replaced
+
     def drop_conflict(self, cid: str) -> dict:
         items = self.conflicts()
         item = next((i for i in items if i.get("id") == cid), None)

@@ -45,6 +45,7 @@ class Run(Transfers):
         # A replica that keeps no conflicts of its own has its losers kept in OUR conflicts/ (and
         # its index), so copies in the two directions run one after the other, not concurrently.
         self._one_direction = asyncio.Lock() if not remote.caps.keeps_conflicts else None
+        self.progress = None  # sync/progress.py, set by the pipeline: files installed so far
         self._event: asyncio.Future | None = None  # this run's new event, when it makes new versions
 
     # -- versions --------------------------------------------------------------------------
@@ -83,6 +84,9 @@ class Run(Transfers):
 
     # -- execute ---------------------------------------------------------------------------
     async def execute(self, changes: list[Change]) -> None:
+        if self.progress is not None:
+            copies = [c.entry(c.source) for c in changes if c.action is Action.COPY and c.target is not None]
+            self.progress.plan(self.peer.name, len(copies), sum(e.size for e in copies if e is not None))
         recreated = [c for c in changes if c.reason.endswith("-recreated")]
         if recreated:
             changes = [c for c in changes if not c.reason.endswith("-recreated")] + await self.renew(recreated)
@@ -323,6 +327,8 @@ class Run(Transfers):
         results = (await self.session(side).request("install", items=items))["results"]
         if len(results) != len(items):
             raise ProtocolError(f"{self.name(side)} answered an install with {len(results)} results for {len(items)} files")
+        if self.progress is not None:
+            self.progress.advance(self.peer.name, len(items), sum(item["new"][0] for item in items))
         state = self.sides[side]
         for item, res in zip(items, results):
             if not isinstance(res, dict):

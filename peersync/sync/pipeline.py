@@ -71,6 +71,7 @@ class Job:
     force: bool
     policy: Policy
     write_lock: asyncio.Lock  # one writer on this workspace at a time (several peers at once)
+    progress: object | None = None  # sync/progress.py: a terminal's progress line (None: silent)
 
 
 def local_scan_job(ws: Workspace, cfg: SyncConfig, dry_run: bool) -> asyncio.Future:
@@ -192,6 +193,7 @@ async def _reconcile_and_apply(job: Job, local: LocalSession, remote: Replica, r
     intent = journal.begin(ws, remote_id, peer.name, plan)
     run = Run(ws, peer, local, remote, report, policy=job.policy, local_id=local_id, remote_id=remote_id,
               local_entries=local_entries, remote_entries=remote_entries, rules=cfg.rules)
+    run.progress = job.progress
     await run.execute(list(plan.changes))
     # -- commit --------------------------------------------------------------------------------
     new = new_ancestor(ancestor, run.sides[Side.LOCAL], run.sides[Side.REMOTE], touched)

@@ -5,19 +5,36 @@ for the user to check on that machine before trusting it.  A key that differs fr
 record is what a man-in-the-middle looks like (or a reinstalled machine): it is refused loudly,
 with the old and the new fingerprints, and with no advice to append the new key — which would
 trust the attacker.  Both the control connection (asyncssh) and rsync's OpenSSH end up here.
+The peer is looked at as `ssh` reaches it (transport/sshconfig.py: HostName, Port, the known_hosts
+files of ~/.ssh/config), so the fingerprints and hints name what ssh really checked.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 import re
 from pathlib import Path
 
 from peersync.errors import HostKeyError
+from peersync.transport import sshconfig
 
 _FINGERPRINT = re.compile(r"SHA256:[A-Za-z0-9+/]{43}")
 CHANGED_MARK = "REMOTE HOST IDENTIFICATION HAS CHANGED"
+
+
+def as_reached(peer):
+    """The peer with the host, port and known_hosts file `ssh -G` resolves for it (the peer as
+    given when its config cannot be read: the connection itself then says why)."""
+    try:
+        dest = sshconfig.resolve(peer.host, user=peer.user, port=peer.port,
+                                 identity=sshconfig.expand_home(peer.identity) if peer.identity else None,
+                                 known_hosts=sshconfig.expand_home(peer.known_hosts) if peer.known_hosts else None)
+    except ValueError:
+        return peer
+    known = peer.known_hosts or next((p for p in dest.known_hosts if os.path.isfile(p)), None)
+    return dataclasses.replace(peer, host=dest.host, port=dest.port, known_hosts=known)
 
 
 def known_hosts_file(peer) -> str | None:
@@ -80,6 +97,7 @@ def refusal(peer, presented: str | None, recorded: list[str]) -> HostKeyError:
 
 async def refusal_for(peer) -> HostKeyError:
     """The control connection's host key check failed: find out how, and say so."""
+    peer = await asyncio.to_thread(as_reached, peer)
     presented = await presented_fingerprint(peer)
     recorded = await asyncio.to_thread(recorded_fingerprints, peer)
     return refusal(peer, presented, recorded)
@@ -90,6 +108,7 @@ async def from_openssh(peer, stderr: str) -> HostKeyError | None:
     changed = CHANGED_MARK in stderr
     if not changed and "Host key verification failed" not in stderr:
         return None
+    peer = await asyncio.to_thread(as_reached, peer)
     recorded = await asyncio.to_thread(recorded_fingerprints, peer)
     found = [f for f in _FINGERPRINT.findall(stderr) if f not in recorded]
     presented = found[0] if found else await presented_fingerprint(peer)

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from peersync import __version__
+from peersync.transport import sshconfig
 from peersync.transport.protocol import PROTOCOL, encode
 
 if TYPE_CHECKING:
@@ -71,12 +72,13 @@ def code_stamp() -> int:
 
 
 def socket_for(root: str, name: str, host, user, port, identity, known_hosts, command, remote_root: str) -> Path | None:
-    """The keeper socket for a workspace, one peer's settings, its remote root and this code."""
+    """The keeper socket for a workspace, one peer's settings, its remote root, this code and the
+    ssh config in use (a keeper connected under other SSH settings is not reused)."""
     where = runtime_dir()
     if where is None:
         return None
     key = json.dumps([root, name, host, user, port, identity, known_hosts, command, remote_root,
-                      __version__, PROTOCOL, code_stamp()])
+                      __version__, PROTOCOL, code_stamp(), sshconfig.stamp()])
     # Short on purpose: a unix socket path must fit in 104 bytes (macOS).
     return where / (hashlib.blake2b(key.encode(), digest_size=12).hexdigest() + ".sock")
 

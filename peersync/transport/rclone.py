@@ -395,7 +395,7 @@ class Rclone:
         if target.remote_name.casefold() not in known:
             var = "RCLONE_CONFIG_" + re.sub(r"\W", "_", target.remote_name).upper() + "_TYPE"
             raise UnknownRemote(f"unknown rclone remote {target.remote_name!r} in target {target.display}",
-                                f"Define it with `rclone config`, or by env vars ({var}=s3, …), "
+                                f"Define it with `peersync rclone config` (the rclone bundled with peersync), or by env vars ({var}=s3, …), "
                                 "or use a connection string like :s3,provider=…:bucket/path.")
 
 
@@ -460,7 +460,8 @@ def summarise_stderr(stderr: str, limit: int = 2) -> str:
 def classify(stderr: str) -> tuple[type[RcloneError], str | None]:
     low = stderr.lower()
     if "didn't find section in config file" in low:
-        return UnknownRemote, "Define the remote with `rclone config` or RCLONE_CONFIG_<NAME>_* env vars."
+        return UnknownRemote, ("Define the remote with `peersync rclone config` (the rclone bundled with peersync) "
+                               "or RCLONE_CONFIG_<NAME>_* env vars.")
     if "didn't find backend called" in low:
         return UnknownRemote, "Check the backend name (see `rclone help backends`)."
     if any(s in low for s in ("signaturedoesnotmatch", "invalidaccesskeyid", "accessdenied",

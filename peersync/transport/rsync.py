@@ -9,6 +9,7 @@ import shlex
 import signal
 
 from peersync.errors import TransferError
+from peersync.transport import sshconfig
 from peersync.workspace.workspace import Peer
 
 PARTIAL_CODES = (23, 24)
@@ -27,15 +28,17 @@ _TELLING = ("No space left", "Permission denied", "Read-only file system", "Conn
 
 
 def ssh_command(peer: Peer) -> list[str]:
-    """The `ssh` invocation rsync uses: same port, key and known hosts; strict, non-interactive."""
-    args = ["ssh", "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=yes",
+    """The `ssh` invocation rsync uses: the same config file and options the control connection
+    was resolved from (transport/sshconfig.py), so it reaches the same host, port and key; strict
+    and non-interactive."""
+    args = ["ssh", *sshconfig.config_args(), "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=yes",
             "-o", "ConnectTimeout=15", "-o", "ServerAliveInterval=15", "-o", "ServerAliveCountMax=3"]
     if peer.port:
         args += ["-p", str(peer.port)]
     if peer.identity:
-        args += ["-i", os.path.expanduser(peer.identity), "-o", "IdentitiesOnly=yes"]
+        args += ["-i", sshconfig.expand_home(peer.identity), "-o", "IdentitiesOnly=yes"]
     if peer.known_hosts:
-        args += ["-o", f"UserKnownHostsFile={os.path.expanduser(peer.known_hosts)}",
+        args += ["-o", f"UserKnownHostsFile={sshconfig.expand_home(peer.known_hosts)}",
                  "-o", "GlobalKnownHostsFile=/dev/null"]
     if peer.user:
         args += ["-l", peer.user]

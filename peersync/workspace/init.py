@@ -10,7 +10,7 @@ import subprocess
 import sys
 from dataclasses import dataclass, field
 
-from peersync import __version__
+from peersync import __version__, install
 from peersync.core.paths import STATE_DIR
 from peersync.core.selection import DEFAULT_EXCLUDES
 from peersync.workspace import auto
@@ -66,6 +66,9 @@ auto:
   # Also sync when an agent session starts or ends (heartbeat --reason session-start|session-end).
   on_session_start: {on_session_start}
   on_session_end: {on_session_end}
+  # How often the heartbeat sums up routine syncs in chat: seconds (86400: once a day), 0 to tell
+  # every sync, or never.  Conflicts, problems and a peer that stops answering are told at once.
+  summary: {summary}
 
 # Backups (peersync backup now): restic repositories reached through rclone, always encrypted.
 # Uncomment and adjust to use them.
@@ -133,7 +136,8 @@ def render_config(raw: dict | None = None) -> str:
         mass_delete=value(sync.get("mass_delete", 0.5)),
         keep_connection=value(sync.get("keep_connection", 600)),
         enabled=value(cfg.enabled), interval=value(cfg.interval), timeout=value(cfg.timeout),
-        on_session_start=value(cfg.on_session_start), on_session_end=value(cfg.on_session_end)
+        on_session_start=value(cfg.on_session_start), on_session_end=value(cfg.on_session_end),
+        summary=value(cfg.to_yaml_dict()["summary"])
     ) + _kept_section(raw.get("clawdbot"))
 
 
@@ -226,9 +230,8 @@ def check_tools(which=shutil.which, run=None, platform: str = sys.platform) -> l
                             fix=f"backups (peersync backup) need restic: {install_restic}"))
     on_path = which("peersync")
     checks.append(Check("peersync", True, __version__, required=False, fix=None if on_path else (
-        "peers run `peersync agent` here over SSH, and `peersync` is not on PATH: install it with "
-        "`pipx install peersync` (then `pipx ensurepath`), or give peers the full command with "
-        "`peers add … --remote-command '/path/to/python -m peersync'`")))
+        f"peers run `peersync agent` here over SSH, and `peersync` is not on PATH: {install.local_hint()}; "
+        f"or give peers the full command with `peers set NAME --remote-command '{sys.executable} -m peersync'`")))
     return checks
 
 
@@ -240,8 +243,9 @@ def _version_output(cmd: list[str]) -> str | None:
     return (proc.stdout + proc.stderr).strip()
 
 
-def init_text(result: InitResult) -> str:
-    lines = [f"✅ Workspace ready: {result.root} (state in {STATE_DIR}/)"]
+def init_text(result: InitResult, source: str | None = None) -> str:
+    chosen = f", from {source}" if source else ""
+    lines = [f"✅ Workspace ready: {result.root} (state in {STATE_DIR}/{chosen})"]
     lines.append(f"📝 Wrote {STATE_DIR}/config.yaml with commented defaults" if result.config_written
                  else f"📝 {STATE_DIR}/config.yaml already exists — left as it was")
     if result.heartbeat == "added":
@@ -258,6 +262,6 @@ def init_text(result: InitResult) -> str:
     for c in result.checks:
         if c.fix:
             lines.append(f"{'⚠️' if c.ok or not c.required else '❌'} {c.name}: {c.fix}")
-    lines.append("Next: peersync peers add NAME HOST --user U --path P (or peersync discover --add), "
+    lines.append("Next: peersync peers add NAME HOST --path P (or peersync discover --add), "
                  "then peersync auto on")
     return "\n".join(lines)

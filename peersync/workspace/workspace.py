@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-# Lazy imports: the agent never needs OpenClaw or the clawdbot-sync formats, so they load on use.
+# Lazy imports: the agent never needs yaml or the clawdbot-sync formats, so they load on use.
 import functools
 import json
 import os
@@ -15,6 +15,7 @@ from peersync.core.paths import STATE_DIR
 from peersync.core.selection import DEFAULT_EXCLUDES, Selection
 from peersync.core.types import Policy
 from peersync.errors import ConfigError, UnknownPeer, UsageError
+from peersync.workspace.locate import check, locate
 from peersync.workspace.storage import (
     atomic_write_bytes,
     atomic_write_json,
@@ -106,20 +107,15 @@ class Workspace:
     def __init__(self, root: Path | str):
         self.root = Path(root).expanduser().absolute()
         self.state = self.root / STATE_DIR
+        self.source: str | None = None  # where resolve() found it (-w, $WORKSPACE, the current directory)
 
     @classmethod
-    def resolve(cls, option: str | None) -> "Workspace":
-        """-w, else $WORKSPACE, else the workspace OpenClaw's config gives the agent (OpenClaw
-        never sets $WORKSPACE), else the current directory."""
-        root = option or os.environ.get("WORKSPACE")
-        if not root:
-            from peersync.workspace.openclaw import configured_workspace
-
-            root = configured_workspace() or os.getcwd()
-        ws = cls(root)
-        if not ws.root.is_dir():
-            raise UsageError(f"workspace {ws.root} does not exist",
-                             "Pass -w/--workspace PATH or set $WORKSPACE.")
+    def resolve(cls, option: str | None, *, init: bool = False) -> "Workspace":
+        """The workspace a command works on (workspace/locate.py says how it is chosen and which
+        directories are refused)."""
+        found = locate(option)
+        ws = cls(check(found, init=init))
+        ws.source = found.source
         return ws
 
     # -- paths --------------------------------------------------------------------------
@@ -234,8 +230,8 @@ class Workspace:
         peers = self.load_peers()
         if name not in peers:
             known = ", ".join(sorted(peers)) or "none configured"
-            raise UnknownPeer(f"unknown peer {name!r} (known: {known})",
-                              "Add it with: peersync peers add NAME HOST --user U --path P")
+            raise UnknownPeer(f"unknown peer {name!r} in workspace {self.root} (known: {known})",
+                              "Add it with: peersync peers add NAME HOST --path P (or use -w for another workspace)")
         return peers[name]
 
     def save_peers(self, peers: dict[str, Peer]) -> None:
