@@ -93,6 +93,7 @@ def test_every_command_prints_one_valid_document(first_day: FirstDay, tmp_path):
                  ("restore", "--to", str(tmp_path / "restored"))):
         run("backup", *args, "--target", str(target), want=0)
     run("backup", "now", "--target", "nosuchremote:x")
+    run("backup", "migrate", "--target", str(target), want=2)  # no old-format backups there: said so
     run("cloud", "add", "box", str(tmp_path / "cloudbox"), "--mode", "mirror", want=0)
     run("cloud", "list", want=0)
     run("cloud", "unlock", "box", want=0)

@@ -48,6 +48,7 @@ EXAMPLES: dict[str, tuple[str, ...]] = {
     "backup restore": ("peersync backup restore", "peersync backup restore --at 2026-01-25T18:00 --to /tmp/restored"),
     "backup verify": ("peersync backup verify",),
     "backup prune": ("peersync backup prune --dry-run",),
+    "backup migrate": ("peersync backup migrate", "peersync backup migrate --target r2:agent-backups/laptop"),
     "cloud": ("peersync cloud list",),
     "cloud add": ("peersync cloud add share dropbox:Agent --mode mailbox",
                   "peersync cloud add nas /mnt/nas/agent --mode mirror --direction pull"),
