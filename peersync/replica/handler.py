@@ -21,6 +21,7 @@ from peersync import __version__
 from peersync.core import deletions, versions
 from peersync.core.paths import BadPath, check_relpath
 from peersync.core.selection import Selection
+from peersync.core.unknown import covered
 from peersync.core.types import MANIFEST_FORMAT, READABLE_FORMATS, Entry
 from peersync.replica import tombstones
 from peersync.replica.scan import ScanResult, hash_bytes, scan
@@ -112,10 +113,10 @@ class Handler:
         result = scan(self.ws.root, selection, self.ws.state / "scan-cache.json", save_cache=save_cache)
         if self.ws.existing_instance_id() is None and not save_cache:
             return result  # a dry run against a workspace that has no state yet: nothing on record
-        unknown = [p.path for p in result.problems if p.path]
+        unknown = set(result.unknown)
 
         def covers(path: str) -> bool:  # inside the selection, and not a path the scan could not read
-            return selection.contains(path) and not any(path == u or path.startswith(u + "/") for u in unknown)
+            return selection.contains(path) and not covered(path, unknown)
 
         result.manifest = self.versions.assign(result.manifest, covers=covers, save=save_cache)
         return result
@@ -126,16 +127,17 @@ class Handler:
         almost nothing."""
         result = self.scan(save_cache=save_cache)
         problems = [[p.path, p.message] for p in result.problems]
+        unknown = result.unknown
         base = self._ancestor_entries(base_peer, base_digest) if base_peer and base_digest else None
         if base is None:
             return {"entries": {p: e.to_wire() for p, e in result.manifest.items()},
-                    "problems": problems, "hashed": result.hashed, "dead": self.has_dead()}
+                    "problems": problems, "unknown": unknown, "hashed": result.hashed, "dead": self.has_dead()}
         # A file that was rewritten with the ancestor's bytes (a revert) counts too: its mtime moved.
         changed = {p: e.to_wire() for p, e in result.manifest.items()
                    if (w := base.get(p)) is None or w[3] != e.hash or w[0] != e.size or w[1] != e.mtime_ns
                    or not _same_vv(w, e.vv)}
         deleted = [p for p in base if p not in result.manifest]
-        return {"delta": True, "entries": changed, "deleted": deleted, "problems": problems,
+        return {"delta": True, "entries": changed, "deleted": deleted, "problems": problems, "unknown": unknown,
                 "hashed": result.hashed, "dead": self.has_dead()}
 
     def ancestor_doc(self, peer_id: str, *, parse: bool = True) -> tuple[str, dict | None] | None:

@@ -33,6 +33,7 @@ from peersync.core.commit import (
 )
 from peersync.core.plan import describe, log_matcher, plan_sync, vanished
 from peersync.core.reconcile import touched_paths
+from peersync.core.unknown import known_only
 from peersync.core.types import (
     Entry,
     Mode,
@@ -102,6 +103,7 @@ async def sync_pair(job: Job, local: LocalSession, remote: Replica, report: Repo
             local_entries = dict(remote.local_view(result.manifest))
             ours.set_result(local_entries)
             report.problems.extend(result.problems)
+            local_unknown = result.unknown
             # Our ancestor, read while the peer is still scanning.
             mine_digest, mine = (None, None)
             if remote_id is not None and remote.caps.keeps_ancestor:
@@ -111,7 +113,7 @@ async def sync_pair(job: Job, local: LocalSession, remote: Replica, report: Repo
                 # A delta against an ancestor we cannot read (or that moved): the whole manifest.
                 remote_raw = await remote.scan(save_cache=not job.dry_run)
             await _reconcile_and_apply(job, local, remote, report, local_entries, remote_raw, remote_id, mine,
-                                       base_digest)
+                                       base_digest, local_unknown)
     finally:
         for task in (theirs, ours):
             if not task.done():
@@ -141,7 +143,8 @@ async def begin(job: Job, remote: Replica) -> str | None:
 
 
 async def _reconcile_and_apply(job: Job, local: LocalSession, remote: Replica, report: Report, local_entries,
-                               remote_raw: dict, remote_id: str | None, mine, base_digest: str | None) -> None:
+                               remote_raw: dict, remote_id: str | None, mine, base_digest: str | None,
+                               local_unknown: list[str]) -> None:
     ws, cfg, peer = job.ws, job.cfg, job.peer
     local_id = ws.instance_id
     for path, message in remote_raw.get("problems", []):
@@ -168,6 +171,8 @@ async def _reconcile_and_apply(job: Job, local: LocalSession, remote: Replica, r
             raise stop
     # -- plan ----------------------------------------------------------------------------------
     touched = touched_paths(ancestor, local_entries, remote_entries, set(changed) | deleted if delta else None)
+    # What either scan could not read is left as it is on both sides, its ancestor entry kept.
+    touched = known_only(touched, [*local_unknown, *remote_unknown(remote_raw)])
     local_dead, remote_dead = await deletion_records(
         local, remote, local_entries, remote_entries, touched,
         local_has=local.handler.has_dead(), remote_has=bool(remote_raw.get("dead")))
@@ -210,6 +215,15 @@ async def _reconcile_and_apply(job: Job, local: LocalSession, remote: Replica, r
     # Last: pruning log bases reads the ancestors just saved.
     await gather_all(local.request("housekeeping", trash_days=cfg.trash_days, prune_logbases=bool(logs)),
                      remote.request("housekeeping", trash_days=cfg.trash_days, prune_logbases=bool(logs)))
+
+
+def remote_unknown(raw: dict) -> list[str]:
+    """The paths the other side's scan could not read; from a replica that does not list them, every
+    path it reported a problem with."""
+    unknown = raw.get("unknown")
+    if unknown is None:
+        unknown = [p for p, _ in raw.get("problems") or ()]
+    return [p for p in unknown if isinstance(p, str)]
 
 
 # -- ancestors ------------------------------------------------------------------------------------
