@@ -13,6 +13,7 @@ import secrets
 import shutil
 import threading
 import time
+import unicodedata
 from pathlib import Path
 
 import xxhash
@@ -21,9 +22,10 @@ from peersync import __version__
 from peersync.core import deletions, versions
 from peersync.core.paths import BadPath, check_relpath
 from peersync.core.selection import Selection
+from peersync.core.names import Folding
 from peersync.core.unknown import covered
 from peersync.core.types import MANIFEST_FORMAT, READABLE_FORMATS, Entry
-from peersync.replica import tombstones
+from peersync.replica import fsprobe, tombstones
 from peersync.replica.scan import ScanResult, hash_bytes, scan
 from peersync.replica.store import Refused, Store, hash_fd
 from peersync.replica.versions import Versions, open_versions
@@ -113,13 +115,51 @@ class Handler:
         result = scan(self.ws.root, selection, self.ws.state / "scan-cache.json", save_cache=save_cache)
         if self.ws.existing_instance_id() is None and not save_cache:
             return result  # a dry run against a workspace that has no state yet: nothing on record
+        folding = self._folding(result)
         unknown = set(result.unknown)
 
         def covers(path: str) -> bool:  # inside the selection, and not a path the scan could not read
             return selection.contains(path) and not covered(path, unknown)
 
-        result.manifest = self.versions.assign(result.manifest, covers=covers, save=save_cache)
+        result.manifest = self.versions.assign(result.manifest, covers=covers, save=save_cache,
+                                               fold=folding.key if folding is not None else None)
         return result
+
+    def _folding(self, result: ScanResult) -> Folding | None:
+        """Probe the volume (once per process and device) into `result.fs`.  Where it finds a name in
+        any normal form, names are reported NFC (what Linux and most tools write), whatever form the
+        volume stores (HFS+: NFD), so that both sides spell them alike; the volume still finds them."""
+        if not self.ws.state.is_dir():
+            return None  # a dry run against a workspace with no state yet: nothing to probe in
+        try:
+            behaviour = fsprobe.probe(self.ws.state)
+        except fsprobe.ProbeError:
+            return None
+        result.fs = behaviour.to_wire()
+        folding = Folding.from_wire(result.fs)
+        if folding is not None and folding.normalization:
+            nfc = lambda p: unicodedata.normalize("NFC", p)  # noqa: E731
+            result.manifest = {nfc(p): e for p, e in result.manifest.items()}
+            result.unknown = [nfc(p) for p in result.unknown]
+        return folding
+
+    def op_respell(self, items: list) -> dict:
+        """Rename files in place to another spelling of the same name (a case-only rename made on
+        the other side, on a volume that folds names: core/names.py); the old and new spellings must
+        be one name here.  {"done": [old…], "failed": [[old, error]…]}."""
+        done, failed = [], []
+        folding = Folding.from_wire(fsprobe.probe(self.ws.state).to_wire())
+        for old, new in items:
+            check_relpath(old), check_relpath(new)
+            if folding is None or folding.key(old) != folding.key(new) or not self.store.selection.contains(new):
+                failed.append([old, "not another spelling of the same name here"])
+                continue
+            try:
+                os.rename(self.ws.root / old, self.ws.root / new)
+                done.append(old)
+            except OSError as err:
+                failed.append([old, error_text(err)])
+        return {"done": done, "failed": failed}
 
     def op_scan(self, save_cache: bool = True, base_peer: str | None = None, base_digest: str | None = None) -> dict:
         """The manifest; or, when the caller holds the same ancestor as we do (equal digests of
@@ -131,13 +171,15 @@ class Handler:
         base = self._ancestor_entries(base_peer, base_digest) if base_peer and base_digest else None
         if base is None:
             return {"entries": {p: e.to_wire() for p, e in result.manifest.items()},
-                    "problems": problems, "unknown": unknown, "hashed": result.hashed, "dead": self.has_dead()}
+                    "problems": problems, "unknown": unknown, "fs": result.fs, "hashed": result.hashed,
+                    "dead": self.has_dead()}
         # A file that was rewritten with the ancestor's bytes (a revert) counts too: its mtime moved.
         changed = {p: e.to_wire() for p, e in result.manifest.items()
                    if (w := base.get(p)) is None or w[3] != e.hash or w[0] != e.size or w[1] != e.mtime_ns
                    or not _same_vv(w, e.vv)}
         deleted = [p for p in base if p not in result.manifest]
         return {"delta": True, "entries": changed, "deleted": deleted, "problems": problems, "unknown": unknown,
+                "fs": result.fs,
                 "hashed": result.hashed, "dead": self.has_dead()}
 
     def ancestor_doc(self, peer_id: str, *, parse: bool = True) -> tuple[str, dict | None] | None:

@@ -33,6 +33,7 @@ class ScanResult:
     # the manifest, yet present for all we know.  Nothing may be deleted, copied or recorded as
     # deleted at them on the strength of this scan (core/unknown.py).
     unknown: list[str] = field(default_factory=list)
+    fs: dict | None = None  # how the volume treats names (replica/fsprobe.py, wire form); None: not probed
 
 
 def walk(root: Path, selection: Selection, problems: list[Problem] | None = None,

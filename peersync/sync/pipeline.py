@@ -33,6 +33,7 @@ from peersync.core.commit import (
 )
 from peersync.core.plan import describe, log_matcher, plan_sync, vanished
 from peersync.core.reconcile import touched_paths
+from peersync.core.names import Alignment, Folding, align
 from peersync.core.unknown import known_only
 from peersync.core.types import (
     Entry,
@@ -103,7 +104,7 @@ async def sync_pair(job: Job, local: LocalSession, remote: Replica, report: Repo
             local_entries = dict(remote.local_view(result.manifest))
             ours.set_result(local_entries)
             report.problems.extend(result.problems)
-            local_unknown = result.unknown
+            local_unknown, local_fs = result.unknown, result.fs
             # Our ancestor, read while the peer is still scanning.
             mine_digest, mine = (None, None)
             if remote_id is not None and remote.caps.keeps_ancestor:
@@ -113,7 +114,7 @@ async def sync_pair(job: Job, local: LocalSession, remote: Replica, report: Repo
                 # A delta against an ancestor we cannot read (or that moved): the whole manifest.
                 remote_raw = await remote.scan(save_cache=not job.dry_run)
             await _reconcile_and_apply(job, local, remote, report, local_entries, remote_raw, remote_id, mine,
-                                       base_digest, local_unknown)
+                                       base_digest, local_unknown, local_fs)
     finally:
         for task in (theirs, ours):
             if not task.done():
@@ -144,7 +145,7 @@ async def begin(job: Job, remote: Replica) -> str | None:
 
 async def _reconcile_and_apply(job: Job, local: LocalSession, remote: Replica, report: Report, local_entries,
                                remote_raw: dict, remote_id: str | None, mine, base_digest: str | None,
-                               local_unknown: list[str]) -> None:
+                               local_unknown: list[str], local_fs: dict | None) -> None:
     ws, cfg, peer = job.ws, job.cfg, job.peer
     local_id = ws.instance_id
     for path, message in remote_raw.get("problems", []):
@@ -169,10 +170,16 @@ async def _reconcile_and_apply(job: Job, local: LocalSession, remote: Replica, r
         stop = vanished(max(len(ancestor), remote_raw.get("held") or 0), remote_entries, peer.name, peer.host)
         if stop is not None:
             raise stop
+    # -- names: one spelling per file where a side's volume folds case or normalisation ----------
+    names = align(ancestor, local_entries, remote_entries, local_folding=Folding.from_wire(local_fs),
+                  remote_folding=Folding.from_wire(remote_raw.get("fs")), peer_name=peer.name)
+    ancestor, local_entries, remote_entries = names.ancestor, names.local, names.remote
+    report.problems.extend(names.clashes)
     # -- plan ----------------------------------------------------------------------------------
-    touched = touched_paths(ancestor, local_entries, remote_entries, set(changed) | deleted if delta else None)
+    moved = set(changed) | deleted if delta and not names.changed else None
+    touched = touched_paths(ancestor, local_entries, remote_entries, moved)
     # What either scan could not read is left as it is on both sides, its ancestor entry kept.
-    touched = known_only(touched, [*local_unknown, *remote_unknown(remote_raw)])
+    touched = known_only(touched, [*local_unknown, *remote_unknown(remote_raw), *names.unknown])
     local_dead, remote_dead = await deletion_records(
         local, remote, local_entries, remote_entries, touched,
         local_has=local.handler.has_dead(), remote_has=bool(remote_raw.get("dead")))
@@ -187,6 +194,7 @@ async def _reconcile_and_apply(job: Job, local: LocalSession, remote: Replica, r
         return
     # -- execute -------------------------------------------------------------------------------
     intent = journal.begin(ws, remote_id, peer.name, plan)
+    await respell(local, remote, names, report)
     run = Run(ws, peer, local, remote, report, policy=job.policy, local_id=local_id, remote_id=remote_id,
               local_entries=local_entries, remote_entries=remote_entries)
     await run.execute(list(plan.changes))
@@ -215,6 +223,16 @@ async def _reconcile_and_apply(job: Job, local: LocalSession, remote: Replica, r
     # Last: pruning log bases reads the ancestors just saved.
     await gather_all(local.request("housekeeping", trash_days=cfg.trash_days, prune_logbases=bool(logs)),
                      remote.request("housekeeping", trash_days=cfg.trash_days, prune_logbases=bool(logs)))
+
+
+async def respell(local: LocalSession, remote: Replica, names: Alignment, report: Report) -> None:
+    """Case-only renames made on one side, carried out in place on a side whose volume folds names
+    (core/names.py); one that fails is reported (the volume still finds the file under either name)."""
+    for side, session in ((Side.LOCAL, local), (Side.REMOTE, remote)):
+        if names.respell[side]:
+            result = await session.request("respell", items=[list(pair) for pair in names.respell[side]])
+            for path, error in result.get("failed") or ():
+                report.problems.append(Problem(path, f"not renamed to match the other side: {error}", side))
 
 
 def remote_unknown(raw: dict) -> list[str]:
