@@ -212,3 +212,29 @@ def test_odd_names_are_reported_once_and_everything_else_syncs(tmp_path, sshd, w
     assert sorted(os.listdir(os.fsencode(other.root / "memory"))) == [b"clawdbot-sync", b"from-other.md", b"plain.md"]
     again = sync(pair.local)
     assert not again.changed and len(again.problems) == len(ODD)
+
+
+# -- item 10: a permanent clash at a name says what it is ------------------------------------------
+
+def test_what_occupies_a_name_is_said_not_created_during_the_sync(tmp_path, sshd):
+    pair = wire_pair(tmp_path / "local", tmp_path / "remote", sshd)
+    L, R = pair.local.root, pair.remote.root
+    for rel in ("memory/link.md", "memory/fifo.md", "memory/folder.md", "memory/ok.md"):
+        write(L, rel, f"{rel}\n")
+    (R / "memory").mkdir(parents=True, exist_ok=True)
+    os.symlink("ok.md", R / "memory/link.md")
+    os.mkfifo(R / "memory/fifo.md")
+    write(R, "memory/folder.md/inside.md", "inside\n")
+    write(L, "memory/file/x.md", "x\n")
+    write(R, "memory/file", "a file where local has a folder\n")
+    for _ in range(2):
+        report = sync(pair.local)
+        text = {p.path: p.message for p in report.problems}
+        assert "created here during the sync" not in " ".join(text.values()), text
+        assert "symbolic link" in text["memory/link.md"]
+        assert "special file" in text["memory/fifo.md"] or "FIFO" in text["memory/fifo.md"], text
+        assert "folder" in text["memory/folder.md"], text
+        assert any("folder" in m and "file" in m for p, m in text.items() if p.startswith("memory/file")), text
+        assert (R / "memory/ok.md").read_text() == "memory/ok.md\n"
+        assert (L / "memory/folder.md").read_text() == "memory/folder.md\n"
+        assert (R / "memory/file").read_text() == "a file where local has a folder\n"

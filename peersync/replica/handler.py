@@ -150,15 +150,17 @@ class Handler:
         done, failed = [], []
         folding = Folding.from_wire(fsprobe.probe(self.ws.state).to_wire())
         for old, new in items:
-            check_relpath(old), check_relpath(new)
-            if folding is None or folding.key(old) != folding.key(new) or not self.store.selection.contains(new):
+            if folding is None or folding.key(check_relpath(old)) != folding.key(check_relpath(new)):
                 failed.append([old, "not another spelling of the same name here"])
                 continue
             try:
-                os.rename(self.ws.root / old, self.ws.root / new)
+                source, target = self.store.target(old), self.store.target(new)  # no symlinked parent
+                if not os.path.isfile(source) or os.path.islink(source):
+                    raise Refused("not a regular file")
+                os.rename(source, target)
                 done.append(old)
-            except OSError as err:
-                failed.append([old, error_text(err)])
+            except (OSError, Refused) as err:
+                failed.append([old, error_text(err) if isinstance(err, OSError) else str(err)])
         return {"done": done, "failed": failed}
 
     def op_scan(self, save_cache: bool = True, base_peer: str | None = None, base_digest: str | None = None) -> dict:

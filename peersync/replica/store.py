@@ -185,7 +185,10 @@ class Store:
                 os.fsync(f.fileno())
         parent = path.rpartition("/")[0]
         if not (parent in self._real_dirs and self.deferred_dirs is not None):
-            os.makedirs(os.path.dirname(full), exist_ok=True)
+            try:
+                os.makedirs(os.path.dirname(full), exist_ok=True)
+            except (FileExistsError, NotADirectoryError):
+                raise Refused(_file_in_the_way(str(self.root), parent)) from None
         if expect is None:
             return {"entry": self._create(full, staged, path, new), "conflict": None}
         return self._replace(Path(full), staged, path, expect, new, quarantine)
@@ -198,7 +201,7 @@ class Store:
                 os.link(staged, full)
                 os.unlink(staged)
         except FileExistsError:
-            raise Refused("a file was created here during the sync; left for the next sync") from None
+            raise Refused(_occupant(full)) from None
         self._fsync_dir(os.path.dirname(full))
         return _stat_entry(full, new.hash)
 
@@ -567,6 +570,46 @@ class Store:
         shutil.rmtree(self.conflicts_dir / cid, ignore_errors=True)
         self._save_conflicts([i for i in items if i.get("id") != cid])
         return item
+
+
+def _occupant(full: str) -> str:
+    """Why a new file cannot be put at `full`: what is there (a permanent clash says so and how to
+    end it; only a regular file that appeared meanwhile is a race)."""
+    try:
+        st = os.lstat(full)
+    except OSError:
+        return "a file was created here during the sync; left for the next sync"
+    if stat.S_ISLNK(st.st_mode):
+        return "a symbolic link is at this name here (links are not synced); move it away to receive the file"
+    if stat.S_ISDIR(st.st_mode):
+        return "a folder is at this name here, a file on the other side; rename one of them"
+    if not stat.S_ISREG(st.st_mode):
+        return "a special file (FIFO, socket or device) is at this name here; move it away to receive the file"
+    name = os.path.basename(full)
+    try:
+        listed = os.listdir(os.path.dirname(full) or ".")
+    except OSError:
+        listed = [name]
+    if name not in listed:  # found under another spelling: the volume folds names
+        others = [n for n in listed if os.path.samestat(os.lstat(os.path.join(os.path.dirname(full), n)), st)]
+        if others:
+            return (f"name clash: {others[0]!r} is here, which this file system takes for the same name; "
+                    "rename one of them")
+    return "a file was created here during the sync; left for the next sync"
+
+
+def _file_in_the_way(root: str, parent: str) -> str:
+    """Why the folder `parent` cannot be made: which of its ancestors is not a folder here."""
+    cut = len(parent)
+    while cut > 0:
+        try:
+            st = os.lstat(f"{root}/{parent[:cut]}")
+            if not stat.S_ISDIR(st.st_mode):
+                return f"{parent[:cut]} is a file here, a folder on the other side; rename one of them"
+        except OSError:
+            pass
+        cut = parent.rfind("/", 0, cut)
+    return f"cannot make the folder {parent} here"
 
 
 def _release(held: Path) -> None:
