@@ -238,3 +238,40 @@ def test_what_occupies_a_name_is_said_not_created_during_the_sync(tmp_path, sshd
         assert (R / "memory/ok.md").read_text() == "memory/ok.md\n"
         assert (L / "memory/folder.md").read_text() == "memory/folder.md\n"
         assert (R / "memory/file").read_text() == "a file where local has a folder\n"
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 4 MiB tmpfs of our own (mounting needs root)."""
+    if os.getuid() != 0:
+        pytest.skip("mounting a small tmpfs needs root")
+    mount = tmp_path / "small"
+    mount.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mount)]).returncode != 0:
+        pytest.skip("cannot mount a tmpfs here")
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "-l", str(mount)])
+
+
+def test_a_full_disk_here_is_said_as_such(tmp_path, sshd, small_disk):
+    pair = wire_pair(small_disk / "local", tmp_path / "remote", sshd)
+    write(pair.local.root, "memory/a.md", "a\n")
+    sync(pair.local)
+    write(pair.remote.root, "memory/b.md", "b\n")
+    filler = small_disk / "filler"
+    fd = os.open(filler, os.O_WRONLY | os.O_CREAT)
+    try:  # every block of the disk
+        while os.write(fd, b"\1" * 4096):
+            pass
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+    [report] = run_sync(pair.local)
+    assert not report.ok and report.error_kind == "disk-full", report.error
+    assert "disk is full" in report.error and "free some space" in report.error.lower() and "Errno" not in report.error
+    filler.unlink()
+    sync(pair.local)
+    assert (pair.local.root / "memory/b.md").read_text() == "b\n"
