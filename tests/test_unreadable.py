@@ -275,3 +275,33 @@ def test_a_full_disk_here_is_said_as_such(tmp_path, sshd, small_disk):
     filler.unlink()
     sync(pair.local)
     assert (pair.local.root / "memory/b.md").read_text() == "b\n"
+
+
+# -- item 5: permission bits are a three-way-merged part of a version ---------------------------------
+
+def mode_of(root: Path, rel: str) -> int:
+    return (root / rel).stat().st_mode & 0o777
+
+
+def test_permission_bits_propagate_and_merge_with_an_edit_on_the_other_side(tmp_path, sshd):
+    pair = wire_pair(tmp_path / "local", tmp_path / "remote", sshd)
+    L, R = pair.local.root, pair.remote.root
+    write(L, "memory/run.sh", "echo 1\n").chmod(0o644)
+    write(L, "memory/notes.md", "n1\n").chmod(0o644)
+    sync(pair.local)
+    (L / "memory/run.sh").chmod(0o755)  # chmod +x here
+    sync(pair.local)
+    assert mode_of(R, "memory/run.sh") == 0o755
+    (R / "memory/run.sh").chmod(0o644)  # chmod -x there
+    sync(pair.local)
+    assert mode_of(L, "memory/run.sh") == 0o644
+    # +x on one side, an edit on the other: both arrive, neither resets the other.
+    (R / "memory/notes.md").chmod(0o600)
+    write(L, "memory/notes.md", "n2 edited here\n", mtime=None).chmod(0o644)
+    report = sync(pair.local)
+    assert not report.conflicts
+    for root in (L, R):
+        assert (root / "memory/notes.md").read_text() == "n2 edited here\n"
+        assert mode_of(root, "memory/notes.md") == 0o600, root
+    assert not sync(pair.local).changed
+    assert not run_sync(pair.local)[0].problems

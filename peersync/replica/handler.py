@@ -175,9 +175,10 @@ class Handler:
             return {"entries": {p: e.to_wire() for p, e in result.manifest.items()},
                     "problems": problems, "unknown": unknown, "fs": result.fs, "hashed": result.hashed,
                     "dead": self.has_dead()}
-        # A file that was rewritten with the ancestor's bytes (a revert) counts too: its mtime moved.
+        # A file that was rewritten with the ancestor's bytes (a revert) counts too: its mtime moved;
+        # and so does a chmod (permission bits are merged: core/modes.py).
         changed = {p: e.to_wire() for p, e in result.manifest.items()
-                   if (w := base.get(p)) is None or w[3] != e.hash or w[0] != e.size or w[1] != e.mtime_ns
+                   if (w := base.get(p)) is None or w[3] != e.hash or w[0] != e.size or w[1] != e.mtime_ns or w[2] != e.mode
                    or not _same_vv(w, e.vv)}
         deleted = [p for p in base if p not in result.manifest]
         return {"delta": True, "entries": changed, "deleted": deleted, "problems": problems, "unknown": unknown,
@@ -494,6 +495,28 @@ class Handler:
                     os.close(fd)
                 results.append({"path": path, "ok": True,
                                 "entry": Entry(expect.size, mtime_ns, expect.mode, expect.hash, expect.vv).to_wire()})
+            except (Refused, BadPath, OSError, ValueError) as err:
+                results.append({"path": path, "ok": False, "error": error_text(err)})
+        return {"results": results}
+
+    def op_chmod(self, items: list) -> dict:
+        """Set permission bits (rwx only) merged from both sides' (core/modes.py), only while a file
+        still is `expect`; one that changed meanwhile is left for the next sync."""
+        results = []
+        for item in _items(items, "path", "expect", "mode"):
+            path = item.get("path")
+            try:
+                expect, mode = Entry.from_wire(item["expect"]), int(item["mode"]) & 0o777
+                fd = os.open(self.store.target(check_relpath(path)), os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+                try:
+                    st = os.fstat(fd)
+                    if (st.st_size, st.st_mtime_ns) != (expect.size, expect.mtime_ns) or hash_fd(fd, expect.size) != expect.hash:
+                        raise Refused("changed since the scan")
+                    os.fchmod(fd, mode)
+                finally:
+                    os.close(fd)
+                results.append({"path": path, "ok": True,
+                                "entry": Entry(expect.size, expect.mtime_ns, mode, expect.hash, expect.vv, expect.seen).to_wire()})
             except (Refused, BadPath, OSError, ValueError) as err:
                 results.append({"path": path, "ok": False, "error": error_text(err)})
         return {"results": results}

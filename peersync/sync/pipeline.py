@@ -187,7 +187,7 @@ async def _reconcile_and_apply(job: Job, local: LocalSession, remote: Replica, r
                      mass_delete_ratio=cfg.mass_delete_ratio, peer_name=peer.name, policy=job.policy,
                      mode=report.mode, offset_ns=int(remote.offset * 1e9), local_id=local_id,
                      remote_id=remote_id or "~", force=job.force, paths=touched, local_dead=local_dead,
-                     remote_dead=remote_dead)
+                     remote_dead=remote_dead, modes=_keeps_modes(local_fs) and _keeps_modes(remote_raw.get("fs")))
     if job.dry_run:
         describe(plan, report, peer.name)
         await remote.finish(ws, report, dry_run=True)
@@ -233,6 +233,11 @@ async def respell(local: LocalSession, remote: Replica, names: Alignment, report
             result = await session.request("respell", items=[list(pair) for pair in names.respell[side]])
             for path, error in result.get("failed") or ():
                 report.problems.append(Problem(path, f"not renamed to match the other side: {error}", side))
+
+
+def _keeps_modes(fs: dict | None) -> bool:
+    """Whether a replica's volume keeps permission bits as set (a cloud folder reports no volume)."""
+    return isinstance(fs, dict) and fs.get("permissions") is True
 
 
 def remote_unknown(raw: dict) -> list[str]:
