@@ -28,6 +28,7 @@ from peersync.core.selection import Selection
 from peersync.core.types import Entry
 from peersync.replica.scan import CHUNK, hash_bytes, hash_file
 from peersync.workspace.storage import (
+    atomic_write_bytes,
     atomic_write_json,
     ensure_private_dir,
     fsync_dir,
@@ -247,11 +248,12 @@ class Store:
         live name was replaced, this is the version's only name; the path in it lets
         recover_holding() put it in conflicts/ rather than lose it."""
         if self.deferred_dirs is None:
-            held = self.state / "holding" / secrets.token_hex(8) / path
+            token = self.state / "holding" / secrets.token_hex(8)
         else:  # a batch shares one token dir: fewer directories made and removed per file
             if self._batch_holding is None:
                 self._batch_holding = self.state / "holding" / secrets.token_hex(8)
-            held = self._batch_holding / path
+            token = self._batch_holding
+        held = internal_path(token, path)
         ensure_private_dir(held.parent)
         try:
             os.link(full, held)
@@ -263,10 +265,11 @@ class Store:
     def _unhold(self, held: Path) -> None:
         """Drop a holding name; in a batch only the name (flush_dirs() removes the token dir)."""
         if self._batch_holding is not None and held.is_relative_to(self._batch_holding):
-            try:
-                os.unlink(held)
-            except FileNotFoundError:
-                pass
+            for name in (held, held.with_name(held.name + NAME_SUFFIX)) if held.parent.name == LONG else (held,):
+                try:
+                    os.unlink(name)
+                except FileNotFoundError:
+                    pass
         else:
             _release(held)
 
@@ -282,9 +285,9 @@ class Store:
         for token in list(holding.iterdir()) if holding.is_dir() else ():
             if not token.is_dir():  # not ours (holding/ only ever holds token dirs)
                 continue
-            for held in [p for p in token.rglob("*") if p.is_file()]:
+            for held in [p for p in token.rglob("*") if p.is_file() and not _is_name_file(p)]:
                 if os.lstat(held).st_nlink == 1:
-                    self._quarantine_file(held, held.relative_to(token).as_posix(),
+                    self._quarantine_file(held, internal_relpath(token, held),
                                           {"peer": None, "reason": "kept from an interrupted sync"})
                 count += 1
             shutil.rmtree(token, ignore_errors=True)
@@ -299,7 +302,7 @@ class Store:
             before = os.lstat(held)
             if before.st_size != expect.size or hash_file(held) != expect.hash:
                 raise Refused("edited during the sync; not deleted")
-            dest = self.trash_dir / batch / path
+            dest = internal_path(self.trash_dir / batch, path)
             dest.parent.mkdir(parents=True, exist_ok=True)
             os.rename(full, dest)
             moved = os.lstat(dest)
@@ -497,7 +500,7 @@ class Store:
                 os.unlink(held)
                 return item["id"]
         cid = "c-" + secrets.token_hex(3)
-        dest = self.conflicts_dir / cid / path
+        dest = internal_path(self.conflicts_dir / cid, path)
         dest.parent.mkdir(parents=True, exist_ok=True)
         os.rename(held, dest)
         size = dest.stat().st_size
@@ -515,9 +518,9 @@ class Store:
         known = {item.get("id") for item in items}
         added = 0
         for top in sorted(self.conflicts_dir.glob("c-*")):
-            for kept in sorted(p for p in top.rglob("*") if p.is_file()) if top.name not in known else ():
+            for kept in sorted(p for p in top.rglob("*") if p.is_file() and not _is_name_file(p)) if top.name not in known else ():
                 st = kept.stat()
-                items.append({"id": top.name, "path": kept.relative_to(top).as_posix(),
+                items.append({"id": top.name, "path": internal_relpath(top, kept),
                               "time": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(st.st_mtime)),
                               "hash": hash_file(kept), "size": st.st_size, "peer": None,
                               "reason": "kept from an interrupted sync", "file": str(kept.relative_to(self.root))})
@@ -570,6 +573,41 @@ class Store:
         shutil.rmtree(self.conflicts_dir / cid, ignore_errors=True)
         self._save_conflicts([i for i in items if i.get("id") != cid])
         return item
+
+
+# Internal copies (holding/, trash/, conflicts/) keep a file under its workspace path inside a
+# token or batch directory, which is longer than the file's own path: a path the workspace can
+# hold may be too long there.  Such a copy goes to LONG/<hash of the path> instead, with its
+# path in a NAME_SUFFIX file beside it (user paths never start with LONG: it is no synced root).
+LONG = "~long"
+NAME_SUFFIX = ".path"
+_ROOM = 4096 - 64  # PATH_MAX, less what a temp name or a later suffix may add
+
+
+def internal_path(base: Path, path: str) -> Path:
+    """Where `path`'s internal copy under `base` goes (see LONG)."""
+    full = base / path
+    if len(os.fsencode(full)) < _ROOM:
+        return full
+    short = base / LONG / xxhash.xxh3_64_hexdigest(path.encode("utf-8", "surrogateescape"))
+    short.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(short.with_name(short.name + NAME_SUFFIX), path.encode("utf-8", "surrogateescape"))
+    return short
+
+
+def internal_relpath(base: Path, copy: Path) -> str:
+    """The workspace path of an internal copy under `base` (the inverse of internal_path)."""
+    rel = copy.relative_to(base).as_posix()
+    if rel.startswith(LONG + "/"):
+        try:
+            return copy.with_name(copy.name + NAME_SUFFIX).read_bytes().decode("utf-8", "surrogateescape")
+        except OSError:
+            pass
+    return rel
+
+
+def _is_name_file(p: Path) -> bool:
+    return p.name.endswith(NAME_SUFFIX) and p.parent.name == LONG
 
 
 def _occupant(full: str) -> str:
