@@ -10,9 +10,10 @@ usage() {
   cat <<'USAGE'
 usage: handler.sh [-w WORKSPACE] COMMAND [ARGS…] [WORKSPACE]
   status | now [peer…] | sync [peer…] | push [peer] | pull [peer] | diff [peer]
-  add <name> <host> [user] [path] | remove <name> | peers | history [n]
-  auto [on|off|status] | heartbeat | conflicts [list|show|restore|drop] [id]
-  discover [--add] | setup | help
+  add <name> <host[:port]> [user] [path] | remove <name> | peers | history [n]
+  auto [on|off|status] | heartbeat | conflicts [list|show|diff|restore|drop] [id]
+  trash [list|restore|empty] [batch]
+  discover [--add] | setup | backup [status|now|list|restore|verify] | help
 A workspace given last must be a path with a '/' (e.g. ./clawd or "$WORKSPACE").
 USAGE
 }
@@ -30,8 +31,12 @@ if [ -z "$workspace" ] && [ "$n" -gt 0 ]; then
   last=${args[$((n - 1))]}
   case "$cmd" in
     # add takes up to four values itself (its path has a '/' too): the workspace is a fifth
-    # value, or a third one with a '/' (a user name has none).
-    add) if [ "$n" -eq 5 ] || { [ "$n" -eq 3 ] && [[ "$last" == */* ]]; }; then is_ws=1; else is_ws=0; fi ;;
+    # value, or a third one with a '/' (a user name has none), or — after options such as
+    # --remote-command CMD — a last one that is a directory here.
+    add) if [ "$n" -eq 5 ] || { [ "$n" -eq 3 ] && [[ "$last" == */* ]]; } \
+            || { [ "$n" -gt 5 ] && [[ "$last" == */* ]] && [ -d "$last" ]; }; then is_ws=1; else is_ws=0; fi ;;
+    # trash restore takes workspace-relative paths (with a '/'): the workspace is a directory.
+    trash) if [[ "$last" == */* ]] && [ -d "$last" ]; then is_ws=1; else is_ws=0; fi ;;
     *) if [[ "$last" == */* ]] || [ "$last" = "." ]; then is_ws=1; else is_ws=0; fi ;;
   esac
   if [ -z "$last" ]; then
@@ -60,7 +65,7 @@ case "$cmd" in
   sync|now)         run sync "$@" ;;
   push|pull|diff)   run "$cmd" "$@" ;;
   add)
-    [ "$#" -ge 2 ] || { echo "usage: handler.sh add <name> <host> [user] [path] [WORKSPACE]" >&2; exit 2; }
+    [ "$#" -ge 2 ] || { echo "usage: handler.sh add <name> <host[:port]> [user] [path] [WORKSPACE]" >&2; exit 2; }
     extra=()
     [ "$#" -ge 3 ] && extra+=(--user "$3")
     [ "$#" -ge 4 ] && extra+=(--path "$4")
@@ -71,8 +76,10 @@ case "$cmd" in
   auto)             run auto "$@" ;;
   heartbeat)        run heartbeat "$@" ;;
   conflicts)        run conflicts "$@" ;;
+  trash)            run trash "$@" ;;
   setup)            run init "$@" ;;
-  init|discover|backup|cloud|watch) run "$cmd" "$@" ;;
+  backup)           if [ "$#" -eq 0 ]; then run backup status; else run backup "$@"; fi ;;
+  init|discover|cloud|watch) run "$cmd" "$@" ;;
   help|-h|--help)   usage ;;
   *) echo "handler.sh: unknown command '$cmd'" >&2; usage >&2; exit 2 ;;
 esac

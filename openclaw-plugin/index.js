@@ -36,7 +36,7 @@ export default {
 
     api.registerCommand({
       name: "sync",
-      description: "peersync: /sync [status|now [peer]|push|pull|diff|add|remove|history|auto on|off|conflicts|discover|setup]",
+      description: "peersync: /sync [status|now [peer]|push|pull|diff|add|remove|history|auto on|off|conflicts|trash|discover|setup|backup]",
       acceptsArgs: true,
       handler: (ctx) => new Promise((resolve) => {
         const argv = ["-w", workspaceOf(ctx.config, ctx.agentId), ...words(ctx.args)];

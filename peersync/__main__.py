@@ -17,7 +17,7 @@ def main() -> None:
         from peersync.daemons.keeper import main as keeper_main
 
         sys.exit(keeper_main(argv[1:]))
-    if any(a in ("sync", "push", "pull") for a in argv[:5]):
+    if any(a in ("sync", "push", "pull") for a in argv):
         # A warm keeper runs the sync itself: this process only prints its report.
         from peersync.cli.quick import fast_main
 

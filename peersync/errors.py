@@ -1,4 +1,8 @@
-"""Run-level errors: each class carries the user-facing message and the exit code."""
+"""Run-level errors: each class carries the user-facing message and the exit code.
+
+Exit status (README "Commands"): 0 done, 1 failed, 2 bad usage or bad input, 3 a peer could not be
+reached (not answering, SSH key or host key refused, peersync missing there), 130 interrupted.
+"""
 
 
 class PeersyncError(Exception):
@@ -36,15 +40,19 @@ class UnknownPeer(UsageError):
 
 
 class ConnectError(PeersyncError):
-    """The peer could not be reached, authenticated, or its agent started."""
+    """The peer could not be reached, authenticated, or its agent started (exit 3: scripts can
+    tell a peer that is down from a sync that failed)."""
 
     kind = "connect"
+    exit_code = 3
 
 
 class HostKeyError(ConnectError):
-    """The peer's host key is unknown or does not match."""
+    """The peer's host key is unknown or does not match: not a peer that is down (exit 3) but a
+    refusal the user must look at (exit 1)."""
 
     kind = "host-key"
+    exit_code = 1
 
 
 class ProtocolError(PeersyncError):
@@ -58,6 +66,12 @@ class BusyError(PeersyncError):
 
     kind = "busy"
     exit_code = 1
+
+
+class StateDirError(PeersyncError):
+    """peersync's state dir (or one of its directories) is a link or another user's: not used."""
+
+    kind = "state"
 
 
 class SafetyError(PeersyncError):

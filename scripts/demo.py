@@ -1,8 +1,9 @@
 """Demo: two agent workspaces on this machine, synced over a real SSH server on 127.0.0.1.
 
 Nothing to configure: the script starts its own sshd with throw-away keys, creates a
-"laptop" and a "mac-mini" workspace, edits both (a conflict on MEMORY.md, appends to the
-same daily note and JSONL log), and runs the real `peersync` commands a user would.
+"laptop" and a "mac-mini" workspace, edits both (both agents add to MEMORY.md, both change the
+same line of USER.md, both append to the daily note), and runs the real `peersync` commands a
+user would.
 """
 
 from __future__ import annotations
@@ -13,7 +14,6 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -26,7 +26,9 @@ from peersync.testing.workspace_gen import generate, mutate  # noqa: E402
 def run(ws: Path, *args: str) -> None:
     shown = " ".join(args)
     print(f"\n$ peersync -w {ws.name} {shown}", flush=True)
-    subprocess.run([sys.executable, "-m", "peersync", "-w", str(ws), *args], check=False)
+    # Each "machine" names itself in what a merge keeps (both run on this host here).
+    env = {**os.environ, "PEERSYNC_MACHINE_NAME": ws.name}
+    subprocess.run([sys.executable, "-m", "peersync", "-w", str(ws), *args], check=False, env=env)
 
 
 def write(path: Path, text: str, mtime: float | None = None) -> None:
@@ -55,15 +57,23 @@ def main() -> int:
             write(mini / "IDENTITY.md", "# Identity\nI am the mac-mini instance.\n")
             mutate(laptop, seed=11, n=6)
             mutate(mini, seed=12, n=6)
-            wire_pair(laptop, mini, sshd, peer_name="mac-mini", back_name="laptop")
+            pair = wire_pair(laptop, mini, sshd, peer_name="mac-mini", back_name="laptop")
+            for ws, name, other in ((pair.local, "mac-mini", mini), (pair.remote, "laptop", laptop)):
+                peers = ws.load_peers()
+                peers[name] = sshd.make_peer(name, path=other, command=f"env PEERSYNC_MACHINE_NAME={name} {pair.command}")
+                ws.save_peers(peers)
 
             run(laptop, "peers", "list")
             run(laptop, "status")
             run(laptop, "sync", "mac-mini")  # first sync: no shared history yet, so a union
 
-            now = time.time()
-            write(laptop / "MEMORY.md", "# Memory\n- prefers short answers (laptop)\n", now - 120)
-            write(mini / "MEMORY.md", "# Memory\n- prefers short answers, with sources (mac-mini)\n", now - 5)
+            memory = (laptop / "MEMORY.md").read_text()
+            write(laptop / "MEMORY.md", memory.replace("## Preferences\n", "## Preferences\n- Prefers short answers\n"))
+            write(mini / "MEMORY.md", memory.replace("## Preferences\n", "## Preferences\n- Wants sources linked\n"))
+            user = (laptop / "USER.md").read_text()
+            timezone = next(line for line in user.splitlines() if "Timezone" in line)
+            write(laptop / "USER.md", user.replace(timezone, "- **Timezone:** Europe/Lisbon (moved in May)"))
+            write(mini / "USER.md", user.replace(timezone, "- **Timezone:** America/New_York (travelling)"))
             note = "memory/2026-01-26.md"
             base_note = (laptop / note).read_text() if (laptop / note).exists() else "# 2026-01-26\n"
             write(laptop / note, base_note + "- 14:02 laptop: drafted the release notes\n")
@@ -76,10 +86,13 @@ def main() -> int:
             run(laptop, "sync", "mac-mini")
             run(laptop, "sync", "mac-mini")  # nothing left to do
             run(laptop, "conflicts", "list")
+            merged = (laptop / "USER.md").read_text()
+            start = merged.index("> ⚠️")
+            print("\n👀 USER.md now (both edits live, both machines):\n" + merged[start:merged.index("\n\n", start)])
             run(laptop, "history", "--limit", "3")
 
-            same = (laptop / note).read_bytes() == (mini / note).read_bytes()
-            print(f"\n🔀 {note} is identical on both sides: {same}")
+            same = all((laptop / p).read_bytes() == (mini / p).read_bytes() for p in (note, "MEMORY.md", "USER.md"))
+            print(f"\n🔀 {note}, MEMORY.md and USER.md are identical on both sides: {same}")
             print((laptop / note).read_text().rstrip().splitlines()[-2:])
             identity = (laptop / "IDENTITY.md").read_text() != (mini / "IDENTITY.md").read_text()
             print(f"🪪 IDENTITY.md stayed per-instance: {identity}")

@@ -348,7 +348,7 @@ def scan_breakdown(root: Path) -> dict:
         from peersync.core.types import Mode, Policy
         cfg = ws.sync_config()
         out["reconcile_ms"], _ = best(lambda: reconcile(agreed, entries, entries, policy=Policy.NEWEST, mode=Mode.SYNC,
-                                                       is_log=planning.log_matcher(cfg.logs), offset_ns=0,
+                                                       is_log=cfg.rules.is_log, mergeable=cfg.rules.mergeable, offset_ns=0,
                                                        local_id="a", remote_id="b"))
         from peersync.core.types import manifest_to_wire
         out["manifest_to_wire_for_ancestor_put_ms"], new = best(lambda: manifest_to_wire(agreed))

@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Installs what peersync's demo and tests need on a Debian/Ubuntu machine (idempotent).
 #   bash scripts/setup.sh demo   the demo's share: a real sshd, rsync, a .venv with peersync
-#   bash scripts/setup.sh        everything the tests use besides: unison, faketime, FUSE 3 (the
-#                                Mac-like volumes), Chromium (the dashboard's browser tests), the
-#                                test dependencies, Node.js and OpenClaw (below)
+#   bash scripts/setup.sh        everything the tests use besides: unison, faketime, restic (the
+#                                backup engine), FUSE 3 (the Mac-like volumes), Chromium (the
+#                                dashboard's browser tests), the test dependencies, Node.js and
+#                                OpenClaw (below)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 profile="${1:-all}"
@@ -18,8 +19,8 @@ packages="openssh-server openssh-client rsync python3 python3-venv python3-pip c
 tools="/usr/sbin/sshd ssh ssh-keygen ssh-keyscan rsync python3"
 extra="."
 if [ "$profile" != "demo" ]; then
-  packages="$packages unison faketime fuse3 chromium fonts-dejavu-core fonts-noto-color-emoji"
-  tools="$tools unison faketime fusermount3 chromium"
+  packages="$packages unison faketime restic fuse3 chromium fonts-dejavu-core fonts-noto-color-emoji"
+  tools="$tools unison faketime restic fusermount3 chromium"
   extra=".[test]"
 fi
 

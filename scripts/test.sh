@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The README's test command: sets up what is missing (scripts/setup.sh), then runs the whole
-# suite against a real loopback sshd, rsync and rclone.  Extra arguments go to pytest.
+# suite against a real loopback sshd, rsync, rclone and restic.  Extra arguments go to pytest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh

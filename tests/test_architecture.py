@@ -12,7 +12,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "peersync"
 
 # Lowest first.  A module may import its own layer or lower ones, never a higher one.
 LAYERS = [
-    {"peersync", "peersync.errors"},
+    {"peersync", "peersync.errors", "peersync.install"},
     {"peersync.core"},
     {"peersync.workspace"},
     {"peersync.replica"},

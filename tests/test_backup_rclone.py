@@ -166,10 +166,36 @@ def test_missing_directory_listing(tmp_path):
 
 def test_secrets_are_scrubbed_from_errors():
     rc = Rclone(secrets=["hunter2"])
-    with pytest.raises(RcloneError) as err:
+    err = rc.error(["lsf"], 1, "2026/11/22 06:37:00 ERROR : cannot log in as bob with hunter2\n")
+    assert "hunter2" not in str(err) and "hunter2" not in err.stderr and "bob with ***" in err.message
+
+
+def test_a_secret_never_reaches_the_command_line():
+    rc = Rclone(secrets=["hunter2"])
+    with pytest.raises(RcloneError, match="refusing to put a secret on rclone's command line"):
         rc.run(["lsf", ":nosuchbackend,password=hunter2:x"])
-    assert "hunter2" not in str(err.value) and "hunter2" not in err.value.stderr
-    assert "nosuchbackend" in err.value.message
+
+
+def test_named_remote_with_inline_options_becomes_env_overrides():
+    target = resolve_target("my-s3.x,secret_access_key=TOPSECRET,endpoint='http://h:1':bucket/ws")
+    assert target.remote == "my-s3.x:bucket/ws" and target.remote_name == "my-s3.x"
+    assert target.env == {"RCLONE_CONFIG_MY-S3.X_SECRET_ACCESS_KEY": "TOPSECRET",
+                          "RCLONE_CONFIG_MY-S3.X_ENDPOINT": "http://h:1"}
+    assert "TOPSECRET" not in target.display and target.secrets == ("TOPSECRET",)
+
+
+def test_env_overrides_reach_a_named_remote(tmp_path, monkeypatch):
+    """rclone reads RCLONE_CONFIG_<NAME>_<OPTION> before rclone.conf: the override takes effect."""
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    (tmp_path / "b" / "only-in-b").write_text("x")
+    conf = tmp_path / "rclone.conf"
+    conf.write_text(f"[my-al.x]\ntype = alias\nremote = {tmp_path / 'a'}\n")
+    monkeypatch.setenv("RCLONE_CONFIG", str(conf))
+    target = resolve_target(f"my-al.x,remote='{tmp_path / 'b'}':")
+    rc = Rclone().with_env(target.env)
+    rc.check_remote(target)
+    assert rc.lsf(target.remote) == ["only-in-b"]
 
 
 def test_obscure_goes_through_stdin():

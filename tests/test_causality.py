@@ -22,7 +22,7 @@ from peersync.workspace.workspace import Workspace
 COPY, DELETE, MERGE, CONFLICT, ADOPT = Action.COPY, Action.DELETE, Action.MERGE, Action.CONFLICT, Action.ADOPT
 LOCAL, REMOTE = Side.LOCAL, Side.REMOTE
 A, B, C = "a" * 12, "b" * 12, "c" * 12
-F, LOG = "memory/plan.md", "memory/2026-03-01.md"
+F, LOG, MEMORY = "memory/plan.txt", "memory/2026-03-01.md", "MEMORY.md"  # F: a whole file (not in sync.merge)
 HOUR = 3600 * 1_000_000_000
 
 
@@ -68,6 +68,12 @@ ROWS = [
      e("r", [(A, 1), (C, 1)], t=3 * HOUR), (COPY, LOCAL, "conflict-newest", True), {}),
     ("concurrent-logs-merge", e("v0", [(A, 1)]), e("v0+l", [(A, 1), (B, 1)]), e("v0+r", [(A, 1), (C, 1)]),
      (MERGE, None, "append-merge", False), {"logs": True}),
+    ("concurrent-memory-files-merge", e("v0", [(A, 1)]), e("v0 l", [(A, 1), (B, 1)]), e("v0 r", [(A, 1), (C, 1)]),
+     (MERGE, None, "merge", False), {"merge": True}),
+    ("a-memory-file-that-descends-is-a-copy-not-a-merge", e("v0", [(A, 1)]), e("v0 l", [(A, 1), (B, 1)]),
+     e("v0 l r", [(A, 1), (B, 1), (C, 1)], t=1), (COPY, LOCAL, "remote-changed", False), {"merge": True}),
+    ("a-merged-memory-file-replaces-both-inputs", e("v0", [(A, 1)]), e("v0 l", [(A, 1), (B, 1)], t=9 * HOUR),
+     e("merged", [(A, 1), (B, 1), (C, 2)], t=1), (COPY, LOCAL, "remote-changed", False), {"merge": True}),
     ("concurrent-under-skip", e("v0", [(A, 1)]), e("l", [(B, 1)]), e("r", [(C, 1)]),
      (CONFLICT, None, "skip", False), {"policy": Policy.SKIP}),
     ("same-bytes-different-histories-take-the-union", e("v0", [(A, 1)]), e("v1", [(B, 1)]), e("v1", [(C, 1)]),
@@ -96,14 +102,15 @@ ROWS = [
 def test_causal_rows(row):
     _, ancestor, local, remote, expected, extra = row
     extra = dict(extra)
-    logs = extra.pop("logs", False)
-    path = LOG if logs else F
+    logs, merge = extra.pop("logs", False), extra.pop("merge", False)
+    path = LOG if logs else MEMORY if merge else F
     for key in ("local_dead", "remote_dead"):
         if key in extra:
             extra[key] = {path: extra[key][F]}
     plan = reconcile({path: ancestor} if ancestor else {}, {path: local} if local else {},
                      {path: remote} if remote else {}, policy=extra.pop("policy", Policy.NEWEST),
-                     mode=extra.pop("mode", Mode.SYNC), is_log=lambda p: logs, local_id="a", remote_id="b", **extra)
+                     mode=extra.pop("mode", Mode.SYNC), is_log=lambda p: logs, mergeable=lambda p: merge,
+                     local_id="a", remote_id="b", **extra)
     [change] = plan.changes
     assert (change.action, change.target, change.reason, change.quarantine) == expected
     assert change.reason in REASONS
@@ -172,7 +179,7 @@ def test_the_minimal_case_is_a_fast_forward_not_a_conflict(abc):
     report = sync_local(a, c)  # ancestor v0; a has v1, c has v2 made from v1
     assert not report.conflicts and report.pulled == [F]
     assert read(a, F) == read(b, F) == read(c, F) == "v1 + b's edit\n"
-    assert not any((ws.state / "conflicts").exists() and any((ws.state / "conflicts").rglob("plan.md")) for ws in abc)
+    assert not any((ws.state / "conflicts").exists() and any((ws.state / "conflicts").rglob("plan.txt")) for ws in abc)
 
 
 @pytest.mark.parametrize("skew", [3 * 3600, -3 * 3600])
@@ -215,6 +222,66 @@ def test_truly_concurrent_edits_still_conflict_and_the_loser_is_kept(abc):
     assert not sync_local(b, c).conflicts
 
 
+def ancestor_vv(ws: Workspace, other: Workspace, rel: str) -> tuple:
+    """The vector the pair (ws, other) agreed `rel` has (their ancestor's entry)."""
+    doc = json.loads((ws.state / "ancestors" / f"{other.instance_id}.json").read_text())
+    wire = doc["entries"][rel]
+    return versions.from_wire(wire[4]) if len(wire) > 4 else ()
+
+
+def test_memory_file_edits_merge_only_when_concurrent_and_a_merge_descends_from_both(abc):
+    """MEMORY.md (sync.merge): an edit made from what the other side holds is a plain copy, never a
+    merge; only concurrent edits merge; the merged version carries the join of both vectors plus one
+    new event, so every machine holding either input fast-forwards to it — no second merge."""
+    a, b, c = abc
+    write(a, MEMORY, "# Memory\n- base\n")
+    for other in (b, c):
+        sync_local(a, other)
+    write(a, MEMORY, "# Memory\n- base\n- from a\n")
+    report = sync_local(a, b)
+    assert report.pushed == [MEMORY] and not report.merged
+    write(b, MEMORY, "# Memory\n- base\n- from a\n- from b\n")
+    report = sync_local(b, c)  # c holds the base version: b's descends from it
+    assert report.pushed == [MEMORY] and not report.merged and not report.conflicts
+    write(a, MEMORY, "# Memory\n- base\n- from a\n- a again\n")  # concurrent with b's edit
+    report = sync_local(c, a)
+    assert report.merged == [MEMORY] and not report.conflicts
+    merged = read(a, MEMORY)
+    assert merged == read(c, MEMORY) and all(line in merged for line in ("- from a\n", "- from b\n", "- a again\n"))
+    vv, b_vv = ancestor_vv(a, c, MEMORY), ancestor_vv(b, c, MEMORY)
+    assert versions.compare(b_vv, vv) == versions.BEFORE  # b's input is in it
+    assert versions.short_id(c.instance_id) in dict(vv)  # the merge's own event (c ran it)
+    # b still holds its own edit, an input of the merge: a fast-forward, not a second merge.
+    report = sync_local(b, a)
+    assert report.pulled == [MEMORY] and not report.merged and read(b, MEMORY) == merged
+    # An edit made from the merged version beats a stale input through any machine.
+    write(b, MEMORY, merged + "- from b, later\n")
+    sync_local(b, c)
+    report = sync_local(a, c)
+    assert report.pulled == [MEMORY] and not report.merged and not report.conflicts
+    assert read(a, MEMORY) == read(b, MEMORY) == read(c, MEMORY) == merged + "- from b, later\n"
+    assert not any((ws.state / "conflicts").exists() and any((ws.state / "conflicts").rglob("MEMORY.md")) for ws in abc)
+
+
+def test_a_merge_takes_the_latest_common_version_as_its_base_not_a_stale_pair_ancestor(abc):
+    """b and c last met when MEMORY.md held one line; both have since taken a's new line X through
+    a.  b removes X while c adds Y.  Against the pair's own ancestor, b's removal would look like c
+    adding X and X would come back; the latest version both descend from ([L1, X], which b's and
+    c's ancestors with a record with its vector) is the base: X stays removed, Y lands."""
+    a, b, c = abc
+    write(a, MEMORY, "- L1\n")
+    for x, y in ((a, b), (a, c), (b, c)):
+        sync_local(x, y)
+    write(a, MEMORY, "- L1\n- X\n")
+    sync_local(a, b)
+    sync_local(a, c)
+    write(b, MEMORY, "- L1\n")
+    write(c, MEMORY, "- L1\n- X\n- Y\n")
+    report = sync_local(b, c)
+    assert report.merged == [MEMORY] and not report.conflicts
+    assert read(b, MEMORY) == read(c, MEMORY) == "- L1\n- Y\n"
+
+
 def test_a_deletion_reaching_a_stale_copy_through_another_machine_wins(abc):
     a, b, c = abc
     write(a, F, "v1\n")
@@ -243,7 +310,7 @@ def test_an_upgraded_workspace_syncs_without_a_conflict_storm(abc, monkeypatch):
     only a file changed on both sides since the last sync is a conflict."""
     a, b, _ = abc
     for i in range(20):
-        write(a, f"memory/n{i}.md", f"note {i}\n")
+        write(a, f"memory/n{i}.txt", f"note {i}\n")
     sync_local(a, b)
     for ws in (a, b):  # back to the old world: no version records, ancestors in format 1
         (ws.state / "versions.sqlite").unlink()
@@ -254,14 +321,14 @@ def test_an_upgraded_workspace_syncs_without_a_conflict_storm(abc, monkeypatch):
             doc["format"] = 1
             doc["entries"] = {p: w[:4] for p, w in doc["entries"].items()}
             path.write_text(json.dumps(doc, sort_keys=True, separators=(",", ":")) + "\n")
-    write(a, "memory/n1.md", "note 1, edited on a\n")
-    write(b, "memory/n2.md", "note 2, edited on b\n")
-    write(a, "memory/n3.md", "note 3, a\n", when=time.time() - 60)
-    write(b, "memory/n3.md", "note 3, b\n")
+    write(a, "memory/n1.txt", "note 1, edited on a\n")
+    write(b, "memory/n2.txt", "note 2, edited on b\n")
+    write(a, "memory/n3.txt", "note 3, a\n", when=time.time() - 60)
+    write(b, "memory/n3.txt", "note 3, b\n")
     report = sync_local(a, b)
-    assert report.ok and report.pushed == ["memory/n1.md"]
-    assert sorted(report.pulled) == ["memory/n2.md", "memory/n3.md"]
-    assert [c.path for c in report.conflicts] == ["memory/n3.md"]
+    assert report.ok and report.pushed == ["memory/n1.txt"]
+    assert sorted(report.pulled) == ["memory/n2.txt", "memory/n3.txt"]
+    assert [c.path for c in report.conflicts] == ["memory/n3.txt"]
     assert selection_files(a) == selection_files(b)
     assert not sync_local(b, a).changed
     doc = json.loads(next((a.state / "ancestors").glob("*.json")).read_text())

@@ -27,6 +27,9 @@ from peersync.testing.trees import selection_files
 from peersync.workspace.lock import state_lock
 
 
+WHOLE = "memory/notes/plan.txt"  # not in sync.merge: the newest whole file wins a conflict
+
+
 @pytest.fixture
 def pair(tmp_path, sshd):
     return wire_pair(tmp_path / "local", tmp_path / "remote", sshd)
@@ -145,7 +148,7 @@ def test_syncs_started_from_both_sides_at_once_never_corrupt(pair):
     for code, out, err in outs:
         assert "Traceback" not in out + err
         doc = json.loads(out)
-        assert code == 0 or "busy" in doc["reports"][0]["error"], doc
+        assert code == 0 or "busy" in doc["reports"][0]["error"]["message"], doc
     assert_converged_and_clean(pair)
     assert len(selection_files(L)) == 100
 
@@ -172,22 +175,45 @@ def before_step(monkeypatch, step: str, action, *, side: Side | None = None) -> 
 @pytest.mark.parametrize("target_side", [Side.LOCAL, Side.REMOTE])
 def test_target_edited_between_scan_and_install_is_kept(pair, monkeypatch, target_side):
     L, R = pair.local, pair.remote
-    write(L, "MEMORY.md", "base\n", mtime=time.time() - 120)
+    write(L, WHOLE, "base\n", mtime=time.time() - 120)
     sync_ok(L)
     source, target = (R, L) if target_side is Side.LOCAL else (L, R)
     # Newer than the base (a plain one-sided change), older than the user's fresh edit below.
-    write(source, "MEMORY.md", "sync brings this older edit\n", mtime=time.time() - 60)
+    write(source, WHOLE, "sync brings this older edit\n", mtime=time.time() - 60)
     fresh = b"the user's fresh edit, made while the sync ran\n"
-    fired = before_step(monkeypatch, "_install", lambda: save_atomically(target.root / "MEMORY.md", fresh),
+    fired = before_step(monkeypatch, "_install", lambda: save_atomically(target.root / WHOLE, fresh),
                         side=target_side)
     report = sync_ok(L)
     assert fired
-    assert (target.root / "MEMORY.md").read_bytes() == fresh  # not overwritten
+    assert (target.root / WHOLE).read_bytes() == fresh  # not overwritten
     assert any("edited during the sync" in p.message for p in report.problems), report.problems
     monkeypatch.undo()
     assert_converged_and_clean(pair)
-    assert (L.root / "MEMORY.md").read_bytes() == fresh  # the newest edit wins the next sync
+    assert (L.root / WHOLE).read_bytes() == fresh  # the newest edit wins the next sync
     assert b"sync brings this older edit\n" in everywhere(L, R)  # the loser is kept
+
+
+@pytest.mark.parametrize("target_side", [Side.LOCAL, Side.REMOTE])
+def test_memory_file_edited_between_scan_and_merge_is_kept(pair, monkeypatch, target_side):
+    """Both sides changed MEMORY.md (a merge); the user saves it again while the merged version
+    is being installed: the fresh edit stays, and the next sync merges it in."""
+    L, R = pair.local, pair.remote
+    write(L, "MEMORY.md", "# Memory\n- base\n")
+    sync_ok(L)
+    write(L, "MEMORY.md", "# Memory\n- base\n- from local\n")
+    write(R, "MEMORY.md", "# Memory\n- base\n- from remote\n")
+    target = L if target_side is Side.LOCAL else R
+    fresh = (target.root / "MEMORY.md").read_bytes() + b"- fresh, during the sync\n"
+    fired = before_step(monkeypatch, "_install", lambda: save_atomically(target.root / "MEMORY.md", fresh),
+                        side=target_side)
+    report = sync_ok(L)
+    assert fired and (target.root / "MEMORY.md").read_bytes() == fresh  # not overwritten
+    assert any("edited during the sync" in p.message for p in report.problems), report.problems
+    monkeypatch.undo()
+    assert_converged_and_clean(pair)
+    merged = (L.root / "MEMORY.md").read_text()
+    for line in ("- base\n", "- from local\n", "- from remote\n", "- fresh, during the sync\n"):
+        assert merged.count(line) == 1
 
 
 def test_source_edited_between_scan_and_transfer_is_not_undone(pair, monkeypatch):

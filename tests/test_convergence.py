@@ -4,9 +4,11 @@ Four workspaces (PEERSYNC_CONVERGENCE_REPLICAS for another number; four make rin
 version can arrive through a third replica) are wired pairwise through the real loopback sshd;
 every sync is a real `engine.run_sync` (asyncssh control channel, remote agent process, rsync or
 inline transfer).  Rules: create/edit, the same edit on two replicas, append
-to and rewrite logs, delete, rename, and syncs between random pairs (either side starting, one
-peer or all at once, policies newest/skip/manual, and push/pull).  After a final run of
-newest-policy rounds every replica holds the same selection, and no log line is doubled.
+to and rewrite logs, add, change and remove lines of memory files (three-way merged: MEMORY.md,
+USER.md, memory/**/*.md) and keys of a JSON preferences file, sort out versions a merge kept,
+delete, rename, and syncs between random pairs (either side starting, one peer or all at once,
+policies newest/skip/manual, and push/pull).  After a final run of newest-policy rounds every
+replica holds the same selection, and no log or memory line is doubled.
 
 What "content ever written" means.  Every write a rule makes is unique (a counter is part of
 it), so a version is identified by its bytes, and a log line by its text.  A version stops being
@@ -16,6 +18,10 @@ choice to the other replicas is correct.  A version that only *sync* replaced is
 it must still be in some replica's selection, in some `conflicts/`, or in some trash.  For log
 files the obligation is per line (appends survive merges as lines, not as whole files); a
 rewrite or delete of a log by the user excuses the lines that the replica held at that moment.
+Memory files are held to more: a written line must stay LIVE (in some replica's copy of that
+file, not just in conflicts/) until a user edit removes it from a replica that holds it; a JSON
+key's latest value likewise.  A push or pull is the user's choice to drop what the target had
+and the source lacks.
 
 CI runs a fixed (derandomized) set of examples; to explore, e.g.
 PEERSYNC_CONVERGENCE_RANDOM=1 PEERSYNC_CONVERGENCE_EXAMPLES=100 pytest tests/test_convergence.py --timeout=0
@@ -23,6 +29,7 @@ PEERSYNC_CONVERGENCE_RANDOM=1 PEERSYNC_CONVERGENCE_EXAMPLES=100 pytest tests/tes
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import tempfile
@@ -41,6 +48,7 @@ from hypothesis.stateful import (
 )
 from lineage import Lineage
 
+from peersync.core.textmerge import KEPT_END, has_kept_versions
 from peersync.core.types import Mode, Policy
 from peersync.sync.runner import run_sync
 from peersync.testing.inprocess import sync_local
@@ -50,8 +58,11 @@ from peersync.workspace.workspace import Workspace
 
 N = int(os.environ.get("PEERSYNC_CONVERGENCE_REPLICAS", "4"))
 NAMES = [f"r{i}" for i in range(max(N, 4))]
-PLAIN = ("MEMORY.md", "USER.md", "memory/notes/a.md", "memory/notes/b.md", "memory/people/c.md")
+PLAIN = ("memory/notes/a.txt", "memory/notes/b.txt", "memory/people/c.txt")  # whole files: newest wins
 LOGS = ("memory/2026-01-26.md", "memory/agent/events.jsonl")
+TEXT = ("MEMORY.md", "USER.md", "memory/notes/a.md")  # merged three-way, line by line (sync.merge)
+PREFS = "memory/skill/preferences.json"  # merged three-way, key by key
+WHOLE, WHOLE_2 = PLAIN[2], PLAIN[0]
 PAIRS = [(a, b) for a in range(N) for b in range(N) if a != b]
 POLICIES = (Policy.NEWEST, Policy.SKIP, Policy.MANUAL)
 FINAL_ROUNDS = 4  # a final round is every pair once, policy newest; convergence must come sooner
@@ -93,6 +104,37 @@ def lines_of(data: bytes) -> set[bytes]:
     return {line for line in data.split(b"\n") if line}
 
 
+def marker(line: bytes) -> bool:
+    """A line a merge wrote around versions it kept (not the user's)."""
+    return line.startswith("> ⚠️ **peersync kept ".encode()) or line.startswith("> **▼ ".encode()) \
+        or line + b"\n" == KEPT_END.encode()
+
+
+def user_lines(data: bytes) -> list[bytes]:
+    return [line for line in data.split(b"\n") if line and not marker(line)]
+
+
+def outside_kept(data: bytes) -> list[bytes]:
+    """The lines of a file that are not inside a passage with kept versions."""
+    out, inside = [], False
+    for line in data.split(b"\n"):
+        if line.startswith("> ⚠️ **peersync kept ".encode()):
+            inside = True
+        elif line + b"\n" == KEPT_END.encode():
+            inside = False
+        elif not inside and line:
+            out.append(line)
+    return out
+
+
+def json_pairs(data: bytes) -> set[tuple[str, str]]:
+    try:
+        doc = json.loads(data)
+    except ValueError:
+        return set()
+    return {(k, json.dumps(v)) for k, v in doc.items()} if isinstance(doc, dict) else set()
+
+
 class Model:
     """What the rules wrote and what is still owed (see the module docstring)."""
 
@@ -101,6 +143,8 @@ class Model:
         self.counter = 0
         self.owed_versions: set[bytes] = set()
         self.owed_lines: set[bytes] = set()
+        self.owed_live: set[tuple[str, bytes]] = set()  # memory-file lines that must stay live
+        self.owed_keys: set[tuple[str, str]] = set()  # (key, JSON value) pairs that must stay live
         self.syncs: list[str] = []
         self.lineage = Lineage()  # who had seen what: no spurious conflict, no revert (tests/lineage.py)
 
@@ -114,13 +158,21 @@ class Model:
 
     def excuse(self, path: str, data: bytes) -> None:
         """The user dropped `data` (at `path`) on one replica: it is no longer owed."""
-        if path in LOGS:
+        if path in TEXT:
+            self.owed_live -= {(path, line) for line in user_lines(data)}
+        elif path == PREFS:
+            self.owed_keys -= json_pairs(data)
+        elif path in LOGS:
             self.owed_lines -= lines_of(data)
         else:
             self.owed_versions.discard(data)
 
     def owe(self, path: str, data: bytes) -> None:
-        if path in LOGS:
+        if path in TEXT:
+            self.owed_live |= {(path, line) for line in user_lines(data)}
+        elif path == PREFS:
+            self.owed_keys |= json_pairs(data)
+        elif path in LOGS:
             self.owed_lines |= lines_of(data)
         else:
             self.owed_versions.add(data)
@@ -134,9 +186,30 @@ class Model:
         lines = set().union(*(lines_of(d) for d in everything)) if everything else set()
         return self.owed_versions - contents, self.owed_lines - lines
 
+    def not_live(self) -> tuple[set, set]:
+        """Owed memory-file lines and JSON values that no replica's live file holds."""
+        live, keys = set(), set()
+        for ws in self.replicas:
+            for path in TEXT:
+                if (ws.root / path).exists():
+                    live |= {(path, line) for line in lines_of((ws.root / path).read_bytes())}
+            if (ws.root / PREFS).exists():
+                keys |= json_pairs((ws.root / PREFS).read_bytes())
+        return self.owed_live - live, self.owed_keys - keys
+
 
 def sync(model: Model, a: int, b: int | None, policy: Policy, mode: Mode = Mode.SYNC) -> list:
     model.syncs.append(f"{NAMES[a]}->{NAMES[b] if b is not None else '*'} {mode.value} {policy.value}")
+    if mode is not Mode.SYNC:  # the user chose to make the target match: what only it had goes
+        source, target = (a, b) if mode is Mode.PUSH else (b, a)
+        for t in ([target] if target is not None else [i for i in range(len(model.replicas)) if i != source]):
+            for path in (*TEXT, PREFS):
+                theirs, ours = model.replicas[t].root / path, model.replicas[source].root / path
+                theirs_data, ours_data = (f.read_bytes() if f.exists() else b"" for f in (theirs, ours))
+                if path == PREFS:
+                    model.owed_keys -= json_pairs(theirs_data) - json_pairs(ours_data)
+                else:
+                    model.owed_live -= {(path, line) for line in set(user_lines(theirs_data)) - set(user_lines(ours_data))}
     if IN_PROCESS:
         peers = [b] if b is not None else [k for k in range(len(model.replicas)) if k != a]
         return [one for peer in peers for one in _sync_in_process(model, a, peer, policy, mode)]
@@ -149,7 +222,7 @@ def sync(model: Model, a: int, b: int | None, policy: Policy, mode: Mode = Mode.
     after = model.snapshot()
     for report in reports:  # with every peer at once, a later pair's "before" is not known: observed only
         peer = NAMES.index(report.peer)
-        decided = [(c.path, c.kept) for c in report.conflicts if c.kept != "both"] if b is not None else []
+        decided = [(c.path, c.kept) for c in report.conflicts if c.kept in ("local", "remote")] if b is not None else []
         model.lineage.synced((a, peer), before, after, decided, one_way=mode is not Mode.SYNC, label=model.syncs[-1])
     return reports
 
@@ -159,7 +232,7 @@ def _sync_in_process(model: Model, a: int, b: int, policy: Policy, mode: Mode) -
     report = sync_local(model.replicas[a], model.replicas[b], policy=policy, mode=mode, force=True, name=NAMES[b])
     assert report.ok, f"{model.syncs[-1]}: {report.error}"
     assert not report.problems, f"{model.syncs[-1]}: {report.problems}"
-    decided = [(c.path, c.kept) for c in report.conflicts if c.kept != "both"]
+    decided = [(c.path, c.kept) for c in report.conflicts if c.kept in ("local", "remote")]
     model.lineage.synced((a, b), before, model.snapshot(), decided, one_way=mode is not Mode.SYNC,
                          label=f"{model.syncs[-1]} ({NAMES[a]}-{NAMES[b]})")
     return [report]
@@ -179,8 +252,8 @@ def converge(model: Model) -> None:
     trees = [selection_files(ws) for ws in model.replicas]
     for name, tree in zip(NAMES[1:], trees[1:]):
         assert tree == trees[0], f"{name} differs from r0 after the final rounds"
-    for path in LOGS:  # a line that reached a log by several routes is in it once (DESIGN 3)
-        lines = [line for line in trees[0].get(path, b"").split(b"\n") if line]
+    for path in LOGS + TEXT:  # a line that reached a file by several routes is in it once (DESIGN 3)
+        lines = outside_kept(trees[0].get(path, b""))
         doubled = sorted({line for line in lines if lines.count(line) > 1})
         assert not doubled, f"{path}: lines merged twice: {doubled}; syncs: {model.syncs}"
 
@@ -189,6 +262,9 @@ def assert_nothing_lost(model: Model) -> None:
     versions, lines = model.missing()
     assert not versions, f"versions lost: {sorted(versions)}; syncs: {model.syncs}"
     assert not lines, f"log lines lost: {sorted(lines)}; syncs: {model.syncs}"
+    live, keys = model.not_live()
+    assert not live, f"memory-file lines no longer live: {sorted(live)}; syncs: {model.syncs}"
+    assert not keys, f"JSON values no longer live: {sorted(keys)}; syncs: {model.syncs}"
 
 
 # -- user actions ------------------------------------------------------------------------
@@ -224,6 +300,35 @@ def user_rename(model: Model, r: int, src: str, dst: str) -> None:
     model.lineage.wrote(r, dst, (root / dst).read_bytes())
 
 
+def user_edit_lines(model: Model, r: int, path: str, change) -> None:
+    """The user on replica r edits `path` line by line (`change(lines) -> lines`, lines without
+    their newline): the lines it removed are excused, the new ones owed."""
+    full = model.replicas[r].root / path
+    before = full.read_bytes() if full.exists() else b""
+    after = b"".join(line + b"\n" for line in change(before.split(b"\n")[:-1] if before else []))
+    if after == before:
+        return
+    model.excuse(path, bytes(b"\n".join(set(user_lines(before)) - set(user_lines(after)))))
+    model.owe(path, bytes(b"\n".join(set(user_lines(after)) - set(user_lines(before)))))
+    full.parent.mkdir(parents=True, exist_ok=True)
+    full.write_bytes(after)
+
+
+def sort_out(lines: list[bytes]) -> list[bytes]:
+    """What a user does with versions a merge kept: keep the first version of each passage."""
+    out, state = [], None  # None: outside a passage; "first"/"rest": inside one
+    for line in lines:
+        if line.startswith("> ⚠️ **peersync kept ".encode()):
+            state = "header"
+        elif state is not None and line + b"\n" == KEPT_END.encode():
+            state = None
+        elif state is not None and line.startswith("> **▼ ".encode()):
+            state = "first" if state == "header" else "rest"
+        elif state in (None, "first"):
+            out.append(line)
+    return out
+
+
 class Replicas(RuleBasedStateMachine):
     sshd = None  # set by the test before running the machine
     base: Path
@@ -255,9 +360,55 @@ class Replicas(RuleBasedStateMachine):
     def rewrite_log(self, r, path):
         user_write(self.model, r, path, (self.model.fresh(f"# {path} rewritten by {NAMES[r]}") + "\n").encode())
 
-    @rule(r=st.integers(0, N - 1), path=st.sampled_from(PLAIN + LOGS))
+    @rule(r=st.integers(0, N - 1), path=st.sampled_from(PLAIN + LOGS + TEXT + (PREFS,)))
     def delete(self, r, path):
         user_delete(self.model, r, path)
+
+    @rule(r=st.integers(0, N - 1), path=st.sampled_from(TEXT), pos=st.integers(0, 40), lines=st.integers(1, 2))
+    def add_lines(self, r, path, pos, lines):
+        """An agent notes something in a memory file, anywhere in it (often at the same place as another)."""
+        new = [self.model.fresh(f"- {NAMES[r]} noted").encode() for _ in range(lines)]
+        user_edit_lines(self.model, r, path, lambda old: old[:pos % (len(old) + 1)] + new + old[pos % (len(old) + 1):])
+
+    @rule(r=st.integers(0, N - 1), path=st.sampled_from(TEXT), pos=st.integers(0, 40), remove=st.booleans())
+    def change_line(self, r, path, pos, remove):
+        """An agent rewrites (or removes) one line of a memory file."""
+        new = self.model.fresh(f"- {NAMES[r]} changed").encode()
+
+        def change(old):
+            mine = [i for i, line in enumerate(old) if line and not marker(line)]
+            if not mine:
+                return old
+            i = mine[pos % len(mine)]
+            return old[:i] + ([] if remove else [new]) + old[i + 1:]
+
+        user_edit_lines(self.model, r, path, change)
+
+    @rule(r=st.integers(0, N - 1), path=st.sampled_from(TEXT))
+    def sort_out_kept_versions(self, r, path):
+        full = self.model.replicas[r].root / path
+        if full.exists() and has_kept_versions(full.read_bytes()):
+            user_edit_lines(self.model, r, path, sort_out)
+
+    @rule(r=st.integers(0, N - 1), key=st.integers(0, 2), remove=st.booleans())
+    def set_preference(self, r, key, remove):
+        """An agent sets (or removes) one of its own keys in a JSON preferences file."""
+        full = self.model.replicas[r].root / PREFS
+        before = full.read_bytes() if full.exists() else b"{}"
+        try:
+            doc = json.loads(before)
+        except ValueError:
+            return
+        name = f"{NAMES[r]}.{key}"
+        if remove:
+            doc.pop(name, None)
+        else:
+            doc[name] = self.model.fresh(f"{NAMES[r]} prefers")
+        after = (json.dumps(doc, indent=2) + "\n").encode()
+        self.model.owed_keys -= json_pairs(before) - json_pairs(after)
+        self.model.owed_keys |= json_pairs(after) - json_pairs(before)
+        full.parent.mkdir(parents=True, exist_ok=True)
+        full.write_bytes(after)
 
     @rule(r=st.integers(0, N - 1), src=st.sampled_from(PLAIN), dst=st.sampled_from(PLAIN))
     def rename(self, r, src, dst):
@@ -332,10 +483,10 @@ def test_rename_on_one_replica_while_another_edits_the_old_name(model):
 
 
 def test_skip_then_manual_then_newest_keeps_every_version(model):
-    user_write(model, 0, "USER.md", b"base\n")
+    user_write(model, 0, WHOLE, b"base\n")
     sync(model, 0, None, Policy.NEWEST)
     for r in range(N):
-        user_write(model, r, "USER.md", f"USER.md as {NAMES[r]} has it\n".encode())
+        user_write(model, r, WHOLE, f"USER.md as {NAMES[r]} has it\n".encode())
     for policy in (Policy.SKIP, Policy.MANUAL, Policy.MANUAL):
         sync(model, 0, 1, policy)
         sync(model, 2, 1, policy)
@@ -345,10 +496,10 @@ def test_skip_then_manual_then_newest_keeps_every_version(model):
 
 
 def test_push_and_pull_keep_what_the_target_never_saw(model):
-    user_write(model, 0, "MEMORY.md", b"m v1\n")
+    user_write(model, 0, WHOLE_2, b"m v1\n")
     user_write(model, 0, "memory/2026-01-26.md", b"- r0 line 1\n")
     sync(model, 0, None, Policy.NEWEST)
-    user_write(model, 1, "MEMORY.md", b"m edited on r1, never seen by r0\n")
+    user_write(model, 1, WHOLE_2, b"m edited on r1, never seen by r0\n")
     user_write(model, 1, "memory/notes/only-r1.md", b"only on r1\n")
     user_write(model, 1, "memory/2026-01-26.md", b"- r1 line 2\n", append=True)
     user_write(model, 2, "memory/2026-01-26.md", b"- r2 line 3\n", append=True)
@@ -362,10 +513,10 @@ def test_push_and_pull_keep_what_the_target_never_saw(model):
 
 
 def ring_holding_x(sshd, tmp_path) -> tuple[Model, bytes]:
-    """Four replicas; r0 wrote X in USER.md and synced it to r1 and r3 (r2 never had it)."""
+    """Four replicas; r0 wrote X in WHOLE and synced it to r1 and r3 (r2 never had it)."""
     model = Model(make_replicas(tmp_path, sshd, n=4))
     x = b"X: the first version\n"
-    user_write(model, 0, "USER.md", x)
+    user_write(model, 0, WHOLE, x)
     sync(model, 0, 1, Policy.NEWEST)
     sync(model, 0, 3, Policy.NEWEST)
     return model, x
@@ -379,12 +530,12 @@ def test_a_revert_in_a_ring_of_four_converges(sshd, tmp_path):
     an older version over a newer one (reconcile), which breaks the cycle: the revert wins."""
     model, x = ring_holding_x(sshd, tmp_path)
     y = b"Y: the second version\n"
-    user_write(model, 1, "USER.md", y)
+    user_write(model, 1, WHOLE, y)
     sync(model, 1, 2, Policy.NEWEST)
-    user_write(model, 2, "USER.md", x)  # reverted on r2, after seeing Y (same bytes, new mtime)
+    user_write(model, 2, WHOLE, x)  # reverted on r2, after seeing Y (same bytes, new mtime)
     sync(model, 2, 3, Policy.NEWEST)  # equal content there: nothing to copy
     converge(model)
-    assert selection_files(model.replicas[0])["USER.md"] == x  # the latest user action wins
+    assert selection_files(model.replicas[0])[WHOLE] == x  # the latest user action wins
 
 
 def test_a_revert_seen_through_a_third_replica_is_not_overwritten(model):
@@ -392,12 +543,12 @@ def test_a_revert_seen_through_a_third_replica_is_not_overwritten(model):
     unchanged when only content counted, so r0's Y (arrived through r1) replaced r2's revert
     without keeping it anywhere.  A rewrite with the ancestor's bytes is a change (reconcile)."""
     x, y = b"X: the first version\n", b"Y: the second version\n"
-    user_write(model, 0, "USER.md", x)
+    user_write(model, 0, WHOLE, x)
     for a, b in ((0, 1), (0, 2), (1, 2)):  # every pair has X as its ancestor
         sync(model, a, b, Policy.NEWEST)
-    user_write(model, 1, "USER.md", y)
+    user_write(model, 1, WHOLE, y)
     sync(model, 1, 2, Policy.NEWEST)
-    user_write(model, 2, "USER.md", x)  # the user on r2 reverts Y (the latest edit anywhere)
+    user_write(model, 2, WHOLE, x)  # the user on r2 reverts Y (the latest edit anywhere)
     sync(model, 0, 1, Policy.NEWEST)  # r0 gets Y
     sync(model, 0, 2, Policy.NEWEST)  # r0-r2: ancestor X, r2 "unchanged", r0 "changed" → Y over the revert
     assert_nothing_lost(model)
@@ -411,12 +562,12 @@ def test_a_deletion_and_a_re_creation_in_a_ring_of_four_converge(sshd, tmp_path)
     adopt gives the older copy the newer mtime (engine Run.touch), so the ancestor matches both
     sides; X, the latest user action, survives and spreads."""
     model, x = ring_holding_x(sshd, tmp_path)
-    user_delete(model, 1, "USER.md")
+    user_delete(model, 1, WHOLE)
     sync(model, 1, 2, Policy.NEWEST)  # r2 never had X: nothing to do
-    user_write(model, 2, "USER.md", x)  # written on r2 after the deletion on r1
+    user_write(model, 2, WHOLE, x)  # written on r2 after the deletion on r1
     sync(model, 2, 3, Policy.NEWEST)  # equal content there: adopted with r2's mtime
     converge(model)
-    assert selection_files(model.replicas[0])["USER.md"] == x  # the latest user action wins
+    assert selection_files(model.replicas[0])[WHOLE] == x  # the latest user action wins
 
 
 def test_a_copy_of_a_deleted_file_arriving_through_a_fourth_replica_is_deleted(sshd, tmp_path):
@@ -427,13 +578,13 @@ def test_a_copy_of_a_deleted_file_arriving_through_a_fourth_replica_is_deleted(s
     sync that deletes X record it (peersync.replica.tombstones), and a copy no newer than a recorded
     deletion goes to the trash instead of coming back: the deletion, the latest user action, wins."""
     model, x = ring_holding_x(sshd, tmp_path)
-    user_delete(model, 1, "USER.md")
+    user_delete(model, 1, WHOLE)
     sync(model, 0, 1, Policy.NEWEST)  # r0 deletes X (to its trash); both record the deletion
     sync(model, 2, 3, Policy.NEWEST)  # r2 gets X from r3: that pair never knew of the deletion
     [report] = sync(model, 1, 2, Policy.NEWEST)  # r1-r2: r2's X is a copy of what r1 deleted
-    assert report.deleted_remote == ["USER.md"] and not report.pulled
+    assert report.deleted_remote == [WHOLE] and not report.pulled
     converge(model)
-    assert all("USER.md" not in selection_files(ws) for ws in model.replicas)
+    assert all(WHOLE not in selection_files(ws) for ws in model.replicas)
     assert_nothing_lost(model)  # every copy that sync deleted is in a trash
 
 
@@ -445,18 +596,38 @@ def test_a_deleted_file_put_back_with_its_old_mtime_comes_back_everywhere(sshd, 
     peers that recorded the deletion."""
     model = Model(make_replicas(tmp_path, sshd, n=4))
     x = b"X: the first version\n"
-    user_write(model, 0, "USER.md", x)
+    user_write(model, 0, WHOLE, x)
     for a, b in ((0, 1), (0, 2), (0, 3)):
         sync(model, a, b, Policy.NEWEST)
-    old = os.stat(model.replicas[1].root / "USER.md").st_mtime_ns
-    user_delete(model, 1, "USER.md")
+    old = os.stat(model.replicas[1].root / WHOLE).st_mtime_ns
+    user_delete(model, 1, WHOLE)
     sync(model, 1, 0, Policy.NEWEST)
     sync(model, 0, 2, Policy.NEWEST)  # the deletion reaches r2; r3 still has the old X
-    user_write(model, 1, "USER.md", x)
-    os.utime(model.replicas[1].root / "USER.md", ns=(old, old))
+    user_write(model, 1, WHOLE, x)
+    os.utime(model.replicas[1].root / WHOLE, ns=(old, old))
     [report] = sync(model, 1, 2, Policy.NEWEST)
-    assert report.pushed == ["USER.md"]
+    assert report.pushed == [WHOLE]
     converge(model)
     for ws in model.replicas:
-        assert (ws.root / "USER.md").read_bytes() == x
+        assert (ws.root / WHOLE).read_bytes() == x
     assert_nothing_lost(model)
+
+
+def test_a_line_that_reached_two_machines_by_two_routes_is_kept_once(model):
+    """Found by the model (shrunk by hand), before version vectors: r3 replaced N by C; r0 got N
+    from r1 and met r3 for the first time (no base: a union, N and C); r3 then removed N.  The pair
+    r2-r3 (base N) merged r2's "N, C" with r3's "C": a replacement and an insertion side by side,
+    which both applied — C twice (the rule is a row of tests/test_textmerge.py now).  With vectors,
+    r3's C descends from N: r0 takes it as it is, no union, and C stays once."""
+    path = "MEMORY.md"
+    user_edit_lines(model, 1, path, lambda old: [b"- N: noted on r1"])
+    for b in (1, 3):
+        sync(model, 2, b, Policy.NEWEST)
+    user_edit_lines(model, 3, path, lambda old: [b"- C: changed on r3"])
+    for b in (1, 3):
+        sync(model, 0, b, Policy.NEWEST)
+    assert (model.replicas[0].root / path).read_bytes() == b"- C: changed on r3\n"  # a fast-forward
+    user_edit_lines(model, 3, path, lambda old: [line for line in old if not line.startswith(b"- N")])
+    converge(model)
+    assert_nothing_lost(model)
+    assert (model.replicas[0].root / path).read_bytes() == b"- C: changed on r3\n"

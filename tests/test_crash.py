@@ -9,7 +9,7 @@ loopback TCP proxy).  Afterwards:
 - the workspace lock is free again (the kernel dropped the flock), and the next syncs recover
   staging, holding and journal leftovers by themselves and converge;
 - nothing is lost: every version either side held before the killed sync is, after recovery, in a
-  selection, in conflicts/ or in the trash (logs: every line).
+  selection, in conflicts/ or in the trash (logs, and memory files that merge as text: every line).
 """
 
 from __future__ import annotations
@@ -29,11 +29,14 @@ from pathlib import Path
 
 import pytest
 
+from peersync.core.mergefile import MergeRules
+from peersync.core.textmerge import KEPT_END
 from peersync.sync import journal
 from peersync.sync.runner import run_sync
 from peersync.testing.pair import wire_pair
 from peersync.testing.trees import selection_files
 from peersync.workspace.lock import state_lock
+from peersync.workspace.workspace import DEFAULT_LOGS, DEFAULT_MERGE
 
 LOGS = ("memory/2026-01-26.md", "memory/agent/events.jsonl")
 TEMP_NAME = re.compile(r"^\.peersync-.*|^\.~tmp~$|^\.inline-.*|^\..+\.[A-Za-z0-9]{6}$")
@@ -43,12 +46,31 @@ BIG = 3 << 20  # well above engine.INLINE_MAX_FILE: these travel through rsync
 # -- oracles ----------------------------------------------------------------------------------
 
 
+RULES = MergeRules(DEFAULT_LOGS, DEFAULT_MERGE)
+
+
 def is_log(path: str) -> bool:
     return path in LOGS
 
 
+def by_lines(path: str, data: bytes) -> bool:
+    """Logs, and memory files that merge as text (MEMORY.md, USER.md…): a sync owes their lines."""
+    if is_log(path):
+        return True
+    try:
+        return RULES.is_text(path) and bool(data.decode("utf-8"))
+    except UnicodeDecodeError:
+        return False  # random bytes: merged files fall back to the conflict policy, whole
+
+
+def marker(line: bytes) -> bool:
+    """A line a merge writes around the versions it keeps live."""
+    return line.startswith("> ⚠️ **peersync kept ".encode()) or line.startswith("> **▼ ".encode()) \
+        or line + b"\n" == KEPT_END.encode()
+
+
 def lines_of(data: bytes) -> set[bytes]:
-    return {line for line in data.split(b"\n") if line}
+    return {line for line in data.split(b"\n") if line and not marker(line)}
 
 
 def kept_files(ws, places=("conflicts", "trash")) -> list[bytes]:
@@ -69,6 +91,7 @@ class Ledger:
         self.versions: set[bytes] = set()
         self.lines: set[bytes] = set()
         self.dropped: set[bytes] = set()  # versions a user replaced or deleted: no longer owed
+        self.dropped_lines: set[bytes] = set()  # likewise, lines of files owed by line
         self.counter = 0
 
     def text(self, tag: str, size: int = 0) -> bytes:
@@ -82,15 +105,20 @@ class Ledger:
         path.parent.mkdir(parents=True, exist_ok=True)
         if path.exists() and not append:
             self.dropped.add(path.read_bytes())
+            if by_lines(rel, path.read_bytes()):
+                self.dropped_lines |= lines_of(path.read_bytes())
         with open(path, "ab" if append else "wb") as f:
             f.write(data)
-        if is_log(rel):
+        if by_lines(rel, data):
             self.lines |= lines_of(data)
         else:
             self.versions.add(data)
 
     def delete(self, ws, rel: str) -> None:
-        self.dropped.add((ws.root / rel).read_bytes())
+        data = (ws.root / rel).read_bytes()
+        self.dropped.add(data)
+        if by_lines(rel, data):
+            self.dropped_lines |= lines_of(data)
         (ws.root / rel).unlink()
 
     def owed(self, *workspaces) -> tuple[set[bytes], set[bytes]]:
@@ -99,11 +127,11 @@ class Ledger:
         versions, lines = set(), set()
         for ws in workspaces:
             for rel, data in selection_files(ws).items():
-                if is_log(rel):
+                if by_lines(rel, data):
                     lines |= lines_of(data)
                 else:
                     versions.add(data)
-        return versions - self.dropped, lines
+        return versions - self.dropped, lines - self.dropped_lines
 
 
 def assert_no_partial_files(ledger: Ledger, *workspaces) -> None:
@@ -115,7 +143,7 @@ def assert_no_partial_files(ledger: Ledger, *workspaces) -> None:
             for name in filenames:
                 assert not TEMP_NAME.match(name), f"temp file at a real path: {rel_dir}/{name}"
         for rel, data in selection_files(ws).items():
-            if is_log(rel):
+            if by_lines(rel, data):
                 unknown = lines_of(data) - ledger.lines
                 assert not unknown, f"{rel} holds lines nobody wrote (a torn write?): {sorted(unknown)[:3]}"
             else:
@@ -187,7 +215,7 @@ def edits(pair, ledger: Ledger, kind: str, rng: random.Random) -> None:
     L, R = pair.local, pair.remote
     n = ledger.counter
     ledger.write(L, "MEMORY.md", ledger.text("memory here"))
-    ledger.write(R, "MEMORY.md", ledger.text("memory there"))  # a conflict (newest wins)
+    ledger.write(R, "MEMORY.md", ledger.text("memory there"))  # a merge that keeps both versions live
     for log in LOGS:
         for ws in (L, R):
             ledger.write(ws, log, b"".join(ledger.text(f"- {ws.root.name} appended") for _ in range(3)), append=True)
@@ -618,7 +646,7 @@ def mixed_edits(pair, ledger: Ledger) -> None:
     ledger.write(L, LOGS[0], ledger.text("- base"))
     assert run_sync(L)[0].ok
     now = time.time()
-    for rel in ("MEMORY.md", "USER.md"):  # conflicts this side loses (the peer's edit is newer)
+    for rel in ("MEMORY.md", "USER.md"):  # merges: both versions kept live, the pre-merge ones in conflicts/
         ledger.write(L, rel, ledger.text(f"{rel} here, older"))
         os.utime(L.root / rel, (now - 100, now - 100))
         ledger.write(R, rel, ledger.text(f"{rel} there, newer"))

@@ -177,11 +177,13 @@ def test_backup_overview_online_and_from_the_local_cache(workspace_pair, tmp_pat
     assert online["source"] == "target" and offline["source"] == "local cache"
     assert [s["id"] for s in online["snapshots"]] == [s["id"] for s in offline["snapshots"]]
     first, second = online["snapshots"]
-    assert (first["bytes"], first["added_bytes"]) == (1000, 1000)
-    assert (second["bytes"], second["added_bytes"], second["added_files"]) == (1500, 500, 1)
+    # restic counts what it stored (compressed data and its own tree metadata), not file sizes.
+    assert first["bytes"] == 1000 and first["added_bytes"] > 0 and first["added_files"] == 1
+    assert second["bytes"] == 1500 and 0 < second["added_bytes"] and second["added_files"] == 1
     assert (first["kept"], second["kept"]) == (False, True) and second["reasons"] == ["last"]
     assert online["retention"] == {"policy": "keep 1 latest snapshots", "kept": 1, "removed": 1}
-    assert online["repository"]["objects"] == 2 and online["content_bytes"] == 1500
+    assert online["repository"]["objects"] > 0 and online["content_bytes"] == online["repository"]["bytes"] > 0
+    assert online["passphrase"]["source"] == "file" and online["encrypted"] is True
     assert online["last_run"]["ok"] is True and online["last_verify"] is None
     backup.verify(L)
     assert backup_overview(L, online=False)["last_verify"]["ok"] is True

@@ -217,6 +217,7 @@ def roots(tmp_path):
     local, remote = tmp_path / "local", tmp_path / "remote"
     local.mkdir()
     remote.mkdir()
+    (local / "AGENTS.md").write_text("# an agent's workspace\n")
     return Workspace(local), remote
 
 
@@ -392,6 +393,7 @@ def test_cli_table_then_add(sshd, env, roots):
 
 
 def test_cli_without_tailscale_fails_in_one_or_two_lines(env, tmp_path):
+    (tmp_path / "MEMORY.md").write_text("")
     proc = subprocess.run([sys.executable, "-m", "peersync", "-w", str(tmp_path), "discover"],
                           capture_output=True, text=True, timeout=60, env=os.environ.copy())
     assert proc.returncode == 1

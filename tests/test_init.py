@@ -27,6 +27,7 @@ def cli(root: Path, *args, env=None):
 
 
 def test_init_prepares_a_workspace(tmp_path):
+    (tmp_path / "AGENTS.md").write_text("# an OpenClaw workspace\n")
     proc = cli(tmp_path, "init")
     assert proc.returncode == 0, proc.stdout + proc.stderr
     ws = Workspace(tmp_path)
@@ -85,8 +86,7 @@ def test_init_names_the_fix_for_a_missing_tool(tmp_path):
     bin_dir.mkdir()
     (bin_dir / "ssh").symlink_to(subprocess.run(["which", "ssh"], capture_output=True, text=True).stdout.strip())
     ws_root = tmp_path / "ws"
-    ws_root.mkdir()
-    proc = cli(ws_root, "init", env={**os.environ, "PATH": str(bin_dir)})
+    proc = cli(ws_root, "init", "--init", env={**os.environ, "PATH": str(bin_dir)})  # a new, empty workspace
     assert proc.returncode == 1
     assert "❌ rsync missing" in proc.stdout
     assert "❌ rsync: install rsync: sudo apt-get install rsync" in proc.stdout
@@ -110,7 +110,29 @@ def test_check_tools(platform, rsync_out, ok, fix):
     assert checks["peersync"].ok and checks["peersync"].fix is None
 
 
+@pytest.mark.parametrize("platform, restic_out, ok, fix", [
+    ("linux", "restic 0.14.0 compiled with go1.19.8 on linux/amd64", True, None),
+    ("linux", "restic 0.12.1 compiled with go1.16 on linux/amd64", False, "sudo apt install restic"),
+    ("darwin", None, False, "brew install restic"),
+    ("linux", None, False, "backups (peersync backup) need restic: sudo apt install restic"),
+], ids=["debian12", "too-old", "missing-mac", "missing"])
+def test_check_tools_restic(platform, restic_out, ok, fix):
+    outputs = {"ssh": "OpenSSH_9.6p1", "rsync": "rsync  version 3.2.7  protocol version 31", "restic": restic_out}
+    which = lambda name: f"/usr/bin/{name}" if outputs.get(name) or name == "peersync" else None  # noqa: E731
+    checks = {c.name: c for c in check_tools(which=which, run=lambda cmd: outputs[cmd[0]], platform=platform)}
+    assert checks["restic"].ok is ok and not checks["restic"].required  # backups only: sync works without it
+    assert (fix is None and checks["restic"].fix is None) or fix in checks["restic"].fix
+
+
+def test_skill_metadata_offers_restic():
+    meta, body = skill()
+    installs = meta["metadata"]["openclaw"]["install"]
+    assert any(i.get("formula") == "restic" and i["kind"] == "brew" for i in installs)
+    assert "sudo apt install restic" in body and "brew install restic" in body
+
+
 def test_handler_shim_runs_init(tmp_path):
+    (tmp_path / "SOUL.md").write_text("# an OpenClaw workspace\n")
     env = {**os.environ, "PEERSYNC": f"{sys.executable} -m peersync"}
     proc = subprocess.run(["bash", str(ROOT / "handler.sh"), "init", "--heartbeat", str(tmp_path)],
                           capture_output=True, text=True, env=env, timeout=60)
@@ -143,7 +165,7 @@ def test_skill_front_matter():
 
 @pytest.mark.parametrize("chat", ["`/sync`", "`/sync status`", "`/sync now [peer]`", "`/sync push [peer]`",
                                   "`/sync pull [peer]`", "`/sync diff [peer]`",
-                                  "`/sync add <name> <host> [user] [path]`", "`/sync remove <name>`",
+                                  "`/sync add <name> <host[:port]> [user] [path]`", "`/sync remove <name>`",
                                   "`/sync history`", "`/sync conflicts`", "`/sync auto on|off`",
                                   "`/sync discover`", "`/sync setup`"])
 def test_skill_lists_each_chat_command(chat):

@@ -1,6 +1,9 @@
 """A five-machine mesh soak: random edits, appends, creates, deletes and renames, random pairs
 synced (some at the same time), then convergence — and every conflict classified against the
-ground truth of who had seen what.
+ground truth of who had seen what.  Memory files (MEMORY.md, USER.md, a note: sync.merge) get line
+edits on several machines at once: every line a user added and no user removed must be live
+everywhere at the end, and a merge is only ever made between versions neither of which had seen
+the other's edits, or in effect a fast-forward (ground truth: the set of edits each copy includes).
 
 The model gives every write unique bytes, so a version is known by its content, and it keeps each
 version's ancestry: the versions of that path its writer had seen (held, or seen through what it
@@ -22,6 +25,7 @@ from pathlib import Path
 
 from lineage import Lineage
 
+from peersync.core.textmerge import KEPT_END, has_kept_versions
 from peersync.core.types import Policy
 from peersync.sync.runner import run_sync
 from peersync.testing.inprocess import sync_local
@@ -33,9 +37,13 @@ N = 5
 ROUNDS = int(os.environ.get("PEERSYNC_MESH_ROUNDS", "60"))
 SEED = int(os.environ.get("PEERSYNC_MESH_SEED", "7"))
 IN_PROCESS = os.environ.get("PEERSYNC_MESH_INPROCESS") == "1"
-PLAIN = ["MEMORY.md", "USER.md", "memory/notes/a.md", "memory/notes/b.md", "memory/people/c.md", "memory/plan.md"]
+PLAIN = ["memory/notes/a.txt", "memory/notes/b.txt", "memory/people/c.txt", "memory/plan.txt"]  # whole files
+MERGED = ["MEMORY.md", "USER.md", "memory/notes/a.md"]  # three-way merged, line by line (sync.merge)
 LOGS = ["memory/agent/events.jsonl"]
 FINAL_ROUNDS = 4
+
+
+HEADER = "> ⚠️ **peersync kept ".encode()
 
 
 class Mesh:
@@ -55,6 +63,12 @@ class Mesh:
         self.lineage = Lineage()
         self.owed: dict[bytes, str] = {}  # version -> path; dropped once a user replaced it where it was held
         self.lines_owed: set[bytes] = set()
+        # Memory files: lines that must be live at the end, and which edits each copy includes.
+        self.live_owed: set[tuple[str, bytes]] = set()
+        self.edits: dict[tuple[int, str], frozenset[int]] = {}
+        self.removed: set[tuple[str, bytes]] = set()  # lines a user removed (every line is unique)
+        self.merges = self.twin_merges = self.revived = 0
+        self.spurious_merges: list[tuple] = []
         self.lock = threading.Lock()
 
     # -- the replicas' files ------------------------------------------------------------------------
@@ -87,15 +101,41 @@ class Mesh:
             self.owed.pop(before, None)
             (self.roots[i] / path).unlink()
 
+    def user_edit_lines(self, i: int, path: str) -> None:
+        """A user (an agent) on machine i adds a line to a memory file, or removes one it holds —
+        outside passages a merge kept for a look (those are for sorting out, not for more notes)."""
+        lines = (self.read(i, path) or b"").splitlines(keepends=True)
+        inside, within = [], False
+        for line in lines:
+            within = within or line.startswith(HEADER)
+            inside.append(within)
+            within = within and line != KEPT_END.encode()
+        mine = [k for k, line in enumerate(lines) if not inside[k]]
+        if mine and self.rng.random() < 0.3:
+            gone = lines.pop(self.rng.choice(mine))
+            self.live_owed.discard((path, gone.rstrip(b"\n")))
+            self.removed.add((path, gone))
+        else:
+            new = b"- " + self.unique(f"{path} noted on {self.names[i]}")
+            places = [k for k in range(len(lines) + 1) if k == 0 or not inside[k - 1] or lines[k - 1] == KEPT_END.encode()]
+            lines.insert(self.rng.choice(places), new)
+            self.live_owed.add((path, new.rstrip(b"\n")))
+        (self.roots[i] / path).parent.mkdir(parents=True, exist_ok=True)
+        (self.roots[i] / path).write_bytes(b"".join(lines))
+        self.counter += 1
+        self.edits[(i, path)] = self.edits.get((i, path), frozenset()) | {self.counter}
+
     def random_edit(self) -> None:
         i = self.rng.randrange(N)
         roll = self.rng.random()
-        if roll < 0.5:
+        if roll < 0.25:
             path = self.rng.choice(PLAIN)
             self.user_write(i, path, self.unique(f"{path} by {self.names[i]}"))
-        elif roll < 0.7:
+        elif roll < 0.6:
+            self.user_edit_lines(i, self.rng.choice(MERGED))
+        elif roll < 0.75:
             self.user_write(i, LOGS[0], self.unique(f'{{"event": "{self.names[i]}"}}').rstrip() + b"\n", append=True)
-        elif roll < 0.85:
+        elif roll < 0.9:
             self.user_delete(i, self.rng.choice(PLAIN))
         else:  # a rename: the same bytes under another name, the old name gone
             src, dst = self.rng.sample(PLAIN, 2)
@@ -110,6 +150,7 @@ class Mesh:
 
     def sync(self, i: int, j: int, policy: Policy = Policy.NEWEST) -> None:
         before = self.snapshot(i, j)
+        memory = {(r, p): self.read(r, p) for r in (i, j) for p in MERGED}
         if IN_PROCESS:
             report = sync_local(self.ws[i], self.ws[j], policy=policy, name=self.names[j])
         else:
@@ -117,8 +158,43 @@ class Mesh:
         assert report.ok, report.error
         with self.lock:
             self.lineage.synced((i, j), before, self.snapshot(i, j),
-                                [(c.path, c.kept) for c in report.conflicts if c.kept != "both"],
+                                [(c.path, c.kept) for c in report.conflicts if c.kept in ("local", "remote")],
                                 label=f"{self.names[i]}<->{self.names[j]}")
+            for path in MERGED:
+                self.merged(i, j, path, memory, merged=path in report.merged)
+
+    def merged(self, i: int, j: int, path: str, before: dict, merged: bool) -> None:
+        """Ground truth for a memory file after a sync of (i, j): which edits each copy includes.
+        A merge where one copy already included every edit of the other must leave that copy as
+        it was (it is a fast-forward in effect).  It can still happen: two machines that merged
+        the same edits into the same bytes made two versions with one content (tests/lineage.py,
+        twins), and an edit made from one of them is concurrent with the other's vector."""
+        mine, theirs = self.edits.get((i, path), frozenset()), self.edits.get((j, path), frozenset())
+        if merged:
+            self.merges += 1
+            if mine != theirs and (mine <= theirs or theirs <= mine):
+                later = i if theirs <= mine else j
+                if self.read(later, path) != before[(later, path)]:
+                    self.spurious_merges.append((f"{self.names[i]}<->{self.names[j]}", path))
+                else:
+                    self.twin_merges += 1
+        result = self.read(i, path)
+        if result == self.read(j, path):
+            known = mine | theirs
+            if merged and self.revives(path, result, before[(i, path)], before[(j, path)]):
+                # A base older than the line (the pair's ancestor, in a mesh): one side's removal
+                # looked like the other's insertion and the line came back.  Nothing is lost; the
+                # merged copy is content neither side had, a new version in the ground truth too.
+                self.revived += 1
+                self.counter += 1
+                known |= {self.counter}
+            self.edits[(i, path)] = self.edits[(j, path)] = known
+
+    def revives(self, path: str, result: bytes, *sides: bytes | None) -> bool:
+        """Whether a merge brought back a line a user had removed on one of its sides."""
+        lines = set(result.splitlines(keepends=True))
+        return any((path, line) in self.removed and not all(line in (side or b"").splitlines(keepends=True)
+                                                            for side in sides) for line in lines)
 
     def random_syncs(self) -> None:
         a, b = self.rng.sample(range(N), 2)
@@ -141,6 +217,10 @@ class Mesh:
                 if top.is_dir():
                     out |= {p.read_bytes() for p in top.rglob("*") if p.is_file() and p.name != "index.json"}
         return out
+
+    def kept_passages(self) -> list[str]:
+        """Memory files that hold versions kept for a look (on m0; the mesh has converged)."""
+        return [p for p in MERGED if has_kept_versions(self.read(0, p) or b"")]
 
     def live(self) -> set[bytes]:
         return {data for i in range(N) for p in PLAIN + LOGS if (data := self.read(i, p)) is not None}
@@ -169,8 +249,15 @@ def test_five_machines_converge_lose_nothing_and_never_conflict_spuriously(tmp_p
     assert not lost, f"versions lost: {lost[:5]}"
     log_text = b"".join(mesh.read(0, p) or b"" for p in LOGS) + b"".join(kept)
     assert all(line in log_text for line in mesh.lines_owed), "a log line was lost"
+    memory = {(p, line) for p in MERGED for line in (mesh.read(0, p) or b"").split(b"\n")}
+    missing = sorted(mesh.live_owed - memory)
+    assert not missing, f"memory-file lines no longer live: {missing[:5]}"
     lineage = mesh.lineage
     print(f"\nmesh: {ROUNDS} rounds, {lineage.conflicts} conflicts, {len(lineage.spurious)} spurious, "
-          f"{len(lineage.reverts)} reverts")
+          f"{len(lineage.reverts)} reverts; {mesh.merges} memory-file merges, {len(mesh.spurious_merges)} "
+          f"spurious ({mesh.twin_merges} of twins, changing nothing), {mesh.revived} bringing back a removed line, {len(mesh.live_owed)} lines live, kept passages in {len(mesh.kept_passages())} files")
+    assert not mesh.spurious_merges, f"merges that changed a version made from the other: {mesh.spurious_merges}"
+    # Kept passages (both versions live, for a look) come only from such concurrent merges: two
+    # machines that each removed the same line and added one in its place did edit one passage.
     assert not lineage.spurious, f"conflicts whose loser the winner had seen: {lineage.spurious}"
     assert not lineage.reverts, f"versions replaced by one of their own ancestors: {lineage.reverts}"

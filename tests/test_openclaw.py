@@ -128,7 +128,9 @@ def test_plugin_and_skill_load_without_warnings(claw):
     skill = claw.json("skills", "info", "peersync", "--json", timeout=120)
     assert skill["eligible"] and skill["source"] == "openclaw-workspace"
     assert skill["missing"]["bins"] == []  # peersync, ssh, rsync all found
-    assert skill["install"] == []  # no installer that names a package no registry holds
+    # The only installer names a package its registry holds: restic for backups (issue 20); never
+    # peersync (install.sh installs it from the skill's folder).
+    assert [(i["kind"], i["bins"]) for i in skill["install"]] == [("brew", ["restic"])]
     assert {"peersync", "ssh", "rsync"} <= set(skill["requirements"]["bins"])
 
 
@@ -164,13 +166,16 @@ def test_handler_and_cli_find_the_workspace_without_WORKSPACE(claw, tmp_path):
     assert out.returncode == 0 and out.stdout == "", out.stderr
     out = handler(claw, "now", "ghost", cwd=elsewhere)  # `handler.sh now ghost $WORKSPACE`, unset
     said = out.stdout + out.stderr
-    assert out.returncode == 1 and "ghost: cannot" in said and "workspace" not in said, said
+    assert out.returncode == 3 and "ghost: cannot" in said and "workspace" not in said, said  # 3: not reached
     out = handler(claw, "remove", "ghost", str(claw.workspace), cwd=elsewhere)  # workspace last, as a path
     assert out.returncode == 0 and "ghost" not in ws.load_peers(), out.stderr
-    # No OpenClaw at all: the current directory, as clawdbot-sync did.
+    # No OpenClaw at all: the current directory, as clawdbot-sync did — a directory that is not an
+    # agent's workspace yet only with --init (issue 19).
     bare = {k: v for k, v in claw.env.items() if k != "OPENCLAW_STATE_DIR"}
     bare["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), "/usr/bin", "/bin"])
     out = peersync(claw, "init", cwd=elsewhere, env=bare)
+    assert out.returncode == 2 and "--init" in out.stderr and not (elsewhere / "memory").exists(), out.stderr
+    out = peersync(claw, "init", "--init", cwd=elsewhere, env=bare)
     assert out.returncode == 0 and (elsewhere / "memory" / "clawdbot-sync" / "config.yaml").exists(), out.stderr
 
 

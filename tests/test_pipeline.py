@@ -18,6 +18,8 @@ from peersync.testing.inprocess import sync_local
 from peersync.testing.trees import selection_files
 from peersync.workspace.workspace import Workspace
 
+WHOLE = "memory/notes/plan.txt"  # a whole file (not in sync.merge): conflicts are decided, not merged
+
 
 @pytest.fixture
 def a(tmp_path) -> Workspace:
@@ -65,39 +67,39 @@ def test_files_travel_both_ways_and_a_second_sync_has_nothing_to_do(a, b):
 
 
 def test_both_sides_edited_newest_wins_and_the_loser_is_kept(a, b):
-    write(a, "USER.md", "base\n")
+    write(a, WHOLE, "base\n")
     sync_local(a, b)
-    write(a, "USER.md", "older edit here\n", age=100)
-    write(b, "USER.md", "newer edit there\n", age=10)
+    write(a, WHOLE, "older edit here\n", age=100)
+    write(b, WHOLE, "newer edit there\n", age=10)
     report = sync_local(a, b)
     [conflict] = report.conflicts
     assert conflict.kept == "remote" and conflict.side == "local" and conflict.saved_as
-    assert read(a, "USER.md") == read(b, "USER.md") == "newer edit there\n"
-    assert kept_conflicts(a, "USER.md") == ["older edit here\n"]
+    assert read(a, WHOLE) == read(b, WHOLE) == "newer edit there\n"
+    assert kept_conflicts(a, WHOLE) == ["older edit here\n"]
     assert report.to_json()["conflicts"][0]["saved_as"] == conflict.saved_as
 
 
 @pytest.mark.parametrize("policy,live", [(Policy.LOCAL, "mine\n"), (Policy.REMOTE, "theirs\n")])
 def test_policies_decide_conflicts(a, b, policy, live):
-    write(a, "USER.md", "base\n")
+    write(a, WHOLE, "base\n")
     sync_local(a, b)
-    write(a, "USER.md", "mine\n")
-    write(b, "USER.md", "theirs\n")
+    write(a, WHOLE, "mine\n")
+    write(b, WHOLE, "theirs\n")
     report = sync_local(a, b, policy=policy)
-    assert report.ok and read(a, "USER.md") == read(b, "USER.md") == live
+    assert report.ok and read(a, WHOLE) == read(b, WHOLE) == live
     assert report.conflicts[0].reason == f"conflict-{policy.value}"
 
 
 def test_policy_skip_leaves_both_and_manual_keeps_both_copies(a, b):
-    write(a, "USER.md", "base\n")
+    write(a, WHOLE, "base\n")
     sync_local(a, b)
-    write(a, "USER.md", "mine\n")
-    write(b, "USER.md", "theirs\n")
+    write(a, WHOLE, "mine\n")
+    write(b, WHOLE, "theirs\n")
     skipped = sync_local(a, b, policy=Policy.SKIP)
-    assert skipped.conflicts[0].kept == "both" and read(a, "USER.md") == "mine\n" and read(b, "USER.md") == "theirs\n"
+    assert skipped.conflicts[0].kept == "both" and read(a, WHOLE) == "mine\n" and read(b, WHOLE) == "theirs\n"
     manual = sync_local(a, b, policy=Policy.MANUAL)
     assert manual.conflicts[0].side == "both" and manual.conflicts[0].remote_saved_as
-    assert kept_conflicts(a, "USER.md") == ["theirs\n"] and kept_conflicts(b, "USER.md") == ["mine\n"]
+    assert kept_conflicts(a, WHOLE) == ["theirs\n"] and kept_conflicts(b, WHOLE) == ["mine\n"]
 
 
 def test_a_deletion_goes_to_the_trash_and_never_beats_an_edit(a, b):

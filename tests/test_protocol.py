@@ -65,7 +65,7 @@ def test_read_frame_reads_lines_and_frames_and_sees_a_cut_as_eof():
         reader.feed_eof()
         out = []
         while True:
-            line, blob = await read_frame(reader.readline, reader.readexactly)
+            line, blob = await read_frame(reader)
             if not line.endswith(b"\n"):
                 return out
             out.append(decode(line, blob))

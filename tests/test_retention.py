@@ -205,3 +205,15 @@ def test_keep_last_n_is_the_n_newest(moments, n):
     snaps = [Snap(f"s{i}", t) for i, t in enumerate(moments)]
     newest = sorted(snaps, key=lambda s: s.time, reverse=True)[:n]
     assert list(apply_policy(snaps, KeepPolicy(last=n)).keep) == newest
+
+
+def test_restic_before_0_16_has_no_oldest_rule():
+    """restic 0.14 (Debian 12) keeps only the newest of each bucket even when a rule has count
+    left: the backup layer passes keep_oldest=False for it, so peersync explains what restic does."""
+    from peersync.backup.restic import keep_flags, keep_oldest
+
+    snaps = [Snap("a1", datetime(2026, 1, 1, 8)), Snap("a2", datetime(2026, 1, 1, 20))]
+    assert apply_policy(snaps, KeepPolicy(daily=5), keep_oldest=False).reasons == {"a2": ("daily",)}
+    assert not keep_oldest((0, 14, 0)) and keep_oldest((0, 16, 2))
+    assert keep_flags(KeepPolicy(last=3, daily=UNLIMITED), (0, 14, 0)) == ["--keep-last", "3", "--keep-daily", "1000000000"]
+    assert keep_flags(KeepPolicy(daily=UNLIMITED), (0, 17, 0)) == ["--keep-daily", "-1"]

@@ -21,7 +21,7 @@ from peersync.testing.pair import default_remote_command, wire_pair
 
 pytestmark = pytest.mark.skipif(shutil.which("faketime") is None, reason="needs Debian's faketime")
 
-F = "memory/plan.md"
+F = "memory/plan.txt"  # a whole file (not in sync.merge): conflicts are decided, not merged
 HOURS = 3
 
 
@@ -53,7 +53,7 @@ def read(ws) -> str:
 
 def kept(ws) -> list[str]:
     top = ws.state / "conflicts"
-    return sorted(p.read_text() for p in top.rglob("plan.md")) if top.is_dir() else []
+    return sorted(p.read_text() for p in top.rglob(F.rsplit("/", 1)[-1])) if top.is_dir() else []
 
 
 def sync(ws, peer: str):

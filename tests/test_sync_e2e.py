@@ -22,6 +22,7 @@ from peersync.transport.protocol import encode
 from peersync.workspace.workspace import Workspace
 
 EVIL_AGENT = Path(__file__).with_name("evil_agent.py")
+WHOLE = "memory/notes/plan.txt"  # not in sync.merge: a conflict there goes to the policy (whole file)
 
 
 def cli(ws, *args, check=False):
@@ -143,14 +144,14 @@ def test_edits_creations_deletions_propagate_both_ways(pair):
 
 def test_conflict_newest_wins_and_loser_is_quarantined(pair):
     L, R = pair.local, pair.remote
-    write(L, "MEMORY.md", "base\n")
+    write(L, WHOLE, "base\n")
     sync(L)
     now = time.time()
-    write(L, "MEMORY.md", "local edit (older)\n", mtime=now - 100)
-    write(R, "MEMORY.md", "remote edit (newer)\n", mtime=now - 10)
+    write(L, WHOLE, "local edit (older)\n", mtime=now - 100)
+    write(R, WHOLE, "remote edit (newer)\n", mtime=now - 10)
     report = sync(L)
-    assert read(L, "MEMORY.md") == read(R, "MEMORY.md") == "remote edit (newer)\n"
-    assert [c.path for c in report.conflicts] == ["MEMORY.md"]
+    assert read(L, WHOLE) == read(R, WHOLE) == "remote edit (newer)\n"
+    assert [c.path for c in report.conflicts] == [WHOLE]
     cid = report.conflicts[0].saved_as
     assert cid and report.conflicts[0].side == "local"
     listed = json.loads(cli(L, "--json", "conflicts", "list", check=True).stdout)["conflicts"]
@@ -161,9 +162,9 @@ def test_conflict_newest_wins_and_loser_is_quarantined(pair):
     assert "⚠️" in text
     # restore swaps: the quarantined version comes back, the current one is quarantined
     cli(L, "conflicts", "restore", cid, check=True)
-    assert read(L, "MEMORY.md") == "local edit (older)\n"
+    assert read(L, WHOLE) == "local edit (older)\n"
     listed = json.loads(cli(L, "--json", "conflicts", "list", check=True).stdout)["conflicts"]
-    assert [c["path"] for c in listed] == ["MEMORY.md"] and listed[0]["id"] != cid
+    assert [c["path"] for c in listed] == [WHOLE] and listed[0]["id"] != cid
     cli(L, "conflicts", "drop", listed[0]["id"], check=True)
     assert json.loads(cli(L, "--json", "conflicts", "list", check=True).stdout)["conflicts"] == []
 
@@ -175,16 +176,16 @@ def test_newest_follows_clock_offset_corrected_times(tmp_path, sshd):
     skewed = f"faketime -f +600s {shlex.quote(sys.executable)} -m peersync"
     pair = wire_pair(tmp_path / "local", tmp_path / "remote", sshd, command=skewed)
     L, R = pair.local, pair.remote
-    write(L, "MEMORY.md", "base\n")
+    write(L, WHOLE, "base\n")
     sync(L)
     now = time.time()
-    write(R, "MEMORY.md", "peer edit, really older\n", mtime=now + 600 - 60)
-    write(L, "MEMORY.md", "our edit, really newer\n", mtime=now)
+    write(R, WHOLE, "peer edit, really older\n", mtime=now + 600 - 60)
+    write(L, WHOLE, "our edit, really newer\n", mtime=now)
     report = sync(L)
     assert 590 < report.clock_offset < 610
-    assert read(L, "MEMORY.md") == read(R, "MEMORY.md") == "our edit, really newer\n"
+    assert read(L, WHOLE) == read(R, WHOLE) == "our edit, really newer\n"
     assert report.conflicts[0].side == "remote" and report.conflicts[0].kept == "local"
-    quarantined = list((R.state / "conflicts").rglob("MEMORY.md"))
+    quarantined = list((R.state / "conflicts").rglob(WHOLE))
     assert [p.read_text() for p in quarantined] == ["peer edit, really older\n"]
 
 
@@ -268,19 +269,19 @@ def test_push_and_pull_are_one_way_and_keep_the_unseen(pair):
 
 def test_skip_and_manual_policies_keep_both(pair):
     L, R = pair.local, pair.remote
-    write(L, "USER.md", "base\n")
+    write(L, WHOLE, "base\n")
     sync(L)
-    write(L, "USER.md", "mine\n")
-    write(R, "USER.md", "theirs\n")
+    write(L, WHOLE, "mine\n")
+    write(R, WHOLE, "theirs\n")
     report = sync(L, policy=Policy.SKIP)
-    assert read(L, "USER.md") == "mine\n" and read(R, "USER.md") == "theirs\n"
+    assert read(L, WHOLE) == "mine\n" and read(R, WHOLE) == "theirs\n"
     assert report.conflicts and report.conflicts[0].kept == "both"
     report = sync(L, policy=Policy.MANUAL)
-    assert read(L, "USER.md") == "mine\n" and read(R, "USER.md") == "theirs\n"
-    assert [p.read_text() for p in (L.state / "conflicts").rglob("USER.md")] == ["theirs\n"]
-    assert [p.read_text() for p in (R.state / "conflicts").rglob("USER.md")] == ["mine\n"]
+    assert read(L, WHOLE) == "mine\n" and read(R, WHOLE) == "theirs\n"
+    assert [p.read_text() for p in (L.state / "conflicts").rglob(WHOLE)] == ["theirs\n"]
+    assert [p.read_text() for p in (R.state / "conflicts").rglob(WHOLE)] == ["mine\n"]
     sync(L, policy=Policy.MANUAL)  # the same versions are not quarantined twice
-    assert len(list((L.state / "conflicts").rglob("USER.md"))) == 1
+    assert len(list((L.state / "conflicts").rglob(WHOLE))) == 1
 
 
 def test_mass_delete_guard_stops_then_force_allows(pair):
@@ -333,7 +334,11 @@ def test_clawdbot_peers_json_loads_unchanged(tmp_path):
                                        "path": "/Users/clawdbot/clawd", "addedAt": "2026-01-26T10:00:00Z"}}}
     ws.peers_file.write_text(json.dumps(original))
     doc = json.loads(cli(tmp_path, "--json", "peers", "list", check=True).stdout)
-    assert doc["peers"] == original["peers"]
+    assert doc["peers"] == [{"name": "mac-mini", "host": "100.95.193.55", "user": "clawdbot",
+                             "path": "/Users/clawdbot/clawd", "added_at": "2026-01-26T10:00:00Z", "port": None,
+                             "identity": None, "known_hosts": None, "remote_command": None, "type": "ssh",
+                             "instance_id": None}]
+    assert json.loads(ws.peers_file.read_text()) == original  # the file keeps clawdbot-sync's format
 
 
 def test_unknown_peer(tmp_path, pair):
@@ -343,6 +348,7 @@ def test_unknown_peer(tmp_path, pair):
 
 def test_unreachable_host_fails_fast(tmp_path):
     ws = Workspace(tmp_path)
+    ws.ensure_state()
     closed = socket.socket()
     closed.bind(("127.0.0.1", 0))
     port = closed.getsockname()[1]
@@ -354,7 +360,7 @@ def test_unreachable_host_fails_fast(tmp_path):
     cli(ws, "peers", "add", "mute", "127.0.0.1", "--port", str(silent.getsockname()[1]), "--no-test", check=True)
     started = time.monotonic()
     out = cli(ws, "sync", "down")
-    assert out.returncode == 1 and "cannot reach down" in out.stdout + out.stderr
+    assert out.returncode == 3 and "cannot reach down" in out.stdout + out.stderr  # 3: a peer is down
     assert "Connection refused" in out.stdout + out.stderr
     assert time.monotonic() - started < 30
     started = time.monotonic()
@@ -370,12 +376,10 @@ def test_unknown_host_key_is_refused_and_nothing_moves(pair, tmp_path):
     empty = tmp_path / "empty_known_hosts"
     empty.write_text("")
     peer = L.peer("remote")
-    cli(L, "peers", "add", "remote", peer.host, "--user", peer.user, "--path", peer.path, "--port",
-        str(peer.port), "--identity", peer.identity, "--known-hosts", str(empty), "--remote-command",
-        peer.command, check=True)
+    cli(L, "peers", "set", "remote", "--known-hosts", str(empty), "--no-test", check=True)
     before = (selection_files(L), tree_digest(R.root))
     out = cli(L, "sync")
-    assert out.returncode == 1
+    assert out.returncode == 1  # a refusal to look at, not a peer that is down (3)
     assert "host key" in out.stdout and "ssh-keyscan" in out.stdout
     assert (selection_files(L), tree_digest(R.root)) == before  # the peer was never touched
     assert not (R.root / "MEMORY.md").exists()
@@ -422,10 +426,7 @@ def test_restricted_key_runs_only_agent_and_confined_rsync(tmp_path, sshd):
     root = pair.remote.root
     forced = f"{sys.executable} -m peersync agent --restrict {root}"
     sshd.add_key(pub, options=f'command="{forced}",restrict')
-    peer = pair.local.peer("remote")
-    cli(pair.local, "peers", "add", "remote", peer.host, "--user", peer.user, "--path", str(root), "--port",
-        str(peer.port), "--identity", str(key), "--known-hosts", peer.known_hosts, "--remote-command",
-        peer.command, check=True)
+    cli(pair.local, "peers", "set", "remote", "--identity", str(key), check=True)
     big = os.urandom(2 << 20)  # large enough to travel through rsync, not inline
     write(pair.local, "memory/big.bin", big)
     write(pair.remote, "memory/there.md", "there\n")

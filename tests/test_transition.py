@@ -144,7 +144,7 @@ def test_restore_conflict_swaps_versions(store):
 def test_create_without_noreplace_rename_still_never_clobbers(store, monkeypatch):
     import peersync.replica.store as transition
 
-    monkeypatch.setattr(transition, "_rename_noreplace", lambda a, b: False)  # link + unlink instead
+    monkeypatch.setattr(transition, "_rename_noreplace", lambda *a: False)  # link + unlink instead
     result = store.install("memory/a.md", staged(store, b"hello"), expect=None, new=new_entry(b"hello"))
     assert (store.root / "memory/a.md").read_bytes() == b"hello" and result["conflict"] is None
     (store.root / "memory/b.md").write_bytes(b"fresh user file")

@@ -291,3 +291,19 @@ def test_a_peer_that_is_down_is_reported_once_and_backed_off(workspace_pair, dae
     assert d.stop() == 0
     assert d.output.count("❌ remote:") == 1
     assert len([e for e in ws.history() if not e["ok"]]) == 1
+
+
+def test_watch_starts_a_due_backup_in_the_background(tmp_path, daemons, monkeypatch):
+    """backup.interval: the daemon takes backups by the heartbeat's rule (one due rule for both)."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.setenv("RCLONE_CONFIG", "/dev/null")
+    ws = Workspace(tmp_path / "ws")
+    ws.ensure_state()
+    (ws.root / "MEMORY.md").write_text("watched\n")
+    ws.config_file.write_text(f"backup:\n  target: {tmp_path / 'backups'}\n  interval: 3600\n")
+    daemon = daemons(ws)
+    runs = ws.state / "backup" / "last-run.json"
+    wait_for(lambda: runs.exists(), lambda: f"a backup started by watch:\n{daemon.output}", timeout=120)
+    assert daemon.stop() == 0
+    assert '"last_ok": true' in runs.read_text()
+    assert (tmp_path / "backups" / "config").is_file()

@@ -4,19 +4,22 @@ from __future__ import annotations
 
 # Lazy imports: a command imports the machinery it runs in its body, so that `peersync --help`
 # and every other command start without it.
-import json
 import time
 from typing import Optional
 
 import typer
 
 from peersync.cli.app import state
+from peersync.cli.jsonout import report_doc
 from peersync.errors import UsageError
 from peersync.workspace import auto
 
 
 def auto_cmd(ctx: typer.Context,
              action: Optional[str] = typer.Argument(None, help="on, off or status (default: status)."),
+             summary: Optional[str] = typer.Option(None, "--summary", metavar="SECONDS|never",
+                                                   help="How often the heartbeat sums up routine syncs (default "
+                                                        "86400: once a day; 0: tell each sync; never)."),
              interval: Optional[int] = typer.Option(None, "--interval", help=f"Seconds between heartbeat syncs (minimum {auto.MIN_INTERVAL})."),
              timeout: Optional[int] = typer.Option(None, "--timeout", help="Seconds one heartbeat sync may take."),
              session_start: Optional[bool] = typer.Option(None, "--session-start/--no-session-start", help="Also sync when an agent session starts."),
@@ -30,9 +33,14 @@ def auto_cmd(ctx: typer.Context,
         raise UsageError(f"--interval must be at least {auto.MIN_INTERVAL} seconds")
     if timeout is not None and timeout < auto.MIN_TIMEOUT:
         raise UsageError(f"--timeout must be at least {auto.MIN_TIMEOUT} seconds")
+    if summary is not None:
+        changes_summary = auto.parse_summary(summary, "--summary")
+        changes_summary = "never" if changes_summary is None else changes_summary
     changes = {key: value for key, value in (("interval", interval), ("timeout", timeout),
                                              ("on_session_start", session_start), ("on_session_end", session_end))
                if value is not None}
+    if summary is not None:
+        changes["summary"] = changes_summary
     if action in ("on", "off"):
         changes["enabled"] = action == "on"
     from peersync.workspace import openclaw
@@ -40,10 +48,12 @@ def auto_cmd(ctx: typer.Context,
     cfg, sched = auto.switch(ws, **changes) if changes else (auto.load_auto(ws), None)
     sched = sched or openclaw.inspect_auto(ws)
     state_doc = auto.read_state(ws.state)
+    backoff = [{"peer": name, "failures": rec.get("failures"), "retry_at": rec.get("retry_at"),
+                "since": rec.get("since"), "error": rec.get("error")}
+               for name, rec in sorted((state_doc.get("peers") or {}).items()) if isinstance(rec, dict)]
     st.emit(status_text(ws, cfg, state_doc, changed="enabled" in changes, sched=sched),
             {"auto": cfg.to_yaml_dict(), "last_run": state_doc.get("last_run"),
-             "backoff": state_doc.get("peers", {}), "config": str(ws.config_file),
-             "schedule": sched.to_json()})
+             "backoff": backoff, "config": str(ws.config_file), "schedule": sched.to_json()})
 
 
 def status_text(ws, cfg: auto.AutoConfig, state_doc: dict, *, changed: bool, sched=None) -> str:
@@ -84,7 +94,10 @@ def heartbeat(ctx: typer.Context,
         raise UsageError(f"unknown reason {reason!r}", f"Use one of: {', '.join(auto.REASONS)}.")
     st = state(ctx)
     tick = run_tick(st.workspace(), reason)
-    st.emit("\n".join(tick.lines), tick.to_json())
+    doc = tick.to_json()
+    doc.pop("ok", None)  # a tick that ran is done (exit 0) even when a peer failed: each report says so
+    doc["reports"] = [report_doc(r) for r in doc["reports"]]
+    st.emit("\n".join(tick.lines), doc)
 
 
 def watch(ctx: typer.Context,
@@ -96,7 +109,10 @@ def watch(ctx: typer.Context,
     st = state(ctx)
 
     def out(text: str) -> None:
-        print(json.dumps({"time": time.time(), "message": text}, ensure_ascii=False) if st.json else text, flush=True)
+        if st.json:
+            st.event({"event": "message", "time": time.time(), "message": text})
+        else:
+            print(text, flush=True)
 
     raise typer.Exit(run_watch(st.workspace(), debounce=debounce, interval=interval, out=out))
 
@@ -107,8 +123,9 @@ def init(ctx: typer.Context,
     from peersync.workspace.init import init_text, init_workspace
 
     st = state(ctx)
-    result = init_workspace(st.workspace(), heartbeat=heartbeat_line)
-    st.emit(init_text(result), result.to_json())
+    ws = st.workspace()
+    result = init_workspace(ws, heartbeat=heartbeat_line)
+    st.emit(init_text(result, source=ws.source), result.to_json())
     if not result.ok:
         raise typer.Exit(1)
 

@@ -10,6 +10,10 @@ from typing import Optional
 import typer
 
 from peersync.cli.app import state
+from peersync.cli.jsonout import error_doc
+from peersync.cli.peers import peer_json, probe_doc
+from peersync.core.render import milliseconds
+from peersync.errors import ConnectError
 
 cloud_app = typer.Typer(help="Cloud folders (Dropbox, Drive, OneDrive, S3, any rclone remote) as peers: "
                              "mailbox, mirror or bisync.", no_args_is_help=True)
@@ -19,7 +23,7 @@ MODE_HELP = ("mailbox (safest: push the workspace, receive files dropped in the 
 
 
 @cloud_app.command("add")
-def cloud_add(ctx: typer.Context, name: str,
+def cloud_add(ctx: typer.Context, name: str = typer.Argument(..., help="The peer's name here, e.g. share."),
               remote: str = typer.Argument(..., help="rclone remote (dropbox:Agent, /path, :s3,…:bucket) — or, "
                                                      "with --provider, a path inside the provider."),
               mode: str = typer.Option(..., "--mode", help=MODE_HELP),
@@ -40,10 +44,17 @@ def cloud_add(ctx: typer.Context, name: str,
         human = f"✅ Added cloud peer {name} ({peer.host}, {how})"
     elif result["reachable"]:
         note = "" if result.get("workspace") else "; the folder is empty or new (the first sync fills it)"
-        human = f"✅ Added cloud peer {name} ({peer.host}, {how}) — reached in {result['rtt_ms']:.0f} ms{note}"
+        human = f"✅ Added cloud peer {name} ({peer.host}, {how}) — reached in {milliseconds(result['rtt_ms'])}{note}"
     else:
-        human = f"⚠️ Added cloud peer {name} ({peer.host}, {how}), but it could not be reached:\n{result['error']}"
-    st.emit(human, {"peer": peer.to_json(), "name": name, "test": result})
+        human = (f"⚠️ Added cloud peer {name} ({peer.host}, {how}), but it could not be reached:\n{result['error']}\n"
+                 f"The peer is saved; `peersync status {name}` tests it again.")
+    error = None
+    if result is not None and not result["reachable"]:
+        error = error_doc("connect", result["error"].splitlines()[0], "\n".join(result["error"].splitlines()[1:]) or None,
+                          ConnectError.exit_code)
+    st.emit(human, {"peer": peer_json(name, peer), "saved": True, "test": probe_doc(result)}, error=error)
+    if error is not None:
+        raise typer.Exit(ConnectError.exit_code)
 
 
 @cloud_app.command("list")
@@ -56,11 +67,11 @@ def cloud_list(ctx: typer.Context) -> None:
     lines = [f"☁️ {p.name} — {p.host} ({p.extra.get('mode')}"
              + (f", {p.extra['direction']}" if p.extra.get("direction") else "") + ")" for p in peers.values()]
     st.emit("\n".join(lines) or "No cloud peers yet. Add one: peersync cloud add NAME REMOTE --mode mailbox",
-            {"peers": {n: p.to_json() for n, p in peers.items()}})
+            {"peers": [peer_json(n, p) for n, p in sorted(peers.items())]})
 
 
 @cloud_app.command("remove")
-def cloud_remove(ctx: typer.Context, name: str) -> None:
+def cloud_remove(ctx: typer.Context, name: str = typer.Argument(..., help="The cloud peer to remove.")) -> None:
     """Remove a cloud peer and what peersync knew about it (the cloud folder itself is not touched)."""
     from peersync.peers.manage import remove_cloud_peer
 
@@ -70,7 +81,7 @@ def cloud_remove(ctx: typer.Context, name: str) -> None:
 
 
 @cloud_app.command("unlock")
-def cloud_unlock(ctx: typer.Context, name: str,
+def cloud_unlock(ctx: typer.Context, name: str = typer.Argument(..., help="The cloud peer whose folder holds the locks."),
                  all_locks: bool = typer.Option(False, "--all", help="Also remove other machines' locks "
                                                                      "(only when you know their sync is dead).")) -> None:
     """Remove leftover locks from a cloud folder: this machine's, or with --all everyone's."""

@@ -28,7 +28,13 @@ def dashboard(ctx: typer.Context,
             raise UsageError("--out and --serve exclude each other", "The served page is not written to a file.")
         from peersync.dashboard.server import serve as run_server
 
-        raise typer.Exit(run_server(ws, port=port, open_browser=open_page, out=lambda text: print(text, flush=True)))
+        def say(text: str) -> None:
+            if st.json:
+                st.event({"event": "message", "message": text})
+            else:
+                print(text, flush=True)
+
+        raise typer.Exit(run_server(ws, port=port, open_browser=open_page, out=say))
     if port:
         raise UsageError("--port needs --serve")
     from peersync.dashboard import SEED_OUT, write_dashboard

@@ -17,45 +17,77 @@ import socket
 import sys
 from pathlib import Path
 
+from peersync.cli.jsonout import dumps, sync_doc
 from peersync.core.paths import STATE_DIR
+from peersync.errors import PeersyncError
 from peersync.transport.keeper import env_keep, socket_for
 from peersync.transport.protocol import decode, encode
+from peersync.transport.sshconfig import ENV_CONFIG
+from peersync.workspace.locate import check, locate
 
 COMMANDS = ("sync", "push", "pull")
+# The global options (cli/app.py), accepted before the command and anywhere after it, as there.
+GLOBAL_VALUES = {"-w": "workspace", "--workspace": "workspace", "--ssh-config": "ssh_config"}
+GLOBAL_FLAGS = {"--json": "json", "--init": "init"}  # --debug: in-process, where a traceback can come from
 
 
 def parse(argv: list[str]) -> dict | None:
-    """The few command lines the fast path takes; None for anything else."""
-    out = {"workspace": None, "json": False, "peer": None, "dry_run": False, "force": False, "policy": None}
+    """The command lines the fast path takes, read exactly as the full CLI reads them; None for
+    anything else (several peers, --help, an unknown or misplaced option…): the full CLI then
+    runs — and reports a bad command line.  tests/test_cli_args.py holds the two to the same reading."""
+    out = {"workspace": None, "ssh_config": None, "json": False, "init": False,
+           "peer": None, "dry_run": False, "force": False, "policy": None, "mode": None}
     args = list(argv)
-    while args and args[0] not in COMMANDS:  # global options
-        opt = args.pop(0)
-        if opt in ("-w", "--workspace") and args:
-            out["workspace"] = args.pop(0)
-        elif opt.startswith("--workspace="):
-            out["workspace"] = opt.split("=", 1)[1]
-        elif opt == "--json":
-            out["json"] = True
-        else:
-            return None
-    if not args:
-        return None
-    out["mode"] = args.pop(0)
+    positional_only = False
     while args:
         arg = args.pop(0)
-        if arg in ("--dry-run", "-n"):
+        taken = _global(arg, args, out) if not positional_only else False
+        if taken is None:
+            return None
+        if taken:
+            continue
+        if out["mode"] is None:  # before the command: only global options
+            if arg not in COMMANDS:
+                return None
+            out["mode"] = arg
+        elif positional_only or not arg.startswith("-") or arg == "-":
+            if out["peer"] is not None:
+                return None  # several peers: the full CLI runs them concurrently
+            out["peer"] = arg
+        elif arg == "--":
+            positional_only = True
+        elif arg in ("--dry-run", "-n"):
             out["dry_run"] = True
         elif arg == "--force":
             out["force"] = True
-        elif arg == "--policy" and args and out["mode"] == "sync":
-            out["policy"] = args.pop(0)
-        elif arg == "--json":
-            out["json"] = True
-        elif not arg.startswith("-") and out["peer"] is None:
-            out["peer"] = arg
+        elif out["mode"] == "sync" and (arg == "--policy" or arg.startswith("--policy=")):
+            value = arg.split("=", 1)[1] if "=" in arg else (args.pop(0) if args else None)
+            if value is None:
+                return None
+            out["policy"] = value
         else:
             return None
-    return out
+    return out if out["mode"] is not None else None
+
+
+def _global(arg: str, args: list[str], out: dict) -> bool | None:
+    """Consume one global option (True), or not one (False); None for a malformed one."""
+    if arg in GLOBAL_FLAGS:
+        out[GLOBAL_FLAGS[arg]] = True
+        return True
+    name, eq, value = arg.partition("=")
+    if name in ("--workspace", "--ssh-config") and eq:
+        out[GLOBAL_VALUES[name]] = value
+        return True
+    if arg in GLOBAL_VALUES:
+        if not args:
+            return None
+        out[GLOBAL_VALUES[arg]] = args.pop(0)
+        return True
+    if arg.startswith("-w") and len(arg) > 2:  # -wPATH, as click reads a short option
+        out["workspace"] = arg[2:]
+        return True
+    return False
 
 
 def fast_main(argv: list[str]) -> int | None:
@@ -64,9 +96,15 @@ def fast_main(argv: list[str]) -> int | None:
     opts = parse(argv)
     if opts is None:
         return None
-    if not (opts["workspace"] or os.environ.get("WORKSPACE")):
-        return None  # the workspace may come from OpenClaw's config: Workspace.resolve asks it
-    root = Path(opts["workspace"] or os.environ.get("WORKSPACE")).expanduser().absolute()
+    if opts["ssh_config"]:
+        os.environ[ENV_CONFIG] = opts["ssh_config"]
+    found = locate(opts["workspace"])
+    if not found.root.is_dir():
+        return None
+    try:
+        root = check(found, init=opts["init"])
+    except PeersyncError:
+        return None  # the full CLI says why
     try:
         peers = json.loads((root / STATE_DIR / "peers.json").read_bytes())["peers"]
         if opts["peer"] is None:
@@ -92,14 +130,10 @@ def fast_main(argv: list[str]) -> int | None:
 
     docs, exits = reply["reports"], reply["exits"]
     reports = [Report.from_json(d, e) for d, e in zip(docs, exits)]
-    if opts["json"]:
-        print(json.dumps({"ok": all(r.ok for r in reports), "reports": docs}, indent=2, ensure_ascii=False,
-                         default=str))
-    else:
-        print(reports_text(reports))
+    doc, code = sync_doc(opts["mode"], docs, [e or 1 for e in exits], root)
+    print(dumps(doc) if opts["json"] else reports_text(reports))
     sys.stdout.flush()
-    failed = [r.error_exit or 1 for r in reports if not r.ok]
-    return max(failed) if failed else 0
+    return code
 
 
 def _ask(path: Path, request: dict) -> dict | None:

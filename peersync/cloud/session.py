@@ -80,7 +80,7 @@ async def run_rclone(rc: Rclone, args: list[str], *, input: bytes | None = None,
                      ) -> tuple[int, bytes, str]:
     """Run rclone from the event loop; cancelled (time budget) or failed, it never outlives us."""
     proc = await asyncio.create_subprocess_exec(
-        rc.binary, *args, env=rc.env, stdin=asyncio.subprocess.PIPE if input is not None else asyncio.subprocess.DEVNULL,
+        *rc.command(args), env=rc.env, stdin=asyncio.subprocess.PIPE if input is not None else asyncio.subprocess.DEVNULL,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, preexec_fn=_PREEXEC)
     try:
         out, err = await proc.communicate(input)

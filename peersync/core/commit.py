@@ -7,14 +7,13 @@ path enters it only where both sides now hold the same content.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Callable, Iterable, Mapping
 
-from peersync.core.paths import BadPath, check_relpath
+from peersync.core.paths import BadPath, check_relpath, valid_instance_id
 from peersync.core.types import READABLE_FORMATS, Entry
 from peersync.errors import ProtocolError
-
-LOGBASE_MAX = 16 << 20  # log files up to this size keep their synced content for 3-way merges
 
 
 @dataclass
@@ -47,6 +46,52 @@ def parse_manifest(raw, selection, who: str) -> dict[str, Entry]:
         except (ValueError, TypeError) as err:
             raise ProtocolError(f"{who} sent a malformed entry for {path!r}: {err}") from None
     return out
+
+
+def parse_paths(raw, who: str) -> list[str]:
+    """A list of paths from a peer (a delta scan's deletions), each validated like a manifest's."""
+    if not isinstance(raw, list):
+        raise ProtocolError(f"{who} sent a malformed list of paths")
+    for path in raw:
+        try:
+            check_relpath(path)
+        except BadPath as err:
+            raise ProtocolError(f"{who} sent a hostile path ({err}); refusing to sync with it",
+                                "Nothing was written. Check the peer's peersync installation.") from None
+    return raw
+
+
+def check_instance_id(value, who: str) -> str:
+    """A peer's instance id, if it is one; else the sync is refused before anything is saved (it
+    names files in the state dir and is kept in peers.json)."""
+    if valid_instance_id(value):
+        return value
+    shown = peer_text(value, 40) if isinstance(value, str) else type(value).__name__
+    raise ProtocolError(f"{who} sent a malformed instance id ({shown!r}); refusing to sync with it",
+                        "Nothing was written. Check the peer's peersync installation.")
+
+
+def parse_problems(raw, who: str) -> list[tuple[str, str]]:
+    """A scan's per-path problems from a peer, as text safe to show and keep (at most 1000)."""
+    if not isinstance(raw, list) or not all(isinstance(p, list) and len(p) == 2 for p in raw):
+        raise ProtocolError(f"{who} sent a malformed scan")
+    return [(peer_text(path), peer_text(message)) for path, message in raw[:1000]]
+
+
+def peer_text(value, limit: int = 300) -> str:
+    """Text a peer sent (an error, a problem), made safe to show and keep: one line, no control
+    characters, bounded."""
+    text = value if isinstance(value, str) else repr(value)
+    shown = "".join(c if c.isprintable() else "?" for c in text[:limit])
+    return shown + ("…" if len(text) > limit else "")
+
+
+_CONFLICT_ID = re.compile(r"c-[0-9a-f]{1,32}")
+
+
+def conflict_id(value) -> str | None:
+    """A conflict id a peer reported, if it is one (anything else is not kept)."""
+    return value if isinstance(value, str) and _CONFLICT_ID.fullmatch(value) else None
 
 
 def read_ancestor(raw, *, trusted: bool = False) -> dict[str, Entry] | None:
@@ -106,7 +151,9 @@ def ancestor_delta(old: Mapping[str, Entry], new: Mapping[str, Entry]) -> dict:
             "drop": [p for p in old if p not in new]}
 
 
-def logbase_items(old: Mapping[str, Entry], new: Mapping[str, Entry], is_log: Callable[[str], bool]) -> list[list[str]]:
-    """Log files whose synced content changed: both sides keep it as the next merge's base."""
-    return [[p, e.hash] for p, e in new.items()
-            if ((o := old.get(p)) is None or o.hash != e.hash) and e.size <= LOGBASE_MAX and is_log(p)]
+def merge_base_items(old: Mapping[str, Entry], new: Mapping[str, Entry],
+                     keeps_base: Callable[[str, Entry], bool]) -> list[list[str]]:
+    """Mergeable files whose synced content changed: both sides keep it as the next merge's base
+    (`keeps_base(path, entry)`: mergefile.MergeRules.keeps_base).  Bases no ancestor refers to any
+    more are pruned with the ancestors (agent housekeeping)."""
+    return [[p, e.hash] for p, e in new.items() if ((o := old.get(p)) is None or o.hash != e.hash) and keeps_base(p, e)]

@@ -47,3 +47,9 @@ def in_state_dir(path: str) -> bool:
         return False
     folded = unicodedata.normalize("NFC", path).casefold()
     return folded == STATE_DIR or folded.startswith(STATE_DIR + "/")
+
+
+def valid_instance_id(value) -> bool:
+    """An instance id as peersync makes them (uuid4 hex; other lengths of lower-case hex are
+    accepted): anything else from a peer is refused and never saved or used as a file name."""
+    return isinstance(value, str) and 1 <= len(value) <= 64 and all(c in "0123456789abcdef" for c in value)

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import fnmatch
-import re
-from typing import Callable, Iterable, Mapping
+from typing import Iterable, Mapping
 
+from peersync.core.mergefile import MergeRules
 from peersync.core.modes import with_modes
 from peersync.core.reconcile import reconcile
 from peersync.core.safety import mass_delete_violations
@@ -22,31 +21,15 @@ from peersync.core.types import (
 from peersync.errors import SafetyError
 
 
-def log_matcher(patterns: Iterable[str]) -> Callable[[str], bool]:
-    """Log-file patterns: a pattern with '/' matches the whole path, else the file name."""
-    patterns = tuple(patterns)
-    by_path = [fnmatch.translate(p) for p in patterns if "/" in p]
-    by_name = [fnmatch.translate(p) for p in patterns if "/" not in p]
-    path_re = re.compile("|".join(by_path)) if by_path else None
-    name_re = re.compile("|".join(by_name)) if by_name else None
-
-    def is_log(path: str) -> bool:
-        if name_re is not None and name_re.match(path.rsplit("/", 1)[-1]):
-            return True
-        return path_re is not None and path_re.match(path) is not None
-
-    return is_log
-
-
 def plan_sync(ancestor: Mapping[str, Entry], local: Mapping[str, Entry], remote: Mapping[str, Entry], *,
-              logs: Iterable[str], roots: Iterable[str], mass_delete_ratio: float, peer_name: str,
+              rules: MergeRules, roots: Iterable[str], mass_delete_ratio: float, peer_name: str,
               policy: Policy, mode: Mode, offset_ns: int, local_id: str, remote_id: str, force: bool,
               paths=None, local_dead=None, remote_dead=None, modes: bool = False) -> Plan:
     """reconcile (and, with `modes`, the merge of permission bits: both sides keep them), then the
     mass-delete guard: the plan, or SafetyError (nothing changed yet)."""
-    plan = reconcile(ancestor, local, remote, policy=policy, mode=mode, is_log=log_matcher(logs),
-                     offset_ns=offset_ns, local_id=local_id, remote_id=remote_id, paths=paths,
-                     local_dead=local_dead, remote_dead=remote_dead)
+    plan = reconcile(ancestor, local, remote, policy=policy, mode=mode, is_log=rules.is_log,
+                     mergeable=rules.mergeable, offset_ns=offset_ns, local_id=local_id, remote_id=remote_id,
+                     paths=paths, local_dead=local_dead, remote_dead=remote_dead)
     if modes:
         plan = with_modes(plan, ancestor, local, remote, set(ancestor) | set(local) | set(remote) if paths is None else paths)
     violations = mass_delete_violations(plan.changes, len(local), len(remote), ratio=mass_delete_ratio,

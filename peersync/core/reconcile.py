@@ -35,6 +35,7 @@ REASONS: dict[str, str] = {
     "already-equal": "already identical on both sides",
     "mode-changed": "permission bits changed",
     "append-merge": "log appended on both sides: merged",
+    "merge": "changed on both sides: merged",
     "conflict-newest": "changed on both sides: newest kept",
     "conflict-local": "changed on both sides: local kept (policy)",
     "conflict-remote": "changed on both sides: peer's kept (policy)",
@@ -58,6 +59,7 @@ def reconcile(
     policy: Policy,
     mode: Mode = Mode.SYNC,
     is_log: Callable[[str], bool] = lambda p: False,
+    mergeable: Callable[[str], bool] = lambda p: False,
     offset_ns: int = 0,
     local_id: str = "a",
     remote_id: str = "b",
@@ -72,14 +74,16 @@ def reconcile(
     `paths`, when given, are the only paths looked at: the caller vouches that at every other
     path the three manifests hold equal entries (which needs nothing done: see touched_paths).
     `local_dead`/`remote_dead`: each side's deletion records (peersync.replica.tombstones), consulted
-    where one side lacks a file the other holds.
+    where one side lacks a file the other holds.  `is_log` / `mergeable`: paths whose versions,
+    changed on both sides, are merged (Action.MERGE; core.mergefile says how) before any policy.
     """
     dead = {Side.LOCAL: local_dead or {}, Side.REMOTE: remote_dead or {}}
     changes = []
     for path in sorted(set(ancestor) | set(local) | set(remote) if paths is None else paths):
         a, l, r = ancestor.get(path), local.get(path), remote.get(path)
         if mode is Mode.SYNC:
-            change = _sync(path, l, r, a, policy, is_log(path), offset_ns, local_id, remote_id, dead)
+            merge = "append-merge" if is_log(path) else "merge" if mergeable(path) else None
+            change = _sync(path, l, r, a, policy, merge, offset_ns, local_id, remote_id, dead)
         else:
             change = _one_way(path, l, r, a, Side.REMOTE if mode is Mode.PUSH else Side.LOCAL)
         if change is not None:
@@ -162,11 +166,11 @@ def _buried(path: str, l: Entry | None, r: Entry | None, a: Entry | None, dead) 
     return Change(path, Action.DELETE, holder, l, r, a, f"{holder.other.value}-deleted")
 
 
-def _sync(path, l, r, a, policy, is_log, offset_ns, local_id, remote_id, dead) -> Change | None:
+def _sync(path, l, r, a, policy, merge, offset_ns, local_id, remote_id, dead) -> Change | None:
     if _equal(l, r):
         return _agreement(path, l, r, a)
     if l is not None and r is not None and (l.vv or r.vv or l.seen or r.seen):
-        decided = _causal(path, l, r, a, policy, is_log, offset_ns, local_id, remote_id)
+        decided = _causal(path, l, r, a, policy, merge, offset_ns, local_id, remote_id)
         if decided is not None:
             return decided
     gone = _causal_deletion(path, l, r, a, dead)
@@ -174,13 +178,13 @@ def _sync(path, l, r, a, policy, is_log, offset_ns, local_id, remote_id, dead) -
         return gone
     # A version from before version vectors on either side (an upgrade): decided by the pair's
     # ancestor and the files' times, as before.
-    return _by_ancestor(path, l, r, a, policy, is_log, offset_ns, local_id, remote_id, dead)
+    return _by_ancestor(path, l, r, a, policy, merge, offset_ns, local_id, remote_id, dead)
 
 
-def _causal(path, l, r, a, policy, is_log, offset_ns, local_id, remote_id) -> Change | None:
+def _causal(path, l, r, a, policy, merge, offset_ns, local_id, remote_id) -> Change | None:
     """Both versions carry vectors: one that descends from the other — or that its holders already
     saw and set aside — is replaced by it, whatever the clocks say; only concurrent versions are
-    a conflict (newest then only breaks the tie).  Where one is from before vectors, only a vector
+    merged (logs, memory files: `merge` names how) or a conflict (newest then only breaks the tie).  Where one is from before vectors, only a vector
     that records its bytes proves an order; else None: the pair's ancestor decides."""
     order = _order(l, r)
     if not (l.vv and r.vv) and order not in (versions.BEFORE, versions.AFTER):
@@ -190,8 +194,8 @@ def _causal(path, l, r, a, policy, is_log, offset_ns, local_id, remote_id) -> Ch
         return Change(path, Action.COPY, Side.LOCAL, l, r, a, f"remote-{verb}")
     if order == versions.AFTER:
         return Change(path, Action.COPY, Side.REMOTE, l, r, a, f"local-{verb}")
-    if is_log:
-        return Change(path, Action.MERGE, None, l, r, a, "append-merge")
+    if merge:
+        return Change(path, Action.MERGE, None, l, r, a, merge)
     return decide_conflict(path, l, r, a, policy=policy, offset_ns=offset_ns, local_id=local_id,
                            remote_id=remote_id)
 
@@ -228,7 +232,7 @@ def _causal_deletion(path, l, r, a, dead) -> Change | None:
     return Change(path, Action.COPY, holder.other, l, r, a, reason, dead=record)
 
 
-def _by_ancestor(path, l, r, a, policy, is_log, offset_ns, local_id, remote_id, dead) -> Change | None:
+def _by_ancestor(path, l, r, a, policy, merge, offset_ns, local_id, remote_id, dead) -> Change | None:
     buried = _buried(path, l, r, a, dead)
     if buried is not None:
         return buried
@@ -253,8 +257,8 @@ def _by_ancestor(path, l, r, a, policy, is_log, offset_ns, local_id, remote_id, 
         # Deleted on one side, changed on the other: deletion never beats content.
         target = Side.LOCAL if l is None else Side.REMOTE
         return Change(path, Action.COPY, target, l, r, a, "restored")
-    if is_log:
-        return Change(path, Action.MERGE, None, l, r, a, "append-merge")
+    if merge:
+        return Change(path, Action.MERGE, None, l, r, a, merge)
     return decide_conflict(
         path, l, r, a, policy=policy, offset_ns=offset_ns, local_id=local_id, remote_id=remote_id
     )

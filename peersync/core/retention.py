@@ -86,14 +86,15 @@ _BUCKETS: dict[str, Callable[[datetime, int], object]] = {
 }
 
 
-def apply_policy(snapshots: Iterable[Snap], policy: KeepPolicy) -> Decision:
+def apply_policy(snapshots: Iterable[Snap], policy: KeepPolicy, *, keep_oldest: bool = True) -> Decision:
     """Decide which snapshots `policy` keeps, the way restic's `forget` does.
 
     Walking from newest to oldest, each rule keeps the newest snapshot of each bucket
     (hour, day, week, …) until it has kept its count of buckets; only buckets that hold a
-    snapshot count.  A rule that still has count left when it reaches the oldest snapshot keeps
-    that one too ("oldest"), which maximises the history kept.  An empty policy keeps all
-    (like restic, which refuses to act on an empty policy).
+    snapshot count.  With `keep_oldest` (restic >= 0.16), a rule that still has count left when
+    it reaches the oldest snapshot keeps that one too ("oldest"), which maximises the history
+    kept; restic 0.14 and 0.15 do not.  An empty policy keeps all (like restic, which refuses to
+    act on an empty policy).
     """
     ordered = sorted(snapshots, key=lambda s: (s.time, s.id), reverse=True)
     if policy.empty:
@@ -104,7 +105,7 @@ def apply_policy(snapshots: Iterable[Snap], policy: KeepPolicy) -> Decision:
     remove: list[Snap] = []
     reasons: dict[str, tuple[str, ...]] = {}
     for nr, snap in enumerate(ordered):
-        oldest = nr == len(ordered) - 1
+        oldest = keep_oldest and nr == len(ordered) - 1
         why: list[str] = []
         for rule in RULES:
             if remaining[rule] == 0:

@@ -14,7 +14,10 @@ DEFAULT_ROOTS = ("memory", "MEMORY.md", "USER.md", "HEARTBEAT.md")
 SKILLS_ROOT = "skills"
 # Each instance has its own identity and config: never synced, even if a user includes them.
 NEVER = ("IDENTITY.md", "config")
-DEFAULT_EXCLUDES = ("*.tmp", ".git/", "node_modules/", "cache/", ".DS_Store")
+# Editors' swap, backup and lock files (vim *.swp/*.swo/*.swx, emacs *~, .#name and #name#) are
+# never content: syncing them spreads half-written state and lock files between machines.
+DEFAULT_EXCLUDES = ("*.tmp", ".git/", "node_modules/", "cache/", ".DS_Store",
+                    "*.swp", "*.swo", "*.swx", "*~", ".#*", "\\#*#")
 
 
 def _top(path: str) -> str:
@@ -58,6 +61,10 @@ class Selection:
         only the patterns can still exclude it — or the state dir's own path, if a file sits there."""
         return self._match(path) or (path.count("/") == 1 and in_state_dir(path))
 
+    def pattern_excludes(self, path: str) -> bool:
+        """True when the gitignore excludes alone exclude `path` (a directory: pass "dir/")."""
+        return self._match(path)
+
     def contains(self, path: str) -> bool:
         """True when a file at `path` belongs to the selection (used to validate peer paths).
 
@@ -77,6 +84,18 @@ class Selection:
     @classmethod
     def from_wire(cls, value: dict) -> "Selection":
         return cls(roots=tuple(value["roots"]), exclude=tuple(value["exclude"]))
+
+
+@dataclass(frozen=True)
+class Intersection:
+    """The paths two selections both hold: a restricted agent bounds the client's selection by
+    its own, so a client reaches nothing this side does not sync (only `contains` is needed)."""
+
+    first: Selection
+    second: Selection
+
+    def contains(self, path: str) -> bool:
+        return self.first.contains(path) and self.second.contains(path)
 
 
 def _combined(spec: pathspec.PathSpec) -> Callable[[str], bool]:

@@ -20,6 +20,11 @@ SECOND = 1_000_000_000
 COARSE_SLACK_NS = 2 * SECOND
 
 
+# A large file crosses between replicas in ranges of this size (read_range / stage_chunk): the
+# memory one file in transit costs, whatever its size.
+RANGE = 4 << 20
+
+
 def coarse(*mtimes_ns: int) -> bool:
     """Whether any of these mtimes has no sub-second part (then compare with COARSE_SLACK_NS)."""
     return any(t % SECOND == 0 for t in mtimes_ns)
@@ -125,7 +130,7 @@ class Mode(str, enum.Enum):
 class Action(str, enum.Enum):
     COPY = "copy"  # copy the file from `source` to `target`
     DELETE = "delete"  # move the file on `target` to the trash
-    MERGE = "merge"  # append-merge a log file; both sides receive the merged bytes
+    MERGE = "merge"  # merge both versions (peersync.mergefile); both sides receive the merged bytes
     CONFLICT = "conflict"  # unresolved (policy skip/manual): nothing is overwritten
     ADOPT = "adopt"  # both sides already agree; only the ancestor is updated
 
@@ -176,13 +181,17 @@ class Conflict:
     """A path both sides changed: which version is live now, and where the other one was kept."""
 
     path: str
-    kept: str  # whose version is live: "local", "remote", or "both" (policy skip/manual)
+    kept: str  # whose version is live: "local", "remote", "both" (policy skip/manual), or "merged"
     reason: str
     winner: str | None = None  # the winning side, by name ("this machine" or the peer's)
     side: str | None = None  # where the loser was overwritten: "local", "remote", "both"; None: nowhere
     saved_as: str | None = None  # the kept loser's conflict id (on `side`)
     remote_saved_as: str | None = None  # kept both (manual): the id of the copy kept on the peer
     saved_here: bool = False  # the peer's losing version is kept in THIS machine's conflicts/ (cloud)
+    # kept "merged" (a merge that needs a look): passages kept live with both versions (text),
+    # JSON keys both sides changed that the policy decided; the pre-merge versions are kept too.
+    passages: int = 0
+    keys: tuple[str, ...] = ()
 
     def to_json(self) -> dict:
         doc = {"path": self.path, "kept": self.kept, "winner": self.winner, "saved_as": self.saved_as,
@@ -191,13 +200,16 @@ class Conflict:
             doc["remote_saved_as"] = self.remote_saved_as
         if self.saved_here:
             doc["saved_here"] = True
+        if self.kept == "merged":
+            doc.update(passages=self.passages, keys=list(self.keys))
         return doc
 
     @classmethod
     def from_json(cls, doc: dict) -> "Conflict":
         return cls(doc["path"], doc["kept"], doc.get("reason") or "", winner=doc.get("winner"), side=doc.get("side"),
                    saved_as=doc.get("saved_as"), remote_saved_as=doc.get("remote_saved_as"),
-                   saved_here=bool(doc.get("saved_here")))
+                   saved_here=bool(doc.get("saved_here")), passages=int(doc.get("passages") or 0),
+                   keys=tuple(doc.get("keys") or ()))
 
 
 @dataclass(frozen=True)

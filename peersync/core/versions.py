@@ -82,15 +82,21 @@ def to_wire(vv: VV) -> list:
     return [[who, n] for who, n in vv]
 
 
+# A peer's vector is bounded: each replica that ever edited a path (and each legacy pseudo-replica)
+# is one pair, so real vectors hold a handful; counters must fit SQLite's integers.
+MAX_PAIRS = 1000
+MAX_COUNTER = (1 << 63) - 1
+
+
 def from_wire(raw) -> VV:
-    """A peer's vector, checked: a list of [12 hex digits, positive integer] pairs."""
-    if not isinstance(raw, list):
+    """A peer's vector, checked: a list of at most MAX_PAIRS [12 hex digits, counter] pairs."""
+    if not isinstance(raw, list) or len(raw) > MAX_PAIRS:
         raise ValueError("a version vector is a list of [replica, counter] pairs")
     pairs = []
     for pair in raw:
         if not (isinstance(pair, list) and len(pair) == 2 and isinstance(pair[0], str) and len(pair[0]) == ID_DIGITS
-                and all(c in "0123456789abcdef" for c in pair[0].removeprefix("l")) and isinstance(pair[1], int)
-                and pair[1] > 0):
+                and all(c in "0123456789abcdef" for c in pair[0].removeprefix("l")) and type(pair[1]) is int
+                and 0 < pair[1] <= MAX_COUNTER):
             raise ValueError("a version vector is a list of [replica, counter] pairs")
         pairs.append((pair[0], pair[1]))
     return make(pairs)

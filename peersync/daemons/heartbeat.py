@@ -9,8 +9,10 @@ import sys
 import time
 from dataclasses import dataclass, field
 
-from peersync.errors import ConfigError
+from peersync.daemons import digest, scheduled_backup
+from peersync.errors import ConfigError, PeersyncError
 from peersync.workspace import auto
+from peersync.workspace.locate import check, locate
 
 # The not-due path (fast_main) imports only `peersync.workspace.auto` and PyYAML: the agent runs a
 # heartbeat every few minutes, and a tick with nothing to do must cost next to nothing.
@@ -47,12 +49,10 @@ def fast_main(argv: list[str]) -> int | None:
     if parsed is None:
         return None
     option, reason = parsed
-    root = option or os.environ.get("WORKSPACE")
-    if not root:
-        return None  # the workspace comes from OpenClaw's config: Workspace.resolve asks it
-    root = os.path.abspath(os.path.expanduser(root))
-    if not os.path.isdir(root):
-        return None
+    try:
+        root = str(check(locate(option)))  # the same workspace the full CLI would use (workspace/locate.py)
+    except PeersyncError:
+        return None  # the full CLI says why it refuses it
     raw = auto.raw_config_fast(root)
     if raw is None:
         return None
@@ -61,29 +61,27 @@ def fast_main(argv: list[str]) -> int | None:
     except ConfigError:
         return None
     backup = raw.get("backup")
-    if isinstance(backup, dict) and backup.get("interval") and not _backup_recent(root, backup["interval"]):
-        return None  # a scheduled backup may be due: peersync.backup decides, in the full path
+    if isinstance(backup, dict) and backup.get("interval") and _backup_needs_tick(root, backup["interval"]):
+        return None  # a scheduled backup is due (or the setting is odd): the full path handles it
     state = auto.read_state(auto.state_dir(root))
     if auto.is_due(cfg, state.get("last_run"), reason, time.time()):
         return None
     return 0
 
 
-def _backup_recent(root: str, interval) -> bool:
-    """True when the last scheduled backup succeeded less than `interval` ago — the first rule
-    of peersync.backup.backup_due, read here without importing the backup stack.  Anything
-    else (a failed or running backup, an odd file) is left to backup_due in the full path."""
-    import json
+def _backup_needs_tick(root: str, interval) -> bool:
+    """A scheduled backup is due by peersync.backup.schedule's rule (the one place it is
+    defined; that module imports only the standard library), or the last one failed or made a
+    passphrase and the user has not been told, or the setting is odd: the full path decides."""
+    from peersync.backup import schedule
 
     if isinstance(interval, bool) or not isinstance(interval, int):
-        return False
-    try:
-        with open(os.path.join(auto.state_dir(root), "backup", "last-run.json"), "rb") as f:
-            runs = json.loads(f.read())
-        success = runs["last_success"]
-        return runs.get("last_ok") is True and 0 <= time.time() - success < interval
-    except (OSError, ValueError, KeyError, TypeError):
-        return False
+        return True
+    state = auto.state_dir(root)
+    runs = schedule.read_runs(state)
+    if runs.get("last_ok") is False or os.path.exists(os.path.join(state, "backup", "passphrase.notice")):
+        return True
+    return schedule.is_due(interval, runs, time.time())
 
 
 def _parse(argv: list[str]) -> tuple[str | None, str | None] | None:
@@ -163,8 +161,28 @@ def _sync(ws, cfg: auto.AutoConfig, state: dict, now: float, tick: Tick) -> None
         if auto.peer_busy(report):
             continue
         retry = state["peers"].get(report.peer, {}).get("retry_at", now) - time.time()
+        routine_now = cfg.summary == 0  # else files that simply moved go to the digest (daemons/digest.py)
+        if report.ok and not routine_now:
+            digest.count(state, report, now)
         tick.lines += report_lines(report, tell_failure=report.peer in fresh, retry_in=retry,
-                                   new_problems=bool({k for k in problems - seen if k.startswith(report.peer + ":")}))
+                                   new_problems=bool({k for k in problems - seen if k.startswith(report.peer + ":")}),
+                                   routine=routine_now)
+    tick.lines += digest.take(state, now, cfg.summary)
+    tick.lines += arrived_needing_a_look(ws, tick.reports)
+    auto.write_state(ws.state, state)
+
+
+def arrived_needing_a_look(ws, reports) -> list[str]:
+    """Files this tick brought in (pulled from a peer that had merged them with a third machine)
+    that hold versions kept live: they need a look too.  Merges of this tick say so themselves."""
+    told = {c.path for r in reports for c in r.conflicts if c.kept == "merged"}
+    arrived = [p for r in reports for p in r.pulled + r.merged if p not in told]
+    if not arrived:
+        return []
+    from peersync.replica.looks import looks_text, needing_a_look
+
+    looks = needing_a_look(ws, ws.sync_config(), arrived)
+    return [looks_text(looks)] if looks else []
 
 
 async def _bounded_sync(ws, names: list[str], timeout: float) -> list:
@@ -182,8 +200,10 @@ async def _bounded_sync(ws, names: list[str], timeout: float) -> list:
                        error=f"gave up after {timeout + GRACE:g} s", error_exit=1) for n in names]
 
 
-def report_lines(report, *, tell_failure: bool, retry_in: float, new_problems: bool) -> list[str]:
-    """At most two chat lines for one peer; nothing when there is nothing worth saying."""
+def report_lines(report, *, tell_failure: bool, retry_in: float, new_problems: bool,
+                 routine: bool = True) -> list[str]:
+    """At most two chat lines for one peer; nothing when there is nothing worth saying.
+    `routine`: also a line for files that simply moved (else the digest sums them up)."""
     from peersync.core.render import conflict_text, names, plural
 
     if report.error:
@@ -192,7 +212,7 @@ def report_lines(report, *, tell_failure: bool, retry_in: float, new_problems: b
         why = report.error.splitlines()[0]
         return [f"⚠️ Auto-sync with {report.peer} failed: {why} — will retry in {duration(retry_in)}"]
     lines = []
-    if report.changed:
+    if report.changed and routine:
         deleted = report.deleted_local + report.deleted_remote
         counts = [f"{icon} {len(paths)} {word}" for icon, paths, word in
                   (("📤", report.pushed, "pushed"), ("📥", report.pulled, "pulled"),
@@ -230,15 +250,21 @@ def _backup(ws, state: dict, now: float, tick: Tick) -> list[str]:
         return []
     try:
         from peersync import backup
+        from peersync.backup.config import passphrase_notice
     except ModuleNotFoundError as err:
         if err.name == "peersync.backup":
             return []  # built without cloud backups
         raise
     lines = []
-    last = backup.last_run(ws)
-    attempt = last.get("last_attempt")
-    if last.get("last_ok") is False and attempt and attempt != state.get("backup_reported"):
-        state["backup_reported"] = attempt
+    notice = passphrase_notice(ws)  # a scheduled backup generated the passphrase: say so once
+    if notice:
+        lines.append(notice)
+    # Only a backup the heartbeat started is reported as a scheduled one: a manual `backup now`
+    # that failed was seen by whoever ran it (daemons/scheduled_backup.py records each outcome).
+    last = scheduled_backup.last(ws.state)
+    finished = last.get("finished")
+    if last.get("ok") is False and finished and finished != state.get("backup_reported"):
+        state["backup_reported"] = finished
         lines.append(f"⚠️ Scheduled backup failed: {(last.get('error') or 'unknown error').splitlines()[0]}"
                      " — details: peersync backup status")
     pid, started = state.get("backup_pid"), state.get("backup_started") or 0
@@ -250,6 +276,18 @@ def _backup(ws, state: dict, now: float, tick: Tick) -> list[str]:
     return lines
 
 
+def start_due_backup(ws, now: float | None = None) -> list[str]:
+    """For `watch`: the heartbeat's scheduled-backup step on its own (same due rule, same
+    bookkeeping of the running backup).  Returns the lines to tell the user."""
+    now = time.time() if now is None else now
+    state = auto.read_state(ws.state)
+    before = dict(state)
+    lines = _backup(ws, state, now, Tick())
+    if state != before:
+        auto.write_state(ws.state, state)
+    return lines
+
+
 def _spawn_backup(ws) -> int:
     import subprocess
 
@@ -258,7 +296,7 @@ def _spawn_backup(ws) -> int:
     log_path = ensure_private_dir(ws.state / "backup") / "scheduled.log"
     fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
     try:
-        proc = subprocess.Popen([sys.executable, "-m", "peersync", "-w", str(ws.root), "backup", "now"],
+        proc = subprocess.Popen([sys.executable, "-m", "peersync.daemons.scheduled_backup", str(ws.root)],
                                 stdin=subprocess.DEVNULL, stdout=fd, stderr=subprocess.STDOUT,
                                 start_new_session=True, close_fds=True)
     finally:

@@ -27,14 +27,16 @@ from pathlib import Path
 from peersync.core.types import Mode, Policy
 from peersync.errors import PeersyncError
 from peersync.sync.runner import sync_peers
-from peersync.transport.keeper import DEFAULT_KEEP, LINE_LIMIT, socket_path
-from peersync.transport.protocol import PROTOCOL, decode, encode
-from peersync.transport.replica import KEPT, Replica
+from peersync.transport.keeper import DEFAULT_KEEP, STREAM_LIMIT, settings, socket_path
+from peersync.transport.protocol import (LARGE_LINE, MAX_BLOB, PROTOCOL, SMALL_LINE, blob_limit, decode, encode,
+                                         line_limit, op_of)
+from peersync.transport.replica import KEPT, Replica, agent_caps
 from peersync.transport.ssh import Session, open_session, read_frame, read_line
 from peersync.workspace.workspace import Peer, Workspace
 
 TICK = 2.0
 BUSY_WAIT = 2.0  # a client finding the keeper in use waits this long, then connects directly
+MAX_AGE = 3600.0  # a keeper never outlives this: a key revoked on the peer takes effect within it
 
 
 # -- the keeper process ---------------------------------------------------------------------------
@@ -46,12 +48,13 @@ class Keeper:
         self.last_used = time.monotonic()
         self.done = asyncio.Event()
         self.inode = None
+        self.started = time.monotonic()
 
     async def run(self) -> int:
         self.session = await open_session(self.ws, self.peer, timeout=15.0, root=self.root)
         with contextlib.suppress(FileNotFoundError):
             self.path.unlink()  # a dead keeper's socket (we hold the keeper lock)
-        server = await asyncio.start_unix_server(self.client, str(self.path), limit=LINE_LIMIT)
+        server = await asyncio.start_unix_server(self.client, str(self.path), limit=STREAM_LIMIT)
         os.chmod(self.path, 0o600)
         self.inode = self.path.stat().st_ino
         watchdog = asyncio.create_task(self.watch())
@@ -63,6 +66,8 @@ class Keeper:
             watchdog.cancel()
             server.close()
             self._remove_socket()
+            with contextlib.suppress(asyncio.TimeoutError):  # a sync still running ends first
+                await asyncio.wait_for(self.serving.acquire(), 120)
             await self.session.close()
         return 0
 
@@ -72,7 +77,8 @@ class Keeper:
                 self.path.unlink()
 
     async def watch(self) -> None:
-        """Exit when idle too long, or when the workspace, the socket or the connection is gone."""
+        """Exit when idle too long (or older than MAX_AGE), or when the workspace, the socket, the
+        connection or the peer's entry in peers.json is gone or changed."""
         while not self.done.is_set():
             await asyncio.sleep(TICK)
             if self.serving.locked():
@@ -81,16 +87,27 @@ class Keeper:
                 gone = not self.ws.root.is_dir() or self.path.stat().st_ino != self.inode
             except OSError:
                 gone = True
-            idle = time.monotonic() - self.last_used > self.idle
+            now = time.monotonic()
+            idle = now - self.last_used > self.idle or now - self.started > MAX_AGE
+            # The peer removed or changed (also while we were starting, before `stop` could reach us).
+            gone = gone or not self._entry_unchanged()
             if gone or idle or self.session.process.stdout.at_eof():
                 self.done.set()
 
     async def client(self, reader, writer) -> None:
         try:
-            first = await asyncio.wait_for(read_frame(reader.readline, reader.readexactly), 30)
+            first = await asyncio.wait_for(read_frame(reader, LARGE_LINE, MAX_BLOB), 30)
         except (OSError, ValueError, asyncio.TimeoutError):
             first = (b"", None)
         if not first[0].endswith(b"\n"):  # a liveness probe (spawn), or a client gone already
+            writer.close()
+            return
+        request = _small_request(*first)
+        if request is not None and request.get("op") == "stop":  # our peer was removed or changed
+            self.done.set()
+            with contextlib.suppress(OSError, ConnectionError):
+                writer.write(encode({"id": request.get("id"), "ok": True, "result": {}}))
+                await writer.drain()
             writer.close()
             return
         try:
@@ -100,10 +117,11 @@ class Keeper:
             await self._refuse(first[0], writer, "the connection is in use by another sync")
             return
         try:
+            if not self.done.is_set() and not self._entry_unchanged():
+                self.done.set()  # the peer was removed or changed: this connection is not its any more
             if self.done.is_set():
                 await self._refuse(first[0], writer, "the keeper is closing")
                 return
-            request = _small_request(*first)
             if request is not None and request.get("op") == "run":
                 try:
                     await self._run(request, writer)
@@ -119,6 +137,13 @@ class Keeper:
                 await self._reset()
         finally:
             self.serving.release()
+
+    def _entry_unchanged(self) -> bool:
+        """Whether peers.json still holds the entry this keeper's connection was made for."""
+        try:
+            return settings(self.ws.peer(self.peer.name)) == settings(self.peer)
+        except Exception:  # removed, or peers.json unreadable: not ours to serve any more
+            return False
 
     async def _run(self, request: dict, writer) -> None:
         """Run a whole sync here (quick.py's fast path) with our own connection, and send back
@@ -162,9 +187,10 @@ class Keeper:
             if _is_bye(*frame):
                 return  # the agent stays; the client just goes
             agent_in.write(_frame_bytes(*frame))
+            op = op_of(frame[0])  # the reply's limits are its request's (protocol.py)
             try:
-                reply = await read_frame(lambda: read_line(agent_out), agent_out.readexactly)
-            except ValueError:
+                reply = await read_frame(agent_out, line_limit(op, reply=True), blob_limit(op, reply=True))
+            except ValueError:  # malformed or too large: the stream is lost, the client sees EOF
                 reply = (b"", None)
             if not reply[0].endswith(b"\n"):  # the agent or the connection died: the client sees EOF
                 self.done.set()
@@ -175,7 +201,7 @@ class Keeper:
             except (OSError, ConnectionError):
                 pass  # the client left mid-request; we still read its reply, so the stream is in step
             try:
-                frame = await read_frame(reader.readline, reader.readexactly)
+                frame = await read_frame(reader, LARGE_LINE, MAX_BLOB)
             except (OSError, ValueError):
                 return
 
@@ -184,7 +210,7 @@ class Keeper:
             return
         try:
             self.session.process.stdin.write(encode({"id": "reset", "op": "reset", "args": {}}))
-            reply = decode(await asyncio.wait_for(read_line(self.session.process.stdout), 60))
+            reply = decode(await asyncio.wait_for(read_line(self.session.process.stdout, SMALL_LINE), 60))
             if not reply.get("ok"):
                 self.done.set()
         except Exception:
@@ -201,7 +227,9 @@ class LentSession(Replica):
     """The keeper's own Session, lent to one sync run: same requests, but close() resets the
     agent (unstage, release its lock) instead of ending it."""
 
-    caps = KEPT
+    @property
+    def caps(self):
+        return agent_caps(KEPT, self.hello)
 
     def __init__(self, session: Session, hello: dict, offset: float, rtt: float):
         self._session, self.peer, self.hello, self.offset, self.rtt = session, session.peer, hello, offset, rtt

@@ -29,6 +29,7 @@ from watchdog.observers import Observer
 
 from peersync.core.paths import STATE_DIR, in_state_dir
 from peersync.core.render import report_text
+from peersync.daemons.heartbeat import start_due_backup
 from peersync.errors import BusyError, PeersyncError
 from peersync.sync.runner import run_sync
 from peersync.workspace import auto
@@ -41,6 +42,8 @@ BUSY_RETRY_MAX = 60.0  # after a busy round, retry within 4 s, 8 s, 16 s… (ran
 BACKOFF_BASE = 30.0  # a peer that failed is retried after 30 s, 60 s, … up to the interval
 POLL = 0.5  # the loop wakes at least this often to notice a stop request
 LOCK_FILE = "watch.lock"
+NO_PEERS = ("⚠️ This workspace has no peers, so there is nothing to sync with: each machine syncs only with the "
+            "peers it lists. Add one with `peersync peers add NAME HOST --path P` (README: Topology).")
 # Reads (opened / closed-without-write) are left out: a sync's own scan would otherwise wake us.
 EVENTS = [FileCreatedEvent, FileDeletedEvent, FileModifiedEvent, FileMovedEvent, FileClosedEvent,
           FileAttribEvent, DirCreatedEvent, DirDeletedEvent, DirMovedEvent]
@@ -208,6 +211,8 @@ class Watcher:
         peers = len(self.ws.load_peers())
         self.say(f"👀 Watching {self.ws.root} ({peers} peer{'s' if peers != 1 else ''}): sync {self.debounce:g} s "
                  f"after a change, and every {self.interval:g} s")
+        if not peers:
+            self.say(NO_PEERS)
         next_full = self.clock()  # catch up at once on what changed while no daemon ran
         try:
             while not self.stopping:
@@ -235,6 +240,11 @@ class Watcher:
 
         self.ensure_watches()
         self.feed.take()  # events from here on (our own writes included) start the next batch
+        try:
+            for line in start_due_backup(self.ws):  # backup.interval: in the background, never waited for
+                self.say(line)
+        except PeersyncError as err:
+            self.say(f"❌ {str(err).splitlines()[0]}")
         try:
             self.feed.selection = self.ws.sync_config().selection  # config.yaml may have changed
             peers = sorted(self.ws.load_peers())

@@ -24,7 +24,7 @@ def restore_snapshot(ws: Workspace, snapshot: str) -> str:
     to re-point at another backup engine."""
 
     result = restore(ws, snapshot=snapshot)
-    text = f"Restored {len(result.restored)} files of {result.snapshot.id} to {result.dest}"
+    text = f"Restored {len(result.restored)} files of {result.snapshot.short_id} to {result.dest}"
     if result.refused:
         text += f"; {len(result.refused)} failed verification and were not written (peersync backup verify)"
     return text

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import difflib
-import gzip
 import json
 import os
 import re
@@ -23,7 +22,6 @@ from pathlib import Path
 
 from peersync import __version__
 from peersync.core import versions
-from peersync.core.retention import Snap, apply_policy
 from peersync.daemons.watch import LOCK_FILE
 from peersync.dashboard.config import settings
 from peersync.errors import PeersyncError
@@ -466,28 +464,33 @@ def records_section(ws: Workspace) -> dict:
 # -- backups: the one place that reads backup data -------------------------------------------------
 
 def backup_overview(ws: Workspace, *, online: bool = True, now: float | None = None) -> dict:
-    """Everything the page shows about backups, from today's engine (peersync.backup).
+    """Everything the page shows about backups, from the backup engine (peersync.backup: restic
+    through rclone).
 
     Re-point this function (and actions.restore_snapshot) at another engine; the page reads only
     this structure:
 
         available       bool: this peersync has a backup engine
         target          str | None: where backups go, secrets removed
-        encrypted       bool | None
+        encrypted       bool | None (restic repositories always are)
         initialized     bool: a repository exists at the target (as far as known)
-        source          "target" (asked it now) | "local cache" (manifests kept on this machine)
+        source          "target" (asked it now) | "local cache" (the last listing seen here)
         snapshots       oldest first: {id, time (ISO UTC), host, own (made by this workspace),
-                        files, bytes (their total size), added_bytes / added_files (content no
-                        earlier snapshot had), kept (under the retention policy), reasons [str]}
-        unreadable      [{id, error}]: snapshots whose manifest cannot be read
+                        files, bytes (their total size), added_bytes / added_files (what that
+                        backup stored anew / new and changed files; None when not known, e.g. a
+                        snapshot another machine made with restic < 0.17), kept (under the
+                        retention policy), reasons [str]}
+        unreadable      [{id, error}]: snapshots restic refuses (damaged, or not made with the key)
         retention       {policy: text, kept: n, removed: n} | None when no policy is set
         repository      {bytes, objects} stored at the target | None when not asked (offline)
-        content_bytes   size of the distinct content all snapshots refer to
+        content_bytes   what the repository stores (compressed, deduplicated), or the sum of the
+                        known added_bytes when offline
         last_run        {time, ok, error, snapshot} | None
-        last_verify     {time, ok, snapshots, objects, bad} | None
+        last_verify     {time, ok, snapshots, objects, bad (damaged packs)} | None
         interval        seconds between scheduled backups | None
         next_due        ISO | None;  due: bool
         running         bool: a backup holds the local backup lock now
+        passphrase      {source, where}: where the repository's passphrase comes from (never its value)
         error           str | None: why the target could not be asked (the rest is then local)
     """
     try:
@@ -501,94 +504,63 @@ def backup_overview(ws: Workspace, *, online: bool = True, now: float | None = N
     cfg = backup.load_config(ws)
     runs = backup.last_run(ws)
     due_at = backup.next_due(ws, cfg)
+    verified = backup.last_verify(ws)
     out = {
-        "available": True, "target": runs.get("target"), "encrypted": None, "initialized": False,
+        "available": True, "target": runs.get("target"), "encrypted": True, "initialized": False,
         "source": "local cache", "snapshots": [], "unreadable": [], "retention": None, "repository": None,
         "content_bytes": 0, "interval": cfg.interval, "due": backup.backup_due(ws, now),
         "next_due": iso(due_at) if due_at else None, "running": _backup_running(ws), "error": None,
         "last_run": None if not runs.get("last_attempt") else {
             "time": iso(runs.get("last_attempt")), "ok": runs.get("last_ok"),
             "error": (runs.get("error") or None), "snapshot": runs.get("snapshot")},
-        "last_verify": _last_verify(ws),
+        "last_verify": None if not verified else {
+            "time": iso(verified.get("checked_at")), "ok": verified.get("ok"), "snapshots": verified.get("snapshots"),
+            "objects": None, "bad": verified.get("bad_packs")},
+        "passphrase": guarded(lambda: backup.passphrase_info(ws, cfg), "passphrase"),
     }
-    snaps: list = []
+    summaries: list[dict] = []
+    decisions: list[dict] = []
     if online:
         try:
-            repo = backup.open_repo(ws, cfg)
-            snaps, bad = backup.load_snapshots(ws, repo)
-            objects = backup.list_objects(repo)
-            out.update(source="target", initialized=True, target=repo.target.display, encrypted=repo.encrypted,
-                       unreadable=[{"id": k, "error": v} for k, v in sorted(bad.items())],
-                       repository={"objects": len(objects), "bytes": sum(v for v in objects.values() if v > 0)})
-        except backup.NoBackups:
-            out.update(source="target", target=backup.resolve(ws, cfg, None).display)
+            doc = backup.status(ws)
+            if not doc["restic"]["ok"]:
+                raise PeersyncError(doc["restic"]["fix"])
+            summaries, decisions = doc["snapshots"], doc["retention"]
+            out.update(source="target", initialized=doc["initialized"], target=doc["target"],
+                       unreadable=doc.get("unreadable") or [])
+            if doc.get("repository"):
+                out["repository"] = {"bytes": doc["repository"]["bytes"], "objects": doc["repository"]["blobs"]}
+                out["content_bytes"] = doc["repository"]["bytes"] or 0
         except PeersyncError as err:
             out["error"] = str(err).splitlines()[0]
             online = False
     if not online:
-        snaps = _cached_snapshots(ws, backup)
+        snaps, meta = backup.cached_listing(ws)
+        version = tuple(int(p) for p in str(meta.get("restic") or "0.14").split(".") if p.isdigit())
+        summaries = [s.summary() for s in snaps]
+        decisions = backup.retention_decisions(snaps, cfg.keep, version) if cfg.keep else []
         out["initialized"] = bool(snaps) or bool(runs.get("last_success"))
+        out["unreadable"] = [{"id": k, "error": v} for k, v in sorted((meta.get("unreadable") or {}).items())]
+        out["target"] = meta.get("target") or out["target"]
+        out["content_bytes"] = sum(s["bytes_added"] or 0 for s in summaries)
         if out["target"] is None:
             try:
-                out["target"] = backup.resolve(ws, cfg, None).display
+                out["target"] = backup.default_target(ws).as_posix() if not cfg.target else None
             except PeersyncError:
                 pass
-    decisions = _retention(snaps, cfg.keep)
-    seen: set[str] = set()
+    kept = {d["id"]: (d["keep"], d["reasons"]) for d in decisions}
     instance = ws.existing_instance_id()
-    for snap in sorted(snaps, key=lambda s: s.id):
-        new = {r.sha256: r.size for r in snap.files if r.sha256 not in seen}
-        seen.update(new)
-        out["content_bytes"] += sum(new.values())
-        kept, reasons = decisions.get(snap.id, (True, []))
+    for s in summaries:
+        keep, reasons = kept.get(s["id"], (True, ["no retention policy: all kept"]))
         out["snapshots"].append({
-            "id": snap.id, "time": backup.iso(snap.time), "host": snap.host, "own": snap.instance == instance,
-            "files": len(snap.files), "bytes": snap.bytes, "added_bytes": sum(new.values()),
-            "added_files": sum(1 for r in snap.files if r.sha256 in new), "kept": kept, "reasons": reasons})
+            "id": s["id"], "time": s["time"], "host": s["host"], "own": s["instance"] == instance,
+            "files": s["files"], "bytes": s["bytes"], "added_bytes": s["bytes_added"], "added_files": s["files_added"],
+            "kept": keep, "reasons": reasons if keep else ["no rule keeps it: the next prune removes it"]})
     if cfg.keep is not None and not cfg.keep.empty:
         out["retention"] = {"policy": cfg.keep.describe(),
                             "kept": sum(1 for s in out["snapshots"] if s["kept"]),
                             "removed": sum(1 for s in out["snapshots"] if not s["kept"])}
     return out
-
-
-def _retention(snaps: list, keep) -> dict[str, tuple[bool, list[str]]]:
-    """What `backup prune` would decide now: per instance, in local time (as prune does)."""
-
-    if keep is None or keep.empty:
-        return {s.id: (True, ["no retention policy: all kept"]) for s in snaps}
-    groups: dict[str, list] = {}
-    for s in snaps:
-        groups.setdefault(s.instance, []).append(s)
-    out = {}
-    for group in groups.values():
-        decision = apply_policy([Snap(s.id, s.time.astimezone()) for s in group], keep)
-        for snap in decision.keep:
-            out[snap.id] = (True, list(decision.reasons.get(snap.id, ())))
-        for snap in decision.remove:
-            out[snap.id] = (False, ["no rule keeps it: the next prune removes it"])
-    return out
-
-
-def _cached_snapshots(ws: Workspace, backup) -> list:
-    """Snapshot manifests this machine keeps (backup's manifest cache), newest repository first."""
-    root = ws.state / "backup" / "manifests"
-    dirs = sorted((d for d in root.iterdir() if d.is_dir()), key=lambda d: d.stat().st_mtime) if root.is_dir() else []
-    snaps = []
-    for path in sorted(dirs[-1].glob("*" + backup.SNAPSHOT_SUFFIX)) if dirs else ():
-        try:
-            snaps.append(backup.Snapshot.from_bytes(path.read_bytes()))
-        except (OSError, ValueError, KeyError, TypeError, EOFError, gzip.BadGzipFile):
-            continue
-    return snaps
-
-
-def _last_verify(ws: Workspace) -> dict | None:
-    raw, _ = _read_json_file(ws.state / "backup" / "last-verify.json")
-    if not isinstance(raw, dict) or not raw.get("time"):
-        return None
-    return {"time": iso(raw.get("time")), "ok": raw.get("ok"), "snapshots": raw.get("snapshots"),
-            "objects": raw.get("objects"), "bad": raw.get("bad")}
 
 
 def _backup_running(ws: Workspace) -> bool:

@@ -96,7 +96,7 @@ class Discovery:
             doc["added"] = p.device.name in added
             devices.append(doc)
         return {"source": self.source, "devices": devices,
-                "added": [{"name": a.peer.name, "host": a.peer.host, "knownHosts": a.peer.known_hosts,
+                "added": [{"name": a.peer.name, "host": a.peer.host, "known_hosts": a.peer.known_hosts,
                            "pinned": list(a.pinned), "updated": a.updated} for a in self.added],
                 "skipped": [{"name": n, "reason": why} for n, why in self.skipped],
                 "notes": list(self.notes)}

@@ -28,7 +28,11 @@ MAX_STATUS_BYTES = 64 << 20
 
 
 class TailscaleUnavailable(ConnectError):
-    """No source of tailnet status answered, or Tailscale is not logged in / running here."""
+    """No source of tailnet status answered, or Tailscale is not logged in / running here (exit 1:
+    no peer was tried, so not "a peer could not be reached")."""
+
+    kind = "tailscale"
+    exit_code = 1
 
 
 @dataclass(frozen=True)
@@ -47,9 +51,9 @@ class Device:
     self: bool = False
 
     def to_json(self) -> dict:
-        return {"name": self.name, "dnsName": self.dns_name, "ips": list(self.ips), "ipv4": self.ipv4,
+        return {"name": self.name, "dns_name": self.dns_name, "ips": list(self.ips), "ipv4": self.ipv4,
                 "os": self.os, "online": self.online, "tags": list(self.tags),
-                "sshHostKeys": list(self.ssh_host_keys), "lastSeen": self.last_seen, "self": self.self}
+                "ssh_host_keys": list(self.ssh_host_keys), "last_seen": self.last_seen, "self": self.self}
 
 
 @dataclass(frozen=True)

@@ -9,8 +9,10 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import secrets
 import shutil
+import socket
 import threading
 import time
 import unicodedata
@@ -20,21 +22,30 @@ import xxhash
 
 from peersync import __version__
 from peersync.core import deletions, versions
-from peersync.core.paths import BadPath, check_relpath
-from peersync.core.selection import Selection
 from peersync.core.names import Folding
+from peersync.core.paths import BadPath, check_relpath, valid_instance_id
+from peersync.core.selection import Intersection, Selection
+from peersync.core.types import MANIFEST_FORMAT, RANGE, READABLE_FORMATS, Entry
 from peersync.core.unknown import covered
-from peersync.core.types import MANIFEST_FORMAT, READABLE_FORMATS, Entry
 from peersync.replica import fsprobe, tombstones
 from peersync.replica.scan import ScanResult, hash_bytes, scan
 from peersync.replica.store import Refused, Store, hash_fd
 from peersync.replica.versions import Versions, open_versions
+from peersync.workspace.locate import looks_like_workspace
 from peersync.workspace.lock import state_lock
-from peersync.workspace.storage import atomic_write_bytes, read_json, sweep_temp
+from peersync.workspace.storage import atomic_write_bytes, ensure_private_dir, read_json, sweep_temp
 from peersync.workspace.workspace import Workspace
 
-PRUNE_EVERY = 3600.0  # seconds between two prunings of unreferenced log bases
+
+PRUNE_EVERY = 3600.0  # seconds between two prunings (trash, deletion records, unreferenced log bases)
 PARALLEL_WRITES_MIN = 64  # inline files in one install from which two threads write them
+TAIL_MAX = 4 * RANGE  # read_tail hands back at most this much of one file (else: the whole file, in ranges)
+_BATCH = re.compile(r"[0-9]{8}T[0-9]{6}-[0-9a-f]{1,32}")  # a trash batch: UTC time, then a token
+_UPLOAD = re.compile(r"[0-9a-f]{8,32}")
+# Operations that change this side; a restricted key's client must hold the lock for them (so the
+# state dir was checked, and writers are one at a time).
+CHANGES = frozenset({"init", "install", "delete", "touch", "quarantine", "ancestor_put", "tombstones_add", "versions_put",
+                     "logbase_save", "housekeeping", "stage", "stage_chunk"})
 
 # Ancestor files this process read or wrote: str(path) -> (file identity, digest, document,
 # whether the document was parsed).
@@ -52,7 +63,9 @@ class Handler:
         self.ws = Workspace(root)
         self.restricted = restricted
         self.store = Store(self.ws.root, Selection())
+        self.scan_selection = self.store.selection  # what scan walks (the store may be narrower)
         self.staging: Path | None = None
+        self.uploads: Path | None = None  # a large file's ranges, staged apart from rsync's tree
         # The local side calls us from worker threads: one operation at a time, and closing the
         # session (unstage, release the lock) waits for one still running after its caller gave up.
         self._busy = threading.RLock()
@@ -63,6 +76,7 @@ class Handler:
     def versions(self) -> Versions:
         """This replica's version records (replica/versions.py), opened on first use."""
         if self._versions is None:
+            ensure_private_dir(self.ws.state)  # a real directory of ours, never a planted link
             self._versions = open_versions(self.ws.state, versions.short_id(self.ws.instance_id))
         return self._versions
 
@@ -72,7 +86,12 @@ class Handler:
         return {"version": __version__, "time": time.time(),
                 "root": str(self.ws.root), "workspace": self.ws.root.is_dir(),
                 "instance_id": self.ws.existing_instance_id(),
-                "restricted": self.restricted}
+                "restricted": self.restricted, "machine": machine_name(),
+                # for `peers add` (peers/manage.py): is the path an agent's workspace, and whose home is it in
+                "agent_workspace": self.ws.root.is_dir() and looks_like_workspace(self.ws.root),
+                "home": os.path.expanduser("~"),
+                # A restricted key gets no rsync (restrict.py): its files travel in ranges.
+                "rsync": not self.restricted and shutil.which("rsync") is not None}
 
     def op_init(self) -> dict:
         self.ws.root.mkdir(parents=True, exist_ok=True)
@@ -104,15 +123,27 @@ class Handler:
         return {}
 
     def op_selection(self, selection: dict) -> dict:
-        self.store = Store(self.ws.root, Selection.from_wire(selection))
+        """The client's selection governs a session — bounded, for a restricted key, by this
+        side's own (config.yaml): such a client reaches nothing this side does not sync."""
+        wanted = Selection.from_wire(selection)
+        bound = wanted
+        if self.restricted:
+            own = self.ws.sync_config().selection  # a malformed config.yaml refuses the session
+            bound = wanted if wanted == own else Intersection(wanted, own)
+        self.store, self.scan_selection = Store(self.ws.root, bound), wanted
         return {}
 
     # -- scan and ancestors ----------------------------------------------------------------
     def scan(self, selection: Selection | None = None, *, save_cache: bool = True) -> ScanResult:
         """The selection's manifest, each file with its version vector (new versions and deletions
         found by this scan are recorded first, unless `save_cache` is off: a dry run)."""
+        walk = selection or self.scan_selection
         selection = selection or self.store.selection
-        result = scan(self.ws.root, selection, self.ws.state / "scan-cache.json", save_cache=save_cache)
+        result = scan(self.ws.root, walk, self.ws.state / "scan-cache.json", save_cache=save_cache)
+        if selection is not walk:  # a restricted key's session: only what both sides' selections hold
+            result.manifest = {p: e for p, e in result.manifest.items() if selection.contains(p)}
+            result.problems = [p for p in result.problems if not p.path or selection.contains(p.path)]
+            result.unknown = [p for p in result.unknown if selection.contains(p)]
         if self.ws.existing_instance_id() is None and not save_cache:
             return result  # a dry run against a workspace that has no state yet: nothing on record
         folding = self._folding(result)
@@ -167,6 +198,10 @@ class Handler:
         """The manifest; or, when the caller holds the same ancestor as we do (equal digests of
         the ancestor file), only what differs from it — a no-op sync of 100k files then sends
         almost nothing."""
+        if self.restricted and self._lock is None:
+            save_cache = False  # nothing is written to the state dir before the lock checked it
+        if save_cache:
+            ensure_private_dir(self.ws.state)
         result = self.scan(save_cache=save_cache)
         problems = [[p.path, p.message] for p in result.problems]
         unknown = result.unknown
@@ -192,6 +227,9 @@ class Handler:
         (at 100k files, parsing one costs ~0.12 s).  `parse=False`: only the digest is needed
         (the document part is then whatever is at hand).  Callers never modify the document."""
         path = self._ancestor_file(peer_id)
+        if os.path.lexists(path.parent):
+            ensure_private_dir(self.ws.state)
+            ensure_private_dir(path.parent)  # a link there would lead reads elsewhere
         try:
             with open(path, "rb") as f:
                 key = _identity(os.fstat(f.fileno()))
@@ -229,8 +267,8 @@ class Handler:
         return None if found is None else found[0]
 
     def _ancestor_file(self, peer_id: str) -> Path:
-        if not peer_id or not all(c in "0123456789abcdef" for c in peer_id):
-            raise BadPath(f"bad instance id {peer_id!r}")
+        if not valid_instance_id(peer_id):
+            raise BadPath(f"bad instance id {str(peer_id)[:40]!r}")
         return self.ws.state / "ancestors" / f"{peer_id}.json"
 
     def op_ancestor_get(self, peer_id: str):
@@ -238,7 +276,40 @@ class Handler:
         data = found[1] if found is not None else None
         if not isinstance(data, dict) or data.get("format") not in READABLE_FORMATS:
             return None  # none, or unreadable: nothing known (union, never deletions)
+        if self.restricted:  # what another peer synced outside this client's reach stays unseen
+            entries = data.get("entries")
+            contains = self.store.selection.contains
+            data = {**data, "entries": {p: w for p, w in entries.items() if contains(p)}
+                    if isinstance(entries, dict) else {}}
         return data
+
+    def op_merge_bases(self, paths: list) -> dict:
+        """The versions of `paths` this replica has in common with any of its peers (the entries of
+        all its ancestors that carry a vector): {path: [[hash, vv], …]}.  A merge picks the latest
+        version both sides descend from among both sides' answers (Run._merge_bases): in a mesh,
+        the pair's own ancestor may be much older than what the two have in common through others."""
+        if not isinstance(paths, list) or not all(isinstance(p, str) for p in paths):
+            raise ValueError("malformed request: paths must be a list of strings")
+        # A restricted client learns nothing about paths outside its selection.
+        wanted = {check_relpath(p) for p in paths if not self.restricted or self.store.selection.contains(p)}
+        found: dict[str, dict] = {p: {} for p in wanted}
+        top = self.ws.state / "ancestors"
+        if not wanted or not os.path.lexists(top):
+            return found
+        ensure_private_dir(top)  # globbing a link would read elsewhere
+        for file in sorted(top.glob("*.json")):
+            try:
+                doc = self.ancestor_doc(file.stem)
+            except (OSError, BadPath):
+                continue
+            entries = doc[1].get("entries") if doc is not None and isinstance(doc[1], dict) else None
+            if not isinstance(entries, dict):
+                continue
+            for path in wanted:
+                wire = entries.get(path)
+                if isinstance(wire, list) and len(wire) >= 5 and wire[4]:
+                    found[path][(wire[3], json.dumps(wire[4]))] = [wire[3], wire[4]]
+        return {p: list(versions_of.values()) for p, versions_of in found.items()}
 
     def op_ancestor_put(self, peer_id: str, manifest: dict | None = None, base_digest: str | None = None,
                         delta: dict | None = None) -> dict:
@@ -263,7 +334,12 @@ class Handler:
             manifest = {**found[1], "format": MANIFEST_FORMAT, "entries": entries}
         elif manifest is None:
             raise ValueError("ancestor_put needs a manifest or a delta")
-        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        if self.restricted:
+            entries = manifest.get("entries") if isinstance(manifest, dict) else None
+            for p in entries if isinstance(entries, dict) else ():
+                self.store.check(check_relpath(p))  # nothing recorded outside the selection
+        ensure_private_dir(self.ws.state)
+        ensure_private_dir(path.parent)
         raw = canonical_json(manifest)
         atomic_write_bytes(path, raw)
         digest = hash_bytes(raw)
@@ -283,6 +359,8 @@ class Handler:
     def op_tombstones_get(self, paths: list | None = None) -> dict:
         """Deletion records for `paths`: the deletion versions on record (with their vectors), and
         records from before version vectors (replica/tombstones.py)."""
+        if self.restricted:
+            paths = [p for p in paths or () if isinstance(p, str) and self.store.selection.contains(p)]
         dead = tombstones.lookup(self._dead_file, paths)
         for path, entry in self.versions.deleted(paths).items():
             dead.setdefault(path, []).append(entry)
@@ -293,7 +371,12 @@ class Handler:
         out to hold the same bytes, or a conflict winner that now descends from the loser too).
         Recorded only where the record still names the same content (else the next scan's new
         version, which descends from the old vector, is the truth)."""
-        parsed = [(check_relpath(p), Entry.from_wire(w)) for p, w in items]
+        if not isinstance(items, list) or not all(isinstance(i, list) and len(i) == 2 for i in items):
+            raise ValueError("malformed request: every item must be [path, entry]")
+        parsed = [(check_relpath(p), Entry.from_wire(w)) for p, w in items]  # all valid, or none recorded
+        if self.restricted:
+            for p, _ in parsed:
+                self.store.check(p)  # nothing recorded outside the selection
         fits = [(p, e, True) for p, e in parsed if (now := self.versions.current(p)) is not None and now.same_content(e)]
         self.versions.record(fits)
         return {"recorded": len(fits)}
@@ -301,6 +384,10 @@ class Handler:
     def op_tombstones_add(self, items: list) -> dict:
         """Record versions this side and a peer both no longer hold (see tombstones.py)."""
         parsed = [(check_relpath(p), Entry.from_wire(w)) for p, w in items]  # all valid, or none recorded
+        if self.restricted:
+            for p, _ in parsed:
+                self.store.check(p)
+        ensure_private_dir(self.ws.state)
         return {"added": tombstones.add(self._dead_file, parsed)}
 
     # -- data ----------------------------------------------------------------------------
@@ -310,18 +397,70 @@ class Handler:
     def op_read_tail(self, items: list) -> dict:
         """For files that only grew: the bytes after `offset`, when the first `offset` bytes still
         hash to `prefix` (else None: the caller sends the whole file).  An appended log then
-        travels as its new lines, not as the whole file."""
+        travels as its new lines, not as the whole file.  Never more than TAIL_MAX of one file."""
         out = {}
-        for item in items:
-            path, offset, prefix = item["path"], int(item["offset"]), item["prefix"]
-            out[path] = None
-            try:
-                with open(self.store.target(path), "rb") as f:
-                    if _read_prefix(f, offset) == prefix:
-                        out[path] = f.read()
-            except (OSError, Refused):
-                pass  # gone or moved: the whole file goes the usual way
+        with self.store.walking():
+            for item in items:
+                out.update(self._read_tail(item))
         return out
+
+    def _read_tail(self, item: dict) -> dict:
+        path, offset, prefix = item["path"], int(item["offset"]), item["prefix"]
+        tail = None
+        try:
+            with os.fdopen(self.store.open_file(path), "rb") as f:
+                if os.fstat(f.fileno()).st_size - offset <= TAIL_MAX and _read_prefix(f, offset) == prefix:
+                    tail = f.read(TAIL_MAX + 1)
+        except (OSError, Refused):
+            pass  # gone, moved or not a plain file: the whole file goes the usual way
+        return {path: tail if tail is not None and len(tail) <= TAIL_MAX else None}
+
+    def op_read_range(self, path: str, offset: int, length: int) -> dict:
+        """Up to `length` bytes (at most RANGE) of the file at `path` from `offset`, and the
+        file's size now: a large file travels in ranges, checked as a whole by hash where it is
+        installed (a file that changed meanwhile is refused there, never installed mixed)."""
+        offset, length = int(offset), min(int(length), RANGE)
+        if offset < 0 or length < 0:
+            raise ValueError("bad range")
+        fd = self.store.open_file(path)
+        try:
+            size, parts = os.fstat(fd).st_size, []
+            while length > 0 and (part := os.pread(fd, length, offset)):
+                parts.append(part)
+                offset, length = offset + len(part), length - len(part)
+        finally:
+            os.close(fd)
+        return {"data": b"".join(parts), "size": size}
+
+    def op_stage_chunk(self, upload: str, offset: int, data: bytes) -> dict:
+        """Append `data` to the staged upload named `upload` (the client's choice), which must
+        hold exactly `offset` bytes so far.  An install item {"upload": upload} then takes it,
+        verified by size and hash like any staged file."""
+        path = self._upload(upload, create=int(offset) == 0)
+        data = _data({"data": data})
+        flags = os.O_WRONLY | os.O_NOFOLLOW | (os.O_CREAT | os.O_EXCL if int(offset) == 0 else 0)
+        fd = os.open(path, flags, 0o600)
+        try:
+            held = os.fstat(fd).st_size
+            if held != int(offset):
+                raise ValueError(f"upload {upload} holds {held} bytes, not {offset}")
+            os.lseek(fd, held, os.SEEK_SET)
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view):]
+        finally:
+            os.close(fd)
+        return {"size": held + len(data)}
+
+    def _upload(self, upload, *, create: bool = False) -> Path:
+        if not isinstance(upload, str) or not _UPLOAD.fullmatch(upload):
+            raise ValueError(f"bad upload name {str(upload)[:40]!r}")
+        with self._busy:
+            if self.uploads is None:
+                if not create:
+                    raise Refused("no such upload (transfer incomplete)")
+                self.uploads = self.store.new_staging()
+        return self.uploads / upload
 
     def _staged_tail(self, item: dict) -> Path:
         """A staged file made of this side's current file (whose first bytes must still be what
@@ -329,7 +468,7 @@ class Handler:
         tail = item["tail"]
         size, prefix = int(tail["size"]), tail["prefix"]
         staged = self.staging / f".inline-{secrets.token_hex(8)}"
-        with open(self.store.target(item["path"]), "rb") as src, open(staged, "wb") as dst:
+        with os.fdopen(self.store.open_file(item["path"]), "rb") as src, open(staged, "wb") as dst:
             if _read_prefix(src, size, dst.write) != prefix:
                 raise Refused(f"{item['path']} changed here since the scan")
             dst.write(_data(tail))
@@ -343,9 +482,10 @@ class Handler:
 
     def op_unstage(self) -> dict:
         with self._busy:
-            if self.staging is not None:
-                shutil.rmtree(self.staging, ignore_errors=True)
-                self.staging = None
+            for staged in (self.staging, self.uploads):
+                if staged is not None:
+                    shutil.rmtree(staged, ignore_errors=True)
+            self.staging = self.uploads = None
         return {}
 
     def _staged(self, item: dict, index: int) -> Path | str:
@@ -354,6 +494,8 @@ class Handler:
             self.op_stage()
         if "tail" in item:
             return self._staged_tail(item)
+        if "upload" in item:
+            return self._upload(item["upload"])
         if "data" in item:
             staged = self.staging / f".inline-{secrets.token_hex(8)}"
             staged.write_bytes(_data(item))
@@ -458,8 +600,12 @@ class Handler:
         return {"results": results}
 
     def op_delete(self, items: list, batch: str) -> dict:
-        if not batch.replace("-", "").replace("T", "").isalnum():
-            raise BadPath(f"bad trash batch name {batch!r}")
+        if not isinstance(batch, str) or not _BATCH.fullmatch(batch):
+            raise BadPath(f"bad trash batch name {str(batch)[:40]!r}")
+        with self.store.walking():
+            return self._delete(items, batch)
+
+    def _delete(self, items: list, batch: str) -> dict:
         results, gone = [], []
         for item in _items(items, "path", "expect"):
             path = item.get("path")
@@ -480,12 +626,16 @@ class Handler:
         """Give files that hold the same bytes as the peer's copy the peer's (newer) mtime, so the
         pair's ancestor matches both sides exactly.  Only while a file still is `expect`; one
         that changed meanwhile is left alone (its change is for the next sync)."""
+        with self.store.walking():
+            return self._touch(items)
+
+    def _touch(self, items: list) -> dict:
         results = []
         for item in _items(items, "path", "expect", "mtime_ns"):
             path = item.get("path")
             try:
                 expect, mtime_ns = Entry.from_wire(item["expect"]), int(item["mtime_ns"])
-                fd = os.open(self.store.target(check_relpath(path)), os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+                fd = self.store.open_file(path)
                 try:
                     st = os.fstat(fd)
                     if (st.st_size, st.st_mtime_ns) != (expect.size, expect.mtime_ns) or hash_fd(fd, expect.size) != expect.hash:
@@ -533,31 +683,53 @@ class Handler:
                 results.append({"path": path, "ok": False, "error": error_text(err)})
         return {"results": results}
 
+    # Merge bases: the last synced content of mergeable files (logs, memory files), kept by hash
+    # (Store.save_logbases); the wire names are the log bases' from before other files merged.
     def op_logbase_save(self, items: list) -> dict:
         return {"saved": self.store.save_logbases([(check_relpath(p), h) for p, h in items])}
 
     def op_logbase_get(self, hashes: list) -> dict:
         return self.store.logbases(hashes)
 
-    def op_housekeeping(self, trash_days: int = 30, prune_logbases: bool = False) -> dict:
-        # Deletion records live as long as the trash; they age by days, so once an hour is enough.
-        if self._due("tombstones.pruned"):
-            tombstones.prune(self._dead_file, trash_days)
-            self.versions.prune(trash_days)
-        # Log bases no ancestor refers to any more are dropped — at most once an hour: deciding
-        # reads every ancestor (megabytes at 100k files), and stale bases only cost disk space.
+    def op_housekeeping(self, prune_logbases: bool = False) -> dict:
+        """Age out the trash and deletion records (old-style ones and deletion versions) by this
+        side's own retention (its config.yaml: never a value a peer sends), and drop unreferenced
+        log bases.  Each at most once an hour: they age by days, and the retention costs a YAML
+        parse."""
+        out = {"trash_purged": 0}
+        if (self.store.trash_dir.is_dir() or tombstones.present(self._dead_file) or self.versions.has_deleted()) \
+                and self._due("trash.purged"):
+            days = self._own_trash_days()
+            if days is not None:
+                if tombstones.present(self._dead_file):
+                    tombstones.prune(self._dead_file, days)
+                self.versions.prune(days)
+                out["trash_purged"] = self.store.purge_trash(days)
+        # Merge bases no ancestor refers to any more are dropped — deciding reads every ancestor
+        # (megabytes at 100k files), and stale bases only cost disk space.
         if not prune_logbases or not self.store.logbase_dir.is_dir() or not self._due("logbase.pruned"):
-            return {"trash_purged": self.store.purge_trash(trash_days)}
+            return out
         keep: set[str] = set()
-        ancestors = self.ws.state / "ancestors"
-        for path in [*ancestors.glob("*.json"), *(self.ws.state / "cloud").glob("*/ancestor.json")]:
+        ancestors, clouds = self.ws.state / "ancestors", self.ws.state / "cloud"
+        for directory in (ancestors, clouds):
+            if os.path.lexists(directory):
+                ensure_private_dir(directory)  # globbing a link would read elsewhere
+        for path in [*ancestors.glob("*.json"), *clouds.glob("*/ancestor.json")]:
             try:
                 data = read_json(path) or {}
                 keep.update(w[3] for w in data.get("entries", {}).values())
             except (ValueError, AttributeError, IndexError, TypeError):
-                return {"trash_purged": self.store.purge_trash(trash_days), "logbases_pruned": 0}
-        return {"trash_purged": self.store.purge_trash(trash_days),
-                "logbases_pruned": self.store.prune_logbases(keep)}
+                return {**out, "logbases_pruned": 0}
+        return {**out, "logbases_pruned": self.store.prune_logbases(keep)}
+
+    def _own_trash_days(self) -> int | None:
+        """sync.trash_days of this workspace's config; None when it cannot be read (then
+        nothing is purged: a retention we cannot read is not guessed)."""
+        try:
+            days = self.ws.sync_config().trash_days
+        except Exception:  # a malformed config.yaml: ConfigError, or a value of the wrong type
+            return None
+        return days if days >= 0 else None
 
     def _due(self, marker: str) -> bool:
         """True at most once per PRUNE_EVERY for `marker` (a file in the state dir, touched)."""
@@ -575,8 +747,16 @@ class Handler:
         method = getattr(self, f"op_{op}", None)
         if method is None:
             raise LookupError(f"unknown operation {op!r}")
+        if self.restricted and op in CHANGES and self._lock is None:
+            raise PermissionError(f"'{op}' needs the workspace lock first")
         with self._busy:
             return method(**args)
+
+
+def machine_name() -> str:
+    """How a merge names this machine's versions in a kept passage: $PEERSYNC_MACHINE_NAME, else
+    the host name without its domain."""
+    return os.environ.get("PEERSYNC_MACHINE_NAME") or socket.gethostname().split(".")[0] or "?"
 
 
 def _same_vv(wire: list, vv) -> bool:

@@ -7,14 +7,20 @@ Invariants (the safety model lives here):
 - a run that dies mid-way leaves nothing at a real path but whole versions, and recover_holding()
   turns a replaced-but-not-yet-quarantined version into a conflict;
 - new content is verified by hash before it becomes visible, and appears by rename (atomic);
-- nothing is unlinked: replaced losers go to conflicts/, deletions go to the trash.
+- nothing is unlinked: replaced losers go to conflicts/, deletions go to the trash;
+- nothing is written, read or moved through a symbolic link: workspace directories are reached
+  one component at a time from held descriptors (dirs.py), never by a path checked earlier and
+  resolved again; the state dir and its subdirectories are real directories of this user
+  (workspace.storage.ensure_private_dir) and are walked without following links.
 """
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import os
+import re
 import secrets
 import shutil
 import stat
@@ -26,17 +32,13 @@ import xxhash
 from peersync.core.paths import STATE_DIR, check_relpath
 from peersync.core.selection import Selection
 from peersync.core.types import Entry
+from peersync.replica.dirs import AT_FDCWD, RENAME_SWAP, DirHandles, LinkInPath, noreplace_flag, remove_entry, rename_flags
 from peersync.replica.scan import CHUNK, hash_bytes, hash_file
-from peersync.workspace.storage import (
-    atomic_write_bytes,
-    atomic_write_json,
-    ensure_private_dir,
-    fsync_dir,
-    read_json,
-)
+from peersync.workspace.storage import atomic_write_json, ensure_private_dir, read_json
 
 CONFLICTS_FORMAT = 1
 PACK_MIN = 16  # log bases saved at once from which one pack file holds them (see save_logbases)
+_CONFLICT_ID = re.compile(r"c-[0-9a-f]{1,32}")
 
 
 class Refused(Exception):
@@ -51,7 +53,9 @@ class Store:
         self.state = self.root / STATE_DIR
         self.selection = selection
         self.deferred_dirs: set[str] | None = None  # set while a batch defers directory fsyncs
-        self._real_dirs: set[str] = set()  # parents a batch found to be real directories (see target)
+        self._handles: DirHandles | None = None  # a batch's workspace directories (see _tree)
+        self._private: dict[str, DirHandles] = {}  # a batch's state subtrees, by top directory
+        self._checked: set[str] = set()  # state directories a batch found to be ours
         self._batch_holding: Path | None = None  # one holding token dir per batch (see _hold)
 
     # -- locations -------------------------------------------------------------------------
@@ -67,68 +71,149 @@ class Store:
     def trash_dir(self) -> Path:
         return self.state / "trash"
 
-    def target(self, path: str) -> Path:
-        """The real path for a wire path, refusing anything outside the selection or the root."""
-        return Path(self._target(path))
-
-    def _target(self, path: str, real: set[str] | None = None) -> str:
-        """`real`: parents already found to be real directories by the caller's batch."""
+    def check(self, path: str) -> str:
+        """`path` if it is a wire path inside the selection; Refused (or BadPath) otherwise."""
         check_relpath(path)
         if not self.selection.contains(path):
             raise Refused(f"path outside the synced selection: {path}")
-        # Never write through a symlinked parent directory (it could point outside the root).
-        # Within one batch a parent found to be a real directory is not looked at again: only a
-        # symlink already on this disk could lead outside (a peer cannot send one), and a local
-        # process swapping one in mid-batch could as well race the check itself.
-        if real is None:
-            real = self._real_dirs if self.deferred_dirs is not None else set()
-        root = str(self.root)
-        cut = path.rfind("/")
-        while cut > 0 and path[:cut] not in real:
+        return path
+
+    def target(self, path: str) -> Path:
+        """The real path for a wire path, refusing anything outside the selection or the root,
+        or below a symbolic link.  For callers that go on by path (a cloud upload reading a
+        file); this module itself works through directory handles."""
+        self.check(path)
+        with DirHandles(str(self.root)) as tree:
             try:
-                mode = os.lstat(f"{root}/{path[:cut]}").st_mode
-            except (FileNotFoundError, NotADirectoryError):
-                mode = 0
-            if stat.S_ISLNK(mode):
-                raise Refused(f"parent directory is a symbolic link: {path[:cut]}")
-            if stat.S_ISDIR(mode):
-                real.add(path[:cut])
-            cut = path.rfind("/", 0, cut)
-        return f"{root}/{path}"
+                tree.parent(path)
+            except LinkInPath as err:
+                raise Refused(f"parent directory is {err.what}: {err.rel}") from None
+            except FileNotFoundError:
+                pass
+        return self.root / path
+
+    @contextlib.contextmanager
+    def walking(self):
+        """One set of workspace directory handles for a whole request (deletions, mtimes):
+        each directory is opened once, not once per file."""
+        if self._handles is not None:
+            yield
+            return
+        self._handles = DirHandles(str(self.root))
+        try:
+            yield
+        finally:
+            handles, self._handles = self._handles, None
+            if handles is not None:
+                handles.close()
+
+    @contextlib.contextmanager
+    def _tree(self):
+        """Workspace directory handles: a batch (or a `walking()` request) keeps its own until
+        flush_dirs(), so 10,000 files in a few hundred directories open each directory once."""
+        if self._handles is None and self.deferred_dirs is not None:
+            self._handles = DirHandles(str(self.root))
+        if self._handles is not None:
+            yield self._handles
+            return
+        tree = DirHandles(str(self.root))
+        try:
+            yield tree
+        finally:
+            tree.close()
+
+    def _parent(self, tree: DirHandles, path: str, create: bool = False) -> tuple[int, str]:
+        try:
+            return tree.parent(path, create)
+        except LinkInPath as err:
+            if err.what == "not a directory":
+                raise Refused(f"{err.rel} is a file here, a folder on the other side; rename one of them") from None
+            raise Refused(f"parent directory is {err.what}: {err.rel}") from None
+
+    def open_file(self, path: str, flags: int = os.O_RDONLY) -> int:
+        """A descriptor of the regular file at wire path `path`, reached without following any
+        link (parents and the file itself).  The caller closes it."""
+        self.check(path)
+        with self._tree() as tree:
+            parent, name = self._parent(tree, path)
+            fd = _open_regular(parent, name, path, flags)
+        return fd
+
+    # -- the state dir ---------------------------------------------------------------------
+    def _state_sub(self, name: str) -> Path:
+        """state/`name`, a real directory of this user (made 0700 when missing).  Checked with
+        lstat before each use — once per batch inside a batch."""
+        path = self.state / name
+        if name not in self._checked:
+            ensure_private_dir(self.state)
+            ensure_private_dir(path)
+            if self.deferred_dirs is not None:
+                self._checked.add(name)
+        return path
+
+    @contextlib.contextmanager
+    def _private_at(self, top: str, rel: str):
+        """(descriptor of the directory holding state/top/rel, its last component, the whole
+        path) for the block — missing directories made 0700, none reached through a link."""
+        base = self._state_sub(top)
+        tree = self._private.get(top)
+        temporary = tree is None and self.deferred_dirs is None
+        if tree is None:
+            tree = DirHandles(str(base), mode=0o700, follow_root=False)
+            if not temporary:
+                self._private[top] = tree
+        try:
+            try:
+                parent, name = tree.parent(rel, create=True)
+            except LinkInPath as err:
+                raise Refused(f"{STATE_DIR}/{top}/{err.rel} is {err.what}; refusing to use it") from None
+            yield parent, name, f"{base}/{rel}"
+        finally:
+            if temporary:
+                tree.close()
 
     def read(self, paths: list[str]) -> dict[str, bytes]:
         """The content of each path: a regular file, never read through a symlink."""
-        real: set[str] = set()  # one request is one batch for the parent checks (see _target)
-        return {path: self._read(path, real) for path in paths}
+        with DirHandles(str(self.root)) as tree:  # one request: each parent opened once
+            return {path: self._read(tree, path) for path in paths}
 
-    def _read(self, path: str, real: set[str]) -> bytes:
-        fd = os.open(self._target(path, real), os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    def _read(self, tree: DirHandles, path: str) -> bytes:
+        self.check(path)
+        parent, name = self._parent(tree, path)
+        fd = _open_regular(parent, name, path, os.O_RDONLY)
         try:
-            st = os.fstat(fd)
-            if not stat.S_ISREG(st.st_mode):
-                raise Refused(f"not a regular file: {path}")
-            return _read_whole(fd, st.st_size)
+            return _read_whole(fd, os.fstat(fd).st_size)
         finally:
             os.close(fd)
 
     def new_staging(self) -> Path:
-        ensure_private_dir(self.staging_root)
-        path = self.staging_root / f"{time.strftime('%Y%m%dT%H%M%S')}-{secrets.token_hex(4)}"
+        staging = self._state_sub("staging")
+        path = staging / f"{time.strftime('%Y%m%dT%H%M%S')}-{secrets.token_hex(4)}"
         path.mkdir(mode=0o700)
         return path
 
-    def _fsync_dir(self, directory: Path | str) -> None:
+    def _fsync_dir(self, rel: str, fd: int) -> None:
         if self.deferred_dirs is None:
-            fsync_dir(directory)
+            _fsync(fd)
         else:
-            self.deferred_dirs.add(os.fspath(directory))
+            self.deferred_dirs.add(rel)
 
     def flush_dirs(self) -> None:
         """Make a batch's renames durable: one fsync per directory touched."""
         dirs, self.deferred_dirs = self.deferred_dirs or set(), None
-        self._real_dirs = set()
-        for directory in dirs:
-            fsync_dir(directory)
+        tree, self._handles = self._handles, None
+        try:
+            for rel in dirs:
+                try:
+                    _fsync(tree.dir(rel) if tree is not None else None)
+                except (OSError, LinkInPath):
+                    pass  # gone meanwhile: nothing of ours left there to make durable
+        finally:
+            if tree is not None:
+                tree.close()
+            for private in self._private.values():
+                private.close()
+            self._private, self._checked = {}, set()
         token, self._batch_holding = self._batch_holding, None
         if token is not None:  # only its empty dirs: a name still held is recover_holding()'s
             for here, _, _ in os.walk(token, topdown=False):
@@ -139,12 +224,9 @@ class Store:
 
     def clear_staging(self) -> int:
         """Remove leftovers of interrupted runs (only called while holding the workspace lock)."""
-        removed = 0
-        if self.staging_root.is_dir():
-            for child in self.staging_root.iterdir():
-                shutil.rmtree(child, ignore_errors=True)
-                removed += 1
-        return removed
+        if not _lexists(self.staging_root):
+            return 0
+        return _clear(self._state_sub("staging"), lambda name: True)
 
     # -- install -------------------------------------------------------------------------
     def prepare(self, staged: Path, new: Entry) -> None:
@@ -179,51 +261,49 @@ class Store:
         whole batch instead of an fsync per file) — the data is on disk before any rename.
         Returns {"entry": wire entry now at path, "conflict": id | None}.  Raises Refused.
         """
-        full = self._target(path)
+        self.check(path)
         if not prepared:
             self.prepare(staged, new)
             with open(staged, "rb") as f:
                 os.fsync(f.fileno())
-        parent = path.rpartition("/")[0]
-        if not (parent in self._real_dirs and self.deferred_dirs is not None):
-            try:
-                os.makedirs(os.path.dirname(full), exist_ok=True)
-            except (FileExistsError, NotADirectoryError):
-                raise Refused(_file_in_the_way(str(self.root), parent)) from None
-        if expect is None:
-            return {"entry": self._create(full, staged, path, new), "conflict": None}
-        return self._replace(Path(full), staged, path, expect, new, quarantine)
+        with self._tree() as tree:
+            parent, name = self._parent(tree, path, create=True)
+            if expect is None:
+                return {"entry": self._create(parent, name, staged, path, new), "conflict": None}
+            return self._replace(parent, name, staged, path, expect, new, quarantine)
 
-    def _create(self, full: str, staged: Path | str, path: str, new: Entry) -> list:
+    def _create(self, parent: int, name: str, staged: Path | str, path: str, new: Entry) -> list:
         # A no-replace rename (or link() where the system has none) fails if anything appeared
         # at the target meanwhile: a fresh file is never clobbered.
         try:
-            if not _rename_noreplace(staged, full):
-                os.link(staged, full)
+            if not _rename_noreplace(staged, parent, name):
+                os.link(staged, name, dst_dir_fd=parent)
                 os.unlink(staged)
         except FileExistsError:
-            raise Refused(_occupant(full)) from None
-        self._fsync_dir(os.path.dirname(full))
-        return _stat_entry(full, new.hash)
+            raise Refused(_occupant(parent, name)) from None
+        self._fsync_dir(path.rpartition("/")[0], parent)
+        return _stat_entry(parent, name, new.hash)
 
-    def _replace(self, full: Path, staged: Path, path: str, expect: Entry, new: Entry,
+    def _replace(self, parent: int, name: str, staged: Path, path: str, expect: Entry, new: Entry,
                  quarantine: dict | None) -> dict:
-        held = self._hold(full, path)  # a second name for the inode we are about to replace
+        held = self._hold(None, path, at=(parent, name))  # a second name for the inode we are about to replace
         try:
             before = os.lstat(held)
+            if not stat.S_ISREG(before.st_mode):
+                raise Refused("not a regular file here; left alone")
             if before.st_size != expect.size or hash_file(held) != expect.hash:
                 raise Refused("edited during the sync; left for the next sync")
             # Swap rather than replace where the system can: a file saved anew (a new inode)
             # between our check and this rename then lands at `staged` instead of vanishing.
-            swapped = _exchange(staged, full)
+            swapped = _exchange(staged, parent, name)
             if not swapped:
-                os.replace(staged, full)
+                os.replace(staged, name, dst_dir_fd=parent)
         except BaseException:
             self._unhold(held)
             raise
         # The new content is live.  From here `held` is kept until the old version is where the
         # rules want it (an error leaves it for recover_holding(), never unlinked).
-        self._fsync_dir(full.parent)
+        self._fsync_dir(path.rpartition("/")[0], parent)
         after = os.lstat(held)
         try:
             fresh = swapped and os.lstat(staged).st_ino != before.st_ino
@@ -241,35 +321,38 @@ class Store:
             loser = self._quarantine_file(held, path, quarantine)
             conflict = conflict or loser
         self._unhold(held)
-        return {"entry": _stat_entry(full, new.hash), "conflict": conflict}
+        return {"entry": _stat_entry(parent, name, new.hash), "conflict": conflict}
 
-    def _hold(self, full: Path, path: str) -> Path:
-        """A second name for the inode at `full`: holding/<token>/<path>.  If we die after the
-        live name was replaced, this is the version's only name; the path in it lets
-        recover_holding() put it in conflicts/ rather than lose it."""
+    def _hold(self, full: Path | None, path: str, at: tuple[int, str] | None = None) -> Path:
+        """A second name for the inode at `path` (`at`: its directory's handle and its name,
+        else found from the root): holding/<token>/<path>.  If we die after the live name was
+        replaced, this is the version's only name; the path in it lets recover_holding() put it
+        in conflicts/ rather than lose it.  A link at `path` is held as the link itself."""
+        if at is None:
+            with self._tree() as tree:
+                return self._hold(full, path, self._parent(tree, path))
+        parent, name = at
         if self.deferred_dirs is None:
-            token = self.state / "holding" / secrets.token_hex(8)
+            token = secrets.token_hex(8)
         else:  # a batch shares one token dir: fewer directories made and removed per file
             if self._batch_holding is None:
-                self._batch_holding = self.state / "holding" / secrets.token_hex(8)
-            token = self._batch_holding
-        held = internal_path(token, path)
-        ensure_private_dir(held.parent)
-        try:
-            os.link(full, held)
-        except FileNotFoundError:
-            self._unhold(held)
-            raise Refused("deleted during the sync; left for the next sync") from None
-        return held
+                self._batch_holding = self._state_sub("holding") / secrets.token_hex(8)
+            token = self._batch_holding.name
+        with self._private_at("holding", f"{token}/{path}") as (hold_dir, hold_name, held):
+            try:
+                os.link(name, hold_name, src_dir_fd=parent, dst_dir_fd=hold_dir, follow_symlinks=False)
+            except FileNotFoundError:
+                self._unhold(Path(held))
+                raise Refused("deleted during the sync; left for the next sync") from None
+        return Path(held)
 
     def _unhold(self, held: Path) -> None:
         """Drop a holding name; in a batch only the name (flush_dirs() removes the token dir)."""
         if self._batch_holding is not None and held.is_relative_to(self._batch_holding):
-            for name in (held, held.with_name(held.name + NAME_SUFFIX)) if held.parent.name == LONG else (held,):
-                try:
-                    os.unlink(name)
-                except FileNotFoundError:
-                    pass
+            try:
+                os.unlink(held)
+            except FileNotFoundError:
+                pass
         else:
             _release(held)
 
@@ -278,71 +361,78 @@ class Store:
 
         A held name whose file has no other name is a version that was replaced but not yet
         quarantined when the run died: it goes to conflicts/.  The others are second names of
-        live, trashed or quarantined files and are simply dropped.
+        live, trashed or quarantined files and are simply dropped.  Links are not followed.
         """
-        holding = self.state / "holding"
+        if not _lexists(self.state / "holding"):
+            return 0
+        holding = self._state_sub("holding")
         count = 0
-        for token in list(holding.iterdir()) if holding.is_dir() else ():
-            if not token.is_dir():  # not ours (holding/ only ever holds token dirs)
+        for token in _entries(holding):
+            if not token.is_dir(follow_symlinks=False):  # not ours (holding/ only ever holds token dirs)
                 continue
-            for held in [p for p in token.rglob("*") if p.is_file() and not _is_name_file(p)]:
+            for held, rel in _files(Path(token.path)):
                 if os.lstat(held).st_nlink == 1:
-                    self._quarantine_file(held, internal_relpath(token, held),
-                                          {"peer": None, "reason": "kept from an interrupted sync"})
+                    self._quarantine_file(held, rel, {"peer": None, "reason": "kept from an interrupted sync"})
                 count += 1
-            shutil.rmtree(token, ignore_errors=True)
+            shutil.rmtree(token.path, ignore_errors=True)
         return count
 
     # -- delete --------------------------------------------------------------------------
     def delete(self, path: str, *, expect: Entry, batch: str) -> dict:
         """Move `path` to the trash if it still holds `expect`."""
-        full = self.target(path)
-        held = self._hold(full, path)
-        try:
-            before = os.lstat(held)
-            if before.st_size != expect.size or hash_file(held) != expect.hash:
-                raise Refused("edited during the sync; not deleted")
-            dest = internal_path(self.trash_dir / batch, path)
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            os.rename(full, dest)
-            moved = os.lstat(dest)
-            if (moved.st_ino, moved.st_size, moved.st_mtime_ns) != (before.st_ino, before.st_size, before.st_mtime_ns):
-                # Saved anew or written to between our check and the move: a fresh edit is never
-                # deleted.  Put it back unless yet another file appeared there (then it stays in the trash).
-                try:
-                    os.link(dest, full)
-                    os.unlink(dest)
-                except FileExistsError:
-                    pass
-                raise Refused("edited during the sync; not deleted")
-        finally:
-            _release(held)
-        self._prune_empty_dirs(full.parent)
-        return {"entry": None, "trash": str(dest.relative_to(self.root))}
-
-    def _prune_empty_dirs(self, directory: Path) -> None:
-        while directory != self.root and directory.parent != self.root:
+        self.check(path)
+        with self._tree() as tree:
             try:
-                directory.rmdir()
-            except OSError:
+                parent, name = self._parent(tree, path)
+            except FileNotFoundError:
+                raise Refused("deleted during the sync; left for the next sync") from None
+            held = self._hold(None, path, at=(parent, name))
+            try:
+                before = os.lstat(held)
+                if not stat.S_ISREG(before.st_mode):
+                    raise Refused("not a regular file here; not deleted")
+                if before.st_size != expect.size or hash_file(held) != expect.hash:
+                    raise Refused("edited during the sync; not deleted")
+                with self._private_at("trash", f"{batch}/{path}") as (trash, trash_name, _):
+                    os.rename(name, trash_name, src_dir_fd=parent, dst_dir_fd=trash)
+                    moved = os.stat(trash_name, dir_fd=trash, follow_symlinks=False)
+                    if (moved.st_ino, moved.st_size, moved.st_mtime_ns) != (before.st_ino, before.st_size, before.st_mtime_ns):
+                        # Saved anew or written to between our check and the move: a fresh edit is
+                        # never deleted.  Put it back unless yet another file appeared there (then
+                        # it stays in the trash).
+                        try:
+                            os.link(trash_name, name, src_dir_fd=trash, dst_dir_fd=parent, follow_symlinks=False)
+                            os.unlink(trash_name, dir_fd=trash)
+                        except FileExistsError:
+                            pass
+                        raise Refused("edited during the sync; not deleted")
+            finally:
+                _release(held)
+            self._prune_empty_dirs(tree, path)
+        return {"entry": None, "trash": f"{STATE_DIR}/trash/{batch}/{path}"}
+
+    def _prune_empty_dirs(self, tree: DirHandles, path: str) -> None:
+        """Remove the now empty directories above `path`, up to (not including) its top one."""
+        directory = path.rpartition("/")[0]
+        while "/" in directory:
+            head, _, name = directory.rpartition("/")
+            try:
+                os.rmdir(name, dir_fd=tree.dir(head))
+            except (OSError, LinkInPath):
                 return
-            directory = directory.parent
+            tree.forget(directory)
+            directory = head
 
     def purge_trash(self, days: int, now: float | None = None) -> int:
         """Drop trash batches older than `days` (batch names start with a UTC timestamp)."""
-        if not self.trash_dir.is_dir():
+        if not _lexists(self.trash_dir):
             return 0
         cutoff = time.strftime("%Y%m%dT%H%M%S", time.gmtime((now or time.time()) - days * 86400))
-        removed = 0
-        for batch in self.trash_dir.iterdir():
-            if batch.name[:15] < cutoff:
-                shutil.rmtree(batch, ignore_errors=True)
-                removed += 1
-        return removed
+        return _clear(self._state_sub("trash"), lambda name: name[:15] < cutoff)
 
-    # -- log bases -----------------------------------------------------------------------
-    # The content of each log file as of the last sync, by hash, so the next merge can see what
-    # each side inserted even after a third peer's lines landed in the middle (merge.insertion_merge).
+    # -- merge bases (named log bases when only logs merged) ------------------------------
+    # The content of each mergeable file (logs, memory files: mergefile.MergeRules) as of the
+    # last sync, by hash, so the next merge is three-way: it sees what each side changed since.
     @property
     def logbase_dir(self) -> Path:
         return self.state / "logbase"
@@ -354,20 +444,24 @@ class Store:
         file per base costs a file creation each (~0.1-0.3 ms): a large save, such as the first
         sync's, goes into one pack file instead.
         """
-        packed = self._packs()
+        packed = self._packs()  # (checks the log base dir first)
         wanted: dict[str, str] = {}
         for path, digest in items:
             name = _blob_name(digest)
             if digest not in wanted and digest not in packed and not (self.logbase_dir / name).exists():
                 wanted[digest] = path
-        real: set[str] = set()
-        return self._store_bases(len(wanted), ((d, self._live_bytes(p, real)) for d, p in wanted.items()))
+        with DirHandles(str(self.root)) as tree:
+            return self._store_bases(len(wanted), ((d, self._live_bytes(tree, p)) for d, p in wanted.items()))
 
-    def _live_bytes(self, path: str, real: set[str]) -> bytes | None:
+    def _live_bytes(self, tree: DirHandles, path: str) -> bytes | None:
         try:
-            return self._read(path, real)
-        except (OSError, Refused):
+            return self._read(tree, path)
+        except (OSError, Refused, ValueError):
             return None
+
+    def _logbase_dir(self) -> Path | None:
+        """The log base dir, checked to be ours; None while there is none."""
+        return self._state_sub("logbase") if _lexists(self.logbase_dir) else None
 
     def _store_bases(self, count: int, bases) -> int:
         """Write (hash, bytes | None) pairs whose bytes have that hash: loose blobs, or one pack of
@@ -375,7 +469,7 @@ class Store:
         size]), written after the pack so an index never points into a missing pack."""
         if not count:
             return 0
-        self.logbase_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self._state_sub("logbase")
         saved = 0
         if count < PACK_MIN:
             for digest, data in bases:
@@ -412,6 +506,8 @@ class Store:
 
     def _pack_indexes(self) -> dict[str, dict]:
         out = {}
+        if self._logbase_dir() is None:
+            return out
         for idx in self.logbase_dir.glob("pack-*.json"):
             try:
                 index = json.loads(idx.read_bytes())
@@ -427,6 +523,8 @@ class Store:
         """The kept content for each hash (None where not kept), loose blobs first, then packs."""
         out: dict[str, bytes | None] = {}
         packs = None
+        if self._logbase_dir() is None:
+            return {digest: None for digest in digests}
         for digest in digests:
             try:
                 out[digest] = (self.logbase_dir / _blob_name(digest)).read_bytes()
@@ -451,7 +549,7 @@ class Store:
         """Drop the bases no ancestor refers to: loose blobs one by one; a pack when mostly
         unreferenced (its live bases are written anew first)."""
         removed = 0
-        if not self.logbase_dir.is_dir():
+        if self._logbase_dir() is None:
             return 0
         indexes = self._pack_indexes()
         for blob in self.logbase_dir.iterdir():
@@ -480,6 +578,8 @@ class Store:
         return self.conflicts_dir / "index.json"
 
     def conflicts(self) -> list[dict]:
+        if _lexists(self.conflicts_dir):
+            self._state_sub("conflicts")
         try:
             data = read_json(self.conflicts_index, default={"conflicts": []})
         except ValueError:
@@ -488,7 +588,7 @@ class Store:
         return items if isinstance(items, list) else []
 
     def _save_conflicts(self, items: list[dict]) -> None:
-        ensure_private_dir(self.conflicts_dir)
+        self._state_sub("conflicts")
         atomic_write_json(self.conflicts_index, {"format": CONFLICTS_FORMAT, "conflicts": items})
 
     def _quarantine_file(self, held: Path, path: str, info: dict) -> str:
@@ -500,30 +600,33 @@ class Store:
                 os.unlink(held)
                 return item["id"]
         cid = "c-" + secrets.token_hex(3)
-        dest = internal_path(self.conflicts_dir / cid, path)
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        os.rename(held, dest)
-        size = dest.stat().st_size
+        with self._private_at("conflicts", f"{cid}/{path}") as (where, name, _):
+            os.rename(held, name, dst_dir_fd=where)
+            size = os.stat(name, dir_fd=where, follow_symlinks=False).st_size
         items.append({"id": cid, "path": path, "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
                       "hash": digest, "size": size, "peer": info.get("peer"),
-                      "reason": info.get("reason", "conflict"), "file": str(dest.relative_to(self.root))})
+                      "reason": info.get("reason", "conflict"), "file": f"{STATE_DIR}/conflicts/{cid}/{path}"})
         self._save_conflicts(items)
         return cid
 
     def reindex_conflicts(self) -> int:
         """List versions that a run moved into conflicts/ but died before indexing (under the lock)."""
-        if not self.conflicts_dir.is_dir():
+        if not _lexists(self.conflicts_dir):
             return 0
+        conflicts = self._state_sub("conflicts")
         items = self.conflicts()
         known = {item.get("id") for item in items}
         added = 0
-        for top in sorted(self.conflicts_dir.glob("c-*")):
-            for kept in sorted(p for p in top.rglob("*") if p.is_file() and not _is_name_file(p)) if top.name not in known else ():
-                st = kept.stat()
-                items.append({"id": top.name, "path": internal_relpath(top, kept),
+        for top in sorted(_entries(conflicts), key=lambda e: e.name):
+            if not _CONFLICT_ID.fullmatch(top.name) or top.name in known or not top.is_dir(follow_symlinks=False):
+                continue
+            for kept, rel in sorted(_files(Path(top.path)), key=lambda f: f[1]):
+                st = os.lstat(kept)
+                items.append({"id": top.name, "path": rel,
                               "time": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(st.st_mtime)),
                               "hash": hash_file(kept), "size": st.st_size, "peer": None,
-                              "reason": "kept from an interrupted sync", "file": str(kept.relative_to(self.root))})
+                              "reason": "kept from an interrupted sync",
+                              "file": f"{STATE_DIR}/conflicts/{top.name}/{rel}"})
                 added += 1
         if added:
             self._save_conflicts(items)
@@ -531,90 +634,119 @@ class Store:
 
     def quarantine_copy(self, path: str, staged: Path, info: dict) -> str:
         """Keep another side's version of `path` in conflicts/ without touching the live file."""
-        check_relpath(path)
+        self.check(path)
         return self._quarantine_file(staged, path, info)
 
     def find_conflict(self, cid: str) -> dict:
         item = next((i for i in self.conflicts() if i.get("id") == cid), None)
-        if item is None:
+        if item is None or not _CONFLICT_ID.fullmatch(str(cid)):
             raise Refused(f"no conflict {cid}")
         return item
 
-    def restore_conflict(self, cid: str) -> dict:
-        """Put a quarantined version back at its path; the version it replaces is quarantined in turn."""
+    def conflict_bytes(self, cid: str) -> bytes:
+        """The kept version of conflict `cid`, read without following links."""
         item = self.find_conflict(cid)
-        full = self.target(item["path"])
-        source = self.conflicts_dir / cid / item["path"]
+        check_relpath(item["path"])
+        with DirHandles(str(self._state_sub("conflicts")), follow_root=False) as tree:
+            parent, name = tree.parent(f"{cid}/{item['path']}")
+            fd = _open_regular(parent, name, item["path"], os.O_RDONLY)
+        try:
+            return _read_whole(fd, os.fstat(fd).st_size)
+        finally:
+            os.close(fd)
+
+    def restore_conflict(self, cid: str, merge=None) -> dict:
+        """Put a quarantined version back at its path; the version it replaces is quarantined in turn.
+        `merge(kept, live) -> bytes | None`: put back the kept version merged into the live one
+        instead (Refused when it cannot merge them)."""
+        item = self.find_conflict(cid)
+        path = self.check(item["path"])
         staging = self.new_staging()
         try:
             staged = staging / "restore"
-            shutil.copy2(source, staged)
+            kept = self.conflict_bytes(cid)
+            staged.write_bytes(kept)
+            os.chmod(staged, 0o644)
             os.utime(staged)  # a restore is the user's latest edit: peers must take it, not undo it
             replaced = None
-            if full.exists():
-                held = self._hold(full, item["path"])
-                os.replace(staged, full)
-                replaced = self._quarantine_file(held, item["path"], {"peer": None, "reason": f"replaced by restore of {cid}"})
-                _release(held)
-            else:
-                full.parent.mkdir(parents=True, exist_ok=True)
-                os.replace(staged, full)
-            fsync_dir(full.parent)
+            with self._tree() as tree:
+                parent, name = self._parent(tree, path, create=True)
+                if _lexists_at(parent, name):
+                    mode = os.stat(name, dir_fd=parent, follow_symlinks=False).st_mode
+                    if stat.S_ISREG(mode):
+                        os.chmod(staged, mode & 0o777)
+                        if merge is not None:
+                            merged = merge(kept, self._read(tree, path))
+                            if merged is None:
+                                raise Refused(f"{path}: the two versions cannot be merged (not text, or not JSON)")
+                            staged.write_bytes(merged)
+                            os.utime(staged)
+                    held = self._hold(None, path, at=(parent, name))
+                    os.replace(staged, name, dst_dir_fd=parent)
+                    replaced = self._quarantine_file(held, path, {"peer": None, "reason": f"replaced by restore of {cid}"})
+                    _release(held)
+                else:
+                    os.replace(staged, name, dst_dir_fd=parent)
+                _fsync(parent)
         finally:
             shutil.rmtree(staging, ignore_errors=True)
         self.drop_conflict(cid)
         return {**item, "replaced_saved_as": replaced}
 
+    def put_back(self, path: str, source: Path, reason: str) -> str | None:
+        """Put a copy of `source` (a kept version) at `path` as the newest edit: it gets the current
+        time, so peers take it instead of undoing it.  A live file there is quarantined first (its id
+        is returned).  As restore_conflict: through directory handles, never following a link.
+        Callers hold the workspace lock."""
+        path = self.check(path)
+        staging = self.new_staging()
+        try:
+            staged = staging / "restore"
+            fd = os.open(source, os.O_RDONLY | os.O_NOFOLLOW)  # a kept version is a regular file, never a link
+            with os.fdopen(fd, "rb") as src:
+                st = os.fstat(src.fileno())
+                if not stat.S_ISREG(st.st_mode):
+                    raise Refused(f"{path}: the kept version is not a regular file")
+                with open(staged, "wb") as dst:
+                    shutil.copyfileobj(src, dst)
+            os.chmod(staged, stat.S_IMODE(st.st_mode))
+            os.utime(staged)
+            replaced = None
+            with self._tree() as tree:
+                parent, name = self._parent(tree, path, create=True)
+                if _lexists_at(parent, name):
+                    held = self._hold(None, path, at=(parent, name))
+                    os.replace(staged, name, dst_dir_fd=parent)
+                    replaced = self._quarantine_file(held, path, {"peer": None, "reason": reason})
+                    _release(held)
+                else:
+                    os.replace(staged, name, dst_dir_fd=parent)
+                _fsync(parent)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+        return replaced
+
     def drop_conflict(self, cid: str) -> dict:
         items = self.conflicts()
         item = next((i for i in items if i.get("id") == cid), None)
-        if item is None:
+        if item is None or not _CONFLICT_ID.fullmatch(str(cid)):
             raise Refused(f"no conflict {cid}")
-        shutil.rmtree(self.conflicts_dir / cid, ignore_errors=True)
+        conflicts = self._state_sub("conflicts")
+        fd = os.open(conflicts, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+        try:
+            with contextlib.suppress(FileNotFoundError):
+                remove_entry(fd, cid)
+        finally:
+            os.close(fd)
         self._save_conflicts([i for i in items if i.get("id") != cid])
         return item
 
 
-# Internal copies (holding/, trash/, conflicts/) keep a file under its workspace path inside a
-# token or batch directory, which is longer than the file's own path: a path the workspace can
-# hold may be too long there.  Such a copy goes to LONG/<hash of the path> instead, with its
-# path in a NAME_SUFFIX file beside it (user paths never start with LONG: it is no synced root).
-LONG = "~long"
-NAME_SUFFIX = ".path"
-_ROOM = 4096 - 64  # PATH_MAX, less what a temp name or a later suffix may add
-
-
-def internal_path(base: Path, path: str) -> Path:
-    """Where `path`'s internal copy under `base` goes (see LONG)."""
-    full = base / path
-    if len(os.fsencode(full)) < _ROOM:
-        return full
-    short = base / LONG / xxhash.xxh3_64_hexdigest(path.encode("utf-8", "surrogateescape"))
-    short.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_bytes(short.with_name(short.name + NAME_SUFFIX), path.encode("utf-8", "surrogateescape"))
-    return short
-
-
-def internal_relpath(base: Path, copy: Path) -> str:
-    """The workspace path of an internal copy under `base` (the inverse of internal_path)."""
-    rel = copy.relative_to(base).as_posix()
-    if rel.startswith(LONG + "/"):
-        try:
-            return copy.with_name(copy.name + NAME_SUFFIX).read_bytes().decode("utf-8", "surrogateescape")
-        except OSError:
-            pass
-    return rel
-
-
-def _is_name_file(p: Path) -> bool:
-    return p.name.endswith(NAME_SUFFIX) and p.parent.name == LONG
-
-
-def _occupant(full: str) -> str:
-    """Why a new file cannot be put at `full`: what is there (a permanent clash says so and how to
-    end it; only a regular file that appeared meanwhile is a race)."""
+def _occupant(parent: int, name: str) -> str:
+    """Why a new file cannot be put at `name` in the directory `parent`: what is there (a permanent
+    clash says so and how to end it; only a regular file that appeared meanwhile is a race)."""
     try:
-        st = os.lstat(full)
+        st = os.stat(name, dir_fd=parent, follow_symlinks=False)
     except OSError:
         return "a file was created here during the sync; left for the next sync"
     if stat.S_ISLNK(st.st_mode):
@@ -623,31 +755,19 @@ def _occupant(full: str) -> str:
         return "a folder is at this name here, a file on the other side; rename one of them"
     if not stat.S_ISREG(st.st_mode):
         return "a special file (FIFO, socket or device) is at this name here; move it away to receive the file"
-    name = os.path.basename(full)
     try:
-        listed = os.listdir(os.path.dirname(full) or ".")
+        listed = os.listdir(parent)
     except OSError:
         listed = [name]
     if name not in listed:  # found under another spelling: the volume folds names
-        others = [n for n in listed if os.path.samestat(os.lstat(os.path.join(os.path.dirname(full), n)), st)]
-        if others:
-            return (f"name clash: {others[0]!r} is here, which this file system takes for the same name; "
-                    "rename one of them")
+        for other in listed:
+            try:
+                if os.path.samestat(os.stat(other, dir_fd=parent, follow_symlinks=False), st):
+                    return (f"name clash: {other!r} is here, which this file system takes for the same name; "
+                            "rename one of them")
+            except OSError:
+                continue
     return "a file was created here during the sync; left for the next sync"
-
-
-def _file_in_the_way(root: str, parent: str) -> str:
-    """Why the folder `parent` cannot be made: which of its ancestors is not a folder here."""
-    cut = len(parent)
-    while cut > 0:
-        try:
-            st = os.lstat(f"{root}/{parent[:cut]}")
-            if not stat.S_ISDIR(st.st_mode):
-                return f"{parent[:cut]} is a file here, a folder on the other side; rename one of them"
-        except OSError:
-            pass
-        cut = parent.rfind("/", 0, cut)
-    return f"cannot make the folder {parent} here"
 
 
 def _release(held: Path) -> None:
@@ -664,52 +784,87 @@ def _blob_name(digest: str) -> str:
     return digest
 
 
-_RENAME_SWAP = 2  # RENAME_EXCHANGE (Linux renameat2) and RENAME_SWAP (macOS renamex_np) alike
-_rename2 = None  # (call, no-replace flag), resolved on first use: the agent must start fast
-
-
-def _rename_call():
-    global _rename2
-    if _rename2 is None:
-        import ctypes  # lazy: loaded the first time a rename needs renameat2
-
-        libc = ctypes.CDLL(None, use_errno=True)
-        if hasattr(libc, "renameat2"):  # RENAME_NOREPLACE = 1
-            fn = libc.renameat2
-            _rename2 = (lambda x, y, flags: fn(-100, x, -100, y, flags), 1)  # AT_FDCWD
-        elif hasattr(libc, "renamex_np"):  # RENAME_EXCL = 4
-            fn = libc.renamex_np
-            _rename2 = (lambda x, y, flags: fn(x, y, flags), 4)
-        else:
-            _rename2 = (None, 0)
-    return _rename2
-
-
-def _exchange(a: Path, b: Path) -> bool:
-    """Atomically swap the files named `a` and `b`.  False where the system or the filesystem
-    cannot (the caller then falls back to a plain rename)."""
-    return _rename_flags(a, b, _RENAME_SWAP)
-
-
-def _rename_noreplace(a: Path, b: Path) -> bool:
-    """Rename `a` to `b` unless `b` exists (FileExistsError then).  False where the system or
-    the filesystem cannot (the caller then falls back to link + unlink)."""
-    call, flag = _rename_call()
-    return call is not None and _rename_flags(a, b, flag)
-
-
-def _rename_flags(a: Path, b: Path, flags: int) -> bool:
-    call, _ = _rename_call()
-    if call is None:
-        return False
-    if call(os.fsencode(a), os.fsencode(b), flags) == 0:
+def _lexists(path: Path | str) -> bool:
+    try:
+        os.lstat(path)
         return True
-    import ctypes  # lazy: loaded the first time a rename needs renameat2
-
-    err = ctypes.get_errno()
-    if err in (errno.EINVAL, errno.ENOSYS, errno.ENOTSUP, errno.EOPNOTSUPP):
+    except FileNotFoundError:
         return False
-    raise OSError(err, os.strerror(err), str(b))
+
+
+def _lexists_at(parent: int, name: str) -> bool:
+    try:
+        os.stat(name, dir_fd=parent, follow_symlinks=False)
+        return True
+    except FileNotFoundError:
+        return False
+
+
+def _entries(directory: Path) -> list[os.DirEntry]:
+    """The entries of a directory already checked to be ours (scandir does not follow them)."""
+    with os.scandir(directory) as it:
+        return list(it)
+
+
+def _files(top: Path):
+    """(path, path relative to `top`) of every regular file below `top`, links not followed."""
+    for here, _, names in os.walk(top):  # os.walk never descends through a link
+        for name in names:
+            full = os.path.join(here, name)
+            if stat.S_ISREG(os.lstat(full).st_mode):
+                yield full, os.path.relpath(full, top).replace(os.sep, "/")
+
+
+def _clear(directory: Path, wanted) -> int:
+    """Remove the entries of `directory` whose name is `wanted` — each whole, by descriptor,
+    links removed and never followed."""
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+    removed = 0
+    try:
+        for name in os.listdir(fd):
+            if wanted(name):
+                with contextlib.suppress(OSError):
+                    remove_entry(fd, name)
+                    removed += 1
+    finally:
+        os.close(fd)
+    return removed
+
+
+def _open_regular(parent: int, name: str, path: str, flags: int) -> int:
+    """`name` in `parent` opened with `flags`, refused unless it is a regular file (a link is
+    not followed)."""
+    try:
+        fd = os.open(name, flags | os.O_NOFOLLOW | os.O_NONBLOCK, dir_fd=parent)
+    except OSError as err:
+        if err.errno in (errno.ELOOP, errno.EMLINK):
+            raise Refused(f"not a regular file: {path}") from None
+        raise
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise Refused(f"not a regular file: {path}")
+    return fd
+
+
+def _fsync(fd: int | None) -> None:
+    if fd is None:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+
+
+def _exchange(a: Path | str, parent: int, name: str) -> bool:
+    """Atomically swap the file named `a` and `name` in directory `parent`.  False where the
+    system or the filesystem cannot (the caller then falls back to a plain rename)."""
+    return rename_flags(AT_FDCWD, os.fspath(a), parent, name, RENAME_SWAP)
+
+
+def _rename_noreplace(a: Path | str, parent: int, name: str) -> bool:
+    """Rename `a` to `name` in directory `parent` unless that exists (FileExistsError then).
+    False where the system or the filesystem cannot (the caller then falls back to link + unlink)."""
+    return rename_flags(AT_FDCWD, os.fspath(a), parent, name, noreplace_flag())
 
 
 def hash_fd(fd: int, size: int) -> str:
@@ -732,6 +887,6 @@ def _read_whole(fd: int, size: int) -> bytes:
     return b"".join(parts)
 
 
-def _stat_entry(full: Path | str, digest: str) -> list:
-    st = os.lstat(full)
+def _stat_entry(parent: int, name: str, digest: str) -> list:
+    st = os.stat(name, dir_fd=parent, follow_symlinks=False)
     return Entry(st.st_size, st.st_mtime_ns, st.st_mode & 0o777, digest).to_wire()

@@ -95,6 +95,8 @@ class Versions:
             self._db, self._rows = None, None
         if self._db is None:
             self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            if self.path.is_symlink():  # SQLite follows links: a planted one would write elsewhere
+                raise OSError(f"{self.path} is a symbolic link: peersync will not use it")
             db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=30)
             db.execute("pragma synchronous=full")
             if not db.execute("select 1 from sqlite_master where name = 'meta'").fetchone():

@@ -10,9 +10,10 @@ import time
 from dataclasses import replace
 
 from peersync.core import versions
-from peersync.core.commit import SideState
-from peersync.core.merge import append_merge, insertion_merge
+from peersync.core.commit import SideState, conflict_id, peer_text
+from peersync.core.mergefile import Merged, MergeRules, merge_file
 from peersync.core.reconcile import decide_conflict
+from peersync.core.textmerge import Version
 from peersync.core.types import (
     Action,
     Change,
@@ -23,7 +24,7 @@ from peersync.core.types import (
     Report,
     Side,
 )
-from peersync.errors import ProtocolError
+from peersync.errors import PeersyncError, ProtocolError
 from peersync.replica.scan import hash_bytes
 from peersync.sync.concurrency import gather_all
 from peersync.sync.transfer import Transfers
@@ -34,8 +35,8 @@ class Run(Transfers):
     """Executes one plan between the local workspace and one other replica."""
 
     def __init__(self, ws, peer, local: Replica, remote: Replica, report: Report, *, policy: Policy,
-                 local_id: str, remote_id: str, local_entries, remote_entries):
-        self.ws, self.peer, self.report = ws, peer, report
+                 local_id: str, remote_id: str, local_entries, remote_entries, rules: MergeRules):
+        self.ws, self.peer, self.report, self.rules = ws, peer, report, rules
         self.policy, self.local_id, self.remote_id = policy, local_id, remote_id
         self.local_session, self.remote_session = local, remote
         self.batch = time.strftime("%Y%m%dT%H%M%S", time.gmtime()) + "-" + secrets.token_hex(3)
@@ -44,6 +45,7 @@ class Run(Transfers):
         # A replica that keeps no conflicts of its own has its losers kept in OUR conflicts/ (and
         # its index), so copies in the two directions run one after the other, not concurrently.
         self._one_direction = asyncio.Lock() if not remote.caps.keeps_conflicts else None
+        self.progress = None  # sync/progress.py, set by the pipeline: files installed so far
         self._event: asyncio.Future | None = None  # this run's new event, when it makes new versions
 
     # -- versions --------------------------------------------------------------------------
@@ -82,6 +84,9 @@ class Run(Transfers):
 
     # -- execute ---------------------------------------------------------------------------
     async def execute(self, changes: list[Change]) -> None:
+        if self.progress is not None:
+            copies = [c.entry(c.source) for c in changes if c.action is Action.COPY and c.target is not None]
+            self.progress.plan(self.peer.name, len(copies), sum(e.size for e in copies if e is not None))
         recreated = [c for c in changes if c.reason.endswith("-recreated")]
         if recreated:
             changes = [c for c in changes if not c.reason.endswith("-recreated")] + await self.renew(recreated)
@@ -136,52 +141,135 @@ class Run(Transfers):
         return raw
 
     async def merge(self, merges: list[Change]) -> list[Change]:
-        """Append-merge log files; the ones that cannot merge go back to the conflict policy."""
+        """Merge the files changed on both sides (core/mergefile.py decides how) and install the
+        same bytes on both; the ones no merge applies to go back to the conflict policy.
+
+        Only concurrent versions get here (reconcile: a version that descends from the other is a
+        plain copy), and the merged version descends from both: its vector is the join of both
+        histories plus one new event, so neither input is offered as news again and a replica
+        that holds either one fast-forwards to it — merges of merges converge without conflicts.
+        The merge base is the latest version both sides descend from (`_merge_bases`), whose content
+        a side kept as a merge base (the pair's ancestor's, where nothing better is known)."""
         if not merges:
             return []
         paths = [c.path for c in merges]
         local_data, remote_data = await asyncio.gather(self._read(Side.LOCAL, paths), self._read(Side.REMOTE, paths))
+        data = {Side.LOCAL: local_data, Side.REMOTE: remote_data}
+        base_of = await self._merge_bases(merges)
+        pair = {c.path: c.ancestor.hash if c.ancestor is not None else None for c in merges}
+        bases = await self._bases({h for h in (*base_of.values(), *pair.values()) if h is not None})
+        rules = self.rules
         fallback, installs = [], {Side.LOCAL: [], Side.REMOTE: []}
+        kept: dict[Side, list] = {Side.LOCAL: [], Side.REMOTE: []}
         already: dict[Side, list] = {Side.LOCAL: [], Side.REMOTE: []}
-        bases = await self._logbases({c.ancestor.hash for c in merges if c.ancestor is not None})
+        looks: dict[str, Merged] = {}
+        # A replica without conflicts/ of its own (a cloud folder) has its pre-merge version kept
+        # here by its install (as a copy's loser is), so neither side gets the other's copy too.
+        keep_other = self.remote_session.caps.keeps_conflicts
         for c in merges:
-            local_first = self.local_id < self.remote_id
-            merged = append_merge(local_data[c.path], remote_data[c.path], c.ancestor, local_first=local_first)
-            if merged is None and c.ancestor is not None and bases.get(c.ancestor.hash) is not None:
-                # Not a pure append on both sides; if both only inserted lines (a third peer's
-                # lines landed mid-file), a three-way insertion merge still loses nothing.
-                merged = insertion_merge(bases[c.ancestor.hash], local_data[c.path], remote_data[c.path],
-                                         local_first=local_first)
+            policy = decide_conflict(
+                c.path, c.local, c.remote, c.ancestor, policy=self.policy,
+                offset_ns=int(self.remote_session.offset * 1e9), local_id=self.local_id,
+                remote_id=self.remote_id, reason="rewritten-log" if rules.is_log(c.path) else "conflict")
+            merged = merge_file(
+                c.path, rules.strategies(c.path), ancestor=c.ancestor,
+                base=next((bases[h] for h in (base_of[c.path], pair[c.path]) if bases.get(h) is not None), None),
+                local=Version(local_data[c.path], self.machine(Side.LOCAL), c.local.mtime_ns),
+                remote=Version(remote_data[c.path], self.machine(Side.REMOTE), c.remote.mtime_ns),
+                local_first=self.local_id < self.remote_id, prefer=policy.source if policy.action is Action.COPY else None)
             if merged is None:
-                fallback.append(decide_conflict(
-                    c.path, c.local, c.remote, c.ancestor, policy=self.policy,
-                    offset_ns=int((self.report.clock_offset or 0) * 1e9),
-                    local_id=self.local_id, remote_id=self.remote_id, reason="rewritten-log"))
+                fallback.append(policy)
                 continue
-            digest = hash_bytes(merged)
+            digest = hash_bytes(merged.data)
             vv = versions.to_wire(await self.descendant(c))
             # One mtime on both sides, so the ancestor matches each of them (a side that already
             # holds the merged bytes keeps its own).
-            now = next((c.entry(side).mtime_ns for side, data in ((Side.LOCAL, local_data[c.path]),
-                        (Side.REMOTE, remote_data[c.path])) if data == merged), time.time_ns())
-            for side, data in ((Side.LOCAL, local_data[c.path]), (Side.REMOTE, remote_data[c.path])):
-                base = c.entry(side)
-                if data != merged:
+            now = next((c.entry(side).mtime_ns for side in Side if data[side][c.path] == merged.data), time.time_ns())
+            info = None
+            if merged.needs_look:  # both pre-merge versions are kept in conflicts/ too, on both sides
+                looks[c.path] = merged
+                info = {"reason": _merge_reason(merged, self.machine(policy.source) if policy.source else None)}
+            for side in Side:
+                mine, theirs = data[side][c.path], data[side.other][c.path]
+                entry = c.entry(side)
+                if mine != merged.data:
                     installs[side].append({
-                        "path": c.path, "data": merged,
-                        "expect": base.to_wire(), "new": [len(merged), now, base.mode, digest, vv]})
+                        "path": c.path, "data": merged.data, "expect": entry.to_wire(),
+                        "new": [len(merged.data), now, entry.mode, digest, vv],
+                        "quarantine": info and {**info, "peer": self.machine(side.other)}})
                 else:  # this side already holds the merged bytes: it takes the merge's vector
-                    already[side].append((c.path, base.with_vv(tuple(map(tuple, vv)), ())))
-        outcome = await gather_all(*(self._install(side, installs[side]) for side in Side))
+                    already[side].append((c.path, entry.with_vv(tuple(map(tuple, vv)), ())))
+                if info and theirs != merged.data and keep_other:
+                    kept[side].append({"path": c.path, "data": theirs, "info": {**info, "peer": self.machine(side.other)}})
+        if self._one_direction is None:
+            outcome = await gather_all(*(self._install(side, installs[side]) for side in Side))
+        else:  # the remote's install writes OUR conflicts index too: one after the other
+            outcome = [await self._install(side, installs[side]) for side in Side]
+        saved = await gather_all(*(self.session(side).request("quarantine", items=kept[side]) if kept[side] else _none()
+                                   for side in Side))
         await gather_all(*(self.put_versions(side, already[side]) for side in Side))
-        for side, results in zip(Side, outcome):
+        ids: dict[tuple[Side, str], list[str]] = {}
+        for side, results, copies in zip(Side, outcome, saved):
+            answered = copies.get("results") if isinstance(copies, dict) else None
+            for item, res in zip(installs[side] + kept[side], results + (answered if isinstance(answered, list) else [])):
+                cid = conflict_id(res.get("conflict")) if isinstance(res, dict) and res.get("ok") else None
+                if cid:  # only an id of that shape is kept
+                    ids.setdefault((side, item["path"]), []).append(cid)
             for item, res in zip(installs[side], results):
                 if res["ok"] and item["path"] not in self.report.merged:
                     self.report.merged.append(item["path"])
+        for path, merged in looks.items():
+            self.report.conflicts.append(Conflict(
+                path, kept="merged", reason=_merge_reason(merged, None), side="both",
+                saved_as=", ".join(ids.get((Side.LOCAL, path), [])) or None,
+                remote_saved_as=", ".join(ids.get((Side.REMOTE, path), [])) or None,
+                passages=merged.kept, keys=tuple(merged.keys)))
         return fallback
 
-    async def _logbases(self, hashes: set[str]) -> dict[str, bytes | None]:
-        """Ancestor contents of log files, from whichever side kept them."""
+    def machine(self, side: Side) -> str:
+        """The name a kept passage gives `side`'s version: its machine's own name."""
+        name = self.session(side).hello.get("machine")
+        if isinstance(name, str) and name.strip():  # written into the file: one short printable line
+            return peer_text(name.strip(), 64)
+        return socket.gethostname() if side is Side.LOCAL else self.peer.name
+
+    async def _merge_bases(self, merges: list[Change]) -> dict[str, str | None]:
+        """Each merge's base (a content hash): the latest version both sides descend from, among
+        the versions either side has in common with any peer (op merge_bases) and the pair's own
+        ancestor.  In a mesh the pair's ancestor can be far older than that: lines one side removed
+        since would look like the other side's insertions and come back.  Without vectors (an
+        upgrade), or from a replica that cannot say (a cloud folder, an older agent): the pair's
+        ancestor."""
+        out = {c.path: c.ancestor.hash if c.ancestor is not None else None for c in merges}
+        causal = [c for c in merges if c.local.vv and c.remote.vv]
+        if not causal:
+            return out
+        paths = [c.path for c in causal]
+        answers = []
+        for side in Side:
+            try:
+                answers.append(await self.session(side).request("merge_bases", paths=paths))
+            except (PeersyncError, LookupError):  # it keeps no ancestors of its own, or predates the op
+                continue
+        for c in causal:
+            found = {(c.ancestor.hash, c.ancestor.vv)} if c.ancestor is not None and c.ancestor.vv else set()
+            for answer in answers:
+                for item in (answer.get(c.path) if isinstance(answer, dict) else None) or ():
+                    try:
+                        found.add((item[0], versions.from_wire(item[1])))
+                    except (ValueError, TypeError, IndexError):
+                        continue
+            common = [(h, vv) for h, vv in found if versions.seen(vv, c.local.vv) and versions.seen(vv, c.remote.vv)]
+            # The latest: one no other common version descends from; of several (criss-cross
+            # merges), the one with the most events — any of them is a common ancestor.
+            latest = [(h, vv) for h, vv in common
+                      if not any(other != vv and versions.seen(vv, other) for _, other in common)]
+            if latest:
+                out[c.path] = max(latest, key=lambda hv: (sum(n for _, n in hv[1]), hv[0]))[0]
+        return out
+
+    async def _bases(self, hashes: set[str]) -> dict[str, bytes | None]:
+        """Last synced contents of mergeable files (merge bases), from whichever side kept them."""
         found: dict[str, bytes | None] = {}
         for side in Side:
             missing = sorted(h for h in hashes if found.get(h) is None)
@@ -243,12 +331,17 @@ class Run(Transfers):
         results = (await self.session(side).request("install", items=items))["results"]
         if len(results) != len(items):
             raise ProtocolError(f"{self.name(side)} answered an install with {len(results)} results for {len(items)} files")
+        if self.progress is not None:
+            self.progress.advance(self.peer.name, len(items), sum(item["new"][0] for item in items))
         state = self.sides[side]
         for item, res in zip(items, results):
-            if res["ok"]:
+            if not isinstance(res, dict):
+                raise ProtocolError(f"{self.name(side)} sent a malformed install result")
+            if res.get("ok"):
                 state.final[item["path"]] = Entry.from_wire(res["entry"])
+                res["conflict"] = conflict_id(res.get("conflict"))  # only an id of that shape is kept
             else:
-                self.problem(item["path"], res.get("error", "not applied"), side)
+                self.problem(item["path"], peer_text(res.get("error", "not applied")), side)
         return results
 
     async def chmod(self, side: Side, changes: list[Change]) -> None:
@@ -308,7 +401,7 @@ class Run(Transfers):
                 self.deleted.append((c.path, c.entry(side)))
                 (self.report.deleted_local if side is Side.LOCAL else self.report.deleted_remote).append(c.path)
             else:
-                self.problem(c.path, res.get("error", "not deleted"), side)
+                self.problem(c.path, peer_text(res.get("error", "not deleted")), side)
 
     async def keep_both(self, changes: list[Change]) -> None:
         """Policy manual: each side keeps its file and gets the other's version in conflicts/."""
@@ -325,7 +418,20 @@ class Run(Transfers):
         for c, mine, theirs in zip(changes, ids[Side.LOCAL], ids[Side.REMOTE]):
             self.report.conflicts.append(Conflict(
                 c.path, kept="both", reason="manual: review with peersync conflicts", side="both",
-                saved_as=mine.get("conflict"), remote_saved_as=theirs.get("conflict")))
+                saved_as=conflict_id(mine.get("conflict")), remote_saved_as=conflict_id(theirs.get("conflict"))))
+
+
+async def _none():
+    return None
+
+
+def _merge_reason(merged: Merged, winner: str | None) -> str:
+    """The reason kept with a merge's pre-merge versions (and shown in reports)."""
+    if merged.keys:
+        keys = ", ".join(merged.keys[:3]) + (f" and {len(merged.keys) - 3} more" if len(merged.keys) > 3 else "")
+        return f"merged by key; changed on both sides: {keys} (kept {winner}'s)" if winner else \
+            f"merged by key; changed on both sides: {keys}"
+    return "merged with both versions kept live"
 
 
 def _conflict_reason(change: Change) -> str:

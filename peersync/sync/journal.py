@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 from peersync.core.types import Plan
-from peersync.workspace.storage import atomic_write_json
+from peersync.workspace.storage import TEMP_PREFIX, TEMP_SUFFIX, atomic_write_json
 
 FORMAT = 1  # bump me when a record's shape changes
 DIR = "journal"
@@ -51,6 +51,14 @@ def pending(ws) -> list[dict]:
             record = {"peer": "?", "started": os.path.getmtime(path) if path.exists() else 0}
         out.append({**record, "file": path})
     return sorted(out, key=lambda r: r.get("started") or 0)
+
+
+def sweep(ws) -> None:
+    """Remove the temp file of a record whose writer was killed mid-write (only the holder of the
+    workspace lock writes records, and it calls this: none of them is in progress)."""
+    directory = ws.state / DIR
+    for leftover in directory.glob(f"{TEMP_PREFIX}*{TEMP_SUFFIX}") if directory.is_dir() else ():
+        leftover.unlink(missing_ok=True)
 
 
 def settle(ws, remote_id: str | None) -> dict | None:

@@ -26,12 +26,16 @@ from peersync.core.commit import (
     agreed_ancestor,
     ancestor_delta,
     buried,
-    logbase_items,
+    check_instance_id,
+    merge_base_items,
     new_ancestor,
     parse_manifest,
+    parse_paths,
+    parse_problems,
     read_ancestor,
 )
-from peersync.core.plan import describe, log_matcher, plan_sync, vanished
+from peersync.core.paths import valid_instance_id
+from peersync.core.plan import describe, plan_sync, vanished
 from peersync.core.reconcile import touched_paths
 from peersync.core.names import Alignment, Folding, align
 from peersync.core.unknown import known_only
@@ -69,6 +73,7 @@ class Job:
     force: bool
     policy: Policy
     write_lock: asyncio.Lock  # one writer on this workspace at a time (several peers at once)
+    progress: object | None = None  # sync/progress.py: a terminal's progress line (None: silent)
 
 
 def local_scan_job(ws: Workspace, cfg: SyncConfig, dry_run: bool) -> asyncio.Future:
@@ -134,9 +139,12 @@ async def begin(job: Job, remote: Replica) -> str | None:
         # Two syncs started toward each other each hold their own lock and want the other's:
         # only the side with the smaller instance id waits long, so one of them always wins.
         theirs = remote.hello.get("instance_id")
+        if theirs is not None:  # a hostile one is refused before anything is saved
+            check_instance_id(theirs, job.peer.name)
         wait = REMOTE_LOCK_WAIT if not theirs or job.ws.instance_id < theirs else REMOTE_LOCK_YIELD
         locked = await remote.request("lock", timeout=wait, what=f"sync with {socket.gethostname()}")
-        remote_id = locked.get("instance_id") or remote_id
+        remote_id = (locked.get("instance_id") if isinstance(locked, dict) else None) or remote_id
+        remote_id = check_instance_id(remote_id, job.peer.name)
         if remote.caps.keeps_ancestor:
             _remember_instance(job.ws, job.peer, remote_id)
     await remote.request("selection", selection=job.cfg.selection.to_wire())
@@ -148,16 +156,16 @@ async def _reconcile_and_apply(job: Job, local: LocalSession, remote: Replica, r
                                local_unknown: list[str], local_fs: dict | None) -> None:
     ws, cfg, peer = job.ws, job.cfg, job.peer
     local_id = ws.instance_id
-    for path, message in remote_raw.get("problems", []):
+    for path, message in parse_problems(remote_raw.get("problems") or [], peer.name):
         report.problems.append(Problem(path, f"{message} on {peer.name}", Side.REMOTE))
-    changed = parse_manifest(remote_raw["entries"], cfg.selection, peer.name)
+    changed = parse_manifest(remote_raw.get("entries"), cfg.selection, peer.name)
     delta = bool(remote_raw.get("delta")) and mine is not None
     deleted: set[str] = set()
     # -- ancestor ------------------------------------------------------------------------------
     if delta:
         # The peer holds the very same ancestor (equal digests) and sent only what differs from it.
         ancestor = mine
-        deleted = set(remote_raw.get("deleted") or ())
+        deleted = set(parse_paths(remote_raw.get("deleted") or [], peer.name))
         remote_entries = {p: e for p, e in mine.items() if p not in deleted}
         remote_entries.update(changed)
     else:
@@ -167,7 +175,8 @@ async def _reconcile_and_apply(job: Job, local: LocalSession, remote: Replica, r
         # none (a cloud folder) has its only copy kept here, by its replica object.
         ancestor = agreed_ancestor(mine, theirs) if remote.caps.keeps_ancestor else (theirs or {})
     if remote.caps.may_vanish and report.mode is not Mode.PUSH and not job.force:
-        stop = vanished(max(len(ancestor), remote_raw.get("held") or 0), remote_entries, peer.name, peer.host)
+        held = remote_raw.get("held")  # a cloud folder's own count of what it held (a peer's: ignored if not a count)
+        stop = vanished(max(len(ancestor), held if type(held) is int else 0), remote_entries, peer.name, peer.host)
         if stop is not None:
             raise stop
     # -- names: one spelling per file where a side's volume folds case or normalisation ----------
@@ -183,7 +192,7 @@ async def _reconcile_and_apply(job: Job, local: LocalSession, remote: Replica, r
     local_dead, remote_dead = await deletion_records(
         local, remote, local_entries, remote_entries, touched,
         local_has=local.handler.has_dead(), remote_has=bool(remote_raw.get("dead")))
-    plan = plan_sync(ancestor, local_entries, remote_entries, logs=cfg.logs, roots=cfg.selection.roots,
+    plan = plan_sync(ancestor, local_entries, remote_entries, rules=cfg.rules, roots=cfg.selection.roots,
                      mass_delete_ratio=cfg.mass_delete_ratio, peer_name=peer.name, policy=job.policy,
                      mode=report.mode, offset_ns=int(remote.offset * 1e9), local_id=local_id,
                      remote_id=remote_id or "~", force=job.force, paths=touched, local_dead=local_dead,
@@ -196,7 +205,8 @@ async def _reconcile_and_apply(job: Job, local: LocalSession, remote: Replica, r
     intent = journal.begin(ws, remote_id, peer.name, plan)
     await respell(local, remote, names, report)
     run = Run(ws, peer, local, remote, report, policy=job.policy, local_id=local_id, remote_id=remote_id,
-              local_entries=local_entries, remote_entries=remote_entries)
+              local_entries=local_entries, remote_entries=remote_entries, rules=cfg.rules)
+    run.progress = job.progress
     await run.execute(list(plan.changes))
     # -- commit --------------------------------------------------------------------------------
     new = new_ancestor(ancestor, run.sides[Side.LOCAL], run.sides[Side.REMOTE], touched)
@@ -210,9 +220,10 @@ async def _reconcile_and_apply(job: Job, local: LocalSession, remote: Replica, r
     elif new != ancestor or not delta:  # unchanged and already identical on both sides: kept
         saves.append(save_ancestor(local, remote, local_id, remote_id, mine, new, base_digest,
                                    remote_delta=delta and ancestor is mine))
-    # Log files' new synced content, kept as the next merge's base by each side that keeps state
-    # (alongside the ancestor: a base missing after a crash only means a log conflict, never a loss).
-    logs = logbase_items(ancestor, new, log_matcher(cfg.logs))
+    # Mergeable files' new synced content, kept as the next merge's base by each side that keeps
+    # state (alongside the ancestor: a base missing after a crash only means a union or a
+    # conflict, never a loss).
+    logs = merge_base_items(ancestor, new, cfg.rules.keeps_base)
     if logs:
         saves.append(local.request("logbase_save", items=logs))
         if remote.caps.keeps_ancestor:
@@ -220,9 +231,11 @@ async def _reconcile_and_apply(job: Job, local: LocalSession, remote: Replica, r
     await gather_all(*saves)
     journal.end(intent)
     await remote.finish(ws, report, dry_run=False)
-    # Last: pruning log bases reads the ancestors just saved.
-    await gather_all(local.request("housekeeping", trash_days=cfg.trash_days, prune_logbases=bool(logs)),
-                     remote.request("housekeeping", trash_days=cfg.trash_days, prune_logbases=bool(logs)))
+    # Last: pruning log bases reads the ancestors just saved.  Each side ages its trash by its own
+    # retention (its config.yaml), never by ours — except a replica with no config (a cloud folder).
+    theirs_kept = {} if remote.caps.own_retention else {"trash_days": cfg.trash_days}
+    await gather_all(local.request("housekeeping", prune_logbases=bool(logs)),
+                     remote.request("housekeeping", prune_logbases=bool(logs), **theirs_kept))
 
 
 async def respell(local: LocalSession, remote: Replica, names: Alignment, report: Report) -> None:
@@ -322,7 +335,7 @@ async def deletion_records(local, remote, local_entries, remote_entries, touched
 
 def _remember_instance(ws: Workspace, peer: Peer, instance_id: str) -> None:
     """Keep the peer's instance id in peers.json, so `peers remove` can drop its ancestor."""
-    if peer.extra.get("instanceId") == instance_id:
+    if peer.extra.get("instanceId") == instance_id or not valid_instance_id(instance_id):
         return
     peers = ws.load_peers()
     if peer.name in peers and peers[peer.name].host == peer.host:

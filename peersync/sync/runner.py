@@ -36,9 +36,10 @@ def select_peers(ws: Workspace, names: list[str] | None) -> list[Peer]:
 async def sync_peers(ws: Workspace, names: list[str] | None = None, *, mode: Mode = Mode.SYNC,
                      dry_run: bool = False, force: bool = False, lock_timeout: float | None = None,
                      time_budget: float | None = None, policy: Policy | None = None,
-                     connect_timeout: float = 15.0, session_for=None) -> list[Report]:
+                     connect_timeout: float = 15.0, session_for=None, progress=None) -> list[Report]:
     """Sync with the named peers (all when None), concurrently; one Report per peer.
-    `session_for`: a keeper running this sync lends its own connection (daemons/keeper.py)."""
+    `session_for`: a keeper running this sync lends its own connection (daemons/keeper.py);
+    `progress`: a terminal's progress line (sync/progress.py)."""
     cfg = ws.sync_config()  # a malformed config stops the run before anything else
     peers = select_peers(ws, names)
     policy = policy or cfg.policy
@@ -49,7 +50,9 @@ async def sync_peers(ws: Workspace, names: list[str] | None = None, *, mode: Mod
         write_lock = asyncio.Lock()
 
         async def one(peer: Peer) -> Report:
-            job = Job(ws, cfg, peer, mode, dry_run, force, policy, write_lock)
+            job = Job(ws, cfg, peer, mode, dry_run, force, policy, write_lock, progress)
+            if progress is not None:
+                progress.begin(peer.name)
             # With one peer, scan here while the connection and the agent start up.
             prescan = local_scan_job(ws, cfg, dry_run) if len(peers) == 1 and not is_cloud(peer) else None
             run = sync_with(job, prescan=prescan, connect_timeout=connect_timeout, session_for=session_for)
@@ -76,6 +79,7 @@ def recover(ws: Workspace) -> None:
     intent journal's records are cleared per peer once that peer has recovered too: pipeline)."""
     try:
         Handler(ws.root).recover()
+        journal.sweep(ws)
     except OSError as err:
         stuck = journal.pending(ws)
         raise SafetyError(f"cannot recover what an interrupted sync left behind: {err.strerror or err}"

@@ -2,17 +2,22 @@
 
 Small files travel inline over the agent channel, in batches (the next batch is read while the
 target installs this one); an appended large file as its new bytes only; other large files with
-rsync (whose delta transfer pays off there) where rsync reaches the replica; a cloud folder's files
-through rclone.  Whatever the route, the target verifies every file by hash before it appears.
+rsync (whose delta transfer pays off there) where rsync reaches the replica, else over the agent
+channel in ranges (sync/chunks.py: a restricted key's peer, a machine without rsync); a cloud
+folder's files through rclone.  Whatever the route, the target verifies every file by hash before
+it appears.
 """
 
 from __future__ import annotations
 
 import asyncio
 import collections
+import shutil
 from pathlib import Path
 
+from peersync.core.commit import peer_text
 from peersync.core.types import Entry, Side
+from peersync.sync import chunks
 from peersync.sync.concurrency import gather_all
 from peersync.transport.rsync import rsync_files
 
@@ -36,12 +41,14 @@ class Transfers:
         """
         if self.remote_session.caps.transfer == "rclone":
             return await self._transfer_rclone(target, items)
-        rsync = self.remote_session.caps.rsync
-        small = [i for i in items if i["new"][0] <= INLINE_MAX_FILE or not rsync]
-        big = [i for i in items if i["new"][0] > INLINE_MAX_FILE and rsync]
+        small = [i for i in items if i["new"][0] <= INLINE_MAX_FILE]
+        big = [i for i in items if i["new"][0] > INLINE_MAX_FILE]
         grown, big = await self._tails(source, big)
-        outcome = await gather_all(self._copy_inline(source, target, small), self._copy_rsync(source, target, big),
-                                   self._install(target, grown))
+        # rsync only where both ends have it for us (never with a restricted key): else ranges.
+        rsync = self.remote_session.caps.rsync and shutil.which("rsync") is not None
+        copy_big = self._copy_rsync if rsync else self._copy_ranges
+        outcome = await gather_all(self._copy_inline(source, target, small), copy_big(source, target, big),
+                                   self._install_batches(target, grown))
         results = dict(zip((id(i) for i in small + big + grown), outcome[0] + outcome[1] + outcome[2]))
         return [results[id(i)] for i in items]
 
@@ -59,17 +66,23 @@ class Transfers:
         was appended to) travels as its new bytes only; the target rebuilds it and checks it."""
         asked = [i for i in items if i["expect"] is not None and i["expect"][0] < i["new"][0]
                  and i["new"][0] - i["expect"][0] <= INLINE_BATCH_BYTES]
-        if not asked:
-            return [], items
-        raw = await self.session(source).request("read_tail", items=[
-            {"path": i["path"], "offset": i["expect"][0], "prefix": i["expect"][3]} for i in asked])
         grown = []
-        for item in asked:
-            data = raw.get(item["path"]) if isinstance(raw, dict) else None
-            if isinstance(data, bytes):
-                item["tail"] = {"size": item["expect"][0], "prefix": item["expect"][3], "data": data}
-                grown.append(item)
+        for batch in _batches(asked, INLINE_BATCH_BYTES, size=_growth):  # replies of bounded size
+            raw = await self.session(source).request("read_tail", items=[
+                {"path": i["path"], "offset": i["expect"][0], "prefix": i["expect"][3]} for i in batch])
+            for item in batch:
+                data = raw.get(item["path"]) if isinstance(raw, dict) else None
+                if isinstance(data, bytes) and len(data) == _growth(item):
+                    item["tail"] = {"size": item["expect"][0], "prefix": item["expect"][3], "data": data}
+                    grown.append(item)
         return grown, [i for i in items if "tail" not in i]
+
+    async def _install_batches(self, side: Side, items: list[dict]) -> list[dict]:
+        """Install items carrying bytes (appended tails) in requests of bounded size."""
+        results = []
+        for batch in _batches(items, INLINE_BATCH_BYTES, size=_growth):
+            results += await self._install(side, batch)
+        return results
 
     async def _copy_inline(self, source: Side, target: Side, items: list[dict]) -> list[dict]:
         """Read a batch from the source while the target installs earlier ones: requests are
@@ -112,17 +125,40 @@ class Transfers:
                           basis_dir=self.remote_session.hello["root"] if push else str(self.ws.root))
         return await self._install(target, items)
 
+    async def _copy_ranges(self, source: Side, target: Side, items: list[dict]) -> list[dict]:
+        """Large files over the agent channel (sync/chunks.py): staged range by range on the target,
+        then installed there — verified by hash — in one request."""
+        if not items:
+            return []
+        failed = await chunks.stage_all(self.session(source), self.session(target), items)
+        staged = [i for n, i in enumerate(items) if n not in failed]
+        done = dict(zip((id(i) for i in staged), await self._install(target, staged)))
+        results = []
+        for n, item in enumerate(items):
+            if n in failed:
+                self.problem(item["path"], peer_text(failed[n]), target)
+                results.append({"path": item["path"], "ok": False, "error": failed[n]})
+            else:
+                results.append(done[id(item)])
+        return results
 
-def _batches(items: list[dict], limit: int, first: int | None = None):
+
+def _batches(items: list[dict], limit: int, first: int | None = None, *, size=lambda item: item["new"][0]):
     """Consecutive runs of `items` of at most `limit` bytes (a bigger file makes a batch alone).
     `first`: the first batch's limit, doubling for each next one up to `limit` — the pipeline
-    fills fast (the target writes while the next batch is read), then runs in large batches."""
-    batch, size, cap = [], 0, first or limit
+    fills fast (the target writes while the next batch is read), then runs in large batches.
+    `size`: an item's bytes in the batch (by default its whole file)."""
+    batch, total, cap = [], 0, first or limit
     for item in items:
-        if batch and size + item["new"][0] > cap:
+        if batch and total + size(item) > cap:
             yield batch
-            batch, size, cap = [], 0, min(cap * 2, limit)
+            batch, total, cap = [], 0, min(cap * 2, limit)
         batch.append(item)
-        size += item["new"][0]
+        total += size(item)
     if batch:
         yield batch
+
+
+def _growth(item: dict) -> int:
+    """The appended bytes of a grown file (its new size minus the size the target holds)."""
+    return item["new"][0] - item["expect"][0]

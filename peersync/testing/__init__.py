@@ -7,8 +7,9 @@ _EXPORTS = {
     "LoopbackSSHD": "sshd", "SSHDError": "sshd",
     "WorkspacePair": "pair", "default_remote_command": "pair", "wire_pair": "pair",
     "is_selected": "trees", "selection_files": "trees", "tree_digest": "trees",
-    "generate": "workspace_gen", "mutate": "workspace_gen",
-    "sync_local": "inprocess",
+    "generate": "workspace_gen", "mutate": "workspace_gen", "session_log": "workspace_gen",
+    "AgentWire": "wire",
+    "sync_local": "inprocess", "S3Server": "s3", "CountingProxy": "s3",
 }
 __all__ = sorted(_EXPORTS)
 

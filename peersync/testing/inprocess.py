@@ -30,6 +30,8 @@ def sync_local(ws: Workspace, other: Workspace, *, mode: Mode = Mode.SYNC, dry_r
     async def run() -> None:
         job = Job(ws, cfg, peer, mode, dry_run, force, policy or cfg.policy, asyncio.Lock())
         local, remote = LocalSession(ws.root), LocalSession(other.root)
+        # One process plays both machines: each names itself by its workspace (kept passages).
+        local.hello, remote.hello = {**local.hello, "machine": ws.root.name}, {**remote.hello, "machine": name}
         try:
             await sync_pair(job, local, remote, report)
         except PeersyncError as err:

@@ -176,6 +176,16 @@ class LoopbackSSHD:
                     identity=str(identity or self.identity), known_hosts=str(self.known_hosts),
                     command=command)
 
+    def alias_config(self, *aliases: str) -> str:
+        """An ssh config (what a user keeps in ~/.ssh/config) that reaches this server as `Host`
+        aliases — HostName, Port, User, key and known hosts all in the file, none on a command line —
+        plus a block for 127.0.0.1 itself that leaves the port out (for HOST:PORT)."""
+        self._require_port()
+        keys = (f"  IdentityFile {self.identity}\n  IdentitiesOnly yes\n"
+                f"  UserKnownHostsFile {self.known_hosts}\n  GlobalKnownHostsFile /dev/null\n")
+        return (f"Host {' '.join(aliases)}\n  HostName {self.host}\n  Port {self.port}\n  User {self.user}\n{keys}"
+                f"Host {self.host}\n  User {self.user}\n{keys}")
+
     def log_tail(self, lines: int = 20) -> str:
         try:
             return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])

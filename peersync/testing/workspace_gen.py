@@ -488,6 +488,15 @@ def _jsonl(text: _Text, rng, day: date, size: int) -> str:
     return "".join(lines)
 
 
+def session_log(root: Path | str, rel: str, size: int, *, seed: int = 0) -> int:
+    """Append about `size` bytes of realistic JSONL session events to `rel` (created if needed);
+    returns the bytes appended.  An agent's session log grows like this all day."""
+    rng = random.Random(seed)
+    data = _jsonl(_Text(rng, pool_size=300), rng, END_DATE, size)
+    _append(Path(root), rel, data)
+    return len(data.encode())
+
+
 # -- edits ------------------------------------------------------------------------------------
 def mutate(root: Path | str, *, seed: int, n: int) -> list[str]:
     """Make `n` realistic edits inside the default selection of the workspace at `root`: append to

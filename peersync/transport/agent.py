@@ -12,27 +12,22 @@ import sys
 from peersync.core.paths import BadPath
 from peersync.replica.handler import Handler, error_text
 from peersync.transport import restrict
-from peersync.transport.protocol import PROTOCOL, blob_size, decode, encode
+from peersync.transport.protocol import PROTOCOL, decode, encode, read_request
 
 
 def serve(handler: Handler, stdin, stdout) -> int:
     """Answer requests until EOF or `bye`.  Any malformed request ends the session."""
     try:
         while True:
-            line = stdin.readline()
-            if not line:
-                return 0
             try:
-                size, blob = blob_size(line), None
-                if size is not None:  # a `+N` frame: its JSON line, then N bytes
-                    line, blob = stdin.readline(), stdin.read(size)
-                    if not line.endswith(b"\n") or len(blob) != size:
-                        return 0  # EOF mid-frame: the client is gone
-                request = decode(line, blob)
+                frame = read_request(stdin)  # each part read only up to its limit (protocol.py)
+                if frame is None:
+                    return 0  # EOF, possibly mid-frame: the client is gone
+                request = decode(*frame)
                 op, args, rid = request["op"], request.get("args") or {}, request.get("id")
                 if not isinstance(args, dict):
                     raise ValueError("args must be an object")
-            except (ValueError, KeyError, TypeError) as err:
+            except (ValueError, KeyError, TypeError) as err:  # TooLarge included
                 stdout.write(encode({"ok": False, "error": f"bad request: {err}", "kind": "protocol"}))
                 stdout.flush()
                 return 2
@@ -66,7 +61,7 @@ def main(argv: list[str]) -> int:
     group = parser.add_mutually_exclusive_group(required=True)
     group.add_argument("--root", help="workspace root")
     group.add_argument("--restrict", metavar="ROOT",
-                       help="forced-command mode for authorized_keys: only this agent and rsync inside ROOT")
+                       help="forced-command mode for authorized_keys: only this agent, on ROOT")
     args = parser.parse_args(argv)
     if args.restrict:
         root = os.path.realpath(os.path.expanduser(args.restrict))

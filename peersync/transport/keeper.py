@@ -17,7 +17,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from peersync import __version__
-from peersync.transport.protocol import PROTOCOL
+from peersync.transport import sshconfig
+from peersync.transport.protocol import PROTOCOL, encode
 
 if TYPE_CHECKING:
     from peersync.workspace.workspace import Peer, Workspace
@@ -71,21 +72,20 @@ def code_stamp() -> int:
 
 
 def socket_for(root: str, name: str, host, user, port, identity, known_hosts, command, remote_root: str) -> Path | None:
-    """The keeper socket for a workspace, one peer's settings, its remote root and this code."""
+    """The keeper socket for a workspace, one peer's settings, its remote root, this code and the
+    ssh config in use (a keeper connected under other SSH settings is not reused)."""
     where = runtime_dir()
     if where is None:
         return None
     key = json.dumps([root, name, host, user, port, identity, known_hosts, command, remote_root,
-                      __version__, PROTOCOL, code_stamp()])
+                      __version__, PROTOCOL, code_stamp(), sshconfig.stamp()])
     # Short on purpose: a unix socket path must fit in 104 bytes (macOS).
     return where / (hashlib.blake2b(key.encode(), digest_size=12).hexdigest() + ".sock")
 
 
 
 DEFAULT_KEEP = 600.0
-
-
-LINE_LIMIT = 1 << 31  # replies are whole lines; a manifest of 100k files is tens of MB
+STREAM_LIMIT = 1 << 20  # a socket's buffer; longer lines are read in pieces, up to their own limit
 
 
 def keep_seconds(cfg) -> float:
@@ -112,6 +112,31 @@ def spawn(ws: Workspace, peer: Peer, root: str, seconds: float) -> bool:
     subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                      start_new_session=True, close_fds=True, cwd="/")
     return True
+
+
+def settings(peer: Peer) -> tuple:
+    """What a kept connection was made with: a keeper serves only while its peer entry says the same."""
+    return (peer.host, peer.user, peer.port, peer.path, peer.identity, peer.known_hosts, peer.command)
+
+
+def stop(ws: Workspace, peer: Peer) -> bool:
+    """Ask the keeper of `peer` (as configured until now) to leave: its peer was removed or
+    changed.  It finishes a sync it is running, then exits.  True if one answered."""
+    path = socket_path(ws, peer, peer.path or str(ws.root))
+    if path is None:
+        return False
+    import socket  # lazy: the CLI's fast path imports this module at start-up
+
+
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+            sock.settimeout(5)
+            sock.connect(str(path))
+            sock.sendall(encode({"id": 1, "op": "stop", "args": {}}))
+            sock.recv(4096)
+            return True
+    except OSError:
+        return False
 
 
 def _alive(path: Path) -> bool:

@@ -210,9 +210,13 @@ def resolve_target(spec: str, *, env_name: str = "peersync_target", cwd: Path | 
 
     - a local path ("/x", "~/x", "./x", "x"): used as an absolute local path;
     - "name:path": a remote from rclone.conf or from env vars `RCLONE_CONFIG_NAME_*`;
+    - "name,key=value,…:path": that remote with options overridden.  The options become
+      `RCLONE_CONFIG_NAME_KEY` env vars (which rclone reads before the config file), and rclone
+      is given "name:path";
     - ":backend,key=value,…:path": a connection string.  It is turned into env vars of a
-      remote called `env_name`, so that keys in it never appear on rclone's command line
-      (where `ps` would show them) nor in anything peersync prints.
+      remote called `env_name`.
+    Either way no option (secret keys included) ever appears on a command line, where `ps` and
+    /proc/PID/cmdline show it to every user, nor in anything peersync prints.
     """
     spec = spec.strip()
     if not spec:
@@ -234,11 +238,17 @@ def resolve_target(spec: str, *, env_name: str = "peersync_target", cwd: Path | 
     shown_opts = ",".join(f"{k}=***" if _SECRET_KEY.search(k) else f"{k}={_quote(v)}" for k, v in pairs)
     display = (name + ("," + shown_opts if shown_opts else "") + ":" + path)
     if name.startswith(":"):
-        prefix = "RCLONE_CONFIG_" + env_name.upper() + "_"
-        env = {prefix + "TYPE": name[1:]}
-        env.update({prefix + key.upper().replace("-", "_"): value for key, value in pairs})
+        env = {remote_env(env_name, "type"): name[1:]}
+        env.update({remote_env(env_name, key): value for key, value in pairs})
         return Target(remote=f"{env_name}:{path}", display=display, env=env, secrets=secrets)
-    return Target(remote=spec, display=display, secrets=secrets, remote_name=name)
+    env = {remote_env(name, key): value for key, value in pairs}
+    return Target(remote=f"{name}:{path}", display=display, env=env, secrets=secrets, remote_name=name)
+
+
+def remote_env(remote: str, option: str) -> str:
+    """The env var that sets `option` of rclone remote `remote` (rclone upper-cases the remote's
+    name as it is, and the option's name with '-' read as '_')."""
+    return f"RCLONE_CONFIG_{remote.upper()}_{option.upper().replace('-', '_')}"
 
 
 def _quote(value: str) -> str:
@@ -264,12 +274,23 @@ class Rclone:
         """A copy that also defines `extra` env vars (e.g. a crypt remote) and hides `secrets`."""
         return Rclone(self.binary, env={**self.env, **extra}, secrets=[*self.secrets, *secrets])
 
+    def command(self, args: Iterable[str]) -> list[str]:
+        """The argv to run rclone with `args`, refused if it holds a secret peersync knows of:
+        argv is world-readable (`ps`, /proc/PID/cmdline), so secrets travel in the env only."""
+        argv = [self.binary, *args]
+        leaked = [s for s in self.secrets if len(s) >= 6 and any(s in arg for arg in argv)]
+        if leaked:
+            raise RcloneError("refusing to put a secret on rclone's command line (it would be visible in ps)",
+                              "Pass options through RCLONE_CONFIG_* env vars or a connection string "
+                              "in backup.target / the cloud remote.")
+        return argv
+
     # The general entry point: every other method is a thin wrapper around it.
     def run(self, args: list[str], *, env: Mapping[str, str] | None = None, input: bytes | None = None,
             stdin=None, check: bool = True, timeout: float | None = None) -> subprocess.CompletedProcess:
         full_env = {**self.env, **(env or {})}
         try:
-            proc = subprocess.run([self.binary, *args], env=full_env, input=input, stdin=stdin,
+            proc = subprocess.run(self.command(args), env=full_env, input=input, stdin=stdin,
                                   capture_output=True, timeout=timeout)
         except subprocess.TimeoutExpired:
             raise RcloneError(f"rclone {args[0]} timed out after {timeout:.0f} s") from None
@@ -282,7 +303,7 @@ class Rclone:
         """Run a transfer command, feeding rclone's JSON stats to `on_stats` as they come.
 
         Returns (exit code, final stats, stderr text without the stats lines)."""
-        cmd = [self.binary, *args, "--use-json-log", "--stats", interval, "--stats-log-level", "NOTICE"]
+        cmd = self.command([*args, "--use-json-log", "--stats", interval, "--stats-log-level", "NOTICE"])
         proc = subprocess.Popen(cmd, env=self.env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                 stderr=subprocess.PIPE)
         final: dict = {}
@@ -374,7 +395,7 @@ class Rclone:
         if target.remote_name.casefold() not in known:
             var = "RCLONE_CONFIG_" + re.sub(r"\W", "_", target.remote_name).upper() + "_TYPE"
             raise UnknownRemote(f"unknown rclone remote {target.remote_name!r} in target {target.display}",
-                                f"Define it with `rclone config`, or by env vars ({var}=s3, …), "
+                                f"Define it with `peersync rclone config` (the rclone bundled with peersync), or by env vars ({var}=s3, …), "
                                 "or use a connection string like :s3,provider=…:bucket/path.")
 
 
@@ -439,7 +460,8 @@ def summarise_stderr(stderr: str, limit: int = 2) -> str:
 def classify(stderr: str) -> tuple[type[RcloneError], str | None]:
     low = stderr.lower()
     if "didn't find section in config file" in low:
-        return UnknownRemote, "Define the remote with `rclone config` or RCLONE_CONFIG_<NAME>_* env vars."
+        return UnknownRemote, ("Define the remote with `peersync rclone config` (the rclone bundled with peersync) "
+                               "or RCLONE_CONFIG_<NAME>_* env vars.")
     if "didn't find backend called" in low:
         return UnknownRemote, "Check the backend name (see `rclone help backends`)."
     if any(s in low for s in ("signaturedoesnotmatch", "invalidaccesskeyid", "accessdenied",

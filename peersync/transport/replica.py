@@ -11,7 +11,7 @@ the one pipeline follows them.  There is no second orchestration.
 from __future__ import annotations
 
 import abc
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Awaitable, Mapping
 
 
@@ -32,13 +32,24 @@ class Capabilities:
     delta_scan: bool = True  # can answer a scan with only what differs from a shared ancestor
     lock_in_dry_run: bool = True  # taking its lock changes nothing there (a cloud lock is an object)
     may_vanish: bool = False  # can look empty without being so (an unmounted folder, an expired share)
+    own_retention: bool = True  # ages its trash and deletion records by its own config.yaml, never by
+    #   ours (a cloud folder has no config: ours applies, and is sent)
 
 
 AGENT = Capabilities("ssh")
 KEPT = Capabilities("kept")  # an agent through a keeper's warm connection
 LOCAL = Capabilities("local", rsync=False)
 CLOUD = Capabilities("cloud", keeps_ancestor=False, takes_mtimes=False, keeps_conflicts=False, rsync=False,
-                     transfer="rclone", delta_scan=False, lock_in_dry_run=False, may_vanish=True)
+                     transfer="rclone", delta_scan=False, lock_in_dry_run=False, may_vanish=True,
+                     own_retention=False)
+
+
+def agent_caps(base: Capabilities, hello: dict) -> Capabilities:
+    """An agent's capabilities as its hello tells them: rsync only where it has one for us — never
+    for a restricted key, whose agent refuses rsync (large files then travel in ranges)."""
+    if hello.get("rsync") and not hello.get("restricted"):
+        return base
+    return replace(base, rsync=False)
 
 
 class Replica(abc.ABC):

@@ -1,45 +1,30 @@
-"""Forced-command mode for authorized_keys: a key that may run only the agent and a confined rsync.
+"""Forced-command mode for authorized_keys: a key that may run the peersync agent on ROOT and nothing else.
 
     command="peersync agent --restrict /home/me/clawd",restrict ssh-ed25519 AAAA…
 
-Whatever the client asked for (SSH_ORIGINAL_COMMAND), it gets either the agent on ROOT or, for
-`rsync --server …`, rsync confined to ROOT by rrsync (shipped with rsync; its option and path
-checks are maintained by the rsync authors, so we do not re-implement them).  Anything else is
-refused.  A stolen key therefore cannot read ~/.ssh or /etc.
+Whatever root the client names, the agent serves ROOT, bounded by ROOT's own selection
+(config.yaml): such a key can sync the files this side syncs, and nothing else.  It gets no
+rsync and no shell: an rsync server, even confined to ROOT by rrsync, could read and write the
+state dir (peers.json, config.yaml, which can name commands to run), IDENTITY.md and config/, or
+plant symbolic links for the agent to follow.  Files of any size travel over the agent channel
+instead (read_range / stage_chunk), verified by hash before they are installed.
 """
 
 from __future__ import annotations
 
 import os
-import shutil
 import sys
 
-RRSYNC_CANDIDATES = ("rrsync", "/usr/bin/rrsync", "/usr/local/bin/rrsync", "/opt/homebrew/bin/rrsync",
-                     "/usr/share/doc/rsync/support/rrsync")
-
-
-def find_rrsync() -> str | None:
-    for candidate in RRSYNC_CANDIDATES:
-        found = shutil.which(candidate) if "/" not in candidate else (candidate if os.access(candidate, os.X_OK) else None)
-        if found:
-            return found
-    return None
+AGENT = " agent --root "  # what every command peersync's client sends contains (transport.ssh.agent_command)
 
 
 def route(root: str) -> int | None:
-    """What a restricted key's request gets: None for the agent (the caller serves it, restricted);
-    `rsync --server …` is replaced by rrsync confined to `root` (this call does not return then), or
-    refused with an exit code when rrsync is missing."""
+    """What a restricted key's request gets: None for the agent (the caller serves it,
+    restricted); anything else — a shell, rsync, sftp, any command — is refused with an exit code."""
     original = os.environ.get("SSH_ORIGINAL_COMMAND", "")
-    words = original.split()
-    if words[:2] == ["rsync", "--server"]:
-        rrsync = find_rrsync()
-        if rrsync is None:
-            print("peersync: rsync is disabled for this key (rrsync not installed); "
-                  "the client falls back to the agent channel", file=sys.stderr)
-            return 126
-        # -absolute: our client names paths under ROOT absolutely; -no-del: peersync never asks
-        # rsync to delete (deletions go to the trash through the agent); -no-lock: the agent's
-        # workspace lock already serialises writers.
-        os.execv(rrsync, [rrsync, "-absolute", "-no-del", "-no-lock", root])
-    return None
+    if AGENT in f" {original} ":
+        return None
+    asked = original.split()[0] if original.split() else "a login shell"
+    print(f"peersync: this key may only run the peersync agent on {root} (asked for {asked!r}); refused",
+          file=sys.stderr)
+    return 1

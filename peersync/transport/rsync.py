@@ -3,13 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import shlex
+import signal
 
 from peersync.errors import TransferError
+from peersync.transport import sshconfig
 from peersync.workspace.workspace import Peer
 
 PARTIAL_CODES = (23, 24)
+# rsync gives up when no data moves for this long (a wedged peer); ssh's ConnectTimeout bounds the
+# connection (rsync's --contimeout is for daemon connections only and refused over ssh).
+IO_TIMEOUT = 120
 _EXIT_MEANING = {
     10: "the connection broke off (socket I/O error)",
     11: "file I/O error on the receiving side (disk full or not writable?)",
@@ -22,15 +28,17 @@ _TELLING = ("No space left", "Permission denied", "Read-only file system", "Conn
 
 
 def ssh_command(peer: Peer) -> list[str]:
-    """The `ssh` invocation rsync uses: same port, key and known hosts; strict, non-interactive."""
-    args = ["ssh", "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=yes",
+    """The `ssh` invocation rsync uses: the same config file and options the control connection
+    was resolved from (transport/sshconfig.py), so it reaches the same host, port and key; strict
+    and non-interactive."""
+    args = ["ssh", *sshconfig.config_args(), "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=yes",
             "-o", "ConnectTimeout=15", "-o", "ServerAliveInterval=15", "-o", "ServerAliveCountMax=3"]
     if peer.port:
         args += ["-p", str(peer.port)]
     if peer.identity:
-        args += ["-i", os.path.expanduser(peer.identity), "-o", "IdentitiesOnly=yes"]
+        args += ["-i", sshconfig.expand_home(peer.identity), "-o", "IdentitiesOnly=yes"]
     if peer.known_hosts:
-        args += ["-o", f"UserKnownHostsFile={os.path.expanduser(peer.known_hosts)}",
+        args += ["-o", f"UserKnownHostsFile={sshconfig.expand_home(peer.known_hosts)}",
                  "-o", "GlobalKnownHostsFile=/dev/null"]
     if peer.user:
         args += ["-l", peer.user]
@@ -52,19 +60,31 @@ async def rsync_files(peer: Peer, paths: list[str], *, push: bool, local_dir: st
     if not paths:
         return
     src, dst = (local_dir, _remote(peer, remote_dir)) if push else (_remote(peer, remote_dir), local_dir)
-    cmd = ["rsync", "-t", "--perms", "-I", "--files-from=-", "--from0", f"--copy-dest={basis_dir}",
-           "-e", shlex.join(ssh_command(peer)), src.rstrip("/") + "/", dst.rstrip("/") + "/"]
+    cmd = ["rsync", "-t", "--perms", "-I", f"--timeout={IO_TIMEOUT}", "--files-from=-", "--from0",
+           f"--copy-dest={basis_dir}", "-e", shlex.join(ssh_command(peer)), src.rstrip("/") + "/", dst.rstrip("/") + "/"]
     try:
+        # Its own process group (rsync and its ssh): a cancelled sync (the heartbeat's time bound,
+        # Ctrl-C) kills the whole group, so nothing is left running, one pair per tick.
         proc = await asyncio.create_subprocess_exec(
             *cmd, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.DEVNULL,
-            stderr=asyncio.subprocess.PIPE, start_new_session=False)
+            stderr=asyncio.subprocess.PIPE, start_new_session=True)
     except FileNotFoundError:
         raise TransferError("rsync is not installed on this machine",
                             "Install it (apt-get install rsync / brew install rsync).") from None
-    _, err = await proc.communicate(b"\0".join(p.encode() for p in paths) + b"\0")
+    try:
+        _, err = await proc.communicate(b"\0".join(p.encode() for p in paths) + b"\0")
+    except BaseException:
+        await kill_group(proc)
+        raise
     if proc.returncode in (0, *PARTIAL_CODES):
         return
-    lines = [l for l in err.decode(errors="replace").splitlines() if l.strip()]
+    text = err.decode(errors="replace")
+    from peersync.transport.hostkeys import from_openssh  # lazy: only on failure (it loads asyncssh)
+
+    refused = await from_openssh(peer, text)
+    if refused is not None:
+        raise refused
+    lines = [l for l in text.splitlines() if l.strip()]
     telling = [l for l in lines if any(k in l for k in _TELLING)]
     detail = (telling or [None])[-1] or _EXIT_MEANING.get(proc.returncode) or \
         (lines or [f"exit status {proc.returncode}"])[-1]
@@ -78,3 +98,14 @@ async def rsync_files(peer: Peer, paths: list[str], *, push: bool, local_dir: st
         raise TransferError(f"transfer with {peer.name} was cut off: {detail}",
                             "Nothing was lost; run the sync again.")
     raise TransferError(f"rsync with {peer.name} failed: {detail}", "Nothing was lost; run the sync again.")
+
+
+async def kill_group(proc: asyncio.subprocess.Process) -> None:
+    """Kill a child started in its own session, with everything it started (rsync's ssh), and
+    reap it.  Safe to await while being cancelled: the kill itself happens at once."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    with contextlib.suppress(ProcessLookupError):
+        proc.kill()
+    with contextlib.suppress(BaseException):
+        await asyncio.shield(proc.wait())

@@ -9,39 +9,59 @@ import os
 import shlex
 import sys
 import time
-from pathlib import Path
 
-from peersync.errors import BusyError, ConnectError, HostKeyError, ProtocolError
-from peersync.transport.keeper import LINE_LIMIT, socket_path
-from peersync.transport.protocol import PROTOCOL, blob_size, decode, encode
-from peersync.transport.replica import AGENT, KEPT, Replica
+from peersync import install
+from peersync.errors import BusyError, ConnectError, ProtocolError
+from peersync.transport import sshconfig
+from peersync.transport.keeper import STREAM_LIMIT, socket_path
+from peersync.transport.protocol import (LARGE_LINE, MAX_BLOB, PROTOCOL, SMALL_LINE, TooLarge, blob_limit, blob_size,
+                                         decode, encode, line_limit)
+from peersync.transport.replica import AGENT, KEPT, Capabilities, Replica, agent_caps
 from peersync.workspace.workspace import Peer, Workspace
 
 NOT_FOUND = "peersync-not-found"
 
 
-async def read_line(stream) -> bytes:
-    """One whole reply line.  asyncssh's readline() hands back a partial line once its receive
-    window (2 MiB) is full, so a large manifest arrives in pieces that must be joined."""
-    parts = []
+async def read_line(stream, limit: int = LARGE_LINE) -> bytes:
+    """One whole line, read only up to `limit` bytes (TooLarge beyond: a peer that never ends a
+    line costs bounded memory).  asyncssh's readline() hands back a partial line once its receive
+    window (2 MiB) is full, so a large manifest arrives in pieces that must be joined; an asyncio
+    stream (a keeper's socket) gives the pieces its own buffer limit allows."""
+    parts, size = [], 0
     while True:
-        chunk = await stream.readline()
+        if isinstance(stream, asyncio.StreamReader):
+            try:
+                chunk = await stream.readuntil(b"\n")
+            except asyncio.IncompleteReadError as err:
+                chunk = err.partial  # EOF
+            except asyncio.LimitOverrunError as err:
+                chunk = await stream.readexactly(err.consumed)  # what is buffered, no newline yet
+        else:
+            chunk = await stream.readline()
         parts.append(chunk)
+        size += len(chunk)
+        if size > limit + 1:
+            raise TooLarge(f"line too large (over {limit} bytes)")
         if not chunk or chunk.endswith(b"\n"):
             return b"".join(parts)
 
 
-async def read_frame(readline, readexactly) -> tuple[bytes, bytes | None]:
-    """One message as (JSON line, raw bytes or None) from a stream's `readline` and
-    `readexactly` (protocol.py).  A line without its newline means EOF came first; ValueError
-    for a malformed header."""
-    line = await readline()
+async def read_frame(stream, limit: int = LARGE_LINE, blob_max: int = MAX_BLOB) -> tuple[bytes, bytes | None]:
+    """One message as (JSON line, raw bytes or None) from `stream` (protocol.py), its line read
+    only up to `limit` bytes and its raw bytes only when there are at most `blob_max`.  A line
+    without its newline means EOF came first; ValueError for a malformed header, TooLarge
+    beyond a limit."""
+    line = await read_line(stream, max(limit, SMALL_LINE))
     size = blob_size(line) if line.endswith(b"\n") else None
     if size is None:
+        if len(line) > limit + 1:
+            raise TooLarge(f"line too large (over {limit} bytes)")
         return line, None
-    line = await readline()
+    if size > blob_max:
+        raise TooLarge(f"too large ({size} bytes of data)")
+    line = await read_line(stream, limit)
     try:
-        blob = await readexactly(size)
+        blob = await stream.readexactly(size)
     except asyncio.IncompleteReadError:
         return b"", None  # cut mid-frame: the same as EOF
     return (line, blob) if line.endswith(b"\n") else (b"", None)
@@ -50,7 +70,11 @@ async def read_frame(readline, readexactly) -> tuple[bytes, bytes | None]:
 class Session(Replica):
     """A running `peersync agent` on a peer, over one SSH connection (or through its keeper)."""
 
-    caps = AGENT
+    base_caps = AGENT
+
+    @property
+    def caps(self) -> Capabilities:
+        return agent_caps(self.base_caps, self.hello)
 
     def __init__(self, peer: Peer, conn, process, hello: dict, offset: float, rtt: float):
         self.peer = peer
@@ -73,8 +97,9 @@ class Session(Replica):
     async def _drain(self) -> None:
         await self.process.stdin.drain()
 
-    async def _receive(self) -> tuple[bytes, bytes | None]:
-        return await read_frame(lambda: read_line(self.process.stdout), self.process.stdout.readexactly)
+    async def _receive(self, op: str) -> tuple[bytes, bytes | None]:
+        """The next reply, which answers `op`: its limits are that operation's (protocol.py)."""
+        return await read_frame(self.process.stdout, line_limit(op, reply=True), blob_limit(op, reply=True))
 
     def _lost_errors(self) -> tuple:
         # asyncssh's errors count only when it is loaded: a keeper session never imports it.
@@ -115,9 +140,14 @@ class Session(Replica):
         while self._waiting:
             rid, op, future = self._waiting[0]
             try:
-                line, blob = await self._receive()
+                line, blob = await self._receive(op)
             except self._lost_errors() as err:
                 self._fail_all(err)
+                return
+            except TooLarge as err:
+                self._waiting.popleft()
+                self._fail_all(None, ProtocolError(f"{self.peer.name} sent a reply to '{op}' that is {err}; "
+                                                   "refusing it", "Check the peer's peersync installation."), future)
                 return
             except ValueError as err:  # a malformed frame header
                 self._waiting.popleft()
@@ -180,7 +210,9 @@ def agent_command(peer: Peer, root: str) -> str:
     tries = []
     if peer.command:
         first = shlex.split(peer.command)[0]
-        tries.append((f"command -v {shlex.quote(first)} >/dev/null 2>&1", f"exec {peer.command} agent --root {r}"))
+        # `~/…` means the peer's home (the shell expands it in `exec`; quoted for the test it would not be)
+        found = f'"$HOME"/{shlex.quote(first[2:])}' if first.startswith("~/") else shlex.quote(first)
+        tries.append((f"command -v {found} >/dev/null 2>&1", f"exec {peer.command} agent --root {r}"))
     tries += [
         ("command -v peersync >/dev/null 2>&1", f"exec peersync agent --root {r}"),
         ('[ -x "$HOME/.local/bin/peersync" ]', f'exec "$HOME/.local/bin/peersync" agent --root {r}'),
@@ -190,12 +222,32 @@ def agent_command(peer: Peer, root: str) -> str:
     return f"{script}; else echo {NOT_FOUND} >&2; exit 127; fi"
 
 
-def _connect_options(peer: Peer, timeout: float) -> dict:
+def destination(peer: Peer) -> sshconfig.Destination:
+    """Where `peer` is, as `ssh` would reach it (transport/sshconfig.py); ConnectError for a
+    config file ssh cannot read."""
+    try:
+        return sshconfig.resolve(peer.host, user=peer.user, port=peer.port, identity=expand(peer.identity),
+                                 known_hosts=expand(peer.known_hosts))
+    except ValueError as err:
+        raise ConnectError(f"cannot work out how to reach {peer.name}: {err}",
+                           f"Fix {sshconfig.shown_config()} (`ssh -G {peer.host}` shows what ssh reads).") from None
+
+
+def expand(path: str | None) -> str | None:
+    return sshconfig.expand_home(path) if path else None
+
+
+def _connect_options(peer: Peer, dest: sshconfig.Destination, timeout: float) -> dict:
+    """asyncssh's options: exactly the destination `ssh -G` resolved, so asyncssh reads no config
+    file of its own (it would read $HOME's, where ssh reads the passwd entry's home)."""
     import asyncssh  # deferred: only the client side pays for it
 
     options = dict(
-        port=peer.port or 22,
-        username=peer.user or None,
+        host=dest.host,
+        port=dest.port,
+        username=dest.user,
+        config=[],
+        host_key_alias=dest.host_key_alias,
         connect_timeout=timeout,
         keepalive_interval=15,
         keepalive_count_max=3,
@@ -210,23 +262,36 @@ def _connect_options(peer: Peer, timeout: float) -> dict:
         encryption_algs=["aes128-gcm@openssh.com", "aes256-gcm@openssh.com", "chacha20-poly1305@openssh.com",
                          "aes256-ctr", "aes192-ctr", "aes128-ctr"],
     )
+    proxy = sshconfig.proxy_argv(dest)
+    if proxy:
+        options["proxy_command"] = proxy
     if peer.identity:
-        options["client_keys"] = [os.path.expanduser(peer.identity)]
+        options["client_keys"] = [expand(peer.identity)]
         options["agent_path"] = None
-    if peer.known_hosts:
-        options["known_hosts"] = os.path.expanduser(peer.known_hosts)
     else:
-        default = Path.home() / ".ssh" / "known_hosts"
-        # No known_hosts file: trust nothing (an explicit empty list), never "skip the check".
-        options["known_hosts"] = str(default) if default.exists() else asyncssh.import_known_hosts("")
+        keys = []
+        for path in dest.identities:
+            try:
+                keys += asyncssh.load_keypairs([path])
+            except (OSError, asyncssh.KeyImportError, ValueError):
+                continue  # missing, or protected by a passphrase: ssh-agent may hold it, as for ssh
+        options["client_keys"] = keys
+        if dest.identities_only and keys:
+            options["agent_path"] = None
+    known = [path for path in dest.known_hosts if os.path.isfile(path)]
+    # No known_hosts file: trust nothing (an explicit empty list), never "skip the check".
+    options["known_hosts"] = known or asyncssh.import_known_hosts("")
     return {k: v for k, v in options.items() if v is not None or k in ("password", "agent_path")}
 
 
-def trust_hint(peer: Peer) -> str:
-    port = f"-p {peer.port} " if peer.port and peer.port != 22 else ""
-    target = peer.known_hosts or "~/.ssh/known_hosts"
-    return (f"Trust it after checking the fingerprint: ssh-keyscan {port}{peer.host} >> {target} "
-            f"(or use the key Tailscale reports: peersync discover --add).")
+def path_hint(peer: Peer, root: str) -> str:
+    """What to check when the agent cannot use the workspace path it was given — often a `~`
+    that this machine's shell expanded to its own home before peersync saw it."""
+    home = os.path.expanduser("~")
+    if root == home or root.startswith(home + "/"):
+        return (f"{root} is under THIS machine's home directory (did your shell expand ~?). For the peer's "
+                f"own home quote the tilde: peersync peers set {peer.name} --path '~{root[len(home):]}'")
+    return f"Check the workspace path on {peer.name}: peersync peers set {peer.name} --path PATH"
 
 
 async def open_session(ws: Workspace, peer: Peer, *, timeout: float = 15.0, root: str | None = None) -> Session:
@@ -234,40 +299,47 @@ async def open_session(ws: Workspace, peer: Peer, *, timeout: float = 15.0, root
     import asyncssh  # lazy: slow to import; a warm keeper, the agent and the fast paths never need it
 
     root = root or peer.path or str(ws.root)
-    where = f"{peer.target}:{peer.port or 22}"
+    dest = destination(peer)
+    where = f"{dest.user}@{dest.where}"
     try:
-        conn = await asyncio.wait_for(asyncssh.connect(peer.host, **_connect_options(peer, timeout)), timeout + 1)
-    except asyncssh.HostKeyNotVerifiable as err:
-        raise HostKeyError(f"host key of {peer.name} ({peer.host}) is not trusted: {err.reason}",
-                           trust_hint(peer)) from None
+        conn = await asyncio.wait_for(asyncssh.connect(**_connect_options(peer, dest, timeout)), timeout + 1)
+    except asyncssh.HostKeyNotVerifiable:
+        from peersync.transport.hostkeys import refusal_for  # lazy: only on this failure (start-up)
+
+        raise await refusal_for(peer) from None
     except asyncssh.PermissionDenied:
+        port_arg = f"-p {dest.port} " if dest.port != 22 else ""
         raise ConnectError(f"SSH key refused by {where}",
-                           f"Install your public key there: ssh-copy-id {'-p %d ' % peer.port if peer.port else ''}{peer.target}") from None
+                           f"Install your public key there: ssh-copy-id {port_arg}{dest.user}@{dest.host}") from None
     except (asyncio.TimeoutError, TimeoutError):
         raise ConnectError(f"cannot reach {peer.name} at {where}: timed out after {timeout:g} s",
-                           "Is the machine on and on your tailnet? Check with: tailscale status") from None
+                           sshconfig.unreachable_hint(dest, None, peer.name)) from None
     except (OSError, asyncssh.Error) as err:
         errno = getattr(err, "errno", None)
-        reason = (os.strerror(errno) if isinstance(errno, int) else None) or getattr(err, "reason", None) or str(err)
+        reason = (os.strerror(errno) if isinstance(errno, int) and errno > 0 else None) \
+            or getattr(err, "reason", None) or str(err)
         raise ConnectError(f"cannot reach {peer.name} at {where}: {reason}",
-                           "Is the machine on and on your tailnet? Check with: tailscale status") from None
+                           sshconfig.unreachable_hint(dest, err, peer.name)) from None
     try:
         process = await conn.create_process(agent_command(peer, root), encoding=None)
         started = time.time()
         process.stdin.write(encode({"id": 0, "op": "hello", "args": {"protocol": PROTOCOL}}))
-        line = await asyncio.wait_for(read_line(process.stdout), timeout + 15)
+        line = await asyncio.wait_for(read_line(process.stdout, SMALL_LINE), timeout + 15)
         finished = time.time()
         if not line:
             err = (await asyncio.wait_for(process.stderr.read(4096), 5)).decode(errors="replace")
             if NOT_FOUND in err:
                 raise ConnectError(f"peersync is not installed on {peer.name} (or not on its non-interactive PATH)",
-                                   f"Install it there (pipx install peersync), or set its command: "
-                                   f"peersync peers add {peer.name} {peer.host} --remote-command '/path/to/peersync'")
+                                   f"{install.remote_hint(peer.name)}; or tell peersync where it is: "
+                                   f"peersync peers set {peer.name} --remote-command '/path/to/peersync'")
             raise ConnectError(f"the peersync agent on {peer.name} did not start: {err.strip()[:300] or 'no output'}")
         reply = decode(line)
         hello = reply.get("result") or {}
+        if not isinstance(hello, dict):
+            raise ValueError("hello is not an object")
         if not reply.get("ok"):
-            raise ConnectError(f"the peersync agent on {peer.name} failed to start: {reply.get('error')}")
+            raise ConnectError(f"the peersync agent on {peer.name} failed to start in {root}: {reply.get('error')}",
+                               path_hint(peer, root))
         if hello.get("protocol") != PROTOCOL:
             raise protocol_mismatch(peer, hello)
         session = Session(peer, conn, process, hello, 0.0, finished - started)
@@ -282,6 +354,10 @@ async def open_session(ws: Workspace, peer: Peer, *, timeout: float = 15.0, root
         conn.close()
         raise ConnectError(f"connection to {peer.name} lost while starting its agent: {err}",
                            "Check the peer's sshd log; then run the sync again.") from None
+    except ValueError as err:  # TooLarge included: a hello that is not one
+        conn.close()
+        raise ProtocolError(f"{peer.name} answered hello with something else ({str(err)[:100]}); refusing it",
+                            "Check the peer's peersync installation.") from None
     except BaseException:
         conn.close()
         raise
@@ -296,7 +372,7 @@ async def attach(ws: Workspace, peer: Peer, root: str, timeout: float):
     if path is None:
         return None
     try:
-        reader, writer = await asyncio.wait_for(asyncio.open_unix_connection(str(path), limit=LINE_LIMIT), 2)
+        reader, writer = await asyncio.wait_for(asyncio.open_unix_connection(str(path), limit=STREAM_LIMIT), 2)
     except (OSError, asyncio.TimeoutError):
         return None
     session = KeptSession(peer, writer, reader)
@@ -319,7 +395,7 @@ async def attach(ws: Workspace, peer: Peer, root: str, timeout: float):
 class KeptSession(Session):
     """A Session whose lines go through a keeper's unix socket."""
 
-    caps = KEPT
+    base_caps = KEPT
 
     def __init__(self, peer: Peer, writer, reader):
         super().__init__(peer, None, None, {}, 0.0, 0.0)
@@ -331,8 +407,8 @@ class KeptSession(Session):
     async def _drain(self) -> None:
         await self.writer.drain()
 
-    async def _receive(self) -> tuple[bytes, bytes | None]:
-        return await read_frame(self.reader.readline, self.reader.readexactly)
+    async def _receive(self, op: str) -> tuple[bytes, bytes | None]:
+        return await read_frame(self.reader, line_limit(op, reply=True), blob_limit(op, reply=True))
 
     async def close(self) -> None:
         # No "bye": the agent stays for the next sync; the keeper resets it when we go.

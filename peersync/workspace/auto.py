@@ -25,6 +25,7 @@ MAX_BACKOFF = 3600  # a peer that is down is retried at least hourly (or every i
 STATE_FILE = "auto-state.json"
 STATE_FORMAT = 1  # bump me when auto-state.json changes shape (old files are then ignored)
 REASONS = ("interval", "session-start", "session-end")
+DEFAULT_SUMMARY = 86400  # routine syncs are summed up in chat at most once a day (daemons/digest.py)
 
 
 @dataclass(frozen=True)
@@ -36,9 +37,24 @@ class AutoConfig:
     timeout: float = DEFAULT_TIMEOUT
     on_session_start: bool = False
     on_session_end: bool = False
+    summary: int | None = DEFAULT_SUMMARY  # seconds between digests of routine syncs; 0: each; None: never
 
     def to_yaml_dict(self) -> dict:
-        return asdict(self)
+        out = asdict(self)
+        out["summary"] = "never" if self.summary is None else self.summary
+        return out
+
+
+def parse_summary(value, where: str = "config.yaml") -> int | None:
+    """auto.summary: seconds (0: tell every routine sync), or `never` (None)."""
+    if value is None or value == "never" or value is False:
+        return None
+    if isinstance(value, str) and value.strip().isdigit():
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+        raise ConfigError(f"{where}: auto.summary must be a number of seconds (0: every sync) or never",
+                          "Fix the value (nothing was changed).")
+    return int(value)
 
 
 # -- pure core ------------------------------------------------------------------------------
@@ -62,6 +78,7 @@ def parse_auto(raw, where: str = "config.yaml") -> AutoConfig:
         timeout=max(MIN_TIMEOUT, float(raw.get("timeout", DEFAULT_TIMEOUT))),
         on_session_start=raw.get("on_session_start", False),
         on_session_end=raw.get("on_session_end", False),
+        summary=parse_summary(raw["summary"], where) if "summary" in raw else DEFAULT_SUMMARY,
     )
 
 

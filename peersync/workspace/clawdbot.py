@@ -26,6 +26,19 @@ _MAPPED = {"syncSkills", "excludePatterns", "conflictResolution", "conflictStrat
 
 
 # -- history --------------------------------------------------------------------------------
+CLAWDBOT_KEYS = ("timestamp", "action", "files", "status")  # what with_clawdbot_keys adds
+
+
+def is_peersync(entry: dict) -> bool:
+    """Was this history entry written by peersync (else by clawdbot-sync)?"""
+    return "ok" in entry or "mode" in entry
+
+
+def without_clawdbot_keys(entry: dict) -> dict:
+    """A peersync entry as peersync wrote it (its Report), for --json."""
+    return {k: v for k, v in entry.items() if k not in CLAWDBOT_KEYS}
+
+
 def files_count(entry: dict) -> int:
     """How many files a peersync entry moved, counted as clawdbot-sync counted them."""
     return sum(len(entry.get(key) or []) for key in
@@ -45,7 +58,7 @@ def entry_view(entry) -> dict | None:
     {time, mode, peer, ok, files, counts, error, dry_run}.  None for an entry that is not a dict."""
     if not isinstance(entry, dict):
         return None
-    ours = "ok" in entry or "mode" in entry
+    ours = is_peersync(entry)
     if ours:
         ok = bool(entry.get("ok"))
         files = files_count(entry)

@@ -10,12 +10,12 @@ import subprocess
 import sys
 from dataclasses import dataclass, field
 
-from peersync import __version__
+from peersync import __version__, install
 from peersync.core.paths import STATE_DIR
 from peersync.core.selection import DEFAULT_EXCLUDES
 from peersync.workspace import auto
 from peersync.workspace.storage import atomic_write_bytes
-from peersync.workspace.workspace import DEFAULT_LOGS, Workspace
+from peersync.workspace.workspace import DEFAULT_LOGS, DEFAULT_MERGE, Workspace
 
 HEARTBEAT_MARK = "handler.sh heartbeat"  # how init recognises its line (HEARTBEAT.md is synced too)
 # Machine-independent on purpose: HEARTBEAT.md is synced, and the skill's folder differs per machine.
@@ -26,6 +26,7 @@ HEARTBEAT_LINE = ("- 🔄 peersync: run `handler.sh heartbeat $WORKSPACE` from t
                   "If it prints anything, tell the user; if it prints nothing, reply NO_REPLY "
                   "(HEARTBEAT_OK on older OpenClaw).")
 MIN_RSYNC = (3, 0)
+MIN_RESTIC = (0, 14)  # Debian 12's restic: the oldest the backups are written for
 
 CONFIG_TEMPLATE = """\
 # peersync settings for this workspace (written by `peersync init`; edit freely).
@@ -40,6 +41,10 @@ sync:
   exclude: {exclude}
   # Log files: when both sides only appended, the lines of both are kept (append-merge).
   logs: {logs}
+  # Memory files both machines may edit (gitignore-style patterns): merged three-way, line by line
+  # (Markdown-aware) or, for .json, key by key.  Overlapping edits keep both versions live in the
+  # file between marker lines; `peersync status` and `peersync conflicts list` name those files.
+  merge: {merge}
   # Who wins a real conflict: newest, local, remote, skip or manual.  The loser is never
   # destroyed: it is kept in conflicts/ (peersync conflicts list).
   policy: {policy}
@@ -61,12 +66,17 @@ auto:
   # Also sync when an agent session starts or ends (heartbeat --reason session-start|session-end).
   on_session_start: {on_session_start}
   on_session_end: {on_session_end}
+  # How often the heartbeat sums up routine syncs in chat: seconds (86400: once a day), 0 to tell
+  # every sync, or never.  Conflicts, problems and a peer that stops answering are told at once.
+  summary: {summary}
 
-# Cloud backups through rclone (peersync backup now).  Uncomment and adjust to use them.
+# Backups (peersync backup now): restic repositories reached through rclone, always encrypted.
+# Uncomment and adjust to use them.
 # backup:
 #   # Any rclone remote; without one, backups go to a local directory outside the workspace.
 #   target: r2:my-bucket/agent
-#   # Encrypts with rclone crypt.  Keep the passphrase safe: without it nothing can be restored.
+#   # Without a passphrase here, the first backup generates one in
+#   # memory/clawdbot-sync/backup/passphrase: keep a copy elsewhere, nothing restores without it.
 #   passphrase: ${{PEERSYNC_BACKUP_PASSPHRASE}}
 #   # Seconds between scheduled backups, taken by the heartbeat (unset: only `backup now`).
 #   interval: 86400
@@ -121,11 +131,13 @@ def render_config(raw: dict | None = None) -> str:
     return CONFIG_TEMPLATE.format(
         skills=value(bool(sync.get("skills", False))), include=value(sync.get("include", [])),
         exclude=value(sync.get("exclude", list(DEFAULT_EXCLUDES))), logs=value(sync.get("logs", list(DEFAULT_LOGS))),
+        merge=value(sync.get("merge", list(DEFAULT_MERGE))),
         policy=sync.get("policy", "newest"), trash_days=value(sync.get("trash_days", 30)),
         mass_delete=value(sync.get("mass_delete", 0.5)),
         keep_connection=value(sync.get("keep_connection", 600)),
         enabled=value(cfg.enabled), interval=value(cfg.interval), timeout=value(cfg.timeout),
-        on_session_start=value(cfg.on_session_start), on_session_end=value(cfg.on_session_end)
+        on_session_start=value(cfg.on_session_start), on_session_end=value(cfg.on_session_end),
+        summary=value(cfg.to_yaml_dict()["summary"])
     ) + _kept_section(raw.get("clawdbot"))
 
 
@@ -204,11 +216,22 @@ def check_tools(which=shutil.which, run=None, platform: str = sys.platform) -> l
     else:
         checks.append(Check("rsync", False, fix="install rsync: " + (
             "brew install rsync" if mac else "sudo apt-get install rsync")))
+    install_restic = "brew install restic" if mac else "sudo apt install restic"
+    if which("restic"):
+        out = run(["restic", "version"]) or ""
+        m = re.search(r"restic (\d+)\.(\d+)(?:\.(\d+))?", out)
+        version = ".".join(g for g in m.groups() if g is not None) if m else "unknown version"
+        old = m is None or (int(m.group(1)), int(m.group(2))) < MIN_RESTIC
+        checks.append(Check("restic", not old, version, required=False, fix=(
+            f"restic {version} is too old for backups (needs {MIN_RESTIC[0]}.{MIN_RESTIC[1]}): {install_restic}"
+            if old else None)))
+    else:
+        checks.append(Check("restic", False, required=False,
+                            fix=f"backups (peersync backup) need restic: {install_restic}"))
     on_path = which("peersync")
     checks.append(Check("peersync", True, __version__, required=False, fix=None if on_path else (
-        "peers run `peersync agent` here over SSH, and `peersync` is not on PATH: install it with "
-        "`pipx install peersync` (then `pipx ensurepath`), or give peers the full command with "
-        "`peers add … --remote-command '/path/to/python -m peersync'`")))
+        f"peers run `peersync agent` here over SSH, and `peersync` is not on PATH: {install.local_hint()}; "
+        f"or give peers the full command with `peers set NAME --remote-command '{sys.executable} -m peersync'`")))
     return checks
 
 
@@ -220,8 +243,9 @@ def _version_output(cmd: list[str]) -> str | None:
     return (proc.stdout + proc.stderr).strip()
 
 
-def init_text(result: InitResult) -> str:
-    lines = [f"✅ Workspace ready: {result.root} (state in {STATE_DIR}/)"]
+def init_text(result: InitResult, source: str | None = None) -> str:
+    chosen = f", from {source}" if source else ""
+    lines = [f"✅ Workspace ready: {result.root} (state in {STATE_DIR}/{chosen})"]
     lines.append(f"📝 Wrote {STATE_DIR}/config.yaml with commented defaults" if result.config_written
                  else f"📝 {STATE_DIR}/config.yaml already exists — left as it was")
     if result.heartbeat == "added":
@@ -238,6 +262,6 @@ def init_text(result: InitResult) -> str:
     for c in result.checks:
         if c.fix:
             lines.append(f"{'⚠️' if c.ok or not c.required else '❌'} {c.name}: {c.fix}")
-    lines.append("Next: peersync peers add NAME HOST --user U --path P (or peersync discover --add), "
+    lines.append("Next: peersync peers add NAME HOST --path P (or peersync discover --add), "
                  "then peersync auto on")
     return "\n".join(lines)

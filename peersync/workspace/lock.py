@@ -22,7 +22,7 @@ def state_lock(state_dir: Path, timeout: float | None = None, *, what: str = "sy
     """
     ensure_private_dir(state_dir)
     info = state_dir / "lock.info"
-    fd = os.open(state_dir / "lock", os.O_RDWR | os.O_CREAT, 0o600)
+    fd = os.open(state_dir / "lock", os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
     try:
         _acquire(fd, timeout)
     except BlockingIOError:
@@ -31,7 +31,9 @@ def state_lock(state_dir: Path, timeout: float | None = None, *, what: str = "sy
                         "Try again in a moment.") from None
     try:
         with contextlib.suppress(OSError):
-            info.write_text(json.dumps({"pid": os.getpid(), "what": what, "since": time.time()}))
+            fd_info = os.open(info, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+            with os.fdopen(fd_info, "w") as f:
+                f.write(json.dumps({"pid": os.getpid(), "what": what, "since": time.time()}))
         yield
     finally:
         with contextlib.suppress(OSError):

@@ -4,13 +4,35 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 import tempfile
 import time
 from pathlib import Path
 
+from peersync.errors import StateDirError
+
 
 def ensure_private_dir(path: Path) -> Path:
-    path.mkdir(parents=True, exist_ok=True, mode=0o700)
+    """`path` as a real directory of this user, private (0700): made when missing, its mode
+    tightened when looser.  A link, or a directory of another user, is refused (StateDirError):
+    whoever controls it could steer what peersync reads, moves or deletes there."""
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            os.mkdir(path, 0o700)
+        except FileExistsError:
+            pass
+        st = os.lstat(path)
+    if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.geteuid():
+        what = ("a symbolic link" if stat.S_ISLNK(st.st_mode) else "not a directory") if not stat.S_ISDIR(st.st_mode) \
+            else f"owned by uid {st.st_uid}, not by this user (uid {os.geteuid()})"
+        raise StateDirError(f"{path} is {what}: peersync will not use it",
+                            "Something replaced peersync's own directory (possibly to steer it). "
+                            "Check it, move it away, and run again.")
+    if st.st_mode & 0o077:
+        os.chmod(path, 0o700)
     return path
 
 

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-# Lazy imports: the agent never needs OpenClaw or the clawdbot-sync formats, so they load on use.
+# Lazy imports: the agent never needs yaml or the clawdbot-sync formats, so they load on use.
+import functools
 import json
 import os
 import time
@@ -14,6 +15,7 @@ from peersync.core.paths import STATE_DIR
 from peersync.core.selection import DEFAULT_EXCLUDES, Selection
 from peersync.core.types import Policy
 from peersync.errors import ConfigError, UnknownPeer, UsageError
+from peersync.workspace.locate import check, locate
 from peersync.workspace.storage import (
     atomic_write_bytes,
     atomic_write_json,
@@ -24,6 +26,8 @@ from peersync.workspace.storage import (
 HISTORY_LIMIT = 1000
 PEER_NAME_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.")
 DEFAULT_LOGS = ("*.jsonl", "*.log", "memory/[0-9][0-9][0-9][0-9]-[0-9][0-9]-[0-9][0-9].md")
+# Files a sync merges three-way (gitignore-style patterns; see peersync.mergefile).
+DEFAULT_MERGE = ("MEMORY.md", "USER.md", "HEARTBEAT.md", "memory/**/*.md", "memory/**/*.json")
 
 
 @dataclass(frozen=True)
@@ -83,10 +87,18 @@ def check_peer_name(name: str) -> str:
 class SyncConfig:
     selection: Selection
     logs: tuple[str, ...] = DEFAULT_LOGS
+    merge: tuple[str, ...] = DEFAULT_MERGE
     policy: Policy = Policy.NEWEST
     trash_days: int = 30
     mass_delete_ratio: float = 0.5
     keep_connection: float = 600.0  # seconds a peer's connection stays warm after a sync (keeper.py)
+
+    @functools.cached_property
+    def rules(self):
+        """Which files merge, and how (peersync.core.mergefile.MergeRules), built once per config."""
+        from peersync.core.mergefile import MergeRules  # deferred: the agent never merges
+
+        return MergeRules(self.logs, self.merge)
 
 
 class Workspace:
@@ -95,20 +107,15 @@ class Workspace:
     def __init__(self, root: Path | str):
         self.root = Path(root).expanduser().absolute()
         self.state = self.root / STATE_DIR
+        self.source: str | None = None  # where resolve() found it (-w, $WORKSPACE, the current directory)
 
     @classmethod
-    def resolve(cls, option: str | None) -> "Workspace":
-        """-w, else $WORKSPACE, else the workspace OpenClaw's config gives the agent (OpenClaw
-        never sets $WORKSPACE), else the current directory."""
-        root = option or os.environ.get("WORKSPACE")
-        if not root:
-            from peersync.workspace.openclaw import configured_workspace
-
-            root = configured_workspace() or os.getcwd()
-        ws = cls(root)
-        if not ws.root.is_dir():
-            raise UsageError(f"workspace {ws.root} does not exist",
-                             "Pass -w/--workspace PATH or set $WORKSPACE.")
+    def resolve(cls, option: str | None, *, init: bool = False) -> "Workspace":
+        """The workspace a command works on (workspace/locate.py says how it is chosen and which
+        directories are refused)."""
+        found = locate(option)
+        ws = cls(check(found, init=init))
+        ws.source = found.source
         return ws
 
     # -- paths --------------------------------------------------------------------------
@@ -127,9 +134,16 @@ class Workspace:
     def ensure_state(self) -> Path:
         return ensure_private_dir(self.state)
 
+    def _checked_state(self) -> None:
+        """Before anything is read from the state dir: it must be ours (a link, or a directory
+        another user put there, could feed us peers and settings — StateDirError)."""
+        if os.path.lexists(self.state):
+            ensure_private_dir(self.state)
+
     # -- instance id ----------------------------------------------------------------------
     def existing_instance_id(self) -> str | None:
         """The instance id if one was made already (reading never writes)."""
+        self._checked_state()
         try:
             return (self.state / "instance-id").read_text().strip() or None
         except (FileNotFoundError, NotADirectoryError):
@@ -150,6 +164,7 @@ class Workspace:
     def raw_config(self) -> dict:
         """config.yaml as a dict ({} when absent); a clawdbot-sync config.json is read instead
         when no config.yaml exists.  Malformed files raise ConfigError (exit 2)."""
+        self._checked_state()
         if self.config_file.exists():
             import yaml  # deferred: the agent never needs it
 
@@ -183,13 +198,15 @@ class Workspace:
         exclude = sync.get("exclude", list(DEFAULT_EXCLUDES))
         include = sync.get("include", [])
         logs = sync.get("logs", list(DEFAULT_LOGS))
-        for key, value in (("exclude", exclude), ("include", include), ("logs", logs)):
+        merge = sync.get("merge", list(DEFAULT_MERGE))
+        for key, value in (("exclude", exclude), ("include", include), ("logs", logs), ("merge", merge)):
             if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
                 raise ConfigError(f"{self.config_file}: sync.{key} must be a list of strings")
         return SyncConfig(
             selection=Selection.from_options(skills=bool(sync.get("skills", False)),
                                              include=include, exclude=exclude),
             logs=tuple(logs),
+            merge=tuple(merge),
             policy=policy,
             trash_days=int(sync.get("trash_days", 30)),
             mass_delete_ratio=float(sync.get("mass_delete", 0.5)),
@@ -198,6 +215,7 @@ class Workspace:
 
     # -- peers ----------------------------------------------------------------------------
     def load_peers(self) -> dict[str, Peer]:
+        self._checked_state()
         data = _load_json_file(self.peers_file, default={"peers": {}})
         peers = data.get("peers") if isinstance(data, dict) else None
         if not isinstance(peers, dict):
@@ -212,8 +230,8 @@ class Workspace:
         peers = self.load_peers()
         if name not in peers:
             known = ", ".join(sorted(peers)) or "none configured"
-            raise UnknownPeer(f"unknown peer {name!r} (known: {known})",
-                              "Add it with: peersync peers add NAME HOST --user U --path P")
+            raise UnknownPeer(f"unknown peer {name!r} in workspace {self.root} (known: {known})",
+                              "Add it with: peersync peers add NAME HOST --path P (or use -w for another workspace)")
         return peers[name]
 
     def save_peers(self, peers: dict[str, Peer]) -> None:

@@ -1,0 +1,128 @@
+"""How a file changed on both sides becomes one version (pure): which files merge, with which
+merge, and what the outcome means — the one place where merge decisions are made.
+
+A file merges when it matches `sync.logs` (append-merge, then insertion-merge: merge.py) or
+`sync.merge` (three-way merge against the last synced content: textmerge.py for text and
+Markdown, jsonmerge.py for `.json`).  A log that also matches `sync.merge` (daily notes) falls
+back to the text merge when a side rewrote it.  None from merge_file means no merge applies:
+the caller applies the conflict policy.
+
+A merged version descends from both sides' versions (for per-file causal history: both
+inputs are its parents); both sides install the same bytes.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import re
+from dataclasses import dataclass
+
+import pathspec
+
+from peersync.core.jsonmerge import merge_json
+from peersync.core.merge import append_merge, insertion_merge
+from peersync.core.textmerge import Version, merge_back as merge_text_back, merge_text
+from peersync.core.types import Entry, Side
+
+BASE_MAX = 16 << 20  # files up to this size keep their last synced content, the next merge's base
+
+APPEND, INSERT, TEXT, JSON = "append", "insert", "text", "json"
+MARKDOWN_SUFFIXES = (".md", ".markdown")
+
+
+def log_matcher(patterns: tuple[str, ...]):
+    """Log-file patterns (sync.logs): a pattern with '/' matches the whole path, else the file name."""
+    by_path = [fnmatch.translate(p) for p in patterns if "/" in p]
+    by_name = [fnmatch.translate(p) for p in patterns if "/" not in p]
+    path_re = re.compile("|".join(by_path)) if by_path else None
+    name_re = re.compile("|".join(by_name)) if by_name else None
+
+    def is_log(path: str) -> bool:
+        if name_re is not None and name_re.match(path.rsplit("/", 1)[-1]):
+            return True
+        return path_re is not None and path_re.match(path) is not None
+
+    return is_log
+
+
+class MergeRules:
+    """Which merges a path gets, in order, from the `sync.logs` and `sync.merge` patterns
+    (`sync.merge` patterns are gitignore-style: `memory/**/*.md` also matches `memory/x.md`)."""
+
+    def __init__(self, logs: tuple[str, ...], merge: tuple[str, ...]):
+        self.is_log = log_matcher(logs)
+        self._merge = pathspec.GitIgnoreSpec.from_lines(merge)
+
+    def strategies(self, path: str) -> tuple[str, ...]:
+        found: tuple[str, ...] = (APPEND, INSERT) if self.is_log(path) else ()
+        if self._merge.match_file(path):
+            found += (JSON,) if path.endswith(".json") else (TEXT,)
+        return found
+
+    def mergeable(self, path: str) -> bool:
+        return bool(self.strategies(path))
+
+    def keeps_base(self, path: str, entry: Entry) -> bool:
+        """Does the last synced content of `path` stay on both sides, as the next merge's base?"""
+        return entry.size <= BASE_MAX and self.mergeable(path)
+
+    def is_text(self, path: str) -> bool:
+        """A text merge may leave kept passages in this file (see textmerge.has_kept_versions)."""
+        return TEXT in self.strategies(path)
+
+
+@dataclass(frozen=True)
+class Merged:
+    """A merge's outcome.  `kept`: passages where both versions were kept live (text);
+    `keys`: JSON keys both sides changed, decided by the conflict policy.  Either means the
+    file needs a look, and the pre-merge versions are kept in conflicts/ too."""
+
+    data: bytes
+    how: str
+    kept: int = 0
+    keys: tuple[str, ...] = ()
+
+    @property
+    def needs_look(self) -> bool:
+        return bool(self.kept or self.keys)
+
+
+def merge_file(path: str, strategies: tuple[str, ...], *, ancestor: Entry | None, base: bytes | None,
+               local: Version, remote: Version, local_first: bool, prefer: Side | None = None) -> Merged | None:
+    """The merged bytes of `local` and `remote`, the first of `strategies` that applies.
+
+    `ancestor`: the pair's ancestor entry (None: unknown); `base`: its content when kept (None
+    otherwise: the text and JSON merges then take the union).  `local_first` orders log tails
+    (callers pass the same on both machines).  `prefer`: the side whose value a JSON key both
+    sides changed keeps (the conflict policy's winner); None: such a file is not merged.
+    """
+    for how in strategies:
+        if how == APPEND:
+            data = append_merge(local.data, remote.data, ancestor, local_first=local_first)
+            if data is not None:
+                return Merged(data, how)
+        elif how == INSERT:
+            if base is not None:
+                data = insertion_merge(base, local.data, remote.data, local_first=local_first)
+                if data is not None:
+                    return Merged(data, how)
+        elif how == TEXT:
+            text = merge_text(base, local, remote, markdown=path.endswith(MARKDOWN_SUFFIXES))
+            if text is not None:
+                return Merged(text.data, how, kept=text.kept)
+        elif how == JSON:
+            side = {Side.LOCAL: "x", Side.REMOTE: "y"}.get(prefer) if prefer is not None else None
+            doc = merge_json(base, local.data, remote.data, prefer=side)
+            if doc is not None:
+                return Merged(doc.data, how, keys=doc.conflicts)
+    return None
+
+
+def merge_back(path: str, kept: bytes, live: bytes) -> bytes | None:
+    """A kept version (conflicts/) merged into the live one, without a base: what the live one
+    lacks comes back — text block by block (blocks both hold once), JSON key by key (the live
+    value where both hold the key).  None when they cannot be merged (not text, or not JSON)."""
+    if path.endswith(".json"):
+        doc = merge_json(None, live, kept, prefer="x")
+        return None if doc is None else doc.data
+    return merge_text_back(kept, live, markdown=path.endswith(MARKDOWN_SUFFIXES))

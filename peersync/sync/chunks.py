@@ -1,0 +1,60 @@
+"""Large files over the agent channel, range by range: read on one side, staged on the other, installed by hash.
+
+This is how files travel to and from a peer that has no rsync for us (a restricted key, or no
+rsync installed), and the building block for anything that must not hold a whole file in
+memory: at most two ranges of core.types.RANGE bytes are in flight per file.  The receiving agent
+stages the ranges in its private staging dir (stage_chunk), and an install item naming the
+upload verifies size and hash before the file appears — a source that changed while it was read
+is refused there, never installed mixed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+
+from peersync.core.paths import BadPath
+from peersync.core.types import RANGE
+from peersync.errors import ProtocolError
+from peersync.replica.store import Refused
+
+# Per-file failures (the file vanished, a disk error there): that file is left for the next
+# sync.  A lost connection (ConnectError) ends the whole run, as everywhere.
+FILE_ERRORS = (ProtocolError, Refused, BadPath, OSError, ValueError)
+
+
+async def stage_in_ranges(source, target, path: str, size: int, *, chunk: int = RANGE) -> str:
+    """Copy the `size` bytes of `path` from session `source` into a new upload on session
+    `target`, reading the next range while the previous one is written; the upload's name."""
+    upload = secrets.token_hex(8)
+    offset, writing = 0, None
+    try:
+        while True:
+            got = await source.request("read_range", path=path, offset=offset, length=min(chunk, size - offset))
+            data = got.get("data") if isinstance(got, dict) else None
+            if not isinstance(data, bytes) or len(data) > chunk:
+                raise ProtocolError(f"bad range of {path} from the sending side")
+            if writing is not None:
+                await writing  # one range written while the next is read: two in memory at most
+            writing = asyncio.ensure_future(target.request("stage_chunk", upload=upload, offset=offset, data=data))
+            offset += len(data)
+            if offset >= size or not data:
+                break
+        await writing
+        writing = None
+    finally:
+        if writing is not None and not writing.done():
+            await asyncio.gather(writing, return_exceptions=True)
+    return upload
+
+
+async def stage_all(source, target, items: list[dict]) -> dict[int, str]:
+    """Stage every item (wire items with "path" and "new") on `target`, one file after another;
+    each item that could be staged gets its "upload".  Index → error text for the others."""
+    failed: dict[int, str] = {}
+    for index, item in enumerate(items):
+        try:
+            item["upload"] = await stage_in_ranges(source, target, item["path"], int(item["new"][0]))
+        except FILE_ERRORS as err:
+            failed[index] = getattr(err, "message", None) or str(err) or type(err).__name__
+    return failed
