@@ -117,8 +117,9 @@ def run_one(tool_name: str, target: str, base: Path, work: Path, rclone: str, s3
     if target == "s3":
         proxy = CountingProxy(s3.port).start()
         env.update(s3.env("bench", proxy.port))
-        remote = f"bench:bucket/{run.name}"
-        stored = s3.root / "bucket" / run.name
+        name = f"{work.name}-{run.name}"  # a new prefix per trial: rclone serve s3 may still list a removed one
+        remote = f"bench:bucket/{name}"
+        stored = s3.root / "bucket" / name
     else:
         remote = str(run / "repo")
         stored = run / "repo"
