@@ -499,7 +499,7 @@ def cut_run(pair, initiator, peer: str) -> subprocess.CompletedProcess:
 
 def assert_clear_failure(out: subprocess.CompletedProcess) -> str:
     text = out.stdout + out.stderr
-    assert out.returncode == 1, text
+    assert out.returncode in (1, 3), text  # 3: the connection to the peer was lost (the peer went away)
     assert "Traceback" not in text, text
     assert re.search(r"cut off|interrupted|connection .* lost|lost during", text), text
     assert "run the sync again" in text, text
