@@ -29,7 +29,8 @@ def with_modes(plan: Plan, ancestor: Mapping[str, Entry], local: Mapping[str, En
     out, planned = [], set()
     for c in plan.changes:
         planned.add(c.path)
-        if c.local is not None and c.remote is not None and c.local.mode != c.remote.mode and c.action in (
+        if c.local is not None and c.remote is not None and c.local.is_file and c.remote.is_file \
+                and c.local.mode != c.remote.mode and c.action in (
                 Action.COPY, Action.ADOPT, Action.MERGE):
             a = ancestor.get(c.path)
             c = replace(c, mode=merge_mode(a.mode if a is not None else None, c.local.mode, c.remote.mode))
@@ -38,7 +39,7 @@ def with_modes(plan: Plan, ancestor: Mapping[str, Entry], local: Mapping[str, En
         if path in planned:
             continue
         l, r = local.get(path), remote.get(path)
-        if l is not None and r is not None and l.mode != r.mode and l.same_content(r):
+        if l is not None and r is not None and l.is_file and l.mode != r.mode and l.same_content(r):
             a = ancestor.get(path)
             out.append(Change(path, Action.ADOPT, None, l, r, a, "mode-changed",
                               mode=merge_mode(a.mode if a is not None else None, l.mode, r.mode)))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Iterable, Mapping
 
+from peersync.core.dirfile import settle
 from peersync.core.mergefile import MergeRules
 from peersync.core.modes import with_modes
 from peersync.core.reconcile import reconcile
@@ -30,6 +31,8 @@ def plan_sync(ancestor: Mapping[str, Entry], local: Mapping[str, Entry], remote:
     plan = reconcile(ancestor, local, remote, policy=policy, mode=mode, is_log=rules.is_log,
                      mergeable=rules.mergeable, offset_ns=offset_ns, local_id=local_id, remote_id=remote_id,
                      paths=paths, local_dead=local_dead, remote_dead=remote_dead)
+    if mode is Mode.SYNC:
+        plan = settle(plan)  # a folder on one side, a file on the other, one of them edited (core/dirfile.py)
     if modes:
         plan = with_modes(plan, ancestor, local, remote, set(ancestor) | set(local) | set(remote) if paths is None else paths)
     violations = mass_delete_violations(plan.changes, len(local), len(remote), ratio=mass_delete_ratio,

@@ -83,6 +83,8 @@ def reconcile(
         a, l, r = ancestor.get(path), local.get(path), remote.get(path)
         if mode is Mode.SYNC:
             merge = "append-merge" if is_log(path) else "merge" if mergeable(path) else None
+            if (l is not None and not l.is_file) or (r is not None and not r.is_file):
+                merge = None  # a link's target or an empty directory is never merged as text
             change = _sync(path, l, r, a, policy, merge, offset_ns, local_id, remote_id, dead)
         else:
             change = _one_way(path, l, r, a, Side.REMOTE if mode is Mode.PUSH else Side.LOCAL)

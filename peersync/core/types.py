@@ -36,6 +36,16 @@ MANIFEST_FORMAT = 2
 READABLE_FORMATS = (1, 2)
 
 
+# What an entry is, in the type bits of Entry.mode (as in st_mode): a regular file has none.  A
+# symbolic link's content is its target string (size and hash are the target's bytes'); an empty
+# directory's is nothing.  Both carry fixed permission bits and mtime 0: a link's or a directory's
+# own times and bits are not synced, so they never look changed (core/links.py).
+KIND_BITS = 0o170000
+LINK = 0o120000
+DIR = 0o040000
+KINDS = (0, LINK, DIR)
+
+
 @dataclass(frozen=True, slots=True)
 class Entry:
     """One version of a regular file: content identity, the metadata we propagate, and its
@@ -45,7 +55,7 @@ class Entry:
 
     size: int
     mtime_ns: int
-    mode: int  # permission bits only (st_mode & 0o777)
+    mode: int  # permission bits (st_mode & 0o777), plus the type bits of a link or directory (KIND_BITS)
     hash: str  # xxh3-128, lower-case hex
     vv: VV = ()
     seen: VV = ()
@@ -69,7 +79,10 @@ class Entry:
             raise ValueError("entry hash must be a 32-digit hex string")
         vv = versions.from_wire(value[4]) if len(value) >= 5 else ()
         seen = versions.from_wire(value[5]) if len(value) == 6 else ()
-        return cls(size, mtime_ns, mode & 0o777, digest, vv, seen)
+        kind = mode & KIND_BITS
+        if kind not in KINDS:
+            raise ValueError("entry kind must be a file, a symbolic link or a directory")
+        return cls(size, mtime_ns, kind | (mode & 0o777), digest, vv, seen)
 
     @classmethod
     def trusted(cls, value: list) -> "Entry":
@@ -80,7 +93,17 @@ class Entry:
         return cls(value[0], value[1], value[2], value[3], tuple((w, n) for w, n in value[4]), seen)
 
     def same_content(self, other: "Entry | None") -> bool:
-        return other is not None and other.hash == self.hash and other.size == self.size
+        return (other is not None and other.hash == self.hash and other.size == self.size
+                and other.mode & KIND_BITS == self.mode & KIND_BITS)
+
+    @property
+    def kind(self) -> int:
+        """0 (a regular file), LINK or DIR."""
+        return self.mode & KIND_BITS
+
+    @property
+    def is_file(self) -> bool:
+        return not self.mode & KIND_BITS
 
     def with_vv(self, vv: VV, seen: VV | None = None) -> "Entry":
         return Entry(self.size, self.mtime_ns, self.mode, self.hash, vv, self.seen if seen is None else seen)

@@ -31,11 +31,13 @@ class DirHandles:
     """Open directories below `root`, by relative path ("" is the root itself).
 
     `root` is opened as given (it is the user's own setting, and may sit below a link such as
-    /tmp → /private/tmp) unless `follow_root` is False; every component below it is opened with
-    O_NOFOLLOW.  `create` makes missing directories with `mode` (the umask applies)."""
+    /tmp → /private/tmp) unless `follow_root` is False; so are the top-level names in `follow` (the
+    selected top directories: a `memory/` that is a link to a cloud drive's folder is the user's
+    own setting too, and only a link to a directory is followed); every other component is opened
+    with O_NOFOLLOW.  `create` makes missing directories with `mode` (the umask applies)."""
 
-    def __init__(self, root: str, *, mode: int = 0o777, follow_root: bool = True):
-        self.root, self.mode, self.follow_root = str(root), mode, follow_root
+    def __init__(self, root: str, *, mode: int = 0o777, follow_root: bool = True, follow: frozenset[str] = frozenset()):
+        self.root, self.mode, self.follow_root, self.follow = str(root), mode, follow_root, follow
         self._fds: collections.OrderedDict[str, int] = collections.OrderedDict()
 
     def dir(self, rel: str, create: bool = False) -> int:
@@ -48,6 +50,8 @@ class DirHandles:
             if create and self.follow_root:
                 os.makedirs(self.root, exist_ok=True)
             fd = os.open(self.root, flags if self.follow_root else O_DIR)
+        elif rel in self.follow:
+            fd = open_top(self.dir("", create), rel, create=create, mode=self.mode)
         else:
             parent_rel, _, name = rel.rpartition("/")
             fd = open_dir(self.dir(parent_rel, create), name, rel, create=create, mode=self.mode)
@@ -99,6 +103,18 @@ def open_dir(parent: int, name: str, rel: str, *, create: bool = False, mode: in
         if err.errno in (errno.ELOOP, errno.ENOTDIR, errno.EMLINK):
             raise _link_error(parent, name, rel) from None
         raise
+
+
+def open_top(root: int, name: str, *, create: bool = False, mode: int = 0o777) -> int:
+    """A selected top directory of the root, through a link if it is one (DirHandles `follow`)."""
+    try:
+        return os.open(name, os.O_RDONLY | os.O_DIRECTORY | getattr(os, "O_CLOEXEC", 0), dir_fd=root)
+    except FileNotFoundError:
+        if not create:
+            raise
+    except NotADirectoryError:
+        raise _link_error(root, name, name) from None
+    return open_dir(root, name, name, create=True, mode=mode)
 
 
 def _link_error(parent: int, name: str, rel: str) -> LinkInPath:

@@ -21,7 +21,7 @@ from pathlib import Path
 import xxhash
 
 from peersync import __version__
-from peersync.core import deletions, versions
+from peersync.core import deletions, links, versions
 from peersync.core.names import Folding
 from peersync.core.paths import BadPath, check_relpath, valid_instance_id
 from peersync.core.selection import Intersection, Selection
@@ -144,6 +144,8 @@ class Handler:
             result.manifest = {p: e for p, e in result.manifest.items() if selection.contains(p)}
             result.problems = [p for p in result.problems if not p.path or selection.contains(p.path)]
             result.unknown = [p for p in result.unknown if selection.contains(p)]
+        if save_cache:
+            result.problems = self._reported_once(result.problems)
         if self.ws.existing_instance_id() is None and not save_cache:
             return result  # a dry run against a workspace that has no state yet: nothing on record
         folding = self._folding(result)
@@ -155,6 +157,24 @@ class Handler:
         result.manifest = self.versions.assign(result.manifest, covers=covers, save=save_cache,
                                                fold=folding.key if folding is not None else None)
         return result
+
+    def _reported_once(self, problems: list, message: str = links.OUTSIDE, key: str = "outside") -> list:
+        """`problems` less those with `message` (links not synced) that an earlier scan already
+        reported: remembered in the state dir under `key` while they stay so (one that goes and comes
+        back is news again)."""
+        now = {p.path for p in problems if p.message == message}
+        remembered_file = self.ws.state / "links-reported.json"
+        try:
+            doc = read_json(remembered_file, {})
+            remembered = set(doc.get(key) or ())
+        except (ValueError, AttributeError, OSError):
+            doc, remembered = {}, set()
+        if now != remembered and self.ws.state.is_dir():
+            try:
+                atomic_write_bytes(remembered_file, json.dumps({**doc, key: sorted(now)}).encode())
+            except OSError:
+                return problems  # not remembered: reported again next time rather than never
+        return [p for p in problems if p.message != message or p.path not in remembered]
 
     def _folding(self, result: ScanResult) -> Folding | None:
         """Probe the volume (once per process and device) into `result.fs`.  Where it finds a name in
@@ -552,15 +572,18 @@ class Handler:
         """Install a batch: verify every staged file, make them all durable with one flush,
         then rename them into place and fsync each touched directory once."""
         results: list[dict | None] = [None] * len(_items(items, "path", "new"))
-        pending, inline = [], []
+        pending, inline, special = [], [], {}
         for index, item in enumerate(items):
             path = item.get("path")
             try:
                 expect = Entry.from_wire(item["expect"]) if item.get("expect") else None
                 new = Entry.from_wire(item["new"])
-                if "mtime_ns" in item and item["mtime_ns"] is None:
+                if "mtime_ns" in item and item["mtime_ns"] is None and not new.kind:
                     new = Entry(new.size, time.time_ns(), new.mode, new.hash, new.vv, new.seen)
-                if "data" in item and "tail" not in item:
+                if new.kind:  # a link or an empty directory: its content travels inline (Store.install_special)
+                    special[index] = _data(item) if "data" in item else None
+                    staged = special[index]
+                elif "data" in item and "tail" not in item:
                     inline.append((index, _data(item), new))  # written below, checked in memory as written
                     staged = None
                 else:
@@ -572,6 +595,9 @@ class Handler:
         written = self._write_inlines(inline) if inline else {}
         ready = []
         for index, path, staged, expect, new, quarantine in pending:
+            if index in special:
+                ready.append((index, path, None, expect, new, quarantine))
+                continue
             if staged is None:
                 staged = written[index]
                 if isinstance(staged, Exception):
@@ -580,15 +606,20 @@ class Handler:
                     results[index] = {"path": path, "ok": False, "error": error_text(staged)}
                     continue
             ready.append((index, path, staged, expect, new, quarantine))
-        if ready:
-            flush_filesystem(ready[0][2])
+        files = [r for r in ready if r[2] is not None]
+        if files:
+            flush_filesystem(files[0][2])
         self.store.deferred_dirs = set()
         held = []  # (path, version now held): recorded with its vector, which came with it
         try:
             for index, path, staged, expect, new, quarantine in ready:
                 try:
-                    res = self.store.install(path, staged, expect=expect, new=new, quarantine=quarantine,
-                                             prepared=True)
+                    if new.kind or (expect is not None and expect.kind):  # a link or directory is or comes here
+                        res = self.store.install_special(path, expect=expect, new=new, data=special.get(index),
+                                                         staged=staged, quarantine=quarantine)
+                    else:
+                        res = self.store.install(path, staged, expect=expect, new=new, quarantine=quarantine,
+                                                 prepared=True)
                     installed = Entry.from_wire(res["entry"]).with_vv(new.vv, new.seen)
                     results[index] = {"path": path, "ok": True, **res, "entry": installed.to_wire()}
                     held.append((path, installed, True))
@@ -611,7 +642,8 @@ class Handler:
             path = item.get("path")
             try:
                 expect = Entry.from_wire(item["expect"])
-                res = self.store.delete(check_relpath(path), expect=expect, batch=batch)
+                keep = check_relpath(item["keep"]) if isinstance(item.get("keep"), str) else None
+                res = self.store.delete(check_relpath(path), expect=expect, batch=batch, keep=keep)
                 results.append({"path": path, "ok": True, **res})
                 gone.append((path, expect, Entry.from_wire(item["dead"]) if item.get("dead") else None))
             except (Refused, BadPath, OSError, ValueError) as err:

@@ -13,8 +13,9 @@ from typing import Iterator
 
 import xxhash
 
+from peersync.core import links
 from peersync.core.selection import Selection
-from peersync.core.types import Entry, Problem
+from peersync.core.types import DIR, LINK, Entry, Problem
 from peersync.workspace.storage import atomic_write_bytes
 
 CACHE_FORMAT = 1  # bump me when the cache layout changes (old caches are then ignored)
@@ -37,14 +38,18 @@ class ScanResult:
 
 
 def walk(root: Path, selection: Selection, problems: list[Problem] | None = None,
-         unknown: list[str] | None = None) -> Iterator[tuple[str, os.stat_result]]:
+         unknown: list[str] | None = None, *, kinds: bool = False) -> Iterator[tuple[str, os.stat_result]]:
     """Yield (relpath, lstat) for every regular file of the selection; symlinks are not followed.
 
     Trouble with one path is appended to `problems`; a path that exists but could not be read
     (a file, or a directory with all it holds) is also appended to `unknown`.  A name peersync
-    does not sync (odd_name) is skipped with one problem and is not unknown: it never synced."""
+    does not sync (odd_name) is skipped with one problem and is not unknown: it never synced.
+    `kinds`: also yield the symbolic links that stay inside the selection (core/links.py) and the
+    empty directories below a root — what a manifest holds besides files (the lstat says which).
+    A selected root that is itself a link to a directory (`memory/` → a cloud drive's folder) is
+    the user's own configuration: it is walked through."""
     root = Path(root)
-    found = _Found(problems, unknown)
+    found = _Found(problems, unknown, selection if kinds else None)
     for top in selection.roots:
         if "/" in top:
             parent, _, name = top.rpartition("/")
@@ -56,8 +61,26 @@ def walk(root: Path, selection: Selection, problems: list[Problem] | None = None
 class _Found:
     """Where walk puts the problems it meets (either list may be None: not wanted)."""
 
-    def __init__(self, problems: list[Problem] | None, unknown: list[str] | None):
+    def __init__(self, problems: list[Problem] | None, unknown: list[str] | None, links: Selection | None = None):
         self.problems, self.unknown = problems, unknown
+        self.links = links  # the selection whose inside links (and empty directories) are wanted; None: none
+
+    def link(self, root: str, rel: str) -> bool:
+        """Whether the link at `rel` is synced as a link; one that is not is reported (the handler
+        keeps it from being reported again) and skipped, never followed."""
+        if self.links is None:
+            self.unreadable(rel, "symbolic link not synced")
+            return False
+        try:
+            target = os.fsdecode(os.readlink(os.path.join(root, rel)))
+        except OSError as err:
+            self.unreadable(rel, f"cannot read: {err.strerror}")
+            return False
+        if links.inside(rel, target, self.links.contains):
+            return True
+        if self.problems is not None:
+            self.problems.append(Problem(shown(rel), links.OUTSIDE))
+        return False
 
     def unreadable(self, rel: str, message: str) -> None:
         if self.problems is not None:
@@ -102,6 +125,8 @@ def _walk_entry(root: str, rel: str, selection: Selection, found: _Found):
     full = os.path.join(root, rel)
     try:
         st = os.lstat(full)
+        if stat_mod.S_ISLNK(st.st_mode) and found.links is not None and "/" not in rel and os.path.isdir(full):
+            st = os.stat(full)  # a selected top directory that is a link: followed (see walk)
     except FileNotFoundError:
         return
     except OSError as err:
@@ -114,7 +139,8 @@ def _walk_entry(root: str, rel: str, selection: Selection, found: _Found):
         if not selection.excludes_dir(rel):
             yield from _walk_dir(root, rel, selection, found)
     elif stat_mod.S_ISLNK(st.st_mode):
-        found.unreadable(rel, "symbolic link not synced")
+        if found.link(root, rel):
+            yield rel, st
 
 
 def _walk_dir(root: str, rel: str, selection: Selection, found: _Found):
@@ -128,15 +154,22 @@ def _walk_dir(root: str, rel: str, selection: Selection, found: _Found):
             found.unreadable(current, f"cannot list directory: {err.strerror}")
             continue
         subdirs = []
+        holds = False  # anything synced (or reported) directly in `current`
         for item in items:
             path = f"{current}/{item.name}"
             try:
                 if item.is_symlink():
                     if not selection.excludes_file(path):
-                        found.unreadable(path, "symbolic link not synced")
+                        holds = True
+                        why = odd_name(item.name)
+                        if why is not None:
+                            found.skipped(path, why)
+                        elif found.link(root, path):
+                            yield path, item.stat(follow_symlinks=False)
                     continue
                 if item.is_dir(follow_symlinks=False):
                     if not selection.excludes_dir(path):
+                        holds = True
                         why = odd_name(item.name)
                         if why is None:
                             subdirs.append(path)
@@ -144,13 +177,22 @@ def _walk_dir(root: str, rel: str, selection: Selection, found: _Found):
                             found.skipped(path, why.replace("name", "folder", 1))
                 elif item.is_file(follow_symlinks=False):
                     if not selection.excludes_child(path):  # `current` passed excludes_dir
+                        holds = True
                         why = odd_name(item.name)
                         if why is None:
                             yield path, item.stat(follow_symlinks=False)
                         else:
                             found.skipped(path, why)
+                elif not selection.excludes_child(path):
+                    holds = True  # a FIFO, a socket, a device: not synced, but the folder is not empty
             except OSError as err:
+                holds = True
                 found.unreadable(path, f"cannot read: {err.strerror}")
+        if not holds and found.links is not None and current != rel:
+            try:
+                yield current, os.lstat(os.path.join(root, current))  # an empty directory below a root
+            except OSError:
+                pass
         stack.extend(reversed(subdirs))
 
 
@@ -266,7 +308,15 @@ def scan(root: Path, selection: Selection, cache_path: Path | None = None, *,
     started = time.time_ns()
     cache = StatCache(cache_path)
     result = ScanResult(manifest={})
-    for rel, st in walk(root, selection, result.problems, result.unknown):
+    for rel, st in walk(root, selection, result.problems, result.unknown, kinds=True):
+        if not stat_mod.S_ISREG(st.st_mode):
+            entry = _special_entry(os.path.join(root, rel), st)
+            if entry is None:
+                result.problems.append(Problem(rel, "changing while scanned; left for the next sync"))
+                result.unknown.append(rel)
+            else:
+                result.manifest[rel] = entry
+            continue
         digest = cache.lookup(rel, st)
         if digest is None:
             try:
@@ -289,6 +339,24 @@ def scan(root: Path, selection: Selection, cache_path: Path | None = None, *,
     except OSError as err:
         result.problems.append(Problem("", f"cannot save scan cache: {err.strerror}"))
     return result
+
+
+def link_entry(target: bytes) -> Entry:
+    """A symbolic link's entry: its target string is its content (core/types.py, KIND_BITS)."""
+    return Entry(len(target), 0, LINK | 0o777, hash_bytes(target))
+
+
+DIR_ENTRY = Entry(0, 0, DIR | 0o755, xxhash.xxh3_128_hexdigest(b""))
+
+
+def _special_entry(full: str, st: os.stat_result) -> Entry | None:
+    """The entry of a link or an empty directory the walk yielded; None when it changed since."""
+    if stat_mod.S_ISDIR(st.st_mode):
+        return DIR_ENTRY
+    try:
+        return link_entry(os.readlink(os.fsencode(full)))
+    except OSError:
+        return None
 
 
 def _hash_stable(full: str, st: os.stat_result) -> tuple[str | None, os.stat_result]:

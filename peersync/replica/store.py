@@ -31,9 +31,10 @@ import xxhash
 
 from peersync.core.paths import STATE_DIR, check_relpath
 from peersync.core.selection import Selection
-from peersync.core.types import Entry
+from peersync.core import links
+from peersync.core.types import DIR, LINK, Entry
 from peersync.replica.dirs import AT_FDCWD, RENAME_SWAP, DirHandles, LinkInPath, noreplace_flag, remove_entry, rename_flags
-from peersync.replica.scan import CHUNK, hash_bytes, hash_file
+from peersync.replica.scan import CHUNK, DIR_ENTRY, hash_bytes, hash_file, link_entry
 from peersync.workspace.storage import atomic_write_json, ensure_private_dir, read_json
 
 CONFLICTS_FORMAT = 1
@@ -57,6 +58,13 @@ class Store:
         self._private: dict[str, DirHandles] = {}  # a batch's state subtrees, by top directory
         self._checked: set[str] = set()  # state directories a batch found to be ours
         self._batch_holding: Path | None = None  # one holding token dir per batch (see _hold)
+
+    @property
+    def followed(self) -> frozenset[str]:
+        """The selected top directories whose link, if they are one, is followed: the user's own
+        configuration (`memory/` → a cloud drive's folder), as the scan walks through it."""
+        selection = getattr(self.selection, "first", self.selection)  # a restricted key's: the client's roots
+        return frozenset(r for r in getattr(selection, "roots", ()) if "/" not in r)
 
     # -- locations -------------------------------------------------------------------------
     @property
@@ -83,7 +91,7 @@ class Store:
         or below a symbolic link.  For callers that go on by path (a cloud upload reading a
         file); this module itself works through directory handles."""
         self.check(path)
-        with DirHandles(str(self.root)) as tree:
+        with DirHandles(str(self.root), follow=self.followed) as tree:
             try:
                 tree.parent(path)
             except LinkInPath as err:
@@ -99,7 +107,7 @@ class Store:
         if self._handles is not None:
             yield
             return
-        self._handles = DirHandles(str(self.root))
+        self._handles = DirHandles(str(self.root), follow=self.followed)
         try:
             yield
         finally:
@@ -112,11 +120,11 @@ class Store:
         """Workspace directory handles: a batch (or a `walking()` request) keeps its own until
         flush_dirs(), so 10,000 files in a few hundred directories open each directory once."""
         if self._handles is None and self.deferred_dirs is not None:
-            self._handles = DirHandles(str(self.root))
+            self._handles = DirHandles(str(self.root), follow=self.followed)
         if self._handles is not None:
             yield self._handles
             return
-        tree = DirHandles(str(self.root))
+        tree = DirHandles(str(self.root), follow=self.followed)
         try:
             yield tree
         finally:
@@ -174,12 +182,17 @@ class Store:
 
     def read(self, paths: list[str]) -> dict[str, bytes]:
         """The content of each path: a regular file, never read through a symlink."""
-        with DirHandles(str(self.root)) as tree:  # one request: each parent opened once
+        with DirHandles(str(self.root), follow=self.followed) as tree:  # one request: each parent opened once
             return {path: self._read(tree, path) for path in paths}
 
     def _read(self, tree: DirHandles, path: str) -> bytes:
         self.check(path)
         parent, name = self._parent(tree, path)
+        st = os.stat(name, dir_fd=parent, follow_symlinks=False)
+        if stat.S_ISLNK(st.st_mode):
+            return os.fsencode(os.readlink(name, dir_fd=parent))  # a link's content: its target
+        if stat.S_ISDIR(st.st_mode):
+            return b""  # an empty directory's content (scan.DIR_ENTRY)
         fd = _open_regular(parent, name, path, os.O_RDONLY)
         try:
             return _read_whole(fd, os.fstat(fd).st_size)
@@ -377,15 +390,98 @@ class Store:
             shutil.rmtree(token.path, ignore_errors=True)
         return count
 
+    # -- symbolic links and empty directories (core/links.py) ---------------------------------
+    def install_special(self, path: str, *, expect: Entry | None, new: Entry, data: bytes | None = None,
+                        staged: Path | str | None = None, quarantine: dict | None = None) -> dict:
+        """Put a link or an empty directory (`data`: the link's target, b"" for a directory) at
+        `path`, or a file (`staged`) where a link or a directory is — only while the target still
+        holds `expect`.  A link is made with symlink(2) in the directory reached by handles, never
+        through a link; one whose target is not inside this side's selection is refused, whoever
+        sent it.  The replaced version is kept in conflicts/ when `quarantine` says so."""
+        self.check(path)
+        if new.kind:
+            if data is None or len(data) != new.size or hash_bytes(data) != new.hash:
+                raise Refused("content changed on the sending side during the sync; left for the next sync")
+            if new.kind == LINK and not links.inside(path, os.fsdecode(data), self.selection.contains):
+                raise Refused("refused a symbolic link that points outside the synced folders")
+        else:
+            self.prepare(staged, new)
+        with self._tree() as tree:
+            parent, name = self._parent(tree, path, create=True)
+            now = _special_now(parent, name)
+            if now is not None and now is not _OTHER and now.same_content(new):
+                return {"entry": _special_wire(parent, name, new), "conflict": None}
+            if new.kind == DIR and now is _OTHER and stat.S_ISDIR(os.stat(name, dir_fd=parent, follow_symlinks=False).st_mode):
+                return {"entry": _special_wire(parent, name, new), "conflict": None}  # a folder with files: it is there
+            if expect is None:
+                if now is not None:
+                    raise Refused(_occupant(parent, name))
+            elif now is None:
+                raise Refused("deleted during the sync; left for the next sync")
+            elif now is _OTHER or not now.same_content(expect):
+                raise Refused("edited during the sync; left for the next sync")
+            conflict = None
+            if now is not None:
+                conflict = self._set_aside(tree, parent, name, path, now, quarantine)
+            self._put_special(parent, name, path, new, data, staged)
+            self._fsync_dir(path.rpartition("/")[0], parent)
+            return {"entry": _special_wire(parent, name, new), "conflict": conflict}
+
+    def _set_aside(self, tree: DirHandles, parent: int, name: str, path: str, now: Entry,
+                   quarantine: dict | None) -> str | None:
+        """Take the link, empty directory or file at `name` away so that another kind of entry
+        can be put there; a loser (`quarantine`) is kept in conflicts/ (a link as its target)."""
+        if now.kind == DIR:
+            try:
+                os.rmdir(name, dir_fd=parent)
+            except OSError as err:
+                if err.errno in (errno.ENOTEMPTY, errno.EEXIST):
+                    raise Refused("a folder with files in it is here now; left for the next sync") from None
+                raise
+            tree.forget(path)
+            return None
+        held = self._hold(None, path, at=(parent, name))
+        try:
+            before = os.lstat(held)
+            os.unlink(name, dir_fd=parent)  # `held` keeps the version
+        except BaseException:
+            self._unhold(held)
+            raise
+        if quarantine is None:
+            self._unhold(held)
+            return None
+        if stat.S_ISLNK(before.st_mode):  # kept as a file holding its target: never followed
+            copy = self.new_staging() / f".link-{secrets.token_hex(8)}"
+            copy.write_bytes(os.fsencode(os.readlink(held)))
+            self._unhold(held)
+            return self._quarantine_file(copy, path, quarantine)
+        cid = self._quarantine_file(held, path, quarantine)
+        self._unhold(held)
+        return cid
+
+    def _put_special(self, parent: int, name: str, path: str, new: Entry, data: bytes | None, staged) -> None:
+        try:
+            if new.kind == LINK:
+                os.symlink(os.fsdecode(data), name, dir_fd=parent)
+            elif new.kind == DIR:
+                os.mkdir(name, 0o777, dir_fd=parent)
+            else:
+                self._create(parent, name, staged, path, new)
+        except FileExistsError:
+            raise Refused(_occupant(parent, name)) from None
+
     # -- delete --------------------------------------------------------------------------
-    def delete(self, path: str, *, expect: Entry, batch: str) -> dict:
-        """Move `path` to the trash if it still holds `expect`."""
+    def delete(self, path: str, *, expect: Entry, batch: str, keep: str | None = None) -> dict:
+        """Move `path` to the trash if it still holds `expect`.  The directories that become empty
+        are removed, up to `keep` (a folder the other side still has: it stays, empty or not)."""
         self.check(path)
         with self._tree() as tree:
             try:
                 parent, name = self._parent(tree, path)
             except FileNotFoundError:
                 raise Refused("deleted during the sync; left for the next sync") from None
+            if expect.kind:
+                return self._delete_special(tree, parent, name, path, expect, batch, keep)
             held = self._hold(None, path, at=(parent, name))
             try:
                 before = os.lstat(held)
@@ -408,13 +504,39 @@ class Store:
                         raise Refused("edited during the sync; not deleted")
             finally:
                 _release(held)
-            self._prune_empty_dirs(tree, path)
+            self._prune_empty_dirs(tree, path, keep)
         return {"entry": None, "trash": f"{STATE_DIR}/trash/{batch}/{path}"}
 
-    def _prune_empty_dirs(self, tree: DirHandles, path: str) -> None:
-        """Remove the now empty directories above `path`, up to (not including) its top one."""
+    def _delete_special(self, tree: DirHandles, parent: int, name: str, path: str, expect: Entry, batch: str,
+                        keep: str | None) -> dict:
+        """Delete a link (to the trash, as a link) or an empty directory (rmdir: a folder that holds
+        anything now is left as it is — its content is news for the next sync, never deleted)."""
+        now = _special_now(parent, name)
+        if now is None:
+            raise Refused("deleted during the sync; left for the next sync")
+        if expect.kind == DIR:
+            if now is _OTHER and stat.S_ISDIR(os.stat(name, dir_fd=parent, follow_symlinks=False).st_mode):
+                return {"entry": None, "kept": "the folder holds files now"}
+            if now is _OTHER or not now.same_content(expect):
+                raise Refused("not an empty folder here any more; not deleted")
+            os.rmdir(name, dir_fd=parent)
+            tree.forget(path)
+            self._prune_empty_dirs(tree, path, keep)
+            return {"entry": None}
+        if now is _OTHER or not now.same_content(expect):
+            raise Refused("edited during the sync; not deleted")
+        with self._private_at("trash", f"{batch}/{path}") as (trash, trash_name, _):
+            os.rename(name, trash_name, src_dir_fd=parent, dst_dir_fd=trash)
+        self._prune_empty_dirs(tree, path, keep)
+        return {"entry": None, "trash": f"{STATE_DIR}/trash/{batch}/{path}"}
+
+    def _prune_empty_dirs(self, tree: DirHandles, path: str, keep: str | None = None) -> None:
+        """Remove the now empty directories above `path`, up to (not including) its top one and
+        `keep` (with its own parents)."""
         directory = path.rpartition("/")[0]
         while "/" in directory:
+            if keep is not None and (keep == directory or keep.startswith(directory + "/")):
+                return
             head, _, name = directory.rpartition("/")
             try:
                 os.rmdir(name, dir_fd=tree.dir(head))
@@ -450,7 +572,7 @@ class Store:
             name = _blob_name(digest)
             if digest not in wanted and digest not in packed and not (self.logbase_dir / name).exists():
                 wanted[digest] = path
-        with DirHandles(str(self.root)) as tree:
+        with DirHandles(str(self.root), follow=self.followed) as tree:
             return self._store_bases(len(wanted), ((d, self._live_bytes(tree, p)) for d, p in wanted.items()))
 
     def _live_bytes(self, tree: DirHandles, path: str) -> bytes | None:
@@ -750,7 +872,7 @@ def _occupant(parent: int, name: str) -> str:
     except OSError:
         return "a file was created here during the sync; left for the next sync"
     if stat.S_ISLNK(st.st_mode):
-        return "a symbolic link is at this name here (links are not synced); move it away to receive the file"
+        return "a symbolic link is at this name here; move it away to receive the file"
     if stat.S_ISDIR(st.st_mode):
         return "a folder is at this name here, a file on the other side; rename one of them"
     if not stat.S_ISREG(st.st_mode):
@@ -768,6 +890,38 @@ def _occupant(parent: int, name: str) -> str:
             except OSError:
                 continue
     return "a file was created here during the sync; left for the next sync"
+
+
+_OTHER = object()  # something at a name that no entry describes (a folder with files, a FIFO…)
+
+
+def _special_now(parent: int, name: str):
+    """The entry of what is at `name` in `parent` — a file, a link, an empty directory — None when
+    nothing is, _OTHER for anything else.  Nothing is followed."""
+    try:
+        st = os.stat(name, dir_fd=parent, follow_symlinks=False)
+        if stat.S_ISLNK(st.st_mode):
+            return link_entry(os.fsencode(os.readlink(name, dir_fd=parent)))
+        if stat.S_ISDIR(st.st_mode):
+            fd = os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=parent)
+            try:
+                return _OTHER if os.listdir(fd) else DIR_ENTRY
+            finally:
+                os.close(fd)
+        if stat.S_ISREG(st.st_mode):
+            fd = _open_regular(parent, name, name, os.O_RDONLY)
+            try:
+                return Entry(st.st_size, st.st_mtime_ns, st.st_mode & 0o777, hash_fd(fd, st.st_size))
+            finally:
+                os.close(fd)
+    except FileNotFoundError:
+        return None
+    return _OTHER
+
+
+def _special_wire(parent: int, name: str, new: Entry) -> list:
+    """What install_special reports: a link's or directory's entry as sent, a file's as it is now."""
+    return Entry(new.size, new.mtime_ns, new.mode, new.hash).to_wire() if new.kind else _stat_entry(parent, name, new.hash)
 
 
 def _release(held: Path) -> None:

@@ -11,10 +11,12 @@ from dataclasses import replace
 
 from peersync.core import versions
 from peersync.core.commit import SideState, conflict_id, peer_text
+from peersync.core.dirfile import REASON
 from peersync.core.mergefile import Merged, MergeRules, merge_file
 from peersync.core.reconcile import decide_conflict
 from peersync.core.textmerge import Version
 from peersync.core.types import (
+    DIR,
     Action,
     Change,
     Conflict,
@@ -92,18 +94,29 @@ class Run(Transfers):
             changes = [c for c in changes if not c.reason.endswith("-recreated")] + await self.renew(recreated)
         merges = [c for c in changes if c.action is Action.MERGE]
         changes = [c for c in changes if c.action is not Action.MERGE]
+        # A file that clashes with the other side's edited folder (core/dirfile.py) is set aside first.
+        aside = [c for c in changes if c.reason == REASON]
+        await gather_all(*(self.set_aside(side, [c for c in aside if c.target is side]) for side in Side))
+        # Where a folder takes a file's place (or the reverse), what goes comes out first: the
+        # deletions of a file where files will come below it, before the copies; the copies of a
+        # file where a folder goes, after the deletions emptied it.
+        first, last = _reordered([c for c in changes if c.reason != REASON])
 
         def copies(of: list[Change]):
-            return [self.copy(side, [c for c in of if c.action is Action.COPY and c.target is side]) for side in Side]
+            return [self.copy(side, [c for c in of if c.action is Action.COPY and c.target is side
+                                     and c not in last]) for side in Side]
 
+        await gather_all(*(self.delete(side, [c for c in first if c.target is side]) for side in Side))
         # Log merges alongside the plain copies (other paths); a log that cannot merge comes back
         # as a conflict for the policy, copied afterwards.  Deletions last: a rename interrupted
         # midway leaves both names, never neither.
         fallback, *_ = await gather_all(self.merge(merges), *copies(changes))
         await gather_all(*copies(fallback))
         changes += fallback
-        await gather_all(*(self.delete(side, [c for c in changes if c.action is Action.DELETE and c.target is side])
+        await gather_all(*(self.delete(side, [c for c in changes if c.action is Action.DELETE and c.target is side
+                                              and c.reason != REASON and c not in first])
                            for side in Side))
+        await gather_all(*(self.copy(side, [c for c in last if c.target is side]) for side in Side))
         if self.equalize_mtimes:
             # Equal bytes, different mtimes (e.g. written on both sides, or a first sync): the
             # older copy takes the newer mtime, so the ancestor matches both sides exactly.
@@ -392,16 +405,46 @@ class Run(Transfers):
     async def delete(self, side: Side, changes: list[Change]) -> None:
         if not changes:
             return
-        items = [{"path": c.path, "expect": c.entry(side).to_wire(), **({"dead": c.dead.to_wire()} if c.dead else {})}
+        held = _folders(self.sides[side.other].scanned)
+        items = [{"path": c.path, "expect": c.entry(side).to_wire(), **({"dead": c.dead.to_wire()} if c.dead else {}),
+                  **({"keep": keep} if (keep := _kept_folder(c.path, held)) else {})}
                  for c in changes]
         results = (await self.session(side).request("delete", items=items, batch=self.batch))["results"]
         for c, res in zip(changes, results):
-            if res["ok"]:
+            if res["ok"] and res.get("kept"):  # an empty folder that holds files now: not a deletion
+                self.sides[side].final[c.path] = None
+            elif res["ok"]:
                 self.sides[side].final[c.path] = None
                 self.deleted.append((c.path, c.entry(side)))
                 (self.report.deleted_local if side is Side.LOCAL else self.report.deleted_remote).append(c.path)
             else:
                 self.problem(c.path, peer_text(res.get("error", "not deleted")), side)
+
+    async def set_aside(self, side: Side, changes: list[Change]) -> None:
+        """Files that clash with the other side's edited folder (core/dirfile.py): each is kept in
+        conflicts/ (ours, for a replica that keeps none), then moved to the trash, so that the
+        folder's files can take its place in this same sync."""
+        if not changes:
+            return
+        data = await self._read(side, [c.path for c in changes])
+        keeper = side if side is Side.LOCAL or self.remote_session.caps.keeps_conflicts else Side.LOCAL
+        reason = "a file here, a folder with changes on the other side: the folder is kept"
+        info = {"peer": self.name(side.other) if side is Side.LOCAL else socket.gethostname(), "reason": reason}
+        saved = (await self.session(keeper).request("quarantine", items=[
+            {"path": c.path, "data": data[c.path], "info": info} for c in changes]))["results"]
+        kept = [(c, res) for c, res in zip(changes, saved) if isinstance(res, dict) and res.get("ok")]
+        for c, res in zip(changes, saved):
+            if not (isinstance(res, dict) and res.get("ok")):
+                self.problem(c.path, "a file clashes with a folder on the other side; not set aside: "
+                             + peer_text((res or {}).get("error", "not kept")), side)
+        await self.delete(side, [c for c, _ in kept])
+        for c, res in kept:
+            if self.sides[side].final.get(c.path, "absent") is None:
+                self.report.conflicts.append(Conflict(
+                    c.path, kept=side.other.value, reason=f"{c.path} was a file on {self.name(side)} and a folder "
+                    f"with changes on {self.name(side.other)}: the folder is kept, the file saved as a conflict",
+                    winner=self.name(side.other), side=side.value, saved_as=conflict_id(res.get("conflict")),
+                    saved_here=keeper is not side))
 
     async def keep_both(self, changes: list[Change]) -> None:
         """Policy manual: each side keeps its file and gets the other's version in conflicts/."""
@@ -422,6 +465,46 @@ class Run(Transfers):
 
 
 async def _none():
+    return None
+
+
+def _reordered(changes: list[Change]) -> tuple[list[Change], list[Change]]:
+    """(deletions to run before the copies, copies to run after the deletions): a file deleted
+    where the same side receives files below it; a file copied where that side holds files below it."""
+    below: dict[Side, set[str]] = {Side.LOCAL: set(), Side.REMOTE: set()}
+    for c in changes:
+        if c.target is not None and c.action in (Action.COPY, Action.DELETE):
+            head = c.path.rpartition("/")[0]
+            while head:
+                below[c.target].add(head)
+                head = head.rpartition("/")[0]
+    first = [c for c in changes if c.action is Action.DELETE and c.path in below[c.target]
+             and c.entry(c.target) is not None and c.entry(c.target).kind != DIR]
+    last = [c for c in changes if c.action is Action.COPY and c.path in below[c.target]]
+    return first, last
+
+
+def _folders(manifest) -> set[str]:
+    """Every folder a manifest holds: the parents of its paths, and its empty directories."""
+    out = set()
+    for path, entry in manifest.items():
+        if entry.kind == DIR:
+            out.add(path)
+        head = path.rpartition("/")[0]
+        while head and head not in out:
+            out.add(head)
+            head = head.rpartition("/")[0]
+    return out
+
+
+def _kept_folder(path: str, folders: set[str]) -> str | None:
+    """The deepest folder above `path` that the other side still holds: a deletion empties it
+    without removing it (it is synced as an empty folder), where the other side has it too."""
+    head = path.rpartition("/")[0]
+    while head:
+        if head in folders:
+            return head
+        head = head.rpartition("/")[0]
     return None
 
 

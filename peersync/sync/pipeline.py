@@ -21,7 +21,7 @@ import asyncio
 import socket
 from dataclasses import dataclass
 
-from peersync.core import deletions
+from peersync.core import deletions, links
 from peersync.core.commit import (
     agreed_ancestor,
     ancestor_delta,
@@ -40,6 +40,7 @@ from peersync.core.reconcile import touched_paths
 from peersync.core.names import Alignment, Folding, align
 from peersync.core.unknown import known_only
 from peersync.core.types import (
+    LINK,
     Entry,
     Mode,
     Policy,
@@ -107,6 +108,8 @@ async def sync_pair(job: Job, local: LocalSession, remote: Replica, report: Repo
             scanned = scanned or local_scan_job(ws, cfg, job.dry_run)
             result: ScanResult = await scanned
             local_entries = dict(remote.local_view(result.manifest))
+            if not remote.caps.links:
+                local_entries = _files_only(local, local_entries, result, job.dry_run)
             ours.set_result(local_entries)
             report.problems.extend(result.problems)
             local_unknown, local_fs = result.unknown, result.fs
@@ -246,6 +249,16 @@ async def respell(local: LocalSession, remote: Replica, names: Alignment, report
             result = await session.request("respell", items=[list(pair) for pair in names.respell[side]])
             for path, error in result.get("failed") or ():
                 report.problems.append(Problem(path, f"not renamed to match the other side: {error}", side))
+
+
+def _files_only(local: LocalSession, entries: dict, result: ScanResult, dry_run: bool) -> dict:
+    """Our manifest for a replica that holds no links or empty folders (a cloud folder through
+    rclone): those are left out — where it has them, they stay — and each link is reported once."""
+    skipped = [Problem(p, links.CLOUD) for p, e in entries.items() if e.kind == LINK]
+    if skipped:
+        result.problems.extend(skipped if dry_run else local.handler._reported_once(skipped, links.CLOUD, "cloud"))
+        result.unknown.extend(p for p, e in entries.items() if e.kind == LINK)
+    return {p: e for p, e in entries.items() if e.is_file}
 
 
 def _keeps_modes(fs: dict | None) -> bool:

@@ -13,8 +13,9 @@ import re
 
 from peersync.core.types import RANGE
 
-PROTOCOL = 5  # bump me on any incompatible change of ops or message shapes (4: version vectors; 5: bounded
-# lines, no rsync for a restricted key, each side its own trash retention)
+PROTOCOL = 6  # bump me on any incompatible change of ops or message shapes (4: version vectors; 5: bounded
+# lines, no rsync for a restricted key, each side its own trash retention; 6: symbolic links and empty
+# directories as manifest entries — an older agent would take them for files)
 
 # Every line is read only up to a limit, and a frame's bytes are counted before they are read:
 # a peer (or a client) that never ends a line costs a bounded amount of memory and gets a

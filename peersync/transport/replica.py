@@ -32,6 +32,8 @@ class Capabilities:
     delta_scan: bool = True  # can answer a scan with only what differs from a shared ancestor
     lock_in_dry_run: bool = True  # taking its lock changes nothing there (a cloud lock is an object)
     may_vanish: bool = False  # can look empty without being so (an unmounted folder, an expired share)
+    links: bool = True  # holds symbolic links and empty folders as such (a cloud folder does not: those
+    #   of ours are left out of what it syncs, and reported once)
     own_retention: bool = True  # ages its trash and deletion records by its own config.yaml, never by
     #   ours (a cloud folder has no config: ours applies, and is sent)
 
@@ -41,7 +43,7 @@ KEPT = Capabilities("kept")  # an agent through a keeper's warm connection
 LOCAL = Capabilities("local", rsync=False)
 CLOUD = Capabilities("cloud", keeps_ancestor=False, takes_mtimes=False, keeps_conflicts=False, rsync=False,
                      transfer="rclone", delta_scan=False, lock_in_dry_run=False, may_vanish=True,
-                     own_retention=False)
+                     own_retention=False, links=False)
 
 
 def agent_caps(base: Capabilities, hello: dict) -> Capabilities:
