@@ -82,7 +82,7 @@ def status(ctx: typer.Context,
     """Per peer: reachable?, round trip, clock offset, remote version, last sync; and the files
     that need a look (versions a merge kept live).  Exit status 3 when a peer could not be reached."""
     from peersync.peers.status import status as get_status
-    from peersync.peers.status import status_text
+    from peersync.peers.status import linked_tops, status_text
     from peersync.replica.looks import looks_text, needing_a_look
     from peersync.sync.runner import select_peers
 
@@ -90,16 +90,17 @@ def status(ctx: typer.Context,
     ws = st.workspace()
     peers = ws.load_peers()
     looks = needing_a_look(ws, ws.sync_config())
+    linked = linked_tops(ws)
     if not peers and peer is None:
         st.emit("\n".join(filter(None, [f"🔄 peersync: no peers yet in {ws.root}. Add one: peersync peers add NAME HOST --path P",
-                                        looks_text(looks)])), {"peers": [], "needs_look": looks})
+                                        *linked, looks_text(looks)])), {"peers": [], "needs_look": looks, "notes": linked})
         return
     results = asyncio.run(get_status(ws, select_peers(ws, [peer] if peer else None), timeout=timeout))
     down = [r["peer"] for r in results if not r["reachable"]]
     error = error_doc("connect", f"{len(down)} of {len(results)} peer{'s' if len(results) != 1 else ''} "
                                  f"could not be reached: {', '.join(down)}", None, ConnectError.exit_code) if down else None
-    st.emit("\n".join(filter(None, [status_text(results), looks_text(looks)])),
-            {"peers": [_probe_doc(r) for r in results], "needs_look": looks}, error=error)
+    st.emit("\n".join(filter(None, [status_text(results), *linked, looks_text(looks)])),
+            {"peers": [_probe_doc(r) for r in results], "needs_look": looks, "notes": linked}, error=error)
     if down:
         raise typer.Exit(ConnectError.exit_code)
 

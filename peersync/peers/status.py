@@ -4,6 +4,7 @@ from __future__ import annotations
 
 # Lazy imports: the clawdbot-sync history reader loads on use.
 import asyncio
+import os
 import time
 
 from peersync.cloud.folder import probe_cloud
@@ -71,6 +72,17 @@ async def status(ws: Workspace, peers: list[Peer], *, timeout: float = 10.0) -> 
         last = last_sync(ws, result["peer"])
         result["last_sync"] = {"time": last.get("time"), "ok": last.get("ok")} if last else None
     return list(results)
+
+
+def linked_tops(ws: Workspace) -> list[str]:
+    """One line per selected top directory that is a link (`memory/` → a cloud drive's folder): the
+    sync follows it, as the user configured it (replica/scan.py walk, replica/dirs.py)."""
+    notes = []
+    for top in ws.sync_config().selection.roots:
+        path = ws.root / top
+        if "/" not in top and path.is_symlink() and path.is_dir():
+            notes.append(f"📎 {top}/ is a link to {os.path.realpath(path)}: synced through it")
+    return notes
 
 
 def status_text(results: list[dict]) -> str:

@@ -78,8 +78,11 @@ class _Found:
             return False
         if links.inside(rel, target, self.links.contains):
             return True
+        # Not synced, and not taken for a deletion either: the other side's version there stays.
         if self.problems is not None:
             self.problems.append(Problem(shown(rel), links.OUTSIDE))
+        if self.unknown is not None:
+            self.unknown.append(rel)
         return False
 
     def unreadable(self, rel: str, message: str) -> None:
