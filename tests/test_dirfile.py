@@ -1,0 +1,115 @@
+"""Issue 14 item 7, end to end over real sshd: a folder replaced by a file (or the reverse) on one side
+while the other side edits inside it (or edits the file) is a conflict that keeps both and converges:
+the folder is kept, the file is saved in conflicts/, nothing is lost."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from pathlib import Path
+
+import pytest
+
+from peersync.core.selection import Selection
+from peersync.replica.store import Store
+from peersync.sync.runner import run_sync
+from peersync.testing.pair import wire_pair
+
+pytestmark = pytest.mark.timeout(300)
+OLD = time.time() - 3600
+
+
+def write(root: Path, rel: str, text: str, mtime: float | None = OLD) -> Path:
+    path = root / rel
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    if mtime is not None:
+        os.utime(path, (mtime, mtime))
+    return path
+
+
+def sync(ws):
+    [report] = run_sync(ws)
+    assert report.ok, report.error
+    return report
+
+
+def kept(ws, path: str) -> list[str]:
+    """The contents kept in `ws`'s conflicts/ for `path`."""
+    return [(ws.root / c["file"]).read_text() for c in Store(ws.root, Selection()).conflicts() if c["path"] == path]
+
+
+def tree(root: Path) -> dict[str, str]:
+    out = {}
+    for path in sorted((root / "memory").rglob("*")):
+        rel = path.relative_to(root).as_posix()
+        if path.is_file() and not rel.startswith("memory/clawdbot-sync/"):
+            out[rel] = path.read_text()
+    return out
+
+
+@pytest.fixture
+def pair(tmp_path, sshd):
+    return wire_pair(tmp_path / "local", tmp_path / "remote", sshd)
+
+
+@pytest.mark.parametrize("replacer", ["local", "remote"])
+def test_a_folder_replaced_by_a_file_while_the_other_side_edits_inside_it(pair, replacer):
+    sides = {"local": pair.local, "remote": pair.remote}
+    A, B = sides[replacer], sides["remote" if replacer == "local" else "local"]
+    write(A.root, "memory/proj/a.md", "a v1\n")
+    write(A.root, "memory/proj/b.md", "b v1\n")
+    write(A.root, "memory/other.md", "other\n")
+    sync(pair.local)
+    shutil.rmtree(A.root / "memory/proj")
+    write(A.root, "memory/proj", "now a file\n", mtime=None)  # the folder replaced by a file on A
+    write(B.root, "memory/proj/a.md", "a v2, edited on B\n", mtime=None)  # an edit inside it on B
+    report = sync(pair.local)
+    [conflict] = report.conflicts
+    assert conflict.path == "memory/proj" and conflict.saved_as and "folder is kept" in conflict.reason, report.to_json()
+    expected = {"memory/other.md": "other\n", "memory/proj/a.md": "a v2, edited on B\n", "memory/proj/b.md": "b v1\n"}
+    assert tree(A.root) == tree(B.root) == expected
+    assert kept(A, "memory/proj") == ["now a file\n"]  # the file: in conflicts/ on the side that made it
+    again = sync(pair.local)
+    assert not again.changed and not again.problems, again.to_json()
+
+
+@pytest.mark.parametrize("replacer", ["local", "remote"])
+def test_a_file_replaced_by_a_folder_while_the_other_side_edits_the_file(pair, replacer):
+    sides = {"local": pair.local, "remote": pair.remote}
+    A, B = sides[replacer], sides["remote" if replacer == "local" else "local"]
+    write(A.root, "memory/notes", "notes v1\n")
+    write(A.root, "memory/other.md", "other\n")
+    sync(pair.local)
+    (A.root / "memory/notes").unlink()
+    write(A.root, "memory/notes/today.md", "a folder now\n", mtime=None)  # the file replaced by a folder on A
+    write(B.root, "memory/notes", "notes v2, edited on B\n", mtime=None)  # the file edited on B
+    report = sync(pair.local)
+    [conflict] = report.conflicts
+    assert conflict.path == "memory/notes" and conflict.saved_as, report.to_json()
+    expected = {"memory/notes/today.md": "a folder now\n", "memory/other.md": "other\n"}
+    assert tree(A.root) == tree(B.root) == expected
+    assert kept(B, "memory/notes") == ["notes v2, edited on B\n"]  # the edit: in conflicts/ where it was made
+    again = sync(pair.local)
+    assert not again.changed and not again.problems, again.to_json()
+
+
+@pytest.mark.parametrize("way", ["folder-to-file", "file-to-folder"])
+def test_a_plain_replacement_with_no_edit_on_the_other_side_is_carried_over_in_one_sync(pair, way):
+    L, R = pair.local.root, pair.remote.root
+    if way == "folder-to-file":
+        write(L, "memory/x/a.md", "a\n")
+    else:
+        write(L, "memory/x", "a file\n")
+    sync(pair.local)
+    if way == "folder-to-file":
+        shutil.rmtree(L / "memory/x")
+        write(L, "memory/x", "a file now\n", mtime=None)
+    else:
+        (L / "memory/x").unlink()
+        write(L, "memory/x/a.md", "a folder now\n", mtime=None)
+    report = sync(pair.local)
+    assert not report.conflicts and not report.problems, report.to_json()
+    assert tree(L) == tree(R)
+    assert not sync(pair.local).changed
