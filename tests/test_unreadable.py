@@ -227,17 +227,19 @@ def test_what_occupies_a_name_is_said_not_created_during_the_sync(tmp_path, sshd
     write(R, "memory/folder.md/inside.md", "inside\n")
     write(L, "memory/file/x.md", "x\n")
     write(R, "memory/file", "a file where local has a folder\n")
-    for _ in range(2):
-        report = sync(pair.local)
-        text = {p.path: p.message for p in report.problems}
-        assert "created here during the sync" not in " ".join(text.values()), text
-        assert "symbolic link" in text["memory/link.md"]
-        assert "special file" in text["memory/fifo.md"] or "FIFO" in text["memory/fifo.md"], text
-        assert "folder" in text["memory/folder.md"], text
-        assert any("folder" in m and "file" in m for p, m in text.items() if p.startswith("memory/file")), text
-        assert (R / "memory/ok.md").read_text() == "memory/ok.md\n"
-        assert (L / "memory/folder.md").read_text() == "memory/folder.md\n"
-        assert (R / "memory/file").read_text() == "a file where local has a folder\n"
+    report = sync(pair.local)
+    text = {p.path: p.message for p in report.problems}
+    assert "created here during the sync" not in " ".join(text.values()), text
+    assert "special file" in text["memory/fifo.md"] or "FIFO" in text["memory/fifo.md"], text
+    # Since issue 14 items 6 and 7: a link inside the selection is a version like a file's (a conflict,
+    # both kept); a file against a folder keeps the folder and saves the file in conflicts/.
+    assert {c.path for c in report.conflicts} == {"memory/link.md", "memory/folder.md", "memory/file"}, report.to_json()
+    assert all(c.saved_as for c in report.conflicts)
+    assert (L / "memory/folder.md/inside.md").read_text() == (R / "memory/folder.md/inside.md").read_text() == "inside\n"
+    assert (L / "memory/file/x.md").read_text() == (R / "memory/file/x.md").read_text() == "x\n"
+    assert (R / "memory/ok.md").read_text() == "memory/ok.md\n"
+    again = sync(pair.local)
+    assert not again.changed and [p.path for p in again.problems] == ["memory/fifo.md"], again.to_json()
 
 
 @pytest.fixture
