@@ -254,3 +254,26 @@ def test_installing_never_writes_through_a_link(tmp_path):
                                "new": [len(data), 1, 0o644, hash_bytes(data)]}])["results"][0]
     assert not res["ok"] and "symbolic link" in res["error"], res
     assert not (root / "memory/real/b.md").exists()
+
+
+# -- a cloud folder cannot hold a link: reported once, skipped ------------------------------------------
+def test_a_cloud_folder_skips_links_and_says_so_once(tmp_path, monkeypatch):
+    from peersync.peers.manage import add_cloud_peer
+    from peersync.workspace.workspace import Workspace
+
+    monkeypatch.setenv("RCLONE_CONFIG", "/dev/null")
+    ws = Workspace(tmp_path / "ws")
+    ws.root.mkdir()
+    ws.ensure_state()
+    write(ws.root, "memory/a.md", "a\n")
+    os.symlink("a.md", ws.root / "memory/latest.md")
+    (ws.root / "memory/empty").mkdir()
+    cloud = tmp_path / "cloud"
+    add_cloud_peer(ws, "box", str(cloud), mode="bisync", test=False)
+    [report] = run_sync(ws, ["box"])
+    assert report.ok, report.error
+    assert [(p.path, p.message) for p in report.problems] == [("memory/latest.md", links.CLOUD)], report.to_json()
+    assert (cloud / "memory/a.md").read_text() == "a\n" and not os.path.lexists(cloud / "memory/latest.md")
+    [again] = run_sync(ws, ["box"])
+    assert again.ok and not again.problems and not again.changed, again.to_json()
+    assert os.readlink(ws.root / "memory/latest.md") == "a.md" and (ws.root / "memory/empty").is_dir()

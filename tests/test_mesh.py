@@ -40,6 +40,8 @@ IN_PROCESS = os.environ.get("PEERSYNC_MESH_INPROCESS") == "1"
 PLAIN = ["memory/notes/a.txt", "memory/notes/b.txt", "memory/people/c.txt", "memory/plan.txt"]  # whole files
 MERGED = ["MEMORY.md", "USER.md", "memory/notes/a.md"]  # three-way merged, line by line (sync.merge)
 LOGS = ["memory/agent/events.jsonl"]
+LINK = "memory/notes/latest.txt"  # a symbolic link, created, retargeted and deleted (issue 14 item 6)
+LINK_TARGETS = ["a.txt", "b.txt", "../plan.txt", "../people/c.txt"]  # relative, inside the selection
 FINAL_ROUNDS = 4
 
 
@@ -70,6 +72,8 @@ class Mesh:
         self.merges = self.twin_merges = self.revived = 0
         self.spurious_merges: list[tuple] = []
         self.lock = threading.Lock()
+        # Link operations draw from their own generator: the other operations stay as they were for a seed.
+        self.link_rng = random.Random(SEED + 1)
 
     # -- the replicas' files ------------------------------------------------------------------------
     def read(self, i: int, path: str) -> bytes | None:
@@ -125,7 +129,24 @@ class Mesh:
         self.counter += 1
         self.edits[(i, path)] = self.edits.get((i, path), frozenset()) | {self.counter}
 
+    def link_op(self) -> None:
+        """On a random machine: create the link, retarget it, or delete it."""
+        i = self.link_rng.randrange(N)
+        full = self.roots[i] / LINK
+        if os.path.lexists(full):
+            os.unlink(full)
+            if self.link_rng.random() < 0.3:
+                return  # deleted
+        full.parent.mkdir(parents=True, exist_ok=True)
+        os.symlink(self.link_rng.choice(LINK_TARGETS), full)
+
+    def link(self, i: int) -> str | None:
+        full = self.roots[i] / LINK
+        return os.readlink(full) if os.path.lexists(full) else None
+
     def random_edit(self) -> None:
+        if self.link_rng.random() < 0.15:
+            self.link_op()
         i = self.rng.randrange(N)
         roll = self.rng.random()
         if roll < 0.25:
@@ -158,7 +179,7 @@ class Mesh:
         assert report.ok, report.error
         with self.lock:
             self.lineage.synced((i, j), before, self.snapshot(i, j),
-                                [(c.path, c.kept) for c in report.conflicts if c.kept in ("local", "remote")],
+                                [(c.path, c.kept) for c in report.conflicts if c.kept in ("local", "remote") and c.path != LINK],
                                 label=f"{self.names[i]}<->{self.names[j]}")
             for path in MERGED:
                 self.merged(i, j, path, memory, merged=path in report.merged)
@@ -244,6 +265,7 @@ def test_five_machines_converge_lose_nothing_and_never_conflict_spuriously(tmp_p
     mesh = run_mesh(tmp_path, sshd)
     trees = [selection_files(ws) for ws in mesh.ws]
     assert all(t == trees[0] for t in trees), "the mesh did not converge"
+    assert len({mesh.link(i) for i in range(N)}) == 1, f"the link did not converge: {[mesh.link(i) for i in range(N)]}"
     kept, live = mesh.kept_somewhere(), mesh.live()
     lost = [v for v in mesh.owed if v not in live and v not in kept]
     assert not lost, f"versions lost: {lost[:5]}"
