@@ -277,3 +277,32 @@ def test_a_cloud_folder_skips_links_and_says_so_once(tmp_path, monkeypatch):
     [again] = run_sync(ws, ["box"])
     assert again.ok and not again.problems and not again.changed, again.to_json()
     assert os.readlink(ws.root / "memory/latest.md") == "a.md" and (ws.root / "memory/empty").is_dir()
+
+
+# -- through a keeper's warm connection ------------------------------------------------------------------
+def test_links_and_empty_folders_sync_through_a_keeper(tmp_path, sshd, monkeypatch):
+    import signal
+
+    from tests.test_keeper import keepers_of, wait_until, warm_up
+    from peersync.transport.keeper import ENV_KEEP
+
+    monkeypatch.setenv(ENV_KEEP, "60")
+    pair = wire_pair(tmp_path / "local", tmp_path / "remote", sshd)
+    try:
+        L, R = pair.local.root, pair.remote.root
+        write(L, "memory/a.md", "a\n")
+        warm_up(pair)
+        os.symlink("a.md", L / "memory/latest.md")
+        os.symlink("/etc", L / "memory/outside")
+        (L / "memory/empty").mkdir()
+        report = sync(pair.local)
+        assert report.warm, "not through the keeper"
+        assert sorted(report.pushed) == ["memory/empty", "memory/latest.md"], report.to_json()
+        assert [p.path for p in report.problems] == ["memory/outside"]
+        assert os.readlink(R / "memory/latest.md") == "a.md" and (R / "memory/empty").is_dir()
+        again = sync(pair.local)
+        assert again.warm and not again.changed and not again.problems, again.to_json()
+    finally:
+        for pid in keepers_of(pair.local):
+            os.kill(pid, signal.SIGTERM)
+        wait_until(lambda: not keepers_of(pair.local), 20)
