@@ -63,7 +63,7 @@ class Store:
     def followed(self) -> frozenset[str]:
         """The selected top directories whose link, if they are one, is followed: the user's own
         configuration (`memory/` → a cloud drive's folder), as the scan walks through it."""
-        selection = getattr(self.selection, "first", self.selection)  # a restricted key's: the client's roots
+        selection = getattr(self.selection, "second", self.selection)  # a restricted key's: this side's own roots
         return frozenset(r for r in getattr(selection, "roots", ()) if "/" not in r)
 
     # -- locations -------------------------------------------------------------------------
@@ -192,6 +192,8 @@ class Store:
         if stat.S_ISLNK(st.st_mode):
             return os.fsencode(os.readlink(name, dir_fd=parent))  # a link's content: its target
         if stat.S_ISDIR(st.st_mode):
+            if _special_now(parent, name) is not DIR_ENTRY:
+                raise Refused(f"not a regular file: {path}")
             return b""  # an empty directory's content (scan.DIR_ENTRY)
         fd = _open_regular(parent, name, path, os.O_RDONLY)
         try:
