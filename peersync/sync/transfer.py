@@ -16,7 +16,7 @@ import shutil
 from pathlib import Path
 
 from peersync.core.commit import peer_text
-from peersync.core.types import Entry, Side
+from peersync.core.types import DIR, KIND_BITS, Entry, Side
 from peersync.sync import chunks
 from peersync.sync.concurrency import gather_all
 from peersync.transport.rsync import rsync_files
@@ -91,9 +91,11 @@ class Transfers:
         installing: collections.deque = collections.deque()
         try:
             for batch in _batches(items, INLINE_BATCH_BYTES, min(INLINE_FIRST_BATCH, INLINE_BATCH_BYTES)):
-                data = await self._read(source, [i["path"] for i in batch])
+                # An empty folder's content is known (nothing): it is not read, so one that went
+                # meanwhile is only a failed install, never a failed run.
+                data = await self._read(source, [i["path"] for i in batch if i["new"][2] & KIND_BITS != DIR])
                 for item in batch:
-                    item["data"] = data[item["path"]]
+                    item["data"] = data.get(item["path"], b"")
                 installing.append(asyncio.ensure_future(self._install_inline(target, batch)))
                 if len(installing) >= 2:
                     results += await installing.popleft()
