@@ -306,3 +306,20 @@ def test_links_and_empty_folders_sync_through_a_keeper(tmp_path, sshd, monkeypat
         for pid in keepers_of(pair.local):
             os.kill(pid, signal.SIGTERM)
         wait_until(lambda: not keepers_of(pair.local), 20)
+
+
+def test_a_symlinked_memory_folder_that_cannot_be_reached_is_never_synced_in_silence(tmp_path):
+    from peersync.replica.scan import scan
+
+    root = tmp_path / "ws"
+    write(root, "MEMORY.md", "m\n")
+    os.symlink(tmp_path / "unplugged/agent-memory", root / "memory")  # a drive that is not mounted
+    result = scan(root, Selection())
+    assert sorted(result.manifest) == ["MEMORY.md"]
+    assert result.unknown == ["memory"]  # unknown: nothing is deleted anywhere on its strength
+    [problem] = result.problems
+    assert problem.path == "memory" and "cannot be reached" in problem.message
+    # The CLI: the state dir lives in memory/ too, so nothing is synced and it says so (never "Synced").
+    proc = subprocess.run([sys.executable, "-m", "peersync", "-w", str(root), "sync"], capture_output=True,
+                          text=True, timeout=120, stdin=subprocess.DEVNULL)
+    assert proc.returncode != 0 and "Synced" not in proc.stdout, proc

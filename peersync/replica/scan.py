@@ -142,7 +142,12 @@ def _walk_entry(root: str, rel: str, selection: Selection, found: _Found):
         if not selection.excludes_dir(rel):
             yield from _walk_dir(root, rel, selection, found)
     elif stat_mod.S_ISLNK(st.st_mode):
-        if found.link(root, rel):
+        if found.links is not None and "/" not in rel and not os.path.exists(full):
+            # A selected top folder linked somewhere unreachable (an unmounted drive): said on every
+            # sync, never "Synced" in silence; unknown, so nothing is deleted anywhere for it.
+            found.unreadable(rel, f"{rel} is a link to {shown(os.readlink(full))}, which cannot be reached; "
+                                  "nothing under it was synced (mount it, or fix the link)")
+        elif found.link(root, rel):
             yield rel, st
 
 
