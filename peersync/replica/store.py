@@ -62,7 +62,8 @@ class Store:
     @property
     def followed(self) -> frozenset[str]:
         """The selected top directories whose link, if they are one, is followed: the user's own
-        configuration (`memory/` → a cloud drive's folder), as the scan walks through it."""
+        configuration (`memory/` → a cloud drive's folder), as the scan walks through it.  Only the
+        top component: a link below it is synced as a link (or not at all), never followed."""
         selection = getattr(self.selection, "second", self.selection)  # a restricted key's: this side's own roots
         return frozenset(r for r in getattr(selection, "roots", ()) if "/" not in r)
 
