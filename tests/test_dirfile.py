@@ -113,3 +113,35 @@ def test_a_plain_replacement_with_no_edit_on_the_other_side_is_carried_over_in_o
     assert not report.conflicts and not report.problems, report.to_json()
     assert tree(L) == tree(R)
     assert not sync(pair.local).changed
+
+
+# -- the rule itself (pure: core/dirfile.py) ----------------------------------------------------------
+def _entry(text: str):
+    from peersync.core.types import Entry
+    from peersync.replica.scan import hash_bytes
+
+    return Entry(len(text), 1, 0o644, hash_bytes(text.encode()))
+
+
+@pytest.mark.parametrize("case, local, remote, ancestor, expect", [
+    ("folder→file here, edit inside there: the file is set aside here, the folder's files come back",
+     {"d": "file"}, {"d/a": "a2", "d/b": "b"}, {"d/a": "a", "d/b": "b"},
+     {"d": ("delete", "local", "dir-file"), "d/a": ("copy", "local", "restored"), "d/b": ("copy", "local", "restored")}),
+    ("file→folder here, edit of the file there: the file is set aside there",
+     {"d/new": "n"}, {"d": "file2"}, {"d": "file"},
+     {"d": ("delete", "remote", "dir-file"), "d/new": ("copy", "remote", "local-created")}),
+    ("folder→file here, nothing edited there: a plain replacement",
+     {"d": "file"}, {"d/a": "a"}, {"d/a": "a"},
+     {"d": ("copy", "remote", "local-created"), "d/a": ("delete", "remote", "local-deleted")}),
+])
+def test_settle_table(case, local, remote, ancestor, expect):
+    from peersync.core.plan import plan_sync
+    from peersync.core.mergefile import MergeRules
+    from peersync.core.types import Mode, Policy
+
+    as_manifest = lambda d: {f"memory/{p}": _entry(t) for p, t in d.items()}  # noqa: E731
+    plan = plan_sync(as_manifest(ancestor), as_manifest(local), as_manifest(remote), rules=MergeRules((), ()),
+                     roots=("memory",), mass_delete_ratio=1.0, peer_name="p", policy=Policy.NEWEST, mode=Mode.SYNC,
+                     offset_ns=0, local_id="a", remote_id="b", force=True)
+    got = {c.path[len("memory/"):]: (c.action.value, c.target.value, c.reason) for c in plan.changes}
+    assert got == expect, case
