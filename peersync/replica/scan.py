@@ -61,14 +61,14 @@ def walk(root: Path, selection: Selection, problems: list[Problem] | None = None
 class _Found:
     """Where walk puts the problems it meets (either list may be None: not wanted)."""
 
-    def __init__(self, problems: list[Problem] | None, unknown: list[str] | None, links: Selection | None = None):
+    def __init__(self, problems: list[Problem] | None, unknown: list[str] | None, kinds: Selection | None = None):
         self.problems, self.unknown = problems, unknown
-        self.links = links  # the selection whose inside links (and empty directories) are wanted; None: none
+        self.kinds = kinds  # the selection whose inside links (and empty directories) are wanted; None: none
 
     def link(self, root: str, rel: str) -> bool:
         """Whether the link at `rel` is synced as a link; one that is not is reported (the handler
         keeps it from being reported again) and skipped, never followed."""
-        if self.links is None:
+        if self.kinds is None:
             self.unreadable(rel, "symbolic link not synced")
             return False
         try:
@@ -76,7 +76,7 @@ class _Found:
         except OSError as err:
             self.unreadable(rel, f"cannot read: {err.strerror}")
             return False
-        if links.inside(rel, target, self.links.contains):
+        if links.inside(rel, target, self.kinds.contains):
             return True
         # Not synced, and not taken for a deletion either: the other side's version there stays.
         if self.problems is not None:
@@ -128,7 +128,7 @@ def _walk_entry(root: str, rel: str, selection: Selection, found: _Found):
     full = os.path.join(root, rel)
     try:
         st = os.lstat(full)
-        if stat_mod.S_ISLNK(st.st_mode) and found.links is not None and "/" not in rel and os.path.isdir(full):
+        if stat_mod.S_ISLNK(st.st_mode) and found.kinds is not None and "/" not in rel and os.path.isdir(full):
             st = os.stat(full)  # a selected top directory that is a link: followed (see walk)
     except FileNotFoundError:
         return
@@ -142,7 +142,7 @@ def _walk_entry(root: str, rel: str, selection: Selection, found: _Found):
         if not selection.excludes_dir(rel):
             yield from _walk_dir(root, rel, selection, found)
     elif stat_mod.S_ISLNK(st.st_mode):
-        if found.links is not None and "/" not in rel and not os.path.exists(full):
+        if found.kinds is not None and "/" not in rel and not os.path.exists(full):
             # A selected top folder linked somewhere unreachable (an unmounted drive): said on every
             # sync, never "Synced" in silence; unknown, so nothing is deleted anywhere for it.
             found.unreadable(rel, f"{rel} is a link to {shown(os.readlink(full))}, which cannot be reached; "
@@ -196,7 +196,7 @@ def _walk_dir(root: str, rel: str, selection: Selection, found: _Found):
             except OSError as err:
                 holds = True
                 found.unreadable(path, f"cannot read: {err.strerror}")
-        if not holds and found.links is not None and current != rel:
+        if not holds and found.kinds is not None and current != rel:
             try:
                 yield current, os.lstat(os.path.join(root, current))  # an empty directory below a root
             except OSError:

@@ -101,10 +101,11 @@ class Run(Transfers):
         # deletions of a file where files will come below it, before the copies; the copies of a
         # file where a folder goes, after the deletions emptied it.
         first, last = _reordered([c for c in changes if c.reason != REASON])
+        early, late = {c.path for c in first}, {c.path for c in last}
 
         def copies(of: list[Change]):
             return [self.copy(side, [c for c in of if c.action is Action.COPY and c.target is side
-                                     and c not in last]) for side in Side]
+                                     and c.path not in late]) for side in Side]
 
         await gather_all(*(self.delete(side, [c for c in first if c.target is side]) for side in Side))
         # Log merges alongside the plain copies (other paths); a log that cannot merge comes back
@@ -114,7 +115,7 @@ class Run(Transfers):
         await gather_all(*copies(fallback))
         changes += fallback
         await gather_all(*(self.delete(side, [c for c in changes if c.action is Action.DELETE and c.target is side
-                                              and c.reason != REASON and c not in first])
+                                              and c.reason != REASON and c.path not in early])
                            for side in Side))
         await gather_all(*(self.copy(side, [c for c in last if c.target is side]) for side in Side))
         if self.equalize_mtimes:
