@@ -448,7 +448,8 @@ class Handler:
         data, zeros = _data({"data": data}), int(zeros)
         if zeros < 0 or zeros > RANGE or (zeros and data):
             raise ValueError("bad hole in a staged upload")
-        flags = os.O_WRONLY | os.O_NOFOLLOW | (os.O_CREAT | os.O_EXCL if int(offset) == 0 else 0)
+        # Created at offset 0, unless stage_log started it (empty: a log with no common prefix).
+        flags = os.O_WRONLY | os.O_NOFOLLOW | (os.O_CREAT if int(offset) == 0 else 0)
         fd = os.open(path, flags, 0o600)
         try:
             held = os.fstat(fd).st_size

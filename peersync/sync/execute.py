@@ -480,6 +480,9 @@ class Run(Transfers):
                 saved_as=conflict_id(mine.get("conflict")), remote_saved_as=conflict_id(theirs.get("conflict"))))
 
 
+MERGE_READ_BYTES = 64 << 20  # merge inputs read per request (each file at most mergefile.MEMORY_MAX)
+
+
 async def _none():
     return None
 
