@@ -10,7 +10,6 @@ is bounded by the tails (mergefile.TAIL_MAX) and a few ranges, whatever the log'
 
 from __future__ import annotations
 
-import asyncio
 import secrets
 from dataclasses import dataclass, field
 
@@ -20,6 +19,7 @@ from peersync.core.types import RANGE, Change, Side
 from peersync.errors import ProtocolError
 from peersync.replica.store import Refused
 from peersync.sync.chunks import stage_bytes, stage_in_ranges
+from peersync.sync.concurrency import gather_all
 
 
 @dataclass(frozen=True)
@@ -41,7 +41,7 @@ async def merge_streamed(sessions: dict, c: Change, *, local_first: bool) -> Str
     """
     sizes = {side: c.entry(side).size for side in Side}
     prefix = c.ancestor.size if c.ancestor is not None else 0
-    found = await asyncio.gather(*(sessions[side].request("log_digest", path=c.path, size=sizes[side], prefix=prefix)
+    found = await gather_all(*(sessions[side].request("log_digest", path=c.path, size=sizes[side], prefix=prefix)
                                    for side in Side))
     digests = dict(zip(Side, found))
     for side, answer in digests.items():
@@ -53,7 +53,7 @@ async def merge_streamed(sessions: dict, c: Change, *, local_first: bool) -> Str
     mine, theirs = digests[Side.LOCAL]["chunks"], digests[Side.REMOTE]["chunks"]
     first = next((n for n, (x, y) in enumerate(zip(mine, theirs)) if x != y), min(len(mine), len(theirs)))
     start = first * RANGE
-    here, there = await asyncio.gather(*(_read(sessions[side], c.path, start, max(0, min(RANGE, sizes[side] - start)))
+    here, there = await gather_all(*(_read(sessions[side], c.path, start, max(0, min(RANGE, sizes[side] - start)))
                                          for side in Side))
     common = start + common_prefix_len(here, there)
     if common in sizes.values():  # one is a prefix of the other: the longer one, as it is
@@ -66,23 +66,28 @@ async def merge_streamed(sessions: dict, c: Change, *, local_first: bool) -> Str
         return (f"log not merged: appended by {_mb(tails[Side.LOCAL])} here and {_mb(tails[Side.REMOTE])} on the "
                 f"peer since they last agreed, over the {_mb(TAIL_MAX)} peersync merges line by line; "
                 f"the conflict policy decided (the other version is kept in conflicts/)")
-    local_tail, remote_tail = await asyncio.gather(*(_read(sessions[side], c.path, base, tails[side]) for side in Side))
+    local_tail, remote_tail = await gather_all(*(_read(sessions[side], c.path, base, tails[side]) for side in Side))
     merged = merge_tails(local_tail, remote_tail, local_first=local_first)
     del local_tail, remote_tail
-    uploads, digest = {}, set()
-    for side in Side:
-        upload = secrets.token_hex(8)
-        await sessions[side].request("stage_log", upload=upload, path=c.path, size=sizes[side], length=base)
-        await stage_bytes(sessions[side], upload, base, merged)
-        staged = await sessions[side].request("upload_digest", upload=upload)
-        if not isinstance(staged, dict) or staged.get("size") != base + len(merged):
-            raise ProtocolError(f"bad staged merge of {c.path} on the {side.value} side")
-        digest.add(staged.get("hash"))
-        if staged["size"] != sizes[side] or staged["hash"] != c.entry(side).hash:
-            uploads[side] = upload
+    staged = dict(zip(Side, await gather_all(*(_stage(sessions[side], c.path, sizes[side], base, merged)
+                                                   for side in Side))))
+    digest = {hashed for _, hashed in staged.values()}
+    uploads = {side: upload for side, (upload, hashed) in staged.items()
+               if (base + len(merged), hashed) != (sizes[side], c.entry(side).hash)}
     if len(digest) != 1:
         raise Refused("the two sides' copies of the log's common part differ; left for the next sync")
     return Streamed(base + len(merged), digest.pop(), uploads)
+
+
+async def _stage(session, path: str, size: int, base: int, merged: bytes) -> tuple[str, str]:
+    """Stage the merged log on one side (its own first `base` bytes, then `merged`): (upload, hash)."""
+    upload = secrets.token_hex(8)
+    await session.request("stage_log", upload=upload, path=path, size=size, length=base)
+    await stage_bytes(session, upload, base, merged)
+    staged = await session.request("upload_digest", upload=upload)
+    if not isinstance(staged, dict) or staged.get("size") != base + len(merged) or not isinstance(staged.get("hash"), str):
+        raise ProtocolError(f"bad staged merge of {path}")
+    return upload, staged["hash"]
 
 
 async def _fast_forward(sessions: dict, c: Change, sizes: dict, common: int) -> Streamed:
