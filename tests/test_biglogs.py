@@ -25,6 +25,7 @@ from peersync.testing.rss import peak_mb
 from peersync.transport.local import LocalSession
 
 LOG = "memory/events.jsonl"
+OTHER = "memory/other.log"
 
 
 def write(path: Path, data: bytes) -> Path:
@@ -125,6 +126,7 @@ def test_a_large_log_merges_over_ssh_and_other_files_sync(tmp_path, sshd, monkey
     base = b"".join(b'{"n": %d, "event": "started"}\n' % n for n in range(200_000))  # ~6 MB
     write(pair.local.root / LOG, base)
     write(pair.local.root / "memory/big.md", b"# notes\n" + b"- a line\n" * 300_000)
+    write(pair.local.root / OTHER, base)
     _sync(pair)
     with open(pair.local.root / LOG, "ab") as f:
         f.write(b'{"from": "local", "n": 1}\n{"from": "local", "n": 2}\n')
@@ -134,6 +136,10 @@ def test_a_large_log_merges_over_ssh_and_other_files_sync(tmp_path, sshd, monkey
         with open(ws.root / "memory/big.md", "ab") as f:
             f.write(f"- {side} edit\n".encode())
     write(pair.local.root / "memory/small.md", b"still syncs\n")
+    monkeypatch.setattr(logmerge, "TAIL_MAX", 1 << 20)  # the second log's tails are over it
+    for ws, who in ((pair.local, b"local"), (pair.remote, b"remote")):
+        with open(ws.root / OTHER, "ab") as f:
+            f.write(b"".join(b"%s %d\n" % (who, n) for n in range(60_000)))
     report = _sync(pair)
     merged = (pair.local.root / LOG).read_bytes()
     assert merged == (pair.remote.root / LOG).read_bytes()
@@ -144,6 +150,12 @@ def test_a_large_log_merges_over_ssh_and_other_files_sync(tmp_path, sshd, monkey
     assert (pair.remote.root / "memory/small.md").read_bytes() == b"still syncs\n"
     assert any(p.path == "memory/big.md" and "merged in memory" in p.message for p in report.problems)
     assert (pair.local.root / "memory/big.md").read_bytes() == (pair.remote.root / "memory/big.md").read_bytes()
+    # Tails too large to merge line by line: said, and the policy decided (nothing lost: the
+    # other version is kept in conflicts/); the rest of the run went on.
+    assert any(p.path == OTHER and "line by line" in p.message for p in report.problems), report.problems
+    assert (pair.local.root / OTHER).read_bytes() == (pair.remote.root / OTHER).read_bytes()
+    kept = list((pair.local.state / "conflicts").rglob("other.log")) + list((pair.remote.state / "conflicts").rglob("other.log"))
+    assert kept, "the losing version of the log was not kept"
 
 
 LARGE_MB = int(os.environ.get("PEERSYNC_TEST_LOG_MB", "200"))

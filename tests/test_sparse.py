@@ -115,3 +115,19 @@ def test_zero_blocks_written_in_ranges_become_holes(tmp_path, holes):
     data = (tmp_path / "out").read_bytes()
     assert data == b"x" * 100 + bytes((64 << 20) - 100) + b"end"
     assert allocated(tmp_path / "out") < 1 << 20
+
+
+def test_a_grown_sparse_file_stays_sparse(tmp_path, sshd, holes):
+    """A sparse file appended to travels as its new bytes; the peer rebuilds it from its own copy
+    (read_tail), holes kept."""
+    pair = wire_pair(tmp_path / "local", tmp_path / "remote", sshd)
+    source = make_sparse(pair.local.root / PATH)
+    [report] = run_sync(pair.local)
+    assert report.ok, report.error
+    with open(source, "ab") as f:
+        f.write(os.urandom(1 << 20))
+    [report] = run_sync(pair.local)
+    assert report.ok, report.error
+    copy = pair.remote.root / PATH
+    assert hash_file(copy) == hash_file(source)
+    assert allocated(copy) < 16 << 20, f"{copy} arrived with {allocated(copy) >> 20} MB allocated"

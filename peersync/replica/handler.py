@@ -530,9 +530,16 @@ class Handler:
         size, prefix = int(tail["size"]), tail["prefix"]
         staged = self.staging / f".inline-{secrets.token_hex(8)}"
         with os.fdopen(self.store.open_file(item["path"]), "rb") as src, open(staged, "wb") as dst:
-            if _read_prefix(src, size, dst.write) != prefix:
+            written = 0
+
+            def sink(chunk: bytes) -> None:  # zero blocks skipped: a grown sparse file stays sparse
+                nonlocal written
+                sparse.write_at(dst.fileno(), written, chunk)
+                written += len(chunk)
+
+            if _read_prefix(src, size, sink) != prefix:
                 raise Refused(f"{item['path']} changed here since the scan")
-            dst.write(_data(tail))
+            sparse.write_at(dst.fileno(), written, _data(tail))
         return staged
 
     def op_stage(self) -> dict:
