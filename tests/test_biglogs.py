@@ -117,11 +117,11 @@ def _sync(pair) -> None:
 
 
 def test_a_large_log_merges_over_ssh_and_other_files_sync(tmp_path, sshd, monkeypatch):
-    """Above MEMORY_MAX (lowered here) a log merges streamed, the same bytes on both sides; a large
-    non-log file changed on both sides is a per-path problem decided by the policy, and a small
-    file beside them still syncs."""
+    """Above STREAM_MIN (lowered here) a log merges streamed, the same bytes on both sides; a
+    non-log file over MEMORY_MAX (lowered) changed on both sides is a per-path problem decided by
+    the policy, and a small file beside them still syncs."""
     monkeypatch.setattr(execute, "MEMORY_MAX", 1 << 20)
-    monkeypatch.setattr(mergefile, "MEMORY_MAX", 1 << 20)
+    monkeypatch.setattr(mergefile, "STREAM_MIN", 1 << 20)
     pair = _pair(tmp_path, sshd)
     base = b"".join(b'{"n": %d, "event": "started"}\n' % n for n in range(200_000))  # ~6 MB
     write(pair.local.root / LOG, base)
@@ -148,7 +148,7 @@ def test_a_large_log_merges_over_ssh_and_other_files_sync(tmp_path, sshd, monkey
                                         pair.remote.instance_id)
     assert LOG in report.merged
     assert (pair.remote.root / "memory/small.md").read_bytes() == b"still syncs\n"
-    assert any(p.path == "memory/big.md" and "merged in memory" in p.message for p in report.problems)
+    assert any(p.path == "memory/big.md" and "merges in memory" in p.message for p in report.problems)
     assert (pair.local.root / "memory/big.md").read_bytes() == (pair.remote.root / "memory/big.md").read_bytes()
     # Tails too large to merge line by line: said, and the policy decided (nothing lost: the
     # other version is kept in conflicts/); the rest of the run went on.

@@ -11,7 +11,7 @@ from dataclasses import replace
 
 from peersync.core import versions
 from peersync.core.commit import SideState, conflict_id, peer_text
-from peersync.core.mergefile import MEMORY_MAX, Merged, MergeRules, merge_file
+from peersync.core.mergefile import MEMORY_MAX, STREAM_MIN, Merged, MergeRules, merge_file
 from peersync.core.reconcile import decide_conflict
 from peersync.core.textmerge import Version
 from peersync.core.types import (
@@ -142,7 +142,7 @@ class Run(Transfers):
         return raw
 
     async def _read_batched(self, side: Side, changes: list[Change]) -> dict[str, bytes]:
-        """Contents of files of at most MEMORY_MAX bytes, read in requests of bounded size."""
+        """Files' contents (each at most MEMORY_MAX bytes), read in requests of bounded size."""
         out: dict[str, bytes] = {}
         for batch in _batches(changes, MERGE_READ_BYTES, size=lambda c: c.entry(side).size):
             out.update(await self._read(side, [c.path for c in batch]))
@@ -172,15 +172,16 @@ class Run(Transfers):
                 offset_ns=int(self.remote_session.offset * 1e9), local_id=self.local_id,
                 remote_id=self.remote_id, reason="rewritten-log" if rules.is_log(c.path) else "conflict")
 
-        # A log too large to hold merges streamed (sync/logmerge.py: its common part never
-        # travels), one at a time; any other file that large is not merged (the policy decides).
-        # Where the peer cannot stream (a cloud folder), such a log is not merged either.
-        large = [c for c in merges if max(c.local.size, c.remote.size) > MEMORY_MAX]
-        merges = [c for c in merges if max(c.local.size, c.remote.size) <= MEMORY_MAX]
+        # A large log merges streamed (sync/logmerge.py: its common part never travels), one at
+        # a time, where the peer is an agent; any other merge holds both versions, up to MEMORY_MAX.
+        stream = self.remote_session.caps.transfer == "agent"
+        large = [c for c in merges if stream and rules.streams(c.path, c.local.size, c.remote.size)
+                 or max(c.local.size, c.remote.size) > MEMORY_MAX]
+        merges = [c for c in merges if c not in large]
         for c in large:
             policy = policy_for(c)
-            if not rules.streams(c.path, c.local.size, c.remote.size) or self.remote_session.caps.transfer != "agent":
-                self.problem(c.path, f"not merged: over the {MEMORY_MAX >> 20} MB merged in memory "
+            if max(c.local.size, c.remote.size) > MEMORY_MAX and not (stream and rules.is_log(c.path)):
+                self.problem(c.path, f"not merged: over the {MEMORY_MAX >> 20} MB peersync merges in memory "
                                      "(only logs merge larger, and only with a peer over SSH); the conflict policy decided")
                 fallback.append(policy)
                 continue
@@ -452,9 +453,11 @@ class Run(Transfers):
         """Policy manual: each side keeps its file and gets the other's version in conflicts/."""
         if not changes:
             return
+        # Large files travel in ranges where the peer is an agent, never whole in one message.
+        whole = STREAM_MIN if self.remote_session.caps.transfer == "agent" else MEMORY_MAX
         local_data, remote_data = await asyncio.gather(
-            self._read_batched(Side.LOCAL, [c for c in changes if c.local.size <= MEMORY_MAX]),
-            self._read_batched(Side.REMOTE, [c for c in changes if c.remote.size <= MEMORY_MAX]))
+            self._read_batched(Side.LOCAL, [c for c in changes if c.local.size <= whole]),
+            self._read_batched(Side.REMOTE, [c for c in changes if c.remote.size <= whole]))
         ids: dict[Side, dict[str, dict]] = {}
         for side, data, other in ((Side.LOCAL, remote_data, self.peer.name),
                                   (Side.REMOTE, local_data, socket.gethostname())):
@@ -480,7 +483,7 @@ class Run(Transfers):
                 saved_as=conflict_id(mine.get("conflict")), remote_saved_as=conflict_id(theirs.get("conflict"))))
 
 
-MERGE_READ_BYTES = 64 << 20  # merge inputs read per request (each file at most mergefile.MEMORY_MAX)
+MERGE_READ_BYTES = 64 << 20  # merge inputs read per request (a larger file: a request alone)
 
 
 async def _none():
