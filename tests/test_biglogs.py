@@ -202,3 +202,37 @@ def test_a_200_mb_log_appended_on_both_sides_merges_in_bounded_memory(tmp_path, 
     print(f"{LARGE_MB} MB log: agent peak RSS {agent_mb:.0f} MB, client peak RSS {client_mb:.0f} MB")
     assert 0 < agent_mb < 100, f"the agent's peak RSS was {agent_mb:.0f} MB for a {LARGE_MB} MB log"
     assert 0 < client_mb < 150, f"the client's peak RSS was {client_mb:.0f} MB for a {LARGE_MB} MB log"
+
+
+def test_a_log_that_changes_during_its_merge_is_left_for_the_next_sync(tmp_path, sshd, monkeypatch):
+    """A per-path failure of a streamed merge (here: the log grew after the scan) is reported for
+    that path; the rest of the run syncs, and the next sync merges the log."""
+    monkeypatch.setattr(mergefile, "STREAM_MIN", 1 << 20)
+    pair = _pair(tmp_path, sshd)
+    base = b"".join(b'{"n": %d}\n' % n for n in range(200_000))
+    write(pair.local.root / LOG, base)
+    _sync(pair)
+    for ws, who in ((pair.local, b"local"), (pair.remote, b"remote")):
+        with open(ws.root / LOG, "ab") as f:
+            f.write(b"%s wrote this\n" % who)
+    write(pair.local.root / "memory/small.md", b"still syncs\n")
+    real = logmerge.merge_streamed
+
+    async def appended_meanwhile(sessions, c, **kwargs):
+        with open(pair.local.root / LOG, "ab") as f:
+            f.write(b"written during the sync\n")
+        return await real(sessions, c, **kwargs)
+
+    monkeypatch.setattr(logmerge, "merge_streamed", appended_meanwhile)
+    report = _sync(pair)
+    assert [p.path for p in report.problems] == [LOG], report.problems
+    assert "left for the next sync" in report.problems[0].message
+    assert (pair.remote.root / "memory/small.md").read_bytes() == b"still syncs\n"
+    monkeypatch.setattr(logmerge, "merge_streamed", real)
+    report = _sync(pair)
+    assert not report.problems, report.problems
+    merged = (pair.local.root / LOG).read_bytes()
+    assert merged == (pair.remote.root / LOG).read_bytes()
+    assert merged.startswith(base)
+    assert sorted(merged[len(base):].splitlines()) == [b"local wrote this", b"remote wrote this",
+                                                       b"written during the sync"]
