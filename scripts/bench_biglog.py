@@ -15,7 +15,6 @@ Not run in CI.
 from __future__ import annotations
 
 import argparse
-import os
 import shutil
 import subprocess
 import sys
