@@ -32,7 +32,7 @@ BASE_MAX = 16 << 20  # files up to this size keep their last synced content, the
 # merged: the conflict policy decides, and it is reported.
 STREAM_MIN = 16 << 20
 MEMORY_MAX = 256 << 20
-TAIL_MAX = 8 << 20
+TAIL_MAX = 4 << 20
 
 APPEND, INSERT, TEXT, JSON = "append", "insert", "text", "json"
 MARKDOWN_SUFFIXES = (".md", ".markdown")
