@@ -42,7 +42,10 @@ async def rsync_files(peer: Peer, paths: list[str], *, push: bool, local_dir: st
     if not paths:
         return
     src, dst = (local_dir, _remote(peer, remote_dir)) if push else (_remote(peer, remote_dir), local_dir)
-    cmd = ["rsync", "-t", "--perms", "-I", f"--timeout={IO_TIMEOUT}", "--files-from=-", "--from0",
+    # --sparse: runs of zeros become holes in the staged file (a sparse file stays sparse; the
+    # install renames it into place).  Safe with every rsync here: we never use --inplace, which
+    # rsync before 3.1.3 refused together with --sparse.
+    cmd = ["rsync", "-t", "--perms", "-I", "--sparse", f"--timeout={IO_TIMEOUT}", "--files-from=-", "--from0",
            f"--copy-dest={basis_dir}", "-e", shlex.join(sshconfig.ssh_command(peer)), src.rstrip("/") + "/", dst.rstrip("/") + "/"]
     try:
         # Its own process group (rsync and its ssh): a cancelled sync (the heartbeat's time bound,
