@@ -25,6 +25,7 @@ from peersync.core.types import (
     Side,
 )
 from peersync.errors import PeersyncError, ProtocolError
+from peersync.replica.bases import PER_PATH as BASES_PER_PATH
 from peersync.replica.scan import hash_bytes
 from peersync.sync.concurrency import gather_all
 from peersync.sync.transfer import Transfers
@@ -264,18 +265,58 @@ class Run(Transfers):
                 out[c.path] = max(latest, key=lambda hv: (sum(n for _, n in hv[1]), hv[0]))[0]
         return out
 
+    async def _carry_bases(self, source: Side, target: Side, copied: list[tuple[str, Entry]]) -> None:
+        """Mergeable files just copied: the target keeps the versions the source knows each one
+        descends from, with their content (replica/bases.py), so a later merge on the target finds
+        the latest version both sides descend from even when only third machines held it (else an
+        older base brings back lines removed since).  Best effort: a side that cannot say or keep
+        (a cloud folder, an older agent) is skipped."""
+        copied = [(p, e) for p, e in copied if e.vv]
+        if not copied or (target is Side.REMOTE and not self.remote_session.caps.keeps_ancestor):
+            return
+        try:
+            answer = await self.session(source).request("merge_bases", paths=[p for p, _ in copied])
+        except (PeersyncError, LookupError):
+            return
+        wanted: list[tuple[str, str, tuple]] = []
+        for path, entry in copied:
+            found = set()
+            for item in (answer.get(path) if isinstance(answer, dict) else None) or ():
+                try:
+                    found.add((item[0], versions.from_wire(item[1])))
+                except (ValueError, TypeError, IndexError):
+                    continue
+            below = [(h, vv) for h, vv in found if h != entry.hash and versions.seen(vv, entry.vv)]
+            below.sort(key=lambda hv: (sum(n for _, n in hv[1]), hv[0]))
+            wanted += [(path, h, vv) for h, vv in below[-BASES_PER_PATH:]]
+        if not wanted:
+            return
+        content = await self._bases_of(source, {h for _, h, _ in wanted})
+        items = [{"path": p, "hash": h, "vv": versions.to_wire(vv), "data": content[h]}
+                 for p, h, vv in wanted if content.get(h) is not None]
+        if items:
+            try:
+                await self.session(target).request("bases_keep", items=items)
+            except (PeersyncError, LookupError):
+                return
+
+    async def _bases_of(self, side: Side, hashes: set[str]) -> dict[str, bytes | None]:
+        """The merge bases `side` kept with these hashes (None: not kept, or not those bytes)."""
+        raw = await self.session(side).request("logbase_get", hashes=sorted(hashes))
+        out = {}
+        for digest in hashes:
+            value = raw.get(digest) if isinstance(raw, dict) else None
+            out[digest] = value if isinstance(value, bytes) and hash_bytes(value) == digest else None
+        return out
+
     async def _bases(self, hashes: set[str]) -> dict[str, bytes | None]:
         """Last synced contents of mergeable files (merge bases), from whichever side kept them."""
         found: dict[str, bytes | None] = {}
         for side in Side:
-            missing = sorted(h for h in hashes if found.get(h) is None)
+            missing = {h for h in hashes if found.get(h) is None}
             if not missing:
                 break
-            raw = await self.session(side).request("logbase_get", hashes=missing)
-            for digest in missing:
-                value = raw.get(digest) if isinstance(raw, dict) else None
-                data = value if isinstance(value, bytes) else None
-                found[digest] = data if data is not None and hash_bytes(data) == digest else None
+            found.update(await self._bases_of(side, missing))
         return found
 
     async def copy(self, target: Side, changes: list[Change]) -> None:
@@ -310,6 +351,8 @@ class Run(Transfers):
         # The source side holds the same bytes: it records what the target set aside too.
         await self.put_versions(source, [(c.path, new) for c, new, res in zip(changes, news, results)
                                          if res["ok"] and new.seen != c.entry(source).seen])
+        await self._carry_bases(source, target, [(c.path, new) for c, new, res in zip(changes, news, results)
+                                                 if res["ok"] and self.rules.keeps_base(c.path, new)])
         for c, res in zip(changes, results):
             if not res["ok"]:
                 continue
