@@ -15,15 +15,19 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from peersync.core.mergefile import merge_base
 from peersync.testing.inprocess import sync_local
 from peersync.workspace.workspace import Workspace
 
 
 def _mesh(tmp_path: Path, names: list[str]) -> dict[str, Workspace]:
+    """Workspaces that have synced once (so every later version carries a version vector)."""
     out = {}
     for name in names:
         (tmp_path / name / "memory").mkdir(parents=True)
         out[name] = Workspace(tmp_path / name)
+    for other in names[1:]:
+        _sync(out, names[0], other)
     return out
 
 
@@ -59,3 +63,45 @@ def test_merge_against_a_version_only_third_machines_held_brings_no_removed_line
     _sync(ws, "m4", "m0")
     _sync(ws, "m1", "m2")
     assert {user(n).read_text() for n in ws} == {merged}
+
+
+def test_criss_cross_merges_merge_against_the_merge_of_their_common_versions(tmp_path):
+    """m0 and m1 merge two concurrent edits (D: a line added on m0; C: a line added on m1); m4 got
+    C and removed its line again, m3 got D, and m3 and m4 merge D with that removal.  Both merges
+    descend from D and from C, neither from the other: merging them against D (or C) alone would
+    bring C's line back.  Their base is the merge of D and C (git's virtual base): m4's removal
+    stays, and m0's merge, which it already contained, is replaced rather than merged into."""
+    ws = _mesh(tmp_path, ["m0", "m1", "m3", "m4"])
+    user = lambda name: ws[name].root / "USER.md"  # noqa: E731
+    user("m0").write_text("# User\n\n- likes tea\n")
+    for other in ("m1", "m3", "m4"):  # P everywhere
+        _sync(ws, "m0", other)
+    for n in range(3):  # m0's counter runs ahead: D has more events than C (the old choice of base)
+        (ws["m0"].root / "memory" / "scratch.txt").write_text(f"{n}\n")
+        _sync(ws, "m0", "m3")
+    user("m0").write_text("# User\n\n- likes tea\n- has a dog\n")  # D
+    user("m1").write_text("# User\n\n- likes tea\n- has a cat\n")  # C
+    _sync(ws, "m0", "m3")  # m3 takes D
+    _sync(ws, "m1", "m4")  # m4 takes C
+    user("m4").write_text("# User\n\n- likes tea\n")  # and removes its line again
+    report = _sync(ws, "m0", "m1")  # M: D and C
+    assert report.merged == ["USER.md"]
+    assert "has a cat" in user("m0").read_text() and "has a dog" in user("m0").read_text()
+    report = _sync(ws, "m3", "m4")  # D and the removal of C's line
+    assert report.merged == ["USER.md"]
+    assert user("m3").read_text() == "# User\n\n- likes tea\n- has a dog\n"
+    report = _sync(ws, "m0", "m3")  # the criss-cross
+    assert report.merged == ["USER.md"]
+    assert user("m0").read_text() == user("m3").read_text() == "# User\n\n- likes tea\n- has a dog\n", \
+        "a line removed on m4 came back: the criss-cross merged against one of its inputs"
+
+
+def test_merge_base_of_criss_cross_versions_is_their_merge():
+    """The pure rule: of several latest common versions, their merge against theirs is the base."""
+    p, d, c = b"- tea\n", b"- tea\n- dog\n", b"- tea\n- cat\n"
+    content = {"p": p, "d": d, "c": c}
+    common = [("p", (("a", 1),)), ("d", (("a", 5),)), ("c", (("a", 1), ("b", 2)))]
+    assert merge_base("USER.md", ("text",), common, content) == b"- tea\n- cat\n- dog\n"
+    assert merge_base("USER.md", ("text",), common[:2], content) == d  # one latest: itself
+    assert merge_base("USER.md", ("text",), common[1:], content) == d  # no common base kept: the most events
+    assert merge_base("USER.md", ("text",), [("x", (("a", 9),))], content) is None  # nothing kept

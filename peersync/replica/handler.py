@@ -237,17 +237,23 @@ class Handler:
 
     def op_merge_bases(self, paths: list) -> dict:
         """The versions of `paths` this replica has in common with any of its peers (the entries of
-        all its ancestors that carry a vector): {path: [[hash, vv], …]}.  A merge picks the latest
-        version both sides descend from among both sides' answers (Run._merge_bases): in a mesh,
-        the pair's own ancestor may be much older than what the two have in common through others."""
+        all its ancestors that carry a vector) or keeps as bases of what it holds (replica/bases.py):
+        {path: [[hash, vv], …]}.  A merge picks the latest version both sides descend from among
+        both sides' answers (Run._merge_bases): in a mesh, the pair's own ancestor may be much
+        older than what the two have in common through others."""
         if not isinstance(paths, list) or not all(isinstance(p, str) for p in paths):
             raise ValueError("malformed request: paths must be a list of strings")
         # A restricted client learns nothing about paths outside its selection.
         wanted = {check_relpath(p) for p in paths if not self.restricted or self.store.selection.contains(p)}
         found: dict[str, dict] = {p: {} for p in wanted}
+        kept = bases.load(self.ws.state) if wanted else {}  # versions copies here descend from (replica/bases.py)
+        for path in wanted:
+            for item in kept.get(path) or ():
+                if isinstance(item, list) and len(item) == 2 and item[1]:
+                    found[path][(item[0], json.dumps(item[1]))] = item
         top = self.ws.state / "ancestors"
         if not wanted or not os.path.lexists(top):
-            return found
+            return {p: list(versions_of.values()) for p, versions_of in found.items()}
         ensure_private_dir(top)  # globbing a link would read elsewhere
         for file in sorted(top.glob("*.json")):
             try:
@@ -261,11 +267,6 @@ class Handler:
                 wire = entries.get(path)
                 if isinstance(wire, list) and len(wire) >= 5 and wire[4]:
                     found[path][(wire[3], json.dumps(wire[4]))] = [wire[3], wire[4]]
-        kept = bases.load(self.ws.state)  # versions copies here descend from (replica/bases.py)
-        for path in wanted:
-            for item in kept.get(path) or ():
-                if isinstance(item, list) and len(item) == 2 and item[1]:
-                    found[path][(item[0], json.dumps(item[1]))] = item
         return {p: list(versions_of.values()) for p, versions_of in found.items()}
 
     def op_bases_keep(self, items: list) -> dict:

@@ -11,7 +11,7 @@ from dataclasses import replace
 
 from peersync.core import versions
 from peersync.core.commit import SideState, conflict_id, peer_text
-from peersync.core.mergefile import Merged, MergeRules, merge_file
+from peersync.core.mergefile import Merged, MergeRules, merge_base, merge_file
 from peersync.core.reconcile import decide_conflict
 from peersync.core.textmerge import Version
 from peersync.core.types import (
@@ -48,6 +48,7 @@ class Run(Transfers):
         self._one_direction = asyncio.Lock() if not remote.caps.keeps_conflicts else None
         self.progress = None  # sync/progress.py, set by the pipeline: files installed so far
         self._event: asyncio.Future | None = None  # this run's new event, when it makes new versions
+        self._known: dict[Side, dict] = {}  # each side's merge_bases answer for this run's merges
 
     # -- versions --------------------------------------------------------------------------
     async def descendant(self, c: Change) -> tuple:
@@ -145,16 +146,18 @@ class Run(Transfers):
         plain copy), and the merged version descends from both: its vector is the join of both
         histories plus one new event, so neither input is offered as news again and a replica
         that holds either one fast-forwards to it — merges of merges converge without conflicts.
-        The merge base is the latest version both sides descend from (`_merge_bases`), whose content
-        a side kept as a merge base (the pair's ancestor's, where nothing better is known)."""
+        The merge base is the latest version both sides descend from (`_merge_bases`, mergefile's
+        merge_base: of several, their merge), whose content a side kept as a merge base (the pair's
+        ancestor's, where nothing better is known)."""
         if not merges:
             return []
         paths = [c.path for c in merges]
         local_data, remote_data = await asyncio.gather(self._read(Side.LOCAL, paths), self._read(Side.REMOTE, paths))
         data = {Side.LOCAL: local_data, Side.REMOTE: remote_data}
-        base_of = await self._merge_bases(merges)
+        common = await self._merge_bases(merges)
         pair = {c.path: c.ancestor.hash if c.ancestor is not None else None for c in merges}
-        bases = await self._bases({h for h in (*base_of.values(), *pair.values()) if h is not None})
+        bases = await self._bases({h for h in pair.values() if h is not None}
+                                  | {h for found in common.values() for h, _ in found})
         rules = self.rules
         fallback, installs = [], {Side.LOCAL: [], Side.REMOTE: []}
         kept: dict[Side, list] = {Side.LOCAL: [], Side.REMOTE: []}
@@ -170,7 +173,7 @@ class Run(Transfers):
                 remote_id=self.remote_id, reason="rewritten-log" if rules.is_log(c.path) else "conflict")
             merged = merge_file(
                 c.path, rules.strategies(c.path), ancestor=c.ancestor,
-                base=next((bases[h] for h in (base_of[c.path], pair[c.path]) if bases.get(h) is not None), None),
+                base=_first(merge_base(c.path, rules.strategies(c.path), common[c.path], bases), bases.get(pair[c.path])),
                 local=Version(local_data[c.path], self.machine(Side.LOCAL), c.local.mtime_ns),
                 remote=Version(remote_data[c.path], self.machine(Side.REMOTE), c.remote.mtime_ns),
                 local_first=self.local_id < self.remote_id, prefer=policy.source if policy.action is Action.COPY else None)
@@ -205,6 +208,17 @@ class Run(Transfers):
         saved = await gather_all(*(self.session(side).request("quarantine", items=kept[side]) if kept[side] else _none()
                                    for side in Side))
         await gather_all(*(self.put_versions(side, already[side]) for side in Side))
+        # Both sides keep both inputs and what the other side knows its input descends from: a
+        # criss-cross merge's base is made of them (mergefile.merge_base).
+        done = {side: {i["path"] for i, res in zip(installs[side], results) if res["ok"]} | {p for p, _ in already[side]}
+                for side, results in zip(Side, outcome)}
+        made = [c for c in merges if c.path in done[Side.LOCAL] and c.path in done[Side.REMOTE]
+                and rules.keeps_base(c.path, c.local) and rules.keeps_base(c.path, c.remote)]
+        inputs = [{"path": c.path, "hash": c.entry(s).hash, "vv": versions.to_wire(c.entry(s).vv), "data": data[s][c.path]}
+                  for c in made for s in Side if c.entry(s).vv]
+        await gather_all(*(self._carry_bases(side.other, side, [(c.path, c.entry(side.other)) for c in made],
+                                             answer=self._known.get(side.other, {}), inputs=inputs)
+                           for side in Side))
         ids: dict[tuple[Side, str], list[str]] = {}
         for side, results, copies in zip(Side, outcome, saved):
             answered = copies.get("results") if isinstance(copies, dict) else None
@@ -230,14 +244,14 @@ class Run(Transfers):
             return peer_text(name.strip(), 64)
         return socket.gethostname() if side is Side.LOCAL else self.peer.name
 
-    async def _merge_bases(self, merges: list[Change]) -> dict[str, str | None]:
-        """Each merge's base (a content hash): the latest version both sides descend from, among
-        the versions either side has in common with any peer (op merge_bases) and the pair's own
-        ancestor.  In a mesh the pair's ancestor can be far older than that: lines one side removed
-        since would look like the other side's insertions and come back.  Without vectors (an
-        upgrade), or from a replica that cannot say (a cloud folder, an older agent): the pair's
-        ancestor."""
-        out = {c.path: c.ancestor.hash if c.ancestor is not None else None for c in merges}
+    async def _merge_bases(self, merges: list[Change]) -> dict[str, list[tuple[str, tuple]]]:
+        """The versions (hash, vector) both sides of each merge descend from, among the versions
+        either side has in common with any peer or keeps as a copy's bases (op merge_bases) and
+        the pair's own ancestor; core/mergefile.merge_base picks the latest.  In a mesh the pair's
+        ancestor can be far older than that: lines one side removed since would look like the
+        other side's insertions and come back.  Without vectors (an upgrade), or from a replica
+        that cannot say (a cloud folder, an older agent): none (the pair's ancestor is the base)."""
+        out: dict[str, list[tuple[str, tuple]]] = {c.path: [] for c in merges}
         causal = [c for c in merges if c.local.vv and c.remote.vv]
         if not causal:
             return out
@@ -248,6 +262,7 @@ class Run(Transfers):
                 answers.append(await self.session(side).request("merge_bases", paths=paths))
             except (PeersyncError, LookupError):  # it keeps no ancestors of its own, or predates the op
                 continue
+            self._known[side] = answers[-1] if isinstance(answers[-1], dict) else {}
         for c in causal:
             found = {(c.ancestor.hash, c.ancestor.vv)} if c.ancestor is not None and c.ancestor.vv else set()
             for answer in answers:
@@ -256,28 +271,26 @@ class Run(Transfers):
                         found.add((item[0], versions.from_wire(item[1])))
                     except (ValueError, TypeError, IndexError):
                         continue
-            common = [(h, vv) for h, vv in found if versions.seen(vv, c.local.vv) and versions.seen(vv, c.remote.vv)]
-            # The latest: one no other common version descends from; of several (criss-cross
-            # merges), the one with the most events — any of them is a common ancestor.
-            latest = [(h, vv) for h, vv in common
-                      if not any(other != vv and versions.seen(vv, other) for _, other in common)]
-            if latest:
-                out[c.path] = max(latest, key=lambda hv: (sum(n for _, n in hv[1]), hv[0]))[0]
+            out[c.path] = [(h, vv) for h, vv in found if versions.seen(vv, c.local.vv) and versions.seen(vv, c.remote.vv)]
         return out
 
-    async def _carry_bases(self, source: Side, target: Side, copied: list[tuple[str, Entry]]) -> None:
-        """Mergeable files just copied: the target keeps the versions the source knows each one
-        descends from, with their content (replica/bases.py), so a later merge on the target finds
-        the latest version both sides descend from even when only third machines held it (else an
-        older base brings back lines removed since).  Best effort: a side that cannot say or keep
-        (a cloud folder, an older agent) is skipped."""
+    async def _carry_bases(self, source: Side, target: Side, copied: list[tuple[str, Entry]], *,
+                           answer: dict | None = None, inputs: list[dict] = ()) -> None:
+        """Mergeable files just copied (or merged) to `target`: it keeps the versions the source
+        knows each one descends from, with their content (replica/bases.py; `answer`: the
+        source's merge_bases answer, asked here when None), and `inputs` (a merge's two versions,
+        as bases_keep items), so a later merge on the target finds the latest version both sides
+        descend from even when only third machines held it — else an older base brings back lines
+        removed since, and criss-cross merges lack the versions their base is made of.  Best
+        effort: a side that cannot say or keep (a cloud folder, an older agent) is skipped."""
         copied = [(p, e) for p, e in copied if e.vv]
-        if not copied or (target is Side.REMOTE and not self.remote_session.caps.keeps_ancestor):
+        if target is Side.REMOTE and not self.remote_session.caps.keeps_ancestor:
             return
-        try:
-            answer = await self.session(source).request("merge_bases", paths=[p for p, _ in copied])
-        except (PeersyncError, LookupError):
-            return
+        if answer is None and copied:
+            try:
+                answer = await self.session(source).request("merge_bases", paths=[p for p, _ in copied])
+            except (PeersyncError, LookupError):
+                answer = {}
         wanted: list[tuple[str, str, tuple]] = []
         for path, entry in copied:
             found = set()
@@ -289,11 +302,9 @@ class Run(Transfers):
             below = [(h, vv) for h, vv in found if h != entry.hash and versions.seen(vv, entry.vv)]
             below.sort(key=lambda hv: (sum(n for _, n in hv[1]), hv[0]))
             wanted += [(path, h, vv) for h, vv in below[-BASES_PER_PATH:]]
-        if not wanted:
-            return
-        content = await self._bases_of(source, {h for _, h, _ in wanted})
-        items = [{"path": p, "hash": h, "vv": versions.to_wire(vv), "data": content[h]}
-                 for p, h, vv in wanted if content.get(h) is not None]
+        content = await self._bases_of(source, {h for _, h, _ in wanted}) if wanted else {}
+        items = [*inputs, *({"path": p, "hash": h, "vv": versions.to_wire(vv), "data": content[h]}
+                            for p, h, vv in wanted if content.get(h) is not None)]
         if items:
             try:
                 await self.session(target).request("bases_keep", items=items)
@@ -467,3 +478,8 @@ def _conflict_reason(change: Change) -> str:
             "conflict-local": "conflict: policy keeps the initiating side",
             "conflict-remote": "conflict: policy keeps the peer's side",
             "rewritten-log": "log rewritten on both sides"}.get(change.reason, change.reason)
+
+
+def _first(*values):
+    """The first value that is not None (an empty base is a base)."""
+    return next((v for v in values if v is not None), None)
