@@ -16,6 +16,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from peersync.core.mergefile import merge_base
+from peersync.replica.handler import Handler
+from peersync.replica.scan import hash_bytes
 from peersync.testing.inprocess import sync_local
 from peersync.workspace.workspace import Workspace
 
@@ -105,3 +107,24 @@ def test_merge_base_of_criss_cross_versions_is_their_merge():
     assert merge_base("USER.md", ("text",), common[:2], content) == d  # one latest: itself
     assert merge_base("USER.md", ("text",), common[1:], content) == d  # no common base kept: the most events
     assert merge_base("USER.md", ("text",), [("x", (("a", 9),))], content) is None  # nothing kept
+
+
+def test_bases_keep_keeps_only_well_formed_bases_and_merge_bases_answers_them(tmp_path):
+    """op bases_keep: content must have its hash, the vector must be well formed and the path
+    relative; what is kept is answered by op merge_bases and survives the pruning of log bases."""
+    ws = _mesh(tmp_path, ["a", "b"])["a"]
+    handler = Handler(ws.root)
+    good, other = b"- tea\n", b"- coffee\n"
+    vv = [["0123456789ab", 3]]
+    reply = handler.op_bases_keep([
+        {"path": "USER.md", "hash": hash_bytes(good), "vv": vv, "data": good},
+        {"path": "USER.md", "hash": hash_bytes(good), "vv": vv, "data": other},  # not those bytes
+        {"path": "USER.md", "hash": hash_bytes(other), "vv": [["nothex", 1]], "data": other},
+        {"path": "../USER.md", "hash": hash_bytes(other), "vv": vv, "data": other},
+        {"path": "USER.md", "hash": hash_bytes(other), "vv": [], "data": other},  # no history: no base
+        "not an item"])
+    assert reply == {"kept": 1}
+    assert handler.op_merge_bases(["USER.md"]) == {"USER.md": [[hash_bytes(good), vv]]}
+    assert handler.op_logbase_get([hash_bytes(good), hash_bytes(other)]) == {hash_bytes(good): good, hash_bytes(other): None}
+    handler.op_housekeeping(prune_logbases=True)
+    assert handler.op_logbase_get([hash_bytes(good)]) == {hash_bytes(good): good}
