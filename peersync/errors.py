@@ -80,6 +80,18 @@ class SafetyError(PeersyncError):
     kind = "safety"
 
 
+class DiskFullError(PeersyncError):
+    """This machine's disk (or quota) filled up during the sync; what was written is consistent."""
+
+    kind = "disk-full"
+
+    @classmethod
+    def of(cls, err: OSError, where: str) -> "DiskFullError":
+        what = "disk quota is used up" if err.errno == 122 else "disk is full"
+        return cls(f"this machine's {what} ({where}): the sync stopped; nothing was lost",
+                   "Free some space there and sync again (an interrupted sync is finished or undone first).")
+
+
 class TransferError(PeersyncError):
     """rsync / rclone failed or was cut off."""
 

@@ -45,6 +45,7 @@ def write(ws: Workspace, rel: str, text: str, mtime: float | None = None) -> Pat
 def with_conflict(pair) -> str:
     """One real sync, then edits on both sides: ours (older) is kept aside here.  Returns its id."""
     L, R = pair.local, pair.remote
+    L.config_file.write_text("sync:\n  merge: []\n")  # MEMORY.md would merge three-way: a conflict here
     write(L, "MEMORY.md", "one\ntwo\nthree\n")
     assert run_sync(L)[0].ok
     now = time.time()

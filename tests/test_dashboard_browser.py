@@ -137,6 +137,7 @@ def test_page_shows_file_names_and_contents_as_text_never_as_markup(tmp_path):
 
 def test_damaged_history_and_conflicts_index_show_a_notice(workspace_pair, tmp_path):
     L = workspace_pair.local
+    L.config_file.write_text("sync:\n  merge: []\n")  # USER.md would merge three-way: a conflict here
     (L.root / "USER.md").write_text("base\n")
     from peersync.sync.runner import run_sync
 

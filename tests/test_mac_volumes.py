@@ -1,9 +1,7 @@
 """peersync between a Linux workspace and one on a Mac-like volume (FUSE: peersync/testing/fusefs.py).
 
-The smoke tests pass today.  The issue-14 tests (items 3, case-insensitive volumes, and 4,
-Unicode normalisation) state what must happen; those that fail today are marked
-`xfail(strict=True)` with what they do now, so the change that fixes one turns it into a failure
-("XPASS(strict)") until its mark is removed.
+Smoke tests, then the issue-14 cases: items 3 (case-insensitive volumes: name clashes, folders
+that differ only in case, case-only renames) and 4 (Unicode normalisation: NFD-storing volumes).
 """
 
 from __future__ import annotations
@@ -110,11 +108,6 @@ def md_names(directory: Path) -> list[str]:
     return sorted(n for n in os.listdir(directory) if n.endswith(".md"))
 
 
-CREATED_DURING = "a file was created here during the sync; left for the next sync on remote"
-
-
-@pytest.mark.xfail(strict=True, reason="issue 14 item 3: every sync reports 'memory/notes.md: "
-                   f"{CREATED_DURING}' instead of a name clash")
 @pytest.mark.parametrize("profile", ["casefold", "apfs"])
 def test_two_names_differing_only_in_case_are_a_reported_name_clash(tmp_path, sshd, fuse_volume, profile):
     pair = mac_pair(tmp_path, sshd, fuse_volume, profile)
@@ -133,9 +126,6 @@ def test_two_names_differing_only_in_case_are_a_reported_name_clash(tmp_path, ss
     assert not trashed(L)
 
 
-@pytest.mark.xfail(strict=True, reason="issue 14 item 3: Linux's memory/projects/b.md lands in the "
-                   "Mac's memory/Projects/, the next sync pulls it back as memory/Projects/b.md and "
-                   "moves Linux's memory/projects/b.md to the trash")
 @pytest.mark.parametrize("mac", ["remote", "local"])
 def test_a_directory_differing_only_in_case_never_costs_linux_a_file(tmp_path, sshd, fuse_volume, mac):
     pair = mac_pair(tmp_path, sshd, fuse_volume, "casefold", mac=mac)
@@ -152,11 +142,7 @@ def test_a_directory_differing_only_in_case_never_costs_linux_a_file(tmp_path, s
     assert not sync(pair).changed
 
 
-@pytest.mark.parametrize("where", [
-    pytest.param("linux", marks=pytest.mark.xfail(strict=True, reason=(
-        "issue 14 item 3: the sync moves the Mac's memory/notes.md to the trash and reports "
-        f"'memory/Notes.md: {CREATED_DURING}': the file is gone from the Mac until a later sync"))),
-    "mac"])
+@pytest.mark.parametrize("where", ["linux", "mac"])
 def test_a_case_only_rename_converges_in_one_sync(tmp_path, sshd, fuse_volume, where):
     pair = mac_pair(tmp_path, sshd, fuse_volume, "casefold")
     L, R = pair.local.root, pair.remote.root
@@ -176,9 +162,6 @@ def test_a_case_only_rename_converges_in_one_sync(tmp_path, sshd, fuse_volume, w
     assert not sync(pair).changed
 
 
-@pytest.mark.xfail(strict=True, reason="issue 14 item 3: Linux ends with memory/Notes.md (v1) beside "
-                   "the Mac's edit pulled as memory/notes.md (v2), and every sync reports "
-                   f"'memory/Notes.md: {CREATED_DURING}'")
 def test_a_write_after_a_case_only_rename_does_not_split_the_file(tmp_path, sshd, fuse_volume):
     pair = mac_pair(tmp_path, sshd, fuse_volume, "casefold")
     L, R = pair.local.root, pair.remote.root
@@ -197,14 +180,7 @@ def test_a_write_after_a_case_only_rename_does_not_split_the_file(tmp_path, sshd
 
 # -- issue 14, item 4: Unicode normalisation ----------------------------------------------------------
 
-@pytest.mark.parametrize("profile", [
-    pytest.param("nfd", marks=pytest.mark.xfail(strict=True, reason=(
-        "issue 14 item 4: the second sync pulls the Mac's NFD memory/café.md and moves Linux's NFC "
-        "one to the trash; a later write through the NFC name is never pushed (every sync: "
-        f"'memory/café.md: {CREATED_DURING}')"))),
-    pytest.param("hfs", marks=pytest.mark.xfail(strict=True, reason=(
-        "issue 14 item 4: as on nfd (HFS+ stores NFD too)"))),
-    "apfs"])
+@pytest.mark.parametrize("profile", ["nfd", "hfs", "apfs"])
 def test_an_nfc_name_keeps_its_form_on_linux_and_edits_flow_both_ways(tmp_path, sshd, fuse_volume, profile):
     pair = mac_pair(tmp_path, sshd, fuse_volume, profile)
     L, R = pair.local.root, pair.remote.root
@@ -226,8 +202,6 @@ def test_an_nfc_name_keeps_its_form_on_linux_and_edits_flow_both_ways(tmp_path, 
     assert not sync(pair).changed
 
 
-@pytest.mark.xfail(strict=True, reason="issue 14 items 3/4: one twin is pushed, the other reported on "
-                   f"every sync as 'memory/café.md: {CREATED_DURING}', not as a name clash")
 def test_nfc_and_nfd_twins_from_linux_are_a_reported_name_clash_on_apfs(tmp_path, sshd, fuse_volume):
     pair = mac_pair(tmp_path, sshd, fuse_volume, "apfs")
     L, R = pair.local.root, pair.remote.root

@@ -123,3 +123,36 @@ def test_a_few_changes_do_not_rewrite_a_large_stat_cache(tmp_path):
     third = scan_mod.scan(root, Selection(), cache)
     assert third.hashed == 1 and third.manifest["memory/7.md"].hash == second.manifest["memory/7.md"].hash
     assert third.manifest == second.manifest
+
+
+def test_what_the_scan_could_not_read_is_unknown_and_odd_names_are_skipped(tmp_path, monkeypatch):
+    import peersync.replica.scan as scan_mod
+
+    make(tmp_path, "memory/ok.md")
+    make(tmp_path, "memory/growing.log")
+    os.symlink("ok.md", tmp_path / "memory" / "link.md")
+    os.makedirs(os.fsencode(tmp_path / "memory") + b"/caf\xe9")
+    make(tmp_path, "memory/new\nline.md")
+    real = scan_mod.hash_file
+
+    def appending(path):  # a writer appends while the scan reads it, every time
+        digest = real(path)
+        if str(path).endswith("growing.log"):
+            with open(path, "ab") as f:
+                f.write(b"more")
+        return digest
+
+    monkeypatch.setattr(scan_mod, "hash_file", appending)
+    result = scan(tmp_path, SEL)
+    assert sorted(result.manifest) == ["memory/ok.md"]
+    assert sorted(result.unknown) == ["memory/growing.log", "memory/link.md"]
+    assert sorted(p.path for p in result.problems) == [
+        "memory/caf\\xe9", "memory/growing.log", "memory/link.md", "memory/new\\nline.md"]
+
+
+def test_unknown_covers_a_path_and_everything_under_it():
+    from peersync.core.unknown import covered, known_only
+
+    assert covered("a/b/c.md", {"a/b"}) and covered("a/b", {"a/b"})
+    assert not covered("a/bc.md", {"a/b"}) and not covered("a", {"a/b"})
+    assert known_only({"a/b/c", "a/x", "z"}, ["a/b", ""]) == {"a/x", "z"}

@@ -233,6 +233,7 @@ class CloudSession(Replica):
                                           covers=lambda p: not held and self.selection.contains(p) and p not in unknown)
         self.entries = entries
         return {"entries": {p: e.to_wire() for p, e in entries.items()}, "problems": [list(p) for p in problems],
+                "unknown": sorted(unknown),
                 "dead": tombstones.present(self.dir / tombstones.FILE) or self.versions.has_deleted(), "held": held}
 
     async def op_selection(self, selection: dict) -> dict:

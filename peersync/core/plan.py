@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Iterable, Mapping
 
 from peersync.core.mergefile import MergeRules
+from peersync.core.modes import with_modes
 from peersync.core.reconcile import reconcile
 from peersync.core.safety import mass_delete_violations
 from peersync.core.types import (
@@ -23,11 +24,14 @@ from peersync.errors import SafetyError
 def plan_sync(ancestor: Mapping[str, Entry], local: Mapping[str, Entry], remote: Mapping[str, Entry], *,
               rules: MergeRules, roots: Iterable[str], mass_delete_ratio: float, peer_name: str,
               policy: Policy, mode: Mode, offset_ns: int, local_id: str, remote_id: str, force: bool,
-              paths=None, local_dead=None, remote_dead=None) -> Plan:
-    """reconcile, then the mass-delete guard: the plan, or SafetyError (nothing changed yet)."""
+              paths=None, local_dead=None, remote_dead=None, modes: bool = False) -> Plan:
+    """reconcile (and, with `modes`, the merge of permission bits: both sides keep them), then the
+    mass-delete guard: the plan, or SafetyError (nothing changed yet)."""
     plan = reconcile(ancestor, local, remote, policy=policy, mode=mode, is_log=rules.is_log,
                      mergeable=rules.mergeable, offset_ns=offset_ns, local_id=local_id, remote_id=remote_id,
                      paths=paths, local_dead=local_dead, remote_dead=remote_dead)
+    if modes:
+        plan = with_modes(plan, ancestor, local, remote, set(ancestor) | set(local) | set(remote) if paths is None else paths)
     violations = mass_delete_violations(plan.changes, len(local), len(remote), ratio=mass_delete_ratio,
                                         roots=tuple(roots), local_paths=local, remote_paths=remote)
     if violations and not force:

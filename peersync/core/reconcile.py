@@ -33,6 +33,7 @@ REASONS: dict[str, str] = {
     "both-deleted": "deleted on both sides",
     "same-change": "changed the same way on both sides",
     "already-equal": "already identical on both sides",
+    "mode-changed": "permission bits changed",
     "append-merge": "log appended on both sides: merged",
     "merge": "changed on both sides: merged",
     "conflict-newest": "changed on both sides: newest kept",

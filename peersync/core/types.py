@@ -142,7 +142,8 @@ class Change:
     `quarantine` is set when `target` holds a version the other side has never seen
     (a conflict loser): execute saves it in `conflicts/` before overwriting it, and the result is
     a new version that descends from both.  `reason` is a short machine-friendly tag (see
-    reconcile.REASONS) used in reports.  `dead`: the deletion version the other side recorded,
+    reconcile.REASONS) used in reports.  `mode`: the three-way merge of both sides' permission bits,
+    where they differ (core/modes.py).  `dead`: the deletion version the other side recorded,
     when there is one — for a deletion, the history the target records; for content copied over
     it, what both sides then remember as set aside.
     """
@@ -156,6 +157,7 @@ class Change:
     reason: str
     quarantine: bool = False
     dead: "Entry | None" = None
+    mode: int | None = None  # permission bits both sides end with (core/modes.py); None: as copied
 
     @property
     def source(self) -> Side | None:

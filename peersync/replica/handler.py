@@ -15,16 +15,19 @@ import shutil
 import socket
 import threading
 import time
+import unicodedata
 from pathlib import Path
 
 import xxhash
 
 from peersync import __version__
 from peersync.core import deletions, versions
+from peersync.core.names import Folding
 from peersync.core.paths import BadPath, check_relpath, valid_instance_id
 from peersync.core.selection import Intersection, Selection
 from peersync.core.types import MANIFEST_FORMAT, RANGE, READABLE_FORMATS, Entry
-from peersync.replica import bases, tombstones
+from peersync.core.unknown import covered
+from peersync.replica import bases, fsprobe, tombstones
 from peersync.replica.scan import ScanResult, hash_bytes, scan
 from peersync.replica.store import Refused, Store, hash_fd
 from peersync.replica.versions import Versions, open_versions
@@ -140,15 +143,56 @@ class Handler:
         if selection is not walk:  # a restricted key's session: only what both sides' selections hold
             result.manifest = {p: e for p, e in result.manifest.items() if selection.contains(p)}
             result.problems = [p for p in result.problems if not p.path or selection.contains(p.path)]
+            result.unknown = [p for p in result.unknown if selection.contains(p)]
         if self.ws.existing_instance_id() is None and not save_cache:
             return result  # a dry run against a workspace that has no state yet: nothing on record
-        unknown = [p.path for p in result.problems if p.path]
+        folding = self._folding(result)
+        unknown = set(result.unknown)
 
         def covers(path: str) -> bool:  # inside the selection, and not a path the scan could not read
-            return selection.contains(path) and not any(path == u or path.startswith(u + "/") for u in unknown)
+            return selection.contains(path) and not covered(path, unknown)
 
-        result.manifest = self.versions.assign(result.manifest, covers=covers, save=save_cache)
+        result.manifest = self.versions.assign(result.manifest, covers=covers, save=save_cache,
+                                               fold=folding.key if folding is not None else None)
         return result
+
+    def _folding(self, result: ScanResult) -> Folding | None:
+        """Probe the volume (once per process and device) into `result.fs`.  Where it finds a name in
+        any normal form, names are reported NFC (what Linux and most tools write), whatever form the
+        volume stores (HFS+: NFD), so that both sides spell them alike; the volume still finds them."""
+        if not self.ws.state.is_dir():
+            return None  # a dry run against a workspace with no state yet: nothing to probe in
+        try:
+            behaviour = fsprobe.probe(self.ws.state)
+        except fsprobe.ProbeError:
+            return None
+        result.fs = behaviour.to_wire()
+        folding = Folding.from_wire(result.fs)
+        if folding is not None and folding.normalization:
+            nfc = lambda p: unicodedata.normalize("NFC", p)  # noqa: E731
+            result.manifest = {nfc(p): e for p, e in result.manifest.items()}
+            result.unknown = [nfc(p) for p in result.unknown]
+        return folding
+
+    def op_respell(self, items: list) -> dict:
+        """Rename files in place to another spelling of the same name (a case-only rename made on
+        the other side, on a volume that folds names: core/names.py); the old and new spellings must
+        be one name here.  {"done": [old…], "failed": [[old, error]…]}."""
+        done, failed = [], []
+        folding = Folding.from_wire(fsprobe.probe(self.ws.state).to_wire())
+        for old, new in items:
+            if folding is None or folding.key(check_relpath(old)) != folding.key(check_relpath(new)):
+                failed.append([old, "not another spelling of the same name here"])
+                continue
+            try:
+                source, target = self.store.target(old), self.store.target(new)  # no symlinked parent
+                if not os.path.isfile(source) or os.path.islink(source):
+                    raise Refused("not a regular file")
+                os.rename(source, target)
+                done.append(old)
+            except (OSError, Refused) as err:
+                failed.append([old, error_text(err) if isinstance(err, OSError) else str(err)])
+        return {"done": done, "failed": failed}
 
     def op_scan(self, save_cache: bool = True, base_peer: str | None = None, base_digest: str | None = None) -> dict:
         """The manifest; or, when the caller holds the same ancestor as we do (equal digests of
@@ -160,16 +204,20 @@ class Handler:
             ensure_private_dir(self.ws.state)
         result = self.scan(save_cache=save_cache)
         problems = [[p.path, p.message] for p in result.problems]
+        unknown = result.unknown
         base = self._ancestor_entries(base_peer, base_digest) if base_peer and base_digest else None
         if base is None:
             return {"entries": {p: e.to_wire() for p, e in result.manifest.items()},
-                    "problems": problems, "hashed": result.hashed, "dead": self.has_dead()}
-        # A file that was rewritten with the ancestor's bytes (a revert) counts too: its mtime moved.
+                    "problems": problems, "unknown": unknown, "fs": result.fs, "hashed": result.hashed,
+                    "dead": self.has_dead()}
+        # A file that was rewritten with the ancestor's bytes (a revert) counts too: its mtime moved;
+        # and so does a chmod (permission bits are merged: core/modes.py).
         changed = {p: e.to_wire() for p, e in result.manifest.items()
-                   if (w := base.get(p)) is None or w[3] != e.hash or w[0] != e.size or w[1] != e.mtime_ns
+                   if (w := base.get(p)) is None or w[3] != e.hash or w[0] != e.size or w[1] != e.mtime_ns or w[2] != e.mode
                    or not _same_vv(w, e.vv)}
         deleted = [p for p in base if p not in result.manifest]
-        return {"delta": True, "entries": changed, "deleted": deleted, "problems": problems,
+        return {"delta": True, "entries": changed, "deleted": deleted, "problems": problems, "unknown": unknown,
+                "fs": result.fs,
                 "hashed": result.hashed, "dead": self.has_dead()}
 
     def ancestor_doc(self, peer_id: str, *, parse: bool = True) -> tuple[str, dict | None] | None:
@@ -628,6 +676,28 @@ class Handler:
                     os.close(fd)
                 results.append({"path": path, "ok": True,
                                 "entry": Entry(expect.size, mtime_ns, expect.mode, expect.hash, expect.vv).to_wire()})
+            except (Refused, BadPath, OSError, ValueError) as err:
+                results.append({"path": path, "ok": False, "error": error_text(err)})
+        return {"results": results}
+
+    def op_chmod(self, items: list) -> dict:
+        """Set permission bits (rwx only) merged from both sides' (core/modes.py), only while a file
+        still is `expect`; one that changed meanwhile is left for the next sync."""
+        results = []
+        for item in _items(items, "path", "expect", "mode"):
+            path = item.get("path")
+            try:
+                expect, mode = Entry.from_wire(item["expect"]), int(item["mode"]) & 0o777
+                fd = os.open(self.store.target(check_relpath(path)), os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+                try:
+                    st = os.fstat(fd)
+                    if (st.st_size, st.st_mtime_ns) != (expect.size, expect.mtime_ns) or hash_fd(fd, expect.size) != expect.hash:
+                        raise Refused("changed since the scan")
+                    os.fchmod(fd, mode)
+                finally:
+                    os.close(fd)
+                results.append({"path": path, "ok": True,
+                                "entry": Entry(expect.size, expect.mtime_ns, mode, expect.hash, expect.vv, expect.seen).to_wire()})
             except (Refused, BadPath, OSError, ValueError) as err:
                 results.append({"path": path, "ok": False, "error": error_text(err)})
         return {"results": results}

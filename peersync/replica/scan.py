@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import stat as stat_mod
 import time
 from dataclasses import dataclass, field
@@ -28,41 +29,95 @@ class ScanResult:
     manifest: dict[str, Entry]
     problems: list[Problem] = field(default_factory=list)
     hashed: int = 0  # files actually read this time (the rest came from the stat cache)
+    # Paths the scan could not read (files, or directories: everything under them): absent from
+    # the manifest, yet present for all we know.  Nothing may be deleted, copied or recorded as
+    # deleted at them on the strength of this scan (core/unknown.py).
+    unknown: list[str] = field(default_factory=list)
+    fs: dict | None = None  # how the volume treats names (replica/fsprobe.py, wire form); None: not probed
 
 
-def walk(root: Path, selection: Selection, problems: list[Problem] | None = None
-         ) -> Iterator[tuple[str, os.stat_result]]:
-    """Yield (relpath, lstat) for every regular file of the selection; symlinks are not followed."""
+def walk(root: Path, selection: Selection, problems: list[Problem] | None = None,
+         unknown: list[str] | None = None) -> Iterator[tuple[str, os.stat_result]]:
+    """Yield (relpath, lstat) for every regular file of the selection; symlinks are not followed.
+
+    Trouble with one path is appended to `problems`; a path that exists but could not be read
+    (a file, or a directory with all it holds) is also appended to `unknown`.  A name peersync
+    does not sync (odd_name) is skipped with one problem and is not unknown: it never synced."""
     root = Path(root)
+    found = _Found(problems, unknown)
     for top in selection.roots:
         if "/" in top:
             parent, _, name = top.rpartition("/")
             if selection.excludes_dir(parent) or not selection.under_root(top):
                 continue
-        yield from _walk_entry(str(root), top, selection, problems, is_root=True)
+        yield from _walk_entry(str(root), top, selection, found)
 
 
-def _walk_entry(root: str, rel: str, selection: Selection, problems, *, is_root=False):
+class _Found:
+    """Where walk puts the problems it meets (either list may be None: not wanted)."""
+
+    def __init__(self, problems: list[Problem] | None, unknown: list[str] | None):
+        self.problems, self.unknown = problems, unknown
+
+    def unreadable(self, rel: str, message: str) -> None:
+        if self.problems is not None:
+            self.problems.append(Problem(rel, message))
+        if self.unknown is not None:
+            self.unknown.append(rel)
+
+    def skipped(self, rel: str, message: str) -> None:
+        if self.problems is not None:
+            self.problems.append(Problem(shown(rel), message))
+
+
+# Characters a synced name may not hold (core/paths.check_relpath refuses them on the wire): control
+# characters, the backslash, and the lone surrogates by which Python carries bytes that are not UTF-8.
+_ODD = re.compile(r"[\x00-\x1f\x7f\\\udc80-\udcff]")
+
+
+def odd_name(name: str) -> str | None:
+    """Why a file or directory called `name` is not synced, or None when it is."""
+    odd = _ODD.search(name)
+    if odd is None:
+        return None
+    char = odd.group()
+    if "\udc80" <= char <= "\udcff":
+        return "name not synced: it is not valid UTF-8 (rename it, e.g. with `convmv`, to sync it)"
+    if char == "\\":
+        return "name not synced: it holds a backslash, which other systems read as a folder separator (rename it to sync it)"
+    what = {"\n": "a newline", "\t": "a tab", "\r": "a carriage return"}.get(char, "a control character")
+    return f"name not synced: it holds {what} (rename it to sync it)"
+
+
+def shown(path: str) -> str:
+    """`path` as one printable line: bytes that are not UTF-8 as \\xNN, control characters escaped."""
+    text = path.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    return text.translate(_ESCAPES)
+
+
+_ESCAPES = {c: ("\\n" if c == 10 else "\\t" if c == 9 else f"\\x{c:02x}") for c in [*range(32), 127]}
+
+
+def _walk_entry(root: str, rel: str, selection: Selection, found: _Found):
     full = os.path.join(root, rel)
     try:
         st = os.lstat(full)
     except FileNotFoundError:
         return
     except OSError as err:
-        if problems is not None:
-            problems.append(Problem(rel, f"cannot read: {err.strerror}"))
+        found.unreadable(rel, f"cannot read: {err.strerror}")
         return
     if stat_mod.S_ISREG(st.st_mode):
         if not selection.excludes_file(rel):
             yield rel, st
     elif stat_mod.S_ISDIR(st.st_mode):
         if not selection.excludes_dir(rel):
-            yield from _walk_dir(root, rel, selection, problems)
-    elif stat_mod.S_ISLNK(st.st_mode) and problems is not None:
-        problems.append(Problem(rel, "symbolic link not synced"))
+            yield from _walk_dir(root, rel, selection, found)
+    elif stat_mod.S_ISLNK(st.st_mode):
+        found.unreadable(rel, "symbolic link not synced")
 
 
-def _walk_dir(root: str, rel: str, selection: Selection, problems):
+def _walk_dir(root: str, rel: str, selection: Selection, found: _Found):
     stack = [rel]
     while stack:
         current = stack.pop()
@@ -70,26 +125,32 @@ def _walk_dir(root: str, rel: str, selection: Selection, problems):
             with os.scandir(os.path.join(root, current)) as it:
                 items = list(it)  # in directory order: nothing depends on the order of a manifest
         except OSError as err:
-            if problems is not None:
-                problems.append(Problem(current, f"cannot list directory: {err.strerror}"))
+            found.unreadable(current, f"cannot list directory: {err.strerror}")
             continue
         subdirs = []
         for item in items:
             path = f"{current}/{item.name}"
             try:
                 if item.is_symlink():
-                    if problems is not None and not selection.excludes_file(path):
-                        problems.append(Problem(path, "symbolic link not synced"))
+                    if not selection.excludes_file(path):
+                        found.unreadable(path, "symbolic link not synced")
                     continue
                 if item.is_dir(follow_symlinks=False):
                     if not selection.excludes_dir(path):
-                        subdirs.append(path)
+                        why = odd_name(item.name)
+                        if why is None:
+                            subdirs.append(path)
+                        else:
+                            found.skipped(path, why.replace("name", "folder", 1))
                 elif item.is_file(follow_symlinks=False):
                     if not selection.excludes_child(path):  # `current` passed excludes_dir
-                        yield path, item.stat(follow_symlinks=False)
+                        why = odd_name(item.name)
+                        if why is None:
+                            yield path, item.stat(follow_symlinks=False)
+                        else:
+                            found.skipped(path, why)
             except OSError as err:
-                if problems is not None:
-                    problems.append(Problem(path, f"cannot read: {err.strerror}"))
+                found.unreadable(path, f"cannot read: {err.strerror}")
         stack.extend(reversed(subdirs))
 
 
@@ -205,16 +266,18 @@ def scan(root: Path, selection: Selection, cache_path: Path | None = None, *,
     started = time.time_ns()
     cache = StatCache(cache_path)
     result = ScanResult(manifest={})
-    for rel, st in walk(root, selection, result.problems):
+    for rel, st in walk(root, selection, result.problems, result.unknown):
         digest = cache.lookup(rel, st)
         if digest is None:
             try:
                 digest, st = _hash_stable(os.path.join(root, rel), st)
             except OSError as err:
                 result.problems.append(Problem(rel, f"cannot read: {err.strerror}"))
+                result.unknown.append(rel)
                 continue
             if digest is None:
                 result.problems.append(Problem(rel, "changing while scanned; left for the next sync"))
+                result.unknown.append(rel)
                 continue
             result.hashed += 1
             racy = st.st_mtime_ns >= started - RACY_NS

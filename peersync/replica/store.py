@@ -126,6 +126,8 @@ class Store:
         try:
             return tree.parent(path, create)
         except LinkInPath as err:
+            if err.what == "not a directory":
+                raise Refused(f"{err.rel} is a file here, a folder on the other side; rename one of them") from None
             raise Refused(f"parent directory is {err.what}: {err.rel}") from None
 
     def open_file(self, path: str, flags: int = os.O_RDONLY) -> int:
@@ -278,7 +280,7 @@ class Store:
                 os.link(staged, name, dst_dir_fd=parent)
                 os.unlink(staged)
         except FileExistsError:
-            raise Refused("a file was created here during the sync; left for the next sync") from None
+            raise Refused(_occupant(parent, name)) from None
         self._fsync_dir(path.rpartition("/")[0], parent)
         return _stat_entry(parent, name, new.hash)
 
@@ -746,6 +748,34 @@ class Store:
             os.close(fd)
         self._save_conflicts([i for i in items if i.get("id") != cid])
         return item
+
+
+def _occupant(parent: int, name: str) -> str:
+    """Why a new file cannot be put at `name` in the directory `parent`: what is there (a permanent
+    clash says so and how to end it; only a regular file that appeared meanwhile is a race)."""
+    try:
+        st = os.stat(name, dir_fd=parent, follow_symlinks=False)
+    except OSError:
+        return "a file was created here during the sync; left for the next sync"
+    if stat.S_ISLNK(st.st_mode):
+        return "a symbolic link is at this name here (links are not synced); move it away to receive the file"
+    if stat.S_ISDIR(st.st_mode):
+        return "a folder is at this name here, a file on the other side; rename one of them"
+    if not stat.S_ISREG(st.st_mode):
+        return "a special file (FIFO, socket or device) is at this name here; move it away to receive the file"
+    try:
+        listed = os.listdir(parent)
+    except OSError:
+        listed = [name]
+    if name not in listed:  # found under another spelling: the volume folds names
+        for other in listed:
+            try:
+                if os.path.samestat(os.stat(other, dir_fd=parent, follow_symlinks=False), st):
+                    return (f"name clash: {other!r} is here, which this file system takes for the same name; "
+                            "rename one of them")
+            except OSError:
+                continue
+    return "a file was created here during the sync; left for the next sync"
 
 
 def _release(held: Path) -> None:

@@ -132,7 +132,7 @@ class Versions:
         row = self._open().execute("select value from meta where key = ?", (key,)).fetchone()
         return row[0] if row else None
 
-    def _write(self, records: list[tuple[str, bool, Entry]], *, started: bool = False) -> None:
+    def _write(self, records: list[tuple[str, bool, Entry]], *, started: bool = False, drop: Iterable[str] = ()) -> None:
         """Store (path, present, version) records in one transaction, durable before it returns."""
         now = time.time()
         db = self._open()
@@ -141,6 +141,8 @@ class Versions:
             db.executemany("insert or replace into versions values (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                            [(p, int(present), e.size, e.mtime_ns, e.mode, e.hash, _json(e.vv), _json(e.seen), now)
                             for p, present, e in records])
+            drop = list(drop)
+            db.executemany("delete from versions where path = ?", [(p,) for p in drop])
             if started:
                 db.execute("insert or ignore into meta values ('started', '1')")
             db.execute("commit")
@@ -148,6 +150,8 @@ class Versions:
             db.execute("rollback")
             raise
         rows = self._all()
+        for path in drop:
+            rows.pop(path, None)
         for path, present, e in records:
             rows[path] = (int(present), e.size, e.mtime_ns, e.mode, e.hash, e.vv, e.seen, now)
 
@@ -179,16 +183,24 @@ class Versions:
         return sum(1 for row in self._all().values() if row[0])
 
     @_serialised
-    def assign(self, manifest: Mapping[str, Entry], *, covers: Callable[[str], bool], save: bool = True) -> dict[str, Entry]:
+    def assign(self, manifest: Mapping[str, Entry], *, covers: Callable[[str], bool], save: bool = True,
+               fold: Callable[[str], str] | None = None) -> dict[str, Entry]:
         """`manifest` with each file's history; new versions (edits, new files) and deletions
         (recorded paths missing from the scan that `covers` — inside the selection, and not paths
         the scan could not read) get a new event of this replica.  `save=False` (a dry run):
         nothing recorded; new versions then carry a provisional counter (and a store that does not
-        exist yet is not created: everything is then as at a first scan)."""
+        exist yet is not created: everything is then as at a first scan).  `fold`: on a volume that
+        takes several spellings for one name, the key of a name there — a record made under another
+        spelling of a scanned file (a sync writes under the pair's spelling, core/names.py) is that
+        file's record, not a deletion."""
         if not save and not self.path.exists():
             return dict(manifest)
         rows = self._all()
         first = not self.started
+        respelled: list[tuple[str, bool, Entry]] = []
+        dropped: list[str] = []
+        if fold is not None and not first:
+            rows, respelled, dropped = _respelled(rows, manifest, fold)
         out: dict[str, Entry] = {}
         legacy: list[tuple[str, bool, Entry]] = []  # files found at the first scan: history unknown
         moved: list[tuple[str, Entry | None, VV]] = []  # (path, entry or None for a deletion, what it descends from)
@@ -205,7 +217,8 @@ class Versions:
             moved += [(path, None, _entry(row).history) for path, row in rows.items()
                       if row[0] and path not in manifest and covers(path)]
         counter = (self.reserve() if save else self._peek()) if moved else None
-        records = legacy
+        rewritten = {m[0] for m in moved}
+        records = legacy + [r for r in respelled if r[0] not in rewritten]
         for path, entry, previous in moved:
             vv = versions.bump(previous, self.me, counter)
             if entry is None:  # deleted here: the deletion is a version of its own
@@ -213,8 +226,8 @@ class Versions:
             else:
                 out[path] = entry.with_vv(vv, ())
                 records.append((path, True, out[path]))
-        if save and (records or first):
-            self._write(records, started=True)
+        if save and (records or first or dropped):
+            self._write(records, started=True, drop=dropped)
         return out
 
     def _peek(self) -> int:
@@ -262,6 +275,34 @@ class Versions:
             for p in old:
                 self._all().pop(p, None)
         return len(old)
+
+
+def _respelled(rows: dict[str, tuple], manifest: Mapping[str, Entry], fold: Callable[[str], str]
+               ) -> tuple[dict[str, tuple], list[tuple[str, bool, Entry]], list[str]]:
+    """Records of present files kept under another spelling than the scan's: each scanned file takes
+    the latest record of its name (by when it was written), under the scanned spelling; the others
+    are dropped, not taken for deletions.  (rows as they should be, records to write, paths to drop)."""
+    stray: dict[str, list[str]] = {}
+    for path, row in rows.items():
+        if row[0] and path not in manifest:
+            stray.setdefault(fold(path), []).append(path)
+    if not stray:
+        return rows, [], []
+    rows = dict(rows)
+    records, dropped = [], []
+    for path in manifest:
+        others = stray.get(fold(path))
+        if not others:
+            continue
+        spellings = others + ([path] if path in rows else [])
+        latest = max(spellings, key=lambda p: rows[p][7])
+        rows[path] = rows[latest]
+        records.append((path, True, _entry(rows[latest])))
+        for other in others:
+            dropped.append(other)
+            del rows[other]
+        others.clear()
+    return rows, records, dropped
 
 
 def _inode(path: Path):

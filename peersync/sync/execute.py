@@ -115,6 +115,10 @@ class Run(Transfers):
                      and c.remote is not None and c.local.mtime_ns != c.remote.mtime_ns]
             await gather_all(*(self.touch(side, [c for c in adopt if c.entry(side).mtime_ns < c.entry(side.other).mtime_ns])
                                for side in Side))
+        moded = [c for c in changes if c.mode is not None]
+        if moded:  # permission bits merged from both sides (core/modes.py): each side that differs takes them
+            await gather_all(*(self.chmod(side, [c for c in moded if (e := self.sides[side].current(c.path)) is not None
+                                                 and e.mode != c.mode]) for side in Side))
         agreed = [c for c in changes if c.action is Action.ADOPT and c.local is not None and c.remote is not None
                   and (c.local.vv, c.local.seen) != (c.remote.vv, c.remote.seen)]
         if agreed:  # the same bytes on both sides with different histories: both take the union
@@ -393,6 +397,17 @@ class Run(Transfers):
             else:
                 self.problem(item["path"], peer_text(res.get("error", "not applied")), side)
         return results
+
+    async def chmod(self, side: Side, changes: list[Change]) -> None:
+        if not changes:
+            return
+        items = [{"path": c.path, "expect": self.sides[side].current(c.path).to_wire(), "mode": c.mode} for c in changes]
+        results = (await self.session(side).request("chmod", items=items))["results"]
+        for item, res in zip(items, results):
+            if res.get("ok"):
+                self.sides[side].final[item["path"]] = Entry.from_wire(res["entry"])
+            else:
+                self.problem(item["path"], f"permission bits not set: {res.get('error', 'not applied')}", side)
 
     async def touch(self, side: Side, changes: list[Change]) -> None:
         await self._touch(side, changes, [c.entry(side.other).mtime_ns for c in changes])

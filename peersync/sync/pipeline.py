@@ -37,6 +37,8 @@ from peersync.core.commit import (
 from peersync.core.paths import valid_instance_id
 from peersync.core.plan import describe, plan_sync, vanished
 from peersync.core.reconcile import touched_paths
+from peersync.core.names import Alignment, Folding, align
+from peersync.core.unknown import known_only
 from peersync.core.types import (
     Entry,
     Mode,
@@ -107,6 +109,7 @@ async def sync_pair(job: Job, local: LocalSession, remote: Replica, report: Repo
             local_entries = dict(remote.local_view(result.manifest))
             ours.set_result(local_entries)
             report.problems.extend(result.problems)
+            local_unknown, local_fs = result.unknown, result.fs
             # Our ancestor, read while the peer is still scanning.
             mine_digest, mine = (None, None)
             if remote_id is not None and remote.caps.keeps_ancestor:
@@ -116,7 +119,7 @@ async def sync_pair(job: Job, local: LocalSession, remote: Replica, report: Repo
                 # A delta against an ancestor we cannot read (or that moved): the whole manifest.
                 remote_raw = await remote.scan(save_cache=not job.dry_run)
             await _reconcile_and_apply(job, local, remote, report, local_entries, remote_raw, remote_id, mine,
-                                       base_digest)
+                                       base_digest, local_unknown, local_fs)
     finally:
         for task in (theirs, ours):
             if not task.done():
@@ -149,7 +152,8 @@ async def begin(job: Job, remote: Replica) -> str | None:
 
 
 async def _reconcile_and_apply(job: Job, local: LocalSession, remote: Replica, report: Report, local_entries,
-                               remote_raw: dict, remote_id: str | None, mine, base_digest: str | None) -> None:
+                               remote_raw: dict, remote_id: str | None, mine, base_digest: str | None,
+                               local_unknown: list[str], local_fs: dict | None) -> None:
     ws, cfg, peer = job.ws, job.cfg, job.peer
     local_id = ws.instance_id
     for path, message in parse_problems(remote_raw.get("problems") or [], peer.name):
@@ -175,8 +179,16 @@ async def _reconcile_and_apply(job: Job, local: LocalSession, remote: Replica, r
         stop = vanished(max(len(ancestor), held if type(held) is int else 0), remote_entries, peer.name, peer.host)
         if stop is not None:
             raise stop
+    # -- names: one spelling per file where a side's volume folds case or normalisation ----------
+    names = align(ancestor, local_entries, remote_entries, local_folding=Folding.from_wire(local_fs),
+                  remote_folding=Folding.from_wire(remote_raw.get("fs")), peer_name=peer.name)
+    ancestor, local_entries, remote_entries = names.ancestor, names.local, names.remote
+    report.problems.extend(names.clashes)
     # -- plan ----------------------------------------------------------------------------------
-    touched = touched_paths(ancestor, local_entries, remote_entries, set(changed) | deleted if delta else None)
+    moved = set(changed) | deleted if delta and not names.changed else None
+    touched = touched_paths(ancestor, local_entries, remote_entries, moved)
+    # What either scan could not read is left as it is on both sides, its ancestor entry kept.
+    touched = known_only(touched, [*local_unknown, *remote_unknown(remote_raw), *names.unknown])
     local_dead, remote_dead = await deletion_records(
         local, remote, local_entries, remote_entries, touched,
         local_has=local.handler.has_dead(), remote_has=bool(remote_raw.get("dead")))
@@ -184,13 +196,14 @@ async def _reconcile_and_apply(job: Job, local: LocalSession, remote: Replica, r
                      mass_delete_ratio=cfg.mass_delete_ratio, peer_name=peer.name, policy=job.policy,
                      mode=report.mode, offset_ns=int(remote.offset * 1e9), local_id=local_id,
                      remote_id=remote_id or "~", force=job.force, paths=touched, local_dead=local_dead,
-                     remote_dead=remote_dead)
+                     remote_dead=remote_dead, modes=_keeps_modes(local_fs) and _keeps_modes(remote_raw.get("fs")))
     if job.dry_run:
         describe(plan, report, peer.name)
         await remote.finish(ws, report, dry_run=True)
         return
     # -- execute -------------------------------------------------------------------------------
     intent = journal.begin(ws, remote_id, peer.name, plan)
+    await respell(local, remote, names, report)
     run = Run(ws, peer, local, remote, report, policy=job.policy, local_id=local_id, remote_id=remote_id,
               local_entries=local_entries, remote_entries=remote_entries, rules=cfg.rules)
     run.progress = job.progress
@@ -223,6 +236,30 @@ async def _reconcile_and_apply(job: Job, local: LocalSession, remote: Replica, r
     theirs_kept = {} if remote.caps.own_retention else {"trash_days": cfg.trash_days}
     await gather_all(local.request("housekeeping", prune_logbases=bool(logs)),
                      remote.request("housekeeping", prune_logbases=bool(logs), **theirs_kept))
+
+
+async def respell(local: LocalSession, remote: Replica, names: Alignment, report: Report) -> None:
+    """Case-only renames made on one side, carried out in place on a side whose volume folds names
+    (core/names.py); one that fails is reported (the volume still finds the file under either name)."""
+    for side, session in ((Side.LOCAL, local), (Side.REMOTE, remote)):
+        if names.respell[side]:
+            result = await session.request("respell", items=[list(pair) for pair in names.respell[side]])
+            for path, error in result.get("failed") or ():
+                report.problems.append(Problem(path, f"not renamed to match the other side: {error}", side))
+
+
+def _keeps_modes(fs: dict | None) -> bool:
+    """Whether a replica's volume keeps permission bits as set (a cloud folder reports no volume)."""
+    return isinstance(fs, dict) and fs.get("permissions") is True
+
+
+def remote_unknown(raw: dict) -> list[str]:
+    """The paths the other side's scan could not read; from a replica that does not list them, every
+    path it reported a problem with."""
+    unknown = raw.get("unknown")
+    if unknown is None:
+        unknown = [p for p, _ in raw.get("problems") or ()]
+    return [p for p in unknown if isinstance(p, str)]
 
 
 # -- ancestors ------------------------------------------------------------------------------------

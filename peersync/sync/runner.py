@@ -4,12 +4,13 @@ concurrently (one writer on the workspace at a time), close, record history, kee
 from __future__ import annotations
 
 import asyncio
+import errno
 import time
 
 from peersync.cloud.config import CloudSpec, is_cloud, run_mode
 from peersync.cloud.folder import open_cloud
 from peersync.core.types import Mode, Policy, Report
-from peersync.errors import PeersyncError, SafetyError, UsageError
+from peersync.errors import DiskFullError, PeersyncError, SafetyError, UsageError
 from peersync.replica.handler import Handler
 from peersync.sync import journal
 from peersync.sync.concurrency import gather_all
@@ -99,7 +100,11 @@ async def sync_with(job: Job, *, prescan: asyncio.Future | None = None, connect_
         local = LocalSession(ws.root)
         job.mode = report.mode
         await sync_pair(job, local, remote, report, prescan=prescan)
-    except PeersyncError as err:
+    except (PeersyncError, OSError) as err:
+        if isinstance(err, OSError):
+            if err.errno not in (errno.ENOSPC, errno.EDQUOT):
+                raise
+            err = DiskFullError.of(err, str(job.ws.root))
         report.error = str(err)
         report.error_exit = err.exit_code
         report.error_kind = err.kind

@@ -48,6 +48,9 @@ def build(pair: WorkspacePair, backup_dir: Path, cloud_dir: Path | None = None) 
     L, R = pair.local, pair.remote
     scene = Scene(pair)
     peer = pair.peer_name
+    # The page's conflict views need conflicts: with memory files merging three-way (the default),
+    # the edits below would merge; this scene turns merging off (merges have their own tests).
+    L.config_file.write_text("sync:\n  merge: []\n")
     _write(L.root, "MEMORY.md", "# Memory\n\n- Prefers short answers\n- Timezone: Europe/Berlin\n- Working on: peersync\n")
     _write(L.root, "USER.md", "# User\n\nName: Sam\nLikes: jazz, hiking\n")
     _write(L.root, "memory/2026-01-26.md", "# 2026-01-26\n\n09:00 started the day\n")
@@ -94,7 +97,7 @@ def build(pair: WorkspacePair, backup_dir: Path, cloud_dir: Path | None = None) 
 
     # Backups: three snapshots a day apart (keep the last 2 → the oldest expires), then a verify.
     (L.state / "config.yaml").write_text(
-        f"backup:\n  target: {backup_dir}\n  interval: 3600\n  keep: {{last: 2}}\n"
+        f"sync:\n  merge: []\nbackup:\n  target: {backup_dir}\n  interval: 3600\n  keep: {{last: 2}}\n"
         "auto:\n  enabled: true\n  interval: 300\n")
     start = datetime.now(timezone.utc) - timedelta(days=2)
     for day in range(3):
