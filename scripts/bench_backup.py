@@ -6,6 +6,13 @@ each tool and target, from the same starting tree: a first backup; ten backups, 
 100 KB append to the log; a restore of the latest snapshot; a verify of everything.  S3 is a real
 `rclone serve s3` on loopback behind a proxy that counts requests and bytes.  Both tools encrypt
 (restic always does).  Prints medians over --trials runs, and peersync ÷ restic ratios.
+
+What an append costs depends on the repository's chunker polynomial (restic draws one at random
+per repository; the part of the log after its last chunk boundary is stored again), and that
+varies far more between repositories than anything peersync adds.  So within a trial both
+tools' repositories are made with the same, freshly drawn polynomial (`init --copy-chunker-params`
+from an empty repository per trial): the ratios then compare the tools, and the trials sample
+the chunking.
 """
 
 from __future__ import annotations
@@ -72,10 +79,15 @@ class Tool:
 
         listing = self.scratch / "restic-files"
         if not listing.exists():  # the paths peersync hands restic; plain restic then finds its parent itself
-            self._restic("init")
             targets = plan(self.ws, BackupSelection(Workspace(self.ws).sync_config().selection)).targets
             listing.write_bytes(b"".join(t.encode() + b"\0" for t in targets))
         self._restic("backup", "--files-from-raw", str(listing), cwd=self.ws)
+
+    def init(self, chunker: Path) -> None:
+        """The repository, with the trial's chunker polynomial (peersync opens it as its own)."""
+        subprocess.run(["restic", "-r", f"rclone:{self.remote}", "-o", f"rclone.program={self.rclone}", "init",
+                        "--from-repo", str(chunker), "--copy-chunker-params"], check=True, capture_output=True,
+                       env={**self.env, "RESTIC_PASSWORD": PASSPHRASE, "RESTIC_FROM_PASSWORD": PASSPHRASE})
 
     def restore(self, into: Path) -> None:
         if self.name == "peersync":
@@ -90,8 +102,10 @@ class Tool:
             self._restic("check", "--read-data")
 
 
-def run_one(tool_name: str, target: str, base: Path, work: Path, rclone: str, s3, appends: int) -> dict:
-    """One tool, one target, from a fresh copy of the base tree."""
+def run_one(tool_name: str, target: str, base: Path, work: Path, rclone: str, s3, appends: int,
+            chunker: Path) -> dict:
+    """One tool, one target, from a fresh copy of the base tree, into a repository with the
+    chunker polynomial of the (empty) repository `chunker`."""
     from peersync.testing import CountingProxy, session_log
 
     run = work / f"{tool_name}-{target}"
@@ -103,12 +117,14 @@ def run_one(tool_name: str, target: str, base: Path, work: Path, rclone: str, s3
     if target == "s3":
         proxy = CountingProxy(s3.port).start()
         env.update(s3.env("bench", proxy.port))
-        remote = f"bench:bucket/{run.name}"
-        stored = s3.root / "bucket" / run.name
+        name = f"{work.name}-{run.name}"  # a new prefix per trial: rclone serve s3 may still list a removed one
+        remote = f"bench:bucket/{name}"
+        stored = s3.root / "bucket" / name
     else:
         remote = str(run / "repo")
         stored = run / "repo"
     tool = Tool(tool_name, ws, remote, env, rclone, run)
+    tool.init(chunker)
     out: dict = {}
 
     def measured(what: str, action) -> None:
@@ -160,10 +176,13 @@ def bench(workdir: Path, *, files: int = 10_000, log_mb: int = 50, trials: int =
     runs: dict = {}
     try:
         for trial in range(trials):
+            chunker = workdir / f"chunker-{trial}"  # this trial's polynomial, for every repository in it
+            subprocess.run(["restic", "-r", str(chunker), "init"], check=True, capture_output=True,
+                           env={**os.environ, "RESTIC_PASSWORD": PASSPHRASE})
             for target in targets:
                 for tool in ("peersync", "restic"):  # interleaved: machine noise hits both alike
                     runs.setdefault(f"{tool}/{target}", []).append(
-                        run_one(tool, target, base, workdir / f"trial-{trial}", rclone, s3, appends))
+                        run_one(tool, target, base, workdir / f"trial-{trial}", rclone, s3, appends, chunker))
     finally:
         if s3:
             s3.stop()
@@ -221,11 +240,12 @@ def table(result: dict) -> str:
             ratio = f"{ours / theirs:.2f}×" if theirs else "–"
             fmt = (lambda v: f"{v / scale:.2f} {unit}".strip()) if unit != "" else (lambda v: f"{v:.0f}")
             lines.append(f"{label:44} {fmt(ours):>10} {fmt(theirs):>10} {ratio:>7}")
-        appended = median(result["runs"].get(f"peersync/{target}", []), "appends", "appended")
-        grew = [r["appends"]["stored_growth"] / r["appends"]["appended"] for r in result["runs"].get(f"peersync/{target}", [])]
-        if appended and grew:
-            lines.append(f"{'   stored per appended byte (peersync, each trial)':44} "
-                         + ", ".join(f"{g:.2f}×" for g in grew))
+        for tool in ("peersync", "restic"):  # trial by trial: each trial has its own chunker polynomial
+            grew = [r["appends"]["stored_growth"] / r["appends"]["appended"]
+                    for r in result["runs"].get(f"{tool}/{target}", []) if r["appends"]["appended"]]
+            if grew:
+                lines.append(f"{f'   stored per appended byte ({tool}, each trial)':44} "
+                             + ", ".join(f"{g:.2f}×" for g in grew))
     return "\n".join(lines)
 
 

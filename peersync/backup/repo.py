@@ -20,11 +20,10 @@ from typing import Callable, TypeVar
 from peersync.backup.config import (BackupConfig, Location, Passphrase, backup_dir, configured_passphrase,
                                     generate_passphrase, locate, missing_passphrase, remember, resolve,
                                     tighten_local)
-from peersync.backup.restic import (NoRepository, RepositoryLocked, Restic, ResticError, check_version, find_restic,
-                                   pid_alive)
+from peersync.backup.restic import NoRepository, RepositoryLocked, Restic, ResticError, check_version, find_restic
 from peersync.errors import BackupError, BusyError
 from peersync.transport.rclone import Rclone
-from peersync.workspace.lock import state_lock
+from peersync.workspace.lock import pid_alive, state_lock
 from peersync.workspace.storage import atomic_write_json, read_json
 from peersync.workspace.workspace import Workspace
 

@@ -289,16 +289,6 @@ def parse_lock(stderr: str) -> Locked | None:
     return Locked(int(match.group(2)), match.group(3), bool(match.group(1)), storage.group(1) if storage else "")
 
 
-def pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def keep_flags(policy, version: tuple[int, ...]) -> list[str]:
     """restic forget flags for a peersync.core.retention.KeepPolicy (UNLIMITED as restic understands it)."""
     flags: list[str] = []

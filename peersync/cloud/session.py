@@ -69,11 +69,20 @@ def _die_with_parent():
             prctl = ctypes.CDLL(None, use_errno=True).prctl
         except (OSError, AttributeError):
             return None
-        return lambda: prctl(1, 9)  # PR_SET_PDEATHSIG, SIGKILL
+
+        def preexec() -> None:
+            prctl(1, 9)  # PR_SET_PDEATHSIG, SIGKILL
+            if os.getppid() != parent:  # peersync died between fork and prctl: the signal never comes
+                os._exit(1)
+
+        parent = os.getpid()  # re-read per spawn (see _preexec): a forked worker has its own pid
+        return preexec
     return None
 
 
-_PREEXEC = _die_with_parent()
+def _preexec():
+    """A fresh preexec_fn for this process (it compares the child's parent with our pid)."""
+    return _die_with_parent()
 
 
 async def run_rclone(rc: Rclone, args: list[str], *, input: bytes | None = None, check: bool = True
@@ -81,7 +90,7 @@ async def run_rclone(rc: Rclone, args: list[str], *, input: bytes | None = None,
     """Run rclone from the event loop; cancelled (time budget) or failed, it never outlives us."""
     proc = await asyncio.create_subprocess_exec(
         *rc.command(args), env=rc.env, stdin=asyncio.subprocess.PIPE if input is not None else asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, preexec_fn=_PREEXEC)
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, preexec_fn=_preexec())
     try:
         out, err = await proc.communicate(input)
     except BaseException:

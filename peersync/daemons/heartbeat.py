@@ -13,6 +13,7 @@ from peersync.daemons import digest, scheduled_backup
 from peersync.errors import ConfigError, PeersyncError
 from peersync.workspace import auto
 from peersync.workspace.locate import check, locate
+from peersync.workspace.lock import pid_alive
 
 # The not-due path (fast_main) imports only `peersync.workspace.auto` and PyYAML: the agent runs a
 # heartbeat every few minutes, and a tick with nothing to do must cost next to nothing.
@@ -305,12 +306,8 @@ def _spawn_backup(ws) -> int:
 
 
 def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+    if not pid_alive(pid):
         return False
-    except PermissionError:
-        return True
     # Our own child that already exited is a zombie until reaped: reap it, and it is not alive.
     try:
         done, _ = os.waitpid(pid, os.WNOHANG)

@@ -34,6 +34,7 @@ from peersync.replica.versions import FILE as VERSIONS_FILE
 from peersync.replica.versions import open_versions
 from peersync.workspace import auto
 from peersync.workspace.init import HEARTBEAT_MARK
+from peersync.workspace.lock import pid_alive
 from peersync.workspace.storage import atomic_write_json, ensure_private_dir
 from peersync.workspace.workspace import Workspace
 
@@ -565,7 +566,7 @@ def backup_overview(ws: Workspace, *, online: bool = True, now: float | None = N
 
 def _backup_running(ws: Workspace) -> bool:
     info, _ = _read_json_file(ws.state / "backup" / "lock.info")
-    return isinstance(info, dict) and isinstance(info.get("pid"), int) and _alive(info["pid"])
+    return isinstance(info, dict) and isinstance(info.get("pid"), int) and pid_alive(info["pid"])
 
 
 # -- auto-sync: the one place that tells how this workspace syncs on its own -------------------------
@@ -617,7 +618,7 @@ def _watch_daemon(ws: Workspace) -> dict:
         pid = int((ws.state / LOCK_FILE).read_text().strip() or 0)
     except (OSError, ValueError):
         return {"running": False, "pid": None}
-    if pid <= 0 or not _alive(pid):
+    if pid <= 0 or not pid_alive(pid):
         return {"running": False, "pid": None}
     try:
         cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
@@ -625,16 +626,6 @@ def _watch_daemon(ws: Workspace) -> dict:
     except OSError:
         running = True  # no /proc (macOS): an alive pid is the best we can tell
     return {"running": running, "pid": pid if running else None}
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 # -- secrets -----------------------------------------------------------------------------------

@@ -71,3 +71,14 @@ def _holder(info: Path) -> str:
 
 def workspace_lock(ws, timeout: float | None = None, *, what: str = "sync"):
     return state_lock(ws.state, timeout, what=what)
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether a process with this pid runs on this machine (one of another user's counts)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
