@@ -98,6 +98,39 @@ def test_criss_cross_merges_merge_against_the_merge_of_their_common_versions(tmp
         "a line removed on m4 came back: the criss-cross merged against one of its inputs"
 
 
+
+def test_criss_cross_merges_of_versions_from_before_version_vectors_merge_against_their_union(tmp_path):
+    """The minimal case of PEERSYNC_MESH_SEED=10 (600 rounds).  USER.md was written before any sync
+    (no version vector: its history is unknown), and m1 and m3 each added a line to it (B and C).
+    m1 and m4 merged B with C, and m4 removed C's line again; m2 and m0 merged B with C too.  When
+    m2's merge meets that removal, both descend from B and from C, and no version below those two
+    is known (they descend from one from before vectors) — their base is their union, as a first
+    sync's merge: a base of B or C alone would make the removal look like the other's insertion."""
+    names = ["m0", "m1", "m2", "m3", "m4"]
+    ws = {}
+    for name in names:
+        (tmp_path / name / "memory").mkdir(parents=True)
+        ws[name] = Workspace(tmp_path / name)
+    user = lambda name: ws[name].root / "USER.md"  # noqa: E731
+    a = "# User\n\n- likes tea\n"
+    user("m0").write_text(a)  # before any sync: no version vector
+    for other in names[1:]:
+        _sync(ws, "m0", other)
+    user("m1").write_text(a + "- has a cat\n")  # B
+    user("m3").write_text(a + "- lives in Porto\n")  # C
+    _sync(ws, "m1", "m2")
+    _sync(ws, "m3", "m4")
+    _sync(ws, "m3", "m0")
+    assert _sync(ws, "m1", "m4").merged == ["USER.md"]
+    user("m4").write_text(user("m4").read_text().replace("- lives in Porto\n", ""))  # m4 removes C's line
+    _sync(ws, "m4", "m1")
+    assert _sync(ws, "m2", "m0").merged == ["USER.md"]
+    assert "lives in Porto" in user("m2").read_text()
+    assert _sync(ws, "m2", "m1").merged == ["USER.md"]
+    assert user("m2").read_text() == user("m1").read_text() == a + "- has a cat\n", \
+        "a line removed on m4 came back: the criss-cross merged against B or C alone"
+
+
 def test_merge_base_of_criss_cross_versions_is_their_merge():
     """The pure rule: of several latest common versions, their merge against theirs is the base."""
     p, d, c = b"- tea\n", b"- tea\n- dog\n", b"- tea\n- cat\n"
@@ -105,7 +138,9 @@ def test_merge_base_of_criss_cross_versions_is_their_merge():
     common = [("p", (("a", 1),)), ("d", (("a", 5),)), ("c", (("a", 1), ("b", 2)))]
     assert merge_base("USER.md", ("text",), common, content) == b"- tea\n- cat\n- dog\n"
     assert merge_base("USER.md", ("text",), common[:2], content) == d  # one latest: itself
-    assert merge_base("USER.md", ("text",), common[1:], content) == d  # no common base kept: the most events
+    assert merge_base("USER.md", ("text",), common[1:], content) == b"- tea\n- cat\n- dog\n"  # no common one kept: their union
+    one, two = b'{"city": "Lisbon"}\n', b'{"city": "Porto"}\n'  # the same key changed on both: no clean merge
+    assert merge_base("prefs.json", ("json",), [("1", (("a", 1),)), ("2", (("b", 2),))], {"1": one, "2": two}) == two
     assert merge_base("USER.md", ("text",), [("x", (("a", 9),))], content) is None  # nothing kept
 
 
@@ -128,3 +163,57 @@ def test_bases_keep_keeps_only_well_formed_bases_and_merge_bases_answers_them(tm
     assert handler.op_logbase_get([hash_bytes(good), hash_bytes(other)]) == {hash_bytes(good): good, hash_bytes(other): None}
     handler.op_housekeeping(prune_logbases=True)
     assert handler.op_logbase_get([hash_bytes(good)]) == {hash_bytes(good): good}
+
+
+
+def _answers(ws: Workspace, path: str) -> set[str]:
+    """The content hashes a replica names as versions of `path` it knows (op merge_bases)."""
+    return {h for h, _ in Handler(ws.root).op_merge_bases([path])[path]}
+
+
+def test_merges_of_the_same_edits_made_apart_keep_the_versions_their_base_is_made_of(tmp_path):
+    """The minimal case of PEERSYNC_MESH_SEED=2 (600 rounds).  m4's edit E (a line added) reaches
+    m0 and m2; meanwhile m1 and m3 pass a note back and forth, then m1 adds a line (A) and m3
+    removes it again.  m0 merges E with that removal (M1: the same bytes as E), m2 merges E with
+    A (M2), and m1 and m3 merge M1 with M2 against the merge of A and E (a criss-cross).  Then m4,
+    which takes M1's history for the bytes it holds already, merges with m2: the base must again be
+    made of A and E — else the removal looks like an edit and A's line comes back into m4's copy,
+    which already contained every edit of m2's.  Two ways A was forgotten: m2 kept the versions
+    m1 told it of by arrival, and the many older ones pushed out A (a path now keeps those with
+    the most events: A descends from them); and m4 learnt M1's history without the versions it
+    descends from (equal bytes now carry them as a copy does)."""
+    names = ["m0", "m1", "m2", "m3", "m4"]
+    ws = _mesh(tmp_path, names)
+    note = lambda name: ws[name].root / "MEMORY.md"  # noqa: E731
+    c0 = "# Memory\n\n- likes tea\n"
+    note("m0").write_text(c0)
+    for other in names[1:]:
+        _sync(ws, "m0", other)
+    e, a = c0 + "- from m4\n", c0 + "- from m1\n"
+    note("m4").write_text(e)  # E
+    _sync(ws, "m4", "m0")
+    _sync(ws, "m4", "m2")
+    for n in range(16):  # m1 and m3 pass a note back and forth: many versions neither m2 nor m4 saw
+        writer, reader = ("m1", "m3") if n % 2 == 0 else ("m3", "m1")
+        note(writer).write_text(c0 + f"- draft {n}\n" if n % 2 == 0 else c0)
+        _sync(ws, writer, reader)
+    note("m1").write_text(a)  # A
+    _sync(ws, "m3", "m1")
+    note("m3").write_text(c0)  # m3 removes A's line
+    assert _sync(ws, "m0", "m3").merged == ["MEMORY.md"]
+    assert note("m0").read_text() == e  # M1
+    assert _sync(ws, "m2", "m1").merged == ["MEMORY.md"]
+    assert sorted(note("m2").read_text().splitlines()) == sorted((e + "- from m1\n").splitlines())  # M2
+    assert hash_bytes(a.encode()) in _answers(ws["m2"], "MEMORY.md"), "m2 forgot A, an input of its merge"
+    assert _sync(ws, "m3", "m1").merged == ["MEMORY.md"]  # the criss-cross
+    assert note("m1").read_text() == e
+    _sync(ws, "m0", "m4")  # m4 holds M1's bytes already: it takes M1's history
+    assert hash_bytes(a.encode()) in _answers(ws["m4"], "MEMORY.md"), "m4 took M1's history without A"
+    _sync(ws, "m4", "m2")
+    assert note("m4").read_text() == note("m2").read_text() == e, \
+        "a line removed on m3 came back: the merge's base was E, not the merge of A and E"
+    for x in names:
+        for y in names:
+            if x != y:
+                _sync(ws, x, y)
+    assert {note(n).read_text() for n in names} == {e}

@@ -131,8 +131,11 @@ def merge_base(path: str, strategies: tuple[str, ...], common: list[tuple[str, V
     and then edits of their merges meet), their own merge — against their latest common version,
     found the same way — is the base, as git's recursive strategy makes a virtual one: both sides
     descend from that merge, and a base that is one of its inputs would make the other input's
-    changes (a line removed since, say) look like new edits of one side.  When the latest ones do
-    not merge (not text, or no common version of theirs is kept), the one with the most events."""
+    changes (a line removed since, say) look like new edits of one side.  Without a common version
+    of theirs kept (one from before version vectors, or pruned), their merge is their union, as a
+    first sync's: both sides descend from each, so a line one of them lacks is one it removed, and
+    in the base it stays removed wherever a side lacks it.  When they do not merge cleanly (not
+    text, or kept passages), the one with the most events."""
     known = sorted({(h, vv) for h, vv in common if content.get(h) is not None},
                    key=lambda hv: (sum(n for _, n in hv[1]), hv[0]))
     latest = [(h, vv) for h, vv in known if not any(o != vv and versions.seen(vv, o) for _, o in known)]
@@ -145,7 +148,7 @@ def merge_base(path: str, strategies: tuple[str, ...], common: list[tuple[str, V
                  and versions.seen(bvv, vv) and versions.seen(bvv, other)]
         base = merge_base(path, strategies, below, content) if below else None
         merged = merge_file(path, strategies, ancestor=None, base=base, local=Version(data, "", 0),
-                            remote=Version(content[h], "", 0), local_first=True) if base is not None else None
+                            remote=Version(content[h], "", 0), local_first=True)
         if merged is None or merged.needs_look:  # no clean merge: the one with the most events
             return content[latest[-1][0]]
         data, vv = merged.data, versions.join(vv, other)

@@ -10,7 +10,7 @@ merges.  With the versions a copy descends from kept here, the merge finds the t
 common version (op merge_bases answers these as well as the ancestors' entries).
 
 `bases.json` in the state dir: {"format": 1, "paths": {path: [[hash, vector], …]}}, at most
-PER_PATH versions a path, newest last; their content lives with the other merge bases
+PER_PATH versions a path (those with the most events, fewest first); their content lives with the other merge bases
 (Store's log base dir) and is pruned with them when no record refers to it.  A cache for better
 merges, not data: lost or unreadable, merges fall back to the bases the ancestors name.
 """
@@ -39,21 +39,33 @@ def load(state: Path) -> dict[str, list[list]]:
 
 
 def remember(state: Path, items: list[tuple[str, str, list]]) -> int:
-    """Record (path, hash, vector wire) triples (whose content is kept already); the oldest of a
-    path beyond PER_PATH are forgotten.  How many were new."""
+    """Record (path, hash, vector wire) triples (whose content is kept already); beyond PER_PATH
+    a path keeps those with the most events.  How many were new."""
     paths = load(state)
     added = 0
     for path, digest, vv in items:
         known = [k for k in paths.get(path, []) if isinstance(k, list) and len(k) == 2]
         if [digest, vv] in known:
             continue
-        paths[path] = [*known, [digest, vv]][-PER_PATH:]
-        added += 1
+        # By events, not by arrival: a version has more than any it descends from, so what is
+        # forgotten is older than what stays — never a merge's inputs for the old versions a
+        # copy's source knew below them (which arrive with them).
+        kept = sorted([*known, [digest, vv]], key=lambda k: _events(k[1]))[-PER_PATH:]
+        if [digest, vv] in kept:
+            paths[path] = kept
+            added += 1
     if added:
         ensure_private_dir(Path(state))
         atomic_write_bytes(Path(state) / FILE, json.dumps({"format": FORMAT, "paths": paths},
                                                           sort_keys=True, separators=(",", ":")).encode())
     return added
+
+
+def _events(vv) -> int:
+    """How many events a vector (wire form) counts; 0 for a malformed one."""
+    if not isinstance(vv, list):
+        return 0
+    return sum(p[1] for p in vv if isinstance(p, list) and len(p) == 2 and type(p[1]) is int)
 
 
 def hashes(state: Path) -> set[str]:

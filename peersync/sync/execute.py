@@ -127,6 +127,13 @@ class Run(Transfers):
             await gather_all(*(self.put_versions(side, [(c.path, c.entry(side).with_vv(*union[c.path]))
                                                         for c in agreed if (c.entry(side).vv, c.entry(side).seen) != union[c.path]])
                                for side in Side))
+            # A side that learned history here keeps the versions the other knows its own
+            # descends from, as a copy's target does: a later merge of what it holds may need one
+            # as its base (the other side's merge of the same bytes, say, that removed a line).
+            await gather_all(*(self._carry_bases(side.other, side, [
+                (c.path, c.entry(side.other)) for c in agreed if c.entry(side.other).vv
+                and not versions.seen(c.entry(side.other).vv, c.entry(side).vv) and self.rules.keeps_base(c.path, c.local)])
+                for side in Side))
         manual = [c for c in changes if c.action is Action.CONFLICT and c.reason == "manual"]
         await self.keep_both(manual)
         for c in changes:
