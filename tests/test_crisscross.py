@@ -1,5 +1,6 @@
 """Merges of memory files in a mesh whose latest common version only third machines held: the
-minimal case the 5-machine soak found (tests/test_mesh.py, PEERSYNC_MESH_SEED=12, 600 rounds).
+minimal cases the 5-machine soak found (tests/test_mesh.py, 600 rounds; PEERSYNC_MESH_SEED=12
+first, then 2 and 10 below).
 
 m1 and m4 share a version X of USER.md; m4 removes a line of it and adds one, m1 adds another.
 m2 takes m4's edit and m0 takes m1's, so when m2 and m0 merge, neither of them ever held X: the

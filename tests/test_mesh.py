@@ -14,6 +14,7 @@ deleted it; until then it must be live somewhere, or in some conflicts/ or trash
 
 CI runs a short soak over the real loopback sshd; for a long one, in-process (the same pipeline):
     PEERSYNC_MESH_ROUNDS=2000 PEERSYNC_MESH_INPROCESS=1 pytest tests/test_mesh.py --timeout=0 -s
+(PEERSYNC_MESH_SEED=N for another seed; PEERSYNC_MERGE_DEBUG=FILE traces edits, syncs and bad merges.)
 """
 
 from __future__ import annotations
