@@ -286,6 +286,9 @@ def test_five_machines_converge_lose_nothing_and_never_conflict_spuriously(tmp_p
           f"{len(lineage.reverts)} reverts; {mesh.merges} memory-file merges, {len(mesh.spurious_merges)} "
           f"spurious ({mesh.twin_merges} of twins, changing nothing), {mesh.revived} lines a user removed brought back ({mesh.revived_kept} more in passages kept for a look), {len(mesh.live_owed)} lines live, kept passages in {len(mesh.kept_passages())} files")
     assert not mesh.spurious_merges, f"merges that changed a version made from the other: {mesh.spurious_merges}"
+    # A merge against the latest version both sides descend from never brings back a line a user
+    # removed; only a passage kept for a look (overlapping edits) holds one, beside the version without it.
+    assert not mesh.revived, f"{mesh.revived} lines a user removed came back outside passages kept for a look"
     # Kept passages (both versions live, for a look) come only from such concurrent merges: two
     # machines that each removed the same line and added one in its place did edit one passage.
     assert not lineage.spurious, f"conflicts whose loser the winner had seen: {lineage.spurious}"
