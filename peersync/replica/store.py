@@ -454,6 +454,14 @@ class Store:
         with DirHandles(str(self.root)) as tree:
             return self._store_bases(len(wanted), ((d, self._live_bytes(tree, p)) for d, p in wanted.items()))
 
+    def keep_bases(self, items: list[tuple[str, bytes]]) -> int:
+        """Keep (hash, content) pairs as merge bases (replica/bases.py); content without that hash,
+        or already kept, is skipped."""
+        packed = self._packs()
+        wanted = {d: data for d, data in items
+                  if d not in packed and not (self.logbase_dir / _blob_name(d)).exists()}
+        return self._store_bases(len(wanted), wanted.items())
+
     def _live_bytes(self, tree: DirHandles, path: str) -> bytes | None:
         try:
             return self._read(tree, path)
