@@ -155,3 +155,40 @@ def test_a_numbered_twin_of_a_255_byte_name_is_still_a_valid_name():
     for name in ("n" * 251 + ".dat", "é" * 125 + ".md", "x" * 255, "caf\udce9" * 60 + ".md"):
         twins = {_numbered(name, n) for n in (2, 3)}
         assert len(twins) == 2 and all(len(os.fsencode(t)) <= 255 for t in twins)
+
+
+def test_a_file_near_path_max_syncs_with_a_cloud_folder(tmp_path, monkeypatch):
+    """The cloud peer's scratch copies (fetched, uploaded, losers) are kept under short names too."""
+    from peersync.peers.manage import add_cloud_peer
+
+    monkeypatch.setenv("RCLONE_CONFIG", "/dev/null")
+    ws, cloud = Workspace(tmp_path / "ws"), tmp_path / "c"
+    ws.root.mkdir()
+    cloud.mkdir()
+    ws.ensure_state()
+    add_cloud_peer(ws, "box", str(cloud), mode="bisync", test=False)
+    path = long_path(ws.root, cloud)
+    big = b"big\n" * 100_000
+
+    def cloud_sync():
+        [report] = run_sync(ws, ["box"])
+        assert report.ok, report.error
+        assert not report.problems, [(p.path[:60], p.message) for p in report.problems]
+
+    write(ws.root, path, b"one\n", OLD)
+    cloud_sync()
+    assert read(cloud, path) == b"one\n"
+    write(cloud, path, big, OLD + 60)  # edited in the cloud: downloaded, replaces ours
+    cloud_sync()
+    assert read(ws.root, path) == big
+    write(ws.root, path, b"here\n", time.time() - 30)  # both edit: the cloud's newer one wins
+    write(cloud, path, b"there\n", time.time() - 10)
+    cloud_sync()
+    assert read(ws.root, path) == read(cloud, path) == b"there\n"
+    [item] = [i for i in items(cli(ws, "--json", "conflicts", "list")) if i.get("path") == path]
+    assert cli(ws, "conflicts", "show", item["id"]).stdout == "here\n"
+    fd = at(ws.root, path)  # deleted here: the cloud's copy goes to its trash
+    os.unlink(path.rsplit("/", 1)[1], dir_fd=fd)
+    os.close(fd)
+    cloud_sync()
+    assert read(cloud, path) is None
