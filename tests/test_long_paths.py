@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 from peersync.core.paths import STATE_DIR, internal_rel
+from peersync.dashboard.data import conflicts_section, trash_section
 from peersync.sync.runner import run_sync
 from peersync.workspace.workspace import Workspace
 
@@ -129,6 +130,8 @@ def test_a_file_near_path_max_lives_its_whole_life_on_the_peer(workspace_pair):
     sync(local)
     assert read(remote.root, path) is None
     assert [i["path"] for i in items(cli(remote, "--json", "trash", "list"))] == [path]
+    [batch] = trash_section(remote, [])["batches"]  # the dashboard shows it by its real path
+    assert batch["paths"] == [path] and batch["files"] == 1
     cli(remote, "trash", "restore", path)  # put back under its real path, as a new edit
     assert read(remote.root, path) == two
     assert items(cli(remote, "--json", "trash", "list")) == []
@@ -141,6 +144,9 @@ def test_a_file_near_path_max_lives_its_whole_life_on_the_peer(workspace_pair):
     assert read(local.root, path) == read(remote.root, path) == b"remote edit\n"
     [item] = [i for i in items(cli(local, "--json", "conflicts", "list")) if i.get("path") == path]
     assert cli(local, "conflicts", "show", item["id"]).stdout == "local edit\n"
+    assert "-local edit\n+remote edit" in cli(local, "conflicts", "diff", item["id"]).stdout
+    [row] = [r for r in conflicts_section(local, contents=True)["items"] if r["id"] == item["id"]]
+    assert row["path"] == path and row["diff_note"] is None and row["diff"]
     cli(local, "conflicts", "restore", item["id"])
     assert read(local.root, path) == b"local edit\n"
     assert [i for i in items(cli(local, "--json", "conflicts", "list")) if i.get("path") == path and i["id"] != item["id"]]  # the replaced edit, kept
