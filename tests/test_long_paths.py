@@ -198,3 +198,29 @@ def test_a_file_near_path_max_syncs_with_a_cloud_folder(tmp_path, monkeypatch):
     os.close(fd)
     cloud_sync()
     assert read(cloud, path) is None
+
+
+def test_an_interrupted_run_keeps_a_long_path_under_its_real_path(tmp_path):
+    """recover_holding() and reindex_conflicts() name a short-id copy by its sidecar."""
+    from peersync.core.selection import Selection
+    from peersync.replica.store import Store
+
+    root = tmp_path / "ws"
+    root.mkdir()
+    path = long_path(root)
+    write(root, path, b"replaced, not yet kept\n", OLD)
+    store = Store(root, Selection())
+    held = store._hold(None, path)  # the run held the old version ...
+    assert len(os.fsencode(str(held))) < 300
+    fd = at(root, path)
+    os.unlink(path.rsplit("/", 1)[1], dir_fd=fd)  # ... replaced the live name, and died
+    os.close(fd)
+    assert store.recover_holding() == 1
+    [item] = store.conflicts()
+    assert item["path"] == path and store.conflict_bytes(item["id"]) == b"replaced, not yet kept\n"
+    store.conflicts_index.unlink()  # an index lost: the kept version is listed again, by its path
+    assert store.reindex_conflicts() == 1
+    [again] = store.conflicts()
+    assert again["path"] == path and store.conflict_bytes(again["id"]) == b"replaced, not yet kept\n"
+    assert store.restore_conflict(again["id"])["path"] == path
+    assert read(root, path) == b"replaced, not yet kept\n"
