@@ -21,7 +21,6 @@ from __future__ import annotations
 import json
 import os
 import random
-import stat
 import subprocess
 import sys
 import unicodedata
@@ -175,7 +174,9 @@ class Soak:
         have = [p for p in SYNCED[:3] if self.read(k, p) is not None and self.free(k, p)]
         if k in LINUX and have:
             full = self.roots[k] / self.rng.choice(have)
-            self.locked[(k, os.path.relpath(full, self.roots[k]))] = self.rng.randint(*LOCKED_ROUNDS) * 1000 + (full.stat().st_mode & 0o777)
+            # rounds left * 1000 + the mode to give back
+            self.locked[(k, os.path.relpath(full, self.roots[k]))] = \
+                self.rng.randint(*LOCKED_ROUNDS) * 1000 + (full.stat().st_mode & 0o777)
             full.chmod(0)
             self.counts["locks"] += 1
             try:
@@ -226,11 +227,8 @@ class Soak:
         self.counts["clash_reports"] += sum("clash" in p.message for p in report.problems)
         if final:
             for p in report.problems:
-                for k in (i, j):
-                    self.last_problems[k].add(p.path)
-                    for word in ("clash",):
-                        if word in p.message:
-                            self.last_problems[k] |= set(_quoted_paths(p.message))
+                for k in (i, j):  # a clash names both paths
+                    self.last_problems[k] |= {p.path, *(_quoted_paths(p.message) if "clash" in p.message else ())}
         self.lineage.synced((i, j), before, self.snapshot(i, j),
                             [(c.path, c.kept) for c in report.conflicts if c.kept in ("local", "remote")],
                             label=f"{self.names[i]}<->{self.names[j]}")

@@ -22,6 +22,7 @@ from pathlib import Path
 
 from peersync import __version__
 from peersync.core import versions
+from peersync.core.paths import internal_rel
 from peersync.daemons.watch import LOCK_FILE
 from peersync.dashboard.config import settings
 from peersync.errors import PeersyncError
@@ -29,7 +30,7 @@ from peersync.peers.status import status
 from peersync.replica import tombstones
 from peersync.replica.conflicts import store as conflict_store
 from peersync.replica.scan import scan
-from peersync.replica.store import Store, internal_rel, kept_files
+from peersync.replica.store import Store, kept_files
 from peersync.replica.versions import FILE as VERSIONS_FILE
 from peersync.replica.versions import open_versions
 from peersync.workspace import auto

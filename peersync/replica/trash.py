@@ -12,9 +12,9 @@ import shutil
 from datetime import datetime, timezone
 from pathlib import Path
 
-from peersync.core.paths import BadPath, check_relpath
+from peersync.core.paths import BadPath, check_relpath, internal_rel
 from peersync.errors import UsageError
-from peersync.replica.store import Store, internal_rel, kept_files, remove_sidecar
+from peersync.replica.store import Store, kept_files, remove_sidecar
 from peersync.workspace.lock import workspace_lock
 from peersync.workspace.workspace import Workspace
 
