@@ -790,7 +790,8 @@ def _write_sidecar(where: int, name: str, path: str) -> None:
 
 def original_rel(top: Path | str, rel: str) -> str | None:
     """The wire path of the copy at `rel` below `top` (a token, batch or conflict dir); None for a
-    sidecar itself, or a copy whose sidecar is unreadable (not ours)."""
+    sidecar itself.  A copy whose sidecar is missing or wrong keeps its own name: listed (and kept
+    by recover_holding) under it rather than dropped."""
     if not rel.startswith(LONG_DIR + "/"):
         return rel
     if rel.endswith(SIDECAR):
@@ -801,8 +802,8 @@ def original_rel(top: Path | str, rel: str) -> str | None:
             path = f.read(8192).decode("utf-8", "surrogateescape")
         check_relpath(path)
     except (OSError, ValueError):
-        return None
-    return path if internal_rel(path) == rel else None
+        return rel
+    return path if internal_rel(path) == rel else rel
 
 
 def kept_files(top: Path | str, *, links: bool = False):
