@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
 import hashlib
 import json
 import os
@@ -36,7 +35,6 @@ import secrets
 import shutil
 import socket
 import stat as stat_mod
-import sys
 import time
 from pathlib import Path
 
@@ -50,6 +48,7 @@ from peersync.errors import BusyError, PeersyncError, TransferError
 from peersync.replica import tombstones
 from peersync.replica.store import Refused, Store
 from peersync.replica.versions import open_versions
+from peersync.transport.children import die_with_parent
 from peersync.transport.rclone import Rclone, join
 from peersync.transport.replica import CLOUD, Replica
 from peersync.workspace.storage import atomic_write_json, ensure_private_dir, read_json
@@ -62,35 +61,12 @@ DEFAULT_MODE = 0o644  # clouds keep no permission bits
 
 # -- running rclone ---------------------------------------------------------------------------
 
-def _die_with_parent():
-    """preexec_fn: rclone gets SIGKILL when peersync dies, so a killed sync leaves no writer behind."""
-    if sys.platform.startswith("linux"):
-        try:
-            prctl = ctypes.CDLL(None, use_errno=True).prctl
-        except (OSError, AttributeError):
-            return None
-
-        def preexec() -> None:
-            prctl(1, 9)  # PR_SET_PDEATHSIG, SIGKILL
-            if os.getppid() != parent:  # peersync died between fork and prctl: the signal never comes
-                os._exit(1)
-
-        parent = os.getpid()  # re-read per spawn (see _preexec): a forked worker has its own pid
-        return preexec
-    return None
-
-
-def _preexec():
-    """A fresh preexec_fn for this process (it compares the child's parent with our pid)."""
-    return _die_with_parent()
-
-
 async def run_rclone(rc: Rclone, args: list[str], *, input: bytes | None = None, check: bool = True
                      ) -> tuple[int, bytes, str]:
     """Run rclone from the event loop; cancelled (time budget) or failed, it never outlives us."""
     proc = await asyncio.create_subprocess_exec(
         *rc.command(args), env=rc.env, stdin=asyncio.subprocess.PIPE if input is not None else asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, preexec_fn=_preexec())
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, preexec_fn=die_with_parent())
     try:
         out, err = await proc.communicate(input)
     except BaseException:

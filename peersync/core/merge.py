@@ -44,13 +44,21 @@ def append_merge(
         return local
     # Cut the common prefix back to a line boundary so no line is split between base and tail
     # (the ancestor may have been taken while a line was half written).
-    base = local[: local.rfind(b"\n", 0, _common_prefix_len(local, remote)) + 1]
-    tails = (_lines(local[len(base):]), _lines(remote[len(base):]))
+    base = local[: local.rfind(b"\n", 0, common_prefix_len(local, remote)) + 1]
+    return base + merge_tails(local[len(base):], remote[len(base):], local_first=local_first)
+
+
+def merge_tails(local_tail: bytes, remote_tail: bytes, *, local_first: bool) -> bytes:
+    """What follows the base in append_merge's result, from both sides' bytes after the base
+    (which ends at a line boundary, or is empty).  A log too large to hold merges through this
+    alone: only the tails are ever in memory (sync/logmerge.py), and the result is the same."""
+    tails = (_lines(local_tail), _lines(remote_tail))
     first, second = tails if local_first else tails[::-1]
-    return base + b"".join(_join(_union(first, second)))
+    return b"".join(_join(_union(first, second)))
 
 
-def _common_prefix_len(x: bytes, y: bytes) -> int:
+def common_prefix_len(x: bytes, y: bytes) -> int:
+    """How many leading bytes `x` and `y` share."""
     n = min(len(x), len(y))
     i = 0
     while i < n and x[i : i + _CHUNK] == y[i : i + _CHUNK]:

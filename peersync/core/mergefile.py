@@ -25,6 +25,14 @@ from peersync.core.textmerge import Version, merge_back as merge_text_back, merg
 from peersync.core.types import Entry, Side
 
 BASE_MAX = 16 << 20  # files up to this size keep their last synced content, the next merge's base
+# A log over STREAM_MIN merges streamed where the peer is an agent (sync/logmerge.py): its common
+# prefix stays where it is, and only the two tails after it are held, up to TAIL_MAX together (the
+# union of lines costs about four times its input).  Other merges (text, JSON, a cloud folder's
+# logs) hold both versions in memory, up to MEMORY_MAX each.  Beyond either bound a file is not
+# merged: the conflict policy decides, and it is reported.
+STREAM_MIN = 16 << 20
+MEMORY_MAX = 256 << 20
+TAIL_MAX = 4 << 20
 
 APPEND, INSERT, TEXT, JSON = "append", "insert", "text", "json"
 MARKDOWN_SUFFIXES = (".md", ".markdown")
@@ -65,6 +73,10 @@ class MergeRules:
     def keeps_base(self, path: str, entry: Entry) -> bool:
         """Does the last synced content of `path` stay on both sides, as the next merge's base?"""
         return entry.size <= BASE_MAX and self.mergeable(path)
+
+    def streams(self, path: str, *sizes: int) -> bool:
+        """Does a merge of versions of these sizes go streamed (sync/logmerge.py), not in memory?"""
+        return self.is_log(path) and max(sizes) > STREAM_MIN
 
     def is_text(self, path: str) -> bool:
         """A text merge may leave kept passages in this file (see textmerge.has_kept_versions)."""

@@ -27,7 +27,7 @@ from peersync.core.paths import BadPath, check_relpath, internal_rel, valid_inst
 from peersync.core.selection import Intersection, Selection
 from peersync.core.types import MANIFEST_FORMAT, RANGE, READABLE_FORMATS, Entry
 from peersync.core.unknown import covered
-from peersync.replica import fsprobe, tombstones
+from peersync.replica import fsprobe, sparse, tombstones
 from peersync.replica.scan import ScanResult, hash_bytes, scan
 from peersync.replica.store import Refused, Store, hash_fd
 from peersync.replica.versions import Versions, open_versions
@@ -45,7 +45,7 @@ _UPLOAD = re.compile(r"[0-9a-f]{8,32}")
 # Operations that change this side; a restricted key's client must hold the lock for them (so the
 # state dir was checked, and writers are one at a time).
 CHANGES = frozenset({"init", "install", "delete", "touch", "quarantine", "ancestor_put", "tombstones_add", "versions_put",
-                     "logbase_save", "housekeeping", "stage", "stage_chunk"})
+                     "logbase_save", "housekeeping", "stage", "stage_chunk", "stage_log"})
 
 # Ancestor files this process read or wrote: str(path) -> (file identity, digest, document,
 # whether the document was parsed).
@@ -415,16 +415,23 @@ class Handler:
             pass  # gone, moved or not a plain file: the whole file goes the usual way
         return {path: tail if tail is not None and len(tail) <= TAIL_MAX else None}
 
-    def op_read_range(self, path: str, offset: int, length: int) -> dict:
+    def op_read_range(self, path: str, offset: int, length: int, holes: bool = False) -> dict:
         """Up to `length` bytes (at most RANGE) of the file at `path` from `offset`, and the
         file's size now: a large file travels in ranges, checked as a whole by hash where it is
-        installed (a file that changed meanwhile is refused there, never installed mixed)."""
+        installed (a file that changed meanwhile is refused there, never installed mixed).
+        `holes`: a range that starts in a hole answers {"zeros": n} (n bytes of hole) instead, so a
+        sparse file travels as its data only."""
         offset, length = int(offset), min(int(length), RANGE)
         if offset < 0 or length < 0:
             raise ValueError("bad range")
         fd = self.store.open_file(path)
         try:
             size, parts = os.fstat(fd).st_size, []
+            if holes and length and offset < size:
+                data = next(sparse.data_extents(fd, offset, min(offset + length, size)), None)
+                start = data[0] if data is not None else min(offset + length, size)
+                if start > offset:
+                    return {"data": b"", "zeros": start - offset, "size": size}
             while length > 0 and (part := os.pread(fd, length, offset)):
                 parts.append(part)
                 offset, length = offset + len(part), length - len(part)
@@ -432,25 +439,79 @@ class Handler:
             os.close(fd)
         return {"data": b"".join(parts), "size": size}
 
-    def op_stage_chunk(self, upload: str, offset: int, data: bytes) -> dict:
-        """Append `data` to the staged upload named `upload` (the client's choice), which must
-        hold exactly `offset` bytes so far.  An install item {"upload": upload} then takes it,
-        verified by size and hash like any staged file."""
+    def op_stage_chunk(self, upload: str, offset: int, data: bytes, zeros: int = 0) -> dict:
+        """Append `data` (or `zeros` bytes of hole) to the staged upload named `upload` (the
+        client's choice), which must hold exactly `offset` bytes so far.  An install item
+        {"upload": upload} then takes it, verified by size and hash like any staged file.
+        Zero blocks are not written: a sparse file stays sparse (replica/sparse.py)."""
         path = self._upload(upload, create=int(offset) == 0)
-        data = _data({"data": data})
-        flags = os.O_WRONLY | os.O_NOFOLLOW | (os.O_CREAT | os.O_EXCL if int(offset) == 0 else 0)
+        data, zeros = _data({"data": data}), int(zeros)
+        if zeros < 0 or zeros > RANGE or (zeros and data):
+            raise ValueError("bad hole in a staged upload")
+        # Created at offset 0, unless stage_log started it (empty: a log with no common prefix).
+        flags = os.O_WRONLY | os.O_NOFOLLOW | (os.O_CREAT if int(offset) == 0 else 0)
         fd = os.open(path, flags, 0o600)
         try:
             held = os.fstat(fd).st_size
             if held != int(offset):
                 raise ValueError(f"upload {upload} holds {held} bytes, not {offset}")
-            os.lseek(fd, held, os.SEEK_SET)
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view):]
+            sparse.write_at(fd, held, data)
+            sparse.extend(fd, held + zeros)
         finally:
             os.close(fd)
-        return {"size": held + len(data)}
+        return {"size": held + len(data) + zeros}
+
+    # -- large logs, merged streamed (sync/logmerge.py) ---------------------------------------
+    def op_log_digest(self, path: str, size: int, prefix: int = 0) -> dict:
+        """A log's hashes, not its bytes: of its first `prefix` bytes (does it still extend the
+        ancestor? None when it is shorter) and of each RANGE of it (where does it part from the
+        other side's?).  Refused unless it still has the scanned `size`."""
+        size, prefix = int(size), int(prefix)
+        head = xxhash.xxh3_128()
+        chunks = []
+        fd = self.store.open_file(path)
+        try:
+            if os.fstat(fd).st_size != size:
+                raise Refused("changed during the sync; left for the next sync")
+            for offset in range(0, size, RANGE):
+                data = _pread_full(fd, min(RANGE, size - offset), offset)
+                if offset < prefix:
+                    head.update(data[: prefix - offset])
+                chunks.append(xxhash.xxh3_128_hexdigest(data))
+        finally:
+            os.close(fd)
+        return {"prefix": head.hexdigest() if prefix <= size else None, "chunks": chunks}
+
+    def op_stage_log(self, upload: str, path: str, size: int, length: int) -> dict:
+        """Start the upload `upload` with the first `length` bytes of the file at `path` (which
+        must still have the scanned `size`): a merged log is this side's common prefix, copied
+        here (holes kept), then the merged lines (stage_chunk).  Never read into memory."""
+        size, length = int(size), int(length)
+        if not 0 <= length <= size:
+            raise ValueError("bad log prefix")
+        target = self._upload(upload, create=True)
+        src = self.store.open_file(path)
+        try:
+            if os.fstat(src).st_size != size:
+                raise Refused("changed during the sync; left for the next sync")
+            dst = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+            try:
+                sparse.copy(src, dst, length)
+            finally:
+                os.close(dst)
+        finally:
+            os.close(src)
+        return {"size": length}
+
+    def op_upload_digest(self, upload: str) -> dict:
+        """The size and hash of a staged upload: both sides of a streamed merge must hold the
+        same bytes before either installs them."""
+        fd = os.open(self._upload(upload), os.O_RDONLY | os.O_NOFOLLOW)
+        try:
+            size = os.fstat(fd).st_size
+            return {"size": size, "hash": hash_fd(fd, size)}
+        finally:
+            os.close(fd)
 
     def _upload(self, upload, *, create: bool = False) -> Path:
         if not isinstance(upload, str) or not _UPLOAD.fullmatch(upload):
@@ -469,9 +530,16 @@ class Handler:
         size, prefix = int(tail["size"]), tail["prefix"]
         staged = self.staging / f".inline-{secrets.token_hex(8)}"
         with os.fdopen(self.store.open_file(item["path"]), "rb") as src, open(staged, "wb") as dst:
-            if _read_prefix(src, size, dst.write) != prefix:
+            written = 0
+
+            def sink(chunk: bytes) -> None:  # zero blocks skipped: a grown sparse file stays sparse
+                nonlocal written
+                sparse.write_at(dst.fileno(), written, chunk)
+                written += len(chunk)
+
+            if _read_prefix(src, size, sink) != prefix:
                 raise Refused(f"{item['path']} changed here since the scan")
-            dst.write(_data(tail))
+            sparse.write_at(dst.fileno(), written, _data(tail))
         return staged
 
     def op_stage(self) -> dict:
@@ -786,6 +854,18 @@ def _read_prefix(f, size: int, sink=None) -> str | None:
             sink(chunk)
         size -= len(chunk)
     return None if size else h.hexdigest()
+
+
+def _pread_full(fd: int, length: int, offset: int) -> bytes:
+    """Exactly `length` bytes of `fd` from `offset` (Refused when the file is shorter now)."""
+    parts, want = [], length
+    while want > 0:
+        part = os.pread(fd, want, offset)
+        if not part:
+            raise Refused("changed during the sync; left for the next sync")
+        parts.append(part)
+        offset, want = offset + len(part), want - len(part)
+    return b"".join(parts)
 
 
 def canonical_json(value) -> bytes:

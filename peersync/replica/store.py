@@ -32,6 +32,7 @@ import xxhash
 from peersync.core.paths import LONG_DIR, STATE_DIR, check_relpath, internal_rel
 from peersync.core.selection import Selection
 from peersync.core.types import Entry
+from peersync.replica import sparse
 from peersync.replica.dirs import AT_FDCWD, RENAME_SWAP, DirHandles, LinkInPath, noreplace_flag, remove_entry, rename_flags
 from peersync.replica.scan import CHUNK, hash_bytes, hash_file
 from peersync.workspace.storage import atomic_write_json, ensure_private_dir, read_json
@@ -720,7 +721,7 @@ class Store:
                 if not stat.S_ISREG(st.st_mode):
                     raise Refused(f"{path}: the kept version is not a regular file")
                 with open(staged, "wb") as dst:
-                    shutil.copyfileobj(src, dst)
+                    sparse.copy(src.fileno(), dst.fileno(), st.st_size)  # holes stay holes
             os.chmod(staged, stat.S_IMODE(st.st_mode))
             os.utime(staged)
             replaced = None

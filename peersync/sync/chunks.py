@@ -23,22 +23,29 @@ from peersync.replica.store import Refused
 FILE_ERRORS = (ProtocolError, Refused, BadPath, OSError, ValueError)
 
 
-async def stage_in_ranges(source, target, path: str, size: int, *, chunk: int = RANGE) -> str:
+async def stage_in_ranges(source, target, path: str, size: int, *, chunk: int = RANGE,
+                          upload: str | None = None, start: int = 0) -> str:
     """Copy the `size` bytes of `path` from session `source` into a new upload on session
-    `target`, reading the next range while the previous one is written; the upload's name."""
-    upload = secrets.token_hex(8)
-    offset, writing = 0, None
+    `target`, reading the next range while the previous one is written; the upload's name.
+    `upload`, `start`: continue that upload, which holds `start` bytes, with the bytes of
+    `path` from `start` on.  Holes travel as their length only (read_range's `zeros`)."""
+    upload = upload or secrets.token_hex(8)
+    offset, writing = start, None
     try:
         while True:
-            got = await source.request("read_range", path=path, offset=offset, length=min(chunk, size - offset))
+            got = await source.request("read_range", path=path, offset=offset,
+                                       length=min(chunk, size - offset), holes=True)
             data = got.get("data") if isinstance(got, dict) else None
-            if not isinstance(data, bytes) or len(data) > chunk:
+            zeros = got.get("zeros", 0) if isinstance(got, dict) else None
+            if not isinstance(data, bytes) or len(data) > chunk or type(zeros) is not int \
+                    or not 0 <= zeros <= chunk or (zeros and data):
                 raise ProtocolError(f"bad range of {path} from the sending side")
             if writing is not None:
                 await writing  # one range written while the next is read: two in memory at most
-            writing = asyncio.ensure_future(target.request("stage_chunk", upload=upload, offset=offset, data=data))
-            offset += len(data)
-            if offset >= size or not data:
+            writing = asyncio.ensure_future(target.request("stage_chunk", upload=upload, offset=offset,
+                                                           data=data, zeros=zeros))
+            offset += len(data) + zeros
+            if offset >= size or not (data or zeros):
                 break
         await writing
         writing = None
@@ -46,6 +53,12 @@ async def stage_in_ranges(source, target, path: str, size: int, *, chunk: int = 
         if writing is not None and not writing.done():
             await asyncio.gather(writing, return_exceptions=True)
     return upload
+
+
+async def stage_bytes(target, upload: str, offset: int, data: bytes, *, chunk: int = RANGE) -> None:
+    """Append `data` to the upload `upload` on `target`, which holds `offset` bytes, a range per request."""
+    for at in range(0, len(data), chunk):
+        await target.request("stage_chunk", upload=upload, offset=offset + at, data=data[at:at + chunk])
 
 
 async def stage_all(source, target, items: list[dict]) -> dict[int, str]:

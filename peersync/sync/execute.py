@@ -11,7 +11,7 @@ from dataclasses import replace
 
 from peersync.core import versions
 from peersync.core.commit import SideState, conflict_id, peer_text
-from peersync.core.mergefile import Merged, MergeRules, merge_file
+from peersync.core.mergefile import MEMORY_MAX, STREAM_MIN, Merged, MergeRules, merge_file
 from peersync.core.reconcile import decide_conflict
 from peersync.core.textmerge import Version
 from peersync.core.types import (
@@ -26,8 +26,9 @@ from peersync.core.types import (
 )
 from peersync.errors import PeersyncError, ProtocolError
 from peersync.replica.scan import hash_bytes
+from peersync.sync import chunks, logmerge
 from peersync.sync.concurrency import gather_all
-from peersync.sync.transfer import Transfers
+from peersync.sync.transfer import Transfers, _batches
 from peersync.transport.replica import Replica
 
 
@@ -140,6 +141,13 @@ class Run(Transfers):
             raise ProtocolError(f"{self.name(side)} answered a read with the wrong files")
         return raw
 
+    async def _read_batched(self, side: Side, changes: list[Change]) -> dict[str, bytes]:
+        """Files' contents (each at most MEMORY_MAX bytes), read in requests of bounded size."""
+        out: dict[str, bytes] = {}
+        for batch in _batches(changes, MERGE_READ_BYTES, size=lambda c: c.entry(side).size):
+            out.update(await self._read(side, [c.path for c in batch]))
+        return out
+
     async def merge(self, merges: list[Change]) -> list[Change]:
         """Merge the files changed on both sides (core/mergefile.py decides how) and install the
         same bytes on both; the ones no merge applies to go back to the conflict policy.
@@ -152,25 +160,63 @@ class Run(Transfers):
         a side kept as a merge base (the pair's ancestor's, where nothing better is known)."""
         if not merges:
             return []
-        paths = [c.path for c in merges]
-        local_data, remote_data = await asyncio.gather(self._read(Side.LOCAL, paths), self._read(Side.REMOTE, paths))
-        data = {Side.LOCAL: local_data, Side.REMOTE: remote_data}
-        base_of = await self._merge_bases(merges)
-        pair = {c.path: c.ancestor.hash if c.ancestor is not None else None for c in merges}
-        bases = await self._bases({h for h in (*base_of.values(), *pair.values()) if h is not None})
         rules = self.rules
         fallback, installs = [], {Side.LOCAL: [], Side.REMOTE: []}
         kept: dict[Side, list] = {Side.LOCAL: [], Side.REMOTE: []}
         already: dict[Side, list] = {Side.LOCAL: [], Side.REMOTE: []}
         looks: dict[str, Merged] = {}
+
+        def policy_for(c: Change) -> Change:
+            return decide_conflict(
+                c.path, c.local, c.remote, c.ancestor, policy=self.policy,
+                offset_ns=int(self.remote_session.offset * 1e9), local_id=self.local_id,
+                remote_id=self.remote_id, reason="rewritten-log" if rules.is_log(c.path) else "conflict")
+
+        # A large log merges streamed (sync/logmerge.py: its common part never travels), one at
+        # a time, where the peer is an agent; any other merge holds both versions, up to MEMORY_MAX.
+        stream = self.remote_session.caps.transfer == "agent"
+        large = [c for c in merges if stream and rules.streams(c.path, c.local.size, c.remote.size)
+                 or max(c.local.size, c.remote.size) > MEMORY_MAX]
+        merges = [c for c in merges if c not in large]
+        for c in large:
+            policy = policy_for(c)
+            if max(c.local.size, c.remote.size) > MEMORY_MAX and not (stream and rules.is_log(c.path)):
+                self.problem(c.path, f"not merged: over the {MEMORY_MAX >> 20} MB peersync merges in memory "
+                                     "(only logs merge larger, and only with a peer over SSH); the conflict policy decided")
+                fallback.append(policy)
+                continue
+            try:
+                streamed = await logmerge.merge_streamed(
+                    {side: self.session(side) for side in Side}, c, local_first=self.local_id < self.remote_id)
+            except chunks.FILE_ERRORS as err:
+                self.problem(c.path, "log not merged: " + peer_text(getattr(err, "message", None) or str(err)))
+                continue
+            if not isinstance(streamed, logmerge.Streamed):
+                if streamed is not None:
+                    self.problem(c.path, streamed)
+                fallback.append(policy)
+                continue
+            vv = versions.to_wire(await self.descendant(c))
+            now = next((c.entry(side).mtime_ns for side in Side if side not in streamed.uploads), time.time_ns())
+            for side in Side:
+                entry = c.entry(side)
+                if side in streamed.uploads:
+                    installs[side].append({
+                        "path": c.path, "upload": streamed.uploads[side], "expect": entry.to_wire(),
+                        "new": [streamed.size, now, entry.mode, streamed.digest, vv], "quarantine": None})
+                else:
+                    already[side].append((c.path, entry.with_vv(tuple(map(tuple, vv)), ())))
+        local_data, remote_data = await asyncio.gather(self._read_batched(Side.LOCAL, merges),
+                                                       self._read_batched(Side.REMOTE, merges))
+        data = {Side.LOCAL: local_data, Side.REMOTE: remote_data}
+        base_of = await self._merge_bases(merges)
+        pair = {c.path: c.ancestor.hash if c.ancestor is not None else None for c in merges}
+        bases = await self._bases({h for h in (*base_of.values(), *pair.values()) if h is not None})
         # A replica without conflicts/ of its own (a cloud folder) has its pre-merge version kept
         # here by its install (as a copy's loser is), so neither side gets the other's copy too.
         keep_other = self.remote_session.caps.keeps_conflicts
         for c in merges:
-            policy = decide_conflict(
-                c.path, c.local, c.remote, c.ancestor, policy=self.policy,
-                offset_ns=int(self.remote_session.offset * 1e9), local_id=self.local_id,
-                remote_id=self.remote_id, reason="rewritten-log" if rules.is_log(c.path) else "conflict")
+            policy = policy_for(c)
             merged = merge_file(
                 c.path, rules.strategies(c.path), ancestor=c.ancestor,
                 base=next((bases[h] for h in (base_of[c.path], pair[c.path]) if bases.get(h) is not None), None),
@@ -407,18 +453,37 @@ class Run(Transfers):
         """Policy manual: each side keeps its file and gets the other's version in conflicts/."""
         if not changes:
             return
-        paths = [c.path for c in changes]
-        local_data, remote_data = await asyncio.gather(self._read(Side.LOCAL, paths), self._read(Side.REMOTE, paths))
-        ids: dict[Side, list] = {}
+        # Large files travel in ranges where the peer is an agent, never whole in one message.
+        whole = STREAM_MIN if self.remote_session.caps.transfer == "agent" else MEMORY_MAX
+        local_data, remote_data = await asyncio.gather(
+            self._read_batched(Side.LOCAL, [c for c in changes if c.local.size <= whole]),
+            self._read_batched(Side.REMOTE, [c for c in changes if c.remote.size <= whole]))
+        ids: dict[Side, dict[str, dict]] = {}
         for side, data, other in ((Side.LOCAL, remote_data, self.peer.name),
                                   (Side.REMOTE, local_data, socket.gethostname())):
-            items = [{"path": p, "data": data[p],
-                      "info": {"peer": other, "reason": "manual: kept both"}} for p in paths]
-            ids[side] = (await self.session(side).request("quarantine", items=items))["results"]
-        for c, mine, theirs in zip(changes, ids[Side.LOCAL], ids[Side.REMOTE]):
+            info = {"peer": other, "reason": "manual: kept both"}
+            items = []
+            for c in changes:
+                if c.path in data:
+                    items.append({"path": c.path, "data": data[c.path], "info": info})
+                    continue
+                try:  # a large file travels in ranges into this side's staging, never whole
+                    upload = await chunks.stage_in_ranges(self.session(side.other), self.session(side), c.path,
+                                                          c.entry(side.other).size)
+                    items.append({"path": c.path, "upload": upload, "info": info})
+                except (*chunks.FILE_ERRORS, LookupError) as err:  # LookupError: a replica without ranges
+                    self.problem(c.path, "other version not kept: " + peer_text(getattr(err, "message", None) or str(err)),
+                                 side)
+            results = (await self.session(side).request("quarantine", items=items))["results"] if items else []
+            ids[side] = {item["path"]: res for item, res in zip(items, results)}
+        for c in changes:
+            mine, theirs = ids[Side.LOCAL].get(c.path, {}), ids[Side.REMOTE].get(c.path, {})
             self.report.conflicts.append(Conflict(
                 c.path, kept="both", reason="manual: review with peersync conflicts", side="both",
                 saved_as=conflict_id(mine.get("conflict")), remote_saved_as=conflict_id(theirs.get("conflict"))))
+
+
+MERGE_READ_BYTES = 64 << 20  # merge inputs read per request (a larger file: a request alone)
 
 
 async def _none():

@@ -13,8 +13,9 @@ import re
 
 from peersync.core.types import RANGE
 
-PROTOCOL = 5  # bump me on any incompatible change of ops or message shapes (4: version vectors; 5: bounded
-# lines, no rsync for a restricted key, each side its own trash retention)
+PROTOCOL = 6  # bump me on any incompatible change of ops or message shapes (4: version vectors; 5: bounded
+# lines, no rsync for a restricted key, each side its own trash retention; 6: large logs merged
+# streamed — log_digest, stage_log, upload_digest — and holes in ranges)
 
 # Every line is read only up to a limit, and a frame's bytes are counted before they are read:
 # a peer (or a client) that never ends a line costs a bounded amount of memory and gets a
@@ -26,8 +27,9 @@ LARGE_REQUESTS = frozenset({"ancestor_put", "tombstones_add", "tombstones_get", 
                             "read_tail", "delete", "touch", "quarantine", "logbase_save", "logbase_get", "selection",
                             "merge_bases"})
 LARGE_REPLIES = frozenset({"scan", "ancestor_get", "tombstones_get", "install", "read", "read_tail", "delete",
-                           "touch", "quarantine", "logbase_get", "run", "merge_bases"})
-MAX_BLOB = 1 << 30  # whole files in one message: an install's inline batch, a merge's logs (until streamed)
+                           "touch", "quarantine", "logbase_get", "run", "merge_bases", "log_digest"})
+MAX_BLOB = 1 << 30  # whole files in one message: an install's inline batch, a merge's files (up to
+# mergefile.MEMORY_MAX each, in batches); anything larger travels in ranges
 WHOLE_FILES = frozenset({"install", "quarantine", "read", "read_tail", "logbase_get"})
 RANGES = frozenset({"read_range", "stage_chunk"})
 BYTES = "/bytes"

@@ -27,24 +27,6 @@ _TELLING = ("No space left", "Permission denied", "Read-only file system", "Conn
             "Host key", "command not found", "No such file")  # some files failed / vanished: per-file results are checked by hash anyway
 
 
-def ssh_command(peer: Peer) -> list[str]:
-    """The `ssh` invocation rsync uses: the same config file and options the control connection
-    was resolved from (transport/sshconfig.py), so it reaches the same host, port and key; strict
-    and non-interactive."""
-    args = ["ssh", *sshconfig.config_args(), "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=yes",
-            "-o", "ConnectTimeout=15", "-o", "ServerAliveInterval=15", "-o", "ServerAliveCountMax=3"]
-    if peer.port:
-        args += ["-p", str(peer.port)]
-    if peer.identity:
-        args += ["-i", sshconfig.expand_home(peer.identity), "-o", "IdentitiesOnly=yes"]
-    if peer.known_hosts:
-        args += ["-o", f"UserKnownHostsFile={sshconfig.expand_home(peer.known_hosts)}",
-                 "-o", "GlobalKnownHostsFile=/dev/null"]
-    if peer.user:
-        args += ["-l", peer.user]
-    return args
-
-
 def _remote(peer: Peer, path: str) -> str:
     host = f"[{peer.host}]" if ":" in peer.host else peer.host
     return f"{host}:{path}"
@@ -60,8 +42,11 @@ async def rsync_files(peer: Peer, paths: list[str], *, push: bool, local_dir: st
     if not paths:
         return
     src, dst = (local_dir, _remote(peer, remote_dir)) if push else (_remote(peer, remote_dir), local_dir)
-    cmd = ["rsync", "-t", "--perms", "-I", f"--timeout={IO_TIMEOUT}", "--files-from=-", "--from0",
-           f"--copy-dest={basis_dir}", "-e", shlex.join(ssh_command(peer)), src.rstrip("/") + "/", dst.rstrip("/") + "/"]
+    # --sparse: runs of zeros become holes in the staged file (a sparse file stays sparse; the
+    # install renames it into place).  Safe with every rsync here: we never use --inplace, which
+    # rsync before 3.1.3 refused together with --sparse.
+    cmd = ["rsync", "-t", "--perms", "-I", "--sparse", f"--timeout={IO_TIMEOUT}", "--files-from=-", "--from0",
+           f"--copy-dest={basis_dir}", "-e", shlex.join(sshconfig.ssh_command(peer)), src.rstrip("/") + "/", dst.rstrip("/") + "/"]
     try:
         # Its own process group (rsync and its ssh): a cancelled sync (the heartbeat's time bound,
         # Ctrl-C) kills the whole group, so nothing is left running, one pair per tick.

@@ -1,18 +1,24 @@
-"""Sessions with a replica: the remote agent over asyncssh, or the local workspace in-process."""
+"""Sessions with a peer's agent: over the system OpenSSH client (`ssh`, a subprocess: no Python SSH
+stack to import, which is most of a new connection's start-up), over asyncssh where there is no
+`ssh`, or through the peer's keeper."""
 
 from __future__ import annotations
 
 import asyncio
 import collections
 import contextlib
+import errno
 import os
 import shlex
+import shutil
+import socket
 import sys
 import time
 
 from peersync import install
 from peersync.errors import BusyError, ConnectError, ProtocolError
 from peersync.transport import sshconfig
+from peersync.transport.children import die_with_parent
 from peersync.transport.keeper import STREAM_LIMIT, socket_path
 from peersync.transport.protocol import (LARGE_LINE, MAX_BLOB, PROTOCOL, SMALL_LINE, TooLarge, blob_limit, blob_size,
                                          decode, encode, line_limit)
@@ -102,8 +108,7 @@ class Session(Replica):
         return await read_frame(self.process.stdout, line_limit(op, reply=True), blob_limit(op, reply=True))
 
     def _lost_errors(self) -> tuple:
-        # asyncssh's errors count only when it is loaded: a keeper session never imports it.
-        return (OSError, ConnectionError) + ((sys.modules["asyncssh"].Error,) if "asyncssh" in sys.modules else ())
+        return _lost()  # asyncssh's errors count only where it is loaded
 
     def _connection_lost(self, op: str, err=None) -> ConnectError:
         return ConnectError(f"connection to {self.peer.name} lost during '{op}'" + (f": {err}" if err else ""),
@@ -294,40 +299,99 @@ def path_hint(peer: Peer, root: str) -> str:
     return f"Check the workspace path on {peer.name}: peersync peers set {peer.name} --path PATH"
 
 
+CLIENT_ENV = "PEERSYNC_SSH_CLIENT"  # "openssh" or "asyncssh"; default: openssh where `ssh` is installed
+
+
+def use_openssh() -> bool:
+    """Whether sessions run the system `ssh`.  Measured (scripts/bench.py, issue 17): importing
+    asyncssh and connecting costs several times an `ssh` subprocess's whole handshake, and a
+    sync on a new connection pays it every time."""
+    chosen = os.environ.get(CLIENT_ENV, "").strip().lower()
+    if chosen == "asyncssh":
+        return False
+    return shutil.which("ssh") is not None
+
+
 async def open_session(ws: Workspace, peer: Peer, *, timeout: float = 15.0, root: str | None = None) -> Session:
     """Connect to `peer`, start its agent, and say hello (measuring the clock offset)."""
-    import asyncssh  # lazy: slow to import; a warm keeper, the agent and the fast paths never need it
-
     root = root or peer.path or str(ws.root)
     dest = destination(peer)
+    if use_openssh():
+        conn = await OpenSSH.start(peer, agent_command(peer, root), timeout)
+        process = conn
+    else:
+        conn = await _connect_asyncssh(peer, dest, timeout)
+        try:
+            process = await conn.create_process(agent_command(peer, root), encoding=None)
+        except BaseException as err:
+            conn.close()
+            if isinstance(err, (OSError, sys.modules["asyncssh"].Error)):
+                raise ConnectError(f"connection to {peer.name} lost while starting its agent: {err}",
+                                   "Check the peer's sshd log; then run the sync again.") from None
+            raise
+    try:
+        return await _hello(peer, dest, root, conn, process, timeout)
+    except BaseException:
+        conn.abort()
+        raise
+
+
+async def _connect_asyncssh(peer: Peer, dest: sshconfig.Destination, timeout: float):
+    import asyncssh  # lazy: slow to import; only where there is no system ssh (or it was asked for)
+
     where = f"{dest.user}@{dest.where}"
     try:
-        conn = await asyncio.wait_for(asyncssh.connect(**_connect_options(peer, dest, timeout)), timeout + 1)
+        return await asyncio.wait_for(asyncssh.connect(**_connect_options(peer, dest, timeout)), timeout + 1)
     except asyncssh.HostKeyNotVerifiable:
         from peersync.transport.hostkeys import refusal_for  # lazy: only on this failure (start-up)
 
         raise await refusal_for(peer) from None
     except asyncssh.PermissionDenied:
-        port_arg = f"-p {dest.port} " if dest.port != 22 else ""
-        raise ConnectError(f"SSH key refused by {where}",
-                           f"Install your public key there: ssh-copy-id {port_arg}{dest.user}@{dest.host}") from None
+        raise _key_refused(dest) from None
     except (asyncio.TimeoutError, TimeoutError):
-        raise ConnectError(f"cannot reach {peer.name} at {where}: timed out after {timeout:g} s",
-                           sshconfig.unreachable_hint(dest, None, peer.name)) from None
+        raise _timed_out(peer, dest, timeout) from None
     except (OSError, asyncssh.Error) as err:
         errno = getattr(err, "errno", None)
         reason = (os.strerror(errno) if isinstance(errno, int) and errno > 0 else None) \
             or getattr(err, "reason", None) or str(err)
         raise ConnectError(f"cannot reach {peer.name} at {where}: {reason}",
                            sshconfig.unreachable_hint(dest, err, peer.name)) from None
+
+
+def _key_refused(dest: sshconfig.Destination) -> ConnectError:
+    port_arg = f"-p {dest.port} " if dest.port != 22 else ""
+    return ConnectError(f"SSH key refused by {dest.user}@{dest.where}",
+                        f"Install your public key there: ssh-copy-id {port_arg}{dest.user}@{dest.host}")
+
+
+def _timed_out(peer: Peer, dest: sshconfig.Destination, timeout: float) -> ConnectError:
+    return ConnectError(f"cannot reach {peer.name} at {dest.user}@{dest.where}: timed out after {timeout:g} s",
+                        sshconfig.unreachable_hint(dest, None, peer.name))
+
+
+def _lost() -> tuple:
+    """What a broken connection raises: OSError, and asyncssh's errors where it is loaded."""
+    return (OSError, ConnectionError) + ((sys.modules["asyncssh"].Error,) if "asyncssh" in sys.modules else ())
+
+
+async def _hello(peer: Peer, dest: sshconfig.Destination, root: str, conn, process, timeout: float) -> Session:
+    """The agent's first hello (its start-up included), then a second one for RTT and clock offset."""
     try:
-        process = await conn.create_process(agent_command(peer, root), encoding=None)
         started = time.time()
         process.stdin.write(encode({"id": 0, "op": "hello", "args": {"protocol": PROTOCOL}}))
-        line = await asyncio.wait_for(read_line(process.stdout, SMALL_LINE), timeout + 15)
+        try:
+            line = await asyncio.wait_for(read_line(process.stdout, SMALL_LINE), timeout + 15)
+        except (asyncio.TimeoutError, TimeoutError):
+            raise _timed_out(peer, dest, timeout + 15) from None
         finished = time.time()
         if not line:
-            err = (await asyncio.wait_for(process.stderr.read(4096), 5)).decode(errors="replace")
+            if isinstance(conn, OpenSSH):  # ssh itself may have failed: say how
+                failure = await conn.failure(peer, dest, timeout)
+                if failure is not None:
+                    raise failure
+                err = conn.stderr_text()
+            else:
+                err = (await asyncio.wait_for(process.stderr.read(4096), 5)).decode(errors="replace")
             if NOT_FOUND in err:
                 raise ConnectError(f"peersync is not installed on {peer.name} (or not on its non-interactive PATH)",
                                    f"{install.remote_hint(peer.name)}; or tell peersync where it is: "
@@ -350,17 +414,111 @@ async def open_session(ws: Workspace, peer: Peer, *, timeout: float = 15.0, root
         session.rtt = finished - started
         session.offset = float(again["time"]) - (started + finished) / 2
         return session
-    except (OSError, asyncssh.Error) as err:
-        conn.close()
+    except _lost() as err:
         raise ConnectError(f"connection to {peer.name} lost while starting its agent: {err}",
                            "Check the peer's sshd log; then run the sync again.") from None
     except ValueError as err:  # TooLarge included: a hello that is not one
-        conn.close()
         raise ProtocolError(f"{peer.name} answered hello with something else ({str(err)[:100]}); refusing it",
                             "Check the peer's peersync installation.") from None
-    except BaseException:
-        conn.close()
-        raise
+
+
+class OpenSSH:
+    """`ssh PEER <agent command>` as a child process: both halves a Session needs — the process
+    (stdin, stdout) and the connection (close, wait_closed, abort).  ssh's own stderr and the
+    agent's are read as they come (a full pipe would stall both) and the last few KB kept."""
+
+    GRACE = 3.0  # seconds the agent gets to exit after EOF before ssh is killed
+    TAIL = 8192
+
+    def __init__(self, proc: asyncio.subprocess.Process):
+        self.proc = proc
+        self.stdin, self.stdout = proc.stdin, proc.stdout
+        self._tail = bytearray()
+        self._stderr = asyncio.ensure_future(self._read_stderr())
+
+    @classmethod
+    async def start(cls, peer: Peer, command: str, timeout: float) -> "OpenSSH":
+        argv = [*sshconfig.ssh_command(peer, connect_timeout=timeout), "-T", "-e", "none",
+                "-o", "ClearAllForwardings=yes", "-o", "LogLevel=ERROR", "--", peer.host, command]
+        try:
+            proc = await asyncio.create_subprocess_exec(
+                *argv, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.PIPE, limit=STREAM_LIMIT, preexec_fn=die_with_parent())
+        except OSError as err:
+            raise ConnectError(f"cannot run ssh to reach {peer.name}: {err.strerror or err}",
+                               f"Install the OpenSSH client, or set {CLIENT_ENV}=asyncssh.") from None
+        return cls(proc)
+
+    async def _read_stderr(self) -> None:
+        with contextlib.suppress(OSError, ValueError):
+            while chunk := await self.proc.stderr.read(4096):
+                self._tail += chunk
+                del self._tail[:-self.TAIL]
+
+    def stderr_text(self) -> str:
+        return self._tail.decode(errors="replace")
+
+    async def failure(self, peer: Peer, dest: sshconfig.Destination, timeout: float) -> Exception | None:
+        """After EOF before the first reply: ssh's own failure (exit 255) as the error to show, or
+        None when ssh connected and the agent is what failed (its stderr then says why)."""
+        with contextlib.suppress(asyncio.TimeoutError, TimeoutError):
+            await asyncio.wait_for(self.proc.wait(), 5)
+        with contextlib.suppress(asyncio.TimeoutError, TimeoutError):
+            await asyncio.wait_for(asyncio.shield(self._stderr), 2)
+        if self.proc.returncode != 255:
+            return None
+        text = self.stderr_text()
+        from peersync.transport.hostkeys import from_openssh  # lazy: only on this failure (start-up)
+
+        refused = await from_openssh(peer, text)
+        if refused is not None:
+            return refused
+        if "Permission denied" in text or "Too many authentication failures" in text:
+            return _key_refused(dest)
+        if "timed out" in text.lower():
+            return _timed_out(peer, dest, timeout)
+        last = next((ln.strip() for ln in reversed(text.splitlines()) if ln.strip()), "ssh failed")
+        reason = last.split(": ")[-1]  # "ssh: connect to host h port 22: Connection refused"
+        cause = None
+        if "Connection refused" in text:
+            cause = ConnectionRefusedError(errno.ECONNREFUSED, reason)
+        elif "Could not resolve hostname" in text:
+            cause = socket.gaierror(socket.EAI_NONAME, reason)
+        return ConnectError(f"cannot reach {peer.name} at {dest.user}@{dest.where}: {reason}",
+                            sshconfig.unreachable_hint(dest, cause, peer.name))
+
+    # -- the connection half (what a Session closes) ------------------------------------------
+    def close(self) -> None:
+        """EOF to the agent: it releases its lock and exits, and ssh with it."""
+        with contextlib.suppress(OSError, RuntimeError):
+            if not self.stdin.is_closing():
+                self.stdin.close()
+
+    async def wait_closed(self) -> None:
+        try:
+            await asyncio.wait_for(self.proc.wait(), self.GRACE)
+        except (asyncio.TimeoutError, TimeoutError):
+            self.abort()
+            await self.proc.wait()
+        self._release()
+
+    def abort(self) -> None:
+        """Now: a failed start, or a peer that does not end."""
+        self.close()
+        if self.proc.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                self.proc.kill()
+        self._release()
+
+    def _release(self) -> None:
+        # The pipes' transport closes itself only once every pipe reached EOF; a stdout we stopped
+        # reading (a reply refused as too large) never does, and the transport would then be
+        # collected after the event loop closed (a traceback on stderr).  Closing it is final.
+        self._stderr.cancel()
+        transport = getattr(self.proc, "_transport", None)
+        if transport is not None:
+            transport.close()
+
 
 
 # -- through a keeper (daemons/keeper.py): the same agent, over its unix socket ----------------

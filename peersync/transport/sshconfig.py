@@ -57,6 +57,24 @@ def config_args() -> list[str]:
     return ["-F", chosen] if chosen else []
 
 
+def ssh_command(peer, *, connect_timeout: float = 15) -> list[str]:
+    """The system `ssh` invocation for `peer` (a workspace Peer) that the agent's session and rsync
+    use: the config file its destination was resolved from (resolve()), so it reaches the same
+    host, port and key; strict about host keys and non-interactive."""
+    args = ["ssh", *config_args(), "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=yes",
+            "-o", f"ConnectTimeout={max(1, round(connect_timeout))}", "-o", "ServerAliveInterval=15", "-o", "ServerAliveCountMax=3"]
+    if peer.port:
+        args += ["-p", str(peer.port)]
+    if peer.identity:
+        args += ["-i", expand_home(peer.identity), "-o", "IdentitiesOnly=yes"]
+    if peer.known_hosts:
+        args += ["-o", f"UserKnownHostsFile={expand_home(peer.known_hosts)}",
+                 "-o", "GlobalKnownHostsFile=/dev/null"]
+    if peer.user:
+        args += ["-l", peer.user]
+    return args
+
+
 def config_paths() -> list[str]:
     """The files ssh reads for our settings (for stamp() and messages)."""
     chosen = config_file()

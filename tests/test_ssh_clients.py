@@ -1,0 +1,166 @@
+"""Both SSH clients a session can run on (transport/ssh.py): the system OpenSSH `ssh` (the default:
+no Python SSH stack to import on a new connection) and asyncssh (where there is no `ssh`, or with
+PEERSYNC_SSH_CLIENT=asyncssh) sync alike and refuse alike: a changed or unknown host key, a key
+the peer does not accept, a closed port.  A session on `ssh` leaves no ssh process behind."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from peersync.testing import wire_pair
+from peersync.workspace.workspace import Workspace
+
+pytestmark = pytest.mark.timeout(240)
+CLIENTS = ("openssh", "asyncssh")
+
+
+def write(path: Path, data: str) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(data)
+    return path
+
+
+def cli(ws: Workspace, client: str, *args) -> subprocess.CompletedProcess:
+    env = dict(os.environ, PEERSYNC_SSH_CLIENT=client, PEERSYNC_KEEP_CONNECTION="0")
+    return subprocess.run([sys.executable, "-m", "peersync", "-w", str(ws.root), *args], capture_output=True,
+                          text=True, stdin=subprocess.DEVNULL, timeout=180, env=env)
+
+
+def fingerprint(pubkey_line: str) -> str:
+    out = subprocess.run(["ssh-keygen", "-l", "-f", "-"], input=pubkey_line + "\n", capture_output=True,
+                         text=True, check=True).stdout
+    return out.split()[1]
+
+
+def use_known_hosts(pair, path: Path) -> None:
+    peers = pair.local.load_peers()
+    peers["remote"] = dataclasses.replace(peers["remote"], known_hosts=str(path))
+    pair.local.save_peers(peers)
+
+
+def ssh_children_of(pid: int) -> list[int]:
+    """ssh processes whose parent is `pid`."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{entry}/stat").read_text()
+            comm = stat[stat.index("(") + 1:stat.rindex(")")]
+            ppid = int(stat[stat.rindex(")") + 2:].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+        if comm == "ssh" and ppid == pid:
+            found.append(int(entry))
+    return found
+
+
+@pytest.mark.parametrize("client", CLIENTS)
+def test_both_clients_sync_both_ways(tmp_path, sshd, client):
+    pair = wire_pair(tmp_path / "local", tmp_path / "remote", sshd)
+    write(pair.local.root / "MEMORY.md", "from the laptop\n")
+    write(pair.remote.root / "USER.md", "from the mini\n")
+    proc = cli(pair.local, client, "sync")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert (pair.remote.root / "MEMORY.md").read_text() == "from the laptop\n"
+    assert (pair.local.root / "USER.md").read_text() == "from the mini\n"
+
+
+def test_a_session_on_openssh_never_imports_asyncssh(tmp_path, sshd):
+    pair = wire_pair(tmp_path / "local", tmp_path / "remote", sshd)
+    write(pair.local.root / "MEMORY.md", "x\n")
+    code = ("import sys\nfrom peersync.__main__ import main\n"
+            f"sys.argv = ['peersync', '-w', {str(pair.local.root)!r}, 'sync']\n"
+            "try:\n    main()\nexcept SystemExit as e:\n    code = e.code\n"
+            "print('asyncssh' in sys.modules, code)\n")
+    env = dict(os.environ, PEERSYNC_KEEP_CONNECTION="0")
+    env.pop("PEERSYNC_SSH_CLIENT", None)
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
+                          stdin=subprocess.DEVNULL, timeout=180)
+    assert proc.stdout.split()[-2:] == ["False", "0"], proc.stdout + proc.stderr
+    assert (pair.remote.root / "MEMORY.md").read_text() == "x\n"
+
+
+@pytest.mark.parametrize("client", CLIENTS)
+def test_a_changed_host_key_is_refused_by_both(tmp_path, sshd, client):
+    pair = wire_pair(tmp_path / "local", tmp_path / "remote", sshd)
+    real = sshd.known_hosts.read_text().split()
+    _, fake = sshd.new_client_key(f"not-the-host-{client}")
+    use_known_hosts(pair, write(tmp_path / "known_hosts", f"{real[0]} {' '.join(fake.split()[:2])}\n"))
+    write(pair.local.root / "MEMORY.md", "x\n")
+    proc = cli(pair.local, client, "sync")
+    text = proc.stdout + proc.stderr
+    assert proc.returncode == 1, text
+    assert "CHANGED" in text and "man-in-the-middle" in text, text
+    assert fingerprint(fake) in text and fingerprint(" ".join(real[1:3])) in text, text
+    assert not (pair.remote.root / "MEMORY.md").exists()
+
+
+@pytest.mark.parametrize("client", CLIENTS)
+def test_an_unknown_host_key_is_refused_by_both_with_its_fingerprint(tmp_path, sshd, client):
+    pair = wire_pair(tmp_path / "local", tmp_path / "remote", sshd)
+    use_known_hosts(pair, write(tmp_path / "known_hosts", ""))
+    write(pair.local.root / "MEMORY.md", "x\n")
+    proc = cli(pair.local, client, "sync")
+    text = proc.stdout + proc.stderr
+    assert proc.returncode == 1, text
+    assert fingerprint(" ".join(sshd.known_hosts.read_text().split()[1:3])) in text, text
+    assert "CHANGED" not in text
+    assert not (pair.remote.root / "MEMORY.md").exists()
+
+
+@pytest.mark.parametrize("client", CLIENTS)
+def test_a_key_the_peer_refuses_is_named_by_both(tmp_path, sshd, client):
+    pair = wire_pair(tmp_path / "local", tmp_path / "remote", sshd)
+    stranger, _ = sshd.new_client_key(f"stranger-{client}")  # never added to authorized_keys
+    peers = pair.local.load_peers()
+    peers["remote"] = dataclasses.replace(peers["remote"], identity=str(stranger))
+    pair.local.save_peers(peers)
+    proc = cli(pair.local, client, "sync")
+    text = proc.stdout + proc.stderr
+    assert proc.returncode == 3, text
+    assert "SSH key refused" in text and "ssh-copy-id" in text, text
+
+
+@pytest.mark.parametrize("client", CLIENTS)
+def test_a_closed_port_is_named_by_both(tmp_path, sshd, client):
+    pair = wire_pair(tmp_path / "local", tmp_path / "remote", sshd)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    peers = pair.local.load_peers()
+    peers["remote"] = dataclasses.replace(peers["remote"], port=port)
+    pair.local.save_peers(peers)
+    proc = cli(pair.local, client, "sync")
+    text = proc.stdout + proc.stderr
+    assert proc.returncode == 3, text
+    assert f"Nothing accepts connections on port {port}" in text, text
+
+
+def test_an_openssh_session_leaves_no_ssh_behind(tmp_path, sshd):
+    """In-process: after each sync (and a failed one) this process has no ssh child left."""
+    import asyncio
+
+    from peersync.sync.runner import run_sync
+
+    pair = wire_pair(tmp_path / "local", tmp_path / "remote", sshd)
+    os.environ.pop("PEERSYNC_SSH_CLIENT", None)
+    write(pair.local.root / "MEMORY.md", "one\n")
+    [report] = run_sync(pair.local)
+    assert report.ok, report.error
+    assert ssh_children_of(os.getpid()) == []
+    peers = pair.local.load_peers()
+    stranger, _ = sshd.new_client_key("stranger-in-process")
+    peers["remote"] = dataclasses.replace(peers["remote"], identity=str(stranger))
+    pair.local.save_peers(peers)
+    [failed] = run_sync(pair.local)
+    assert not failed.ok
+    asyncio.run(asyncio.sleep(0))
+    assert ssh_children_of(os.getpid()) == []
