@@ -23,7 +23,7 @@ import xxhash
 from peersync import __version__
 from peersync.core import deletions, versions
 from peersync.core.names import Folding
-from peersync.core.paths import BadPath, check_relpath, valid_instance_id
+from peersync.core.paths import BadPath, check_relpath, internal_rel, valid_instance_id
 from peersync.core.selection import Intersection, Selection
 from peersync.core.types import MANIFEST_FORMAT, RANGE, READABLE_FORMATS, Entry
 from peersync.core.unknown import covered
@@ -599,7 +599,9 @@ class Handler:
             staged = self.staging / f".inline-{secrets.token_hex(8)}"
             staged.write_bytes(_data(item))
             return staged
-        return f"{self.staging}/{check_relpath(item['path'])}"  # a string: one per file of a batch
+        # rsync and a cloud download stage a file under its path, or a short name for a path
+        # near PATH_MAX (core.paths.internal_rel): a string, one per file of a batch.
+        return f"{self.staging}/{internal_rel(check_relpath(item['path']))}"
 
     def _write_inlines(self, jobs: list[tuple[int, bytes, Entry]]) -> dict[int, str | Exception]:
         """Staged files for (index, bytes, entry) jobs: index → staged path, or the error.
