@@ -14,6 +14,7 @@ deleted it; until then it must be live somewhere, or in some conflicts/ or trash
 
 CI runs a short soak over the real loopback sshd; for a long one, in-process (the same pipeline):
     PEERSYNC_MESH_ROUNDS=2000 PEERSYNC_MESH_INPROCESS=1 pytest tests/test_mesh.py --timeout=0 -s
+(PEERSYNC_MESH_SEED=N for another seed; PEERSYNC_MERGE_DEBUG=FILE traces edits, syncs and bad merges.)
 """
 
 from __future__ import annotations
@@ -68,8 +69,8 @@ class Mesh:
         # Memory files: lines that must be live at the end, and which edits each copy includes.
         self.live_owed: set[tuple[str, bytes]] = set()
         self.edits: dict[tuple[int, str], frozenset[int]] = {}
-        self.removed: set[tuple[str, bytes]] = set()  # lines a user removed (every line is unique)
-        self.merges = self.twin_merges = self.revived = 0
+        self.removed: dict[tuple[str, bytes], set[int]] = {}  # line a user removed -> those edits (lines are unique)
+        self.merges = self.twin_merges = self.revived = self.revived_kept = 0
         self.spurious_merges: list[tuple] = []
         self.lock = threading.Lock()
         # Link operations draw from their own generator: the other operations stay as they were for a seed.
@@ -105,25 +106,29 @@ class Mesh:
             self.owed.pop(before, None)
             (self.roots[i] / path).unlink()
 
+    def trace(self, text: str) -> None:
+        """With PEERSYNC_MERGE_DEBUG=FILE, the soak's edits, syncs and bad merges go to FILE."""
+        if os.environ.get("PEERSYNC_MERGE_DEBUG"):
+            with open(os.environ["PEERSYNC_MERGE_DEBUG"], "a") as out:
+                out.write(text + "\n")
+
     def user_edit_lines(self, i: int, path: str) -> None:
         """A user (an agent) on machine i adds a line to a memory file, or removes one it holds —
         outside passages a merge kept for a look (those are for sorting out, not for more notes)."""
         lines = (self.read(i, path) or b"").splitlines(keepends=True)
-        inside, within = [], False
-        for line in lines:
-            within = within or line.startswith(HEADER)
-            inside.append(within)
-            within = within and line != KEPT_END.encode()
+        inside = in_kept_passage(lines)
         mine = [k for k, line in enumerate(lines) if not inside[k]]
         if mine and self.rng.random() < 0.3:
             gone = lines.pop(self.rng.choice(mine))
             self.live_owed.discard((path, gone.rstrip(b"\n")))
-            self.removed.add((path, gone))
+            self.removed.setdefault((path, gone), set()).add(self.counter + 1)  # this edit's number (below)
+            self.trace(f"EDIT #{self.counter + 1} {self.names[i]} {path} -{gone!r}")
         else:
             new = b"- " + self.unique(f"{path} noted on {self.names[i]}")
             places = [k for k in range(len(lines) + 1) if k == 0 or not inside[k - 1] or lines[k - 1] == KEPT_END.encode()]
             lines.insert(self.rng.choice(places), new)
             self.live_owed.add((path, new.rstrip(b"\n")))
+            self.trace(f"EDIT #{self.counter + 1} {self.names[i]} {path} +{new!r}")
         (self.roots[i] / path).parent.mkdir(parents=True, exist_ok=True)
         (self.roots[i] / path).write_bytes(b"".join(lines))
         self.counter += 1
@@ -172,6 +177,7 @@ class Mesh:
     def sync(self, i: int, j: int, policy: Policy = Policy.NEWEST) -> None:
         before = self.snapshot(i, j)
         memory = {(r, p): self.read(r, p) for r in (i, j) for p in MERGED}
+        self.trace(f"SYNC {self.names[i]}<->{self.names[j]}")
         if IN_PROCESS:
             report = sync_local(self.ws[i], self.ws[j], policy=policy, name=self.names[j])
         else:
@@ -197,25 +203,38 @@ class Mesh:
                 later = i if theirs <= mine else j
                 if self.read(later, path) != before[(later, path)]:
                     self.spurious_merges.append((f"{self.names[i]}<->{self.names[j]}", path))
+                    self.trace(f"SPURIOUS {self.names[i]}<->{self.names[j]} {path} {sorted(mine)} {sorted(theirs)}")
                 else:
                     self.twin_merges += 1
         result = self.read(i, path)
         if result == self.read(j, path):
             known = mine | theirs
-            if merged and self.revives(path, result, before[(i, path)], before[(j, path)]):
-                # A base older than the line (the pair's ancestor, in a mesh): one side's removal
-                # looked like the other's insertion and the line came back.  Nothing is lost; the
-                # merged copy is content neither side had, a new version in the ground truth too.
-                self.revived += 1
+            outside, inside = self.revives(path, result, known, before[(i, path)], before[(j, path)]) if merged else ([], [])
+            if outside or inside:
+                # Outside kept passages: a base older than the line (in a mesh, one that misses a
+                # version the two have in common) made one side's removal look like the other's
+                # insertion.  Inside one: an overlapping edit (a line removed next to one added or
+                # removed on the other side) kept both versions for a look, the removal's too.
+                # Nothing is lost either way; the merged copy is content neither side had, a new
+                # version in the ground truth too.
+                self.trace(f"REVIVED {self.names[i]}<->{self.names[j]} {path} outside={outside} inside={inside} "
+                           f"{sorted(mine)} {sorted(theirs)}")
+                self.revived += len(outside)
+                self.revived_kept += len(inside)
                 self.counter += 1
                 known |= {self.counter}
             self.edits[(i, path)] = self.edits[(j, path)] = known
 
-    def revives(self, path: str, result: bytes, *sides: bytes | None) -> bool:
-        """Whether a merge brought back a line a user had removed on one of its sides."""
-        lines = set(result.splitlines(keepends=True))
-        return any((path, line) in self.removed and not all(line in (side or b"").splitlines(keepends=True)
-                                                            for side in sides) for line in lines)
+    def revives(self, path: str, result: bytes, known: frozenset[int],
+                *sides: bytes | None) -> tuple[list[bytes], list[bytes]]:
+        """The lines a merge brought back that a user had removed on one of its sides (by an edit of
+        their history, `known`: a line removed elsewhere since is still live to these two): those
+        outside passages kept for a look, and those inside one."""
+        lines = result.splitlines(keepends=True)
+        back = [k for k, line in enumerate(lines) if self.removed.get((path, line), set()) & known
+                and not all(line in (side or b"").splitlines(keepends=True) for side in sides)]
+        inside = in_kept_passage(lines)
+        return [lines[k] for k in back if not inside[k]], [lines[k] for k in back if inside[k]]
 
     def random_syncs(self) -> None:
         a, b = self.rng.sample(range(N), 2)
@@ -245,6 +264,16 @@ class Mesh:
 
     def live(self) -> set[bytes]:
         return {data for i in range(N) for p in PLAIN + LOGS if (data := self.read(i, p)) is not None}
+
+
+def in_kept_passage(lines: list[bytes]) -> list[bool]:
+    """For each line of a memory file: whether it is part of a passage a merge kept for a look."""
+    inside, within = [], False
+    for line in lines:
+        within = within or line.startswith(HEADER)
+        inside.append(within)
+        within = within and line != KEPT_END.encode()
+    return inside
 
 
 def run_mesh(tmp_path: Path, sshd) -> Mesh:
@@ -277,8 +306,11 @@ def test_five_machines_converge_lose_nothing_and_never_conflict_spuriously(tmp_p
     lineage = mesh.lineage
     print(f"\nmesh: {ROUNDS} rounds, {lineage.conflicts} conflicts, {len(lineage.spurious)} spurious, "
           f"{len(lineage.reverts)} reverts; {mesh.merges} memory-file merges, {len(mesh.spurious_merges)} "
-          f"spurious ({mesh.twin_merges} of twins, changing nothing), {mesh.revived} bringing back a removed line, {len(mesh.live_owed)} lines live, kept passages in {len(mesh.kept_passages())} files")
+          f"spurious ({mesh.twin_merges} of twins, changing nothing), {mesh.revived} lines a user removed brought back ({mesh.revived_kept} more in passages kept for a look), {len(mesh.live_owed)} lines live, kept passages in {len(mesh.kept_passages())} files")
     assert not mesh.spurious_merges, f"merges that changed a version made from the other: {mesh.spurious_merges}"
+    # A merge against the latest version both sides descend from never brings back a line a user
+    # removed; only a passage kept for a look (overlapping edits) holds one, beside the version without it.
+    assert not mesh.revived, f"{mesh.revived} lines a user removed came back outside passages kept for a look"
     # Kept passages (both versions live, for a look) come only from such concurrent merges: two
     # machines that each removed the same line and added one in its place did edit one passage.
     assert not lineage.spurious, f"conflicts whose loser the winner had seen: {lineage.spurious}"

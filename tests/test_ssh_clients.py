@@ -164,3 +164,41 @@ def test_an_openssh_session_leaves_no_ssh_behind(tmp_path, sshd):
     assert not failed.ok
     asyncio.run(asyncio.sleep(0))
     assert ssh_children_of(os.getpid()) == []
+
+
+@pytest.mark.parametrize("keep", ["0", "600"])
+def test_a_new_connection_adopts_the_ssh_started_before_the_imports(tmp_path, sshd, keep):
+    """`peersync sync` with no warm keeper starts its ssh first thing (cli/quick.py); the session
+    takes that very process (transport/openssh.py) — one ssh, adopted, none left over."""
+    pair = wire_pair(tmp_path / "local", tmp_path / "remote", sshd)
+    write(pair.local.root / "MEMORY.md", "early\n")
+    code = ("import sys\nimport peersync.transport.openssh as o\n"
+            "taken, real, started = [], o.adopt, o.spawn\n"
+            "o.adopt = lambda args: taken.append(real(args)) or taken[-1]\n"
+            "spawned = []\n"
+            "o.spawn = lambda args: spawned.append(started(args)) or spawned[-1]\n"
+            "from peersync.__main__ import main\n"
+            f"sys.argv = ['peersync', '-w', {str(pair.local.root)!r}, 'sync']\n"
+            "try:\n    main()\nexcept SystemExit as e:\n    code = e.code\n"
+            "print(code, len(spawned), sum(p is not None for p in taken), len(o._EARLY))\n")
+    env = dict(os.environ, PEERSYNC_KEEP_CONNECTION=keep)
+    env.pop("PEERSYNC_SSH_CLIENT", None)
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
+                          stdin=subprocess.DEVNULL, timeout=180)
+    assert proc.stdout.split()[-4:] == ["0", "1", "1", "0"], proc.stdout + proc.stderr
+    assert (pair.remote.root / "MEMORY.md").read_text() == "early\n"
+    if keep != "0":  # the keeper it left runs the next sync: nothing is started early then
+        import time
+
+        from peersync.transport import keeper
+
+        ws = Workspace(pair.local.root)
+        sock = keeper.socket_path(ws, ws.peer("remote"), str(pair.remote.root))
+        deadline = time.monotonic() + 60
+        while not keeper._alive(sock) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
+                              stdin=subprocess.DEVNULL, timeout=180)
+        assert proc.stdout.split()[-4:] == ["0", "0", "0", "0"], proc.stdout + proc.stderr
+        subprocess.run([sys.executable, "-m", "peersync", "-w", str(pair.local.root), "peers", "remove", "remote"],
+                       capture_output=True, stdin=subprocess.DEVNULL, timeout=60)  # its keeper goes too

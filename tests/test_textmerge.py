@@ -94,6 +94,8 @@ TEXT_ROWS = [
      MEM, MEM.replace("- Alice\n", ""), MEM + "- Faro\n", MEM.replace("- Alice\n", "") + "- Faro\n", 0),
     ("deleted on both sides: deleted",
      MEM, MEM.replace("- Alice\n", ""), MEM.replace("- Alice\n", ""), MEM.replace("- Alice\n", ""), 0),
+    ("overlapping deletions (two bullets on one side, one of them on the other): all deleted",
+     "- a\n- b\n- c\n- d\n", "- a\n- d\n", "- a\n- c\n- d\n", "- a\n- d\n", 0),
     ("a fenced code block is one unit",
      "```\na\nb\n```\n", "```\na2\nb\n```\n", "```\na3\nb\n```\n",
      kept(("laptop", "14:03", "```\na2\nb\n```\n"), ("mac-mini", "14:05", "```\na3\nb\n```\n")), 1),

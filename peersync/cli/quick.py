@@ -91,8 +91,7 @@ def _global(arg: str, args: list[str], out: dict) -> bool | None:
 
 
 def fast_main(argv: list[str]) -> int | None:
-    if env_keep() == 0:
-        return None
+    keep = env_keep()
     opts = parse(argv)
     if opts is None:
         return None
@@ -119,11 +118,13 @@ def fast_main(argv: list[str]) -> int | None:
                           raw.get("identity"), raw.get("knownHosts"), raw.get("command"), remote_root)
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return None
-    if path is None:
-        return None
-    reply = _ask(path, {"op": "run", "args": {"mode": opts["mode"], "dry_run": opts["dry_run"],
-                                                "force": opts["force"], "policy": opts["policy"]}})
+    reply = None
+    if path is not None and keep != 0:
+        reply = _ask(path, {"op": "run", "args": {"mode": opts["mode"], "dry_run": opts["dry_run"],
+                                                    "force": opts["force"], "policy": opts["policy"]}})
     if not reply or not reply.get("ok"):
+        # No warm keeper: the full CLI connects anew.  Its ssh starts now, while the CLI imports.
+        _start_early(opts["peer"], raw, root)
         return None
     from peersync.core.render import reports_text
     from peersync.core.types import Report
@@ -134,6 +135,17 @@ def fast_main(argv: list[str]) -> int | None:
     print(dumps(doc) if opts["json"] else reports_text(reports))
     sys.stdout.flush()
     return code
+
+
+def _start_early(name: str, raw: dict, root: Path) -> None:
+    from peersync.transport import openssh  # lazy: only without a warm keeper
+    from peersync.workspace.workspace import Peer
+
+    try:
+        peer = Peer.from_json(name, raw)
+    except (ValueError, TypeError, KeyError):
+        return  # the full CLI says what is wrong with the entry
+    openssh.start_early(peer, peer.path or str(root))  # the root open_session will ask for
 
 
 def _ask(path: Path, request: dict) -> dict | None:

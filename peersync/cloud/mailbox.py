@@ -137,10 +137,22 @@ def _deliver(root: Path, rel: str, copy: Path, digest: str) -> tuple[str, bool]:
 
 
 def _numbered(name: str, n: int) -> str:
-    """"report.pdf" → "report (2).pdf"; ".env" → ".env (2)"; "a.tar.gz" → "a (2).tar.gz"."""
+    """"report.pdf" → "report (2).pdf"; ".env" → ".env (2)"; "a.tar.gz" → "a (2).tar.gz".  A name
+    that would pass NAME_MAX (255 bytes) has its stem cut and a hash of the whole name added."""
     dot = name.find(".", 1)
     stem, ext = (name, "") if dot < 0 else (name[:dot], name[dot:])
-    return f"{stem} ({n}){ext}"
+    out = f"{stem} ({n}){ext}"
+    if len(os.fsencode(out)) <= 255:
+        return out
+    import hashlib  # lazy: a name this long is rare
+
+    tag = f"~{hashlib.blake2b(os.fsencode(name), digest_size=4).hexdigest()} ({n})"
+    ext = ext if len(os.fsencode(ext)) <= 64 else ""
+    room = 255 - len(os.fsencode(tag + ext))
+    cut = stem
+    while len(os.fsencode(cut)) > room:  # whole characters only
+        cut = cut[:-1]
+    return f"{cut}{tag}{ext}"
 
 
 def _safe_dir(root: Path, directory: Path) -> None:

@@ -41,7 +41,7 @@ from pathlib import Path
 from peersync.cloud import hashes as cloud_hash
 from peersync.cloud.index import HashCache, Obj, parse_listing
 from peersync.core import deletions, versions
-from peersync.core.paths import BadPath, check_relpath, in_state_dir
+from peersync.core.paths import BadPath, check_relpath, in_state_dir, internal_rel
 from peersync.core.selection import Selection
 from peersync.core.types import READABLE_FORMATS, Entry
 from peersync.errors import BusyError, PeersyncError, TransferError
@@ -160,6 +160,30 @@ class CloudSession(Replica):
                                          "--no-traverse", "--ignore-times", "--partial-suffix", PARTIAL,
                                          *extra, check=check)
         return code, err
+
+    async def fetch_into(self, into: Path, paths: list[str]) -> None:
+        """Copy cloud `paths` to into/internal_rel(path): our scratch copy of a path near PATH_MAX
+        is kept under a short name (core.paths.internal_rel), one `copyto` each; the rest in one batch."""
+        short = [p for p in paths if internal_rel(p) == p]
+        if short:
+            await self.batch("copy", self.root, str(into), short)
+        for path in paths:
+            if internal_rel(path) != path:
+                dest = into / internal_rel(path)
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                await self.rclone("copyto", self.at(path), str(dest), "--ignore-times",
+                                  "--partial-suffix", PARTIAL, check=False)
+
+    async def send_from(self, upload: Path, paths: list[str]) -> None:
+        """Copy upload/internal_rel(path) to each cloud `path` (fetch_into's way back).  A long name
+        is written in place: rclone's temp name (name + PARTIAL) would pass NAME_MAX."""
+        short = [p for p in paths if internal_rel(p) == p]
+        if short:
+            await self.batch("copy", str(upload), self.root, short)
+        for path in paths:
+            if internal_rel(path) != path:
+                await self.rclone("copyto", str(upload / internal_rel(path)), self.at(path), "--ignore-times",
+                                  "--inplace", check=False)
 
     async def stat(self, paths: list[str], base: str = "") -> dict[str, Obj]:
         """Current objects at `paths` (missing ones are absent from the result)."""
@@ -313,10 +337,10 @@ class CloudSession(Replica):
 
     async def _fetch_and_hash(self, unknown: dict[str, Obj], problems: list) -> dict[str, Entry]:
         fetch = self.work / "fetch"
-        await self.batch("copy", self.root, str(fetch), sorted(unknown))
+        await self.fetch_into(fetch, sorted(unknown))
         entries = {}
         for path, obj in unknown.items():
-            copy = fetch / path
+            copy = fetch / internal_rel(path)
             try:
                 ours, theirs = await asyncio.to_thread(cloud_hash.file_hashes, copy, self.hash_type)
                 size = copy.stat().st_size
@@ -336,30 +360,30 @@ class CloudSession(Replica):
 
     def fetched(self, path: str, digest: str) -> Path | None:
         """The copy downloaded during the scan, if it holds `digest`."""
-        copy = self.work / "fetch" / path
+        copy = self.work / "fetch" / internal_rel(path)
         if copy.is_file() and self.entries.get(path) is not None and self.entries[path].hash == digest:
             return copy
         return None
 
     async def download(self, paths: list[str], into: Path, digests: dict[str, str]) -> None:
-        """Put the cloud content of `paths` at into/PATH (scan copies are reused).  Not verified
-        here: whoever installs them checks the hash."""
+        """Put the cloud content of `paths` at into/internal_rel(PATH) — PATH itself unless near
+        PATH_MAX — (scan copies are reused).  Not verified here: whoever installs them checks the hash."""
         missing = []
         for path in paths:
             copy = self.fetched(path, digests[path])
             if copy is not None:
-                dest = into / path
+                dest = into / internal_rel(path)
                 dest.parent.mkdir(parents=True, exist_ok=True)
                 os.replace(copy, dest)
             else:
                 missing.append(path)
         if missing:
-            await self.batch("copy", self.root, str(into), missing)
+            await self.fetch_into(into, missing)
             # What the cache said about these may be stale (size + modtime fooled by an edit):
             # forget a mapping the real content contradicts, so the next scan hashes it afresh.
             stale = await asyncio.to_thread(
-                lambda: [p for p in missing if (into / p).is_file()
-                         and cloud_hash.file_hashes(into / p, None)[0] != digests[p]])
+                lambda: [p for p in missing if (into / internal_rel(p)).is_file()
+                         and cloud_hash.file_hashes(into / internal_rel(p), None)[0] != digests[p]])
             for path in stale:
                 self.cache.forget(path)
             if stale:
@@ -375,7 +399,7 @@ class CloudSession(Replica):
         out = {}
         for path in paths:
             try:
-                data = (into / path).read_bytes()
+                data = (into / internal_rel(path)).read_bytes()
             except FileNotFoundError:
                 raise TransferError(f"{path} vanished from {self.peer.name} during the sync",
                                     "Nothing was lost; run the sync again.") from None
@@ -437,14 +461,14 @@ class CloudSession(Replica):
                 if item.get("quarantine") and expect is not None:
                     losers[i] = (path, expect, item["quarantine"])
                 mtime = time.time_ns() if ("mtime_ns" in item and item["mtime_ns"] is None) else new.mtime_ns
-                bhash = await asyncio.to_thread(self._stage, upload / path, item, new, mtime)
+                bhash = await asyncio.to_thread(self._stage, upload / internal_rel(path), item, new, mtime)
                 staged[i] = (path, new, bhash)
             except (Refused, BadPath, OSError, ValueError) as err:
                 results[i] = {"path": path, "ok": False, "error": _why(err)}
         conflicts = await self._keep_losers(losers, results)
         todo = {i: s for i, s in staged.items() if results[i] is None}
         if todo:
-            await self.batch("copy", str(upload), self.root, [s[0] for s in todo.values()])
+            await self.send_from(upload, [s[0] for s in todo.values()])
             after = await self.stat([s[0] for s in todo.values()])
             for i, (path, new, bhash) in todo.items():
                 got = after.get(path)
@@ -487,7 +511,7 @@ class CloudSession(Replica):
                             {p: e.hash for p, e, _ in losers.values()})
         ids = {}
         for i, (path, expect, info) in losers.items():
-            copy = into / path
+            copy = into / internal_rel(path)
             try:
                 digest = (await asyncio.to_thread(cloud_hash.file_hashes, copy, None))[0]
                 if digest != expect.hash:
@@ -518,18 +542,26 @@ class CloudSession(Replica):
                 results[i] = {"path": item["path"], "ok": False, "error": str(err)}
         if movable:
             trash = self.at(META, "trash", batch)
-            await self.batch("move", self.root, trash, list(movable.values()))
+            short = [p for p in movable.values() if internal_rel(p) == p]
+            if short:
+                await self.batch("move", self.root, trash, short)
+            for path in movable.values():  # near PATH_MAX: kept under a short id, with its path beside it
+                if internal_rel(path) != path:
+                    await self.rclone("rcat", join(trash, internal_rel(path) + ".path"),
+                                      input=path.encode("utf-8", "surrogateescape"), check=False)
+                    await self.rclone("moveto", self.at(path), join(trash, internal_rel(path)), check=False)
             still = await self.stat(list(movable.values()))
-            binned = await self.stat(list(movable.values()), base=f"{META}/trash/{batch}")
+            binned = await self.stat([internal_rel(p) for p in movable.values()], base=f"{META}/trash/{batch}")
             for i, path in movable.items():
-                if path in still or path not in binned:
+                if path in still or internal_rel(path) not in binned:
                     results[i] = {"path": path, "ok": False, "error": "could not be moved to the cloud trash"}
                     continue
                 self.cache.forget(path)
                 self.listed.pop(path, None)
                 gone.append((path, self.entries.pop(path, None) or Entry.from_wire(items[i]["expect"]),
                              Entry.from_wire(items[i]["dead"]) if items[i].get("dead") else None))
-                results[i] = {"path": path, "ok": True, "entry": None, "trash": f"{META}/trash/{batch}/{path}"}
+                results[i] = {"path": path, "ok": True, "entry": None,
+                              "trash": f"{META}/trash/{batch}/{internal_rel(path)}"}
             self.cache.save()
             counter = self.versions.reserve() if any(dead is None for _, _, dead in gone) else 0
             self.versions.record([(p, e.with_vv(dead.vv, versions.join(dead.seen, e.history)) if dead else e.with_vv(
@@ -544,7 +576,10 @@ class CloudSession(Replica):
             try:
                 self._target(path)
                 cid = "c-" + secrets.token_hex(3)
-                await self.rclone("rcat", self.at(META, "conflicts", cid, path), input=item["data"])
+                kept = self.at(META, "conflicts", cid, internal_rel(path))  # near PATH_MAX: a short id
+                if internal_rel(path) != path:
+                    await self.rclone("rcat", kept + ".path", input=path.encode("utf-8", "surrogateescape"))
+                await self.rclone("rcat", kept, input=item["data"])
                 results.append({"path": path, "ok": True, "conflict": cid})
             except (Refused, BadPath, KeyError, ValueError, PeersyncError) as err:
                 results.append({"path": path, "ok": False, "error": str(err)})

@@ -16,13 +16,16 @@ from __future__ import annotations
 import fnmatch
 import re
 from dataclasses import dataclass
+from typing import Mapping
 
 import pathspec
 
+from peersync.core import versions
 from peersync.core.jsonmerge import merge_json
 from peersync.core.merge import append_merge, insertion_merge
 from peersync.core.textmerge import Version, merge_back as merge_text_back, merge_text
 from peersync.core.types import Entry, Side
+from peersync.core.versions import VV
 
 BASE_MAX = 16 << 20  # files up to this size keep their last synced content, the next merge's base
 # A log over STREAM_MIN merges streamed where the peer is an agent (sync/logmerge.py): its common
@@ -128,6 +131,40 @@ def merge_file(path: str, strategies: tuple[str, ...], *, ancestor: Entry | None
             if doc is not None:
                 return Merged(doc.data, how, keys=doc.conflicts)
     return None
+
+
+def merge_base(path: str, strategies: tuple[str, ...], common: list[tuple[str, VV]],
+               content: Mapping[str, bytes | None]) -> bytes | None:
+    """The base of a merge: the content of the latest version both sides descend from, among
+    `common` ((hash, vector) pairs both sides' vectors contain; `content`: the kept bytes by hash,
+    None where none was kept).  None when none of them is kept.
+
+    Of several latest ones (criss-cross merges: two machines each merged the same two versions,
+    and then edits of their merges meet), their own merge — against their latest common version,
+    found the same way — is the base, as git's recursive strategy makes a virtual one: both sides
+    descend from that merge, and a base that is one of its inputs would make the other input's
+    changes (a line removed since, say) look like new edits of one side.  Without a common version
+    of theirs kept (one from before version vectors, or pruned), their merge is their union, as a
+    first sync's: both sides descend from each, so a line one of them lacks is one it removed, and
+    in the base it stays removed wherever a side lacks it.  When they do not merge cleanly (not
+    text, or kept passages), the one with the most events."""
+    known = sorted({(h, vv) for h, vv in common if content.get(h) is not None},
+                   key=lambda hv: (sum(n for _, n in hv[1]), hv[0]))
+    latest = [(h, vv) for h, vv in known if not any(o != vv and versions.seen(vv, o) for _, o in known)]
+    if not latest:
+        return None
+    strategies = tuple(how for how in strategies if how in (TEXT, JSON))
+    data, vv = content[latest[-1][0]], latest[-1][1]
+    for h, other in reversed(latest[:-1]):
+        below = [(b, bvv) for b, bvv in known if bvv != other and bvv != vv
+                 and versions.seen(bvv, vv) and versions.seen(bvv, other)]
+        base = merge_base(path, strategies, below, content) if below else None
+        merged = merge_file(path, strategies, ancestor=None, base=base, local=Version(data, "", 0),
+                            remote=Version(content[h], "", 0), local_first=True)
+        if merged is None or merged.needs_look:  # no clean merge: the one with the most events
+            return content[latest[-1][0]]
+        data, vv = merged.data, versions.join(vv, other)
+    return data
 
 
 def merge_back(path: str, kept: bytes, live: bytes) -> bytes | None:

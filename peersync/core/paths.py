@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import hashlib
 import re
 import unicodedata
 
 STATE_DIR = "memory/clawdbot-sync"  # the seed's place: existing installs keep working
+# peersync's own copy of a file (held, staged, trashed, quarantined) sits below a prefix (a token,
+# a batch, a conflict id) inside the state dir, so its path is longer than the file's own.  A path
+# near PATH_MAX, or a name near NAME_MAX, is kept under a short id instead (see internal_rel).
+LONG_DIR = f"{STATE_DIR}/long"  # never a wire path (check_relpath refuses the state dir): no clash
+NAME_SAFE, PATH_SAFE = 200, 3000  # bytes: past either, a copy's name is made short
 
 
 class BadPath(ValueError):
@@ -53,3 +59,14 @@ def valid_instance_id(value) -> bool:
     """An instance id as peersync makes them (uuid4 hex; other lengths of lower-case hex are
     accepted): anything else from a peer is refused and never saved or used as a file name."""
     return isinstance(value, str) and 1 <= len(value) <= 64 and all(c in "0123456789abcdef" for c in value)
+
+
+def internal_rel(path: str) -> str:
+    """Where peersync keeps its copy of wire path `path` below a prefix dir: the path itself, or
+    LONG_DIR/<hash of the path> when the path or one of its names is too long to be lengthened."""
+    if len(path) <= NAME_SAFE // 4:  # cannot pass either limit, even as 4-byte UTF-8
+        return path
+    raw = path.encode("utf-8", "surrogateescape")
+    if len(raw) <= PATH_SAFE and all(len(p) <= NAME_SAFE for p in raw.split(b"/")):
+        return path
+    return f"{LONG_DIR}/{hashlib.blake2b(raw, digest_size=16).hexdigest()}"

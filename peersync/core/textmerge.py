@@ -10,7 +10,8 @@ below work on.  These rules decide only what to do with diff3's conflicts; each 
 of tests/test_textmerge.py:
 
 - Changes that diff3 merges cleanly merge.  Within a diff3 conflict, edits that touch
-  different lines (one side deleted or changed a line, the other the next one) still merge.
+  different lines (one side deleted or changed a line, the other the next one) still merge,
+  and so do removals alone (one side removed two lines, the other one of them: both go).
 - Both sides inserted at the same place (two agents adding bullets under the same heading):
   both land, Markdown block by block (a list item with its continuation lines, a paragraph, a
   heading), in an order that depends only on the content; a block both sides added appears
@@ -604,8 +605,8 @@ def _merge_versions(base: set, xs: list[_Kept], ys: list[_Kept]) -> list[_Kept]:
 
 def _weave(z: list[bytes], a: list[bytes], b: list[bytes], markdown: bool) -> tuple[list[bytes], list[bytes]]:
     """Apply both sides' edits of `z`: edits of different lines (touching is fine) both apply;
-    insertions at one place are unioned; where edits overlap, the first result has a's and the
-    second b's (equal results: a clean merge)."""
+    insertions at one place are unioned; overlapping removals all apply; where other edits
+    overlap, the first result has a's and the second b's (equal results: a clean merge)."""
     hunks = sorted([(s, e, tuple(lines), 0) for s, e, lines in _hunks(z, a)]
                    + [(s, e, tuple(lines), 1) for s, e, lines in _hunks(z, b)],
                    key=lambda h: (h[0], h[1] > h[0], h[1], h[3]))
@@ -636,6 +637,13 @@ def _weave(z: list[bytes], a: list[bytes], b: list[bytes], markdown: bool) -> tu
             out_b += lines
         elif all(h[0] == h[1] == s for h in cluster):
             lines = _union([*cluster[0][2]], [*cluster[1][2]], markdown)
+            out_a += lines
+            out_b += lines
+        elif not any(h[2] for h in cluster):
+            # Only removals, overlapping (one side removed two lines, the other one of them):
+            # nothing to choose between — every line either side removed goes.
+            gone = {k for h in cluster for k in range(h[0], h[1])}
+            lines = [z[k] for k in range(s, e) if k not in gone]
             out_a += lines
             out_b += lines
         else:

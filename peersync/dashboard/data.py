@@ -22,6 +22,7 @@ from pathlib import Path
 
 from peersync import __version__
 from peersync.core import versions
+from peersync.core.paths import internal_rel
 from peersync.daemons.watch import LOCK_FILE
 from peersync.dashboard.config import settings
 from peersync.errors import PeersyncError
@@ -29,7 +30,7 @@ from peersync.peers.status import status
 from peersync.replica import tombstones
 from peersync.replica.conflicts import store as conflict_store
 from peersync.replica.scan import scan
-from peersync.replica.store import Store
+from peersync.replica.store import Store, kept_files
 from peersync.replica.versions import FILE as VERSIONS_FILE
 from peersync.replica.versions import open_versions
 from peersync.workspace import auto
@@ -322,16 +323,16 @@ def conflicts_section(ws: Workspace, *, contents: bool) -> dict:
 def _conflicts_on_disk(store) -> list[dict]:
     found = []
     for top in sorted(store.conflicts_dir.glob("c-*")) if store.conflicts_dir.is_dir() else ():
-        for kept in sorted(p for p in top.rglob("*") if p.is_file()):
-            st = kept.stat()
-            found.append({"id": top.name, "path": kept.relative_to(top).as_posix(), "time": st.st_mtime,
+        for kept, path in sorted(kept_files(top), key=lambda f: f[1]):
+            st = os.stat(kept)
+            found.append({"id": top.name, "path": path, "time": st.st_mtime,
                           "size": st.st_size, "peer": None, "reason": "unknown (the index is damaged)"})
     return found
 
 
 def _conflict_row(ws: Workspace, store, item: dict, *, contents: bool, indexed: bool) -> dict:
     cid, path = item["id"], item["path"]
-    kept = store.conflicts_dir / cid / path
+    kept = store.conflicts_dir / cid / internal_rel(path)
     live = ws.root / path
     row = {"id": cid, "path": path, "time": iso(item.get("time")), "peer": item.get("peer"),
            "reason": str(item.get("reason") or "conflict"), "size": _number(item.get("size")),
@@ -406,8 +407,8 @@ def trash_section(ws: Workspace, history: list[dict]) -> dict:
             started = datetime.strptime(batch.name[:15], "%Y%m%dT%H%M%S").replace(tzinfo=timezone.utc).timestamp()
         except ValueError:
             started = None
-        files = sorted(p for p in batch.rglob("*") if p.is_file() or p.is_symlink())
-        rels = [p.relative_to(batch).as_posix() for p in files]
+        kept = sorted(kept_files(batch, links=True), key=lambda f: f[1])  # a long path's copy by its real path
+        files, rels = [Path(f) for f, _ in kept], [rel for _, rel in kept]
         batches.append({
             "batch": batch.name, "time": iso(started), "files": len(rels),
             "bytes": sum(p.lstat().st_size for p in files), "paths": rels[:TRASH_FILES_SHOWN],

@@ -23,11 +23,11 @@ import xxhash
 from peersync import __version__
 from peersync.core import deletions, links, versions
 from peersync.core.names import Folding
-from peersync.core.paths import BadPath, check_relpath, valid_instance_id
+from peersync.core.paths import BadPath, check_relpath, internal_rel, valid_instance_id
 from peersync.core.selection import Intersection, Selection
 from peersync.core.types import MANIFEST_FORMAT, RANGE, READABLE_FORMATS, Entry
 from peersync.core.unknown import covered
-from peersync.replica import fsprobe, sparse, tombstones
+from peersync.replica import bases, fsprobe, sparse, tombstones
 from peersync.replica.scan import ScanResult, hash_bytes, scan
 from peersync.replica.store import Refused, Store, hash_fd
 from peersync.replica.versions import Versions, open_versions
@@ -45,7 +45,7 @@ _UPLOAD = re.compile(r"[0-9a-f]{8,32}")
 # Operations that change this side; a restricted key's client must hold the lock for them (so the
 # state dir was checked, and writers are one at a time).
 CHANGES = frozenset({"init", "install", "delete", "touch", "quarantine", "ancestor_put", "tombstones_add", "versions_put",
-                     "logbase_save", "housekeeping", "stage", "stage_chunk", "stage_log"})
+                     "logbase_save", "housekeeping", "stage", "stage_chunk", "stage_log", "bases_keep"})
 
 # Ancestor files this process read or wrote: str(path) -> (file identity, digest, document,
 # whether the document was parsed).
@@ -305,17 +305,23 @@ class Handler:
 
     def op_merge_bases(self, paths: list) -> dict:
         """The versions of `paths` this replica has in common with any of its peers (the entries of
-        all its ancestors that carry a vector): {path: [[hash, vv], …]}.  A merge picks the latest
-        version both sides descend from among both sides' answers (Run._merge_bases): in a mesh,
-        the pair's own ancestor may be much older than what the two have in common through others."""
+        all its ancestors that carry a vector) or keeps as bases of what it holds (replica/bases.py):
+        {path: [[hash, vv], …]}.  A merge picks the latest version both sides descend from among
+        both sides' answers (Run._merge_bases): in a mesh, the pair's own ancestor may be much
+        older than what the two have in common through others."""
         if not isinstance(paths, list) or not all(isinstance(p, str) for p in paths):
             raise ValueError("malformed request: paths must be a list of strings")
         # A restricted client learns nothing about paths outside its selection.
         wanted = {check_relpath(p) for p in paths if not self.restricted or self.store.selection.contains(p)}
         found: dict[str, dict] = {p: {} for p in wanted}
+        kept = bases.load(self.ws.state) if wanted else {}  # versions copies here descend from (replica/bases.py)
+        for path in wanted:
+            for item in kept.get(path) or ():
+                if isinstance(item, list) and len(item) == 2 and item[1]:
+                    found[path][(item[0], json.dumps(item[1]))] = item
         top = self.ws.state / "ancestors"
         if not wanted or not os.path.lexists(top):
-            return found
+            return {p: list(versions_of.values()) for p, versions_of in found.items()}
         ensure_private_dir(top)  # globbing a link would read elsewhere
         for file in sorted(top.glob("*.json")):
             try:
@@ -330,6 +336,31 @@ class Handler:
                 if isinstance(wire, list) and len(wire) >= 5 and wire[4]:
                     found[path][(wire[3], json.dumps(wire[4]))] = [wire[3], wire[4]]
         return {p: list(versions_of.values()) for p, versions_of in found.items()}
+
+    def op_bases_keep(self, items: list) -> dict:
+        """Keep versions a copy here descends from as merge bases (replica/bases.py): items
+        {"path", "hash", "vv", "data"}; content that does not have its hash, a malformed vector or
+        a path outside a restricted client's selection is skipped."""
+        if not isinstance(items, list):
+            raise ValueError("malformed request: items must be a list")
+        good = []
+        for item in items:
+            if not isinstance(item, dict):
+                continue
+            path, digest, data = item.get("path"), item.get("hash"), item.get("data")
+            try:
+                path = check_relpath(path)
+                vv = versions.to_wire(versions.from_wire(item.get("vv")))
+            except (BadPath, ValueError, TypeError):
+                continue
+            if not vv or not isinstance(data, bytes) or len(data) > bases.MAX_BASE or hash_bytes(data) != digest \
+                    or (self.restricted and not self.store.selection.contains(path)):
+                continue
+            good.append((path, digest, vv, data))
+        if not good:
+            return {"kept": 0}
+        self.store.keep_bases([(digest, data) for _, digest, _, data in good])
+        return {"kept": bases.remember(self.ws.state, [(p, d, vv) for p, d, vv, _ in good])}
 
     def op_ancestor_put(self, peer_id: str, manifest: dict | None = None, base_digest: str | None = None,
                         delta: dict | None = None) -> dict:
@@ -588,7 +619,9 @@ class Handler:
             staged = self.staging / f".inline-{secrets.token_hex(8)}"
             staged.write_bytes(_data(item))
             return staged
-        return f"{self.staging}/{check_relpath(item['path'])}"  # a string: one per file of a batch
+        # rsync and a cloud download stage a file under its path, or a short name for a path
+        # near PATH_MAX (core.paths.internal_rel): a string, one per file of a batch.
+        return f"{self.staging}/{internal_rel(check_relpath(item['path']))}"
 
     def _write_inlines(self, jobs: list[tuple[int, bytes, Entry]]) -> dict[int, str | Exception]:
         """Staged files for (index, bytes, entry) jobs: index → staged path, or the error.
@@ -820,6 +853,7 @@ class Handler:
                 keep.update(w[3] for w in data.get("entries", {}).values())
             except (ValueError, AttributeError, IndexError, TypeError):
                 return {**out, "logbases_pruned": 0}
+        keep |= bases.hashes(self.ws.state)
         return {**out, "logbases_pruned": self.store.prune_logbases(keep)}
 
     def _own_trash_days(self) -> int | None:

@@ -29,7 +29,7 @@ from pathlib import Path
 
 import xxhash
 
-from peersync.core.paths import STATE_DIR, check_relpath
+from peersync.core.paths import LONG_DIR, STATE_DIR, check_relpath, internal_rel
 from peersync.core.selection import Selection
 from peersync.core import links
 from peersync.core.types import DIR, LINK, Entry
@@ -41,6 +41,7 @@ from peersync.workspace.storage import atomic_write_json, ensure_private_dir, re
 CONFLICTS_FORMAT = 1
 PACK_MIN = 16  # log bases saved at once from which one pack file holds them (see save_logbases)
 _CONFLICT_ID = re.compile(r"c-[0-9a-f]{1,32}")
+SIDECAR = ".path"  # LONG_DIR/<id>.path holds the real path of the copy LONG_DIR/<id> (core.paths.internal_rel)
 
 
 class Refused(Exception):
@@ -181,6 +182,16 @@ class Store:
         finally:
             if temporary:
                 tree.close()
+
+    @contextlib.contextmanager
+    def _private_copy(self, top: str, prefix: str, path: str):
+        """_private_at for peersync's copy of wire path `path` at state/top/prefix/: under its
+        own path, or, when that is too long, under a short id with a sidecar naming the path."""
+        rel = internal_rel(path)
+        with self._private_at(top, f"{prefix}/{rel}") as (where, name, full):
+            if rel != path:
+                _write_sidecar(where, name, path)
+            yield where, name, full
 
     def read(self, paths: list[str]) -> dict[str, bytes]:
         """The content of each path: a regular file, never read through a symlink."""
@@ -355,7 +366,7 @@ class Store:
             if self._batch_holding is None:
                 self._batch_holding = self._state_sub("holding") / secrets.token_hex(8)
             token = self._batch_holding.name
-        with self._private_at("holding", f"{token}/{path}") as (hold_dir, hold_name, held):
+        with self._private_copy("holding", token, path) as (hold_dir, hold_name, held):
             try:
                 os.link(name, hold_name, src_dir_fd=parent, dst_dir_fd=hold_dir, follow_symlinks=False)
             except FileNotFoundError:
@@ -366,10 +377,11 @@ class Store:
     def _unhold(self, held: Path) -> None:
         """Drop a holding name; in a batch only the name (flush_dirs() removes the token dir)."""
         if self._batch_holding is not None and held.is_relative_to(self._batch_holding):
-            try:
-                os.unlink(held)
-            except FileNotFoundError:
-                pass
+            for name in (held, held.with_name(held.name + SIDECAR)) if held.parent.name == "long" else (held,):
+                try:
+                    os.unlink(name)
+                except FileNotFoundError:
+                    pass
         else:
             _release(held)
 
@@ -387,7 +399,7 @@ class Store:
         for token in _entries(holding):
             if not token.is_dir(follow_symlinks=False):  # not ours (holding/ only ever holds token dirs)
                 continue
-            for held, rel in _files(Path(token.path)):
+            for held, rel in kept_files(Path(token.path)):
                 if os.lstat(held).st_nlink == 1:
                     self._quarantine_file(held, rel, {"peer": None, "reason": "kept from an interrupted sync"})
                 count += 1
@@ -493,7 +505,7 @@ class Store:
                     raise Refused("not a regular file here; not deleted")
                 if before.st_size != expect.size or hash_file(held) != expect.hash:
                     raise Refused("edited during the sync; not deleted")
-                with self._private_at("trash", f"{batch}/{path}") as (trash, trash_name, _):
+                with self._private_copy("trash", batch, path) as (trash, trash_name, _):
                     os.rename(name, trash_name, src_dir_fd=parent, dst_dir_fd=trash)
                     moved = os.stat(trash_name, dir_fd=trash, follow_symlinks=False)
                     if (moved.st_ino, moved.st_size, moved.st_mtime_ns) != (before.st_ino, before.st_size, before.st_mtime_ns):
@@ -509,7 +521,7 @@ class Store:
             finally:
                 _release(held)
             self._prune_empty_dirs(tree, path, keep)
-        return {"entry": None, "trash": f"{STATE_DIR}/trash/{batch}/{path}"}
+        return {"entry": None, "trash": f"{STATE_DIR}/trash/{batch}/{internal_rel(path)}"}
 
     def _delete_special(self, tree: DirHandles, parent: int, name: str, path: str, expect: Entry, batch: str,
                         keep: str | None) -> dict:
@@ -529,10 +541,10 @@ class Store:
             return {"entry": None}
         if now is _OTHER or not now.same_content(expect):
             raise Refused("edited during the sync; not deleted")
-        with self._private_at("trash", f"{batch}/{path}") as (trash, trash_name, _):
+        with self._private_copy("trash", batch, path) as (trash, trash_name, _):
             os.rename(name, trash_name, src_dir_fd=parent, dst_dir_fd=trash)
         self._prune_empty_dirs(tree, path, keep)
-        return {"entry": None, "trash": f"{STATE_DIR}/trash/{batch}/{path}"}
+        return {"entry": None, "trash": f"{STATE_DIR}/trash/{batch}/{internal_rel(path)}"}
 
     def _prune_empty_dirs(self, tree: DirHandles, path: str, keep: str | None = None) -> None:
         """Remove the now empty directories above `path`, up to (not including) its top one and
@@ -578,6 +590,14 @@ class Store:
                 wanted[digest] = path
         with DirHandles(str(self.root), follow=self.followed) as tree:
             return self._store_bases(len(wanted), ((d, self._live_bytes(tree, p)) for d, p in wanted.items()))
+
+    def keep_bases(self, items: list[tuple[str, bytes]]) -> int:
+        """Keep (hash, content) pairs as merge bases (replica/bases.py); content without that hash,
+        or already kept, is skipped."""
+        packed = self._packs()
+        wanted = {d: data for d, data in items
+                  if d not in packed and not (self.logbase_dir / _blob_name(d)).exists()}
+        return self._store_bases(len(wanted), wanted.items())
 
     def _live_bytes(self, tree: DirHandles, path: str) -> bytes | None:
         try:
@@ -726,12 +746,12 @@ class Store:
                 os.unlink(held)
                 return item["id"]
         cid = "c-" + secrets.token_hex(3)
-        with self._private_at("conflicts", f"{cid}/{path}") as (where, name, _):
+        with self._private_copy("conflicts", cid, path) as (where, name, _):
             os.rename(held, name, dst_dir_fd=where)
             size = os.stat(name, dir_fd=where, follow_symlinks=False).st_size
         items.append({"id": cid, "path": path, "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-                      "hash": digest, "size": size, "peer": info.get("peer"),
-                      "reason": info.get("reason", "conflict"), "file": f"{STATE_DIR}/conflicts/{cid}/{path}"})
+                      "hash": digest, "size": size, "peer": info.get("peer"), "reason": info.get("reason", "conflict"),
+                      "file": f"{STATE_DIR}/conflicts/{cid}/{internal_rel(path)}"})
         self._save_conflicts(items)
         return cid
 
@@ -746,13 +766,13 @@ class Store:
         for top in sorted(_entries(conflicts), key=lambda e: e.name):
             if not _CONFLICT_ID.fullmatch(top.name) or top.name in known or not top.is_dir(follow_symlinks=False):
                 continue
-            for kept, rel in sorted(_files(Path(top.path)), key=lambda f: f[1]):
+            for kept, rel in sorted(kept_files(Path(top.path)), key=lambda f: f[1]):
                 st = os.lstat(kept)
                 items.append({"id": top.name, "path": rel,
                               "time": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(st.st_mtime)),
                               "hash": hash_file(kept), "size": st.st_size, "peer": None,
                               "reason": "kept from an interrupted sync",
-                              "file": f"{STATE_DIR}/conflicts/{top.name}/{rel}"})
+                              "file": f"{STATE_DIR}/conflicts/{top.name}/{internal_rel(rel)}"})
                 added += 1
         if added:
             self._save_conflicts(items)
@@ -774,7 +794,7 @@ class Store:
         item = self.find_conflict(cid)
         check_relpath(item["path"])
         with DirHandles(str(self._state_sub("conflicts")), follow_root=False) as tree:
-            parent, name = tree.parent(f"{cid}/{item['path']}")
+            parent, name = tree.parent(f"{cid}/{internal_rel(item['path'])}")
             fd = _open_regular(parent, name, item["path"], os.O_RDONLY)
         try:
             return _read_whole(fd, os.fstat(fd).st_size)
@@ -928,6 +948,47 @@ def _special_wire(parent: int, name: str, new: Entry) -> list:
     return Entry(new.size, new.mtime_ns, new.mode, new.hash).to_wire() if new.kind else _stat_entry(parent, name, new.hash)
 
 
+def _write_sidecar(where: int, name: str, path: str) -> None:
+    fd = os.open(name + SIDECAR, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600, dir_fd=where)
+    with os.fdopen(fd, "wb") as f:
+        f.write(path.encode("utf-8", "surrogateescape"))
+
+
+def original_rel(top: Path | str, rel: str) -> str | None:
+    """The wire path of the copy at `rel` below `top` (a token, batch or conflict dir); None for a
+    sidecar itself.  A copy whose sidecar is missing or wrong keeps its own name: listed (and kept
+    by recover_holding) under it rather than dropped."""
+    if not rel.startswith(LONG_DIR + "/"):
+        return rel
+    if rel.endswith(SIDECAR):
+        return None
+    try:
+        fd = os.open(os.path.join(top, rel + SIDECAR), os.O_RDONLY | os.O_NOFOLLOW)
+        with os.fdopen(fd, "rb") as f:
+            path = f.read(8192).decode("utf-8", "surrogateescape")
+        check_relpath(path)
+    except (OSError, ValueError):
+        return rel
+    return path if internal_rel(path) == rel else rel
+
+
+def kept_files(top: Path | str, *, links: bool = False):
+    """(file, its wire path) of every copy below `top` (a token, batch or conflict dir): _files
+    (and links, with `links`) with each short-id copy named by its sidecar (sidecars left out)."""
+    for full, rel in _files(top, links=links):
+        path = original_rel(top, rel)
+        if path is not None:
+            yield full, path
+
+
+def remove_sidecar(top: Path | str, path: str) -> None:
+    """Drop the sidecar of the copy of `path` below `top`, if it has one."""
+    rel = internal_rel(path)
+    if rel != path:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(os.path.join(top, rel + SIDECAR))
+
+
 def _release(held: Path) -> None:
     """Drop a holding name (if still there) with its token dir; the file keeps its other names."""
     token = held
@@ -964,12 +1025,14 @@ def _entries(directory: Path) -> list[os.DirEntry]:
         return list(it)
 
 
-def _files(top: Path):
-    """(path, path relative to `top`) of every regular file below `top`, links not followed."""
-    for here, _, names in os.walk(top):  # os.walk never descends through a link
-        for name in names:
+def _files(top: Path | str, *, links: bool = False):
+    """(path, path relative to `top`) of every regular file below `top` (and link, with `links`),
+    links not followed."""
+    for here, dirs, names in os.walk(top):  # os.walk never descends through a link
+        for name in names + [d for d in dirs if links and os.path.islink(os.path.join(here, d))]:
             full = os.path.join(here, name)
-            if stat.S_ISREG(os.lstat(full).st_mode):
+            mode = os.lstat(full).st_mode
+            if stat.S_ISREG(mode) or (links and stat.S_ISLNK(mode)):
                 yield full, os.path.relpath(full, top).replace(os.sep, "/")
 
 

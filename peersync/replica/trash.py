@@ -12,9 +12,9 @@ import shutil
 from datetime import datetime, timezone
 from pathlib import Path
 
-from peersync.core.paths import BadPath, check_relpath
+from peersync.core.paths import BadPath, check_relpath, internal_rel
 from peersync.errors import UsageError
-from peersync.replica.store import Store
+from peersync.replica.store import Store, kept_files, remove_sidecar
 from peersync.workspace.lock import workspace_lock
 from peersync.workspace.workspace import Workspace
 
@@ -44,8 +44,8 @@ def listed(ws: Workspace, *, days: int | None = None) -> list[dict]:
     for batch in sorted((b for b in trash.iterdir() if b.is_dir()), key=lambda b: b.name, reverse=True) \
             if trash.is_dir() else ():
         started = batch_time(batch.name)
-        for file in sorted(p for p in batch.rglob("*") if p.is_file() or p.is_symlink()):
-            rel = file.relative_to(batch).as_posix()
+        for file, rel in sorted(kept_files(batch, links=True), key=lambda f: f[1]):  # a long path's copy by its real path
+            file = Path(file)
             out.append({"path": rel, "batch": batch.name, "size": file.lstat().st_size, "deleted_at": started,
                         "kept_until": started + days * 86400 if started is not None else None,
                         "sync": _deleting_sync(history, started, rel)})
@@ -92,9 +92,10 @@ def restore(ws: Workspace, paths: list[str], *, batch: str | None = None) -> lis
     done = []
     with workspace_lock(ws, LOCK_WAIT, what="trash restore"):
         for item in chosen:
-            source = trash / item["batch"] / item["path"]
+            source = trash / item["batch"] / internal_rel(item["path"])
             replaced = store.put_back(item["path"], source, reason=f"replaced by trash restore of {item['path']}")
             source.unlink()
+            remove_sidecar(trash / item["batch"], item["path"])
             _prune(source.parent, trash / item["batch"])
             done.append({"path": item["path"], "batch": item["batch"], "replaced_saved_as": replaced})
     return done
@@ -112,7 +113,7 @@ def empty(ws: Workspace, *, batch: str | None = None, older_than_days: float | N
     if older_than_days is not None:
         cutoff = now - older_than_days * 86400
         batches = [b for b in batches if (batch_time(b.name) or now) < cutoff]
-    files = [p for b in batches for p in b.rglob("*") if p.is_file() or p.is_symlink()]
+    files = [Path(f) for b in batches for f, _ in kept_files(b, links=True)]
     summary = {"batches": [b.name for b in batches], "files": len(files),
                "bytes": sum(p.lstat().st_size for p in files), "dry_run": dry_run}
     if not dry_run and batches:

@@ -12,7 +12,7 @@ from dataclasses import replace
 from peersync.core import versions
 from peersync.core.commit import SideState, conflict_id, peer_text
 from peersync.core.dirfile import REASON
-from peersync.core.mergefile import MEMORY_MAX, STREAM_MIN, Merged, MergeRules, merge_file
+from peersync.core.mergefile import MEMORY_MAX, STREAM_MIN, Merged, MergeRules, merge_base, merge_file
 from peersync.core.reconcile import decide_conflict
 from peersync.core.textmerge import Version
 from peersync.core.types import (
@@ -27,6 +27,7 @@ from peersync.core.types import (
     Side,
 )
 from peersync.errors import PeersyncError, ProtocolError
+from peersync.replica.bases import PER_PATH as BASES_PER_PATH
 from peersync.replica.scan import hash_bytes
 from peersync.sync import chunks, logmerge
 from peersync.sync.concurrency import gather_all
@@ -50,6 +51,7 @@ class Run(Transfers):
         self._one_direction = asyncio.Lock() if not remote.caps.keeps_conflicts else None
         self.progress = None  # sync/progress.py, set by the pipeline: files installed so far
         self._event: asyncio.Future | None = None  # this run's new event, when it makes new versions
+        self._known: dict[Side, dict] = {}  # each side's merge_bases answer for this run's merges
 
     # -- versions --------------------------------------------------------------------------
     async def descendant(self, c: Change) -> tuple:
@@ -140,6 +142,13 @@ class Run(Transfers):
             await gather_all(*(self.put_versions(side, [(c.path, c.entry(side).with_vv(*union[c.path]))
                                                         for c in agreed if (c.entry(side).vv, c.entry(side).seen) != union[c.path]])
                                for side in Side))
+            # A side that learned history here keeps the versions the other knows its own
+            # descends from, as a copy's target does: a later merge of what it holds may need one
+            # as its base (the other side's merge of the same bytes, say, that removed a line).
+            await gather_all(*(self._carry_bases(side.other, side, [
+                (c.path, c.entry(side.other)) for c in agreed if c.entry(side.other).vv
+                and not versions.seen(c.entry(side.other).vv, c.entry(side).vv) and self.rules.keeps_base(c.path, c.local)])
+                for side in Side))
         manual = [c for c in changes if c.action is Action.CONFLICT and c.reason == "manual"]
         await self.keep_both(manual)
         for c in changes:
@@ -170,8 +179,9 @@ class Run(Transfers):
         plain copy), and the merged version descends from both: its vector is the join of both
         histories plus one new event, so neither input is offered as news again and a replica
         that holds either one fast-forwards to it — merges of merges converge without conflicts.
-        The merge base is the latest version both sides descend from (`_merge_bases`), whose content
-        a side kept as a merge base (the pair's ancestor's, where nothing better is known)."""
+        The merge base is the latest version both sides descend from (`_merge_bases`, mergefile's
+        merge_base: of several, their merge), whose content a side kept as a merge base (the pair's
+        ancestor's, where nothing better is known)."""
         if not merges:
             return []
         rules = self.rules
@@ -223,9 +233,10 @@ class Run(Transfers):
         local_data, remote_data = await asyncio.gather(self._read_batched(Side.LOCAL, merges),
                                                        self._read_batched(Side.REMOTE, merges))
         data = {Side.LOCAL: local_data, Side.REMOTE: remote_data}
-        base_of = await self._merge_bases(merges)
+        common = await self._merge_bases(merges)
         pair = {c.path: c.ancestor.hash if c.ancestor is not None else None for c in merges}
-        bases = await self._bases({h for h in (*base_of.values(), *pair.values()) if h is not None})
+        bases = await self._bases({h for h in pair.values() if h is not None}
+                                  | {h for found in common.values() for h, _ in found})
         # A replica without conflicts/ of its own (a cloud folder) has its pre-merge version kept
         # here by its install (as a copy's loser is), so neither side gets the other's copy too.
         keep_other = self.remote_session.caps.keeps_conflicts
@@ -233,7 +244,7 @@ class Run(Transfers):
             policy = policy_for(c)
             merged = merge_file(
                 c.path, rules.strategies(c.path), ancestor=c.ancestor,
-                base=next((bases[h] for h in (base_of[c.path], pair[c.path]) if bases.get(h) is not None), None),
+                base=_first(merge_base(c.path, rules.strategies(c.path), common[c.path], bases), bases.get(pair[c.path])),
                 local=Version(local_data[c.path], self.machine(Side.LOCAL), c.local.mtime_ns),
                 remote=Version(remote_data[c.path], self.machine(Side.REMOTE), c.remote.mtime_ns),
                 local_first=self.local_id < self.remote_id, prefer=policy.source if policy.action is Action.COPY else None)
@@ -268,6 +279,17 @@ class Run(Transfers):
         saved = await gather_all(*(self.session(side).request("quarantine", items=kept[side]) if kept[side] else _none()
                                    for side in Side))
         await gather_all(*(self.put_versions(side, already[side]) for side in Side))
+        # Both sides keep both inputs and what the other side knows its input descends from: a
+        # criss-cross merge's base is made of them (mergefile.merge_base).
+        done = {side: {i["path"] for i, res in zip(installs[side], results) if res["ok"]} | {p for p, _ in already[side]}
+                for side, results in zip(Side, outcome)}
+        made = [c for c in merges if c.path in done[Side.LOCAL] and c.path in done[Side.REMOTE]
+                and rules.keeps_base(c.path, c.local) and rules.keeps_base(c.path, c.remote)]
+        inputs = [{"path": c.path, "hash": c.entry(s).hash, "vv": versions.to_wire(c.entry(s).vv), "data": data[s][c.path]}
+                  for c in made for s in Side if c.entry(s).vv]
+        await gather_all(*(self._carry_bases(side.other, side, [(c.path, c.entry(side.other)) for c in made],
+                                             answer=self._known.get(side.other, {}), inputs=inputs)
+                           for side in Side))
         ids: dict[tuple[Side, str], list[str]] = {}
         for side, results, copies in zip(Side, outcome, saved):
             answered = copies.get("results") if isinstance(copies, dict) else None
@@ -293,14 +315,14 @@ class Run(Transfers):
             return peer_text(name.strip(), 64)
         return socket.gethostname() if side is Side.LOCAL else self.peer.name
 
-    async def _merge_bases(self, merges: list[Change]) -> dict[str, str | None]:
-        """Each merge's base (a content hash): the latest version both sides descend from, among
-        the versions either side has in common with any peer (op merge_bases) and the pair's own
-        ancestor.  In a mesh the pair's ancestor can be far older than that: lines one side removed
-        since would look like the other side's insertions and come back.  Without vectors (an
-        upgrade), or from a replica that cannot say (a cloud folder, an older agent): the pair's
-        ancestor."""
-        out = {c.path: c.ancestor.hash if c.ancestor is not None else None for c in merges}
+    async def _merge_bases(self, merges: list[Change]) -> dict[str, list[tuple[str, tuple]]]:
+        """The versions (hash, vector) both sides of each merge descend from, among the versions
+        either side has in common with any peer or keeps as a copy's bases (op merge_bases) and
+        the pair's own ancestor; core/mergefile.merge_base picks the latest.  In a mesh the pair's
+        ancestor can be far older than that: lines one side removed since would look like the
+        other side's insertions and come back.  Without vectors (an upgrade), or from a replica
+        that cannot say (a cloud folder, an older agent): none (the pair's ancestor is the base)."""
+        out: dict[str, list[tuple[str, tuple]]] = {c.path: [] for c in merges}
         causal = [c for c in merges if c.local.vv and c.remote.vv]
         if not causal:
             return out
@@ -311,6 +333,7 @@ class Run(Transfers):
                 answers.append(await self.session(side).request("merge_bases", paths=paths))
             except (PeersyncError, LookupError):  # it keeps no ancestors of its own, or predates the op
                 continue
+            self._known[side] = answers[-1] if isinstance(answers[-1], dict) else {}
         for c in causal:
             found = {(c.ancestor.hash, c.ancestor.vv)} if c.ancestor is not None and c.ancestor.vv else set()
             for answer in answers:
@@ -319,27 +342,63 @@ class Run(Transfers):
                         found.add((item[0], versions.from_wire(item[1])))
                     except (ValueError, TypeError, IndexError):
                         continue
-            common = [(h, vv) for h, vv in found if versions.seen(vv, c.local.vv) and versions.seen(vv, c.remote.vv)]
-            # The latest: one no other common version descends from; of several (criss-cross
-            # merges), the one with the most events — any of them is a common ancestor.
-            latest = [(h, vv) for h, vv in common
-                      if not any(other != vv and versions.seen(vv, other) for _, other in common)]
-            if latest:
-                out[c.path] = max(latest, key=lambda hv: (sum(n for _, n in hv[1]), hv[0]))[0]
+            out[c.path] = [(h, vv) for h, vv in found if versions.seen(vv, c.local.vv) and versions.seen(vv, c.remote.vv)]
+        return out
+
+    async def _carry_bases(self, source: Side, target: Side, copied: list[tuple[str, Entry]], *,
+                           answer: dict | None = None, inputs: list[dict] = ()) -> None:
+        """Mergeable files just copied (or merged) to `target`: it keeps the versions the source
+        knows each one descends from, with their content (replica/bases.py; `answer`: the
+        source's merge_bases answer, asked here when None), and `inputs` (a merge's two versions,
+        as bases_keep items), so a later merge on the target finds the latest version both sides
+        descend from even when only third machines held it — else an older base brings back lines
+        removed since, and criss-cross merges lack the versions their base is made of.  Best
+        effort: a side that cannot say or keep (a cloud folder, an older agent) is skipped."""
+        copied = [(p, e) for p, e in copied if e.vv]
+        if target is Side.REMOTE and not self.remote_session.caps.keeps_ancestor:
+            return
+        if answer is None and copied:
+            try:
+                answer = await self.session(source).request("merge_bases", paths=[p for p, _ in copied])
+            except (PeersyncError, LookupError):
+                answer = {}
+        wanted: list[tuple[str, str, tuple]] = []
+        for path, entry in copied:
+            found = set()
+            for item in (answer.get(path) if isinstance(answer, dict) else None) or ():
+                try:
+                    found.add((item[0], versions.from_wire(item[1])))
+                except (ValueError, TypeError, IndexError):
+                    continue
+            below = [(h, vv) for h, vv in found if h != entry.hash and versions.seen(vv, entry.vv)]
+            below.sort(key=lambda hv: (sum(n for _, n in hv[1]), hv[0]))
+            wanted += [(path, h, vv) for h, vv in below[-BASES_PER_PATH:]]
+        content = await self._bases_of(source, {h for _, h, _ in wanted}) if wanted else {}
+        items = [*inputs, *({"path": p, "hash": h, "vv": versions.to_wire(vv), "data": content[h]}
+                            for p, h, vv in wanted if content.get(h) is not None)]
+        if items:
+            try:
+                await self.session(target).request("bases_keep", items=items)
+            except (PeersyncError, LookupError):
+                return
+
+    async def _bases_of(self, side: Side, hashes: set[str]) -> dict[str, bytes | None]:
+        """The merge bases `side` kept with these hashes (None: not kept, or not those bytes)."""
+        raw = await self.session(side).request("logbase_get", hashes=sorted(hashes))
+        out = {}
+        for digest in hashes:
+            value = raw.get(digest) if isinstance(raw, dict) else None
+            out[digest] = value if isinstance(value, bytes) and hash_bytes(value) == digest else None
         return out
 
     async def _bases(self, hashes: set[str]) -> dict[str, bytes | None]:
         """Last synced contents of mergeable files (merge bases), from whichever side kept them."""
         found: dict[str, bytes | None] = {}
         for side in Side:
-            missing = sorted(h for h in hashes if found.get(h) is None)
+            missing = {h for h in hashes if found.get(h) is None}
             if not missing:
                 break
-            raw = await self.session(side).request("logbase_get", hashes=missing)
-            for digest in missing:
-                value = raw.get(digest) if isinstance(raw, dict) else None
-                data = value if isinstance(value, bytes) else None
-                found[digest] = data if data is not None and hash_bytes(data) == digest else None
+            found.update(await self._bases_of(side, missing))
         return found
 
     async def copy(self, target: Side, changes: list[Change]) -> None:
@@ -374,6 +433,8 @@ class Run(Transfers):
         # The source side holds the same bytes: it records what the target set aside too.
         await self.put_versions(source, [(c.path, new) for c, new, res in zip(changes, news, results)
                                          if res["ok"] and new.seen != c.entry(source).seen])
+        await self._carry_bases(source, target, [(c.path, new) for c, new, res in zip(changes, news, results)
+                                                 if res["ok"] and self.rules.keeps_base(c.path, new)])
         for c, res in zip(changes, results):
             if not res["ok"]:
                 continue
@@ -588,3 +649,8 @@ def _conflict_reason(change: Change) -> str:
             "conflict-local": "conflict: policy keeps the initiating side",
             "conflict-remote": "conflict: policy keeps the peer's side",
             "rewritten-log": "log rewritten on both sides"}.get(change.reason, change.reason)
+
+
+def _first(*values):
+    """The first value that is not None (an empty base is a base)."""
+    return next((v for v in values if v is not None), None)

@@ -16,6 +16,7 @@ import shutil
 from pathlib import Path
 
 from peersync.core.commit import peer_text
+from peersync.core.paths import internal_rel
 from peersync.core.types import DIR, KIND_BITS, Entry, Side
 from peersync.sync import chunks
 from peersync.sync.concurrency import gather_all
@@ -46,10 +47,14 @@ class Transfers:
         grown, big = await self._tails(source, big)
         # rsync only where both ends have it for us (never with a restricted key): else ranges.
         rsync = self.remote_session.caps.rsync and shutil.which("rsync") is not None
-        copy_big = self._copy_rsync if rsync else self._copy_ranges
-        outcome = await gather_all(self._copy_inline(source, target, small), copy_big(source, target, big),
-                                   self._install_batches(target, grown))
-        results = dict(zip((id(i) for i in small + big + grown), outcome[0] + outcome[1] + outcome[2]))
+        # rsync stages a file under its own path in the staging dir: a path too long for that
+        # (core.paths.internal_rel) travels by ranges, staged under a short upload name.
+        ranged = [i for i in big if not rsync or internal_rel(i["path"]) != i["path"]]
+        big = [i for i in big if rsync and internal_rel(i["path"]) == i["path"]]
+        outcome = await gather_all(self._copy_inline(source, target, small), self._copy_rsync(source, target, big),
+                                   self._copy_ranges(source, target, ranged), self._install_batches(target, grown))
+        results = dict(zip((id(i) for i in small + big + ranged + grown),
+                           outcome[0] + outcome[1] + outcome[2] + outcome[3]))
         return [results[id(i)] for i in items]
 
     async def _transfer_rclone(self, target: Side, items: list[dict]) -> list[dict]:

@@ -26,12 +26,12 @@ SMALL_LINE = 64 << 10
 LARGE_LINE = 256 << 20  # about 2 million files
 LARGE_REQUESTS = frozenset({"ancestor_put", "tombstones_add", "tombstones_get", "versions_put", "install", "read",
                             "read_tail", "delete", "touch", "quarantine", "logbase_save", "logbase_get", "selection",
-                            "merge_bases"})
+                            "merge_bases", "bases_keep"})
 LARGE_REPLIES = frozenset({"scan", "ancestor_get", "tombstones_get", "install", "read", "read_tail", "delete",
                            "touch", "quarantine", "logbase_get", "run", "merge_bases", "log_digest"})
 MAX_BLOB = 1 << 30  # whole files in one message: an install's inline batch, a merge's files (up to
 # mergefile.MEMORY_MAX each, in batches); anything larger travels in ranges
-WHOLE_FILES = frozenset({"install", "quarantine", "read", "read_tail", "logbase_get"})
+WHOLE_FILES = frozenset({"install", "quarantine", "read", "read_tail", "logbase_get", "bases_keep"})
 RANGES = frozenset({"read_range", "stage_chunk"})
 BYTES = "/bytes"
 _OP = re.compile(rb'\{"id":[^,]{0,40},"op":"([a-z_]{1,32})"')

@@ -15,7 +15,7 @@ from __future__ import annotations
 import os
 import sys
 
-AGENT = " agent --root "  # what every command peersync's client sends contains (transport.ssh.agent_command)
+AGENT = " agent --root "  # what every command peersync's client sends contains (transport.openssh.agent_command)
 
 
 def route(root: str) -> int | None:

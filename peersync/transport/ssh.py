@@ -9,24 +9,20 @@ import collections
 import contextlib
 import errno
 import os
-import shlex
-import shutil
 import socket
 import sys
 import time
 
 from peersync import install
 from peersync.errors import BusyError, ConnectError, ProtocolError
-from peersync.transport import sshconfig
+from peersync.transport import openssh, sshconfig
 from peersync.transport.children import die_with_parent
+from peersync.transport.openssh import CLIENT_ENV, NOT_FOUND, agent_command, use_openssh
 from peersync.transport.keeper import STREAM_LIMIT, socket_path
 from peersync.transport.protocol import (LARGE_LINE, MAX_BLOB, PROTOCOL, SMALL_LINE, TooLarge, blob_limit, blob_size,
                                          decode, encode, line_limit)
 from peersync.transport.replica import AGENT, KEPT, Capabilities, Replica, agent_caps
 from peersync.workspace.workspace import Peer, Workspace
-
-NOT_FOUND = "peersync-not-found"
-
 
 async def read_line(stream, limit: int = LARGE_LINE) -> bytes:
     """One whole line, read only up to `limit` bytes (TooLarge beyond: a peer that never ends a
@@ -206,27 +202,6 @@ def protocol_mismatch(peer: Peer, hello: dict) -> ProtocolError:
                          "Nothing was changed. Install the same peersync version on every machine, then sync again.")
 
 
-def agent_command(peer: Peer, root: str) -> str:
-    """One remote shell command that starts the agent, trying the usual install places.
-
-    Non-interactive SSH has a thin PATH, so a bare `peersync` is often not found.
-    """
-    r = shlex.quote(root)
-    tries = []
-    if peer.command:
-        first = shlex.split(peer.command)[0]
-        # `~/…` means the peer's home (the shell expands it in `exec`; quoted for the test it would not be)
-        found = f'"$HOME"/{shlex.quote(first[2:])}' if first.startswith("~/") else shlex.quote(first)
-        tries.append((f"command -v {found} >/dev/null 2>&1", f"exec {peer.command} agent --root {r}"))
-    tries += [
-        ("command -v peersync >/dev/null 2>&1", f"exec peersync agent --root {r}"),
-        ('[ -x "$HOME/.local/bin/peersync" ]', f'exec "$HOME/.local/bin/peersync" agent --root {r}'),
-        ("python3 -c 'import peersync' >/dev/null 2>&1", f"exec python3 -m peersync agent --root {r}"),
-    ]
-    script = "; el".join(f"if {test}; then {run}" for test, run in tries)
-    return f"{script}; else echo {NOT_FOUND} >&2; exit 127; fi"
-
-
 def destination(peer: Peer) -> sshconfig.Destination:
     """Where `peer` is, as `ssh` would reach it (transport/sshconfig.py); ConnectError for a
     config file ssh cannot read."""
@@ -299,25 +274,12 @@ def path_hint(peer: Peer, root: str) -> str:
     return f"Check the workspace path on {peer.name}: peersync peers set {peer.name} --path PATH"
 
 
-CLIENT_ENV = "PEERSYNC_SSH_CLIENT"  # "openssh" or "asyncssh"; default: openssh where `ssh` is installed
-
-
-def use_openssh() -> bool:
-    """Whether sessions run the system `ssh`.  Measured (scripts/bench.py, issue 17): importing
-    asyncssh and connecting costs several times an `ssh` subprocess's whole handshake, and a
-    sync on a new connection pays it every time."""
-    chosen = os.environ.get(CLIENT_ENV, "").strip().lower()
-    if chosen == "asyncssh":
-        return False
-    return shutil.which("ssh") is not None
-
-
 async def open_session(ws: Workspace, peer: Peer, *, timeout: float = 15.0, root: str | None = None) -> Session:
     """Connect to `peer`, start its agent, and say hello (measuring the clock offset)."""
     root = root or peer.path or str(ws.root)
     dest = destination(peer)
     if use_openssh():
-        conn = await OpenSSH.start(peer, agent_command(peer, root), timeout)
+        conn = await OpenSSH.start(peer, root, timeout)
         process = conn
     else:
         conn = await _connect_asyncssh(peer, dest, timeout)
@@ -351,8 +313,8 @@ async def _connect_asyncssh(peer: Peer, dest: sshconfig.Destination, timeout: fl
     except (asyncio.TimeoutError, TimeoutError):
         raise _timed_out(peer, dest, timeout) from None
     except (OSError, asyncssh.Error) as err:
-        errno = getattr(err, "errno", None)
-        reason = (os.strerror(errno) if isinstance(errno, int) and errno > 0 else None) \
+        code = getattr(err, "errno", None)
+        reason = (os.strerror(code) if isinstance(code, int) and code > 0 else None) \
             or getattr(err, "reason", None) or str(err)
         raise ConnectError(f"cannot reach {peer.name} at {where}: {reason}",
                            sshconfig.unreachable_hint(dest, err, peer.name)) from None
@@ -437,12 +399,15 @@ class OpenSSH:
         self._stderr = asyncio.ensure_future(self._read_stderr())
 
     @classmethod
-    async def start(cls, peer: Peer, command: str, timeout: float) -> "OpenSSH":
-        argv = [*sshconfig.ssh_command(peer, connect_timeout=timeout), "-T", "-e", "none",
-                "-o", "ClearAllForwardings=yes", "-o", "LogLevel=ERROR", "--", peer.host, command]
+    async def start(cls, peer: Peer, root: str, timeout: float) -> "OpenSSH":
+        """`ssh PEER <agent>`: the one started early for exactly this (transport/openssh.py), or a new one."""
+        args = openssh.argv(peer, root, timeout)
+        early = openssh.adopt(args)
+        if early is not None:
+            return cls(await _Adopted.wrap(early))
         try:
             proc = await asyncio.create_subprocess_exec(
-                *argv, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+                *args, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
                 stderr=asyncio.subprocess.PIPE, limit=STREAM_LIMIT, preexec_fn=die_with_parent())
         except OSError as err:
             raise ConnectError(f"cannot run ssh to reach {peer.name}: {err.strerror or err}",
@@ -519,6 +484,43 @@ class OpenSSH:
         if transport is not None:
             transport.close()
 
+
+
+class _Adopted:
+    """An ssh started before the event loop (subprocess.Popen, transport/openssh.py) with the face
+    of an asyncio subprocess: streams on its pipes, wait(), kill()."""
+
+    def __init__(self, popen, stdin, stdout, stderr, transports):
+        self.popen, self.stdin, self.stdout, self.stderr = popen, stdin, stdout, stderr
+        self._transport = _Transports(transports)
+
+    @classmethod
+    async def wrap(cls, popen) -> "_Adopted":
+        loop = asyncio.get_running_loop()
+        stdout, stderr = asyncio.StreamReader(limit=STREAM_LIMIT), asyncio.StreamReader()
+        out, _ = await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(stdout), popen.stdout)
+        err, _ = await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(stderr), popen.stderr)
+        into, protocol = await loop.connect_write_pipe(asyncio.streams.FlowControlMixin, popen.stdin)
+        return cls(popen, asyncio.StreamWriter(into, protocol, None, loop), stdout, stderr, (out, err, into))
+
+    @property
+    def returncode(self) -> int | None:
+        return self.popen.poll()
+
+    async def wait(self) -> int:
+        return await asyncio.to_thread(self.popen.wait)
+
+    def kill(self) -> None:
+        self.popen.kill()
+
+
+class _Transports:
+    def __init__(self, transports):
+        self.transports = transports
+
+    def close(self) -> None:
+        for transport in self.transports:
+            transport.close()
 
 
 # -- through a keeper (daemons/keeper.py): the same agent, over its unix socket ----------------
