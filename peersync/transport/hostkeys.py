@@ -4,7 +4,7 @@ An unknown key is the normal first contact: the message shows the fingerprint th
 for the user to check on that machine before trusting it.  A key that differs from the one on
 record is what a man-in-the-middle looks like (or a reinstalled machine): it is refused loudly,
 with the old and the new fingerprints, and with no advice to append the new key — which would
-trust the attacker.  Both the control connection (asyncssh) and rsync's OpenSSH end up here.
+trust the attacker.  The control connection (the system ssh, or asyncssh) and rsync's ssh end up here.
 The peer is looked at as `ssh` reaches it (transport/sshconfig.py: HostName, Port, the known_hosts
 files of ~/.ssh/config), so the fingerprints and hints name what ssh really checked.
 """

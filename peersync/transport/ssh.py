@@ -17,12 +17,13 @@ from peersync import install
 from peersync.errors import BusyError, ConnectError, ProtocolError
 from peersync.transport import openssh, sshconfig
 from peersync.transport.children import die_with_parent
-from peersync.transport.openssh import CLIENT_ENV, NOT_FOUND, agent_command, use_openssh
 from peersync.transport.keeper import STREAM_LIMIT, socket_path
+from peersync.transport.openssh import CLIENT_ENV, NOT_FOUND, agent_command, use_openssh
 from peersync.transport.protocol import (LARGE_LINE, MAX_BLOB, PROTOCOL, SMALL_LINE, TooLarge, blob_limit, blob_size,
                                          decode, encode, line_limit)
 from peersync.transport.replica import AGENT, KEPT, Capabilities, Replica, agent_caps
 from peersync.workspace.workspace import Peer, Workspace
+
 
 async def read_line(stream, limit: int = LARGE_LINE) -> bytes:
     """One whole line, read only up to `limit` bytes (TooLarge beyond: a peer that never ends a
