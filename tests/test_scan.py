@@ -144,10 +144,11 @@ def test_what_the_scan_could_not_read_is_unknown_and_odd_names_are_skipped(tmp_p
 
     monkeypatch.setattr(scan_mod, "hash_file", appending)
     result = scan(tmp_path, SEL)
-    assert sorted(result.manifest) == ["memory/link.md", "memory/ok.md"]  # a link inside is synced as a link
+    # A link inside is synced as a link; a name that is not UTF-8 is scanned as os.fsdecode spells it
+    # (whether the other side can hold it is the pipeline's question: core/names.foreign_names).
+    assert sorted(result.manifest) == ["memory/caf\udce9", "memory/link.md", "memory/ok.md"]
     assert sorted(result.unknown) == ["memory/growing.log"]
-    assert sorted(p.path for p in result.problems) == [
-        "memory/caf\\xe9", "memory/growing.log", "memory/new\\nline.md"]
+    assert sorted(p.path for p in result.problems) == ["memory/growing.log", "memory/new\\nline.md"]
 
 
 def test_unknown_covers_a_path_and_everything_under_it():

@@ -20,9 +20,10 @@ either side folds so — before reconcile sees them:
 
 from __future__ import annotations
 
+import re
 import unicodedata
 from dataclasses import dataclass, field
-from typing import Mapping
+from typing import Iterable, Mapping
 
 from peersync.core.types import Entry, Problem, Side
 
@@ -147,3 +148,40 @@ def _clash(held: dict[Side, list[str]], folding: dict[Side, Folding | None], pee
                            f"cannot tell apart; neither is synced until you {fix}", side) for n in twins]
     return None
 
+
+
+# -- names that are not UTF-8 ------------------------------------------------------------------------
+
+_NOT_UTF8 = re.compile("[\udc80-\udcff]")  # os.fsdecode's form of a byte that is not UTF-8
+
+
+def not_utf8(path: str) -> bool:
+    """Whether `path` holds bytes that are not UTF-8 (Linux allows any bytes in a name)."""
+    return not path.isascii() and _NOT_UTF8.search(path) is not None
+
+
+def foreign_names(local: Iterable[str], remote: Iterable[str], ancestor: Iterable[str], *, local_holds: bool,
+                  remote_holds: bool, peer_name: str = "the peer") -> tuple[list[Problem], set[str]]:
+    """Names that are not UTF-8, where one side's volume (APFS, HFS+) or replica (a cloud folder)
+    cannot hold them: (one problem per such path, the paths to leave alone on both sides).
+
+    Between two sides that hold them (two Linux machines) they sync as any other name.  Where one
+    side cannot, the path is not sent there and, being unknown for the sync, never deleted anywhere
+    nor dropped from the ancestor; the problem says how to make it syncable (rename it)."""
+    problems: list[Problem] = []
+    unknown: set[str] = set()
+    if local_holds and remote_holds:
+        return problems, unknown
+    for paths, side, holds_there in ((local, Side.LOCAL, remote_holds), (remote, Side.REMOTE, local_holds)):
+        if holds_there:
+            continue
+        where = peer_name if side is Side.LOCAL else "this machine"
+        fix = "" if side is Side.LOCAL else f" on {peer_name}"
+        message = (f"name not synced to {where}: it is not valid UTF-8, which {where}'s file system cannot hold "
+                   f"(rename it{fix}, e.g. with `convmv -f latin1 -t utf8`, to sync it)")
+        for path in paths:
+            if not_utf8(path) and path not in unknown:
+                problems.append(Problem(path, message, side))
+                unknown.add(path)
+    unknown.update(p for p in ancestor if not_utf8(p))
+    return problems, unknown

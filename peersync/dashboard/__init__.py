@@ -42,7 +42,7 @@ def write_dashboard(ws: Workspace, out: str | None = None, *, probe: bool = True
         probe_peers(ws)
     doc = gather(ws, contents=not synced, backups_online=backups_online)
     path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_bytes(path, render(doc).encode())
+    atomic_write_bytes(path, render(doc).encode("utf-8", "backslashreplace"))  # a name not UTF-8: \udcNN
     return Written(path, doc, synced)
 
 

@@ -145,7 +145,7 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_header("Content-Length", "0")
             self.end_headers()
         elif parts == [""]:
-            self._send(HTTPStatus.OK, board.page().encode(), "text/html; charset=utf-8")
+            self._send(HTTPStatus.OK, board.page().encode("utf-8", "backslashreplace"), "text/html; charset=utf-8")
         elif parts == ["api", "data"]:
             self._json(HTTPStatus.OK, board.document())
         else:
@@ -172,7 +172,7 @@ class _Handler(BaseHTTPRequestHandler):
         self._json(status, body)
 
     def _json(self, status: int, body: dict) -> None:
-        self._send(status, json.dumps(body, ensure_ascii=False).encode(), "application/json; charset=utf-8")
+        self._send(status, json.dumps(body, ensure_ascii=False).encode("utf-8", "backslashreplace"), "application/json; charset=utf-8")
 
     def _send(self, status: int, data: bytes, kind: str) -> None:
         self.send_response(status)

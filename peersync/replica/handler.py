@@ -934,7 +934,8 @@ def _pread_full(fd: int, length: int, offset: int) -> bytes:
 
 def canonical_json(value) -> bytes:
     """The one serialisation of an ancestor: sorted keys, no spaces."""
-    return (json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False) + "\n").encode()
+    return (json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False) + "\n").encode(
+        "utf-8", "backslashreplace")
 
 
 def flush_filesystem(path: Path) -> None:

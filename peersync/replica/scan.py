@@ -97,8 +97,9 @@ class _Found:
 
 
 # Characters a synced name may not hold (core/paths.check_relpath refuses them on the wire): control
-# characters, the backslash, and the lone surrogates by which Python carries bytes that are not UTF-8.
-_ODD = re.compile(r"[\x00-\x1f\x7f\\\udc80-\udcff]")
+# characters and the backslash.  Bytes that are not UTF-8 (a lone surrogate each, as os.fsdecode
+# gives them) are synced where both sides' volumes hold them (core/names.foreign_names).
+_ODD = re.compile(r"[\x00-\x1f\x7f\\]")
 
 
 def odd_name(name: str) -> str | None:
@@ -107,8 +108,6 @@ def odd_name(name: str) -> str | None:
     if odd is None:
         return None
     char = odd.group()
-    if "\udc80" <= char <= "\udcff":
-        return "name not synced: it is not valid UTF-8 (rename it, e.g. with `convmv`, to sync it)"
     if char == "\\":
         return "name not synced: it holds a backslash, which other systems read as a folder separator (rename it to sync it)"
     what = {"\n": "a newline", "\t": "a tab", "\r": "a carriage return"}.get(char, "a control character")

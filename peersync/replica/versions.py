@@ -49,6 +49,26 @@ create table if not exists versions (
 """
 
 
+# A name that is not UTF-8 reaches Python as a lone surrogate per byte (surrogateescape), which
+# SQLite's text cannot hold: such a path is kept as \x01 and its bytes in hex (a wire path never
+# starts with a control character, so no real path is spelled so).
+_RAW = "\x01"
+
+
+def _key(path: str) -> str:
+    if path.isascii():
+        return path
+    try:
+        path.encode("utf-8")
+        return path
+    except UnicodeEncodeError:
+        return _RAW + path.encode("utf-8", "surrogateescape").hex()
+
+
+def _path(key: str) -> str:
+    return bytes.fromhex(key[1:]).decode("utf-8", "surrogateescape") if key[:1] == _RAW else key
+
+
 def _serialised(method):
     """One operation at a time on the connection (the local side calls from worker threads)."""
     @functools.wraps(method)
@@ -116,8 +136,8 @@ class Versions:
         db = self._open()
         version = db.execute("pragma data_version").fetchone()[0]
         if self._rows is None or version != self._data_version:
-            self._rows = {path: (present, size, mtime, mode, digest, _vv(vv), _vv(seen), at)
-                          for path, present, size, mtime, mode, digest, vv, seen, at in db.execute(
+            self._rows = {_path(key): (present, size, mtime, mode, digest, _vv(vv), _vv(seen), at)
+                          for key, present, size, mtime, mode, digest, vv, seen, at in db.execute(
                               "select path, present, size, mtime_ns, mode, hash, vv, seen, at from versions")}
             self._data_version = version
         return self._rows
@@ -139,10 +159,10 @@ class Versions:
         db.execute("begin immediate")
         try:
             db.executemany("insert or replace into versions values (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                           [(p, int(present), e.size, e.mtime_ns, e.mode, e.hash, _json(e.vv), _json(e.seen), now)
+                           [(_key(p), int(present), e.size, e.mtime_ns, e.mode, e.hash, _json(e.vv), _json(e.seen), now)
                             for p, present, e in records])
             drop = list(drop)
-            db.executemany("delete from versions where path = ?", [(p,) for p in drop])
+            db.executemany("delete from versions where path = ?", [(_key(p),) for p in drop])
             if started:
                 db.execute("insert or ignore into meta values ('started', '1')")
             db.execute("commit")
@@ -270,7 +290,7 @@ class Versions:
         if old:
             db = self._open()
             db.execute("begin immediate")
-            db.executemany("delete from versions where path = ?", [(p,) for p in old])
+            db.executemany("delete from versions where path = ?", [(_key(p),) for p in old])
             db.execute("commit")
             for p in old:
                 self._all().pop(p, None)

@@ -37,7 +37,7 @@ from peersync.core.commit import (
 from peersync.core.paths import valid_instance_id
 from peersync.core.plan import describe, plan_sync, vanished
 from peersync.core.reconcile import touched_paths
-from peersync.core.names import Alignment, Folding, align
+from peersync.core.names import Alignment, Folding, align, foreign_names
 from peersync.core.unknown import known_only
 from peersync.core.types import (
     LINK,
@@ -187,11 +187,19 @@ async def _reconcile_and_apply(job: Job, local: LocalSession, remote: Replica, r
                   remote_folding=Folding.from_wire(remote_raw.get("fs")), peer_name=peer.name)
     ancestor, local_entries, remote_entries = names.ancestor, names.local, names.remote
     report.problems.extend(names.clashes)
+    foreign, foreign_unknown = foreign_names(
+        local_entries, remote_entries, ancestor, local_holds=_holds_raw_names(local_fs),
+        remote_holds=remote.caps.raw_names and _holds_raw_names(remote_raw.get("fs")), peer_name=peer.name)
+    for side in (Side.LOCAL, Side.REMOTE):  # each direction's names reported once while they stay
+        same = [p for p in foreign if p.side is side]
+        if same:
+            report.problems.extend(same if job.dry_run else local.handler._reported_once(
+                same, same[0].message, f"not-utf8:{peer.name}:{side.value}"))
     # -- plan ----------------------------------------------------------------------------------
     moved = set(changed) | deleted if delta and not names.changed else None
     touched = touched_paths(ancestor, local_entries, remote_entries, moved)
     # What either scan could not read is left as it is on both sides, its ancestor entry kept.
-    touched = known_only(touched, [*local_unknown, *remote_unknown(remote_raw), *names.unknown])
+    touched = known_only(touched, [*local_unknown, *remote_unknown(remote_raw), *names.unknown, *foreign_unknown])
     local_dead, remote_dead = await deletion_records(
         local, remote, local_entries, remote_entries, touched,
         local_has=local.handler.has_dead(), remote_has=bool(remote_raw.get("dead")))
@@ -259,6 +267,12 @@ def _files_only(local: LocalSession, entries: dict, result: ScanResult, dry_run:
         result.problems.extend(skipped if dry_run else local.handler._reported_once(skipped, links.CLOUD, "cloud"))
         result.unknown.extend(p for p, e in entries.items() if e.kind == LINK)
     return {p: e for p, e in entries.items() if e.is_file}
+
+
+def _holds_raw_names(fs: dict | None) -> bool:
+    """Whether a replica's volume holds names that are not UTF-8 (one not probed is tried: an
+    install it refuses is a per-path problem, and nothing is deleted)."""
+    return not (isinstance(fs, dict) and fs.get("utf8_only") is True)
 
 
 def _keeps_modes(fs: dict | None) -> bool:

@@ -13,10 +13,11 @@ import re
 
 from peersync.core.types import RANGE
 
-PROTOCOL = 7  # bump me on any incompatible change of ops or message shapes (4: version vectors; 5: bounded
+PROTOCOL = 8  # bump me on any incompatible change of ops or message shapes (4: version vectors; 5: bounded
 # lines, no rsync for a restricted key, each side its own trash retention; 6: large logs merged
 # streamed — log_digest, stage_log, upload_digest — and holes in ranges; 7: symbolic links and empty
-# directories as manifest entries — an older agent would take them for files)
+# directories as manifest entries — an older agent would take them for files; 8: names that are not
+# UTF-8, as JSON's \udcNN escapes — an older agent's state could not store them)
 
 # Every line is read only up to a limit, and a frame's bytes are counted before they are read:
 # a peer (or a client) that never ends a line costs a bounded amount of memory and gets a
@@ -105,7 +106,10 @@ def encode(message: dict) -> bytes:
         offset += len(value)
         return {BYTES: [offset - len(value), len(value)]}
 
-    line = json.dumps(message, separators=(",", ":"), ensure_ascii=False, default=park).encode() + b"\n"
+    # A name that is not UTF-8 holds lone surrogates (surrogateescape): "backslashreplace" writes each
+    # as the JSON escape \udcXX, which json.loads reads back as that surrogate.
+    line = json.dumps(message, separators=(",", ":"), ensure_ascii=False, default=park).encode(
+        "utf-8", "backslashreplace") + b"\n"
     if not blobs:
         return line
     return b"".join([b"+%d\n" % offset, line, *blobs])

@@ -34,6 +34,8 @@ class Capabilities:
     may_vanish: bool = False  # can look empty without being so (an unmounted folder, an expired share)
     links: bool = True  # holds symbolic links and empty folders as such (a cloud folder does not: those
     #   of ours are left out of what it syncs, and reported once)
+    raw_names: bool = True  # holds a name that is not UTF-8 as its bytes, where its volume does (rclone
+    #   rewrites such bytes: a cloud folder is sent none, each reported once)
     own_retention: bool = True  # ages its trash and deletion records by its own config.yaml, never by
     #   ours (a cloud folder has no config: ours applies, and is sent)
 
@@ -43,7 +45,7 @@ KEPT = Capabilities("kept")  # an agent through a keeper's warm connection
 LOCAL = Capabilities("local", rsync=False)
 CLOUD = Capabilities("cloud", keeps_ancestor=False, takes_mtimes=False, keeps_conflicts=False, rsync=False,
                      transfer="rclone", delta_scan=False, lock_in_dry_run=False, may_vanish=True,
-                     own_retention=False, links=False)
+                     own_retention=False, links=False, raw_names=False)
 
 
 def agent_caps(base: Capabilities, hello: dict) -> Capabilities:

@@ -57,7 +57,7 @@ async def rsync_files(peer: Peer, paths: list[str], *, push: bool, local_dir: st
         raise TransferError("rsync is not installed on this machine",
                             "Install it (apt-get install rsync / brew install rsync).") from None
     try:
-        _, err = await proc.communicate(b"\0".join(p.encode() for p in paths) + b"\0")
+        _, err = await proc.communicate(b"\0".join(os.fsencode(p) for p in paths) + b"\0")
     except BaseException:
         await kill_group(proc)
         raise

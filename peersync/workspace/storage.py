@@ -97,7 +97,7 @@ def fsync_dir(path: Path) -> None:
 
 
 def atomic_write_json(path: Path, value, *, indent: int | None = 2) -> None:
-    atomic_write_bytes(path, (json.dumps(value, indent=indent, ensure_ascii=False) + "\n").encode())
+    atomic_write_bytes(path, (json.dumps(value, indent=indent, ensure_ascii=False) + "\n").encode("utf-8", "backslashreplace"))
 
 
 def read_json(path: Path, default=None):
