@@ -149,7 +149,6 @@ def _clash(held: dict[Side, list[str]], folding: dict[Side, Folding | None], pee
     return None
 
 
-
 # -- names that are not UTF-8 ------------------------------------------------------------------------
 
 _NOT_UTF8 = re.compile("[\udc80-\udcff]")  # os.fsdecode's form of a byte that is not UTF-8
