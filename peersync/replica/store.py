@@ -643,23 +643,44 @@ class Store:
         return len(index)
 
     def _packs(self) -> dict[str, tuple[str, int, int]]:
-        """hash → (pack name, offset, size) for every readable pack index."""
+        """hash → (pack name, offset, size) for every readable pack index (read-only: shared)."""
+        indexes = self._pack_indexes()
+        key = (str(self.logbase_dir),  # each index by its file's identity (as parsed)
+               tuple((name, _INDEXES[str(self.logbase_dir / f"{name}.json")][0]) for name in sorted(indexes)))
+        if _PACKS[0] == key:
+            return _PACKS[1]
         found: dict[str, tuple[str, int, int]] = {}
-        for name, index in self._pack_indexes().items():
+        for name, index in indexes.items():
             for digest, (offset, size) in index.items():
                 found[digest] = (name, offset, size)
+        _PACKS[:] = [key, found]
         return found
 
     def _pack_indexes(self) -> dict[str, dict]:
+        """pack name → its index (read-only: shared).  A pack and its index never change once
+        written (a new one gets a new name), so each index is parsed once per process, by the
+        identity of its file: a kept agent or a keeper syncing again pays a stat, not a parse."""
         out = {}
         if self._logbase_dir() is None:
             return out
+        seen = set()
         for idx in self.logbase_dir.glob("pack-*.json"):
+            where = str(idx)
+            seen.add(where)
             try:
-                index = json.loads(idx.read_bytes())
-                out[idx.name[:-5]] = {d: (int(o), int(n)) for d, (o, n) in index.items()}
+                st = idx.stat()
+                ident = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+                cached = _INDEXES.get(where)
+                if cached is None or cached[0] != ident:
+                    index = json.loads(idx.read_bytes())
+                    cached = _INDEXES[where] = (ident, {d: (int(o), int(n)) for d, (o, n) in index.items()})
+                out[idx.name[:-5]] = cached[1]
             except (OSError, ValueError, TypeError, AttributeError):
+                _INDEXES.pop(where, None)
                 continue  # unreadable: its bases are simply not found (prune drops it)
+        prefix = str(self.logbase_dir) + os.sep
+        for gone in [w for w in _INDEXES if w.startswith(prefix) and w not in seen]:
+            del _INDEXES[gone]
         return out
 
     def logbase(self, digest: str) -> bytes | None:
@@ -915,6 +936,10 @@ def _occupant(parent: int, name: str) -> str:
                 continue
     return "a file was created here during the sync; left for the next sync"
 
+
+# Parsed pack indexes of merge bases, by index file (Store._pack_indexes), and the last flat view.
+_INDEXES: dict[str, tuple[tuple[int, int, int, int], dict[str, tuple[int, int]]]] = {}
+_PACKS: list = [None, {}]
 
 _OTHER = object()  # something at a name that no entry describes (a folder with files, a FIFO…)
 
