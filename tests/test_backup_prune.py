@@ -161,7 +161,14 @@ def test_a_killed_backup_never_blocks_the_next_backup_or_prune(tmp_path):
         write(ws.root, f"memory/trial-{trial}.md", f"trial {trial}\n")
         proc = subprocess.Popen([*PEERSYNC, "-w", str(ws.root), "backup", "now", "--no-prune"], env=env,
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-        time.sleep(rng.uniform(0.3, 2.5))
+        if trial % 2:
+            time.sleep(rng.uniform(0.3, 2.5))  # any moment
+        else:  # while restic holds its lock (how long a backup takes depends on the machine's load)
+            deadline = time.monotonic() + 60
+            while proc.poll() is None and time.monotonic() < deadline and not (
+                    (target / "locks").is_dir() and any((target / "locks").iterdir())):
+                time.sleep(0.01)
+            time.sleep(rng.uniform(0, 0.1))
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
         locks = list((target / "locks").iterdir()) if (target / "locks").is_dir() else []
