@@ -9,7 +9,7 @@ import tracemalloc
 
 import pytest
 
-from peersync.core.types import RANGE as CHUNK
+from peersync.core.limits import RANGE as CHUNK
 from peersync.replica.handler import Handler
 from peersync.replica.scan import entry_for, hash_bytes
 from peersync.replica.store import Refused

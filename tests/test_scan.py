@@ -3,6 +3,10 @@
 import os
 import time
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from peersync.core.paths import in_state_dir
 from peersync.core.selection import Selection
 from peersync.replica.scan import hash_bytes, scan
 
@@ -157,3 +161,22 @@ def test_unknown_covers_a_path_and_everything_under_it():
     assert covered("a/b/c.md", {"a/b"}) and covered("a/b", {"a/b"})
     assert not covered("a/bc.md", {"a/b"}) and not covered("a", {"a/b"})
     assert known_only({"a/b/c", "a/x", "z"}, ["a/b", ""]) == {"a/x", "z"}
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.sampled_from(["*.tmp", ".git/", "cache/", "*~", ".#*", "\\#*#", "notes*.md", "a?c", "[ab]*.log",
+                                 "drafts/", "memory/private/", "/top.md", "**/x.md", "!keep.tmp", "*.swp"]),
+                max_size=6),
+       st.lists(st.sampled_from(["memory", "a", "cache", ".git", "drafts", "private", "sub"]), max_size=3),
+       st.sampled_from(["x.md", "a.tmp", "notes1.md", "abc", "b.log", "#x#", ".#lock", "f~", "keep.tmp",
+                        "top.md", "plain.md", "cache", ".DS_Store", "z.swp"]))
+def test_a_file_is_excluded_by_its_name_exactly_as_by_its_whole_path(patterns, folders, name):
+    """excludes_child matches only a file's name when every pattern is a name pattern: it must
+    decide as the whole path would, for every file whose folders the walker let through."""
+    selection = Selection(roots=("memory",), exclude=tuple(patterns))
+    path = "/".join(["memory", *folders, name])
+    parents = ["/".join(["memory", *folders[:i]]) for i in range(1, len(folders) + 1)]
+    if any(selection.excludes_dir(p) for p in parents):
+        return  # the walker never reaches this file
+    whole = selection.pattern_excludes(path) or (path.count("/") == 1 and in_state_dir(path))
+    assert selection.excludes_child(path) == whole

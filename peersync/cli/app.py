@@ -15,7 +15,7 @@ from typer.core import TyperGroup
 from peersync import __version__
 from peersync.cli import jsonout
 from peersync.cli.examples import epilog
-from peersync.transport.sshconfig import ENV_CONFIG
+from peersync.transport.sshfiles import ENV_CONFIG
 from peersync.workspace.workspace import Workspace
 
 @dataclass
@@ -81,7 +81,7 @@ def _setter(attr: str):
         if root.obj is None:
             root.obj = AppState()
         if attr == "ssh_config":
-            os.environ[ENV_CONFIG] = value  # read by transport/sshconfig.py here, in keepers and backups
+            os.environ[ENV_CONFIG] = value  # read by transport/sshfiles.py here, in keepers and backups
         else:
             setattr(root.obj, attr, value)
         return value

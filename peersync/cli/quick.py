@@ -22,7 +22,7 @@ from peersync.core.paths import STATE_DIR
 from peersync.errors import PeersyncError
 from peersync.transport.keeper import env_keep, socket_for
 from peersync.transport.protocol import decode, encode
-from peersync.transport.sshconfig import ENV_CONFIG
+from peersync.transport.sshfiles import ENV_CONFIG
 from peersync.workspace.locate import check, locate
 
 COMMANDS = ("sync", "push", "pull")

@@ -32,6 +32,7 @@ class Selection:
     exclude: tuple[str, ...] = DEFAULT_EXCLUDES
     _match: Callable[[str], bool] = field(init=False, repr=False, compare=False)
     _negated: bool = field(init=False, repr=False, compare=False)
+    _match_name: Callable[[str], bool] | None = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         roots = tuple(dict.fromkeys(r.strip("/") for r in self.roots if r.strip("/")))
@@ -40,6 +41,8 @@ class Selection:
         negated = any(p.include is False for p in spec.patterns)
         object.__setattr__(self, "_negated", negated)
         object.__setattr__(self, "_match", spec.match_file if negated else _combined(spec))
+        object.__setattr__(self, "_match_name", None if negated or not all(map(_by_name, self.exclude))
+                           else self._match)
 
     @classmethod
     def from_options(cls, *, skills: bool = False, include=(), exclude=None) -> "Selection":
@@ -58,8 +61,14 @@ class Selection:
 
     def excludes_child(self, path: str) -> bool:
         """excludes_file for a file whose directory already passed excludes_dir (the walker):
-        only the patterns can still exclude it — or the state dir's own path, if a file sits there."""
-        return self._match(path) or (path.count("/") == 1 and in_state_dir(path))
+        only the patterns can still exclude it — or the state dir's own path, if a file sits there.
+        When every pattern is a name pattern (the defaults), only the file's own name can match
+        one: it alone is matched (twice as fast as the whole path, per file of every scan)."""
+        if self._match_name is not None:
+            excluded = self._match_name(path[path.rfind("/") + 1:])
+        else:
+            excluded = self._match(path)
+        return excluded or (path.count("/") == 1 and in_state_dir(path))
 
     def pattern_excludes(self, path: str) -> bool:
         """True when the gitignore excludes alone exclude `path` (a directory: pass "dir/")."""
@@ -96,6 +105,13 @@ class Intersection:
 
     def contains(self, path: str) -> bool:
         return self.first.contains(path) and self.second.contains(path)
+
+
+def _by_name(pattern: str) -> bool:
+    """A gitignore pattern that matches a name at any depth, whatever its folders (no `/` but a
+    trailing one, no `**`): a file whose folders all passed can then match it by its name alone."""
+    pattern = pattern.strip()
+    return bool(pattern) and "/" not in pattern.rstrip("/") and "**" not in pattern and not pattern.startswith("!")
 
 
 def _combined(spec: pathspec.PathSpec) -> Callable[[str], bool]:

@@ -20,11 +20,6 @@ SECOND = 1_000_000_000
 COARSE_SLACK_NS = 2 * SECOND
 
 
-# A large file crosses between replicas in ranges of this size (read_range / stage_chunk): the
-# memory one file in transit costs, whatever its size.
-RANGE = 4 << 20
-
-
 def coarse(*mtimes_ns: int) -> bool:
     """Whether any of these mtimes has no sub-second part (then compare with COARSE_SLACK_NS)."""
     return any(t % SECOND == 0 for t in mtimes_ns)

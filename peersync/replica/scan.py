@@ -114,6 +114,10 @@ def odd_name(name: str) -> str | None:
     return f"name not synced: it holds {what} (rename it to sync it)"
 
 
+def _never(_name: str) -> None:
+    return None
+
+
 def shown(path: str) -> str:
     """`path` as one printable line: bytes that are not UTF-8 as \\xNN, control characters escaped."""
     text = path.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
@@ -162,13 +166,15 @@ def _walk_dir(root: str, rel: str, selection: Selection, found: _Found):
             continue
         subdirs = []
         holds = False  # anything synced (or reported) directly in `current`
+        # One search per folder (no name holds a "/"): most hold no odd name, and then none is asked.
+        odd = odd_name if _ODD.search("/".join([item.name for item in items])) else _never
         for item in items:
             path = f"{current}/{item.name}"
             try:
                 if item.is_symlink():
                     if not selection.excludes_file(path):
                         holds = True
-                        why = odd_name(item.name)
+                        why = odd(item.name)
                         if why is not None:
                             found.skipped(path, why)
                         elif found.link(root, path):
@@ -177,7 +183,7 @@ def _walk_dir(root: str, rel: str, selection: Selection, found: _Found):
                 if item.is_dir(follow_symlinks=False):
                     if not selection.excludes_dir(path):
                         holds = True
-                        why = odd_name(item.name)
+                        why = odd(item.name)
                         if why is None:
                             subdirs.append(path)
                         else:
@@ -185,7 +191,7 @@ def _walk_dir(root: str, rel: str, selection: Selection, found: _Found):
                 elif item.is_file(follow_symlinks=False):
                     if not selection.excludes_child(path):  # `current` passed excludes_dir
                         holds = True
-                        why = odd_name(item.name)
+                        why = odd(item.name)
                         if why is None:
                             yield path, item.stat(follow_symlinks=False)
                         else:

@@ -2,7 +2,7 @@
 
 This is how files travel to and from a peer that has no rsync for us (a restricted key, or no
 rsync installed), and the building block for anything that must not hold a whole file in
-memory: at most two ranges of core.types.RANGE bytes are in flight per file.  The receiving agent
+memory: at most two ranges of core.limits.RANGE bytes are in flight per file.  The receiving agent
 stages the ranges in its private staging dir (stage_chunk), and an install item naming the
 upload verifies size and hash before the file appears — a source that changed while it was read
 is refused there, never installed mixed.
@@ -13,8 +13,8 @@ from __future__ import annotations
 import asyncio
 import secrets
 
+from peersync.core.limits import RANGE
 from peersync.core.paths import BadPath
-from peersync.core.types import RANGE
 from peersync.errors import ProtocolError
 from peersync.replica.store import Refused
 

@@ -13,9 +13,10 @@ from __future__ import annotations
 import secrets
 from dataclasses import dataclass, field
 
+from peersync.core.limits import RANGE
 from peersync.core.merge import common_prefix_len, merge_tails
 from peersync.core.mergefile import TAIL_MAX
-from peersync.core.types import RANGE, Change, Side
+from peersync.core.types import Change, Side
 from peersync.errors import ProtocolError
 from peersync.replica.store import Refused
 from peersync.sync.chunks import stage_bytes, stage_in_ranges

@@ -18,7 +18,7 @@ import re
 from pathlib import Path
 
 from peersync.errors import HostKeyError
-from peersync.transport import sshconfig
+from peersync.transport import sshconfig, sshfiles
 
 _FINGERPRINT = re.compile(r"SHA256:[A-Za-z0-9+/]{43}")
 CHANGED_MARK = "REMOTE HOST IDENTIFICATION HAS CHANGED"
@@ -29,8 +29,8 @@ def as_reached(peer):
     given when its config cannot be read: the connection itself then says why)."""
     try:
         dest = sshconfig.resolve(peer.host, user=peer.user, port=peer.port,
-                                 identity=sshconfig.expand_home(peer.identity) if peer.identity else None,
-                                 known_hosts=sshconfig.expand_home(peer.known_hosts) if peer.known_hosts else None)
+                                 identity=sshfiles.expand_home(peer.identity) if peer.identity else None,
+                                 known_hosts=sshfiles.expand_home(peer.known_hosts) if peer.known_hosts else None)
     except ValueError:
         return peer
     known = peer.known_hosts or next((p for p in dest.known_hosts if os.path.isfile(p)), None)

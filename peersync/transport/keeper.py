@@ -10,16 +10,16 @@ import json
 import os
 import socket
 import stat
-import subprocess
 import sys
-import tempfile
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from peersync import __version__
-from peersync.transport import sshconfig
+from peersync.transport import sshfiles
 from peersync.transport.protocol import PROTOCOL, encode
 
+# The CLI's fast path (cli/quick.py) imports this module for a warm sync: keep it light (no
+# typing, dataclasses or subprocess at import; those below are imported where they are used).
+TYPE_CHECKING = False
 if TYPE_CHECKING:
     from peersync.workspace.workspace import Peer, Workspace
 
@@ -41,7 +41,11 @@ def env_keep() -> float | None:
 def runtime_dir() -> Path | None:
     """A private directory for keeper sockets ($XDG_RUNTIME_DIR or the temp dir), or None when
     it is not safely ours (then there are simply no keepers)."""
-    base = os.environ.get("XDG_RUNTIME_DIR") or tempfile.gettempdir()
+    base = os.environ.get("XDG_RUNTIME_DIR")
+    if not base:
+        import tempfile  # lazy: start-up (needed only without $XDG_RUNTIME_DIR)
+
+        base = tempfile.gettempdir()
     path = Path(base) / f"peersync-{os.getuid()}"
     try:
         path.mkdir(mode=0o700)
@@ -78,7 +82,7 @@ def socket_for(root: str, name: str, host, user, port, identity, known_hosts, co
     if where is None:
         return None
     key = json.dumps([root, name, host, user, port, identity, known_hosts, command, remote_root,
-                      __version__, PROTOCOL, code_stamp(), sshconfig.stamp()])
+                      __version__, PROTOCOL, code_stamp(), sshfiles.stamp()])
     # Short on purpose: a unix socket path must fit in 104 bytes (macOS).
     return where / (hashlib.blake2b(key.encode(), digest_size=12).hexdigest() + ".sock")
 
@@ -107,6 +111,8 @@ def spawn(ws: Workspace, peer: Peer, root: str, seconds: float) -> bool:
     path = socket_path(ws, peer, root) if seconds > 0 else None
     if path is None or _alive(path):
         return False
+    import subprocess  # lazy: start-up (only a sync that found no keeper starts one)
+
     cmd = [sys.executable, "-m", "peersync", "keeper", "--workspace", str(ws.root), "--peer", peer.name,
            "--root", root, "--idle", f"{seconds:g}"]
     subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import re
 
-from peersync.core.types import RANGE
+from peersync.core.limits import RANGE
 
 PROTOCOL = 8  # bump me on any incompatible change of ops or message shapes (4: version vectors; 5: bounded
 # lines, no rsync for a restricted key, each side its own trash retention; 6: large logs merged

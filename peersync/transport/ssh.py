@@ -15,7 +15,7 @@ import time
 
 from peersync import install
 from peersync.errors import BusyError, ConnectError, ProtocolError
-from peersync.transport import openssh, sshconfig
+from peersync.transport import openssh, sshconfig, sshfiles
 from peersync.transport.children import die_with_parent
 from peersync.transport.keeper import STREAM_LIMIT, socket_path
 from peersync.transport.openssh import CLIENT_ENV, NOT_FOUND, agent_command, use_openssh
@@ -211,11 +211,11 @@ def destination(peer: Peer) -> sshconfig.Destination:
                                  known_hosts=expand(peer.known_hosts))
     except ValueError as err:
         raise ConnectError(f"cannot work out how to reach {peer.name}: {err}",
-                           f"Fix {sshconfig.shown_config()} (`ssh -G {peer.host}` shows what ssh reads).") from None
+                           f"Fix {sshfiles.shown_config()} (`ssh -G {peer.host}` shows what ssh reads).") from None
 
 
 def expand(path: str | None) -> str | None:
-    return sshconfig.expand_home(path) if path else None
+    return sshfiles.expand_home(path) if path else None
 
 
 def _connect_options(peer: Peer, dest: sshconfig.Destination, timeout: float) -> dict:

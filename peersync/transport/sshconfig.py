@@ -6,12 +6,8 @@ same destination and options — host aliases, HostName, User, Port, IdentityFil
 UserKnownHostsFile, HostKeyAlias, ProxyJump and ProxyCommand, Match and Include — so the two can
 never disagree about where a peer is.
 
-Which file: `--ssh-config FILE` (the CLI sets $PEERSYNC_SSH_CONFIG) is used like `ssh -F FILE`
-(that file only; `none` for no file).  Without it, ssh's own default: `~/.ssh/config` and
-`/etc/ssh/ssh_config`, where `~` is the home directory of the user's passwd entry, as OpenSSH
-reads it — not $HOME.  A `~` in the values (IdentityFile…) means that directory too.
-
-Light at import (no asyncssh): the keeper's socket name (transport/keeper.py) uses stamp().
+Which config file is in force (`--ssh-config`, or ssh's defaults), and `~` as ssh expands it
+(also in the values: IdentityFile…): sshfiles.py, light at import for the CLI's fast path.
 """
 
 from __future__ import annotations
@@ -23,38 +19,10 @@ import shutil
 import subprocess
 from dataclasses import dataclass, field
 
-ENV_CONFIG = "PEERSYNC_SSH_CONFIG"
-SYSTEM_CONFIG = "/etc/ssh/ssh_config"
+from peersync.transport.sshfiles import config_args, expand_home, shown_config, ssh_home
+
 TAILSCALE_SOCKETS = ("/var/run/tailscale/tailscaled.sock", "/run/tailscale/tailscaled.sock")
 TAILSCALE_APP = "/Applications/Tailscale.app/Contents/MacOS/Tailscale"
-
-
-def ssh_home() -> str:
-    """The home directory OpenSSH uses for ~/.ssh: the passwd entry's, whatever $HOME says."""
-    try:
-        return pwd.getpwuid(os.getuid()).pw_dir
-    except KeyError:
-        return os.path.expanduser("~")
-
-
-def expand_home(path: str) -> str:
-    """`~` and `~/x` as ssh expands them (the passwd home); other paths unchanged."""
-    if path == "~" or path.startswith("~/"):
-        return ssh_home() + path[1:]
-    return os.path.expanduser(path) if path.startswith("~") else path
-
-
-def config_file() -> str | None:
-    """The file given with --ssh-config / $PEERSYNC_SSH_CONFIG (`none`: no file at all), or None
-    for ssh's defaults."""
-    raw = os.environ.get(ENV_CONFIG)
-    return (raw if raw == "none" else os.path.abspath(expand_home(raw))) if raw else None
-
-
-def config_args() -> list[str]:
-    """`-F FILE` for every ssh invocation when a config file was chosen; ssh's defaults otherwise."""
-    chosen = config_file()
-    return ["-F", chosen] if chosen else []
 
 
 def ssh_command(peer, *, connect_timeout: float = 15) -> list[str]:
@@ -73,34 +41,6 @@ def ssh_command(peer, *, connect_timeout: float = 15) -> list[str]:
     if peer.user:
         args += ["-l", peer.user]
     return args
-
-
-def config_paths() -> list[str]:
-    """The files ssh reads for our settings (for stamp() and messages)."""
-    chosen = config_file()
-    if chosen:
-        return [] if chosen == "none" else [chosen]
-    return [os.path.join(ssh_home(), ".ssh", "config"), SYSTEM_CONFIG]
-
-
-def shown_config() -> str:
-    """The user's config file as a message names it."""
-    chosen = config_file()
-    if chosen == "none":
-        return "no ssh config file"
-    return chosen or "~/.ssh/config"
-
-
-def stamp() -> str:
-    """Which config files are in use and when they changed: a keeper holding a connection made
-    under other settings is not used (its socket name includes this)."""
-    parts = []
-    for path in config_paths():
-        try:
-            parts.append(f"{path}@{os.stat(path).st_mtime_ns}")
-        except OSError:
-            parts.append(f"{path}@-")
-    return "|".join(parts)
 
 
 @dataclass(frozen=True)
