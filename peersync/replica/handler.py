@@ -52,6 +52,10 @@ CHANGES = frozenset({"init", "install", "delete", "touch", "quarantine", "ancest
 # Ancestor files this process read or wrote: str(path) -> (file identity, digest, document,
 # whether the document was parsed).
 _ANCESTORS: dict[str, tuple] = {}
+# The encoded entries of the ancestors this process wrote: str(path) -> {path: (wire, its text)}, or
+# None after its first write.  A sync changes a few entries of many: a long-lived process (a keeper,
+# a kept agent) encodes only those from its second write on (canonical_ancestor).
+_ENCODED: dict[str, dict | None] = {}
 
 
 def _identity(st: os.stat_result) -> tuple:
@@ -393,7 +397,10 @@ class Handler:
                 self.store.check(check_relpath(p))  # nothing recorded outside the selection
         ensure_private_dir(self.ws.state)
         ensure_private_dir(path.parent)
-        raw = canonical_json(manifest)
+        if delta is not None and str(path) in _ENCODED:  # a long-lived process: its second write on
+            raw, _ENCODED[str(path)] = canonical_ancestor(manifest, _ENCODED[str(path)] or {})
+        else:  # a process's first write (a CLI's only one), or a whole manifest
+            raw, _ENCODED[str(path)] = canonical_json(manifest), None
         atomic_write_bytes(path, raw)
         digest = hash_bytes(raw)
         # What we just wrote is what the next sync reads (we hold the workspace's lock: nobody
@@ -940,6 +947,30 @@ def canonical_json(value) -> bytes:
     """The one serialisation of an ancestor: sorted keys, no spaces."""
     return (json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False) + "\n").encode(
         "utf-8", "backslashreplace")
+
+
+_CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode
+
+
+def canonical_ancestor(doc: dict, encoded: dict[str, tuple[list, str]]) -> tuple[bytes, dict[str, tuple[list, str]]]:
+    """canonical_json(doc), byte for byte, with the text of each entry whose wire value is the very
+    object `encoded` holds for its path taken from there (callers never modify a stored document);
+    also the encoded entries for next time."""
+    entries = doc.get("entries")
+    if not isinstance(entries, dict):
+        return canonical_json(doc), {}
+    fresh: dict[str, tuple[list, str]] = {}
+    parts = []
+    for path in sorted(entries):
+        wire = entries[path]
+        known = encoded.get(path)
+        if known is None or known[0] is not wire:
+            known = (wire, f"{_CANONICAL(path)}:{_CANONICAL(wire)}")
+        fresh[path] = known
+        parts.append(known[1])
+    fields = [f"{_CANONICAL(key)}:" + ("{" + ",".join(parts) + "}" if key == "entries" else _CANONICAL(value))
+              for key, value in sorted(doc.items())]
+    return ("{" + ",".join(fields) + "}\n").encode("utf-8", "backslashreplace"), fresh
 
 
 def flush_filesystem(path: Path) -> None:
