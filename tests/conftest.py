@@ -10,6 +10,7 @@ import os
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
 
 from peersync.testing import (
     LoopbackSSHD,
@@ -23,6 +24,11 @@ from peersync.testing.trees import selection_files, tree_digest  # noqa: F401  (
 # No connection keepers (peersync/daemons/keeper.py) unless a test asks for one: each would outlive its
 # test by up to ten minutes.  tests/test_keeper.py turns them on.
 os.environ["PEERSYNC_KEEP_CONNECTION"] = "0"
+
+# Property tests check what happens, never how long one example takes: hypothesis's default limit
+# of 200 ms per example is a timed test on a shared, loaded machine.
+settings.register_profile("peersync", deadline=None)
+settings.load_profile("peersync")
 
 
 @pytest.fixture(scope="session")

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
-from typing import Mapping
+from typing import Mapping, NamedTuple
 
 from peersync.core import versions
 from peersync.core.versions import VV
@@ -41,12 +41,14 @@ DIR = 0o040000
 KINDS = (0, LINK, DIR)
 
 
-@dataclass(frozen=True, slots=True)
-class Entry:
+class Entry(NamedTuple):
     """One version of a regular file: content identity, the metadata we propagate, and its
     history (core/versions.py): `vv`, which replicas' edits the content contains (`()` for a
     version older than vectors), and `seen`, what else its holders have already seen of that path
-    and set aside (the losers of conflicts it won)."""
+    and set aside (the losers of conflicts it won).
+
+    A named tuple rather than a frozen dataclass: every scan makes one per file on each side and
+    reconcile compares them, and a tuple is made three times faster and compared in C."""
 
     size: int
     mtime_ns: int
