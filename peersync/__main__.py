@@ -27,7 +27,7 @@ def main() -> None:
             sys.exit(code)
     if "heartbeat" in argv:
         # A heartbeat that is not due must return at once, without the CLI stack's imports.
-        from peersync.daemons.heartbeat import fast_main
+        from peersync.daemons.due import fast_main
 
         code = fast_main(argv)
         if code is not None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import re
 import unicodedata
 
@@ -69,4 +68,6 @@ def internal_rel(path: str) -> str:
     raw = path.encode("utf-8", "surrogateescape")
     if len(raw) <= PATH_SAFE and all(len(p) <= NAME_SAFE for p in raw.split(b"/")):
         return path
+    import hashlib  # lazy: start-up (rare here; the heartbeat's and the CLI's fast paths import this module)
+
     return f"{LONG_DIR}/{hashlib.blake2b(raw, digest_size=16).hexdigest()}"
