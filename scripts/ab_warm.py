@@ -1,0 +1,117 @@
+#!/usr/bin/env python3
+"""Interleaved A/B of warm syncs between checkouts of peersync (e.g. before and after a change).
+
+    python scripts/ab_warm.py --files 10000 --reps 21 ../old-checkout .
+
+Each checkout needs its own `.venv` (`bash scripts/setup.sh` there).  For each one, a server
+process under that checkout's Python compiles its bytecode (as pip does), generates the same
+workspace (`peersync.testing.generate`, seed 1), wires it to a second one over its own loopback
+sshd and syncs three times (the keeper is then warm).  Then the checkouts take turns, in
+alternating order, for `--reps` no-op syncs and `--reps` rounds of `mutate(n=130)` on both sides
+followed by a sync — each a `peersync sync` CLI process, timed from start to exit.  Turns
+interleave so that a noisy machine slows every checkout alike; whole bench runs one after the
+other differ by more than the changes being measured.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+
+def serve(files: int) -> None:
+    """Runs under one checkout's Python: set up a warm pair, then answer `noop` / `change N` / `quit`."""
+    import peersync
+    from peersync.testing import LoopbackSSHD, generate, mutate, wire_pair
+
+    subprocess.run([sys.executable, "-m", "compileall", "-q", os.path.dirname(peersync.__file__)],
+                   check=True, capture_output=True)
+    base = Path(tempfile.mkdtemp(prefix="peersync-ab-"))
+    sshd = LoopbackSSHD(base / "sshd")
+    sshd.start()
+    try:
+        local, remote = base / "L", base / "R"
+        generate(local, files=files, seed=1)
+        wire_pair(local, remote, sshd)
+        cli = [sys.executable, "-m", "peersync", "-w", str(local), "sync"]
+
+        def run() -> float:
+            started = time.perf_counter()
+            proc = subprocess.run(cli, capture_output=True, stdin=subprocess.DEVNULL)
+            took = time.perf_counter() - started
+            if proc.returncode != 0:
+                raise SystemExit(f"sync failed ({proc.returncode}): {proc.stderr.decode()[-500:]}")
+            return took
+
+        for _ in range(3):
+            run()
+        print("ready", flush=True)
+        for line in sys.stdin:
+            command = line.split()
+            if command[0] == "noop":
+                print(run(), flush=True)
+            elif command[0] == "change":
+                round_ = int(command[1])
+                mutate(local, seed=100 + round_, n=130)
+                mutate(remote, seed=200 + round_, n=130)
+                print(run(), flush=True)
+            else:
+                break
+    finally:
+        subprocess.run(["pkill", "-f", str(base)], check=False)  # its keeper and agent
+        sshd.stop()
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("checkouts", nargs="+", type=Path)
+    parser.add_argument("--files", type=int, default=10000)
+    parser.add_argument("--reps", type=int, default=21)
+    parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.serve:
+        serve(args.files)
+        return
+    trees = [c.resolve() for c in args.checkouts]
+    procs = {}
+    for tree in trees:
+        python = tree / ".venv" / "bin" / "python"
+        if not python.exists():
+            raise SystemExit(f"{tree} has no .venv: run `bash scripts/setup.sh` there first")
+        procs[tree] = subprocess.Popen([str(python), str(Path(__file__).resolve()), "--serve", "--files", str(args.files), "."],
+                                       cwd=tree, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    for tree, proc in procs.items():
+        if proc.stdout.readline().strip() != "ready":
+            raise SystemExit(f"{tree}: set-up failed")
+
+    def ask(tree: Path, command: str) -> float:
+        proc = procs[tree]
+        proc.stdin.write(command + "\n")
+        proc.stdin.flush()
+        return float(proc.stdout.readline())
+
+    times = {tree: {"noop": [], "change": []} for tree in trees}
+    for kind in ("noop", "change"):
+        for i in range(args.reps):
+            for tree in trees if i % 2 == 0 else trees[::-1]:
+                times[tree][kind].append(ask(tree, "noop" if kind == "noop" else f"change {i}"))
+    for tree, proc in procs.items():
+        proc.stdin.write("quit\n")
+        proc.stdin.flush()
+        proc.wait()
+    print(f"{args.files} files, warm keeper, median of {args.reps} (interleaved):")
+    for tree in trees:
+        print(f"  {str(tree):40s} no-op {statistics.median(times[tree]['noop']) * 1000:6.1f} ms   "
+              f"2 x 130 changes {statistics.median(times[tree]['change']) * 1000:6.1f} ms")
+
+
+if __name__ == "__main__":
+    main()
