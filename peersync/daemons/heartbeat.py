@@ -10,9 +10,7 @@ import time
 from dataclasses import dataclass, field
 
 from peersync.daemons import digest, scheduled_backup
-from peersync.errors import ConfigError, PeersyncError
 from peersync.workspace import auto
-from peersync.workspace.locate import check, locate
 from peersync.workspace.lock import pid_alive
 
 GRACE = 10.0  # seconds past the time budget after which the whole sync is abandoned
