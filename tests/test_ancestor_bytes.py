@@ -2,6 +2,8 @@
 scan may be a delta): the incremental encoder of long-lived processes must write exactly
 canonical_json's bytes, whatever the names, entries and changes."""
 
+import json
+
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -23,7 +25,8 @@ WIRE = st.tuples(st.integers(0, 2**40), st.integers(0, 2**62), st.integers(0, 0o
 def test_incremental_ancestor_bytes_are_canonical_json_bytes(first, changed, dropped, extra):
     doc = {**extra, "format": 3, "entries": first}
     raw, encoded = canonical_ancestor(doc, {})
-    assert raw == canonical_json(doc)
+    assert raw == canonical_json(doc) == (json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+                                          + "\n").encode("utf-8", "backslashreplace")
     # The next sync: the same wire objects for what did not change, new ones for what did.
     entries = dict(first)
     for path in dropped:

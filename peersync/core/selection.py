@@ -32,7 +32,7 @@ class Selection:
     exclude: tuple[str, ...] = DEFAULT_EXCLUDES
     _match: Callable[[str], bool] = field(init=False, repr=False, compare=False)
     _negated: bool = field(init=False, repr=False, compare=False)
-    _match_name: Callable[[str], bool] | None = field(init=False, repr=False, compare=False)
+    _by_names: bool = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         roots = tuple(dict.fromkeys(r.strip("/") for r in self.roots if r.strip("/")))
@@ -41,8 +41,7 @@ class Selection:
         negated = any(p.include is False for p in spec.patterns)
         object.__setattr__(self, "_negated", negated)
         object.__setattr__(self, "_match", spec.match_file if negated else _combined(spec))
-        object.__setattr__(self, "_match_name", None if negated or not all(map(_by_name, self.exclude))
-                           else self._match)
+        object.__setattr__(self, "_by_names", not negated and all(map(_by_name, self.exclude)))
 
     @classmethod
     def from_options(cls, *, skills: bool = False, include=(), exclude=None) -> "Selection":
@@ -64,10 +63,7 @@ class Selection:
         only the patterns can still exclude it — or the state dir's own path, if a file sits there.
         When every pattern is a name pattern (the defaults), only the file's own name can match
         one: it alone is matched (twice as fast as the whole path, per file of every scan)."""
-        if self._match_name is not None:
-            excluded = self._match_name(path[path.rfind("/") + 1:])
-        else:
-            excluded = self._match(path)
+        excluded = self._match(path[path.rfind("/") + 1:] if self._by_names else path)
         return excluded or (path.count("/") == 1 and in_state_dir(path))
 
     def pattern_excludes(self, path: str) -> bool:

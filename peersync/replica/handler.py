@@ -943,13 +943,12 @@ def _pread_full(fd: int, length: int, offset: int) -> bytes:
     return b"".join(parts)
 
 
+_CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode
+
+
 def canonical_json(value) -> bytes:
     """The one serialisation of an ancestor: sorted keys, no spaces."""
-    return (json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False) + "\n").encode(
-        "utf-8", "backslashreplace")
-
-
-_CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode
+    return (_CANONICAL(value) + "\n").encode("utf-8", "backslashreplace")
 
 
 def canonical_ancestor(doc: dict, encoded: dict[str, tuple[list, str]]) -> tuple[bytes, dict[str, tuple[list, str]]]:
