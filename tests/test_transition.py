@@ -251,6 +251,26 @@ def test_prune_repacks_a_mostly_unreferenced_pack_and_drops_strays(store):
     assert store.prune_logbases(set()) == 3 and not list(store.logbase_dir.iterdir())
 
 
+def test_prune_combines_the_small_packs_each_sync_adds(store):
+    from peersync.replica.store import PACK_MIN, PACKS_MAX
+
+    saved = []
+    for round_ in range(PACKS_MAX + 3):  # a pack a sync, as log bases arrive
+        items = write_logs(store, PACK_MIN + round_, prefix=f"r{round_}-")
+        assert store.save_logbases(items) == len(items)
+        saved += items
+    packs = lambda: sorted(p.name for p in store.logbase_dir.iterdir() if not p.name.endswith(".json"))  # noqa: E731
+    assert len(packs()) == PACKS_MAX + 3
+    gone = {h for _, h in saved[:5]}
+    keep = {h for _, h in saved} - gone
+    assert store.prune_logbases(keep) == len(gone)
+    assert len(packs()) == 2  # the largest, and one holding every other live base
+    got = store.logbases([h for _, h in saved])
+    assert all(got[h] is None for h in gone)
+    assert all(hash_bytes(got[h]) == h for h in keep)
+    assert store.prune_logbases(keep) == 0 and len(packs()) == 2  # nothing more to do
+
+
 def test_a_damaged_pack_gives_no_base(store):
     from peersync.replica.store import PACK_MIN
 

@@ -18,9 +18,10 @@ merges, not data: lost or unreadable, merges fall back to the bases the ancestor
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
-from peersync.workspace.storage import atomic_write_bytes, ensure_private_dir, read_json
+from peersync.workspace.storage import atomic_write_bytes, ensure_private_dir
 
 FILE = "bases.json"
 FORMAT = 1
@@ -28,20 +29,35 @@ PER_PATH = 8  # the latest versions of a path kept as bases (a handful of concur
 MAX_BASE = 16 << 20  # as mergefile.BASE_MAX: larger files keep no merge base
 
 
+# The last parse of each state dir's file, by the file's identity: a kept agent or a keeper asks on
+# every sync that copies or merges a memory file.  Read-only for callers.
+_PARSED: dict[str, tuple[tuple, dict]] = {}
+
+
 def load(state: Path) -> dict[str, list[list]]:
-    """{path: [[hash, vector wire], …]}; {} when there is none or it cannot be read."""
+    """{path: [[hash, vector wire], …]}; {} when there is none or it cannot be read (callers
+    never modify it)."""
+    where = os.path.join(state, FILE)
     try:
-        doc = read_json(Path(state) / FILE)
+        with open(where, "rb") as f:
+            st = os.fstat(f.fileno())
+            ident = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+            kept = _PARSED.get(where)
+            if kept is not None and kept[0] == ident:
+                return kept[1]
+            doc = json.loads(f.read())
     except (OSError, ValueError):
         return {}
     paths = doc.get("paths") if isinstance(doc, dict) and doc.get("format") == FORMAT else None
-    return paths if isinstance(paths, dict) else {}
+    paths = paths if isinstance(paths, dict) else {}
+    _PARSED[where] = (ident, paths)
+    return paths
 
 
 def remember(state: Path, items: list[tuple[str, str, list]]) -> int:
     """Record (path, hash, vector wire) triples (whose content is kept already); beyond PER_PATH
     a path keeps those with the most events.  How many were new."""
-    paths = load(state)
+    paths = dict(load(state))  # a copy: the parsed one is shared
     added = 0
     for path, digest, vv in items:
         known = [k for k in paths.get(path, []) if isinstance(k, list) and len(k) == 2]

@@ -40,6 +40,7 @@ from peersync.workspace.storage import atomic_write_json, ensure_private_dir, re
 
 CONFLICTS_FORMAT = 1
 PACK_MIN = 16  # log bases saved at once from which one pack file holds them (see save_logbases)
+PACKS_MAX = 8  # packs beyond which a prune combines the smaller ones (prune_logbases)
 _CONFLICT_ID = re.compile(r"c-[0-9a-f]{1,32}")
 SIDECAR = ".path"  # LONG_DIR/<id>.path holds the real path of the copy LONG_DIR/<id> (core.paths.internal_rel)
 
@@ -643,17 +644,23 @@ class Store:
         return len(index)
 
     def _packs(self) -> dict[str, tuple[str, int, int]]:
-        """hash → (pack name, offset, size) for every readable pack index (read-only: shared)."""
+        """hash → (pack name, offset, size) for every readable pack index (read-only: shared).
+        Kept across calls and grown by the packs written since (each sync writes one or two): a
+        pack never changes once written, so the view is rebuilt only when one goes (a prune)."""
         indexes = self._pack_indexes()
-        key = (str(self.logbase_dir),  # each index by its file's identity (as parsed)
-               tuple((name, _INDEXES[str(self.logbase_dir / f"{name}.json")][0]) for name in sorted(indexes)))
-        if _PACKS[0] == key:
-            return _PACKS[1]
-        found: dict[str, tuple[str, int, int]] = {}
+        where = str(self.logbase_dir)
+        idents = {name: _INDEXES[os.path.join(where, f"{name}.json")][0] for name in indexes}
+        kept_idents, found = _PACKS.get(where) or ({}, {})
+        if idents == kept_idents:
+            return found
+        if any(idents.get(name) != ident for name, ident in kept_idents.items()):
+            kept_idents, found = {}, {}  # a pack went or changed: from scratch
+        found = dict(found)  # a new view: another thread may be reading the last one
         for name, index in indexes.items():
-            for digest, (offset, size) in index.items():
-                found[digest] = (name, offset, size)
-        _PACKS[:] = [key, found]
+            if name not in kept_idents:
+                for digest, (offset, size) in index.items():
+                    found[digest] = (name, offset, size)
+        _PACKS[where] = (idents, found)
         return found
 
     def _pack_indexes(self) -> dict[str, dict]:
@@ -664,17 +671,20 @@ class Store:
         if self._logbase_dir() is None:
             return out
         seen = set()
-        for idx in self.logbase_dir.glob("pack-*.json"):
-            where = str(idx)
+        with os.scandir(self.logbase_dir) as found:
+            names = [e.name for e in found if e.name.startswith("pack-") and e.name.endswith(".json")]
+        for name in names:
+            where = os.path.join(self.logbase_dir, name)
             seen.add(where)
             try:
-                st = idx.stat()
+                st = os.stat(where)
                 ident = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
                 cached = _INDEXES.get(where)
                 if cached is None or cached[0] != ident:
-                    index = json.loads(idx.read_bytes())
+                    with open(where, "rb") as f:
+                        index = json.loads(f.read())
                     cached = _INDEXES[where] = (ident, {d: (int(o), int(n)) for d, (o, n) in index.items()})
-                out[idx.name[:-5]] = cached[1]
+                out[name[:-5]] = cached[1]
             except (OSError, ValueError, TypeError, AttributeError):
                 _INDEXES.pop(where, None)
                 continue  # unreadable: its bases are simply not found (prune drops it)
@@ -729,14 +739,19 @@ class Store:
             if name not in keep:
                 blob.unlink(missing_ok=True)
                 removed += 1
-        for pack, index in indexes.items():
-            live = [d for d in index if d in keep]
-            if len(live) * 2 >= len(index):
-                continue
-            self._store_bases(len(live), ((d, self._read_packed(pack, *index[d], d)) for d in live))
+        # A pack mostly unreferenced is written anew with its live bases; and as every sync adds a
+        # small pack or two, beyond PACKS_MAX all but the largest are combined into one (each
+        # lookup lists and checks every index).
+        rewrite = [pack for pack, index in indexes.items() if sum(d in keep for d in index) * 2 < len(index)]
+        rest = sorted((p for p in indexes if p not in rewrite), key=lambda p: len(indexes[p]))
+        if len(rest) > PACKS_MAX:
+            rewrite += rest[:-1]
+        live = {d: pack for pack in rewrite for d in indexes[pack] if d in keep}
+        self._store_bases(len(live), ((d, self._read_packed(pack, *indexes[pack][d], d)) for d, pack in live.items()))
+        for pack in rewrite:
             (self.logbase_dir / f"{pack}.json").unlink(missing_ok=True)
             (self.logbase_dir / pack).unlink(missing_ok=True)
-            removed += len(index) - len(live)
+            removed += sum(d not in keep for d in indexes[pack])
         return removed
 
     # -- conflicts -----------------------------------------------------------------------
@@ -937,9 +952,9 @@ def _occupant(parent: int, name: str) -> str:
     return "a file was created here during the sync; left for the next sync"
 
 
-# Parsed pack indexes of merge bases, by index file (Store._pack_indexes), and the last flat view.
+# Parsed pack indexes of merge bases, by index file (Store._pack_indexes), and each dir's flat view.
 _INDEXES: dict[str, tuple[tuple[int, int, int, int], dict[str, tuple[int, int]]]] = {}
-_PACKS: list = [None, {}]
+_PACKS: dict[str, tuple[dict, dict]] = {}  # log base dir → (pack name → index identity, flat view)
 
 _OTHER = object()  # something at a name that no entry describes (a folder with files, a FIFO…)
 

@@ -51,7 +51,12 @@ class Run(Transfers):
         self._one_direction = asyncio.Lock() if not remote.caps.keeps_conflicts else None
         self.progress = None  # sync/progress.py, set by the pipeline: files installed so far
         self._event: asyncio.Future | None = None  # this run's new event, when it makes new versions
-        self._known: dict[Side, dict] = {}  # each side's merge_bases answer for this run's merges
+        # What this run learned from each side, asked before anything is installed (Run.prefetch):
+        # its merge_bases answers by path (None: it cannot say), kept bases by hash, merge inputs.
+        self._known: dict[Side, dict | None] = {Side.LOCAL: {}, Side.REMOTE: {}}
+        self._content: dict[Side, dict[str, bytes | None]] = {Side.LOCAL: {}, Side.REMOTE: {}}
+        self._inputs: dict[Side, dict[str, bytes]] = {Side.LOCAL: {}, Side.REMOTE: {}}
+        self._keep: dict[Side, list[dict]] = {Side.LOCAL: [], Side.REMOTE: []}  # bases_keep items, sent in one go
 
     # -- versions --------------------------------------------------------------------------
     async def descendant(self, c: Change) -> tuple:
@@ -97,6 +102,7 @@ class Run(Transfers):
             changes = [c for c in changes if not c.reason.endswith("-recreated")] + await self.renew(recreated)
         merges = [c for c in changes if c.action is Action.MERGE]
         changes = [c for c in changes if c.action is not Action.MERGE]
+        await self.prefetch(merges, changes)
         # A file that clashes with the other side's edited folder (core/dirfile.py) is set aside first.
         aside = [c for c in changes if c.reason == REASON]
         await gather_all(*(self.set_aside(side, [c for c in aside if c.target is side]) for side in Side))
@@ -117,7 +123,8 @@ class Run(Transfers):
         fallback, *_ = await gather_all(self.merge(merges), *copies(changes))
         await gather_all(*copies(fallback))
         changes += fallback
-        await gather_all(*(self.delete(side, [c for c in changes if c.action is Action.DELETE and c.target is side
+        await gather_all(*(self.keep_bases(side) for side in Side),
+                         *(self.delete(side, [c for c in changes if c.action is Action.DELETE and c.target is side
                                               and c.reason != REASON and c.path not in early])
                            for side in Side))
         await gather_all(*(self.copy(side, [c for c in last if c.target is side]) for side in Side))
@@ -149,11 +156,94 @@ class Run(Transfers):
                 (c.path, c.entry(side.other)) for c in agreed if c.entry(side.other).vv
                 and not versions.seen(c.entry(side.other).vv, c.entry(side).vv) and self.rules.keeps_base(c.path, c.local)])
                 for side in Side))
+        await gather_all(*(self.keep_bases(side) for side in Side))
         manual = [c for c in changes if c.action is Action.CONFLICT and c.reason == "manual"]
         await self.keep_both(manual)
         for c in changes:
             if c.action is Action.CONFLICT and c.reason != "manual":
                 self.report.conflicts.append(Conflict(c.path, kept="both", reason="skipped (policy skip)"))
+
+    async def prefetch(self, merges: list[Change], changes: list[Change]) -> None:
+        """Before anything is installed, ask both sides what the merges and the copies of mergeable
+        files will need: the merges' inputs, each side's merge_bases answer, and the kept bases
+        those lead to.  Each side answers one request at a time, so asked later these would
+        queue behind the installs; asked first they cost two short round trips."""
+        keeps = self.remote_session.caps.keeps_ancestor
+        copies = [c for c in changes if c.action is Action.COPY and c.target is not None
+                  and (e := c.entry(c.source)) is not None and e.vv and self.rules.keeps_base(c.path, e)
+                  and (c.target is Side.LOCAL or keeps)]
+        # The same bytes on both sides with different histories: a side whose version the other
+        # had not seen passes on what it descends from (as a copy's source does).
+        adopted = [(side, c) for c in changes if c.action is Action.ADOPT and c.local is not None
+                   and c.remote is not None and self.rules.keeps_base(c.path, c.local) for side in Side
+                   if c.entry(side).vv and not versions.seen(c.entry(side).vv, c.entry(side.other).vv)]
+        small = [c for c in merges if not self._streamed(c)]
+        causal = [c for c in small if c.local.vv and c.remote.vv]
+        if not small and not copies and not adopted:
+            return
+        ask = {side: sorted({c.path for c in causal} | {c.path for c in copies if c.source is side}
+                            | {c.path for s, c in adopted if s is side}) for side in Side}
+        *_, local_data, remote_data = await gather_all(
+            *(self._answers(side, ask[side]) for side in Side),
+            self._read_batched(Side.LOCAL, small), self._read_batched(Side.REMOTE, small))
+        self._inputs = {Side.LOCAL: local_data, Side.REMOTE: remote_data}
+        want: dict[Side, set[str]] = {side: set() for side in Side}
+        for c in copies:
+            want[c.source].update(h for h, _ in self._below(c.source, c.path, c.entry(c.source)))
+        for side, c in adopted:
+            want[side].update(h for h, _ in self._below(side, c.path, c.entry(side)))
+        for c in causal:  # after the merge, each side keeps what the other knows its input descends from
+            for side in Side:
+                want[side].update(h for h, _ in self._below(side, c.path, c.entry(side)))
+        common = await self._merge_bases(causal)
+        merge_bases = {h for c in small for h in self._base_hashes(c, common)}
+        want[Side.LOCAL] |= merge_bases  # a merge's base: ours if we kept it (Run._bases), else theirs
+        await gather_all(*(self._bases_of(side, want[side]) for side in Side if want[side]))
+        elsewhere = {h for h in merge_bases if self._content[Side.LOCAL].get(h) is None}
+        if elsewhere:
+            await self._bases_of(Side.REMOTE, elsewhere)
+
+    def _streamed(self, c: Change) -> bool:
+        """A merge of files too large to hold (sync/logmerge.py streams logs; others: the policy)."""
+        stream = self.remote_session.caps.transfer == "agent"
+        return (stream and self.rules.streams(c.path, c.local.size, c.remote.size)
+                or max(c.local.size, c.remote.size) > MEMORY_MAX)
+
+    @staticmethod
+    def _base_hashes(c: Change, common: dict) -> set[str]:
+        """The kept bases a merge may take: the pair's ancestor's content, the common versions'."""
+        own = {c.ancestor.hash} if c.ancestor is not None else set()
+        return own | {h for h, _ in common.get(c.path, ())}
+
+    async def _answers(self, side: Side, paths: list[str]) -> dict[str, list] | None:
+        """`side`'s merge_bases answer for `paths` — {path: [[hash, vector], …]}, asked once a run
+        per path — or None where it cannot say (a cloud folder, an older agent)."""
+        known = self._known[side]
+        missing = [p for p in paths if known is not None and p not in known]
+        if missing:
+            try:
+                answer = await self.session(side).request("merge_bases", paths=missing)
+            except (PeersyncError, LookupError):  # it keeps no ancestors of its own, or predates the op
+                self._known[side] = known = None
+            else:
+                answer = answer if isinstance(answer, dict) else {}
+                for path in missing:
+                    found = answer.get(path)
+                    known[path] = found if isinstance(found, list) else []
+        return None if known is None else {p: known[p] for p in paths if p in known}
+
+    def _below(self, side: Side, path: str, entry: Entry) -> list[tuple[str, tuple]]:
+        """The versions `side` said `entry` (its version of `path`) descends from, latest last: at
+        most the BASES_PER_PATH with the most events (what a copy's target keeps, replica/bases.py)."""
+        found = set()
+        for item in (self._known[side] or {}).get(path) or ():
+            try:
+                found.add((item[0], versions.from_wire(item[1])))
+            except (ValueError, TypeError, IndexError):
+                continue
+        below = [(h, vv) for h, vv in found if isinstance(h, str) and h != entry.hash and versions.seen(vv, entry.vv)]
+        below.sort(key=lambda hv: (sum(n for _, n in hv[1]), hv[0]))
+        return below[-BASES_PER_PATH:]
 
     async def _read(self, side: Side, paths: list[str]) -> dict[str, bytes]:
         """Files' contents (raw bytes on the wire, beside the JSON: protocol.py)."""
@@ -199,8 +289,7 @@ class Run(Transfers):
         # A large log merges streamed (sync/logmerge.py: its common part never travels), one at
         # a time, where the peer is an agent; any other merge holds both versions, up to MEMORY_MAX.
         stream = self.remote_session.caps.transfer == "agent"
-        large = [c for c in merges if stream and rules.streams(c.path, c.local.size, c.remote.size)
-                 or max(c.local.size, c.remote.size) > MEMORY_MAX]
+        large = [c for c in merges if self._streamed(c)]
         merges = [c for c in merges if c not in large]
         for c in large:
             policy = policy_for(c)
@@ -230,13 +319,13 @@ class Run(Transfers):
                         "new": [streamed.size, now, entry.mode, streamed.digest, vv], "quarantine": None})
                 else:
                     already[side].append((c.path, entry.with_vv(tuple(map(tuple, vv)), ())))
-        local_data, remote_data = await asyncio.gather(self._read_batched(Side.LOCAL, merges),
-                                                       self._read_batched(Side.REMOTE, merges))
-        data = {Side.LOCAL: local_data, Side.REMOTE: remote_data}
+        data = {}
+        for side in Side:  # read by prefetch(), before the installs
+            missing = [c for c in merges if c.path not in self._inputs[side]]
+            data[side] = {**self._inputs[side], **await self._read_batched(side, missing)}
         common = await self._merge_bases(merges)
         pair = {c.path: c.ancestor.hash if c.ancestor is not None else None for c in merges}
-        bases = await self._bases({h for h in pair.values() if h is not None}
-                                  | {h for found in common.values() for h, _ in found})
+        bases = await self._bases({h for c in merges for h in self._base_hashes(c, common)})
         # A replica without conflicts/ of its own (a cloud folder) has its pre-merge version kept
         # here by its install (as a copy's loser is), so neither side gets the other's copy too.
         keep_other = self.remote_session.caps.keeps_conflicts
@@ -245,8 +334,8 @@ class Run(Transfers):
             merged = merge_file(
                 c.path, rules.strategies(c.path), ancestor=c.ancestor,
                 base=_first(merge_base(c.path, rules.strategies(c.path), common[c.path], bases), bases.get(pair[c.path])),
-                local=Version(local_data[c.path], self.machine(Side.LOCAL), c.local.mtime_ns),
-                remote=Version(remote_data[c.path], self.machine(Side.REMOTE), c.remote.mtime_ns),
+                local=Version(data[Side.LOCAL][c.path], self.machine(Side.LOCAL), c.local.mtime_ns),
+                remote=Version(data[Side.REMOTE][c.path], self.machine(Side.REMOTE), c.remote.mtime_ns),
                 local_first=self.local_id < self.remote_id, prefer=policy.source if policy.action is Action.COPY else None)
             if merged is None:
                 fallback.append(policy)
@@ -288,7 +377,7 @@ class Run(Transfers):
         inputs = [{"path": c.path, "hash": c.entry(s).hash, "vv": versions.to_wire(c.entry(s).vv), "data": data[s][c.path]}
                   for c in made for s in Side if c.entry(s).vv]
         await gather_all(*(self._carry_bases(side.other, side, [(c.path, c.entry(side.other)) for c in made],
-                                             answer=self._known.get(side.other, {}), inputs=inputs)
+                                             inputs=inputs)
                            for side in Side))
         ids: dict[tuple[Side, str], list[str]] = {}
         for side, results, copies in zip(Side, outcome, saved):
@@ -327,17 +416,11 @@ class Run(Transfers):
         if not causal:
             return out
         paths = [c.path for c in causal]
-        answers = []
-        for side in Side:
-            try:
-                answers.append(await self.session(side).request("merge_bases", paths=paths))
-            except (PeersyncError, LookupError):  # it keeps no ancestors of its own, or predates the op
-                continue
-            self._known[side] = answers[-1] if isinstance(answers[-1], dict) else {}
+        answers = [a for a in await gather_all(*(self._answers(side, paths) for side in Side)) if a is not None]
         for c in causal:
             found = {(c.ancestor.hash, c.ancestor.vv)} if c.ancestor is not None and c.ancestor.vv else set()
             for answer in answers:
-                for item in (answer.get(c.path) if isinstance(answer, dict) else None) or ():
+                for item in answer.get(c.path) or ():
                     try:
                         found.add((item[0], versions.from_wire(item[1])))
                     except (ValueError, TypeError, IndexError):
@@ -346,10 +429,10 @@ class Run(Transfers):
         return out
 
     async def _carry_bases(self, source: Side, target: Side, copied: list[tuple[str, Entry]], *,
-                           answer: dict | None = None, inputs: list[dict] = ()) -> None:
+                           inputs: list[dict] = ()) -> None:
         """Mergeable files just copied (or merged) to `target`: it keeps the versions the source
-        knows each one descends from, with their content (replica/bases.py; `answer`: the
-        source's merge_bases answer, asked here when None), and `inputs` (a merge's two versions,
+        knows each one descends from, with their content (replica/bases.py; the source's
+        merge_bases answer and those bases, as prefetch() asked them), and `inputs` (a merge's two versions,
         as bases_keep items), so a later merge on the target finds the latest version both sides
         descend from even when only third machines held it — else an older base brings back lines
         removed since, and criss-cross merges lack the versions their base is made of.  Best
@@ -357,39 +440,33 @@ class Run(Transfers):
         copied = [(p, e) for p, e in copied if e.vv]
         if target is Side.REMOTE and not self.remote_session.caps.keeps_ancestor:
             return
-        if answer is None and copied:
-            try:
-                answer = await self.session(source).request("merge_bases", paths=[p for p, _ in copied])
-            except (PeersyncError, LookupError):
-                answer = {}
-        wanted: list[tuple[str, str, tuple]] = []
-        for path, entry in copied:
-            found = set()
-            for item in (answer.get(path) if isinstance(answer, dict) else None) or ():
-                try:
-                    found.add((item[0], versions.from_wire(item[1])))
-                except (ValueError, TypeError, IndexError):
-                    continue
-            below = [(h, vv) for h, vv in found if h != entry.hash and versions.seen(vv, entry.vv)]
-            below.sort(key=lambda hv: (sum(n for _, n in hv[1]), hv[0]))
-            wanted += [(path, h, vv) for h, vv in below[-BASES_PER_PATH:]]
+        if copied:
+            await self._answers(source, [p for p, _ in copied])  # asked by prefetch() already, as a rule
+        wanted = [(path, h, vv) for path, entry in copied for h, vv in self._below(source, path, entry)]
         content = await self._bases_of(source, {h for _, h, _ in wanted}) if wanted else {}
-        items = [*inputs, *({"path": p, "hash": h, "vv": versions.to_wire(vv), "data": content[h]}
-                            for p, h, vv in wanted if content.get(h) is not None)]
+        self._keep[target] += [*inputs, *({"path": p, "hash": h, "vv": versions.to_wire(vv), "data": content[h]}
+                                          for p, h, vv in wanted if content.get(h) is not None)]
+
+    async def keep_bases(self, side: Side) -> None:
+        """Send what _carry_bases gathered for `side` since the last call, in one request."""
+        items, self._keep[side] = self._keep[side], []
         if items:
             try:
-                await self.session(target).request("bases_keep", items=items)
+                await self.session(side).request("bases_keep", items=items)
             except (PeersyncError, LookupError):
                 return
 
     async def _bases_of(self, side: Side, hashes: set[str]) -> dict[str, bytes | None]:
-        """The merge bases `side` kept with these hashes (None: not kept, or not those bytes)."""
-        raw = await self.session(side).request("logbase_get", hashes=sorted(hashes))
-        out = {}
-        for digest in hashes:
-            value = raw.get(digest) if isinstance(raw, dict) else None
-            out[digest] = value if isinstance(value, bytes) and hash_bytes(value) == digest else None
-        return out
+        """The merge bases `side` kept with these hashes (None: not kept, or not those bytes);
+        asked once a run per hash."""
+        kept = self._content[side]
+        missing = sorted(h for h in hashes if h not in kept)
+        if missing:
+            raw = await self.session(side).request("logbase_get", hashes=missing)
+            for digest in missing:
+                value = raw.get(digest) if isinstance(raw, dict) else None
+                kept[digest] = value if isinstance(value, bytes) and hash_bytes(value) == digest else None
+        return {digest: kept[digest] for digest in hashes}
 
     async def _bases(self, hashes: set[str]) -> dict[str, bytes | None]:
         """Last synced contents of mergeable files (merge bases), from whichever side kept them."""
