@@ -17,6 +17,7 @@ import time
 
 import pytest
 
+from peersync.core.paths import flat_rel
 from peersync.core.types import Side
 from peersync.errors import BusyError, ConnectError
 from peersync.replica import store as transition
@@ -292,7 +293,7 @@ def after_check(monkeypatch, rel: str, edit) -> list:
 
     def hash_file(path):
         digest = real(path)
-        if not fired and "/holding/" in os.fspath(path) and os.fspath(path).endswith("/" + rel):
+        if not fired and "/holding/" in os.fspath(path) and os.fspath(path).endswith("/" + flat_rel(rel)):
             fired.append(path)
             edit()
         return digest

@@ -309,6 +309,33 @@ def test_batch_flush_keeps_a_held_version_for_recovery(store):
     assert [c["path"] for c in store.conflicts()] == ["memory/a.md"]
 
 
+def test_held_versions_are_flat_names_and_any_holding_left_is_recovered_by_its_path(store):
+    """A batch holds replaced versions under one name each (no folders made per file); a run that
+    died meanwhile — or one of an older version, which held them under their paths — is
+    recovered under the right paths, odd characters included."""
+    from peersync.core.paths import flat_rel, unflat
+
+    for path in ("a%2Fb.md", "x/%25/y%.md", "memory/d/e.md"):
+        assert unflat(flat_rel(path)) == path and "/" not in flat_rel(path)
+    paths = ["memory/d/a.md", "memory/100%/b%2F.md", "top.md"]
+    store.deferred_dirs = set()
+    for path in paths:
+        full = store.root / path
+        full.parent.mkdir(parents=True, exist_ok=True)
+        full.write_bytes(path.encode())
+        held = store._hold(full, path)
+        assert held.parent.parent.name == "holding"  # flat: the token dir holds the name itself
+        full.unlink()  # replaced, and the run died before keeping the old version
+    store.flush_dirs()
+    old = store.state / "holding" / "0123456789abcdef" / "memory" / "old"  # an older version's nesting
+    old.mkdir(parents=True)
+    (old / "c.md").write_bytes(b"older layout")
+    assert store.recover_holding() == 4
+    kept = {c["path"]: store.conflict_bytes(c["id"]) for c in store.conflicts()}
+    assert kept == {**{p: p.encode() for p in paths}, "memory/old/c.md": b"older layout"}
+    assert not list((store.state / "holding").iterdir())
+
+
 def test_housekeeping_prunes_log_bases_at_most_hourly(tmp_path):
     """Pruning reads every ancestor: a sync does it when it last happened an hour ago or more."""
     from peersync.replica.handler import PRUNE_EVERY, Handler

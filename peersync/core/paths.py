@@ -68,6 +68,25 @@ def internal_rel(path: str) -> str:
     raw = path.encode("utf-8", "surrogateescape")
     if len(raw) <= PATH_SAFE and all(len(p) <= NAME_SAFE for p in raw.split(b"/")):
         return path
+    return long_rel(path)
+
+
+def long_rel(path: str) -> str:
+    """LONG_DIR/<hash of the path>: a copy's short name (its sidecar names the path)."""
     import hashlib  # lazy: start-up (rare here; the heartbeat's and the CLI's fast paths import this module)
 
-    return f"{LONG_DIR}/{hashlib.blake2b(raw, digest_size=16).hexdigest()}"
+    return f"{LONG_DIR}/{hashlib.blake2b(path.encode('utf-8', 'surrogateescape'), digest_size=16).hexdigest()}"
+
+
+def flat_rel(path: str) -> str:
+    """Wire path `path` as one name ("%" and "/" escaped as %25 and %2F), for copies that need no
+    folders of their own (a sync's holding names); LONG_DIR/<hash> when that name is too long."""
+    name = path.replace("%", "%25").replace("/", "%2F")
+    if len(name) <= NAME_SAFE // 4 or len(name.encode("utf-8", "surrogateescape")) <= NAME_SAFE:
+        return name
+    return long_rel(path)
+
+
+def unflat(name: str) -> str:
+    """The wire path flat_rel made `name` from."""
+    return re.sub("%(25|2F)", lambda m: "%" if m[1] == "25" else "/", name)

@@ -29,7 +29,7 @@ from pathlib import Path
 
 import xxhash
 
-from peersync.core.paths import LONG_DIR, STATE_DIR, check_relpath, internal_rel
+from peersync.core.paths import LONG_DIR, STATE_DIR, check_relpath, flat_rel, internal_rel, long_rel, unflat
 from peersync.core.selection import Selection
 from peersync.core import links
 from peersync.core.types import DIR, LINK, Entry
@@ -43,6 +43,7 @@ PACK_MIN = 16  # log bases saved at once from which one pack file holds them (se
 PACKS_MAX = 8  # packs beyond which a prune combines the smaller ones (prune_logbases)
 _CONFLICT_ID = re.compile(r"c-[0-9a-f]{1,32}")
 SIDECAR = ".path"  # LONG_DIR/<id>.path holds the real path of the copy LONG_DIR/<id> (core.paths.internal_rel)
+FLAT = "f-"  # a holding token dir whose copies are named by core.paths.flat_rel (older ones: by their path)
 
 
 class Refused(Exception):
@@ -185,12 +186,13 @@ class Store:
                 tree.close()
 
     @contextlib.contextmanager
-    def _private_copy(self, top: str, prefix: str, path: str):
+    def _private_copy(self, top: str, prefix: str, path: str, *, flat: bool = False):
         """_private_at for peersync's copy of wire path `path` at state/top/prefix/: under its
-        own path, or, when that is too long, under a short id with a sidecar naming the path."""
-        rel = internal_rel(path)
+        own path (`flat`: as one name, core.paths.flat_rel — no folders made for it), or, when
+        that is too long, under a short id with a sidecar naming the path."""
+        rel = flat_rel(path) if flat else internal_rel(path)
         with self._private_at(top, f"{prefix}/{rel}") as (where, name, full):
-            if rel != path:
+            if rel.startswith(LONG_DIR + "/"):
                 _write_sidecar(where, name, path)
             yield where, name, full
 
@@ -362,12 +364,13 @@ class Store:
                 return self._hold(full, path, self._parent(tree, path))
         parent, name = at
         if self.deferred_dirs is None:
-            token = secrets.token_hex(8)
+            token = FLAT + secrets.token_hex(8)
         else:  # a batch shares one token dir: fewer directories made and removed per file
             if self._batch_holding is None:
-                self._batch_holding = self._state_sub("holding") / secrets.token_hex(8)
+                self._batch_holding = self._state_sub("holding") / (FLAT + secrets.token_hex(8))
             token = self._batch_holding.name
-        with self._private_copy("holding", token, path) as (hold_dir, hold_name, held):
+        # Flat: the path is the name (escaped), not folders made and removed for every file held.
+        with self._private_copy("holding", token, path, flat=True) as (hold_dir, hold_name, held):
             try:
                 os.link(name, hold_name, src_dir_fd=parent, dst_dir_fd=hold_dir, follow_symlinks=False)
             except FileNotFoundError:
@@ -400,7 +403,7 @@ class Store:
         for token in _entries(holding):
             if not token.is_dir(follow_symlinks=False):  # not ours (holding/ only ever holds token dirs)
                 continue
-            for held, rel in kept_files(Path(token.path)):
+            for held, rel in kept_files(Path(token.path), flat=token.name.startswith(FLAT)):
                 if os.lstat(held).st_nlink == 1:
                     self._quarantine_file(held, rel, {"peer": None, "reason": "kept from an interrupted sync"})
                 count += 1
@@ -1009,14 +1012,15 @@ def original_rel(top: Path | str, rel: str) -> str | None:
         check_relpath(path)
     except (OSError, ValueError):
         return rel
-    return path if internal_rel(path) == rel else rel
+    return path if rel in (internal_rel(path), long_rel(path)) else rel
 
 
-def kept_files(top: Path | str, *, links: bool = False):
+def kept_files(top: Path | str, *, links: bool = False, flat: bool = False):
     """(file, its wire path) of every copy below `top` (a token, batch or conflict dir): _files
-    (and links, with `links`) with each short-id copy named by its sidecar (sidecars left out)."""
+    (and links, with `links`) with each short-id copy named by its sidecar (sidecars left out);
+    `flat`: copies named by core.paths.flat_rel."""
     for full, rel in _files(top, links=links):
-        path = original_rel(top, rel)
+        path = unflat(rel) if flat and "/" not in rel else original_rel(top, rel)
         if path is not None:
             yield full, path
 

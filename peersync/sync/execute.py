@@ -17,6 +17,7 @@ from peersync.core.reconcile import decide_conflict
 from peersync.core.textmerge import Version
 from peersync.core.types import (
     DIR,
+    KIND_BITS,
     Action,
     Change,
     Conflict,
@@ -57,6 +58,7 @@ class Run(Transfers):
         self._content: dict[Side, dict[str, bytes | None]] = {Side.LOCAL: {}, Side.REMOTE: {}}
         self._inputs: dict[Side, dict[str, bytes]] = {Side.LOCAL: {}, Side.REMOTE: {}}
         self._keep: dict[Side, list[dict]] = {Side.LOCAL: [], Side.REMOTE: []}  # bases_keep items, sent in one go
+        self._held: dict[Side, set[str]] = {}  # each side's folders, as its scan found them (delete)
 
     # -- versions --------------------------------------------------------------------------
     async def descendant(self, c: Change) -> tuple:
@@ -590,7 +592,9 @@ class Run(Transfers):
     async def delete(self, side: Side, changes: list[Change]) -> None:
         if not changes:
             return
-        held = _folders(self.sides[side.other].scanned)
+        held = self._held.get(side.other)
+        if held is None:  # the other side's scan does not change during the run: once a side
+            held = self._held[side.other] = _folders(self.sides[side.other].scanned)
         items = [{"path": c.path, "expect": c.entry(side).to_wire(), **({"dead": c.dead.to_wire()} if c.dead else {}),
                   **({"keep": keep} if (keep := _kept_folder(c.path, held)) else {})}
                  for c in changes]
@@ -692,7 +696,7 @@ def _folders(manifest) -> set[str]:
     """Every folder a manifest holds: the parents of its paths, and its empty directories."""
     out = set()
     for path, entry in manifest.items():
-        if entry.kind == DIR:
+        if entry.mode & KIND_BITS == DIR:  # (Entry.kind, without a property call per file)
             out.add(path)
         head = path.rpartition("/")[0]
         while head and head not in out:
