@@ -63,11 +63,17 @@ class MergeRules:
     def __init__(self, logs: tuple[str, ...], merge: tuple[str, ...]):
         self.is_log = log_matcher(logs)
         self._merge = pathspec.GitIgnoreSpec.from_lines(merge)
+        self._known: dict[str, tuple[str, ...]] = {}  # a sync asks about the same paths again and again
 
     def strategies(self, path: str) -> tuple[str, ...]:
-        found: tuple[str, ...] = (APPEND, INSERT) if self.is_log(path) else ()
-        if self._merge.match_file(path):
-            found += (JSON,) if path.endswith(".json") else (TEXT,)
+        found = self._known.get(path)
+        if found is None:
+            found = (APPEND, INSERT) if self.is_log(path) else ()
+            if self._merge.match_file(path):
+                found += (JSON,) if path.endswith(".json") else (TEXT,)
+            if len(self._known) >= 65536:
+                self._known.clear()
+            self._known[path] = found
         return found
 
     def mergeable(self, path: str) -> bool:

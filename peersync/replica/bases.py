@@ -73,7 +73,8 @@ def remember(state: Path, items: list[tuple[str, str, list]]) -> int:
     if added:
         ensure_private_dir(Path(state))
         atomic_write_bytes(Path(state) / FILE, json.dumps({"format": FORMAT, "paths": paths},
-                                                          sort_keys=True, separators=(",", ":")).encode())
+                                                          sort_keys=True, separators=(",", ":")).encode(),
+                           durable=False)  # a cache (see above): no fsync
     return added
 
 

@@ -587,10 +587,11 @@ class Store:
         sync's, goes into one pack file instead.
         """
         packed = self._packs()  # (checks the log base dir first)
+        where = str(self.logbase_dir)
         wanted: dict[str, str] = {}
         for path, digest in items:
             name = _blob_name(digest)
-            if digest not in wanted and digest not in packed and not (self.logbase_dir / name).exists():
+            if digest not in wanted and digest not in packed and not os.path.exists(os.path.join(where, name)):
                 wanted[digest] = path
         with DirHandles(str(self.root), follow=self.followed) as tree:
             return self._store_bases(len(wanted), ((d, self._live_bytes(tree, p)) for d, p in wanted.items()))
@@ -598,9 +599,9 @@ class Store:
     def keep_bases(self, items: list[tuple[str, bytes]]) -> int:
         """Keep (hash, content) pairs as merge bases (replica/bases.py); content without that hash,
         or already kept, is skipped."""
-        packed = self._packs()
+        packed, where = self._packs(), str(self.logbase_dir)
         wanted = {d: data for d, data in items
-                  if d not in packed and not (self.logbase_dir / _blob_name(d)).exists()}
+                  if d not in packed and not os.path.exists(os.path.join(where, _blob_name(d)))}
         return self._store_bases(len(wanted), wanted.items())
 
     def _live_bytes(self, tree: DirHandles, path: str) -> bytes | None:

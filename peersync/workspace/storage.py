@@ -36,15 +36,18 @@ def ensure_private_dir(path: Path) -> Path:
     return path
 
 
-def atomic_write_bytes(path: Path, data: bytes, *, mode: int = 0o600, mtime_ns: int | None = None) -> None:
-    """Replace `path` with `data` so that readers see either the old or the new bytes, never a mix."""
+def atomic_write_bytes(path: Path, data: bytes, *, mode: int = 0o600, mtime_ns: int | None = None,
+                       durable: bool = True) -> None:
+    """Replace `path` with `data` so that readers see either the old or the new bytes, never a mix;
+    on disk before it returns unless not `durable` (a cache: lost in a crash, it is rebuilt)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=TEMP_PREFIX, suffix=TEMP_SUFFIX, dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
+            if durable:
+                f.flush()
+                os.fsync(f.fileno())
         os.chmod(tmp, mode)
         if mtime_ns is not None:
             os.utime(tmp, ns=(mtime_ns, mtime_ns))
@@ -55,7 +58,8 @@ def atomic_write_bytes(path: Path, data: bytes, *, mode: int = 0o600, mtime_ns: 
         except FileNotFoundError:
             pass
         raise
-    fsync_dir(path.parent)
+    if durable:
+        fsync_dir(path.parent)
 
 
 TEMP_PREFIX, TEMP_SUFFIX = ".peersync-", ".tmp"
