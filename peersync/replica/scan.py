@@ -312,6 +312,9 @@ def _file_key(path: Path):
     return (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
 
 
+_new = tuple.__new__  # an Entry per file per scan: without the generated __new__'s defaults
+
+
 def scan(root: Path, selection: Selection, cache_path: Path | None = None, *,
          save_cache: bool = True) -> ScanResult:
     """Manifest of the selection under `root`.  Per-file trouble becomes a Problem, not an abort.
@@ -345,7 +348,7 @@ def scan(root: Path, selection: Selection, cache_path: Path | None = None, *,
             result.hashed += 1
             racy = st.st_mtime_ns >= started - RACY_NS
             cache.store(rel, st, None if racy else digest)
-        result.manifest[rel] = Entry(st.st_size, st.st_mtime_ns, st.st_mode & 0o777, digest)
+        result.manifest[rel] = _new(Entry, (st.st_size, st.st_mtime_ns, st.st_mode & 0o777, digest, (), ()))
     try:
         if save_cache:
             cache.save(set(result.manifest))
