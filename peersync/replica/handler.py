@@ -240,7 +240,7 @@ class Handler:
         # and so does a chmod (permission bits are merged: core/modes.py).
         changed = {p: e.to_wire() for p, e in result.manifest.items()
                    if (w := base.get(p)) is None or w[3] != e.hash or w[0] != e.size or w[1] != e.mtime_ns or w[2] != e.mode
-                   or w[4:] != _history_wire(e.vv, e.seen)}
+                   or ((e.vv or e.seen or len(w) > 4) and w[4:] != _history_wire(e.vv, e.seen))}
         deleted = [p for p in base if p not in result.manifest]
         return {"delta": True, "entries": changed, "deleted": deleted, "problems": problems, "unknown": unknown,
                 "fs": result.fs,
