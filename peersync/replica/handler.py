@@ -758,10 +758,12 @@ class Handler:
                 gone.append((path, expect, Entry.from_wire(item["dead"]) if item.get("dead") else None))
             except (Refused, BadPath, OSError, ValueError) as err:
                 results.append({"path": path, "ok": False, "error": error_text(err)})
-        # The deletion is a version: the one the deleting side recorded, or else a new event here.
-        counter = self.versions.reserve() if any(dead is None for _, _, dead in gone) else 0
-        self.versions.record([(p, e.with_vv(dead.vv, versions.join(dead.seen, e.history)) if dead else e.with_vv(
-            versions.bump(e.history, self.versions.me, counter), ()), False) for p, e, dead in gone])
+        # The deletion is a version: the one the deleting side recorded, or else a new event here
+        # (its counter reserved in the same transaction).
+        told = [(p, e.with_vv(dead.vv, versions.join(dead.seen, e.history)), False) for p, e, dead in gone if dead]
+        own = [(p, e) for p, e, dead in gone if dead is None]
+        self.versions.record(told, make=(lambda counter: [(p, e.with_vv(versions.bump(e.history, self.versions.me, counter), ()),
+                                                          False) for p, e in own]) if own else None)
         return {"results": results}
 
     def op_touch(self, items: list) -> dict:

@@ -152,12 +152,17 @@ class Versions:
         row = self._open().execute("select value from meta where key = ?", (key,)).fetchone()
         return row[0] if row else None
 
-    def _write(self, records: list[tuple[str, bool, Entry]], *, started: bool = False, drop: Iterable[str] = ()) -> None:
-        """Store (path, present, version) records in one transaction, durable before it returns."""
+    def _write(self, records: list[tuple[str, bool, Entry]], *, started: bool = False, drop: Iterable[str] = (),
+               make: Callable[[int], list[tuple[str, bool, Entry]]] | None = None) -> None:
+        """Store (path, present, version) records in one transaction, durable before it returns.
+        `make`: records that take a new event of this replica, made from the counter reserved in
+        the same transaction (one commit, not two: each costs fsyncs, right after the installs)."""
         now = time.time()
         db = self._open()
         db.execute("begin immediate")
         try:
+            if make is not None:
+                records = records + make(self._take(db, 1))
             db.executemany("insert or replace into versions values (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                            [(_key(p), int(present), e.size, e.mtime_ns, e.mode, e.hash, _json(e.vv), _json(e.seen), now)
                             for p, present, e in records])
@@ -181,12 +186,18 @@ class Versions:
         db = self._open()
         db.execute("begin immediate")
         try:
-            current = int((db.execute("select value from meta where key = 'counter'").fetchone() or ("0",))[0])
-            db.execute("insert or replace into meta values ('counter', ?)", (str(current + count),))
+            first = self._take(db, count)
             db.execute("commit")
         except BaseException:
             db.execute("rollback")
             raise
+        return first
+
+    @staticmethod
+    def _take(db: sqlite3.Connection, count: int) -> int:
+        """Within a transaction: reserve `count` counters, the first of which is returned."""
+        current = int((db.execute("select value from meta where key = 'counter'").fetchone() or ("0",))[0])
+        db.execute("insert or replace into meta values ('counter', ?)", (str(current + count),))
         return current + 1
 
     @_serialised
@@ -236,18 +247,25 @@ class Versions:
         if len(rows) > len(out) - len(legacy):  # some record is not in this scan: deleted here?
             moved += [(path, None, _entry(row).history) for path, row in rows.items()
                       if row[0] and path not in manifest and covers(path)]
-        counter = (self.reserve() if save else self._peek()) if moved else None
         rewritten = {m[0] for m in moved}
         records = legacy + [r for r in respelled if r[0] not in rewritten]
-        for path, entry, previous in moved:
-            vv = versions.bump(previous, self.me, counter)
-            if entry is None:  # deleted here: the deletion is a version of its own
-                records.append((path, False, _entry(rows[path]).with_vv(vv, ())))
-            else:
-                out[path] = entry.with_vv(vv, ())
-                records.append((path, True, out[path]))
-        if save and (records or first or dropped):
-            self._write(records, started=True, drop=dropped)
+
+        def new_versions(counter: int) -> list[tuple[str, bool, Entry]]:
+            made = []
+            for path, entry, previous in moved:
+                vv = versions.bump(previous, self.me, counter)
+                if entry is None:  # deleted here: the deletion is a version of its own
+                    made.append((path, False, _entry(rows[path]).with_vv(vv, ())))
+                else:
+                    out[path] = entry.with_vv(vv, ())
+                    made.append((path, True, out[path]))
+            return made
+
+        if not save:
+            if moved:  # a dry run: provisional counters, nothing recorded
+                new_versions(self._peek())
+        elif moved or records or first or dropped:
+            self._write(records, started=True, drop=dropped, make=new_versions if moved else None)
         return out
 
     def _peek(self) -> int:
@@ -255,10 +273,14 @@ class Versions:
 
     # -- what syncs record ---------------------------------------------------------------------
     @_serialised
-    def record(self, items: Iterable[tuple[str, Entry, bool]]) -> None:
-        """Versions this replica now holds (present=True) or deleted (False) because a sync said so."""
+    def record(self, items: Iterable[tuple[str, Entry, bool]],
+               make: Callable[[int], Iterable[tuple[str, Entry, bool]]] | None = None) -> None:
+        """Versions this replica now holds (present=True) or deleted (False) because a sync said so;
+        `make(counter)`: more of them, which take a new event of this replica (reserved with them)."""
         records = [(p, present, e) for p, e, present in items]
-        if records:
+        if make is not None:
+            self._write(records, started=True, make=lambda counter: [(p, present, e) for p, e, present in make(counter)])
+        elif records:
             self._write(records, started=True)
 
     @_serialised
