@@ -356,9 +356,10 @@ class Store:
 
     def _hold(self, full: Path | None, path: str, at: tuple[int, str] | None = None) -> Path:
         """A second name for the inode at `path` (`at`: its directory's handle and its name,
-        else found from the root): holding/<token>/<path>.  If we die after the live name was
-        replaced, this is the version's only name; the path in it lets recover_holding() put it
-        in conflicts/ rather than lose it.  A link at `path` is held as the link itself."""
+        else found from the root): holding/f-<token>/<the path as one name> (core.paths.flat_rel).
+        If we die after the live name was replaced, this is the version's only name; the path in
+        it lets recover_holding() put it in conflicts/ rather than lose it.  A link at `path` is
+        held as the link itself."""
         if at is None:
             with self._tree() as tree:
                 return self._hold(full, path, self._parent(tree, path))
