@@ -762,8 +762,11 @@ class Handler:
         # (its counter reserved in the same transaction).
         told = [(p, e.with_vv(dead.vv, versions.join(dead.seen, e.history)), False) for p, e, dead in gone if dead]
         own = [(p, e) for p, e, dead in gone if dead is None]
-        self.versions.record(told, make=(lambda counter: [(p, e.with_vv(versions.bump(e.history, self.versions.me, counter), ()),
-                                                          False) for p, e in own]) if own else None)
+
+        def own_deletions(counter: int) -> list:
+            return [(p, e.with_vv(versions.bump(e.history, self.versions.me, counter), ()), False) for p, e in own]
+
+        self.versions.record(told, make=own_deletions if own else None)
         return {"results": results}
 
     def op_touch(self, items: list) -> dict:

@@ -1014,7 +1014,7 @@ def original_rel(top: Path | str, rel: str) -> str | None:
         check_relpath(path)
     except (OSError, ValueError):
         return rel
-    return path if rel in (internal_rel(path), long_rel(path)) else rel
+    return path if long_rel(path) == rel else rel  # (rel is a short id: internal_rel's or flat_rel's)
 
 
 def kept_files(top: Path | str, *, links: bool = False, flat: bool = False):

@@ -279,7 +279,9 @@ class Versions:
         `make(counter)`: more of them, which take a new event of this replica (reserved with them)."""
         records = [(p, present, e) for p, e, present in items]
         if make is not None:
-            self._write(records, started=True, make=lambda counter: [(p, present, e) for p, e, present in make(counter)])
+            def made(counter: int) -> list[tuple[str, bool, Entry]]:
+                return [(p, present, e) for p, e, present in make(counter)]
+            self._write(records, started=True, make=made)
         elif records:
             self._write(records, started=True)
 
