@@ -49,6 +49,7 @@ class Keeper:
         self.done = asyncio.Event()
         self.inode = None
         self.started = time.monotonic()
+        self._hello: tuple[dict, float, float] | None = None  # _run's hello, for the run it starts
 
     async def run(self) -> int:
         self.session = await open_session(self.ws, self.peer, timeout=15.0, root=self.root)
@@ -151,7 +152,7 @@ class Keeper:
         runs it itself and shows the error its own way."""
         args = request.get("args") or {}
         try:  # a connection that died while idle: the client connects anew instead of failing
-            await asyncio.wait_for(self.session.request("hello", protocol=PROTOCOL), 10)
+            self._hello = await asyncio.wait_for(self._timed_hello(), 10)
         except Exception:
             self.done.set()
             with contextlib.suppress(OSError, ConnectionError):
@@ -174,12 +175,18 @@ class Keeper:
             await writer.drain()
 
     async def _lend(self, peer: Peer):
-        """Our session, for one sync run in this process: a fresh hello (clock offset), and
-        closing it only resets the agent."""
+        """Our session, for one sync run in this process: a fresh hello (clock offset) — the one
+        _run just made to check the connection, else a new one — and closing it only resets the agent."""
+        fresh, self._hello = self._hello, None
+        hello, offset, rtt = fresh or await self._timed_hello()
+        return LentSession(self.session, hello, offset, rtt)
+
+    async def _timed_hello(self) -> tuple[dict, float, float]:
+        """(the agent's hello, its clock's offset from ours, the round trip), measured now."""
         started = time.time()
         hello = await self.session.request("hello", protocol=PROTOCOL)
         finished = time.time()
-        return LentSession(self.session, hello, float(hello["time"]) - (started + finished) / 2, finished - started)
+        return hello, float(hello["time"]) - (started + finished) / 2, finished - started
 
     async def _relay(self, frame: tuple[bytes, bytes | None], reader, writer) -> None:
         agent_in, agent_out = self.session.process.stdin, self.session.process.stdout
