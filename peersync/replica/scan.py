@@ -171,24 +171,8 @@ def _walk_dir(root: str, rel: str, selection: Selection, found: _Found):
         for item in items:
             path = f"{current}/{item.name}"
             try:
-                if item.is_symlink():
-                    if not selection.excludes_file(path):
-                        holds = True
-                        why = odd(item.name)
-                        if why is not None:
-                            found.skipped(path, why)
-                        elif found.link(root, path):
-                            yield path, item.stat(follow_symlinks=False)
-                    continue
-                if item.is_dir(follow_symlinks=False):
-                    if not selection.excludes_dir(path):
-                        holds = True
-                        why = odd(item.name)
-                        if why is None:
-                            subdirs.append(path)
-                        else:
-                            found.skipped(path, why.replace("name", "folder", 1))
-                elif item.is_file(follow_symlinks=False):
+                # Files first: most entries are, and one call then settles the type (d_type).
+                if item.is_file(follow_symlinks=False):
                     if not selection.excludes_child(path):  # `current` passed excludes_dir
                         holds = True
                         why = odd(item.name)
@@ -196,6 +180,22 @@ def _walk_dir(root: str, rel: str, selection: Selection, found: _Found):
                             yield path, item.stat(follow_symlinks=False)
                         else:
                             found.skipped(path, why)
+                elif item.is_symlink():
+                    if not selection.excludes_file(path):
+                        holds = True
+                        why = odd(item.name)
+                        if why is not None:
+                            found.skipped(path, why)
+                        elif found.link(root, path):
+                            yield path, item.stat(follow_symlinks=False)
+                elif item.is_dir(follow_symlinks=False):
+                    if not selection.excludes_dir(path):
+                        holds = True
+                        why = odd(item.name)
+                        if why is None:
+                            subdirs.append(path)
+                        else:
+                            found.skipped(path, why.replace("name", "folder", 1))
                 elif not selection.excludes_child(path):
                     holds = True  # a FIFO, a socket, a device: not synced, but the folder is not empty
             except OSError as err:
@@ -323,6 +323,7 @@ def scan(root: Path, selection: Selection, cache_path: Path | None = None, *,
     root = Path(root)
     started = time.time_ns()
     cache = StatCache(cache_path)
+    entries = cache.entries
     result = ScanResult(manifest={})
     for rel, st in walk(root, selection, result.problems, result.unknown, kinds=True):
         if not stat_mod.S_ISREG(st.st_mode):
@@ -333,7 +334,9 @@ def scan(root: Path, selection: Selection, cache_path: Path | None = None, *,
             else:
                 result.manifest[rel] = entry
             continue
-        digest = cache.lookup(rel, st)
+        cached = entries.get(rel)  # StatCache.lookup, inline: once per file of every scan
+        digest = cached[4] if (cached and cached[1] == st.st_mtime_ns and cached[0] == st.st_size
+                               and cached[2] == st.st_ino and cached[3] == st.st_ctime_ns) else None
         if digest is None:
             try:
                 digest, st = _hash_stable(os.path.join(root, rel), st)
