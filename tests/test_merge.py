@@ -263,3 +263,56 @@ def test_pack_indexes_are_parsed_once_and_follow_their_files(tmp_path, monkeypat
     old_index.unlink()  # a pack whose index went: its bases are no longer found
     assert store.logbases([first[3][0]]) == {first[3][0]: None}
     assert store.logbases([second[3][0]]) == {second[3][0]: second[3][1]}
+
+
+# -- merge bases from the bytes a sync reads or installs (Store.stash_bases) ------------------------
+
+def test_bases_come_from_the_bytes_a_sync_read_or_installed_not_from_reading_the_files_again(tmp_path):
+    """A copy's source reads a mergeable file and its target installs it: each side keeps that
+    content as the next merge's base from the bytes in hand, written by the run's logbase_save in
+    one go — which reads neither file again (here both changed on disk since, so a read-back
+    would find other bytes and keep nothing).  Until the save, a lookup finds them in memory;
+    a run that ends without its save (a new session) drops them: the next save reads the files."""
+    from peersync.core.types import Entry
+    from peersync.replica.handler import Handler
+    from peersync.replica.scan import hash_bytes
+    from peersync.workspace.workspace import Workspace
+
+    sides = {}
+    for name in ("src", "dst"):
+        root = tmp_path / name
+        (root / "memory").mkdir(parents=True)
+        Workspace(root).ensure_state()
+        sides[name] = Handler(root)
+        sides[name].op_selection({"roots": ["memory", "MEMORY.md"], "exclude": []})
+    src, dst = sides["src"], sides["dst"]
+    assert src.op_hello()["read_keeps_bases"] is True
+    notes = [b"- note %d\n" % i * 3 for i in range(20)]
+    for i, data in enumerate(notes):
+        (tmp_path / "src" / "memory" / f"n{i}.md").write_bytes(data)
+    paths = [f"memory/n{i}.md" for i in range(20)]
+    read = src.call("read", {"paths": paths, "keep": paths[:10]})
+    assert [read[p] for p in paths] == notes
+    results = dst.call("install", {"items": [
+        {"path": p, "expect": None, "new": Entry(len(d), 1_700_000_000 * 10**9, 0o644, hash_bytes(d)).to_wire(),
+         "data": d, "quarantine": None, **({"base": True} if i < 15 else {})}
+        for i, (p, d) in enumerate(zip(paths, notes))]})["results"]
+    assert all(r["ok"] for r in results)
+    digests = [hash_bytes(d) for d in notes]
+    # Before the save: found in memory, nothing written yet.
+    assert dst.call("logbase_get", {"hashes": digests[:1]}) == {digests[0]: notes[0]}
+    for name in ("src", "dst"):  # both files change on disk after the copy
+        for p in paths:
+            (tmp_path / name / p).write_bytes(b"changed since\n")
+    for handler in (src, dst):
+        handler.call("logbase_save", {"items": [[p, d] for p, d in zip(paths, digests)]})
+    assert src.call("logbase_get", {"hashes": digests}) == {d: (n if i < 10 else None)
+                                                             for i, (d, n) in enumerate(zip(digests, notes))}
+    assert dst.call("logbase_get", {"hashes": digests}) == {d: (n if i < 15 else None)
+                                                             for i, (d, n) in enumerate(zip(digests, notes))}
+    # A run that stashed and never saved: the next session starts without its stash.
+    fresh = b"- fresh\n"
+    (tmp_path / "src" / "memory" / "fresh.md").write_bytes(fresh)
+    src.call("read", {"paths": ["memory/fresh.md"], "keep": ["memory/fresh.md"]})
+    src.op_selection({"roots": ["memory", "MEMORY.md"], "exclude": []})
+    assert src.call("logbase_get", {"hashes": [hash_bytes(fresh)]}) == {hash_bytes(fresh): None}

@@ -97,7 +97,9 @@ class Handler:
                 "agent_workspace": self.ws.root.is_dir() and looks_like_workspace(self.ws.root),
                 "home": os.path.expanduser("~"),
                 # A restricted key gets no rsync (restrict.py): its files travel in ranges.
-                "rsync": not self.restricted and shutil.which("rsync") is not None}
+                "rsync": not self.restricted and shutil.which("rsync") is not None,
+                # op read takes `keep` (merge bases kept from the bytes read); an older agent: no.
+                "read_keeps_bases": True}
 
     def op_init(self) -> dict:
         self.ws.root.mkdir(parents=True, exist_ok=True)
@@ -451,8 +453,21 @@ class Handler:
         return {"added": tombstones.add(self._dead_file, parsed)}
 
     # -- data ----------------------------------------------------------------------------
-    def op_read(self, paths: list) -> dict:
-        return self.store.read(paths)
+    def op_read(self, paths: list, keep: list | None = None) -> dict:
+        """The content of each path.  `keep`: those of them (mergeable files a sync copies from
+        here) whose content this side keeps as merge bases now, while it holds the bytes — the
+        logbase_save after the sync then finds them kept instead of reading each file again."""
+        out = self.store.read(paths)
+        if isinstance(keep, list):
+            self._keep_read_bases(out[p] for p in set(keep) if isinstance(p, str) and p in out)
+        return out
+
+    def _keep_read_bases(self, contents) -> None:
+        """Keep these contents as merge bases, each under its own hash, with this run's logbase_save
+        (Store.stash_bases).  A cache (replica/bases.py): trouble writing one only means that
+        logbase_save reads the file again."""
+        with contextlib.suppress(OSError, Refused, BadPath):
+            self.store.stash_bases(contents)
 
     def op_read_tail(self, items: list) -> dict:
         """For files that only grew: the bytes after `offset`, when the first `offset` bytes still
@@ -738,6 +753,9 @@ class Handler:
         finally:
             self.store.flush_dirs()
             self.versions.record(held)
+        # Mergeable files the sync asked to keep as merge bases (item "base"), from the bytes in hand.
+        self._keep_read_bases(data for index, data, _ in inline
+                              if items[index].get("base") is True and (results[index] or {}).get("ok"))
         return {"results": results}
 
     def op_delete(self, items: list, batch: str) -> dict:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import itertools
 import json
 import os
 import re
@@ -34,12 +35,14 @@ from peersync.core.selection import Selection
 from peersync.core import links
 from peersync.core.types import DIR, LINK, Entry
 from peersync.replica import sparse
+from peersync.replica.bases import MAX_BASE
 from peersync.replica.dirs import AT_FDCWD, RENAME_SWAP, DirHandles, LinkInPath, noreplace_flag, remove_entry, rename_flags
 from peersync.replica.scan import CHUNK, DIR_ENTRY, hash_bytes, hash_file, link_entry
 from peersync.workspace.storage import atomic_write_json, ensure_private_dir, read_json
 
 CONFLICTS_FORMAT = 1
 PACK_MIN = 16  # log bases saved at once from which one pack file holds them (see save_logbases)
+STASH_MAX = 32 << 20  # bytes of stashed merge bases (stash_bases) held before they are written
 PACKS_MAX = 8  # packs beyond which a prune combines the smaller ones (prune_logbases)
 _CONFLICT_ID = re.compile(r"c-[0-9a-f]{1,32}")
 SIDECAR = ".path"  # LONG_DIR/<id>.path holds the real path of the copy LONG_DIR/<id> (core.paths.internal_rel)
@@ -62,6 +65,10 @@ class Store:
         self._private: dict[str, DirHandles] = {}  # a batch's state subtrees, by top directory
         self._checked: set[str] = set()  # state directories a batch found to be ours
         self._batch_holding: Path | None = None  # one holding token dir per batch (see _hold)
+        # Merge bases taken from bytes this run read or wrote (stash_bases), written with the run's
+        # logbase_save in one pack: not a pack per request, and no file read back.
+        self._stash: dict[str, bytes] = {}
+        self._stashed = 0
 
     @property
     def followed(self) -> frozenset[str]:
@@ -587,23 +594,50 @@ class Store:
         file per base costs a file creation each (~0.1-0.3 ms): a large save, such as the first
         sync's, goes into one pack file instead.
         """
-        packed = self._packs()  # (checks the log base dir first)
-        where = str(self.logbase_dir)
+        stash = dict(self._take_stash())
+        unkept = self._unkept({*stash, *(digest for _, digest in items)})
+        kept = {d: data for d, data in stash.items() if d in unkept}
         wanted: dict[str, str] = {}
         for path, digest in items:
-            name = _blob_name(digest)
-            if digest not in wanted and digest not in packed and not os.path.exists(os.path.join(where, name)):
+            if digest in unkept and digest not in stash and digest not in wanted:
                 wanted[digest] = path
         with DirHandles(str(self.root), follow=self.followed) as tree:
-            return self._store_bases(len(wanted), ((d, self._live_bytes(tree, p)) for d, p in wanted.items()))
+            return self._store_bases(len(kept) + len(wanted), itertools.chain(
+                kept.items(), ((d, self._live_bytes(tree, p)) for d, p in wanted.items())))
+
+    def stash_bases(self, contents) -> None:
+        """Contents this run read or installed that are a mergeable file's synced content: kept as
+        merge bases (each under its own hash) by this run's save_logbases, which then reads none
+        of them back.  Held in memory up to STASH_MAX, then written.  A run that ends without a
+        save drops them: a cache, whose miss only means reading the file at the next save."""
+        for data in contents:
+            if len(data) <= MAX_BASE:
+                digest = hash_bytes(data)
+                if digest not in self._stash:
+                    self._stash[digest] = data
+                    self._stashed += len(data)
+        if self._stashed > STASH_MAX:
+            self.keep_bases(self._take_stash())
+
+    def _take_stash(self) -> list[tuple[str, bytes]]:
+        stash, self._stash, self._stashed = self._stash, {}, 0
+        return list(stash.items())
 
     def keep_bases(self, items: list[tuple[str, bytes]]) -> int:
         """Keep (hash, content) pairs as merge bases (replica/bases.py); content without that hash,
         or already kept, is skipped."""
-        packed, where = self._packs(), str(self.logbase_dir)
-        wanted = {d: data for d, data in items
-                  if d not in packed and not os.path.exists(os.path.join(where, _blob_name(d)))}
+        unkept = self._unkept({d for d, _ in items})
+        wanted = {d: data for d, data in items if d in unkept}
         return self._store_bases(len(wanted), wanted.items())
+
+    def _unkept(self, digests: set[str]) -> set[str]:
+        """Those of `digests` kept neither in a pack nor as a loose blob (one listing, not a stat each)."""
+        packed = self._packs()  # (checks the log base dir first)
+        try:
+            loose = set(os.listdir(self.logbase_dir))
+        except OSError:
+            loose = set()
+        return {d for d in digests if d not in packed and _blob_name(d) not in loose}
 
     def _live_bytes(self, tree: DirHandles, path: str) -> bytes | None:
         try:
@@ -706,8 +740,11 @@ class Store:
         out: dict[str, bytes | None] = {}
         packs = None
         if self._logbase_dir() is None:
-            return {digest: None for digest in digests}
+            return {digest: self._stash.get(digest) for digest in digests}
         for digest in digests:
+            if digest in self._stash:
+                out[digest] = self._stash[digest]
+                continue
             try:
                 out[digest] = (self.logbase_dir / _blob_name(digest)).read_bytes()
                 continue

@@ -247,11 +247,13 @@ class Run(Transfers):
         below.sort(key=lambda hv: (sum(n for _, n in hv[1]), hv[0]))
         return below[-BASES_PER_PATH:]
 
-    async def _read(self, side: Side, paths: list[str]) -> dict[str, bytes]:
-        """Files' contents (raw bytes on the wire, beside the JSON: protocol.py)."""
+    async def _read(self, side: Side, paths: list[str], keep: list[str] = ()) -> dict[str, bytes]:
+        """Files' contents (raw bytes on the wire, beside the JSON: protocol.py).  `keep`: those the
+        side also keeps as merge bases, as it reads them, where it can (else logbase_save reads them)."""
         if not paths:
             return {}
-        raw = await self.session(side).request("read", paths=paths)
+        keep = keep if self.session(side).hello.get("read_keeps_bases") is True else ()
+        raw = await self.session(side).request("read", paths=paths, **({"keep": list(keep)} if keep else {}))
         if not isinstance(raw, dict) or set(raw) != set(paths) or not all(isinstance(v, bytes) for v in raw.values()):
             raise ProtocolError(f"{self.name(side)} answered a read with the wrong files")
         return raw
@@ -359,6 +361,8 @@ class Run(Transfers):
                         "path": c.path, "data": merged.data, "expect": entry.to_wire(),
                         "new": [len(merged.data), now, entry.mode, digest, vv],
                         "quarantine": info and {**info, "peer": self.machine(side.other)}})
+                    if rules.keeps_base(c.path, Entry(len(merged.data), now, entry.mode, digest)):
+                        installs[side][-1]["base"] = True  # the next merge's base, kept as it is written
                 else:  # this side already holds the merged bytes: it takes the merge's vector
                     already[side].append((c.path, entry.with_vv(tuple(map(tuple, vv)), ())))
                 if info and theirs != merged.data and keep_other:
@@ -508,6 +512,8 @@ class Run(Transfers):
             news.append(new)
             items.append({"path": c.path, "expect": expect.to_wire() if expect else None,
                           "new": new.to_wire(), "quarantine": info})
+            if self.rules.keeps_base(c.path, new):  # the next merge's base: kept as it travels (transfer.py)
+                items[-1]["base"] = True
         results = await self.transfer(source, target, items)
         # The source side holds the same bytes: it records what the target set aside too.
         await self.put_versions(source, [(c.path, new) for c, new, res in zip(changes, news, results)

@@ -98,7 +98,8 @@ class Transfers:
             for batch in _batches(items, INLINE_BATCH_BYTES, min(INLINE_FIRST_BATCH, INLINE_BATCH_BYTES)):
                 # An empty folder's content is known (nothing): it is not read, so one that went
                 # meanwhile is only a failed install, never a failed run.
-                data = await self._read(source, [i["path"] for i in batch if i["new"][2] & KIND_BITS != DIR])
+                data = await self._read(source, [i["path"] for i in batch if i["new"][2] & KIND_BITS != DIR],
+                                        keep=[i["path"] for i in batch if i.get("base") is True])
                 for item in batch:
                     item["data"] = data.get(item["path"], b"")
                 installing.append(asyncio.ensure_future(self._install_inline(target, batch)))
