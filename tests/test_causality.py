@@ -362,3 +362,58 @@ def test_a_peer_on_the_old_protocol_is_told_to_upgrade_and_nothing_changes(tmp_p
     assert not report.ok and report.error_kind == "protocol"
     assert "runs peersync 0.0.9 (protocol 3)" in report.error and "upgrade peersync on remote" in report.error
     assert not (pair.remote.root / F).exists()
+
+
+# -- a scan that matches its files against the records as it goes (Versions.known) ----------------
+
+def test_a_scan_matched_against_the_records_gives_every_file_the_history_a_full_assign_gives(tmp_path):
+    """Handler.scan gives each file whose record holds its content that record's history while it
+    walks, and assign then looks only at the rest.  Over rounds of edits, new files, deletions,
+    a link and an empty folder, it must agree with assign over the whole manifest — and a record
+    written between the scan and its assign (another thread of a keeper) is never missed."""
+    import random
+
+    from peersync.replica.handler import Handler
+    from peersync.replica.scan import scan
+
+    ws = Workspace(tmp_path)
+    ws.ensure_state()
+    (tmp_path / "memory" / "empty").mkdir(parents=True)
+    files = [f"memory/f{i}.md" for i in range(60)]
+    for p in files:
+        (tmp_path / p).write_text(f"{p}\n")
+    os.symlink("f1.md", tmp_path / "memory" / "link.md")
+    handler = Handler(tmp_path)
+    handler.scan()
+    rng = random.Random(7)
+    for round_ in range(8):
+        for p in rng.sample(files, 12):
+            target = tmp_path / p
+            if rng.random() < 0.3 and target.exists():
+                target.unlink()
+            else:
+                target.write_text(f"{p} round {round_} {rng.random()}\n")
+        known = handler.versions.known()
+        assert known is not None
+        walked = scan(tmp_path, handler.scan_selection, None, save_cache=False, known=known)
+        full = scan(tmp_path, handler.scan_selection, None, save_cache=False)
+        assert set(walked.manifest) == set(full.manifest)
+        assert {p: e[:4] for p, e in walked.manifest.items()} == {p: e[:4] for p, e in full.manifest.items()}
+        assert set(walked.unmatched) >= {"memory/link.md", "memory/empty"}
+        cover = dict(covers=lambda path: True, save=False)
+        expected = handler.versions.assign(full.manifest, **cover)
+        assert handler.versions.assign(walked.manifest, scanned=(*walked.known, walked.unmatched), **cover) == expected
+        if round_ == 3:  # a record changes between the scan and its assign: the whole manifest is looked at
+            changed = files[0] if files[0] in full.manifest else next(iter(full.manifest))
+            entry = expected[changed]
+            handler.versions.record([(changed, entry.with_vv(versions.bump(entry.vv, "f" * 12, 99), ()), True)])
+            fresh = handler.versions.assign(full.manifest, **cover)
+            assert fresh[changed].vv == versions.bump(entry.vv, "f" * 12, 99)
+            assert handler.versions.assign(walked.manifest, scanned=(*walked.known, walked.unmatched), **cover) == fresh
+        handler.scan()  # record this round's versions
+    # Unchanged since the last scan: every file matched (only the link and the folder are looked at).
+    again = scan(tmp_path, handler.scan_selection, None, save_cache=False, known=handler.versions.known())
+    assert sorted(again.unmatched) == ["memory/empty", "memory/link.md"]
+    records = {p: handler.versions.current(p) for p in again.manifest}
+    assert all((e.vv, e.seen) == (records[p].vv, records[p].seen) for p, e in again.manifest.items() if p not in again.unmatched)
+    assert sum(1 for e in again.manifest.values() if e.vv) >= 30  # the files edited since the first scan

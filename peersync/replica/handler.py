@@ -147,8 +147,10 @@ class Handler:
         found by this scan are recorded first, unless `save_cache` is off: a dry run)."""
         walk = selection or self.scan_selection
         selection = selection or self.store.selection
-        result = scan(self.ws.root, walk, self.ws.state / "scan-cache.json", save_cache=save_cache)
+        known = self.versions.known() if self.ws.existing_instance_id() is not None else None
+        result = scan(self.ws.root, walk, self.ws.state / "scan-cache.json", save_cache=save_cache, known=known)
         if selection is not walk:  # a restricted key's session: only what both sides' selections hold
+            result.unmatched = None  # (the manifest is no longer everything the scan matched)
             result.manifest = {p: e for p, e in result.manifest.items() if selection.contains(p)}
             result.problems = [p for p in result.problems if not p.path or selection.contains(p.path)]
             result.unknown = [p for p in result.unknown if selection.contains(p)]
@@ -162,8 +164,9 @@ class Handler:
         def covers(path: str) -> bool:  # inside the selection, and not a path the scan could not read
             return selection.contains(path) and not covered(path, unknown)
 
+        scanned = (*result.known, result.unmatched) if result.unmatched is not None else None
         result.manifest = self.versions.assign(result.manifest, covers=covers, save=save_cache,
-                                               fold=folding.key if folding is not None else None)
+                                               fold=folding.key if folding is not None else None, scanned=scanned)
         return result
 
     def _reported_once(self, problems: list, message: str = links.OUTSIDE, key: str = "outside") -> list:

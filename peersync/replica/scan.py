@@ -35,6 +35,10 @@ class ScanResult:
     # deleted at them on the strength of this scan (core/unknown.py).
     unknown: list[str] = field(default_factory=list)
     fs: dict | None = None  # how the volume treats names (replica/fsprobe.py, wire form); None: not probed
+    # With `known` records (Versions.known): the paths of the manifest whose record did not match
+    # (the others' entries carry their record's history already), and those records' generation.
+    unmatched: list[str] | None = None
+    known: tuple | None = None
 
 
 def walk(root: Path, selection: Selection, problems: list[Problem] | None = None,
@@ -316,15 +320,21 @@ _new = tuple.__new__  # an Entry per file per scan: without the generated __new_
 
 
 def scan(root: Path, selection: Selection, cache_path: Path | None = None, *,
-         save_cache: bool = True) -> ScanResult:
+         save_cache: bool = True, known: tuple[dict, int] | None = None) -> ScanResult:
     """Manifest of the selection under `root`.  Per-file trouble becomes a Problem, not an abort.
 
-    `save_cache=False` (dry runs) reads the stat cache but writes nothing."""
+    `save_cache=False` (dry runs) reads the stat cache but writes nothing.  `known`: this replica's
+    version records (Versions.known): a file whose record holds its content gets that record's
+    history in its entry; the others are listed in `unmatched` (Versions.assign does the rest)."""
     root = Path(root)
     started = time.time_ns()
     cache = StatCache(cache_path)
     entries = cache.entries
     result = ScanResult(manifest={})
+    rows = known[0] if known is not None else {}
+    unmatched: list[str] = []
+    if known is not None:
+        result.unmatched, result.known = unmatched, known
     for rel, st in walk(root, selection, result.problems, result.unknown, kinds=True):
         if not stat_mod.S_ISREG(st.st_mode):
             entry = _special_entry(os.path.join(root, rel), st)
@@ -333,6 +343,7 @@ def scan(root: Path, selection: Selection, cache_path: Path | None = None, *,
                 result.unknown.append(rel)
             else:
                 result.manifest[rel] = entry
+                unmatched.append(rel)
             continue
         cached = entries.get(rel)  # StatCache.lookup, inline: once per file of every scan
         digest = cached[4] if (cached and cached[1] == st.st_mtime_ns and cached[0] == st.st_size
@@ -351,7 +362,12 @@ def scan(root: Path, selection: Selection, cache_path: Path | None = None, *,
             result.hashed += 1
             racy = st.st_mtime_ns >= started - RACY_NS
             cache.store(rel, st, None if racy else digest)
-        result.manifest[rel] = _new(Entry, (st.st_size, st.st_mtime_ns, st.st_mode & 0o777, digest, (), ()))
+        row = rows.get(rel)
+        if row is not None and row[0] and row[4] == digest and row[1] == st.st_size:  # as Versions.assign matches
+            result.manifest[rel] = _new(Entry, (st.st_size, st.st_mtime_ns, st.st_mode & 0o777, digest, row[5], row[6]))
+        else:
+            result.manifest[rel] = _new(Entry, (st.st_size, st.st_mtime_ns, st.st_mode & 0o777, digest, (), ()))
+            unmatched.append(rel)
     try:
         if save_cache:
             cache.save(set(result.manifest))

@@ -107,6 +107,8 @@ class Versions:
         self._rows: dict[str, tuple] | None = None
         self._data_version = None
         self._inode = None
+        self._gen = 0  # bumped by every change to the rows in memory (a scan's `known` is then stale)
+        self._present: tuple[int, dict | None, int] = (-1, None, 0)  # (gen, rows, how many present)
 
     # -- storage -----------------------------------------------------------------------------
     def _open(self) -> sqlite3.Connection:
@@ -175,6 +177,7 @@ class Versions:
             db.execute("rollback")
             raise
         rows = self._all()
+        self._gen += 1
         for path in drop:
             rows.pop(path, None)
         for path, present, e in records:
@@ -209,13 +212,30 @@ class Versions:
 
     # -- versions of what a scan found ---------------------------------------------------------
     @_serialised
+    def known(self) -> tuple[dict[str, tuple], int] | None:
+        """(records by path, their generation), for a scan to give each file whose record it matches
+        that record's history as it makes its entry (scan's `known`; assign's `scanned`): a no-op
+        scan of 100k files then builds each entry once.  None before the first scan.  Read-only."""
+        if not self.path.exists() or not self.started:
+            return None
+        return self._all(), self._gen
+
+    def _present_count(self, rows: dict[str, tuple]) -> int:
+        """How many records are of present files (counted once per change to the rows)."""
+        gen, counted, count = self._present
+        if gen != self._gen or counted is not rows:
+            count = sum(1 for row in rows.values() if row[0])
+            self._present = (self._gen, rows, count)
+        return count
+
+    @_serialised
     def present_count(self) -> int:
         """How many files this replica's records say it holds."""
         return sum(1 for row in self._all().values() if row[0])
 
     @_serialised
     def assign(self, manifest: Mapping[str, Entry], *, covers: Callable[[str], bool], save: bool = True,
-               fold: Callable[[str], str] | None = None) -> dict[str, Entry]:
+               fold: Callable[[str], str] | None = None, scanned: tuple | None = None) -> dict[str, Entry]:
         """`manifest` with each file's history; new versions (edits, new files) and deletions
         (recorded paths missing from the scan that `covers` — inside the selection, and not paths
         the scan could not read) get a new event of this replica.  `save=False` (a dry run):
@@ -223,11 +243,15 @@ class Versions:
         exist yet is not created: everything is then as at a first scan).  `fold`: on a volume that
         takes several spellings for one name, the key of a name there — a record made under another
         spelling of a scanned file (a sync writes under the pair's spelling, core/names.py) is that
-        file's record, not a deletion."""
+        file's record, not a deletion.  `scanned`: (records, generation, paths) when the scan that
+        made `manifest` (every path it found) matched each file against `known()`'s records: the
+        entries it matched carry their history already, and only `paths` (the others) are looked at."""
         if not save and not self.path.exists():
             return dict(manifest)
         rows = self._all()
         first = not self.started
+        if scanned is not None and scanned[0] is rows and scanned[1] == self._gen and not first and fold is None:
+            return self._assign_rest(manifest, rows, scanned[2], covers=covers, save=save)
         respelled: list[tuple[str, bool, Entry]] = []
         dropped: list[str] = []
         if fold is not None and not first:
@@ -249,24 +273,56 @@ class Versions:
                       if row[0] and path not in manifest and covers(path)]
         rewritten = {m[0] for m in moved}
         records = legacy + [r for r in respelled if r[0] not in rewritten]
-
-        def new_versions(counter: int) -> list[tuple[str, bool, Entry]]:
-            made = []
-            for path, entry, previous in moved:
-                vv = versions.bump(previous, self.me, counter)
-                if entry is None:  # deleted here: the deletion is a version of its own
-                    made.append((path, False, _entry(rows[path]).with_vv(vv, ())))
-                else:
-                    out[path] = entry.with_vv(vv, ())
-                    made.append((path, True, out[path]))
-            return made
-
+        new_versions = self._new_versions(moved, rows, out)
         if not save:
             if moved:  # a dry run: provisional counters, nothing recorded
                 new_versions(self._peek())
         elif moved or records or first or dropped:
             self._write(records, started=True, drop=dropped, make=new_versions if moved else None)
         return out
+
+    def _assign_rest(self, manifest: Mapping[str, Entry], rows: dict[str, tuple], rest: list[str], *,
+                     covers: Callable[[str], bool], save: bool) -> dict[str, Entry]:
+        """assign() after a scan that matched its files against these records: the other paths
+        (`rest`) are new versions unless they match now; records of present files that the scan
+        did not find are deletions."""
+        out = dict(manifest)
+        moved: list[tuple[str, Entry | None, VV]] = []
+        unmatched_present = 0
+        for path in rest:
+            entry, row = manifest[path], rows.get(path)
+            if row is not None and row[0]:
+                unmatched_present += 1
+                if row[4] == entry.hash and row[1] == entry.size:
+                    out[path] = entry.with_vv(row[5], row[6]) if row[5] or row[6] else entry
+                    continue
+            moved.append((path, entry, _entry(row).history if row is not None else ()))
+        # Matched entries are present records the scan found: any other present record was not found.
+        if self._present_count(rows) > len(manifest) - len(rest) + unmatched_present:
+            moved += [(path, None, _entry(row).history) for path, row in rows.items()
+                      if row[0] and path not in manifest and covers(path)]
+        if moved:
+            made = self._new_versions(moved, rows, out)
+            if not save:
+                made(self._peek())  # a dry run: provisional counters, nothing recorded
+            else:
+                self._write([], started=True, make=made)
+        return out
+
+    def _new_versions(self, moved: list, rows: dict[str, tuple], out: dict[str, Entry]):
+        """The records of `moved` (path, entry or None for a deletion, what it descends from), made
+        with a new event's counter; `out` takes the new entries."""
+        def made(counter: int) -> list[tuple[str, bool, Entry]]:
+            records = []
+            for path, entry, previous in moved:
+                vv = versions.bump(previous, self.me, counter)
+                if entry is None:  # deleted here: the deletion is a version of its own
+                    records.append((path, False, _entry(rows[path]).with_vv(vv, ())))
+                else:
+                    out[path] = entry.with_vv(vv, ())
+                    records.append((path, True, out[path]))
+            return records
+        return made
 
     def _peek(self) -> int:
         return int(self._meta("counter") or "0") + 1
@@ -316,6 +372,7 @@ class Versions:
             db.execute("begin immediate")
             db.executemany("delete from versions where path = ?", [(_key(p),) for p in old])
             db.execute("commit")
+            self._gen += 1
             for p in old:
                 self._all().pop(p, None)
         return len(old)
