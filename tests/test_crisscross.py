@@ -160,8 +160,13 @@ def test_bases_keep_keeps_only_well_formed_bases_and_merge_bases_answers_them(tm
         {"path": "USER.md", "hash": hash_bytes(other), "vv": [], "data": other},  # no history: no base
         "not an item"])
     assert reply == {"kept": 1}
+    # Answered at once; written with the run's logbase_save (or when the session ends).
     assert handler.op_merge_bases(["USER.md"]) == {"USER.md": [[hash_bytes(good), vv]]}
     assert handler.op_logbase_get([hash_bytes(good), hash_bytes(other)]) == {hash_bytes(good): good, hash_bytes(other): None}
+    assert not (ws.state / "bases.json").exists()
+    handler.release()
+    assert Handler(ws.root).op_merge_bases(["USER.md"]) == {"USER.md": [[hash_bytes(good), vv]]}
+    assert Handler(ws.root).op_logbase_get([hash_bytes(good)]) == {hash_bytes(good): good}
     handler.op_housekeeping(prune_logbases=True)
     assert handler.op_logbase_get([hash_bytes(good)]) == {hash_bytes(good): good}
 

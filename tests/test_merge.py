@@ -272,7 +272,7 @@ def test_bases_come_from_the_bytes_a_sync_read_or_installed_not_from_reading_the
     content as the next merge's base from the bytes in hand, written by the run's logbase_save in
     one go — which reads neither file again (here both changed on disk since, so a read-back
     would find other bytes and keep nothing).  Until the save, a lookup finds them in memory;
-    a run that ends without its save (a new session) drops them: the next save reads the files."""
+    a session that ends without a save writes them as it ends."""
     from peersync.core.types import Entry
     from peersync.replica.handler import Handler
     from peersync.replica.scan import hash_bytes
@@ -310,9 +310,9 @@ def test_bases_come_from_the_bytes_a_sync_read_or_installed_not_from_reading_the
                                                              for i, (d, n) in enumerate(zip(digests, notes))}
     assert dst.call("logbase_get", {"hashes": digests}) == {d: (n if i < 15 else None)
                                                              for i, (d, n) in enumerate(zip(digests, notes))}
-    # A run that stashed and never saved: the next session starts without its stash.
+    # A session that stashed and sent no logbase_save: written when it ends (EOF, reset, close).
     fresh = b"- fresh\n"
     (tmp_path / "src" / "memory" / "fresh.md").write_bytes(fresh)
     src.call("read", {"paths": ["memory/fresh.md"], "keep": ["memory/fresh.md"]})
-    src.op_selection({"roots": ["memory", "MEMORY.md"], "exclude": []})
-    assert src.call("logbase_get", {"hashes": [hash_bytes(fresh)]}) == {hash_bytes(fresh): None}
+    src.release()
+    assert Handler(tmp_path / "src").call("logbase_get", {"hashes": [hash_bytes(fresh)]}) == {hash_bytes(fresh): fresh}

@@ -77,6 +77,9 @@ class Handler:
         self._busy = threading.RLock()
         self._lock = None
         self._versions: Versions | None = None
+        # bases_keep's (path, hash, vector) triples, recorded with their content (stashed in the
+        # store) by the run's logbase_save, or when the session ends: one write each per sync.
+        self._pending_bases: list[tuple[str, str, list]] = []
 
     @property
     def versions(self) -> Versions:
@@ -120,6 +123,7 @@ class Handler:
 
     def release(self) -> None:
         with self._busy:
+            self._save_stashed()  # what this session kept and no logbase_save wrote yet
             if self._lock is not None:
                 self._lock.__exit__(None, None, None)
                 self._lock = None
@@ -326,8 +330,11 @@ class Handler:
         wanted = {check_relpath(p) for p in paths if not self.restricted or self.store.selection.contains(p)}
         found: dict[str, dict] = {p: {} for p in wanted}
         kept = bases.load(self.ws.state) if wanted else {}  # versions copies here descend from (replica/bases.py)
+        pending: dict[str, list] = {}  # and those this session was given, not written yet
+        for path, digest, vv in self._pending_bases:
+            pending.setdefault(path, []).append([digest, vv])
         for path in wanted:
-            for item in kept.get(path) or ():
+            for item in [*(kept.get(path) or ()), *pending.get(path, ())]:
                 if isinstance(item, list) and len(item) == 2 and item[1]:
                     found[path][(item[0], json.dumps(item[1]))] = item
         top = self.ws.state / "ancestors"
@@ -370,8 +377,28 @@ class Handler:
             good.append((path, digest, vv, data))
         if not good:
             return {"kept": 0}
-        self.store.keep_bases([(digest, data) for _, digest, _, data in good])
-        return {"kept": bases.remember(self.ws.state, [(p, d, vv) for p, d, vv, _ in good])}
+        # Written with the run's logbase_save (or when the session ends), not a pack and a
+        # rewrite of bases.json per request: content first, then the records naming it.
+        self.store.stash_bases(data for _, _, _, data in good)
+        self._pending_bases += [(p, d, vv) for p, d, vv, _ in good]
+        return {"kept": len(good)}
+
+    def _save_stashed(self, items: list[tuple[str, str]] = ()) -> int:
+        """Write the merge bases this session stashed (with `items`, logbase_save's), then record
+        bases_keep's triples.  Best effort when the session ends (a cache: replica/bases.py)."""
+        pending, self._pending_bases = self._pending_bases, []
+        if not items:
+            try:
+                self.store.save_logbases([])
+                if pending:
+                    bases.remember(self.ws.state, pending)
+            except (OSError, Refused, BadPath, ValueError):
+                pass
+            return 0
+        saved = self.store.save_logbases(items)
+        if pending:
+            bases.remember(self.ws.state, pending)
+        return saved
 
     def op_ancestor_put(self, peer_id: str, manifest: dict | None = None, base_digest: str | None = None,
                         delta: dict | None = None) -> dict:
@@ -854,7 +881,7 @@ class Handler:
     # Merge bases: the last synced content of mergeable files (logs, memory files), kept by hash
     # (Store.save_logbases); the wire names are the log bases' from before other files merged.
     def op_logbase_save(self, items: list) -> dict:
-        return {"saved": self.store.save_logbases([(check_relpath(p), h) for p, h in items])}
+        return {"saved": self._save_stashed([(check_relpath(p), h) for p, h in items])}
 
     def op_logbase_get(self, hashes: list) -> dict:
         return self.store.logbases(hashes)

@@ -595,6 +595,8 @@ class Store:
         sync's, goes into one pack file instead.
         """
         stash = dict(self._take_stash())
+        if not stash and not items:
+            return 0
         unkept = self._unkept({*stash, *(digest for _, digest in items)})
         kept = {d: data for d, data in stash.items() if d in unkept}
         wanted: dict[str, str] = {}
