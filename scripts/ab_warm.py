@@ -75,6 +75,10 @@ def main() -> None:
     parser.add_argument("checkouts", nargs="+", type=Path)
     parser.add_argument("--files", type=int, default=10000)
     parser.add_argument("--reps", type=int, default=21)
+    parser.add_argument("--block", type=int, default=1,
+                        help="syncs in a row per checkout and turn (1: strictly alternating).  A sync's "
+                             "flush of the file system also writes what the other checkout's last sync left "
+                             "unflushed; blocks keep each checkout paying mostly for its own")
     parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve:
@@ -100,14 +104,15 @@ def main() -> None:
 
     times = {tree: {"noop": [], "change": []} for tree in trees}
     for kind in ("noop", "change"):
-        for i in range(args.reps):
-            for tree in trees if i % 2 == 0 else trees[::-1]:
-                times[tree][kind].append(ask(tree, "noop" if kind == "noop" else f"change {i}"))
+        for turn in range(0, args.reps, args.block):
+            for tree in trees if (turn // args.block) % 2 == 0 else trees[::-1]:
+                for i in range(turn, min(turn + args.block, args.reps)):
+                    times[tree][kind].append(ask(tree, "noop" if kind == "noop" else f"change {i}"))
     for tree, proc in procs.items():
         proc.stdin.write("quit\n")
         proc.stdin.flush()
         proc.wait()
-    print(f"{args.files} files, warm keeper, median of {args.reps} (interleaved):")
+    print(f"{args.files} files, warm keeper, median of {args.reps} (interleaved, {args.block} in a row):")
     for tree in trees:
         print(f"  {str(tree):40s} no-op {statistics.median(times[tree]['noop']) * 1000:6.1f} ms   "
               f"2 x 130 changes {statistics.median(times[tree]['change']) * 1000:6.1f} ms")
