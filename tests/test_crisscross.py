@@ -223,3 +223,41 @@ def test_merges_of_the_same_edits_made_apart_keep_the_versions_their_base_is_mad
             if x != y:
                 _sync(ws, x, y)
     assert {note(n).read_text() for n in names} == {e}
+
+
+def test_copies_start_from_the_bytes_read_while_the_merges_prefetch_and_each_file_is_read_once(tmp_path, monkeypatch):
+    """With merges to prepare, the copies' first batch is read alongside (Run._read_ahead), not
+    after: every copied file is read from its source once, arrives intact, and both sides keep
+    the mergeable ones as merge bases from the bytes in hand."""
+
+    ws = _mesh(tmp_path, ["a", "b"])
+    note = lambda name: ws[name].root / "MEMORY.md"  # noqa: E731
+    note("a").write_text("# Memory\n\n- tea\n")
+    _sync(ws, "a", "b")
+    note("a").write_text("# Memory\n\n- tea\n- from a\n")  # concurrent edits: a merge to prefetch for
+    note("b").write_text("# Memory\n\n- from b\n- tea\n")
+    made = {"a": {f"memory/a{i}.md": f"- note {i} from a\n" * (i + 1) for i in range(12)},
+            "b": {f"memory/b{i}.md": f"- note {i} from b\n" for i in range(4)}}
+    for name, files in made.items():
+        for path, text in files.items():
+            (ws[name].root / path).write_text(text)
+    reads: dict[str, list[str]] = {"a": [], "b": []}
+    real_call = Handler.call
+
+    def call(self, op, args):
+        if op == "read":
+            reads[self.ws.root.name] += args["paths"]
+        return real_call(self, op, args)
+
+    monkeypatch.setattr(Handler, "call", call)
+    report = _sync(ws, "a", "b")
+    assert "MEMORY.md" in report.merged
+    for source, files in made.items():
+        other = "b" if source == "a" else "a"
+        for path, text in files.items():
+            assert (ws[other].root / path).read_text() == text
+            assert reads[source].count(path) == 1, (path, reads[source])
+        hashes = [hash_bytes(text.encode()) for text in files.values()]
+        for side in (source, other):
+            kept = Handler(ws[side].root).op_logbase_get(hashes)
+            assert all(kept[h] is not None for h in hashes), side

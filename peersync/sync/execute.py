@@ -32,7 +32,7 @@ from peersync.replica.bases import PER_PATH as BASES_PER_PATH
 from peersync.replica.scan import hash_bytes
 from peersync.sync import chunks, logmerge
 from peersync.sync.concurrency import gather_all
-from peersync.sync.transfer import Transfers, _batches
+from peersync.sync.transfer import INLINE_FIRST_BATCH, INLINE_MAX_FILE, Transfers, _batches
 from peersync.transport.replica import Replica
 
 
@@ -59,6 +59,7 @@ class Run(Transfers):
         self._inputs: dict[Side, dict[str, bytes]] = {Side.LOCAL: {}, Side.REMOTE: {}}
         self._keep: dict[Side, list[dict]] = {Side.LOCAL: [], Side.REMOTE: []}  # bases_keep items, sent in one go
         self._held: dict[Side, set[str]] = {}  # each side's folders, as its scan found them (delete)
+        self._ahead: dict[Side, dict[str, bytes]] = {Side.LOCAL: {}, Side.REMOTE: {}}  # copies' first bytes (prefetch)
 
     # -- versions --------------------------------------------------------------------------
     async def descendant(self, c: Change) -> tuple:
@@ -185,9 +186,10 @@ class Run(Transfers):
             return
         ask = {side: sorted({c.path for c in causal} | {c.path for c in copies if c.source is side}
                             | {c.path for s, c in adopted if s is side}) for side in Side}
-        *_, local_data, remote_data = await gather_all(
+        _, _, local_data, remote_data, *_ = await gather_all(
             *(self._answers(side, ask[side]) for side in Side),
-            self._read_batched(Side.LOCAL, small), self._read_batched(Side.REMOTE, small))
+            self._read_batched(Side.LOCAL, small), self._read_batched(Side.REMOTE, small),
+            *(self._read_ahead(side, changes) for side in Side))
         self._inputs = {Side.LOCAL: local_data, Side.REMOTE: remote_data}
         want: dict[Side, set[str]] = {side: set() for side in Side}
         for c in copies:
@@ -204,6 +206,28 @@ class Run(Transfers):
         elsewhere = {h for h in merge_bases if self._content[Side.LOCAL].get(h) is None}
         if elsewhere:
             await self._bases_of(Side.REMOTE, elsewhere)
+
+    async def _read_ahead(self, side: Side, changes: list[Change]) -> None:
+        """The first inline batch of the copies from `side`, read while prefetch() waits anyway: the
+        copies then start installing as soon as it is done (transfer.py takes these bytes).  Any
+        trouble: nothing is kept, and the copies read as usual."""
+        if self.remote_session.caps.transfer == "rclone":
+            return
+        paths, keep, size = [], [], 0
+        for c in changes:
+            entry = c.entry(side) if c.action is Action.COPY and c.source is side and c.target is not None else None
+            if entry is None or entry.size > INLINE_MAX_FILE or entry.mode & KIND_BITS == DIR:
+                continue
+            if size + entry.size > INLINE_FIRST_BATCH and paths:
+                break
+            size += entry.size
+            paths.append(c.path)
+            if self.rules.keeps_base(c.path, entry):
+                keep.append(c.path)
+        try:
+            self._ahead[side] = await self._read(side, paths, keep=keep)
+        except Exception:  # noqa: BLE001 — only a head start: a file gone or unreadable is the copy's to report
+            self._ahead[side] = {}
 
     def _streamed(self, c: Change) -> bool:
         """A merge of files too large to hold (sync/logmerge.py streams logs; others: the policy)."""

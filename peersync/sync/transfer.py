@@ -98,8 +98,11 @@ class Transfers:
             for batch in _batches(items, INLINE_BATCH_BYTES, min(INLINE_FIRST_BATCH, INLINE_BATCH_BYTES)):
                 # An empty folder's content is known (nothing): it is not read, so one that went
                 # meanwhile is only a failed install, never a failed run.
-                data = await self._read(source, [i["path"] for i in batch if i["new"][2] & KIND_BITS != DIR],
-                                        keep=[i["path"] for i in batch if i.get("base") is True])
+                ahead = self._ahead[source]  # read by prefetch() already (Run._read_ahead)
+                wanted = [i["path"] for i in batch if i["new"][2] & KIND_BITS != DIR]
+                data = await self._read(source, [p for p in wanted if p not in ahead],
+                                        keep=[i["path"] for i in batch if i.get("base") is True and i["path"] not in ahead])
+                data.update((p, ahead.pop(p)) for p in wanted if p in ahead)
                 for item in batch:
                     item["data"] = data.get(item["path"], b"")
                 installing.append(asyncio.ensure_future(self._install_inline(target, batch)))
