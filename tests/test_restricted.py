@@ -266,6 +266,28 @@ def test_version_records_stay_inside_the_selection_and_are_bounded(victim):
     records.close()
 
 
+# -- merge bases kept from the bytes a read returns: not before the lock -----------------------------
+def test_a_read_keeps_no_merge_base_before_the_lock(victim):
+    """op read's `keep` stashes merge bases, written when the session ends: a restricted key that
+    never locked (so never had the state dir checked) gets nothing written there; after the lock,
+    what it read is kept (inside the victim's own selection only, as every read)."""
+    from peersync.replica.handler import Handler
+    from peersync.replica.scan import hash_bytes
+
+    data = (victim.root / "memory/a.md").read_bytes()
+    logbase = victim.ws.state / "logbase"
+    with victim.wire() as agent:
+        assert agent.result("hello")["read_keeps_bases"] is True
+        assert agent.result("read", paths=["memory/a.md"], keep=["memory/a.md"])["memory/a.md"] == data
+    assert not logbase.exists()
+    with victim.wire() as agent:
+        agent.result("hello")
+        agent.result("lock", timeout=1)
+        agent.result("read", paths=["memory/a.md"], keep=["memory/a.md"])
+        assert not agent.call("read", paths=["AGENTS.md"], keep=["AGENTS.md"])["ok"]  # outside its selection
+    assert Handler(victim.root).op_logbase_get([hash_bytes(data)]) == {hash_bytes(data): data}
+
+
 # -- and a real sync over it still carries everything, large files included ---------------------------
 def test_restricted_sync_carries_large_files_over_the_agent_channel(victim, monkeypatch):
     import peersync.transport.rsync as transfer

@@ -495,7 +495,10 @@ class Handler:
     def _keep_read_bases(self, contents) -> None:
         """Keep these contents as merge bases, each under its own hash, with this run's logbase_save
         (Store.stash_bases).  A cache (replica/bases.py): trouble writing one only means that
-        logbase_save reads the file again."""
+        logbase_save reads the file again.  Not for a restricted key before it locked: nothing is
+        written to the state dir for it until then (a read needs no lock)."""
+        if self.restricted and self._lock is None:
+            return
         with contextlib.suppress(OSError, Refused, BadPath):
             self.store.stash_bases(contents)
 

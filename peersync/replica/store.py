@@ -66,7 +66,7 @@ class Store:
         self._checked: set[str] = set()  # state directories a batch found to be ours
         self._batch_holding: Path | None = None  # one holding token dir per batch (see _hold)
         # Merge bases taken from bytes this run read or wrote (stash_bases), written with the run's
-        # logbase_save in one pack: not a pack per request, and no file read back.
+        # logbase_save (or as the session ends) in one pack: not a pack per request, no file read back.
         self._stash: dict[str, bytes] = {}
         self._stashed = 0
 
@@ -610,8 +610,9 @@ class Store:
     def stash_bases(self, contents) -> None:
         """Contents this run read or installed that are a mergeable file's synced content: kept as
         merge bases (each under its own hash) by this run's save_logbases, which then reads none
-        of them back.  Held in memory up to STASH_MAX, then written.  A run that ends without a
-        save drops them: a cache, whose miss only means reading the file at the next save."""
+        of them back, or when the session ends (Handler.release).  Held in memory up to STASH_MAX,
+        then written.  Lost only with the process: a cache, whose miss means reading the file at
+        the next save."""
         for data in contents:
             if len(data) <= MAX_BASE:
                 digest = hash_bytes(data)
