@@ -261,3 +261,39 @@ def test_copies_start_from_the_bytes_read_while_the_merges_prefetch_and_each_fil
         for side in (source, other):
             kept = Handler(ws[side].root).op_logbase_get(hashes)
             assert all(kept[h] is not None for h in hashes), side
+
+
+def test_a_copy_carries_only_the_bases_its_target_does_not_list_already(tmp_path, monkeypatch):
+    """A copy carries the versions its source knows it descends from (Run._carry_bases), less those
+    the target's merge_bases answer lists already: between two machines, the version they last
+    synced is in both ancestors, kept by both, and travels no more; a third machine that never
+    held it gets it, with its content."""
+    ws = _mesh(tmp_path, ["a", "b", "c"])
+    note = lambda name: ws[name].root / "MEMORY.md"  # noqa: E731
+    v1 = "# Memory\n\n- tea\n"
+    note("a").write_text(v1)
+    _sync(ws, "a", "b")  # v1 on a and b, in their ancestors; c never holds it
+    note("a").write_text(v1 + "- coffee\n")
+    carried: dict[str, list[str]] = {"a": [], "b": [], "c": []}
+    fetched: dict[str, list[str]] = {"a": [], "b": [], "c": []}
+    real_call = Handler.call
+
+    def call(self, op, args):
+        if op == "bases_keep":
+            carried[self.ws.root.name] += [item["hash"] for item in args["items"]]
+        if op == "logbase_get":
+            fetched[self.ws.root.name] += args["hashes"]
+        return real_call(self, op, args)
+
+    monkeypatch.setattr(Handler, "call", call)
+    first = hash_bytes(v1.encode())
+    assert _sync(ws, "a", "c").pushed == ["MEMORY.md"]
+    assert carried["c"] == [first], "c never held v1: it is carried with the copy made from it"
+    answer = Handler(ws["c"].root).op_merge_bases(["MEMORY.md"])["MEMORY.md"]
+    assert first in [h for h, _ in answer]
+    assert Handler(ws["c"].root).op_logbase_get([first])[first] == v1.encode()
+
+    fetched["a"].clear()
+    assert _sync(ws, "a", "b").pushed == ["MEMORY.md"]
+    assert first not in carried["b"] and first not in fetched["a"], "b keeps v1 already: nothing to carry"
+    assert note("b").read_text() == note("c").read_text() == v1 + "- coffee\n"

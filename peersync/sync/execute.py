@@ -184,8 +184,9 @@ class Run(Transfers):
         causal = [c for c in small if c.local.vv and c.remote.vv]
         if not small and not copies and not adopted:
             return
-        ask = {side: sorted({c.path for c in causal} | {c.path for c in copies if c.source is side}
-                            | {c.path for s, c in adopted if s is side}) for side in Side}
+        # Both ends of each carry are asked: what the target lists already is not carried (_carried).
+        ask = {side: sorted({c.path for c in causal} | {c.path for c in copies} | {c.path for _, c in adopted})
+               for side in Side}
         _, _, local_data, remote_data, *_ = await gather_all(
             *(self._answers(side, ask[side]) for side in Side),
             self._read_batched(Side.LOCAL, small), self._read_batched(Side.REMOTE, small),
@@ -193,12 +194,12 @@ class Run(Transfers):
         self._inputs = {Side.LOCAL: local_data, Side.REMOTE: remote_data}
         want: dict[Side, set[str]] = {side: set() for side in Side}
         for c in copies:
-            want[c.source].update(h for h, _ in self._below(c.source, c.path, c.entry(c.source)))
+            want[c.source].update(h for h, _ in self._carried(c.source, c.path, c.entry(c.source)))
         for side, c in adopted:
-            want[side].update(h for h, _ in self._below(side, c.path, c.entry(side)))
+            want[side].update(h for h, _ in self._carried(side, c.path, c.entry(side)))
         for c in causal:  # after the merge, each side keeps what the other knows its input descends from
             for side in Side:
-                want[side].update(h for h, _ in self._below(side, c.path, c.entry(side)))
+                want[side].update(h for h, _ in self._carried(side, c.path, c.entry(side)))
         common = await self._merge_bases(causal)
         merge_bases = {h for c in small for h in self._base_hashes(c, common)}
         want[Side.LOCAL] |= merge_bases  # a merge's base: ours if we kept it (Run._bases), else theirs
@@ -270,6 +271,24 @@ class Run(Transfers):
         below = [(h, vv) for h, vv in found if isinstance(h, str) and h != entry.hash and versions.seen(vv, entry.vv)]
         below.sort(key=lambda hv: (sum(n for _, n in hv[1]), hv[0]))
         return below[-BASES_PER_PATH:]
+
+    def _carried(self, source: Side, path: str, entry: Entry) -> list[tuple[str, tuple]]:
+        """What a carry of `entry` from `source` sends the other side: the versions it descends from
+        (_below) that the other side's merge_bases answer does not list already.  A version listed
+        there is one it keeps with its content (the bases of its ancestors' entries, saved by each
+        sync, and those of bases.json): sending it again only costs both ends the bytes.  With two
+        machines that is nearly every one (the pair's last synced version)."""
+        below = self._below(source, path, entry)
+        listed = (self._known[source.other] or {}).get(path)
+        if not below or not listed:
+            return below
+        have = set()
+        for item in listed:
+            try:
+                have.add((item[0], versions.from_wire(item[1])))
+            except (ValueError, TypeError, IndexError):
+                continue
+        return [(h, vv) for h, vv in below if (h, vv) not in have]
 
     async def _read(self, side: Side, paths: list[str], keep: list[str] = ()) -> dict[str, bytes]:
         """Files' contents (raw bytes on the wire, beside the JSON: protocol.py).  `keep`: those the
@@ -472,7 +491,7 @@ class Run(Transfers):
             return
         if copied:
             await self._answers(source, [p for p, _ in copied])  # asked by prefetch() already, as a rule
-        wanted = [(path, h, vv) for path, entry in copied for h, vv in self._below(source, path, entry)]
+        wanted = [(path, h, vv) for path, entry in copied for h, vv in self._carried(source, path, entry)]
         content = await self._bases_of(source, {h for _, h, _ in wanted}) if wanted else {}
         self._keep[target] += [*inputs, *({"path": p, "hash": h, "vv": versions.to_wire(vv), "data": content[h]}
                                           for p, h, vv in wanted if content.get(h) is not None)]
