@@ -105,7 +105,10 @@ class Run(Transfers):
             changes = [c for c in changes if not c.reason.endswith("-recreated")] + await self.renew(recreated)
         merges = [c for c in changes if c.action is Action.MERGE]
         changes = [c for c in changes if c.action is not Action.MERGE]
-        await self.prefetch(merges, changes)
+        # Deletions ask which folders the other side holds (delete): worked out in a thread while
+        # prefetch waits for both sides, not on the event loop after the installs.
+        folders = [side.other for side in Side if any(c.action is Action.DELETE and c.target is side for c in changes)]
+        await gather_all(self.prefetch(merges, changes), *(self._hold_folders(side) for side in folders))
         # A file that clashes with the other side's edited folder (core/dirfile.py) is set aside first.
         aside = [c for c in changes if c.reason == REASON]
         await gather_all(*(self.set_aside(side, [c for c in aside if c.target is side]) for side in Side))
@@ -637,6 +640,10 @@ class Run(Transfers):
                 if entry is not None:
                     out.append(replace(c, **{side.value: entry}))
         return out
+
+    async def _hold_folders(self, side: Side) -> None:
+        """Every folder `side`'s scan found (_folders), for the deletions on the other side."""
+        self._held[side] = await asyncio.to_thread(_folders, self.sides[side].scanned)
 
     async def delete(self, side: Side, changes: list[Change]) -> None:
         if not changes:
