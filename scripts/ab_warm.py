@@ -116,6 +116,13 @@ def main() -> None:
     for tree in trees:
         print(f"  {str(tree):40s} no-op {statistics.median(times[tree]['noop']) * 1000:6.1f} ms   "
               f"2 x 130 changes {statistics.median(times[tree]['change']) * 1000:6.1f} ms")
+    # A process that slows down as it syncs again and again (state or caches that grow) shows here.
+    print("by thirds of the run (medians, ms):")
+    for tree in trees:
+        parts = {kind: [statistics.median(values[k * len(values) // 3:(k + 1) * len(values) // 3] or values) * 1000
+                        for k in range(3)] for kind, values in times[tree].items()}
+        print(f"  {str(tree):40s} no-op {' '.join(f'{v:6.1f}' for v in parts['noop'])}   "
+              f"changes {' '.join(f'{v:6.1f}' for v in parts['change'])}")
 
 
 if __name__ == "__main__":
