@@ -411,6 +411,9 @@ def test_a_scan_matched_against_the_records_gives_every_file_the_history_a_full_
             assert fresh[changed].vv == versions.bump(entry.vv, "f" * 12, 99)
             assert handler.versions.assign(walked.manifest, scanned=(*walked.known, walked.unmatched), **cover) == fresh
         handler.scan()  # record this round's versions
+        # The count of present records is kept up to date as records change, not counted again.
+        store = handler.versions
+        assert store._present[0] == store._gen and store._present_count(store._all()) == store.present_count()
     # Unchanged since the last scan: every file matched (only the link and the folder are looked at).
     again = scan(tmp_path, handler.scan_selection, None, save_cache=False, known=handler.versions.known())
     assert sorted(again.unmatched) == ["memory/empty", "memory/link.md"]

@@ -177,11 +177,18 @@ class Versions:
             db.execute("rollback")
             raise
         rows = self._all()
+        gen, counted, count = self._present
+        kept = gen == self._gen and counted is rows  # the count stays right as the rows change
         self._gen += 1
         for path in drop:
-            rows.pop(path, None)
+            row = rows.pop(path, None)
+            count -= bool(row and row[0])
         for path, present, e in records:
+            row = rows.get(path)
+            count += bool(present) - bool(row and row[0])
             rows[path] = (int(present), e.size, e.mtime_ns, e.mode, e.hash, e.vv, e.seen, now)
+        if kept:
+            self._present = (self._gen, rows, count)
 
     @_serialised
     def reserve(self, count: int = 1) -> int:
@@ -299,8 +306,8 @@ class Versions:
             moved.append((path, entry, _entry(row).history if row is not None else ()))
         # Matched entries are present records the scan found: any other present record was not found.
         if self._present_count(rows) > len(manifest) - len(rest) + unmatched_present:
-            moved += [(path, None, _entry(row).history) for path, row in rows.items()
-                      if row[0] and path not in manifest and covers(path)]
+            moved += [(path, None, _entry(rows[path]).history) for path in sorted(rows.keys() - manifest.keys())
+                      if rows[path][0] and covers(path)]
         if moved:
             made = self._new_versions(moved, rows, out)
             if not save:
