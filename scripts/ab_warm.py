@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import random
 import shutil
 import statistics
 import subprocess
@@ -123,6 +124,21 @@ def main() -> None:
                         for k in range(3)] for kind, values in times[tree].items()}
         print(f"  {str(tree):40s} no-op {' '.join(f'{v:6.1f}' for v in parts['noop'])}   "
               f"changes {' '.join(f'{v:6.1f}' for v in parts['change'])}")
+    # Round i of every checkout syncs the same edits at nearly the same moment: compare them in pairs.
+    # The interval is a bootstrap of the median ratio over rounds (90 %): a change whose interval
+    # holds 0 % is not measurably slower or faster at this many repetitions.
+    first = trees[0]
+    if len(trees) > 1:
+        print(f"against {first}, paired by round (median ratio, 90 % bootstrap interval):")
+    for tree in trees[1:]:
+        cells = []
+        for kind, label in (("noop", "no-op"), ("change", "changes")):
+            ratios = [b / a for a, b in zip(times[first][kind], times[tree][kind])]
+            draw = random.Random(0)
+            boots = sorted(statistics.median(draw.choices(ratios, k=len(ratios))) for _ in range(2000))
+            cells.append(f"{label} {(statistics.median(ratios) - 1) * 100:+5.1f} % "
+                         f"[{(boots[100] - 1) * 100:+5.1f}, {(boots[1899] - 1) * 100:+5.1f}]")
+        print(f"  {str(tree):40s} " + "   ".join(cells))
 
 
 if __name__ == "__main__":

@@ -29,7 +29,7 @@ from peersync.core.selection import Intersection, Selection
 from peersync.core.limits import RANGE
 from peersync.core.types import MANIFEST_FORMAT, READABLE_FORMATS, Entry
 from peersync.core.unknown import covered
-from peersync.replica import bases, fsprobe, sparse, tombstones
+from peersync.replica import bases, fsprobe, sparse, tombstones, watched
 from peersync.replica.scan import ScanResult, hash_bytes, scan
 from peersync.replica.store import Refused, Store, hash_fd
 from peersync.replica.versions import Versions, open_versions
@@ -152,7 +152,16 @@ class Handler:
         walk = selection or self.scan_selection
         selection = selection or self.store.selection
         known = self.versions.known() if self.ws.existing_instance_id() is not None else None
-        result = scan(self.ws.root, walk, self.ws.state / "scan-cache.json", save_cache=save_cache, known=known)
+        listings = watched.walker(self.ws.root, walk)
+        try:
+            result = scan(self.ws.root, walk, self.ws.state / "scan-cache.json", save_cache=save_cache, known=known,
+                          listings=listings)
+        except BaseException:
+            if listings is not None:
+                watched.done(listings, ok=False)
+            raise
+        if listings is not None:
+            watched.done(listings, ok=True)
         if selection is not walk:  # a restricted key's session: only what both sides' selections hold
             result.unmatched = None  # (the manifest is no longer everything the scan matched)
             result.manifest = {p: e for p, e in result.manifest.items() if selection.contains(p)}

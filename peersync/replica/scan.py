@@ -42,7 +42,7 @@ class ScanResult:
 
 
 def walk(root: Path, selection: Selection, problems: list[Problem] | None = None,
-         unknown: list[str] | None = None, *, kinds: bool = False) -> Iterator[tuple[str, os.stat_result]]:
+         unknown: list[str] | None = None, *, kinds: bool = False, walk_dir=None) -> Iterator[tuple[str, os.stat_result]]:
     """Yield (relpath, lstat) for every regular file of the selection; symlinks are not followed.
 
     Trouble with one path is appended to `problems`; a path that exists but could not be read
@@ -51,7 +51,8 @@ def walk(root: Path, selection: Selection, problems: list[Problem] | None = None
     `kinds`: also yield the symbolic links that stay inside the selection (core/links.py) and the
     empty directories below a root — what a manifest holds besides files (the lstat says which).
     A selected root that is itself a link to a directory (`memory/` → a cloud drive's folder) is
-    the user's own configuration: it is walked through."""
+    the user's own configuration: it is walked through.  `walk_dir`: what walks a selected directory
+    (replica/watched.py's, which lists again only what changed; default: every directory)."""
     root = Path(root)
     found = _Found(problems, unknown, selection if kinds else None)
     for top in selection.roots:
@@ -59,7 +60,7 @@ def walk(root: Path, selection: Selection, problems: list[Problem] | None = None
             parent, _, name = top.rpartition("/")
             if selection.excludes_dir(parent) or not selection.under_root(top):
                 continue
-        yield from _walk_entry(str(root), top, selection, found)
+        yield from _walk_entry(str(root), top, selection, found, walk_dir or _walk_dir)
 
 
 class _Found:
@@ -131,7 +132,7 @@ def shown(path: str) -> str:
 _ESCAPES = {c: ("\\n" if c == 10 else "\\t" if c == 9 else f"\\x{c:02x}") for c in [*range(32), 127]}
 
 
-def _walk_entry(root: str, rel: str, selection: Selection, found: _Found):
+def _walk_entry(root: str, rel: str, selection: Selection, found: _Found, walk_dir):
     full = os.path.join(root, rel)
     try:
         st = os.lstat(full)
@@ -147,7 +148,7 @@ def _walk_entry(root: str, rel: str, selection: Selection, found: _Found):
             yield rel, st
     elif stat_mod.S_ISDIR(st.st_mode):
         if not selection.excludes_dir(rel):
-            yield from _walk_dir(root, rel, selection, found)
+            yield from walk_dir(root, rel, selection, found)
     elif stat_mod.S_ISLNK(st.st_mode):
         if found.kinds is not None and "/" not in rel and not os.path.exists(full):
             # A selected top folder linked somewhere unreachable (an unmounted drive): said on every
@@ -162,55 +163,65 @@ def _walk_dir(root: str, rel: str, selection: Selection, found: _Found):
     stack = [rel]
     while stack:
         current = stack.pop()
-        try:
-            with os.scandir(os.path.join(root, current)) as it:
-                items = list(it)  # in directory order: nothing depends on the order of a manifest
-        except OSError as err:
-            found.unreadable(current, f"cannot list directory: {err.strerror}")
-            continue
-        subdirs = []
-        holds = False  # anything synced (or reported) directly in `current`
-        # One search per folder (no name holds a "/"): most hold no odd name, and then none is asked.
-        odd = odd_name if _ODD.search("/".join([item.name for item in items])) else _never
-        for item in items:
-            path = f"{current}/{item.name}"
-            try:
-                # Files first: most entries are, and one call then settles the type (d_type).
-                if item.is_file(follow_symlinks=False):
-                    if not selection.excludes_child(path):  # `current` passed excludes_dir
-                        holds = True
-                        why = odd(item.name)
-                        if why is None:
-                            yield path, item.stat(follow_symlinks=False)
-                        else:
-                            found.skipped(path, why)
-                elif item.is_symlink():
-                    if not selection.excludes_file(path):
-                        holds = True
-                        why = odd(item.name)
-                        if why is not None:
-                            found.skipped(path, why)
-                        elif found.link(root, path):
-                            yield path, item.stat(follow_symlinks=False)
-                elif item.is_dir(follow_symlinks=False):
-                    if not selection.excludes_dir(path):
-                        holds = True
-                        why = odd(item.name)
-                        if why is None:
-                            subdirs.append(path)
-                        else:
-                            found.skipped(path, why.replace("name", "folder", 1))
-                elif not selection.excludes_child(path):
-                    holds = True  # a FIFO, a socket, a device: not synced, but the folder is not empty
-            except OSError as err:
-                holds = True
-                found.unreadable(path, f"cannot read: {err.strerror}")
-        if not holds and found.kinds is not None and current != rel:
-            try:
-                yield current, os.lstat(os.path.join(root, current))  # an empty directory below a root
-            except OSError:
-                pass
+        items, subdirs = list_dir(root, current, rel, selection, found)
+        yield from items
         stack.extend(reversed(subdirs))
+
+
+def list_dir(root: str, current: str, top: str, selection: Selection, found: _Found) -> tuple[list, list[str]]:
+    """One directory of a walk below the selected root `top`: ([(relpath, lstat)] of what it holds
+    directly — itself too when it is an empty directory other than `top` — and its subdirectories
+    to walk, in order).  Trouble goes to `found`, as walk says."""
+    out: list[tuple[str, os.stat_result]] = []
+    subdirs: list[str] = []
+    try:
+        with os.scandir(os.path.join(root, current)) as it:
+            items = list(it)  # in directory order: nothing depends on the order of a manifest
+    except OSError as err:
+        found.unreadable(current, f"cannot list directory: {err.strerror}")
+        return out, subdirs
+    holds = False  # anything synced (or reported) directly in `current`
+    # One search per folder (no name holds a "/"): most hold no odd name, and then none is asked.
+    odd = odd_name if _ODD.search("/".join([item.name for item in items])) else _never
+    for item in items:
+        path = f"{current}/{item.name}"
+        try:
+            # Files first: most entries are, and one call then settles the type (d_type).
+            if item.is_file(follow_symlinks=False):
+                if not selection.excludes_child(path):  # `current` passed excludes_dir
+                    holds = True
+                    why = odd(item.name)
+                    if why is None:
+                        out.append((path, item.stat(follow_symlinks=False)))
+                    else:
+                        found.skipped(path, why)
+            elif item.is_symlink():
+                if not selection.excludes_file(path):
+                    holds = True
+                    why = odd(item.name)
+                    if why is not None:
+                        found.skipped(path, why)
+                    elif found.link(root, path):
+                        out.append((path, item.stat(follow_symlinks=False)))
+            elif item.is_dir(follow_symlinks=False):
+                if not selection.excludes_dir(path):
+                    holds = True
+                    why = odd(item.name)
+                    if why is None:
+                        subdirs.append(path)
+                    else:
+                        found.skipped(path, why.replace("name", "folder", 1))
+            elif not selection.excludes_child(path):
+                holds = True  # a FIFO, a socket, a device: not synced, but the folder is not empty
+        except OSError as err:
+            holds = True
+            found.unreadable(path, f"cannot read: {err.strerror}")
+    if not holds and found.kinds is not None and current != top:
+        try:
+            out.append((current, os.lstat(os.path.join(root, current))))  # an empty directory below a root
+        except OSError:
+            pass
+    return out, subdirs
 
 
 def hash_file(path: str | Path) -> str:
@@ -320,12 +331,13 @@ _new = tuple.__new__  # an Entry per file per scan: without the generated __new_
 
 
 def scan(root: Path, selection: Selection, cache_path: Path | None = None, *,
-         save_cache: bool = True, known: tuple[dict, int] | None = None) -> ScanResult:
+         save_cache: bool = True, known: tuple[dict, int] | None = None, listings=None) -> ScanResult:
     """Manifest of the selection under `root`.  Per-file trouble becomes a Problem, not an abort.
 
     `save_cache=False` (dry runs) reads the stat cache but writes nothing.  `known`: this replica's
     version records (Versions.known): a file whose record holds its content gets that record's
-    history in its entry; the others are listed in `unmatched` (Versions.assign does the rest)."""
+    history in its entry; the others are listed in `unmatched` (Versions.assign does the rest).
+    `listings`: a watched tree (replica/watched.py) that walks it, listing only what changed."""
     root = Path(root)
     started = time.time_ns()
     cache = StatCache(cache_path)
@@ -335,7 +347,9 @@ def scan(root: Path, selection: Selection, cache_path: Path | None = None, *,
     unmatched: list[str] = []
     if known is not None:
         result.unmatched, result.known = unmatched, known
-    for rel, st in walk(root, selection, result.problems, result.unknown, kinds=True):
+    found = (walk(root, selection, result.problems, result.unknown, kinds=True) if listings is None
+             else listings.walk(result.problems, result.unknown))
+    for rel, st in found:
         if not stat_mod.S_ISREG(st.st_mode):
             entry = _special_entry(os.path.join(root, rel), st)
             if entry is None:

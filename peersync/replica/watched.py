@@ -1,0 +1,310 @@
+"""Watch-fed scans: a long-lived process lists again only the directories that changed.
+
+A kept agent, a keeper and the watch daemon scan the same workspace again and again.  From its
+second scan on, such a process keeps an inotify watch on every directory of the selection and,
+for each directory, what its last listing found (files with their lstat, links, subdirectories,
+problems).  A scan first reads the events that came meanwhile; a directory that had none is not
+listed or stat'ed again, its last listing stands.  Everything after the walk is as in a full
+scan: the stat cache decides what is hashed, the version records what is new.
+
+Correctness first (Mutagen's "accelerated scanning" works alike):
+- A watch is added before its directory is listed, so a change made during the listing is an
+  event for the next scan.
+- A lost event queue (IN_Q_OVERFLOW), a watch that could not be added (the watch limit, a
+  directory we may not read), a directory holding a file with several links (a write through its
+  other name tells only that name's directory), and a file system whose changes inotify does not
+  see (FUSE, NFS, SMB: only known local ones are watched) mean a full listing, of everything or
+  of that directory, every time.  Every FULL_EVERY seconds the whole tree is listed anyway.
+- A change no event told of (a write through mmap) can only make a scan late, never wrong: every
+  install, deletion and copy checks the file's bytes against the manifest before it acts
+  (replica/store.py) and refuses when they differ; the next full listing sees the change.
+- Linux only (inotify).  Elsewhere, and in a process that scans once (a CLI run, a cold agent),
+  every scan lists everything, as before.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+import struct
+import sys
+import threading
+import time
+from pathlib import Path
+
+from peersync.core.selection import Selection
+from peersync.replica import scan as scanning
+
+FULL_EVERY = 600.0  # seconds: the whole tree is listed again at least this often
+MAX_WATCHES = 200_000  # directories; beyond, the rest is listed every time
+MAX_TREES = 4  # workspaces watched at once per process (inotify instances are few: 128 per user)
+
+IN_MODIFY, IN_ATTRIB, IN_CLOSE_WRITE = 0x2, 0x4, 0x8
+IN_MOVED_FROM, IN_MOVED_TO, IN_CREATE, IN_DELETE = 0x40, 0x80, 0x100, 0x200
+IN_DELETE_SELF, IN_MOVE_SELF, IN_UNMOUNT, IN_Q_OVERFLOW, IN_IGNORED = 0x400, 0x800, 0x2000, 0x4000, 0x8000
+IN_ONLYDIR, IN_DONT_FOLLOW = 0x01000000, 0x02000000
+IN_NONBLOCK, IN_CLOEXEC = 0o4000, 0o2000000
+# Reads are left out (a scan's own hashing would wake it); every way a name or its bytes can change is in.
+MASK = (IN_MODIFY | IN_ATTRIB | IN_CLOSE_WRITE | IN_MOVED_FROM | IN_MOVED_TO | IN_CREATE | IN_DELETE
+        | IN_DELETE_SELF | IN_MOVE_SELF | IN_ONLYDIR)
+GONE = IN_DELETE_SELF | IN_MOVE_SELF | IN_UNMOUNT | IN_IGNORED
+_EVENT = struct.Struct("iIII")
+
+# statfs(2) magic numbers of local file systems whose every change inotify reports.
+LOCAL_FS = {0xEF53: "ext2/3/4", 0x58465342: "xfs", 0x9123683E: "btrfs", 0x01021994: "tmpfs",
+            0xF2F52010: "f2fs", 0x2FC12FC1: "zfs", 0x794C7630: "overlayfs", 0x3153464A: "jfs",
+            0x52654973: "reiserfs", 0x858458F6: "ramfs"}
+
+
+class _Libc:
+    """inotify_init1 / inotify_add_watch / inotify_rm_watch and statfs, through ctypes."""
+
+    def __init__(self):
+        import ctypes  # here: a process that scans once (a cold agent) never imports it
+
+        self.ctypes = ctypes
+        libc = ctypes.CDLL(None, use_errno=True)
+        self.init1, self.add, self.rm, self.statfs = (libc.inotify_init1, libc.inotify_add_watch,
+                                                      libc.inotify_rm_watch, libc.statfs)
+        self.add.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_uint32]
+        self.rm.argtypes = [ctypes.c_int, ctypes.c_int]
+        self.statfs.argtypes = [ctypes.c_char_p, ctypes.c_void_p]
+
+    def fs_type(self, path: str) -> int | None:
+        buf = self.ctypes.create_string_buffer(256)  # struct statfs: f_type (a long) comes first
+        if self.statfs(os.fsencode(path), buf) != 0:
+            return None
+        return struct.unpack_from("l", buf.raw)[0] & 0xFFFFFFFF
+
+
+_libc: _Libc | None = None
+
+
+def _lib() -> _Libc | None:
+    global _libc
+    if _libc is None and sys.platform.startswith("linux"):
+        try:
+            _libc = _Libc()
+        except (OSError, AttributeError):
+            return None
+    return _libc
+
+
+class _Node:
+    """What one listing of a directory found."""
+
+    __slots__ = ("items", "subdirs", "problems", "unknown", "fresh")
+
+    def __init__(self, items, subdirs, problems, unknown, fresh):
+        self.items, self.subdirs, self.problems, self.unknown = items, subdirs, problems, unknown
+        self.fresh = fresh  # False: list it again next time (unwatched, or not to be trusted)
+
+
+class TreeWatch:
+    """The watched listings of one workspace root for one selection."""
+
+    def __init__(self, root: str, selection: Selection, lib: _Libc):
+        self.root, self.selection, self.lib = root, selection, lib
+        self.mutex = threading.Lock()
+        self.fd = -1
+        self.nodes: dict[str, _Node] = {}
+        self.wd_path: dict[int, str] = {}
+        self.path_wd: dict[str, int] = {}
+        self.dirty: set[str] = set()
+        self.local_dev: dict[int, bool] = {}
+        self.full_at = 0.0
+        self.listed = 0  # directories listed by the last scan (the rest came from their watch)
+        self.full = True  # whether the last scan listed everything
+
+    # -- events ---------------------------------------------------------------------------------
+    def _start(self) -> None:
+        self.close()
+        fd = self.lib.init1(IN_NONBLOCK | IN_CLOEXEC)
+        if fd < 0:
+            raise OSError(self.lib.ctypes.get_errno(), "inotify_init1")
+        self.fd = fd
+        self.full_at = time.monotonic()
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)  # drops every watch with it
+        self.fd = -1
+        self.nodes.clear()
+        self.wd_path.clear()
+        self.path_wd.clear()
+        self.dirty.clear()
+
+    def _drain(self) -> bool:
+        """Mark the directories events named since the last scan; False when events were lost."""
+        while True:
+            try:
+                data = os.read(self.fd, 1 << 16)
+            except BlockingIOError:
+                return True
+            except OSError:
+                return False
+            offset = 0
+            while offset < len(data):
+                wd, mask, _cookie, length = _EVENT.unpack_from(data, offset)
+                offset += _EVENT.size + length
+                if mask & IN_Q_OVERFLOW:
+                    return False
+                path = self.wd_path.get(wd)
+                if path is None:
+                    continue  # a watch we dropped already
+                self.dirty.add(path)
+                if mask & GONE:  # the directory itself went (or moved): its listings are void
+                    self._forget(path, remove=not mask & IN_IGNORED)
+                    parent = path.rpartition("/")[0]
+                    if parent:
+                        self.dirty.add(parent)
+
+    def _forget(self, path: str, *, remove: bool = True) -> None:
+        """Drop `path`'s listing and those below it, with their watches."""
+        prefix = path + "/"
+        for other in [p for p in self.nodes if p == path or p.startswith(prefix)] + \
+                [p for p in self.path_wd if (p == path or p.startswith(prefix)) and p not in self.nodes]:
+            self.nodes.pop(other, None)
+            wd = self.path_wd.pop(other, None)
+            if wd is not None and self.wd_path.get(wd) == other:
+                del self.wd_path[wd]
+                if remove or other != path:
+                    self.lib.rm(self.fd, wd)
+
+    # -- the walk -------------------------------------------------------------------------------
+    def walk(self, problems: list, unknown: list):
+        """scan.walk(root, selection, problems, unknown, kinds=True), listing only what changed."""
+        full = (self.fd < 0 or not self._drain() or time.monotonic() - self.full_at > FULL_EVERY)
+        if full:
+            try:
+                self._start()
+            except OSError:  # no inotify instance to be had (the per-user limit): list everything
+                self.full, self.listed = True, -1
+                yield from scanning.walk(Path(self.root), self.selection, problems, unknown, kinds=True)
+                return
+        self.full, self.listed = full, 0
+        seen: set[str] = set()
+        yield from scanning.walk(Path(self.root), self.selection, problems, unknown, kinds=True,
+                                 walk_dir=lambda root, rel, selection, found: self._walk_dir(rel, found, seen))
+        for path in [p for p in self.nodes if p not in seen]:  # no longer in the tree (or selected)
+            self._forget(path)
+        self.dirty.clear()
+
+    def _walk_dir(self, top: str, found, seen: set[str]):
+        stack = [top]
+        while stack:
+            current = stack.pop()
+            seen.add(current)
+            node = self.nodes.get(current)
+            if node is None or not node.fresh or current in self.dirty:
+                before = node.subdirs if node is not None else ()
+                node = self._list(current, top, found.kinds)
+                for gone in set(before) - set(node.subdirs):
+                    self._forget(gone)
+            if found.problems is not None:
+                found.problems.extend(node.problems)
+            if found.unknown is not None:
+                found.unknown.extend(node.unknown)
+            yield from node.items
+            stack.extend(reversed(node.subdirs))
+
+    def _list(self, current: str, top: str, kinds) -> _Node:
+        self.listed += 1
+        full = os.path.join(self.root, current)
+        fresh = self._watch(current, full, follow=current == top)
+        problems: list = []
+        unknown: list = []
+        found = scanning._Found(problems, unknown, kinds)
+        items, subdirs = scanning.list_dir(self.root, current, top, self.selection, found)
+        if fresh and any(st.st_nlink > 1 and stat.S_ISREG(st.st_mode) for _, st in items):
+            fresh = False  # a hard link: a write through its other name tells another directory
+        node = _Node(items, subdirs, problems, unknown, fresh and not unknown)
+        self.nodes[current] = node
+        return node
+
+    def _watch(self, current: str, full: str, *, follow: bool) -> bool:
+        """Watch `current` (before it is listed); False when it cannot be trusted to tell us."""
+        if current in self.path_wd:
+            return True
+        if len(self.path_wd) >= MAX_WATCHES:
+            return False
+        try:
+            st = os.stat(full) if follow else os.lstat(full)
+        except OSError:
+            return False
+        local = self.local_dev.get(st.st_dev)
+        if local is None:
+            local = self.local_dev[st.st_dev] = self.lib.fs_type(full) in LOCAL_FS
+        if not local:
+            return False
+        wd = self.lib.add(self.fd, os.fsencode(full), MASK | (0 if follow else IN_DONT_FOLLOW))
+        if wd < 0:
+            return False  # ENOSPC (the watch limit), EACCES…: this directory is listed every time
+        old = self.wd_path.get(wd)
+        if old is not None and old != current:  # the same directory, moved here within the tree
+            self.path_wd.pop(old, None)
+            self._forget(old)
+            wd = self.lib.add(self.fd, os.fsencode(full), MASK | (0 if follow else IN_DONT_FOLLOW))
+            if wd < 0:
+                return False
+        self.wd_path[wd], self.path_wd[current] = current, wd
+        return True
+
+
+# -- which scans are watched -----------------------------------------------------------------------
+_WATCHES: dict[str, TreeWatch] = {}
+_SCANNED: set[str] = set()
+_MUTEX = threading.Lock()
+ENABLED = os.environ.get("PEERSYNC_WATCHED_SCANS", "1") != "0"
+
+
+def walker(root: Path | str, selection: Selection) -> TreeWatch | None:
+    """The watch for this process's scans of `root` with `selection`, held for the caller (release
+    it with `done`); None for a plain walk: the process's first scan of `root`, another scan of it
+    under way, or no inotify here."""
+    if not ENABLED:
+        return None
+    key = os.path.realpath(root)
+    with _MUTEX:
+        if key not in _SCANNED:
+            _SCANNED.add(key)  # a process that scans once never pays for watches
+            return None
+        watch = _WATCHES.get(key)
+        if watch is not None and watch.selection != selection:
+            if not watch.mutex.acquire(blocking=False):
+                return None
+            watch.close()
+            watch.mutex.release()
+            watch = None
+        if watch is None:
+            lib = _lib()
+            if lib is None:
+                return None
+            for old in list(_WATCHES)[:max(0, len(_WATCHES) - MAX_TREES + 1)]:  # the least recently used
+                if _WATCHES[old].mutex.acquire(blocking=False):
+                    _WATCHES.pop(old).close()
+            watch = TreeWatch(key, selection, lib)
+        _WATCHES[key] = _WATCHES.pop(key, watch)  # most recently used last
+    if not watch.mutex.acquire(blocking=False):
+        return None  # another thread scans it now: this scan lists everything itself
+    return watch
+
+
+def done(watch: TreeWatch, ok: bool) -> None:
+    """After a scan that used `watch`; `ok` False (it stopped midway): the next one lists everything."""
+    try:
+        if not ok:
+            watch.close()
+    finally:
+        watch.mutex.release()
+
+
+def forget_all() -> None:
+    """Drop every watch (tests; a process that forks)."""
+    with _MUTEX:
+        for watch in _WATCHES.values():
+            watch.close()
+        _WATCHES.clear()
+        _SCANNED.clear()
+
+

@@ -1,0 +1,302 @@
+"""Watch-fed scans (peersync/replica/watched.py): a long-lived process lists again only the directories
+inotify named, and reaches exactly what a full walk reaches — through random edits, creations,
+deletions, renames of files and folders, links, odd names, a lost event queue, a hard link written
+through its other name, a file system that is not watched, and changes made while no one watched."""
+
+from __future__ import annotations
+
+import os
+import random
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from peersync.core.selection import Selection
+from peersync.replica import scan as scanning
+from peersync.replica import watched
+from peersync.replica.handler import Handler
+from peersync.testing import generate, mutate, wire_pair
+
+pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="inotify is Linux's")
+
+SEL = Selection(roots=("memory", "notes", "MEMORY.md"), exclude=("*.tmp", "memory/cache/"))
+
+
+@pytest.fixture(autouse=True)
+def fresh_watches():
+    watched.forget_all()
+    yield
+    watched.forget_all()
+
+
+def plain(root: Path):
+    problems, unknown = [], []
+    found = {rel: _facts(st) for rel, st in scanning.walk(root, SEL, problems, unknown, kinds=True)}
+    return found, sorted((p.path, p.message) for p in problems), sorted(unknown)
+
+
+def through(watch: watched.TreeWatch):
+    problems, unknown = [], []
+    found = {rel: _facts(st) for rel, st in watch.walk(problems, unknown)}
+    return found, sorted((p.path, p.message) for p in problems), sorted(unknown)
+
+
+def _facts(st):
+    return (st.st_mode, st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns)
+
+
+def new_watch(root: Path) -> watched.TreeWatch:
+    assert watched.walker(root, SEL) is None  # a process's first scan is a plain one
+    watch = watched.walker(root, SEL)
+    assert watch is not None
+    watch.mutex.release()  # held for a scan by walker(); these tests call walk() themselves
+    return watch
+
+
+def seed_tree(root: Path) -> None:
+    for d in ("memory/2026", "memory/people", "memory/cache", "notes/a/b"):
+        (root / d).mkdir(parents=True, exist_ok=True)
+    for i in range(12):
+        (root / f"memory/2026/day{i}.md").write_text(f"day {i}\n")
+    (root / "memory/people/ana.md").write_text("Ana\n")
+    (root / "memory/cache/x.bin").write_text("not synced\n")
+    (root / "notes/a/b/deep.md").write_text("deep\n")
+    (root / "MEMORY.md").write_text("# memory\n")
+
+
+def random_change(root: Path, rng: random.Random) -> str:
+    dirs = sorted(str(p.relative_to(root)) for top in ("memory", "notes") if (root / top).is_dir()
+                  for p in [root / top, *(root / top).rglob("*")] if p.is_dir() and not p.is_symlink())
+    files = sorted(str(p.relative_to(root)) for top in ("memory", "notes") if (root / top).is_dir()
+                   for p in (root / top).rglob("*") if p.is_file() and not p.is_symlink())
+    kind = rng.choice(["create", "append", "rewrite", "chmod", "delete", "rename", "move", "mkdir", "rmtree",
+                       "dirmove", "link", "relink", "odd", "excluded", "touch", "empty"])
+    d = rng.choice(dirs) if dirs else "memory"
+    if kind == "create" or not files:
+        (root / d / f"n{rng.randrange(10**6)}.md").write_text("new\n")
+        return kind
+    f = rng.choice(files)
+    if kind == "append":
+        with open(root / f, "a") as out:
+            out.write("more\n")
+    elif kind == "rewrite":  # same size, other bytes
+        data = (root / f).read_bytes()
+        (root / f).write_bytes(bytes(reversed(data)) if len(data) > 1 else b"z")
+    elif kind == "chmod":
+        os.chmod(root / f, 0o600 if os.stat(root / f).st_mode & 0o7 else 0o644)
+    elif kind == "delete":
+        os.unlink(root / f)
+    elif kind == "rename":
+        os.rename(root / f, root / os.path.dirname(f) / f"r{rng.randrange(10**6)}.md")
+    elif kind == "move":
+        os.rename(root / f, root / d / f"m{rng.randrange(10**6)}.md")
+    elif kind == "mkdir":
+        (root / d / f"dir{rng.randrange(10**6)}" / "sub").mkdir(parents=True)
+        (root / d / "x.md").write_text("x\n")
+    elif kind == "rmtree" and d.count("/") >= 1:
+        shutil.rmtree(root / d)
+    elif kind == "dirmove" and d.count("/") >= 1:
+        target = rng.choice([x for x in dirs if not (x == d or x.startswith(d + "/"))] or ["memory"])
+        os.rename(root / d, root / target / f"moved{rng.randrange(10**6)}")
+    elif kind == "link":
+        os.symlink(os.path.basename(f), root / os.path.dirname(f) / f"l{rng.randrange(10**6)}.md")
+    elif kind == "relink":
+        links = [p for p in (root / "memory").rglob("*") if p.is_symlink()]
+        if links:
+            link = rng.choice(links)
+            link.unlink()
+            os.symlink("elsewhere.md", link)
+    elif kind == "odd":
+        (root / d / f"odd\nname{rng.randrange(100)}.md").write_text("odd\n")
+    elif kind == "excluded":
+        (root / d / "scratch.tmp").write_text("x")
+        (root / "memory/cache").mkdir(parents=True, exist_ok=True)
+        (root / "memory/cache/y.bin").write_text(str(rng.random()))
+    elif kind == "touch":
+        os.utime(root / f, ns=(0, rng.randrange(10**18)))
+    elif kind == "empty":
+        (root / d / f"empty{rng.randrange(10**6)}").mkdir()
+    return kind
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_the_watched_walk_reaches_what_a_full_walk_reaches_through_random_changes(tmp_path, seed):
+    rng = random.Random(seed)
+    root = tmp_path / "ws"
+    seed_tree(root)
+    watch = new_watch(root)
+    assert through(watch) == plain(root)
+    assert watch.full
+    kinds = set()
+    for round_ in range(60):
+        for _ in range(rng.randrange(0, 4)):
+            kinds.add(random_change(root, rng))
+        assert through(watch) == plain(root), f"round {round_}"
+        assert not watch.full
+    assert through(watch) == plain(root)
+    # Nothing changed since: only folders holding something unknown (a link leading outside) are listed again.
+    assert watch.listed == sum(not node.fresh for node in watch.nodes.values()) < len(watch.nodes) / 4
+    assert len(kinds) >= 12
+
+
+def test_only_the_directories_that_changed_are_listed_again(tmp_path):
+    root = tmp_path / "ws"
+    seed_tree(root)
+    watch = new_watch(root)
+    through(watch)
+    total = watch.listed
+    assert total >= 6
+    through(watch)
+    assert (watch.full, watch.listed) == (False, 0)
+    (root / "memory/2026/day3.md").write_text("edited\n")
+    found, _, _ = through(watch)
+    assert watch.listed == 1
+    assert found["memory/2026/day3.md"][1] == len("edited\n")
+    # Opening and reading files (a scan's own hashing) wakes nothing.
+    for p in (root / "memory").rglob("*.md"):
+        p.read_bytes()
+    through(watch)
+    assert watch.listed == 0
+
+
+def test_a_lost_event_queue_means_a_full_listing(tmp_path):
+    root = tmp_path / "ws"
+    seed_tree(root)
+    watch = new_watch(root)
+    through(watch)
+    queued = int(Path("/proc/sys/fs/inotify/max_queued_events").read_text())
+    if queued > 200_000:
+        pytest.skip(f"max_queued_events is {queued}")
+    targets = [root / "memory/2026/day1.md", root / "memory/2026/day2.md"]  # alternate: equal events merge
+    for i in range(queued + 10):  # more events than the kernel keeps: IN_Q_OVERFLOW
+        os.utime(targets[i % 2], ns=(i, i))
+    (root / "notes/a/b/deep.md").write_text("changed after the overflow\n")
+    assert through(watch) == plain(root)
+    assert watch.full
+    assert through(watch) == plain(root)
+    assert not watch.full
+
+
+def test_changes_made_while_nobody_watched_are_found(tmp_path):
+    root = tmp_path / "ws"
+    seed_tree(root)
+    watch = new_watch(root)
+    through(watch)
+    watch.close()  # as a process that ends, or a watch dropped after a failed scan
+    (root / "memory/people/ana.md").write_text("Ana, edited while no one watched\n")
+    os.unlink(root / "memory/2026/day0.md")
+    assert through(watch) == plain(root)
+    assert watch.full
+
+
+def test_the_whole_tree_is_listed_again_every_full_every_seconds(tmp_path, monkeypatch):
+    root = tmp_path / "ws"
+    seed_tree(root)
+    watch = new_watch(root)
+    through(watch)
+    through(watch)
+    assert not watch.full
+    monkeypatch.setattr(watched, "FULL_EVERY", 0.0)
+    through(watch)
+    assert watch.full
+
+
+def test_a_hard_link_written_through_its_other_name_is_seen(tmp_path):
+    root = tmp_path / "ws"
+    seed_tree(root)
+    outside = tmp_path / "outside.md"
+    outside.write_text("v1\n")
+    os.link(outside, root / "memory/people/linked.md")
+    watch = new_watch(root)
+    through(watch)
+    with open(outside, "a") as f:  # tells tmp_path's directory only, not memory/people
+        f.write("v2\n")
+    found, _, _ = through(watch)
+    assert found["memory/people/linked.md"][1] == len("v1\nv2\n")
+    assert (found, *through(watch)[1:]) == plain(root)
+
+
+def test_a_file_system_inotify_cannot_vouch_for_is_listed_every_time(tmp_path, monkeypatch):
+    monkeypatch.setattr(watched, "LOCAL_FS", {})
+    root = tmp_path / "ws"
+    seed_tree(root)
+    watch = new_watch(root)
+    through(watch)
+    first = watch.listed
+    (root / "memory/2026/day5.md").write_text("edited\n")
+    assert through(watch) == plain(root)
+    assert watch.listed == first
+
+
+def test_an_unlistable_folder_is_listed_again_every_time(tmp_path):
+    root = tmp_path / "ws"
+    seed_tree(root)
+    watch = new_watch(root)
+    # An unreadable directory (as a non-root user meets it) is simulated by its listing's trouble.
+    real = scanning.list_dir
+
+    def failing(root_, current, top, selection, found):
+        if current == "notes/a":
+            found.unreadable(current, "cannot list directory: Permission denied")
+            return [], []
+        return real(root_, current, top, selection, found)
+
+    scanning.list_dir = failing
+    try:
+        _, problems, unknown = through(watch)
+        assert unknown == ["notes/a"]
+        listed = watch.listed
+        through(watch)
+        assert watch.listed == 1  # notes/a again, nothing else
+        assert listed > 1
+    finally:
+        scanning.list_dir = real
+    assert through(watch) == plain(root)
+
+
+def test_the_handlers_scan_is_watch_fed_from_its_second_scan_and_decides_alike(tmp_path, monkeypatch):
+    root = tmp_path / "ws"
+    generate(root, files=300, seed=3)
+    handler = Handler(root)
+    handler.ws.ensure_state()
+    selection = handler.ws.sync_config().selection
+    for round_ in range(6):
+        result = handler.scan(selection)
+        watch = watched._WATCHES.get(os.path.realpath(root))
+        assert (watch is not None) == (round_ >= 1)
+        if round_ >= 2:
+            assert not watch.full and 0 < watch.listed < len(watch.nodes)
+        monkeypatch.setattr(watched, "ENABLED", False)  # a process of its own: a plain walk
+        fresh = Handler(root).scan(selection)
+        monkeypatch.setattr(watched, "ENABLED", True)
+        assert result.manifest == fresh.manifest, f"round {round_}"
+        assert sorted(result.unknown) == sorted(fresh.unknown)
+        mutate(root, seed=round_, n=20)
+
+
+def test_a_kept_connection_syncs_alike_with_watched_scans_on_both_sides(tmp_path, sshd, monkeypatch):
+    from peersync.sync.runner import run_sync
+    from peersync.transport.keeper import ENV_KEEP
+
+    monkeypatch.setenv(ENV_KEEP, "60")
+    pair = wire_pair(tmp_path / "local", tmp_path / "remote", sshd)
+    generate(pair.local.root, files=200, seed=5)
+    try:
+        for round_ in range(6):
+            [report] = run_sync(pair.local, ["remote"])
+            assert report.error is None, report.error
+            assert tree(pair.local.root) == tree(pair.remote.root), f"round {round_}"
+            mutate(pair.local.root, seed=10 + round_, n=15)
+            mutate(pair.remote.root, seed=20 + round_, n=15)
+            (pair.remote.root / "memory" / f"new-{round_}").mkdir(parents=True, exist_ok=True)
+            (pair.remote.root / "memory" / f"new-{round_}" / "a.md").write_text(f"round {round_}\n")
+    finally:
+        subprocess.run(["pkill", "-f", str(pair.local.root)], check=False)  # its keeper
+
+
+def tree(root: Path) -> dict:
+    sel = Selection()
+    return {rel: (root / rel).read_bytes() for rel, _ in scanning.walk(root, sel)}
