@@ -42,7 +42,7 @@ MAX_TREES = 4  # workspaces watched at once per process (inotify instances are f
 IN_MODIFY, IN_ATTRIB, IN_CLOSE_WRITE = 0x2, 0x4, 0x8
 IN_MOVED_FROM, IN_MOVED_TO, IN_CREATE, IN_DELETE = 0x40, 0x80, 0x100, 0x200
 IN_DELETE_SELF, IN_MOVE_SELF, IN_UNMOUNT, IN_Q_OVERFLOW, IN_IGNORED = 0x400, 0x800, 0x2000, 0x4000, 0x8000
-IN_ONLYDIR, IN_DONT_FOLLOW = 0x01000000, 0x02000000
+IN_ONLYDIR, IN_DONT_FOLLOW, IN_ISDIR = 0x01000000, 0x02000000, 0x40000000
 IN_NONBLOCK, IN_CLOEXEC = 0o4000, 0o2000000
 # Reads are left out (a scan's own hashing would wake it); every way a name or its bytes can change is in.
 MASK = (IN_MODIFY | IN_ATTRIB | IN_CLOSE_WRITE | IN_MOVED_FROM | IN_MOVED_TO | IN_CREATE | IN_DELETE
@@ -93,11 +93,12 @@ def _lib() -> _Libc | None:
 class _Node:
     """What one listing of a directory found."""
 
-    __slots__ = ("items", "subdirs", "problems", "unknown", "fresh")
+    __slots__ = ("items", "subdirs", "problems", "unknown", "fresh", "empty")
 
-    def __init__(self, items, subdirs, problems, unknown, fresh):
+    def __init__(self, items: dict, subdirs: list, problems: list, unknown: list, fresh: bool, empty: bool):
         self.items, self.subdirs, self.problems, self.unknown = items, subdirs, problems, unknown
         self.fresh = fresh  # False: list it again next time (unwatched, or not to be trusted)
+        self.empty = empty  # the listing found nothing: `items` holds the folder itself
 
 
 class TreeWatch:
@@ -110,10 +111,12 @@ class TreeWatch:
         self.nodes: dict[str, _Node] = {}
         self.wd_path: dict[int, str] = {}
         self.path_wd: dict[str, int] = {}
-        self.dirty: set[str] = set()
+        self.dirty: set[str] = set()  # folders to list again
+        self.names: dict[str, set[str]] = {}  # folder -> names whose file changed (bytes or attributes)
         self.local_dev: dict[int, bool] = {}
         self.full_at = 0.0
         self.listed = 0  # directories listed by the last scan (the rest came from their watch)
+        self.restatted = 0  # files stat'ed again by name by the last scan (events named them)
         self.full = True  # whether the last scan listed everything
 
     # -- events ---------------------------------------------------------------------------------
@@ -133,6 +136,7 @@ class TreeWatch:
         self.wd_path.clear()
         self.path_wd.clear()
         self.dirty.clear()
+        self.names.clear()
 
     def _drain(self) -> bool:
         """Mark the directories events named since the last scan; False when events were lost."""
@@ -152,12 +156,18 @@ class TreeWatch:
                 path = self.wd_path.get(wd)
                 if path is None:
                     continue  # a watch we dropped already
-                self.dirty.add(path)
                 if mask & GONE:  # the directory itself went (or moved): its listings are void
+                    self.dirty.add(path)
                     self._forget(path, remove=not mask & IN_IGNORED)
                     parent = path.rpartition("/")[0]
                     if parent:
                         self.dirty.add(parent)
+                    continue
+                name = data[offset - length:offset].rstrip(b"\0")
+                if mask & IN_ISDIR or not name:  # the folder's own change, or a subfolder's: list it again
+                    self.dirty.add(path)
+                elif path not in self.dirty:  # one file: stat'ed again by name
+                    self.names.setdefault(path, set()).add(os.fsdecode(name))
 
     def _forget(self, path: str, *, remove: bool = True) -> None:
         """Drop `path`'s listing and those below it, with their watches."""
@@ -182,13 +192,14 @@ class TreeWatch:
                 self.full, self.listed = True, -1
                 yield from scanning.walk(Path(self.root), self.selection, problems, unknown, kinds=True)
                 return
-        self.full, self.listed = full, 0
+        self.full, self.listed, self.restatted = full, 0, 0
         seen: set[str] = set()
         yield from scanning.walk(Path(self.root), self.selection, problems, unknown, kinds=True,
                                  walk_dir=lambda root, rel, selection, found: self._walk_dir(rel, found, seen))
         for path in [p for p in self.nodes if p not in seen]:  # no longer in the tree (or selected)
             self._forget(path)
         self.dirty.clear()
+        self.names.clear()
 
     def _walk_dir(self, top: str, found, seen: set[str]):
         stack = [top]
@@ -196,7 +207,9 @@ class TreeWatch:
             current = stack.pop()
             seen.add(current)
             node = self.nodes.get(current)
-            if node is None or not node.fresh or current in self.dirty:
+            names = self.names.get(current)
+            if (node is None or not node.fresh or current in self.dirty
+                    or (names is not None and not self._restat(node, current, names))):
                 before = node.subdirs if node is not None else ()
                 node = self._list(current, top, found.kinds)
                 for gone in set(before) - set(node.subdirs):
@@ -205,7 +218,7 @@ class TreeWatch:
                 found.problems.extend(node.problems)
             if found.unknown is not None:
                 found.unknown.extend(node.unknown)
-            yield from node.items
+            yield from node.items.items()
             stack.extend(reversed(node.subdirs))
 
     def _list(self, current: str, top: str, kinds) -> _Node:
@@ -218,9 +231,34 @@ class TreeWatch:
         items, subdirs = scanning.list_dir(self.root, current, top, self.selection, found)
         if fresh and any(st.st_nlink > 1 and stat.S_ISREG(st.st_mode) for _, st in items):
             fresh = False  # a hard link: a write through its other name tells another directory
-        node = _Node(items, subdirs, problems, unknown, fresh and not unknown)
+        empty = len(items) == 1 and items[0][0] == current
+        node = _Node(dict(items), subdirs, problems, unknown, fresh and not unknown, empty)
         self.nodes[current] = node
         return node
+
+    def _restat(self, node: _Node, current: str, names: set[str]) -> bool:
+        """Bring `node` up to date by stat'ing the files events named (written, created, renamed,
+        removed); False when only a new listing can (a name that is or was not a plain file here)."""
+        if node.problems or node.empty:
+            return False
+        for name in names:
+            path = f"{current}/{name}"
+            if scanning.odd_name(name) is not None:
+                return False
+            try:
+                st = os.lstat(os.path.join(self.root, path))
+            except FileNotFoundError:
+                st = None
+            except OSError:
+                return False
+            if st is None:
+                node.items.pop(path, None)
+            elif not stat.S_ISREG(st.st_mode) or st.st_nlink > 1:
+                return False
+            elif not self.selection.excludes_child(path):
+                node.items[path] = st
+            self.restatted += 1
+        return bool(node.items or node.subdirs)  # else it is an empty folder now: listed, it says so
 
     def _watch(self, current: str, full: str, *, follow: bool) -> bool:
         """Watch `current` (before it is listed); False when it cannot be trusted to tell us."""
