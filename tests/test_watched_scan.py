@@ -10,6 +10,7 @@ import random
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -283,6 +284,33 @@ def test_the_handlers_scan_is_watch_fed_from_its_second_scan_and_decides_alike(t
         assert result.manifest == fresh.manifest, f"round {round_}"
         assert sorted(result.unknown) == sorted(fresh.unknown)
         mutate(root, seed=round_, n=20)
+
+
+def test_a_kept_agent_sets_its_watches_up_between_syncs_and_a_keeper_from_its_first_scan(tmp_path, monkeypatch):
+    root = tmp_path / "ws"
+    generate(root, files=200, seed=4)
+    handler = Handler(root)
+    handler.ws.ensure_state()
+    handler.scan()
+    assert os.path.realpath(root) not in watched._WATCHES  # one scan: nothing watched
+    handler.op_reset()  # a keeper's client left: more syncs will come
+    deadline = time.monotonic() + 20
+    while not ((w := watched._WATCHES.get(os.path.realpath(root))) and w.fd >= 0 and not w.mutex.locked()):
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    mutate(root, seed=1, n=10)
+    result = handler.scan()
+    watch = watched._WATCHES[os.path.realpath(root)]
+    assert not watch.full and watch.listed + watch.restatted > 0
+    monkeypatch.setattr(watched, "ENABLED", False)
+    assert Handler(root).scan().manifest == result.manifest
+    monkeypatch.setattr(watched, "ENABLED", True)
+
+    other = tmp_path / "other"
+    generate(other, files=100, seed=5)
+    monkeypatch.setattr(watched, "LONG_LIVED", True)
+    Handler(other).scan()
+    assert watched._WATCHES[os.path.realpath(other)].full
 
 
 def test_a_kept_connection_syncs_alike_with_watched_scans_on_both_sides(tmp_path, sshd, monkeypatch):

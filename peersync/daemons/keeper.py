@@ -26,6 +26,7 @@ from pathlib import Path
 
 from peersync.core.types import Mode, Policy
 from peersync.errors import PeersyncError
+from peersync.replica import watched
 from peersync.sync.runner import sync_peers
 from peersync.transport.keeper import DEFAULT_KEEP, STREAM_LIMIT, settings, socket_path
 from peersync.transport.protocol import (LARGE_LINE, MAX_BLOB, PROTOCOL, SMALL_LINE, blob_limit, decode, encode,
@@ -277,6 +278,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--root", required=True)
     parser.add_argument("--idle", type=float, default=DEFAULT_KEEP)
     args = parser.parse_args(argv)
+    watched.LONG_LIVED = True  # this process syncs again and again: its scans are watch-fed from the first
     ws = Workspace(args.workspace)
     try:
         peer = ws.peer(args.peer)

@@ -31,6 +31,7 @@ from peersync.core.paths import STATE_DIR, in_state_dir
 from peersync.core.render import report_text
 from peersync.daemons.heartbeat import start_due_backup
 from peersync.errors import BusyError, PeersyncError
+from peersync.replica import watched
 from peersync.sync.runner import run_sync
 from peersync.workspace import auto
 from peersync.workspace.workspace import Workspace
@@ -311,6 +312,7 @@ def run_watch(ws: Workspace, *, debounce: float = DEFAULT_DEBOUNCE, interval: fl
               out: Callable[[str], None] = print) -> int:
     """The `watch` command: hold the watch lock, stop cleanly on SIGINT/SIGTERM."""
     with watch_lock(ws):
+        watched.LONG_LIVED = True  # this process scans the workspace again and again
         watcher = Watcher(ws, debounce=debounce, interval=interval, out=out)
 
         def on_signal(signum, _frame):

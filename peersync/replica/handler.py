@@ -129,9 +129,12 @@ class Handler:
                 self._lock = None
 
     def op_reset(self) -> dict:
-        """End one client's use of a kept agent (see keeper.py): what EOF does, minus exiting."""
+        """End one client's use of a kept agent (see keeper.py): what EOF does, minus exiting.  The
+        agent is kept for more syncs: its scans become watch-fed from now (replica/watched.py)."""
         self.op_unstage()
         self.release()
+        if self.scan_selection is not None:
+            watched.prime(self.ws.root, self.scan_selection)
         return {}
 
     def op_selection(self, selection: dict) -> dict:

@@ -60,7 +60,7 @@ class _Libc:
     """inotify_init1 / inotify_add_watch / inotify_rm_watch and statfs, through ctypes."""
 
     def __init__(self):
-        import ctypes  # here: a process that scans once (a cold agent) never imports it
+        import ctypes  # lazy: a process that scans once (a cold agent) never imports it
 
         self.ctypes = ctypes
         libc = ctypes.CDLL(None, use_errno=True)
@@ -294,6 +294,7 @@ _WATCHES: dict[str, TreeWatch] = {}
 _SCANNED: set[str] = set()
 _MUTEX = threading.Lock()
 ENABLED = os.environ.get("PEERSYNC_WATCHED_SCANS", "1") != "0"
+LONG_LIVED = False  # set by a process that exists to sync again and again (a keeper): watch from the first scan
 
 
 def walker(root: Path | str, selection: Selection) -> TreeWatch | None:
@@ -304,7 +305,7 @@ def walker(root: Path | str, selection: Selection) -> TreeWatch | None:
         return None
     key = os.path.realpath(root)
     with _MUTEX:
-        if key not in _SCANNED:
+        if key not in _SCANNED and not LONG_LIVED:
             _SCANNED.add(key)  # a process that scans once never pays for watches
             return None
         watch = _WATCHES.get(key)
@@ -326,6 +327,34 @@ def walker(root: Path | str, selection: Selection) -> TreeWatch | None:
     if not watch.mutex.acquire(blocking=False):
         return None  # another thread scans it now: this scan lists everything itself
     return watch
+
+
+def prime(root: Path | str, selection: Selection) -> None:
+    """Between syncs (a kept agent told its client left): if this process scanned `root` before but
+    watches nothing there yet, set the watches up now, in the background, so that the next sync's
+    scan is already watch-fed.  A scan that starts meanwhile lists everything itself."""
+    if not ENABLED or os.path.realpath(root) not in _SCANNED:
+        return
+    existing = _WATCHES.get(os.path.realpath(root))
+    if existing is not None and existing.fd >= 0 and existing.selection == selection:
+        return
+
+    def run() -> None:
+        watch = walker(root, selection)
+        if watch is None:
+            return
+        ok = False
+        try:
+            if watch.fd < 0:
+                for _ in watch.walk([], []):
+                    pass
+            ok = True
+        except Exception:  # noqa: BLE001 - the next scan lists everything (done() closes the watch)
+            pass
+        finally:
+            done(watch, ok)
+
+    threading.Thread(target=run, name="peersync-prime", daemon=True).start()
 
 
 def done(watch: TreeWatch, ok: bool) -> None:
