@@ -286,6 +286,24 @@ def test_the_handlers_scan_is_watch_fed_from_its_second_scan_and_decides_alike(t
         mutate(root, seed=round_, n=20)
 
 
+def test_another_selection_gets_a_watch_of_its_own(tmp_path):
+    root = tmp_path / "ws"
+    seed_tree(root)
+    watch = new_watch(root)
+    through(watch)
+    narrower = Selection(roots=("memory",), exclude=())
+    other = watched.walker(root, narrower)
+    assert other is not None and other is not watch and other.selection == narrower
+    try:
+        problems, unknown = [], []
+        found = {rel for rel, _ in other.walk(problems, unknown)}
+    finally:
+        watched.done(other, ok=True)
+    assert found == {rel for rel, _ in scanning.walk(root, narrower, kinds=True)}
+    assert "memory/cache/x.bin" in found and "MEMORY.md" not in found
+    assert watch.fd < 0  # the old one let its watches go
+
+
 def test_a_kept_agent_sets_its_watches_up_between_syncs_and_a_keeper_from_its_first_scan(tmp_path, monkeypatch):
     root = tmp_path / "ws"
     generate(root, files=200, seed=4)

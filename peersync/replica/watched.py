@@ -309,9 +309,10 @@ def walker(root: Path | str, selection: Selection) -> TreeWatch | None:
             _SCANNED.add(key)  # a process that scans once never pays for watches
             return None
         watch = _WATCHES.get(key)
-        if watch is not None and watch.selection != selection:
+        if watch is not None and watch.selection != selection:  # the configuration changed
             if not watch.mutex.acquire(blocking=False):
                 return None
+            del _WATCHES[key]
             watch.close()
             watch.mutex.release()
             watch = None
