@@ -351,3 +351,25 @@ def test_housekeeping_prunes_log_bases_at_most_hourly(tmp_path):
     old = time.time() - PRUNE_EVERY - 5
     os.utime(marker, (old, old))
     assert handler.op_housekeeping(prune_logbases=True)["logbases_pruned"] == 1
+
+
+def test_prune_leaves_full_packs_as_they_are(store, monkeypatch):
+    """An initial sync writes a pack per STASH_MAX of bases: a prune must not read and write them
+    all again because they are many; only the small packs later syncs add are combined."""
+    from peersync.replica import store as store_mod
+
+    monkeypatch.setattr(store_mod, "PACK_FULL", 1)  # every pack counts as full
+    saved = []
+    for round_ in range(store_mod.PACKS_MAX + 3):
+        items = write_logs(store, store_mod.PACK_MIN + round_, prefix=f"f{round_}-")
+        assert store.save_logbases(items) == len(items)
+        saved += items
+    before = sorted(p.name for p in store.logbase_dir.iterdir())
+    keep = {h for _, h in saved}
+    assert store.prune_logbases(keep) == 0
+    assert sorted(p.name for p in store.logbase_dir.iterdir()) == before  # nothing rewritten
+    monkeypatch.setattr(store_mod, "PACK_FULL", 1 << 40)  # now all small: combined
+    assert store.prune_logbases(keep) == 0
+    assert len([p for p in store.logbase_dir.iterdir() if not p.name.endswith(".json")]) == 2
+    got = store.logbases([h for _, h in saved])
+    assert all(hash_bytes(got[h]) == h for h in keep)

@@ -39,6 +39,10 @@ TAIL_MAX = 4 << 20
 
 APPEND, INSERT, TEXT, JSON = "append", "insert", "text", "json"
 MARKDOWN_SUFFIXES = (".md", ".markdown")
+# Paths whose strategies a MergeRules remembers: above a tree's file count, a sync asking about
+# each path four times (plan, copy, bases) would match every pattern each time.
+KNOWN_MAX = 1 << 18
+_SHAPES: dict[tuple, tuple] = {}
 
 
 def log_matcher(patterns: tuple[str, ...]):
@@ -71,9 +75,9 @@ class MergeRules:
             found = (APPEND, INSERT) if self.is_log(path) else ()
             if self._merge.match_file(path):
                 found += (JSON,) if path.endswith(".json") else (TEXT,)
-            if len(self._known) >= 65536:
+            if len(self._known) >= KNOWN_MAX:
                 self._known.clear()
-            self._known[path] = found
+            self._known[path] = _SHAPES.setdefault(found, found)  # a few tuples, shared
         return found
 
     def mergeable(self, path: str) -> bool:

@@ -43,7 +43,8 @@ from peersync.workspace.storage import atomic_write_json, ensure_private_dir, re
 CONFLICTS_FORMAT = 1
 PACK_MIN = 16  # log bases saved at once from which one pack file holds them (see save_logbases)
 STASH_MAX = 32 << 20  # bytes of stashed merge bases (stash_bases) held before they are written
-PACKS_MAX = 8  # packs beyond which a prune combines the smaller ones (prune_logbases)
+PACKS_MAX = 8  # small packs beyond which a prune combines them (prune_logbases)
+PACK_FULL = STASH_MAX  # bytes from which a pack is left as it is while mostly referenced (prune_logbases)
 _CONFLICT_ID = re.compile(r"c-[0-9a-f]{1,32}")
 SIDECAR = ".path"  # LONG_DIR/<id>.path holds the real path of the copy LONG_DIR/<id> (core.paths.internal_rel)
 FLAT = "f-"  # a holding token dir whose copies are named by core.paths.flat_rel (older ones: by their path)
@@ -785,12 +786,15 @@ class Store:
                 blob.unlink(missing_ok=True)
                 removed += 1
         # A pack mostly unreferenced is written anew with its live bases; and as every sync adds a
-        # small pack or two, beyond PACKS_MAX all but the largest are combined into one (each
-        # lookup lists and checks every index).
+        # small pack or two, beyond PACKS_MAX small ones they are combined into one (each lookup
+        # lists and checks every index).  A full pack (PACK_FULL bytes: an initial sync writes
+        # one per STASH_MAX of bases) stays as it is: combining would read and write it all again
+        # for nothing, and full packs are few (one per 32 MB of live bases).
         rewrite = [pack for pack, index in indexes.items() if sum(d in keep for d in index) * 2 < len(index)]
-        rest = sorted((p for p in indexes if p not in rewrite), key=lambda p: len(indexes[p]))
-        if len(rest) > PACKS_MAX:
-            rewrite += rest[:-1]
+        small = sorted((p for p in indexes if p not in rewrite and _pack_bytes(indexes[p]) < PACK_FULL),
+                       key=lambda p: len(indexes[p]))
+        if len(small) > PACKS_MAX:
+            rewrite += small[:-1]
         live = {d: pack for pack in rewrite for d in indexes[pack] if d in keep}
         self._store_bases(len(live), ((d, self._read_packed(pack, *indexes[pack][d], d)) for d, pack in live.items()))
         for pack in rewrite:
@@ -1081,6 +1085,11 @@ def _release(held: Path) -> None:
     while token.parent.name != "holding":
         token = token.parent
     shutil.rmtree(token, ignore_errors=True)
+
+
+def _pack_bytes(index: dict) -> int:
+    """The bytes of bases a pack holds, from its index (hash → (offset, size))."""
+    return sum(size for _, size in index.values())
 
 
 def _blob_name(digest: str) -> str:
