@@ -354,3 +354,56 @@ def test_a_kept_connection_syncs_alike_with_watched_scans_on_both_sides(tmp_path
 def tree(root: Path) -> dict:
     sel = Selection()
     return {rel: (root / rel).read_bytes() for rel, _ in scanning.walk(root, sel)}
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_a_watched_scan_reuses_unchanged_entries_and_its_delta_equals_a_fresh_one(tmp_path, monkeypatch, seed):
+    """A watch-fed scan reuses the last scan's entry of every file no event named (and op_scan its
+    comparison with the same ancestor): through no-ops, random changes, new version records of
+    unchanged files and a new ancestor, its manifest and its delta equal a fresh handler's."""
+    from peersync.core import versions as vv
+
+    rng = random.Random(seed)
+    root = tmp_path / "ws"
+    generate(root, files=200, seed=seed)
+    handler = Handler(root)
+    handler.ws.ensure_state()
+    peer = "a" * 32
+    first = handler.scan()
+    digest = handler.op_ancestor_put(peer, manifest={"format": 2, "entries": {
+        p: e.to_wire() for p, e in first.manifest.items() if rng.random() < 0.9}})["digest"]
+    last, memoized = None, set()
+    for round_ in range(24):
+        action = rng.choice(["noop", "noop", "change", "record", "ancestor"])
+        if action == "change":
+            for _ in range(rng.randint(1, 4)):
+                random_change(root, rng)
+        elif action == "record" and last:  # a sync recorded another version of bytes already here
+            path = rng.choice(sorted(p for p, e in last.items() if e.kind == 0))
+            entry = last[path]
+            counter = handler.versions.reserve()
+            handler.versions.record([(path, entry.with_vv(vv.bump(entry.vv, handler.versions.me, counter),
+                                                           entry.seen), True)])
+        elif action == "ancestor" and last:
+            digest = handler.op_ancestor_put(peer, manifest={"format": 2, "entries": {
+                p: e.to_wire() for p, e in last.items() if rng.random() < 0.95}})["digest"]
+        out = handler.op_scan(base_peer=peer, base_digest=digest)
+        watch = watched._WATCHES.get(os.path.realpath(root))
+        reused = handler._delta_memo[1] if handler._delta_memo else {}
+        monkeypatch.setattr(watched, "ENABLED", False)  # a process of its own: a plain walk, no memo
+        fresh_handler = Handler(root)
+        fresh = fresh_handler.op_scan(base_peer=peer, base_digest=digest)
+        monkeypatch.setattr(watched, "ENABLED", True)
+        assert out["delta"] and fresh["delta"]
+        assert out["entries"] == fresh["entries"], f"round {round_} ({action})"
+        assert sorted(out["deleted"]) == sorted(fresh["deleted"]), f"round {round_} ({action})"
+        assert sorted(out["unknown"]) == sorted(fresh["unknown"])
+        if action == "noop" and memoized:
+            # Nothing happened since the last scan: every entry it kept is reused as it was (a file
+            # written within the last second is never kept: the stat cache holds no hash for it).
+            # A selection root that is a file (MEMORY.md) is stat'ed anew by every scan.
+            in_folders = {p for p in memoized if "/" in p}
+            assert in_folders <= {p for p, e in reused.items() if last.get(p) is e}, f"round {round_}"
+        memoized = set(watch.memo) if watch is not None and watch.memo is not None else set()
+        assert round_ == 0 or action == "change" or len(memoized) > len(reused) / 2
+        last = dict(reused)

@@ -80,6 +80,7 @@ class Handler:
         # bases_keep's (path, hash, vector) triples, recorded with their content (stashed in the
         # store) by the run's logbase_save, or when the session ends: one write each per sync.
         self._pending_bases: list[tuple[str, str, list]] = []
+        self._delta_memo: tuple | None = None  # op_scan's last delta: (ancestor entries, manifest, changed, new)
 
     @property
     def versions(self) -> Versions:
@@ -259,10 +260,25 @@ class Handler:
                     "dead": self.has_dead()}
         # A file that was rewritten with the ancestor's bytes (a revert) counts too: its mtime moved;
         # and so does a chmod (permission bits are merged: core/modes.py).
-        changed = {p: e.to_wire() for p, e in result.manifest.items()
-                   if (w := base.get(p)) is None or w[3] != e.hash or w[0] != e.size or w[1] != e.mtime_ns or w[2] != e.mode
-                   or ((e.vv or e.seen or len(w) > 4) and w[4:] != _history_wire(e.vv, e.seen))}
-        deleted = [p for p in base if p not in result.manifest]
+        # Against the same ancestor as the last scan, an entry that is the very object it was then
+        # (a watch-fed scan reuses what no event named: scan.scan) compares as it did then.
+        last = self._delta_memo if self._delta_memo is not None and self._delta_memo[0] is base else None
+        before, was_changed, was_new = (last[1], last[2], last[3]) if last is not None else ({}, {}, set())
+        changed, new = {}, set()
+        for p, e in result.manifest.items():
+            if before.get(p) is e:
+                if p in was_changed:
+                    changed[p] = was_changed[p]
+                    if p in was_new:
+                        new.add(p)
+            elif (w := base.get(p)) is None or w[3] != e.hash or w[0] != e.size or w[1] != e.mtime_ns \
+                    or w[2] != e.mode or ((e.vv or e.seen or len(w) > 4) and w[4:] != _history_wire(e.vv, e.seen)):
+                changed[p] = e.to_wire()
+                if w is None:
+                    new.add(p)
+        # Every ancestor path is in the manifest when as many of them are as it holds.
+        deleted = [] if len(result.manifest) - len(new) == len(base) else [p for p in base if p not in result.manifest]
+        self._delta_memo = (base, result.manifest, changed, new)
         return {"delta": True, "entries": changed, "deleted": deleted, "problems": problems, "unknown": unknown,
                 "fs": result.fs,
                 "hashed": result.hashed, "dead": self.has_dead()}

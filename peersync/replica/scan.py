@@ -281,13 +281,17 @@ class StatCache:
             else:
                 self.entries[rel] = value
 
-    def save(self, keep: set[str]) -> None:
+    def save(self, keep) -> None:
+        """Write the entries of the paths in `keep` (a set, or a manifest's keys)."""
         if self.path is None:
             return
-        if len(keep) != len(self.entries):
-            self.entries = {k: v for k, v in self.entries.items() if k in keep}
-            self.dirty = True
-            self.changed += 1
+        if len(keep) != len(self.entries):  # (links and empty folders are kept, but have no entry)
+            stale = [k for k in self.entries if k not in keep]
+            for k in stale:  # in place: a watch-fed scan's reused entries name this very dict
+                del self.entries[k]
+            if stale:
+                self.dirty = True
+                self.changed += 1
         if not self.dirty:
             return
         if self.changed <= max(SAVE_MIN_CHANGES, len(self.entries) // 100) and _age(self.path) < SAVE_MAX_AGE:
@@ -349,7 +353,20 @@ def scan(root: Path, selection: Selection, cache_path: Path | None = None, *,
         result.unmatched, result.known = unmatched, known
     found = (walk(root, selection, result.problems, result.unknown, kinds=True) if listings is None
              else listings.walk(result.problems, result.unknown))
+    # A watched walk hands back the very stat result it gave last time for a file no event named:
+    # that file's entry from the last scan is still right while its version record is the very
+    # row it was made from (a record changes by a new row).  A no-op scan then builds no entry.
+    # Only entries from a stat cache hit and a matching record are kept (the common case).
+    memo = kept = None
+    if listings is not None and known is not None:
+        memo, kept = listings.memo or {}, {}
+        listings.memo = None  # (what the last scan kept goes now, not after this one)
     for rel, st in found:
+        if memo is not None:
+            hit = memo.get(rel)
+            if hit is not None and hit[0] is st and rows.get(rel) is hit[1]:
+                result.manifest[rel], kept[rel] = hit[2], hit
+                continue
         if not stat_mod.S_ISREG(st.st_mode):
             entry = _special_entry(os.path.join(root, rel), st)
             if entry is None:
@@ -362,6 +379,7 @@ def scan(root: Path, selection: Selection, cache_path: Path | None = None, *,
         cached = entries.get(rel)  # StatCache.lookup, inline: once per file of every scan
         digest = cached[4] if (cached and cached[1] == st.st_mtime_ns and cached[0] == st.st_size
                                and cached[2] == st.st_ino and cached[3] == st.st_ctime_ns) else None
+        from_cache = digest is not None
         if digest is None:
             try:
                 digest, st = _hash_stable(os.path.join(root, rel), st)
@@ -378,15 +396,20 @@ def scan(root: Path, selection: Selection, cache_path: Path | None = None, *,
             cache.store(rel, st, None if racy else digest)
         row = rows.get(rel)
         if row is not None and row[0] and row[4] == digest and row[1] == st.st_size:  # as Versions.assign matches
-            result.manifest[rel] = _new(Entry, (st.st_size, st.st_mtime_ns, st.st_mode & 0o777, digest, row[5], row[6]))
+            entry = result.manifest[rel] = _new(Entry, (st.st_size, st.st_mtime_ns, st.st_mode & 0o777, digest,
+                                                        row[5], row[6]))
+            if kept is not None and from_cache:
+                kept[rel] = (st, row, entry)
         else:
             result.manifest[rel] = _new(Entry, (st.st_size, st.st_mtime_ns, st.st_mode & 0o777, digest, (), ()))
             unmatched.append(rel)
     try:
         if save_cache:
-            cache.save(set(result.manifest))
+            cache.save(result.manifest.keys())
     except OSError as err:
         result.problems.append(Problem("", f"cannot save scan cache: {err.strerror}"))
+    if kept is not None:
+        listings.memo = kept
     return result
 
 

@@ -118,6 +118,9 @@ class TreeWatch:
         self.listed = 0  # directories listed by the last scan (the rest came from their watch)
         self.restatted = 0  # files stat'ed again by name by the last scan (events named them)
         self.full = True  # whether the last scan listed everything
+        # The last scan's entries, for scan.scan: {path: (stat result, version record, entry)}.  A
+        # stat result here is replaced whenever anything names its file again.
+        self.memo: dict | None = None
 
     # -- events ---------------------------------------------------------------------------------
     def _start(self) -> None:
@@ -129,6 +132,7 @@ class TreeWatch:
         self.full_at = time.monotonic()
 
     def close(self) -> None:
+        self.memo = None
         if self.fd >= 0:
             os.close(self.fd)  # drops every watch with it
         self.fd = -1
