@@ -407,3 +407,22 @@ def test_a_watched_scan_reuses_unchanged_entries_and_its_delta_equals_a_fresh_on
         memoized = set(watch.memo) if watch is not None and watch.memo is not None else set()
         assert round_ == 0 or action == "change" or len(memoized) > len(reused) / 2
         last = dict(reused)
+
+
+def test_a_processs_first_scan_frees_the_stat_cache_and_its_later_ones_keep_it(tmp_path, monkeypatch):
+    """A CLI run or a cold agent scans once: its stat cache (40 MB at 100k files) goes before the
+    ancestor is read.  A second scan keeps it for the next; a keeper keeps it from its first."""
+    root = tmp_path / "ws"
+    generate(root, files=100, seed=1)
+    handler = Handler(root)
+    handler.ws.ensure_state()
+    cache = str(handler.ws.state / "scan-cache.json")
+    handler.scan()
+    assert os.path.exists(cache) and cache not in scanning._KEPT
+    handler.scan()
+    assert cache in scanning._KEPT
+    watched.forget_all()
+    scanning._KEPT.clear()
+    monkeypatch.setattr(watched, "LONG_LIVED", True)
+    Handler(root).scan()
+    assert cache in scanning._KEPT

@@ -30,7 +30,7 @@ from peersync.core.limits import RANGE
 from peersync.core.types import MANIFEST_FORMAT, READABLE_FORMATS, Entry
 from peersync.core.unknown import covered
 from peersync.replica import bases, fsprobe, sparse, tombstones, watched
-from peersync.replica.scan import ScanResult, hash_bytes, scan
+from peersync.replica.scan import ScanResult, forget_cache, hash_bytes, scan
 from peersync.replica.store import Refused, Store, hash_fd
 from peersync.replica.versions import Versions, open_versions
 from peersync.workspace.locate import looks_like_workspace
@@ -156,14 +156,18 @@ class Handler:
         walk = selection or self.scan_selection
         selection = selection or self.store.selection
         known = self.versions.known() if self.ws.existing_instance_id() is not None else None
+        again = watched.scans_again(self.ws.root)
         listings = watched.walker(self.ws.root, walk)
+        cache_path = self.ws.state / "scan-cache.json"
         try:
-            result = scan(self.ws.root, walk, self.ws.state / "scan-cache.json", save_cache=save_cache, known=known,
-                          listings=listings)
+            result = scan(self.ws.root, walk, cache_path, save_cache=save_cache, known=known, listings=listings)
         except BaseException:
             if listings is not None:
                 watched.done(listings, ok=False)
             raise
+        finally:
+            if not again:  # this process's first scan of it: maybe its only one
+                forget_cache(cache_path)
         if listings is not None:
             watched.done(listings, ok=True)
         if selection is not walk:  # a restricted key's session: only what both sides' selections hold

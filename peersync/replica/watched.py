@@ -301,15 +301,19 @@ ENABLED = os.environ.get("PEERSYNC_WATCHED_SCANS", "1") != "0"
 LONG_LIVED = False  # set by a process that exists to sync again and again (a keeper): watch from the first scan
 
 
+def scans_again(root: Path | str) -> bool:
+    """Whether this process scanned `root` before, or exists to scan again and again (a keeper):
+    then what a scan loads (the stat cache) is worth keeping in memory for the next one."""
+    return LONG_LIVED or os.path.realpath(root) in _SCANNED
+
+
 def walker(root: Path | str, selection: Selection) -> TreeWatch | None:
     """The watch for this process's scans of `root` with `selection`, held for the caller (release
     it with `done`); None for a plain walk: the process's first scan of `root`, another scan of it
     under way, or no inotify here."""
-    if not ENABLED:
-        return None
     key = os.path.realpath(root)
     with _MUTEX:
-        if key not in _SCANNED and not LONG_LIVED:
+        if key not in _SCANNED and not LONG_LIVED or not ENABLED:
             _SCANNED.add(key)  # a process that scans once never pays for watches
             return None
         watch = _WATCHES.get(key)
