@@ -419,6 +419,12 @@ def test_a_processs_first_scan_frees_the_stat_cache_and_its_later_ones_keep_it(t
     cache = str(handler.ws.state / "scan-cache.json")
     handler.scan()
     assert os.path.exists(cache) and cache not in scanning._KEPT
+    handler.op_reset()  # a kept agent's client left: it loads the cache back, in the background
+    deadline = time.monotonic() + 10
+    while cache not in scanning._KEPT and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert cache in scanning._KEPT
+    scanning._KEPT.clear()
     handler.scan()
     assert cache in scanning._KEPT
     watched.forget_all()
@@ -426,3 +432,89 @@ def test_a_processs_first_scan_frees_the_stat_cache_and_its_later_ones_keep_it(t
     monkeypatch.setattr(watched, "LONG_LIVED", True)
     Handler(root).scan()
     assert cache in scanning._KEPT
+
+
+def _same(watch: watched.TreeWatch, root: Path, selection: Selection) -> bool:
+    problems, unknown = [], []
+    full = {rel: _facts(st) for rel, st in scanning.walk(root, selection, problems, unknown, kinds=True)}
+    got_problems, got_unknown = [], []
+    got = {rel: _facts(st) for rel, st in watch.walk(got_problems, got_unknown)}
+    return got == full and sorted(unknown) == sorted(got_unknown)
+
+
+def _watch_for(root: Path, selection: Selection) -> watched.TreeWatch:
+    assert watched.walker(root, selection) is None
+    watch = watched.walker(root, selection)
+    watch.mutex.release()
+    return watch
+
+
+def test_a_selection_root_that_now_names_another_folder_is_listed_again(tmp_path):
+    """A root that is a link re-pointed, or a nested root whose parent (not watched) was moved away
+    and the path made again: no event tells, the root's identity does."""
+    a, b, root = tmp_path / "A", tmp_path / "B", tmp_path / "ws"
+    for d in (a, b, root / "projects/notes"):
+        d.mkdir(parents=True)
+    (a / "one.md").write_text("A\n")
+    (b / "two.md").write_text("B\n")
+    (root / "projects/notes/old.md").write_text("old\n")
+    os.symlink(a, root / "memory")
+    selection = Selection(roots=("memory", "projects/notes"), exclude=())
+    watch = _watch_for(root, selection)
+    assert _same(watch, root, selection) and _same(watch, root, selection)
+    os.unlink(root / "memory")
+    os.symlink(b, root / "memory")
+    assert _same(watch, root, selection)
+    os.unlink(root / "memory")
+    (root / "memory").mkdir()
+    (root / "memory/three.md").write_text("3\n")
+    assert _same(watch, root, selection)
+    os.rename(root / "projects", root / "projects.bak")
+    (root / "projects/notes").mkdir(parents=True)
+    (root / "projects/notes/new.md").write_text("new\n")
+    assert _same(watch, root, selection) and _same(watch, root, selection)
+
+
+def test_a_hard_link_made_after_the_listing_and_written_through_is_seen(tmp_path):
+    root = tmp_path / "ws"
+    (root / "memory/a").mkdir(parents=True)
+    (root / "memory/b").mkdir()
+    (root / "memory/a/f.md").write_text("v1\n")
+    (root / "memory/b/other.md").write_text("x\n")
+    selection = Selection(roots=("memory",), exclude=())
+    watch = _watch_for(root, selection)
+    assert _same(watch, root, selection) and _same(watch, root, selection)
+    os.link(root / "memory/a/f.md", root / "memory/b/g.md")
+    with open(root / "memory/b/g.md", "a") as f:
+        f.write("v2 through g\n")
+    assert _same(watch, root, selection)
+    with open(root / "memory/b/g.md", "a") as f:  # from now on its folders are listed every time
+        f.write("v3 through g\n")
+    assert _same(watch, root, selection)
+
+
+def test_a_change_to_the_mount_table_means_a_full_listing(tmp_path, monkeypatch):
+    root = tmp_path / "ws"
+    seed_tree(root)
+    watch = new_watch(root)
+    through(watch)
+    through(watch)
+    assert not watch.full
+    monkeypatch.setattr(watched, "_mountinfo", lambda: b"another mount table")
+    through(watch)
+    assert watch.full
+    through(watch)
+    assert not watch.full
+
+
+def test_a_watch_dropped_for_a_new_selection_stays_held(tmp_path):
+    """A thread that found the old watch just before it was dropped must not scan through it (it
+    would open an inotify instance nobody closes): it finds it held and lists everything itself."""
+    root = tmp_path / "ws"
+    seed_tree(root)
+    old = new_watch(root)
+    other = Selection(roots=("memory",), exclude=())
+    new = watched.walker(root, other)
+    assert new is not None and new is not old
+    assert not old.mutex.acquire(blocking=False) and old.fd < 0
+    watched.done(new, ok=True)

@@ -14,8 +14,11 @@ Correctness first (Mutagen's "accelerated scanning" works alike):
   directory we may not read), a directory holding a file with several links (a write through its
   other name tells only that name's directory), and a file system whose changes inotify does not
   see (FUSE, NFS, SMB: only known local ones are watched) mean a full listing, of everything or
-  of that directory, every time.  Every FULL_EVERY seconds the whole tree is listed anyway.
-- A change no event told of (a write through mmap) can only make a scan late, never wrong: every
+  of that directory, every time.  So does a hard link that events show appeared, a change to the
+  mount table, and a selection root that now names another directory.  Every FULL_EVERY seconds
+  the whole tree is listed anyway.
+- A change no event told of (a write through mmap, a write through a hard link made outside the
+  tree to a file that had one name when listed) can only make a scan late, never wrong: every
   install, deletion and copy checks the file's bytes against the manifest before it acts
   (replica/store.py) and refuses when they differ; the next full listing sees the change.
 - Linux only (inotify).  Elsewhere, and in a process that scans once (a CLI run, a cold agent),
@@ -118,6 +121,8 @@ class TreeWatch:
         self.listed = 0  # directories listed by the last scan (the rest came from their watch)
         self.restatted = 0  # files stat'ed again by name by the last scan (events named them)
         self.full = True  # whether the last scan listed everything
+        self.tops: dict[str, tuple | None] = {}  # selection root -> (st_dev, st_ino) it named when listed
+        self.mounts = b""  # /proc/self/mountinfo at the last scan: a mount makes no event
         # The last scan's entries, for scan.scan: {path: (stat result, version record, entry)}.  A
         # stat result here is replaced whenever anything names its file again.
         self.memo: dict | None = None
@@ -141,6 +146,7 @@ class TreeWatch:
         self.path_wd.clear()
         self.dirty.clear()
         self.names.clear()
+        self.tops.clear()
 
     def _drain(self) -> bool:
         """Mark the directories events named since the last scan; False when events were lost."""
@@ -188,7 +194,10 @@ class TreeWatch:
     # -- the walk -------------------------------------------------------------------------------
     def walk(self, problems: list, unknown: list):
         """scan.walk(root, selection, problems, unknown, kinds=True), listing only what changed."""
-        full = (self.fd < 0 or not self._drain() or time.monotonic() - self.full_at > FULL_EVERY)
+        mounts = _mountinfo()
+        full = (self.fd < 0 or not self._drain() or time.monotonic() - self.full_at > FULL_EVERY
+                or mounts != self.mounts or self._new_links())
+        self.mounts = mounts
         if full:
             try:
                 self._start()
@@ -205,7 +214,31 @@ class TreeWatch:
         self.dirty.clear()
         self.names.clear()
 
+    def _new_links(self) -> bool:
+        """Whether a file events named now has a second hard link: a write through its other name
+        tells only that name's folder, so every folder is listed again (this once: a folder
+        holding such a file is then listed every time)."""
+        for current, names in self.names.items():
+            for name in names:
+                try:
+                    st = os.lstat(os.path.join(self.root, current, name))
+                except OSError:
+                    continue
+                if st.st_nlink > 1 and stat.S_ISREG(st.st_mode):
+                    return True
+        return False
+
     def _walk_dir(self, top: str, found, seen: set[str]):
+        # A selection root is watched as the directory it named (through a link, or below a parent
+        # that is not watched): re-pointed or re-created, its listings are another directory's.
+        try:
+            st = os.stat(os.path.join(self.root, top))
+            ident = (st.st_dev, st.st_ino)
+        except OSError:
+            ident = None
+        if self.tops.get(top, ident) != ident:
+            self._forget(top)
+        self.tops[top] = ident
         stack = [top]
         while stack:
             current = stack.pop()
@@ -293,6 +326,16 @@ class TreeWatch:
         return True
 
 
+def _mountinfo() -> bytes:
+    """This process's mount table: a file system mounted or unmounted inside the tree makes no
+    event, so a scan after any change to it lists everything."""
+    try:
+        with open("/proc/self/mountinfo", "rb") as f:
+            return f.read()
+    except OSError:
+        return b""
+
+
 # -- which scans are watched -----------------------------------------------------------------------
 _WATCHES: dict[str, TreeWatch] = {}
 _SCANNED: set[str] = set()
@@ -321,8 +364,7 @@ def walker(root: Path | str, selection: Selection) -> TreeWatch | None:
             if not watch.mutex.acquire(blocking=False):
                 return None
             del _WATCHES[key]
-            watch.close()
-            watch.mutex.release()
+            watch.close()  # and stays held: a thread that found it a moment ago walks plainly
             watch = None
         if watch is None:
             lib = _lib()
@@ -338,17 +380,24 @@ def walker(root: Path | str, selection: Selection) -> TreeWatch | None:
     return watch
 
 
-def prime(root: Path | str, selection: Selection) -> None:
+def prime(root: Path | str, selection: Selection, cache: Path | None = None) -> None:
     """Between syncs (a kept agent told its client left): if this process scanned `root` before but
     watches nothing there yet, set the watches up now, in the background, so that the next sync's
-    scan is already watch-fed.  A scan that starts meanwhile lists everything itself."""
-    if not ENABLED or os.path.realpath(root) not in _SCANNED:
-        return
-    existing = _WATCHES.get(os.path.realpath(root))
-    if existing is not None and existing.fd >= 0 and existing.selection == selection:
+    scan is already watch-fed; and load the stat cache at `cache` back into memory (a first scan
+    let it go: scan.forget_cache).  A scan that starts meanwhile lists everything itself."""
+    key = os.path.realpath(root)
+    existing = _WATCHES.get(key)
+    watch_it = ENABLED and key in _SCANNED and not (
+        existing is not None and existing.fd >= 0 and existing.selection == selection)
+    load = cache is not None and str(cache) not in scanning._KEPT
+    if not watch_it and not load:
         return
 
     def run() -> None:
+        if load:
+            scanning.StatCache(cache)  # kept in memory for the next scan
+        if not watch_it:
+            return
         watch = walker(root, selection)
         if watch is None:
             return
