@@ -135,7 +135,7 @@ class Handler:
         self.op_unstage()
         self.release()
         if self.scan_selection is not None:
-            watched.prime(self.ws.root, self.scan_selection)
+            watched.prime(self.ws.root, self.scan_selection, cache=self.ws.state / "scan-cache.json")
         return {}
 
     def op_selection(self, selection: dict) -> dict:
