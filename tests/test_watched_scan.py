@@ -33,9 +33,9 @@ def fresh_watches():
     watched.forget_all()
 
 
-def plain(root: Path):
+def plain(root: Path, selection: Selection = SEL):
     problems, unknown = [], []
-    found = {rel: _facts(st) for rel, st in scanning.walk(root, SEL, problems, unknown, kinds=True)}
+    found = {rel: _facts(st) for rel, st in scanning.walk(root, selection, problems, unknown, kinds=True)}
     return found, sorted((p.path, p.message) for p in problems), sorted(unknown)
 
 
@@ -49,9 +49,9 @@ def _facts(st):
     return (st.st_mode, st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns)
 
 
-def new_watch(root: Path) -> watched.TreeWatch:
-    assert watched.walker(root, SEL) is None  # a process's first scan is a plain one
-    watch = watched.walker(root, SEL)
+def new_watch(root: Path, selection: Selection = SEL) -> watched.TreeWatch:
+    assert watched.walker(root, selection) is None  # a process's first scan is a plain one
+    watch = watched.walker(root, selection)
     assert watch is not None
     watch.mutex.release()  # held for a scan by walker(); these tests call walk() themselves
     return watch
@@ -434,21 +434,6 @@ def test_a_processs_first_scan_frees_the_stat_cache_and_its_later_ones_keep_it(t
     assert cache in scanning._KEPT
 
 
-def _same(watch: watched.TreeWatch, root: Path, selection: Selection) -> bool:
-    problems, unknown = [], []
-    full = {rel: _facts(st) for rel, st in scanning.walk(root, selection, problems, unknown, kinds=True)}
-    got_problems, got_unknown = [], []
-    got = {rel: _facts(st) for rel, st in watch.walk(got_problems, got_unknown)}
-    return got == full and sorted(unknown) == sorted(got_unknown)
-
-
-def _watch_for(root: Path, selection: Selection) -> watched.TreeWatch:
-    assert watched.walker(root, selection) is None
-    watch = watched.walker(root, selection)
-    watch.mutex.release()
-    return watch
-
-
 def test_a_selection_root_that_now_names_another_folder_is_listed_again(tmp_path):
     """A root that is a link re-pointed, or a nested root whose parent (not watched) was moved away
     and the path made again: no event tells, the root's identity does."""
@@ -460,19 +445,19 @@ def test_a_selection_root_that_now_names_another_folder_is_listed_again(tmp_path
     (root / "projects/notes/old.md").write_text("old\n")
     os.symlink(a, root / "memory")
     selection = Selection(roots=("memory", "projects/notes"), exclude=())
-    watch = _watch_for(root, selection)
-    assert _same(watch, root, selection) and _same(watch, root, selection)
+    watch = new_watch(root, selection)
+    assert through(watch) == plain(root, selection) and through(watch) == plain(root, selection)
     os.unlink(root / "memory")
     os.symlink(b, root / "memory")
-    assert _same(watch, root, selection)
+    assert through(watch) == plain(root, selection)
     os.unlink(root / "memory")
     (root / "memory").mkdir()
     (root / "memory/three.md").write_text("3\n")
-    assert _same(watch, root, selection)
+    assert through(watch) == plain(root, selection)
     os.rename(root / "projects", root / "projects.bak")
     (root / "projects/notes").mkdir(parents=True)
     (root / "projects/notes/new.md").write_text("new\n")
-    assert _same(watch, root, selection) and _same(watch, root, selection)
+    assert through(watch) == plain(root, selection) and through(watch) == plain(root, selection)
 
 
 def test_a_hard_link_made_after_the_listing_and_written_through_is_seen(tmp_path):
@@ -482,15 +467,15 @@ def test_a_hard_link_made_after_the_listing_and_written_through_is_seen(tmp_path
     (root / "memory/a/f.md").write_text("v1\n")
     (root / "memory/b/other.md").write_text("x\n")
     selection = Selection(roots=("memory",), exclude=())
-    watch = _watch_for(root, selection)
-    assert _same(watch, root, selection) and _same(watch, root, selection)
+    watch = new_watch(root, selection)
+    assert through(watch) == plain(root, selection) and through(watch) == plain(root, selection)
     os.link(root / "memory/a/f.md", root / "memory/b/g.md")
     with open(root / "memory/b/g.md", "a") as f:
         f.write("v2 through g\n")
-    assert _same(watch, root, selection)
+    assert through(watch) == plain(root, selection)
     with open(root / "memory/b/g.md", "a") as f:  # from now on its folders are listed every time
         f.write("v3 through g\n")
-    assert _same(watch, root, selection)
+    assert through(watch) == plain(root, selection)
 
 
 def test_a_change_to_the_mount_table_means_a_full_listing(tmp_path, monkeypatch):

@@ -80,7 +80,11 @@ class Handler:
         # bases_keep's (path, hash, vector) triples, recorded with their content (stashed in the
         # store) by the run's logbase_save, or when the session ends: one write each per sync.
         self._pending_bases: list[tuple[str, str, list]] = []
-        self._delta_memo: tuple | None = None  # op_scan's last delta: (ancestor entries, manifest, changed, new)
+        self._delta_memo: tuple | None = None  # op_scan's last delta: (ancestor entries, manifest, changed)
+
+    @property
+    def _scan_cache(self) -> Path:
+        return self.ws.state / "scan-cache.json"
 
     @property
     def versions(self) -> Versions:
@@ -135,7 +139,7 @@ class Handler:
         self.op_unstage()
         self.release()
         if self.scan_selection is not None:
-            watched.prime(self.ws.root, self.scan_selection, cache=self.ws.state / "scan-cache.json")
+            watched.prime(self.ws.root, self.scan_selection, cache=self._scan_cache)
         return {}
 
     def op_selection(self, selection: dict) -> dict:
@@ -158,7 +162,7 @@ class Handler:
         known = self.versions.known() if self.ws.existing_instance_id() is not None else None
         again = watched.scans_again(self.ws.root)
         listings = watched.walker(self.ws.root, walk)
-        cache_path = self.ws.state / "scan-cache.json"
+        cache_path = self._scan_cache
         try:
             result = scan(self.ws.root, walk, cache_path, save_cache=save_cache, known=known, listings=listings)
         except BaseException:
@@ -267,22 +271,19 @@ class Handler:
         # Against the same ancestor as the last scan, an entry that is the very object it was then
         # (a watch-fed scan reuses what no event named: scan.scan) compares as it did then.
         last = self._delta_memo if self._delta_memo is not None and self._delta_memo[0] is base else None
-        before, was_changed, was_new = (last[1], last[2], last[3]) if last is not None else ({}, {}, set())
-        changed, new = {}, set()
+        before, was_changed = (last[1], last[2]) if last is not None else ({}, {})
+        changed = {}
         for p, e in result.manifest.items():
             if before.get(p) is e:
                 if p in was_changed:
                     changed[p] = was_changed[p]
-                    if p in was_new:
-                        new.add(p)
             elif (w := base.get(p)) is None or w[3] != e.hash or w[0] != e.size or w[1] != e.mtime_ns \
                     or w[2] != e.mode or ((e.vv or e.seen or len(w) > 4) and w[4:] != _history_wire(e.vv, e.seen)):
                 changed[p] = e.to_wire()
-                if w is None:
-                    new.add(p)
         # Every ancestor path is in the manifest when as many of them are as it holds.
-        deleted = [] if len(result.manifest) - len(new) == len(base) else [p for p in base if p not in result.manifest]
-        self._delta_memo = (base, result.manifest, changed, new)
+        new = sum(1 for p in changed if p not in base)
+        deleted = [] if len(result.manifest) - new == len(base) else [p for p in base if p not in result.manifest]
+        self._delta_memo = (base, result.manifest, changed)
         return {"delta": True, "entries": changed, "deleted": deleted, "problems": problems, "unknown": unknown,
                 "fs": result.fs,
                 "hashed": result.hashed, "dead": self.has_dead()}
