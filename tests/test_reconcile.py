@@ -389,3 +389,53 @@ def test_reconciling_only_the_touched_paths_changes_nothing(ancestor, local, rem
     moved = {p for p in set(ancestor) | set(remote) if ancestor.get(p) != remote.get(p)}
     assert reconcile(ancestor, local, remote, policy=policy, mode=mode,
                      paths=touched_paths(ancestor, local, remote, moved)) == full
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_touched_paths_with_a_memo_equals_a_fresh_comparison(seed) -> None:
+    """A keeper's memo (reconcile.Touched) across syncs: entries that are the very objects of the
+    last call, equal copies, changed and removed ones, new paths; the ancestor kept, replaced by one
+    that moved only at named paths (`moved`), or replaced outright.  Every call's answer is the
+    plain comparison's."""
+    import random
+
+    from peersync.core.reconcile import Touched, touched_paths
+
+    rng = random.Random(seed)
+    paths = [f"memory/{i:03}.md" for i in range(60)]
+
+    def entry() -> Entry:
+        return Entry(rng.randrange(3), SEC * rng.randrange(1, 4), 0o644, rng.choice("abc") * 32,
+                     rng.choice([(), (("w" * 8, rng.randrange(1, 3)),)]))
+
+    ancestor = {p: entry() for p in paths if rng.random() < 0.8}
+    local = {p: (ancestor[p] if p in ancestor and rng.random() < 0.7 else entry()) for p in paths if rng.random() < 0.9}
+    memo = Touched()
+    for _ in range(40):
+        roll = rng.random()
+        for p in rng.sample(paths, rng.randrange(0, 6)):  # the scan: what events named is made anew
+            what = rng.random()
+            if what < 0.3:
+                local.pop(p, None)
+            elif what < 0.6 and p in local:
+                local[p] = Entry(*local[p])  # equal bytes and stat, a new object
+            else:
+                local[p] = entry()
+        local = dict(local)
+        got = touched_paths(ancestor, local, {}, moved := set(rng.sample(paths, 3)), memo=memo)
+        assert got == touched_paths(ancestor, local, {}, moved)
+        if roll < 0.4:  # the sync saved a new ancestor, at the paths it looked at
+            at = got | set(rng.sample(paths, 2))
+            new = dict(ancestor)
+            for p in at:
+                choice = rng.random()
+                if choice < 0.4 and p in local:
+                    new[p] = local[p]
+                elif choice < 0.7:
+                    new.pop(p, None)
+                else:
+                    new[p] = entry()
+            memo.moved(ancestor, new, at)
+            ancestor = new
+        elif roll < 0.5:  # another process's sync: a new ancestor object, equal entries rebuilt
+            ancestor = {p: Entry(*e) for p, e in ancestor.items()}

@@ -94,18 +94,67 @@ def reconcile(
 
 
 def touched_paths(ancestor: Manifest, local: Manifest, remote: Manifest,
-                  remote_moved: Iterable[str] | None = None) -> set[str]:
+                  remote_moved: Iterable[str] | None = None, memo: "Touched | None" = None) -> set[str]:
     """The paths where the three manifests do not all hold equal entries — the only ones
     reconcile can have anything to do for.  `remote_moved`: the peer already said which of its
-    paths differ from `ancestor` (a delta scan), so `remote` need not be compared."""
-    out = {p for p, e in local.items() if ancestor.get(p) != e}
-    out.update(p for p in ancestor if p not in local)
+    paths differ from `ancestor` (a delta scan), so `remote` need not be compared.  `memo`: what
+    the last call of a long-lived process found for `local` (see Touched)."""
+    out = memo.local_paths(ancestor, local) if memo is not None else _differ(ancestor, local)
+    _add_gone(out, ancestor, local)
     if remote_moved is None:
-        out.update(p for p, e in remote.items() if ancestor.get(p) != e)
-        out.update(p for p in ancestor if p not in remote)
+        out.update(_differ(ancestor, remote))
+        _add_gone(out, ancestor, remote)
     else:
         out.update(remote_moved)
     return out
+
+
+def _differ(ancestor: Manifest, manifest: Manifest) -> set[str]:
+    return {p for p, e in manifest.items() if (a := ancestor.get(p)) is not e and a != e}
+
+
+def _add_gone(out: set[str], ancestor: Manifest, manifest: Manifest) -> None:
+    """Add the ancestor's paths `manifest` no longer holds to `out` (which already holds every path
+    of `manifest` that differs from the ancestor).  When as many of manifest's paths are in the
+    ancestor as it holds, that is every one of them: nothing to look for."""
+    new = sum(1 for p in out if p in manifest and p not in ancestor)
+    if len(manifest) - new != len(ancestor):
+        out.update(p for p in ancestor if p not in manifest)
+
+
+class Touched:
+    """touched_paths' comparison of one side with the ancestor, remembered between the syncs of a
+    long-lived process (a keeper): a watch-fed scan hands back the very entry objects it gave last
+    time for what no event named (replica/scan.py), and against the very same ancestor object an
+    entry that is the object it was then compares as it did then.  Only entries that are new objects
+    are compared; a no-op sync of 100k files then compares none.  After a sync saved a new ancestor
+    that differs from the old one only at known paths, `moved` carries the memo over to it."""
+
+    def __init__(self) -> None:
+        self.ancestor: Manifest | None = None
+        self.local: dict = {}
+        self.differ: set[str] = set()
+
+    def local_paths(self, ancestor: Manifest, local: Manifest) -> set[str]:
+        before, was = (self.local, self.differ) if self.ancestor is ancestor else ({}, set())
+        out = set()
+        for p, e in local.items():
+            if before.get(p) is e:
+                if p in was:
+                    out.add(p)
+            elif (a := ancestor.get(p)) is not e and a != e:
+                out.add(p)
+        self.ancestor, self.local, self.differ = ancestor, dict(local), set(out)
+        return out
+
+    def moved(self, old: Manifest, new: Manifest, paths: Iterable[str]) -> None:
+        """The ancestor `old` was replaced by `new`, which differs from it at most at `paths`."""
+        if self.ancestor is not old:
+            return
+        for p in paths:
+            self.local.pop(p, None)
+            self.differ.discard(p)
+        self.ancestor = new
 
 
 def _equal(x: Entry | None, y: Entry | None) -> bool:

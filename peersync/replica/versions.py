@@ -362,7 +362,8 @@ class Versions:
 
     @_serialised
     def has_deleted(self) -> bool:
-        return any(not row[0] for row in self._all().values())
+        rows = self._all()
+        return self._present_count(rows) < len(rows)  # (counted once per change to the rows)
 
     @_serialised
     def current(self, path: str) -> Entry | None:

@@ -36,7 +36,7 @@ from peersync.core.commit import (
 )
 from peersync.core.paths import valid_instance_id
 from peersync.core.plan import describe, plan_sync, vanished
-from peersync.core.reconcile import touched_paths
+from peersync.core.reconcile import Touched, touched_paths
 from peersync.core.names import Alignment, Folding, align, foreign_names
 from peersync.core.unknown import known_only
 from peersync.core.types import (
@@ -169,7 +169,9 @@ async def _reconcile_and_apply(job: Job, local: LocalSession, remote: Replica, r
         # The peer holds the very same ancestor (equal digests) and sent only what differs from it.
         ancestor = mine
         deleted = set(parse_paths(remote_raw.get("deleted") or [], peer.name))
-        remote_entries = {p: e for p, e in mine.items() if p not in deleted}
+        remote_entries = dict(mine)
+        for p in deleted:
+            remote_entries.pop(p, None)
         remote_entries.update(changed)
     else:
         remote_entries = changed
@@ -197,7 +199,8 @@ async def _reconcile_and_apply(job: Job, local: LocalSession, remote: Replica, r
                 same, same[0].message, f"not-utf8:{peer.name}:{side.value}"))
     # -- plan ----------------------------------------------------------------------------------
     moved = set(changed) | deleted if delta and not names.changed else None
-    touched = touched_paths(ancestor, local_entries, remote_entries, moved)
+    memo = _touched_memo(ws, remote_id)
+    touched = touched_paths(ancestor, local_entries, remote_entries, moved, memo=memo)
     # What either scan could not read is left as it is on both sides, its ancestor entry kept.
     touched = known_only(touched, [*local_unknown, *remote_unknown(remote_raw), *names.unknown, *foreign_unknown])
     local_dead, remote_dead = await deletion_records(
@@ -221,6 +224,8 @@ async def _reconcile_and_apply(job: Job, local: LocalSession, remote: Replica, r
     await run.execute(list(plan.changes))
     # -- commit --------------------------------------------------------------------------------
     new = new_ancestor(ancestor, run.sides[Side.LOCAL], run.sides[Side.REMOTE], touched)
+    moved_in_ancestor = touched | set(run.sides[Side.LOCAL].final) | set(run.sides[Side.REMOTE].final)
+    memo.moved(ancestor, new, moved_in_ancestor)
     records = buried(ancestor, new, run.deleted, touched)
     if records:  # before the ancestor forgets them
         await gather_all(local.request("tombstones_add", items=records),
@@ -234,7 +239,7 @@ async def _reconcile_and_apply(job: Job, local: LocalSession, remote: Replica, r
     # Mergeable files' new synced content, kept as the next merge's base by each side that keeps
     # state (alongside the ancestor: a base missing after a crash only means a union or a
     # conflict, never a loss).
-    logs = merge_base_items(ancestor, new, cfg.rules.keeps_base)
+    logs = merge_base_items(ancestor, new, cfg.rules.keeps_base, moved_in_ancestor)
     if logs:
         saves.append(local.request("logbase_save", items=logs))
         if remote.caps.keeps_ancestor:
@@ -294,6 +299,17 @@ def remote_unknown(raw: dict) -> list[str]:
 # Our own ancestors as Entries, by the digest of their file's bytes: a keeper syncs again and
 # again, and building 100k Entries costs ~0.13 s.  Content-addressed, so never stale.
 _ANCESTOR_ENTRIES: dict[str, dict[str, Entry]] = {}
+_TOUCHED: dict[tuple, Touched] = {}
+
+
+def _touched_memo(ws, remote_id: str | None) -> Touched:
+    """This process's touched_paths memo for the pair (see reconcile.Touched); a few pairs kept."""
+    key = (str(ws.root), remote_id)
+    memo = _TOUCHED.pop(key, None) or Touched()
+    while len(_TOUCHED) >= 4:
+        _TOUCHED.pop(next(iter(_TOUCHED)))
+    _TOUCHED[key] = memo
+    return memo
 
 
 def _remember_ancestor(digest: str, entries: dict[str, Entry]) -> None:
