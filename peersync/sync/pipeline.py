@@ -225,7 +225,6 @@ async def _reconcile_and_apply(job: Job, local: LocalSession, remote: Replica, r
     # -- commit --------------------------------------------------------------------------------
     new = new_ancestor(ancestor, run.sides[Side.LOCAL], run.sides[Side.REMOTE], touched)
     moved_in_ancestor = touched | set(run.sides[Side.LOCAL].final) | set(run.sides[Side.REMOTE].final)
-    memo.moved(ancestor, new, moved_in_ancestor)
     records = buried(ancestor, new, run.deleted, touched)
     if records:  # before the ancestor forgets them
         await gather_all(local.request("tombstones_add", items=records),
@@ -236,6 +235,7 @@ async def _reconcile_and_apply(job: Job, local: LocalSession, remote: Replica, r
     elif new != ancestor or not delta:  # unchanged and already identical on both sides: kept
         saves.append(save_ancestor(local, remote, local_id, remote_id, mine, new, base_digest,
                                    remote_delta=delta and ancestor is mine))
+        memo.moved(ancestor, new, moved_in_ancestor)  # (else the next sync's ancestor is `ancestor` again)
     # Mergeable files' new synced content, kept as the next merge's base by each side that keeps
     # state (alongside the ancestor: a base missing after a crash only means a union or a
     # conflict, never a loss).
