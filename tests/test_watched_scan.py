@@ -372,7 +372,7 @@ def test_a_watched_scan_reuses_unchanged_entries_and_its_delta_equals_a_fresh_on
     first = handler.scan()
     digest = handler.op_ancestor_put(peer, manifest={"format": 2, "entries": {
         p: e.to_wire() for p, e in first.manifest.items() if rng.random() < 0.9}})["digest"]
-    last, memoized = None, set()
+    last, memoized, last_action = None, set(), None
     for round_ in range(24):
         action = rng.choice(["noop", "noop", "change", "record", "ancestor"])
         if action == "change":
@@ -404,9 +404,11 @@ def test_a_watched_scan_reuses_unchanged_entries_and_its_delta_equals_a_fresh_on
             # A selection root that is a file (MEMORY.md) is stat'ed anew by every scan.
             in_folders = {p for p in memoized if "/" in p}
             assert in_folders <= {p for p, e in reused.items() if last.get(p) is e}, f"round {round_}"
+            if last_action == "noop":  # no record changed either: folders come whole, not file by file
+                assert watch.whole > 0 and len(watch.expanded) < watch.whole, f"round {round_}"
         memoized = set(watch.memo) if watch is not None and watch.memo is not None else set()
         assert round_ == 0 or action == "change" or len(memoized) > len(reused) / 2
-        last = dict(reused)
+        last, last_action = dict(reused), action
 
 
 def test_a_processs_first_scan_frees_the_stat_cache_and_its_later_ones_keep_it(tmp_path, monkeypatch):

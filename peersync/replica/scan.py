@@ -357,17 +357,25 @@ def scan(root: Path, selection: Selection, cache_path: Path | None = None, *,
     unmatched: list[str] = []
     if known is not None:
         result.unmatched, result.known = unmatched, known
-    found = (walk(root, selection, result.problems, result.unknown, kinds=True) if listings is None
-             else listings.walk(result.problems, result.unknown))
     # A watched walk hands back the very stat result it gave last time for a file no event named:
     # that file's entry from the last scan is still right while its version record is the very
     # row it was made from (a record changes by a new row).  A no-op scan then builds no entry.
-    # Only entries from a stat cache hit and a matching record are kept (the common case).
+    # Only entries from a stat cache hit and a matching record are kept (the common case).  A
+    # folder no event named, all of whose entries were kept from the very same records (same rows
+    # object, same generation: no record changed), comes whole: (None, its listing).
     memo = kept = None
     if listings is not None and known is not None:
         memo, kept = listings.memo or {}, {}
         listings.memo = None  # (what the last scan kept goes now, not after this one)
+    found = (walk(root, selection, result.problems, result.unknown, kinds=True) if listings is None
+             else listings.walk(result.problems, result.unknown, reuse=known if memo is not None else None))
+    manifest = result.manifest
     for rel, st in found:
+        if rel is None:
+            done = st.scanned
+            manifest.update(done[2])
+            kept.update(done[3])
+            continue
         if memo is not None:
             hit = memo.get(rel)
             if hit is not None and hit[0] is st and rows.get(rel) is hit[1]:
@@ -416,7 +424,24 @@ def scan(root: Path, selection: Selection, cache_path: Path | None = None, *,
         result.problems.append(Problem("", f"cannot save scan cache: {err.strerror}"))
     if kept is not None:
         listings.memo = kept
+        _keep_folders(listings.expanded, kept, known)
     return result
+
+
+def _keep_folders(nodes, kept: dict, known: tuple) -> None:
+    """Remember, on each watched folder listing the scan went through file by file, what it made of
+    the folder when every file there was a kept entry (see scan)."""
+    for node in nodes:
+        items = node.items
+        part = {}
+        for rel, st in items.items():
+            hit = kept.get(rel)
+            if hit is None or hit[0] is not st:
+                break
+            part[rel] = hit
+        else:
+            if part:
+                node.scanned = (known[0], known[1], {rel: hit[2] for rel, hit in part.items()}, part)
 
 
 def link_entry(target: bytes) -> Entry:

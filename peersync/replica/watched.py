@@ -96,12 +96,15 @@ def _lib() -> _Libc | None:
 class _Node:
     """What one listing of a directory found."""
 
-    __slots__ = ("items", "subdirs", "problems", "unknown", "fresh", "empty")
+    __slots__ = ("items", "subdirs", "problems", "unknown", "fresh", "empty", "scanned")
 
     def __init__(self, items: dict, subdirs: list, problems: list, unknown: list, fresh: bool, empty: bool):
         self.items, self.subdirs, self.problems, self.unknown = items, subdirs, problems, unknown
         self.fresh = fresh  # False: list it again next time (unwatched, or not to be trusted)
         self.empty = empty  # the listing found nothing: `items` holds the folder itself
+        # What scan.scan made of `items` when every one of them was a reusable entry: (version
+        # records, their generation, {path: entry}, {path: memo item}); None once `items` changes.
+        self.scanned: tuple | None = None
 
 
 class TreeWatch:
@@ -126,6 +129,8 @@ class TreeWatch:
         # The last scan's entries, for scan.scan: {path: (stat result, version record, entry)}.  A
         # stat result here is replaced whenever anything names its file again.
         self.memo: dict | None = None
+        self.expanded: list[_Node] = []  # the folders the last walk yielded file by file
+        self.whole = 0  # folders the last walk yielded whole (see walk's `reuse`)
 
     # -- events ---------------------------------------------------------------------------------
     def _start(self) -> None:
@@ -192,8 +197,12 @@ class TreeWatch:
                     self.lib.rm(self.fd, wd)
 
     # -- the walk -------------------------------------------------------------------------------
-    def walk(self, problems: list, unknown: list):
-        """scan.walk(root, selection, problems, unknown, kinds=True), listing only what changed."""
+    def walk(self, problems: list, unknown: list, reuse: tuple | None = None):
+        """scan.walk(root, selection, problems, unknown, kinds=True), listing only what changed.
+        `reuse`: (version records, generation) of a scan (scan.scan) that keeps what it made of a
+        folder in `_Node.scanned`: a folder that no event named since, whose `scanned` was made
+        from these very records, is yielded whole as (None, its node)."""
+        self.expanded, self.whole = [], 0
         mounts = _mountinfo()
         full = (self.fd < 0 or not self._drain() or time.monotonic() - self.full_at > FULL_EVERY
                 or mounts != self.mounts or self._new_links())
@@ -208,7 +217,7 @@ class TreeWatch:
         self.full, self.listed, self.restatted = full, 0, 0
         seen: set[str] = set()
         yield from scanning.walk(Path(self.root), self.selection, problems, unknown, kinds=True,
-                                 walk_dir=lambda root, rel, selection, found: self._walk_dir(rel, found, seen))
+                                 walk_dir=lambda root, rel, selection, found: self._walk_dir(rel, found, seen, reuse))
         for path in [p for p in self.nodes if p not in seen]:  # no longer in the tree (or selected)
             self._forget(path)
         self.dirty.clear()
@@ -228,7 +237,7 @@ class TreeWatch:
                     return True
         return False
 
-    def _walk_dir(self, top: str, found, seen: set[str]):
+    def _walk_dir(self, top: str, found, seen: set[str], reuse: tuple | None = None):
         # A selection root is watched as the directory it named (through a link, or below a parent
         # that is not watched): re-pointed or re-created, its listings are another directory's.
         try:
@@ -245,17 +254,27 @@ class TreeWatch:
             seen.add(current)
             node = self.nodes.get(current)
             names = self.names.get(current)
-            if (node is None or not node.fresh or current in self.dirty
-                    or (names is not None and not self._restat(node, current, names))):
-                before = node.subdirs if node is not None else ()
-                node = self._list(current, top, found.kinds)
-                for gone in set(before) - set(node.subdirs):
-                    self._forget(gone)
+            untouched = node is not None and node.fresh and current not in self.dirty and names is None
+            if not untouched:
+                if node is not None:
+                    node.scanned = None  # (a restat changes `items` in place)
+                if node is None or not node.fresh or current in self.dirty or not self._restat(node, current, names):
+                    before = node.subdirs if node is not None else ()
+                    node = self._list(current, top, found.kinds)
+                    for gone in set(before) - set(node.subdirs):
+                        self._forget(gone)
             if found.problems is not None:
                 found.problems.extend(node.problems)
             if found.unknown is not None:
                 found.unknown.extend(node.unknown)
-            yield from node.items.items()
+            done = node.scanned
+            if untouched and reuse is not None and done is not None and done[0] is reuse[0] and done[1] == reuse[1]:
+                self.whole += 1
+                yield None, node
+            else:
+                if reuse is not None:
+                    self.expanded.append(node)
+                yield from node.items.items()
             stack.extend(reversed(node.subdirs))
 
     def _list(self, current: str, top: str, kinds) -> _Node:
