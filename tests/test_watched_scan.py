@@ -405,8 +405,8 @@ def test_a_watched_scan_reuses_unchanged_entries_and_its_delta_equals_a_fresh_on
             in_folders = {p for p in memoized if "/" in p}
             assert in_folders <= {p for p, e in reused.items() if last.get(p) is e}, f"round {round_}"
             if last_action == "noop":  # no record changed either: folders come whole, not file by file
-                assert watch.whole > 0 and len(watch.expanded) < watch.whole, f"round {round_}"
-        memoized = set(watch.memo) if watch is not None and watch.memo is not None else set()
+                assert watch.whole > len(watch.nodes) / 2, f"round {round_}"
+        memoized = {p for n in watch.nodes.values() for p in n.kept or ()} if watch is not None else set()
         assert round_ == 0 or action == "change" or len(memoized) > len(reused) / 2
         last, last_action = dict(reused), action
 

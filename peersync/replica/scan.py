@@ -360,26 +360,33 @@ def scan(root: Path, selection: Selection, cache_path: Path | None = None, *,
     # A watched walk hands back the very stat result it gave last time for a file no event named:
     # that file's entry from the last scan is still right while its version record is the very
     # row it was made from (a record changes by a new row).  A no-op scan then builds no entry.
-    # Only entries from a stat cache hit and a matching record are kept (the common case).  A
-    # folder no event named, all of whose entries were kept from the very same records (same rows
-    # object, same generation: no record changed), comes whole: (None, its listing).
-    memo = kept = None
-    if listings is not None and known is not None:
-        memo, kept = listings.memo or {}, {}
-        listings.memo = None  # (what the last scan kept goes now, not after this one)
+    # Only entries from a stat cache hit and a matching record are kept (the common case), with
+    # the folder listing they are in (watched._Node.kept).  Each listing the walk goes through file
+    # by file comes first as (False, listing); a folder no event named, all of whose entries were
+    # kept from the very same records (same rows object, same generation: no record changed),
+    # comes whole as (None, listing), and enters the manifest as one dict update.
+    reuse = listings is not None and known is not None
     found = (walk(root, selection, result.problems, result.unknown, kinds=True) if listings is None
-             else listings.walk(result.problems, result.unknown, reuse=known if memo is not None else None))
+             else listings.walk(result.problems, result.unknown, reuse=known if reuse else None))
     manifest = result.manifest
+    memo, kept, folders = {}, None, []
     for rel, st in found:
-        if rel is None:
-            done = st.scanned
-            manifest.update(done[2])
-            kept.update(done[3])
+        if not rel:
+            if rel is None:
+                manifest.update(st.whole[2])
+            elif st is None:  # out of the folders (a selected root that is a file follows)
+                memo, kept = {}, None
+            else:
+                memo, kept = st.kept or {}, {}
+                st.kept, st.whole = kept, None
+                folders.append(st)
             continue
-        if memo is not None:
+        if reuse:
             hit = memo.get(rel)
             if hit is not None and hit[0] is st and rows.get(rel) is hit[1]:
-                result.manifest[rel], kept[rel] = hit[2], hit
+                manifest[rel] = hit[2]
+                if kept is not None:
+                    kept[rel] = hit
                 continue
         if not stat_mod.S_ISREG(st.st_mode):
             entry = _special_entry(os.path.join(root, rel), st)
@@ -387,7 +394,7 @@ def scan(root: Path, selection: Selection, cache_path: Path | None = None, *,
                 result.problems.append(Problem(rel, "changing while scanned; left for the next sync"))
                 result.unknown.append(rel)
             else:
-                result.manifest[rel] = entry
+                manifest[rel] = entry
                 unmatched.append(rel)
             continue
         cached = entries.get(rel)  # StatCache.lookup, inline: once per file of every scan
@@ -410,38 +417,24 @@ def scan(root: Path, selection: Selection, cache_path: Path | None = None, *,
             cache.store(rel, st, None if racy else digest)
         row = rows.get(rel)
         if row is not None and row[0] and row[4] == digest and row[1] == st.st_size:  # as Versions.assign matches
-            entry = result.manifest[rel] = _new(Entry, (st.st_size, st.st_mtime_ns, st.st_mode & 0o777, digest,
-                                                        row[5], row[6]))
+            entry = manifest[rel] = _new(Entry, (st.st_size, st.st_mtime_ns, st.st_mode & 0o777, digest,
+                                                 row[5], row[6]))
             if kept is not None and from_cache:
                 kept[rel] = (st, row, entry)
         else:
-            result.manifest[rel] = _new(Entry, (st.st_size, st.st_mtime_ns, st.st_mode & 0o777, digest, (), ()))
+            manifest[rel] = _new(Entry, (st.st_size, st.st_mtime_ns, st.st_mode & 0o777, digest, (), ()))
             unmatched.append(rel)
+    # A folder whose every file was kept comes whole next time (while no event names it and no
+    # record changes).  (Its listing's stat results are the ones kept: they came from it.)
+    for node in folders:
+        if len(node.kept) == len(node.items) and node.kept:
+            node.whole = (rows, known[1], {rel: hit[2] for rel, hit in node.kept.items()})
     try:
         if save_cache:
             cache.save(result.manifest.keys())
     except OSError as err:
         result.problems.append(Problem("", f"cannot save scan cache: {err.strerror}"))
-    if kept is not None:
-        listings.memo = kept
-        _keep_folders(listings.expanded, kept, known)
     return result
-
-
-def _keep_folders(nodes, kept: dict, known: tuple) -> None:
-    """Remember, on each watched folder listing the scan went through file by file, what it made of
-    the folder when every file there was a kept entry (see scan)."""
-    for node in nodes:
-        items = node.items
-        part = {}
-        for rel, st in items.items():
-            hit = kept.get(rel)
-            if hit is None or hit[0] is not st:
-                break
-            part[rel] = hit
-        else:
-            if part:
-                node.scanned = (known[0], known[1], {rel: hit[2] for rel, hit in part.items()}, part)
 
 
 def link_entry(target: bytes) -> Entry:

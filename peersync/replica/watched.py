@@ -96,15 +96,18 @@ def _lib() -> _Libc | None:
 class _Node:
     """What one listing of a directory found."""
 
-    __slots__ = ("items", "subdirs", "problems", "unknown", "fresh", "empty", "scanned")
+    __slots__ = ("items", "subdirs", "problems", "unknown", "fresh", "empty", "kept", "whole")
 
     def __init__(self, items: dict, subdirs: list, problems: list, unknown: list, fresh: bool, empty: bool):
         self.items, self.subdirs, self.problems, self.unknown = items, subdirs, problems, unknown
         self.fresh = fresh  # False: list it again next time (unwatched, or not to be trusted)
         self.empty = empty  # the listing found nothing: `items` holds the folder itself
-        # What scan.scan made of `items` when every one of them was a reusable entry: (version
-        # records, their generation, {path: entry}, {path: memo item}); None once `items` changes.
-        self.scanned: tuple | None = None
+        # For scan.scan: the last scan's reusable entries here, {path: (stat result, version record,
+        # entry)}; and when every file here was one, (version records, their generation, {path:
+        # entry}) — None once `items` changes.  A stat result in `items` is replaced whenever
+        # anything names its file again.
+        self.kept: dict | None = None
+        self.whole: tuple | None = None
 
 
 class TreeWatch:
@@ -126,10 +129,6 @@ class TreeWatch:
         self.full = True  # whether the last scan listed everything
         self.tops: dict[str, tuple | None] = {}  # selection root -> (st_dev, st_ino) it named when listed
         self.mounts = b""  # /proc/self/mountinfo at the last scan: a mount makes no event
-        # The last scan's entries, for scan.scan: {path: (stat result, version record, entry)}.  A
-        # stat result here is replaced whenever anything names its file again.
-        self.memo: dict | None = None
-        self.expanded: list[_Node] = []  # the folders the last walk yielded file by file
         self.whole = 0  # folders the last walk yielded whole (see walk's `reuse`)
 
     # -- events ---------------------------------------------------------------------------------
@@ -142,7 +141,6 @@ class TreeWatch:
         self.full_at = time.monotonic()
 
     def close(self) -> None:
-        self.memo = None
         if self.fd >= 0:
             os.close(self.fd)  # drops every watch with it
         self.fd = -1
@@ -200,9 +198,10 @@ class TreeWatch:
     def walk(self, problems: list, unknown: list, reuse: tuple | None = None):
         """scan.walk(root, selection, problems, unknown, kinds=True), listing only what changed.
         `reuse`: (version records, generation) of a scan (scan.scan) that keeps what it made of a
-        folder in `_Node.scanned`: a folder that no event named since, whose `scanned` was made
-        from these very records, is yielded whole as (None, its node)."""
-        self.expanded, self.whole = [], 0
+        folder in its _Node: a folder that no event named since, whose `whole` was made from these
+        very records, is yielded whole as (None, its node); any other comes as (False, its node)
+        before its files, and (False, None) follows the folders of each selected root."""
+        self.whole = 0
         mounts = _mountinfo()
         full = (self.fd < 0 or not self._drain() or time.monotonic() - self.full_at > FULL_EVERY
                 or mounts != self.mounts or self._new_links())
@@ -257,7 +256,7 @@ class TreeWatch:
             untouched = node is not None and node.fresh and current not in self.dirty and names is None
             if not untouched:
                 if node is not None:
-                    node.scanned = None  # (a restat changes `items` in place)
+                    node.whole = None  # (a restat changes `items` in place)
                 if node is None or not node.fresh or current in self.dirty or not self._restat(node, current, names):
                     before = node.subdirs if node is not None else ()
                     node = self._list(current, top, found.kinds)
@@ -267,15 +266,17 @@ class TreeWatch:
                 found.problems.extend(node.problems)
             if found.unknown is not None:
                 found.unknown.extend(node.unknown)
-            done = node.scanned
+            done = node.whole
             if untouched and reuse is not None and done is not None and done[0] is reuse[0] and done[1] == reuse[1]:
                 self.whole += 1
                 yield None, node
             else:
                 if reuse is not None:
-                    self.expanded.append(node)
+                    yield False, node
                 yield from node.items.items()
             stack.extend(reversed(node.subdirs))
+        if reuse is not None:
+            yield False, None
 
     def _list(self, current: str, top: str, kinds) -> _Node:
         self.listed += 1
