@@ -232,7 +232,8 @@ async def _reconcile_and_apply(job: Job, local: LocalSession, remote: Replica, r
     saves = []
     if not remote.caps.keeps_ancestor:
         saves.append(remote.request("ancestor_put", peer_id=local_id, manifest=manifest_to_wire(new)))
-    elif new != ancestor or not delta:  # unchanged and already identical on both sides: kept
+    elif not delta or any(new.get(p) != ancestor.get(p) for p in moved_in_ancestor):
+        # (else unchanged, and already identical on both sides: kept.  new_ancestor moved nothing else)
         saves.append(save_ancestor(local, remote, local_id, remote_id, mine, new, base_digest,
                                    remote_delta=delta and ancestor is mine))
         memo.moved(ancestor, new, moved_in_ancestor)  # (else the next sync's ancestor is `ancestor` again)
