@@ -243,12 +243,23 @@ class Workspace:
 
     # -- history --------------------------------------------------------------------------
     def history(self) -> list[dict]:
+        """The history, newest first.  A long-lived process (a keeper) that wrote or read the file
+        and finds it unchanged does not parse it again (1000 entries: milliseconds per sync).
+        Callers do not modify what they get."""
+        path = self.history_file
+        key = _file_identity(path)
+        kept = _HISTORY.get(str(path))
+        if kept is not None and key is not None and kept[0] == key:
+            return kept[1]
         try:
-            data = read_json(self.history_file, default={"entries": []})
+            data = read_json(path, default={"entries": []})
         except ValueError:
             return []
         entries = data.get("entries") if isinstance(data, dict) else None
-        return entries if isinstance(entries, list) else []
+        entries = entries if isinstance(entries, list) else []
+        if key is not None:
+            _HISTORY[str(path)] = (key, entries)
+        return entries
 
     def record(self, entry: dict) -> None:
         """Prepend one history entry (newest first, bounded).  Callers hold the workspace lock."""
@@ -257,8 +268,22 @@ class Workspace:
 
         # The clawdbot-sync keys too: its `status`/`history` read the same file.
         entry = with_clawdbot_keys({"time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **entry})
-        entries = [entry] + self.history()
-        atomic_write_json(self.history_file, {"entries": entries[:HISTORY_LIMIT]}, indent=None)
+        entries = ([entry] + self.history())[:HISTORY_LIMIT]
+        atomic_write_json(self.history_file, {"entries": entries}, indent=None)
+        key = _file_identity(self.history_file)
+        if key is not None:
+            _HISTORY[str(self.history_file)] = (key, entries)
+
+
+_HISTORY: dict[str, tuple] = {}  # history file -> (its identity when read or written, its entries)
+
+
+def _file_identity(path: Path):
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
 
 
 def _load_json_file(path: Path, default=None):
