@@ -17,6 +17,7 @@ from peersync.core.types import (
     Policy,
     Side,
     coarse,
+    new_objects,
 )
 
 # reason tag -> short human phrase, for reports.  Every Change.reason reconcile emits is a key.
@@ -137,13 +138,8 @@ class Touched:
 
     def local_paths(self, ancestor: Manifest, local: Manifest) -> set[str]:
         before, was = (self.local, self.differ) if self.ancestor is ancestor else ({}, set())
-        out = set()
-        for p, e in local.items():
-            if before.get(p) is e:
-                if p in was:
-                    out.add(p)
-            elif (a := ancestor.get(p)) is not e and a != e:
-                out.add(p)
+        out = {p for p in new_objects(before, local) if (a := ancestor.get(p)) is not (e := local[p]) and a != e}
+        out.update(p for p in was if (e := local.get(p)) is not None and e is before.get(p))
         self.ancestor, self.local, self.differ = ancestor, dict(local), set(out)
         return out
 

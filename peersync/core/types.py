@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
-from typing import Mapping, NamedTuple
+from itertools import compress
+from operator import is_not
+from typing import Iterator, Mapping, NamedTuple
 
 from peersync.core import versions
 from peersync.core.versions import VV
@@ -118,6 +120,13 @@ class Entry(NamedTuple):
 
 # path -> Entry.  Plain dicts (cheap to build for 100k files); treat as read-only once built.
 Manifest = Mapping[str, Entry]
+
+
+def new_objects(before: Mapping, now: Mapping) -> Iterator[str]:
+    """The keys of `now` whose value is not the very object `before` holds there: what a
+    long-lived process compares again after a watch-fed scan (replica/scan.py) reused the rest.
+    (C-level loops: at 100k entries a few milliseconds, where a Python loop takes twenty.)"""
+    return compress(now, map(is_not, map(before.get, now), now.values()))
 
 
 def manifest_to_wire(manifest: Manifest) -> dict:

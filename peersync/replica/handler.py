@@ -27,7 +27,7 @@ from peersync.core.names import Folding
 from peersync.core.paths import BadPath, check_relpath, internal_rel, valid_instance_id
 from peersync.core.selection import Intersection, Selection
 from peersync.core.limits import RANGE
-from peersync.core.types import MANIFEST_FORMAT, READABLE_FORMATS, Entry
+from peersync.core.types import MANIFEST_FORMAT, READABLE_FORMATS, Entry, new_objects
 from peersync.core.unknown import covered
 from peersync.replica import bases, fsprobe, sparse, tombstones, watched
 from peersync.replica.scan import ScanResult, forget_cache, hash_bytes, scan
@@ -272,12 +272,11 @@ class Handler:
         # (a watch-fed scan reuses what no event named: scan.scan) compares as it did then.
         last = self._delta_memo if self._delta_memo is not None and self._delta_memo[0] is base else None
         before, was_changed = (last[1], last[2]) if last is not None else ({}, {})
-        changed = {}
-        for p, e in result.manifest.items():
-            if before.get(p) is e:
-                if p in was_changed:
-                    changed[p] = was_changed[p]
-            elif (w := base.get(p)) is None or w[3] != e.hash or w[0] != e.size or w[1] != e.mtime_ns \
+        manifest = result.manifest
+        changed = {p: was_changed[p] for p in was_changed if (e := manifest.get(p)) is not None and e is before.get(p)}
+        for p in new_objects(before, manifest):
+            e = manifest[p]
+            if (w := base.get(p)) is None or w[3] != e.hash or w[0] != e.size or w[1] != e.mtime_ns \
                     or w[2] != e.mode or ((e.vv or e.seen or len(w) > 4) and w[4:] != _history_wire(e.vv, e.seen)):
                 changed[p] = e.to_wire()
         # Every ancestor path is in the manifest when as many of them are as it holds.
