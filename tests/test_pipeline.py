@@ -242,3 +242,25 @@ def test_a_malformed_request_fails_whole_and_is_never_a_per_path_problem(b):
         handler.call("install", {"items": [{"path": "MEMORY.md"}]})  # no "new"
     with pytest.raises(ValueError, match="malformed request"):
         handler.call("delete", {"items": ["MEMORY.md"], "batch": "20260101T000000-abc"})
+
+
+def test_folders_are_every_parent_and_every_empty_directory() -> None:
+    """execute._folders (which folders a side holds, for deletions that keep a folder) against
+    its definition, over random trees with files, links and empty directories."""
+    import random
+
+    from peersync.core.types import DIR, LINK, Entry
+    from peersync.sync.execute import _folders
+
+    rng = random.Random(7)
+    for _ in range(300):
+        manifest = {}
+        for _ in range(rng.randrange(0, 30)):
+            path = "/".join(rng.choice(["a", "b", "c", "d.md"]) for _ in range(rng.randrange(1, 5)))
+            kind = rng.choice([0, 0, DIR, LINK])
+            manifest[path] = Entry(0, 0, kind | rng.choice([0o644, 0o755, 0o700]), "0" * 32)
+        expected = {p for p, e in manifest.items() if e.kind == DIR}
+        for path in manifest:
+            parts = path.split("/")
+            expected.update("/".join(parts[:i]) for i in range(1, len(parts)))
+        assert _folders(manifest) == expected
