@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from peersync.core.selection import Selection
+from peersync.core.types import Entry
 from peersync.replica import scan as scanning
 from peersync.replica import watched
 from peersync.replica.handler import Handler
@@ -404,8 +405,10 @@ def test_a_watched_scan_reuses_unchanged_entries_and_its_delta_equals_a_fresh_on
             # A selection root that is a file (MEMORY.md) is stat'ed anew by every scan.
             in_folders = {p for p in memoized if "/" in p}
             assert in_folders <= {p for p, e in reused.items() if last.get(p) is e}, f"round {round_}"
-            if last_action == "noop":  # no record changed either: folders come whole, not file by file
-                assert watch.whole > len(watch.nodes) / 2, f"round {round_}"
+        if action != "change" and last_action not in (None, "change"):
+            # No file changed since the last scan (a record may have): folders come whole, not file
+            # by file — all but the one holding a file whose record changed.
+            assert watch.whole > len(watch.nodes) / 2, f"round {round_} ({action})"
         memoized = {p for n in watch.nodes.values() for p in n.kept or ()} if watch is not None else set()
         assert round_ == 0 or action == "change" or len(memoized) > len(reused) / 2
         last, last_action = dict(reused), action
@@ -505,3 +508,25 @@ def test_a_watch_dropped_for_a_new_selection_stays_held(tmp_path):
     assert new is not None and new is not old
     assert not old.mutex.acquire(blocking=False) and old.fd < 0
     watched.done(new, ok=True)
+
+
+def test_versions_say_which_records_changed_since_a_generation(tmp_path, monkeypatch):
+    """Versions.changed_since, which lets a watched scan take a folder whole after records changed
+    elsewhere: exactly the paths recorded or pruned after that generation; None once forgotten."""
+    from peersync.replica import versions as versions_module
+    from peersync.replica.versions import Versions
+
+    v = Versions(tmp_path, "a" * 32)
+    entry = lambda n: Entry(n, n, 0o644, f"{n:032x}")  # noqa: E731
+    v.record([(f"memory/{i}.md", entry(i), True) for i in range(3)])
+    gen = v.known()[1]
+    assert v.changed_since(gen) == set()
+    v.record([("memory/1.md", entry(10), True)])
+    v.record([("notes/x.md", entry(11), False)])
+    assert v.changed_since(gen) == {"memory/1.md", "notes/x.md"}
+    assert v.changed_since(gen + 1) == {"notes/x.md"}
+    assert v.changed_since(gen + 5) is None  # (a generation it never had)
+    monkeypatch.setattr(versions_module, "LOG_MAX", 2)
+    v.record([("memory/2.md", entry(12), True)])
+    assert v.changed_since(gen) is None  # the first change is forgotten: not known
+    assert v.changed_since(gen + 1) == {"notes/x.md", "memory/2.md"}

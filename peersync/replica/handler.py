@@ -166,7 +166,8 @@ class Handler:
         listings = watched.walker(self.ws.root, walk)
         cache_path = self._scan_cache
         try:
-            result = scan(self.ws.root, walk, cache_path, save_cache=save_cache, known=known, listings=listings)
+            result = scan(self.ws.root, walk, cache_path, save_cache=save_cache, known=known, listings=listings,
+                          changed_since=self.versions.changed_since)
         except BaseException:
             if listings is not None:
                 watched.done(listings, ok=False)

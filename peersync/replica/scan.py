@@ -341,13 +341,15 @@ _new = tuple.__new__  # an Entry per file per scan: without the generated __new_
 
 
 def scan(root: Path, selection: Selection, cache_path: Path | None = None, *,
-         save_cache: bool = True, known: tuple[dict, int] | None = None, listings=None) -> ScanResult:
+         save_cache: bool = True, known: tuple[dict, int] | None = None, listings=None,
+         changed_since=None) -> ScanResult:
     """Manifest of the selection under `root`.  Per-file trouble becomes a Problem, not an abort.
 
     `save_cache=False` (dry runs) reads the stat cache but writes nothing.  `known`: this replica's
     version records (Versions.known): a file whose record holds its content gets that record's
     history in its entry; the others are listed in `unmatched` (Versions.assign does the rest).
-    `listings`: a watched tree (replica/watched.py) that walks it, listing only what changed."""
+    `listings`: a watched tree (replica/watched.py) that walks it, listing only what changed.
+    `changed_since`: Versions.changed_since, for the records of `known` (see watched.walk)."""
     root = Path(root)
     started = time.time_ns()
     cache = StatCache(cache_path)
@@ -367,7 +369,8 @@ def scan(root: Path, selection: Selection, cache_path: Path | None = None, *,
     # comes whole as (None, listing), and enters the manifest as one dict update.
     reuse = listings is not None and known is not None
     found = (walk(root, selection, result.problems, result.unknown, kinds=True) if listings is None
-             else listings.walk(result.problems, result.unknown, reuse=known if reuse else None))
+             else listings.walk(result.problems, result.unknown,
+                                reuse=(*known, changed_since or _unknown_changes) if reuse else None))
     manifest = result.manifest
     memo, kept, folders = {}, None, []
     for rel, st in found:
@@ -435,6 +438,10 @@ def scan(root: Path, selection: Selection, cache_path: Path | None = None, *,
     except OSError as err:
         result.problems.append(Problem("", f"cannot save scan cache: {err.strerror}"))
     return result
+
+
+def _unknown_changes(_gen: int) -> None:
+    return None
 
 
 def link_entry(target: bytes) -> Entry:

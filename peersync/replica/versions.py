@@ -109,6 +109,7 @@ class Versions:
         self._inode = None
         self._gen = 0  # bumped by every change to the rows in memory (a scan's `known` is then stale)
         self._present: tuple[int, dict | None, int] = (-1, None, 0)  # (gen, rows, how many present)
+        self._log: list[tuple[int, list[str]]] = []  # (generation, the paths its change touched), recent
 
     # -- storage -----------------------------------------------------------------------------
     def _open(self) -> sqlite3.Connection:
@@ -179,7 +180,7 @@ class Versions:
         rows = self._all()
         gen, counted, count = self._present
         kept = gen == self._gen and counted is rows  # the count stays right as the rows change
-        self._gen += 1
+        self._bump([*drop, *(r[0] for r in records)])
         for path in drop:
             row = rows.pop(path, None)
             count -= bool(row and row[0])
@@ -380,10 +381,32 @@ class Versions:
             db.execute("begin immediate")
             db.executemany("delete from versions where path = ?", [(_key(p),) for p in old])
             db.execute("commit")
-            self._gen += 1
+            self._bump(old)
             for p in old:
                 self._all().pop(p, None)
         return len(old)
+
+    def _bump(self, paths: list[str]) -> None:
+        """A new generation of the rows in memory, which changed at `paths` (remembered a while)."""
+        self._gen += 1
+        self._log.append((self._gen, paths))
+        total = sum(len(p) for _, p in self._log)
+        while self._log and (len(self._log) > LOG_MAX or total > LOG_PATHS_MAX):
+            total -= len(self._log.pop(0)[1])
+
+    @_serialised
+    def changed_since(self, gen: int) -> set[str] | None:
+        """The paths whose record changed after generation `gen` of the rows in memory (each by a new
+        row); None when that is no longer known."""
+        if gen == self._gen:
+            return set()
+        if gen > self._gen or not self._log or self._log[0][0] > gen + 1:
+            return None
+        return {p for g, paths in self._log if g > gen for p in paths}
+
+
+LOG_MAX = 64  # generations remembered by changed_since
+LOG_PATHS_MAX = 1 << 16  # and paths, over all of them
 
 
 def _respelled(rows: dict[str, tuple], manifest: Mapping[str, Entry], fold: Callable[[str], str]

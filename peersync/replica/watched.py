@@ -130,6 +130,7 @@ class TreeWatch:
         self.tops: dict[str, tuple | None] = {}  # selection root -> (st_dev, st_ino) it named when listed
         self.mounts = b""  # /proc/self/mountinfo at the last scan: a mount makes no event
         self.whole = 0  # folders the last walk yielded whole (see walk's `reuse`)
+        self._moved: dict[int, set[str] | None] = {}
 
     # -- events ---------------------------------------------------------------------------------
     def _start(self) -> None:
@@ -197,11 +198,13 @@ class TreeWatch:
     # -- the walk -------------------------------------------------------------------------------
     def walk(self, problems: list, unknown: list, reuse: tuple | None = None):
         """scan.walk(root, selection, problems, unknown, kinds=True), listing only what changed.
-        `reuse`: (version records, generation) of a scan (scan.scan) that keeps what it made of a
-        folder in its _Node: a folder that no event named since, whose `whole` was made from these
-        very records, is yielded whole as (None, its node); any other comes as (False, its node)
-        before its files, and (False, None) follows the folders of each selected root."""
+        `reuse`: (version records, generation, changed_since) of a scan (scan.scan) that keeps what
+        it made of a folder in its _Node: a folder that no event named since, whose `whole` was made
+        from these very records, none of its own changed since (Versions.changed_since), is yielded
+        whole as (None, its node); any other comes as (False, its node) before its files, and
+        (False, None) follows the folders of each selected root."""
         self.whole = 0
+        self._moved: dict[int, set[str] | None] = {}  # generation -> folders whose records changed since
         mounts = _mountinfo()
         full = (self.fd < 0 or not self._drain() or time.monotonic() - self.full_at > FULL_EVERY
                 or mounts != self.mounts or self._new_links())
@@ -267,7 +270,10 @@ class TreeWatch:
             if found.unknown is not None:
                 found.unknown.extend(node.unknown)
             done = node.whole
-            if untouched and reuse is not None and done is not None and done[0] is reuse[0] and done[1] == reuse[1]:
+            if untouched and reuse is not None and done is not None and done[0] is reuse[0] and (
+                    done[1] == reuse[1] or self._unmoved(current, done[1], reuse[2])):
+                if done[1] != reuse[1]:
+                    node.whole = (done[0], reuse[1], done[2])  # (still right at this generation)
                 self.whole += 1
                 yield None, node
             else:
@@ -292,6 +298,14 @@ class TreeWatch:
         node = _Node(dict(items), subdirs, problems, unknown, fresh and not unknown, empty)
         self.nodes[current] = node
         return node
+
+    def _unmoved(self, current: str, gen: int, changed_since) -> bool:
+        """Whether no record of a file directly in folder `current` changed after generation `gen`."""
+        if gen not in self._moved:
+            paths = changed_since(gen)
+            self._moved[gen] = None if paths is None else {p.rpartition("/")[0] for p in paths}
+        moved = self._moved[gen]
+        return moved is not None and current not in moved
 
     def _restat(self, node: _Node, current: str, names: set[str]) -> bool:
         """Bring `node` up to date by stat'ing the files events named (written, created, renamed,
