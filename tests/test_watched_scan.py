@@ -202,13 +202,18 @@ def test_changes_made_while_nobody_watched_are_found(tmp_path):
     assert watch.full
 
 
-def test_the_whole_tree_is_listed_again_every_full_every_seconds(tmp_path, monkeypatch):
-    root = tmp_path / "ws"
+def settled_watch(root):
+    """A watch on a seeded tree, walked twice: its next walk lists only what changed."""
     seed_tree(root)
     watch = new_watch(root)
     through(watch)
     through(watch)
     assert not watch.full
+    return watch
+
+
+def test_the_whole_tree_is_listed_again_every_full_every_seconds(tmp_path, monkeypatch):
+    watch = settled_watch(tmp_path / "ws")
     monkeypatch.setattr(watched, "FULL_EVERY", 0.0)
     through(watch)
     assert watch.full
@@ -484,12 +489,7 @@ def test_a_hard_link_made_after_the_listing_and_written_through_is_seen(tmp_path
 
 
 def test_a_change_to_the_mount_table_means_a_full_listing(tmp_path, monkeypatch):
-    root = tmp_path / "ws"
-    seed_tree(root)
-    watch = new_watch(root)
-    through(watch)
-    through(watch)
-    assert not watch.full
+    watch = settled_watch(tmp_path / "ws")
     monkeypatch.setattr(watched, "_mountinfo", lambda: b"another mount table")
     through(watch)
     assert watch.full

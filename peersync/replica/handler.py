@@ -37,7 +37,7 @@ from peersync.replica.store import Refused, Store, hash_fd
 from peersync.replica.versions import Versions, open_versions
 from peersync.workspace.locate import looks_like_workspace
 from peersync.workspace.lock import state_lock
-from peersync.workspace.storage import atomic_write_bytes, ensure_private_dir, read_json, sweep_temp
+from peersync.workspace.storage import atomic_write_bytes, ensure_private_dir, read_json, stat_identity, sweep_temp
 from peersync.workspace.workspace import Workspace
 
 
@@ -54,14 +54,10 @@ CHANGES = frozenset({"init", "install", "delete", "touch", "quarantine", "ancest
 # Ancestor files this process read or wrote: str(path) -> (file identity, digest, document,
 # whether the document was parsed).
 _ANCESTORS: dict[str, tuple] = {}
-# The encoded entries of the ancestors this process wrote: str(path) -> {path: (wire, its text)}, or
+# The encoded entries of the ancestors this process wrote: str(path) -> {path: (wire, its bytes)}, or
 # None after its first write.  A sync changes a few entries of many: a long-lived process (a keeper,
 # a kept agent) encodes only those from its second write on (canonical_ancestor).
 _ENCODED: dict[str, dict | None] = {}
-
-
-def _identity(st: os.stat_result) -> tuple:
-    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
 
 
 class Handler:
@@ -302,7 +298,7 @@ class Handler:
             ensure_private_dir(path.parent)  # a link there would lead reads elsewhere
         try:
             with open(path, "rb") as f:
-                key = _identity(os.fstat(f.fileno()))
+                key = stat_identity(os.fstat(f.fileno()))
                 kept = _ANCESTORS.get(str(path))
                 if kept is not None and kept[0] == key and (kept[3] or not parse):
                     return kept[1], kept[2]
@@ -472,7 +468,7 @@ class Handler:
         digest = hash_bytes(raw)
         # What we just wrote is what the next sync reads (we hold the workspace's lock: nobody
         # else writes it meanwhile).
-        _ANCESTORS[str(path)] = (_identity(os.stat(path)), digest, manifest, True)
+        _ANCESTORS[str(path)] = (stat_identity(os.stat(path)), digest, manifest, True)
         return {"applied": True, "digest": digest}
 
     # -- deletion records (peersync.replica.tombstones) -------------------------------------------

@@ -16,7 +16,7 @@ import xxhash
 from peersync.core import links
 from peersync.core.selection import Selection
 from peersync.core.types import DIR, LINK, Entry, Problem
-from peersync.workspace.storage import atomic_write_bytes
+from peersync.workspace.storage import atomic_write_bytes, file_identity
 
 CACHE_FORMAT = 1  # bump me when the cache layout changes (old caches are then ignored)
 CHUNK = 1 << 20
@@ -251,7 +251,7 @@ class StatCache:
         self.dirty = False
         self.changed = 0  # entries added, updated or dropped since loaded
         if path is not None:
-            key = _file_key(path)
+            key = file_identity(path)
             kept = _KEPT.get(str(path))
             if kept is not None and key is not None and kept[0] == key:
                 self.entries = kept[1]  # a long-lived process (a kept agent) skips the reload
@@ -298,12 +298,12 @@ class StatCache:
             # A large cache is not rewritten for a few changes: the next scan re-hashes those few
             # files (milliseconds), rewriting it costs far more at 100k files.  This process
             # keeps using the entries it holds (_KEPT).
-            _KEPT[str(self.path)] = (_file_key(self.path), self.entries)
+            _KEPT[str(self.path)] = (file_identity(self.path), self.entries)
             return
         atomic_write_bytes(self.path, json.dumps({"format": CACHE_FORMAT, "entries": self.entries},
                                                  separators=(",", ":")).encode())
         self.dirty = False
-        _KEPT[str(self.path)] = (_file_key(self.path), self.entries)
+        _KEPT[str(self.path)] = (file_identity(self.path), self.entries)
 
 
 # Cache files this process read or wrote, by path: (file identity, entries).  Entries are facts
@@ -327,14 +327,6 @@ def _age(path: Path) -> float:
         return time.time() - os.stat(path).st_mtime
     except OSError:
         return float("inf")
-
-
-def _file_key(path: Path):
-    try:
-        st = os.stat(path)
-    except OSError:
-        return None
-    return (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
 
 
 _new = tuple.__new__  # an Entry per file per scan: without the generated __new__'s defaults

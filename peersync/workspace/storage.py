@@ -104,6 +104,20 @@ def atomic_write_json(path: Path, value, *, indent: int | None = 2) -> None:
     atomic_write_bytes(path, (json.dumps(value, indent=indent, ensure_ascii=False) + "\n").encode("utf-8", "backslashreplace"))
 
 
+def stat_identity(st: os.stat_result) -> tuple:
+    """What tells one version of a file from another without reading it: a file replaced (a new
+    inode) or written in place (size, mtime, ctime) has another identity."""
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+
+
+def file_identity(path: Path | str) -> tuple | None:
+    """stat_identity of the file at `path`; None when there is none to be had."""
+    try:
+        return stat_identity(os.stat(path))
+    except OSError:
+        return None
+
+
 def read_json(path: Path, default=None):
     """Read a JSON state file; a missing file gives `default`, a corrupt one raises ValueError."""
     try:

@@ -20,6 +20,7 @@ from peersync.workspace.storage import (
     atomic_write_bytes,
     atomic_write_json,
     ensure_private_dir,
+    file_identity,
     read_json,
 )
 
@@ -247,7 +248,7 @@ class Workspace:
         and finds it unchanged does not parse it again (1000 entries: milliseconds per sync).
         Callers do not modify what they get."""
         path = self.history_file
-        key = _file_identity(path)
+        key = file_identity(path)
         kept = _HISTORY.get(str(path))
         if kept is not None and key is not None and kept[0] == key:
             return kept[1]
@@ -270,20 +271,12 @@ class Workspace:
         entry = with_clawdbot_keys({"time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **entry})
         entries = ([entry] + self.history())[:HISTORY_LIMIT]
         atomic_write_json(self.history_file, {"entries": entries}, indent=None)
-        key = _file_identity(self.history_file)
+        key = file_identity(self.history_file)
         if key is not None:
             _HISTORY[str(self.history_file)] = (key, entries)
 
 
 _HISTORY: dict[str, tuple] = {}  # history file -> (its identity when read or written, its entries)
-
-
-def _file_identity(path: Path):
-    try:
-        st = os.stat(path)
-    except OSError:
-        return None
-    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
 
 
 def _load_json_file(path: Path, default=None):
