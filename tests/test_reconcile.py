@@ -391,12 +391,14 @@ def test_reconciling_only_the_touched_paths_changes_nothing(ancestor, local, rem
                      paths=touched_paths(ancestor, local, remote, moved)) == full
 
 
+@pytest.mark.parametrize("told", [False, True], ids=["by-identity", "scan-says-what-is-new"])
 @pytest.mark.parametrize("seed", range(6))
-def test_touched_paths_with_a_memo_equals_a_fresh_comparison(seed) -> None:
+def test_touched_paths_with_a_memo_equals_a_fresh_comparison(seed, told) -> None:
     """A keeper's memo (reconcile.Touched) across syncs: entries that are the very objects of the
     last call, equal copies, changed and removed ones, new paths; the ancestor kept, replaced by one
     that moved only at named paths (`moved`), or replaced outright.  Every call's answer is the
-    plain comparison's."""
+    plain comparison's.  `told`: the scan also says which paths it made anew since the last call
+    (as a watch-fed one does), sometimes with a few more, sometimes not (None)."""
     import random
 
     from peersync.core.reconcile import Touched, touched_paths
@@ -413,7 +415,8 @@ def test_touched_paths_with_a_memo_equals_a_fresh_comparison(seed) -> None:
     memo = Touched()
     for _ in range(40):
         roll = rng.random()
-        for p in rng.sample(paths, rng.randrange(0, 6)):  # the scan: what events named is made anew
+        anew = set(rng.sample(paths, rng.randrange(0, 6)))
+        for p in anew:  # the scan: what events named is made anew
             what = rng.random()
             if what < 0.3:
                 local.pop(p, None)
@@ -422,7 +425,9 @@ def test_touched_paths_with_a_memo_equals_a_fresh_comparison(seed) -> None:
             else:
                 local[p] = entry()
         local = dict(local)
-        got = touched_paths(ancestor, local, {}, moved := set(rng.sample(paths, 3)), memo=memo)
+        fresh = (anew | set(rng.sample(paths, rng.randrange(0, 3)))) if told and rng.random() < 0.85 else None
+        got = touched_paths(ancestor, local, {}, moved := set(rng.sample(paths, 3)), memo=memo,
+                            fresh=fresh, scanned=object())
         assert got == touched_paths(ancestor, local, {}, moved)
         if roll < 0.4:  # the sync saved a new ancestor, at the paths it looked at
             at = got | set(rng.sample(paths, 2))

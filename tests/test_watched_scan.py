@@ -378,7 +378,7 @@ def test_a_watched_scan_reuses_unchanged_entries_and_its_delta_equals_a_fresh_on
     first = handler.scan()
     digest = handler.op_ancestor_put(peer, manifest={"format": 2, "entries": {
         p: e.to_wire() for p, e in first.manifest.items() if rng.random() < 0.9}})["digest"]
-    last, memoized, last_action = None, set(), None
+    last, memoized, last_action, last_scan, told = None, set(), None, None, 0
     for round_ in range(24):
         action = rng.choice(["noop", "noop", "change", "record", "ancestor"])
         if action == "change":
@@ -416,7 +416,17 @@ def test_a_watched_scan_reuses_unchanged_entries_and_its_delta_equals_a_fresh_on
             assert watch.whole > len(watch.nodes) / 2, f"round {round_} ({action})"
         memoized = {p for n in watch.nodes.values() for p in n.kept or ()} if watch is not None else set()
         assert round_ == 0 or action == "change" or len(memoized) > len(reused) / 2
-        last, last_action = dict(reused), action
+        # What the scan says it may have made anew since the last one (watched.changed_between):
+        # every other path holds the very entry object it held then.
+        scanned = handler._delta_memo[3]
+        anew = watched.changed_between(last_scan, scanned)
+        if anew is not None:
+            told += 1
+            assert [p for p, e in reused.items() if p not in anew and last.get(p) is not e] == [], f"round {round_}"
+            if action != "change" and last_action not in (None, "change"):
+                assert len(anew) < len(reused) / 2, f"round {round_} ({action})"
+        last, last_action, last_scan = dict(reused), action, scanned
+    assert told >= 12  # most rounds know (not the first two, nor one after a record changed every folder)
 
 
 def test_a_processs_first_scan_frees_the_stat_cache_and_its_later_ones_keep_it(tmp_path, monkeypatch):

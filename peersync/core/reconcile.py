@@ -95,12 +95,14 @@ def reconcile(
 
 
 def touched_paths(ancestor: Manifest, local: Manifest, remote: Manifest,
-                  remote_moved: Iterable[str] | None = None, memo: "Touched | None" = None) -> set[str]:
+                  remote_moved: Iterable[str] | None = None, memo: "Touched | None" = None, *,
+                  fresh: set[str] | None = None, scanned: object = None) -> set[str]:
     """The paths where the three manifests do not all hold equal entries — the only ones
     reconcile can have anything to do for.  `remote_moved`: the peer already said which of its
     paths differ from `ancestor` (a delta scan), so `remote` need not be compared.  `memo`: what
-    the last call of a long-lived process found for `local` (see Touched)."""
-    out = memo.local_paths(ancestor, local) if memo is not None else _differ(ancestor, local)
+    the last call of a long-lived process found for `local`, with `fresh` and `scanned` (see Touched)."""
+    out = memo.local_paths(ancestor, local, fresh=fresh, scanned=scanned) if memo is not None \
+        else _differ(ancestor, local)
     _add_gone(out, ancestor, local)
     if remote_moved is None:
         out.update(_differ(ancestor, remote))
@@ -129,18 +131,34 @@ class Touched:
     time for what no event named (replica/scan.py), and against the very same ancestor object an
     entry that is the object it was then compares as it did then.  Only entries that are new objects
     are compared; a no-op sync of 100k files then compares none.  After a sync saved a new ancestor
-    that differs from the old one only at known paths, `moved` carries the memo over to it."""
+    that differs from the old one only at known paths, `moved` carries the memo over to it.
+
+    Better still, a watch-fed scan can say which paths its manifest may hold another object at
+    than the last one's (replica/watched.py, changed_between): `scanned` names the scan that made
+    `local`, and `fresh` those paths since the scan of the last call.  Only they (and the paths
+    the ancestor moved at) are compared then, and nothing is copied."""
 
     def __init__(self) -> None:
         self.ancestor: Manifest | None = None
-        self.local: dict = {}
+        self.local: dict | None = {}  # None: not kept (the last call had `fresh`)
         self.differ: set[str] = set()
+        self.scanned: object = None  # the scan the last call's `local` came from
+        self.recheck: set[str] = set()  # paths the ancestor moved at since the last call
 
-    def local_paths(self, ancestor: Manifest, local: Manifest) -> set[str]:
-        before, was = (self.local, self.differ) if self.ancestor is ancestor else ({}, set())
-        out = {p for p in new_objects(before, local) if (a := ancestor.get(p)) is not (e := local[p]) and a != e}
-        out.update(p for p in was if (e := local.get(p)) is not None and e is before.get(p))
-        self.ancestor, self.local, self.differ = ancestor, dict(local), set(out)
+    def local_paths(self, ancestor: Manifest, local: Manifest, *, fresh: set[str] | None = None,
+                    scanned: object = None) -> set[str]:
+        same = self.ancestor is ancestor
+        if same and fresh is not None:
+            look = fresh | self.recheck
+            out = {p for p in look if (e := local.get(p)) is not None and (a := ancestor.get(p)) is not e and a != e}
+            out.update(p for p in self.differ if p not in look and p in local)
+            kept = None
+        else:
+            before, was = (self.local, self.differ) if same and self.local is not None else ({}, set())
+            out = {p for p in new_objects(before, local) if (a := ancestor.get(p)) is not (e := local[p]) and a != e}
+            out.update(p for p in was if (e := local.get(p)) is not None and e is before.get(p))
+            kept = dict(local)
+        self.ancestor, self.local, self.differ, self.scanned, self.recheck = ancestor, kept, set(out), scanned, set()
         return out
 
     def moved(self, old: Manifest, new: Manifest, paths: Iterable[str]) -> None:
@@ -148,8 +166,10 @@ class Touched:
         if self.ancestor is not old:
             return
         for p in paths:
-            self.local.pop(p, None)
+            if self.local is not None:
+                self.local.pop(p, None)
             self.differ.discard(p)
+            self.recheck.add(p)
         self.ancestor = new
 
 

@@ -78,7 +78,7 @@ class Handler:
         # bases_keep's (path, hash, vector) triples, recorded with their content (stashed in the
         # store) by the run's logbase_save, or when the session ends: one write each per sync.
         self._pending_bases: list[tuple[str, str, list]] = []
-        self._delta_memo: tuple | None = None  # op_scan's last delta: (ancestor entries, manifest, changed)
+        self._delta_memo: tuple | None = None  # op_scan's last delta: (ancestor entries, manifest, changed, scan)
 
     @property
     def _scan_cache(self) -> Path:
@@ -180,7 +180,10 @@ class Handler:
             result.unknown = [p for p in result.unknown if selection.contains(p)]
         if save_cache:
             result.problems = self._reported_once(result.problems)
+        fresh, result.fresh = result.fresh, None
         if self.ws.existing_instance_id() is None and not save_cache:
+            if fresh is not None:
+                fresh[0].record(fresh[1], None)
             return result  # a dry run against a workspace that has no state yet: nothing on record
         folding = self._folding(result)
         unknown = set(result.unknown)
@@ -189,8 +192,17 @@ class Handler:
             return selection.contains(path) and not covered(path, unknown)
 
         scanned = (*result.known, result.unmatched) if result.unmatched is not None else None
-        result.manifest = self.versions.assign(result.manifest, covers=covers, save=save_cache,
-                                               fold=folding.key if folding is not None else None, scanned=scanned)
+        result.manifest, rest_only = self.versions.assign_scanned(
+            result.manifest, covers=covers, save=save_cache, fold=folding.key if folding is not None else None,
+            scanned=scanned)
+        if fresh is not None:
+            # What the next scan's readers may skip (TreeWatch.record): only while the manifest is
+            # the walk's own, path for path and object for object, but at the paths it walked file
+            # by file — no other selection's filter, no respelled names, no other history assigned.
+            watch, seq, paths = fresh
+            same = rest_only and selection is walk and (folding is None or not folding.normalization)
+            watch.record(seq, set(paths) if same else None)
+            result.fresh = (watch, seq) if same else None
         return result
 
     def _reported_once(self, problems: list, message: str = links.OUTSIDE, key: str = "outside") -> list:
@@ -269,11 +281,20 @@ class Handler:
         # and so does a chmod (permission bits are merged: core/modes.py).
         # Against the same ancestor as the last scan, an entry that is the very object it was then
         # (a watch-fed scan reuses what no event named: scan.scan) compares as it did then.
+        # And where the watch says which paths its scans since then may have made anew
+        # (TreeWatch.fresh_between), only those are looked at: a no-op then looks at none.
         last = self._delta_memo if self._delta_memo is not None and self._delta_memo[0] is base else None
         before, was_changed = (last[1], last[2]) if last is not None else ({}, {})
         manifest = result.manifest
-        changed = {p: was_changed[p] for p in was_changed if (e := manifest.get(p)) is not None and e is before.get(p)}
-        for p in new_objects(before, manifest):
+        fresh = watched.changed_between(last[3], result.fresh) if last is not None else None
+        if fresh is not None:
+            changed = {p: w for p, w in was_changed.items() if p not in fresh and p in manifest}
+            again = [p for p in fresh if p in manifest]
+        else:
+            changed = {p: was_changed[p] for p in was_changed
+                       if (e := manifest.get(p)) is not None and e is before.get(p)}
+            again = new_objects(before, manifest)
+        for p in again:
             e = manifest[p]
             if (w := base.get(p)) is None or w[3] != e.hash or w[0] != e.size or w[1] != e.mtime_ns \
                     or w[2] != e.mode or ((e.vv or e.seen or len(w) > 4) and w[4:] != _history_wire(e.vv, e.seen)):
@@ -281,7 +302,7 @@ class Handler:
         # Every ancestor path is in the manifest when as many of them are as it holds.
         new = sum(1 for p in changed if p not in base)
         deleted = [] if len(result.manifest) - new == len(base) else [p for p in base if p not in result.manifest]
-        self._delta_memo = (base, result.manifest, changed)
+        self._delta_memo = (base, result.manifest, changed, result.fresh)
         return {"delta": True, "entries": changed, "deleted": deleted, "problems": problems, "unknown": unknown,
                 "fs": result.fs,
                 "hashed": result.hashed, "dead": self.has_dead()}

@@ -39,6 +39,9 @@ class ScanResult:
     # (the others' entries carry their record's history already), and those records' generation.
     unmatched: list[str] | None = None
     known: tuple | None = None
+    # From a watch-fed scan: (the TreeWatch, its walk, the paths whose entry it did not reuse);
+    # Handler.scan turns it into (watch, walk) once it knows (TreeWatch.record), or None.
+    fresh: tuple | None = None
 
 
 def walk(root: Path, selection: Selection, problems: list[Problem] | None = None,
@@ -365,6 +368,7 @@ def scan(root: Path, selection: Selection, cache_path: Path | None = None, *,
                                 reuse=(*known, changed_since or _unknown_changes) if reuse else None))
     manifest = result.manifest
     memo, kept, folders = {}, None, []
+    fresh: list[str] | None = [] if reuse else None  # entries not reused from the last scan (TreeWatch.record)
     for rel, st in found:
         if not rel:
             if rel is None:
@@ -379,10 +383,11 @@ def scan(root: Path, selection: Selection, cache_path: Path | None = None, *,
         if reuse:
             hit = memo.get(rel)
             if hit is not None and hit[0] is st and rows.get(rel) is hit[1]:
-                manifest[rel] = hit[2]
+                manifest[rel] = hit[2]  # (the last scan's entry: a kept folder's were all in its manifest)
                 if kept is not None:
                     kept[rel] = hit
                 continue
+            fresh.append(rel)
         if not stat_mod.S_ISREG(st.st_mode):
             entry = _special_entry(os.path.join(root, rel), st)
             if entry is None:
@@ -424,6 +429,8 @@ def scan(root: Path, selection: Selection, cache_path: Path | None = None, *,
     for node in folders:
         if len(node.kept) == len(node.items) and node.kept:
             node.whole = (rows, known[1], {rel: hit[2] for rel, hit in node.kept.items()})
+    if fresh is not None:
+        result.fresh = (listings, listings.seq, fresh)
     try:
         if save_cache:
             cache.save(result.manifest.keys())

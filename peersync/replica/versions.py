@@ -241,9 +241,15 @@ class Versions:
         """How many files this replica's records say it holds."""
         return sum(1 for row in self._all().values() if row[0])
 
-    @_serialised
     def assign(self, manifest: Mapping[str, Entry], *, covers: Callable[[str], bool], save: bool = True,
                fold: Callable[[str], str] | None = None, scanned: tuple | None = None) -> dict[str, Entry]:
+        """See assign_scanned."""
+        return self.assign_scanned(manifest, covers=covers, save=save, fold=fold, scanned=scanned)[0]
+
+    @_serialised
+    def assign_scanned(self, manifest: Mapping[str, Entry], *, covers: Callable[[str], bool], save: bool = True,
+                       fold: Callable[[str], str] | None = None, scanned: tuple | None = None
+                       ) -> tuple[dict[str, Entry], bool]:
         """`manifest` with each file's history; new versions (edits, new files) and deletions
         (recorded paths missing from the scan that `covers` — inside the selection, and not paths
         the scan could not read) get a new event of this replica.  `save=False` (a dry run):
@@ -253,13 +259,15 @@ class Versions:
         spelling of a scanned file (a sync writes under the pair's spelling, core/names.py) is that
         file's record, not a deletion.  `scanned`: (records, generation, paths) when the scan that
         made `manifest` (every path it found) matched each file against `known()`'s records: the
-        entries it matched carry their history already, and only `paths` (the others) are looked at."""
+        entries it matched carry their history already, and only `paths` (the others) are looked at.
+        Returns (the manifest with histories, whether only `paths` were looked at: every other
+        entry is then the very object `manifest` holds)."""
         if not save and not self.path.exists():
-            return dict(manifest)
+            return dict(manifest), False
         rows = self._all()
         first = not self.started
         if scanned is not None and scanned[0] is rows and scanned[1] == self._gen and not first and fold is None:
-            return self._assign_rest(manifest, rows, scanned[2], covers=covers, save=save)
+            return self._assign_rest(manifest, rows, scanned[2], covers=covers, save=save), True
         respelled: list[tuple[str, bool, Entry]] = []
         dropped: list[str] = []
         if fold is not None and not first:
@@ -287,7 +295,7 @@ class Versions:
                 new_versions(self._peek())
         elif moved or records or first or dropped:
             self._write(records, started=True, drop=dropped, make=new_versions if moved else None)
-        return out
+        return out, False
 
     def _assign_rest(self, manifest: Mapping[str, Entry], rows: dict[str, tuple], rest: list[str], *,
                      covers: Callable[[str], bool], save: bool) -> dict[str, Entry]:

@@ -41,6 +41,7 @@ from peersync.replica import scan as scanning
 FULL_EVERY = 600.0  # seconds: the whole tree is listed again at least this often
 MAX_WATCHES = 200_000  # directories; beyond, the rest is listed every time
 MAX_TREES = 4  # workspaces watched at once per process (inotify instances are few: 128 per user)
+FRESH_LOG, FRESH_PATHS_MAX = 16, 65536  # what TreeWatch.record keeps: walks, paths per walk
 
 IN_MODIFY, IN_ATTRIB, IN_CLOSE_WRITE = 0x2, 0x4, 0x8
 IN_MOVED_FROM, IN_MOVED_TO, IN_CREATE, IN_DELETE = 0x40, 0x80, 0x100, 0x200
@@ -96,7 +97,7 @@ def _lib() -> _Libc | None:
 class _Node:
     """What one listing of a directory found."""
 
-    __slots__ = ("items", "subdirs", "problems", "unknown", "fresh", "empty", "kept", "whole")
+    __slots__ = ("items", "subdirs", "problems", "unknown", "fresh", "empty", "kept", "whole", "walked")
 
     def __init__(self, items: dict, subdirs: list, problems: list, unknown: list, fresh: bool, empty: bool):
         self.items, self.subdirs, self.problems, self.unknown = items, subdirs, problems, unknown
@@ -108,6 +109,7 @@ class _Node:
         # anything names its file again.
         self.kept: dict | None = None
         self.whole: tuple | None = None
+        self.walked = -1  # the last walk (TreeWatch.seq) that went through this folder
 
 
 class TreeWatch:
@@ -131,6 +133,10 @@ class TreeWatch:
         self.mounts = b""  # /proc/self/mountinfo at the last scan: a mount makes no event
         self.whole = 0  # folders the last walk yielded whole (see walk's `reuse`)
         self._moved: dict[int, set[str] | None] = {}
+        self.seq = 0  # walks so far
+        # (walk, the paths whose entry the scan of that walk may have made anew — None: any), recent
+        self._fresh: list[tuple[int, frozenset | None]] = []
+        self._fresh_lock = threading.Lock()
 
     # -- events ---------------------------------------------------------------------------------
     def _start(self) -> None:
@@ -204,6 +210,7 @@ class TreeWatch:
         whole as (None, its node); any other comes as (False, its node) before its files, and
         (False, None) follows the folders of each selected root."""
         self.whole = 0
+        self.seq += 1
         self._moved: dict[int, set[str] | None] = {}  # generation -> folders whose records changed since
         mounts = _mountinfo()
         full = (self.fd < 0 or not self._drain() or time.monotonic() - self.full_at > FULL_EVERY
@@ -224,6 +231,31 @@ class TreeWatch:
             self._forget(path)
         self.dirty.clear()
         self.names.clear()
+
+    # -- what changed between two scans ---------------------------------------------------------
+    def record(self, seq: int, paths: set[str] | None) -> None:
+        """The scan of walk `seq` finished, and its manifest holds, at every path but `paths`
+        (None: at any path), the very entry object the manifest of walk `seq - 1` held there — or
+        no entry where that one had none.  (What scan.scan reuses — a whole folder, a file no event
+        named — is the last scan's object; the rest is in `paths`.)  Kept for FRESH_LOG walks."""
+        with self._fresh_lock:
+            self._fresh.append((seq, None if paths is None or len(paths) > FRESH_PATHS_MAX else frozenset(paths)))
+            del self._fresh[:-FRESH_LOG]
+
+    def fresh_between(self, since: int, upto: int) -> set[str] | None:
+        """The paths whose entry the scans of walks `since + 1` … `upto` may have made anew (each
+        other path holds in `upto`'s manifest the very object `since`'s held, or is in neither);
+        None when that is not known (a walk not recorded, forgotten, or recorded as None)."""
+        if upto < since:
+            return None
+        with self._fresh_lock:
+            found = {seq: paths for seq, paths in self._fresh if since < seq <= upto}
+        if len(found) != upto - since or any(paths is None for paths in found.values()):
+            return None
+        out: set[str] = set()
+        for paths in found.values():
+            out |= paths
+        return out
 
     def _new_links(self) -> bool:
         """Whether a file events named now has a second hard link: a write through its other name
@@ -270,7 +302,10 @@ class TreeWatch:
             if found.unknown is not None:
                 found.unknown.extend(node.unknown)
             done = node.whole
-            if untouched and reuse is not None and done is not None and done[0] is reuse[0] and (
+            # Whole only when the last walk went through it too: its entries are then the very
+            # objects the last scan's manifest held (see record).
+            last, node.walked = node.walked, self.seq
+            if untouched and reuse is not None and done is not None and done[0] is reuse[0] and last == self.seq - 1 and (
                     done[1] == reuse[1] or self._unmoved(current, done[1], reuse[2])):
                 if done[1] != reuse[1]:
                     node.whole = (done[0], reuse[1], done[2])  # (still right at this generation)
@@ -456,6 +491,15 @@ def done(watch: TreeWatch, ok: bool) -> None:
             watch.close()
     finally:
         watch.mutex.release()
+
+
+def changed_between(before: tuple | None, now: tuple | None) -> set[str] | None:
+    """Given two watch-fed scans' ScanResult.fresh (watch, walk), the paths where the later one's
+    manifest may hold another entry object than the earlier one's (TreeWatch.fresh_between); None
+    when that is not known: then compare everything."""
+    if before is None or now is None or before[0] is not now[0]:
+        return None
+    return now[0].fresh_between(before[1], now[1])
 
 
 def forget_all() -> None:

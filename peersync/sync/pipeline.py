@@ -49,6 +49,7 @@ from peersync.core.types import (
     Side,
     manifest_to_wire,
 )
+from peersync.replica import watched
 from peersync.replica.handler import Handler
 from peersync.replica.scan import ScanResult
 from peersync.sync import journal
@@ -122,7 +123,7 @@ async def sync_pair(job: Job, local: LocalSession, remote: Replica, report: Repo
                 # A delta against an ancestor we cannot read (or that moved): the whole manifest.
                 remote_raw = await remote.scan(save_cache=not job.dry_run)
             await _reconcile_and_apply(job, local, remote, report, local_entries, remote_raw, remote_id, mine,
-                                       base_digest, local_unknown, local_fs)
+                                       base_digest, local_unknown, local_fs, local_scanned=result.fresh)
     finally:
         for task in (theirs, ours):
             if not task.done():
@@ -156,7 +157,8 @@ async def begin(job: Job, remote: Replica) -> str | None:
 
 async def _reconcile_and_apply(job: Job, local: LocalSession, remote: Replica, report: Report, local_entries,
                                remote_raw: dict, remote_id: str | None, mine, base_digest: str | None,
-                               local_unknown: list[str], local_fs: dict | None) -> None:
+                               local_unknown: list[str], local_fs: dict | None, *,
+                               local_scanned: tuple | None = None) -> None:
     ws, cfg, peer = job.ws, job.cfg, job.peer
     local_id = ws.instance_id
     for path, message in parse_problems(remote_raw.get("problems") or [], peer.name):
@@ -200,7 +202,11 @@ async def _reconcile_and_apply(job: Job, local: LocalSession, remote: Replica, r
     # -- plan ----------------------------------------------------------------------------------
     moved = set(changed) | deleted if delta and not names.changed else None
     memo = _touched_memo(ws, remote_id)
-    touched = touched_paths(ancestor, local_entries, remote_entries, moved, memo=memo)
+    # `local_entries` is the watch-fed scan's manifest (or a part of it chosen path by path) unless
+    # names were aligned: then the scan's word on what it made anew (watched.changed_between) holds.
+    scanned = None if names.changed else local_scanned
+    touched = touched_paths(ancestor, local_entries, remote_entries, moved, memo=memo,
+                            fresh=watched.changed_between(memo.scanned, scanned), scanned=scanned)
     # What either scan could not read is left as it is on both sides, its ancestor entry kept.
     touched = known_only(touched, [*local_unknown, *remote_unknown(remote_raw), *names.unknown, *foreign_unknown])
     local_dead, remote_dead = await deletion_records(
