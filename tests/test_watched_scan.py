@@ -540,3 +540,22 @@ def test_versions_say_which_records_changed_since_a_generation(tmp_path, monkeyp
     v.record([("memory/2.md", entry(12), True)])
     assert v.changed_since(gen) is None  # the first change is forgotten: not known
     assert v.changed_since(gen + 1) == {"notes/x.md", "memory/2.md"}
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_the_union_of_whole_folders_equals_a_plain_merge(seed):
+    """TreeWatch.union amends the last union (folders gone, folders new, a folder's dict replaced
+    by another for the same folder) and answers what merging the parts anew answers."""
+    rng = random.Random(seed)
+    watch = watched.TreeWatch("/nonexistent", Selection(), lib=None)
+    folders = {f"memory/d{i}": {f"memory/d{i}/{j}.md": (i, j) for j in range(rng.randrange(1, 6))}
+               for i in range(30)}
+    for _ in range(60):
+        for name in rng.sample(sorted(folders), rng.randrange(0, 4)):  # rewritten: a new dict
+            folders[name] = {f"{name}/{j}.md": (rng.random(), j) for j in range(rng.randrange(1, 6))}
+        parts = [folders[name] for name in sorted(folders) if rng.random() < 0.9]
+        rng.shuffle(parts)
+        plain = {}
+        for part in parts:
+            plain.update(part)
+        assert watch.union(parts) == plain

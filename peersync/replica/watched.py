@@ -137,6 +137,7 @@ class TreeWatch:
         # (walk, the paths whose entry the scan of that walk may have made anew — None: any), recent
         self._fresh: list[tuple[int, frozenset | None]] = []
         self._fresh_lock = threading.Lock()
+        self._union: tuple[list[dict], dict] = ([], {})  # see union
 
     # -- events ---------------------------------------------------------------------------------
     def _start(self) -> None:
@@ -157,6 +158,7 @@ class TreeWatch:
         self.dirty.clear()
         self.names.clear()
         self.tops.clear()
+        self._union = ([], {})
 
     def _drain(self) -> bool:
         """Mark the directories events named since the last scan; False when events were lost."""
@@ -241,6 +243,32 @@ class TreeWatch:
         with self._fresh_lock:
             self._fresh.append((seq, None if paths is None or len(paths) > FRESH_PATHS_MAX else frozenset(paths)))
             del self._fresh[:-FRESH_LOG]
+
+    def union(self, parts: list[dict]) -> dict:
+        """The union of `parts` — the entries of the folders a scan took whole, each folder's own
+        dict (never changed once made: scan.scan), so no two share a path — built from the last
+        call's union: the parts no longer there are taken out, the new ones put in.  The caller
+        must not change what it gets."""
+        old_parts, old = self._union
+        now = {id(part) for part in parts}
+        # (The parts held in self._union are alive, so no new dict can have an id of theirs.)
+        gone = [part for part in old_parts if id(part) not in now]
+        before = {id(part) for part in old_parts}
+        new = [part for part in parts if id(part) not in before]
+        if gone or new:
+            if len(gone) + len(new) > len(parts) // 2:
+                out: dict = {}
+                new = parts
+            else:
+                out = dict(old)
+                for part in gone:
+                    for path in part:
+                        del out[path]
+            for part in new:
+                out.update(part)
+            old = out
+        self._union = (list(parts), old)
+        return old
 
     def fresh_between(self, since: int, upto: int) -> set[str] | None:
         """The paths whose entry the scans of walks `since + 1` … `upto` may have made anew (each
