@@ -117,12 +117,15 @@ def agreed_ancestor(mine, theirs) -> dict[str, Entry]:
 def new_ancestor(old: Mapping[str, Entry], local: SideState, remote: SideState,
                  touched: set[str] | None = None) -> dict[str, Entry]:
     """From what actually happened: a path enters the ancestor only where both sides now agree.
-    `touched`: the paths reconcile looked at; every other one is `old`'s entry on both sides."""
+    `touched`: the paths reconcile looked at; every other one is `old`'s entry on both sides (and
+    when there are none, and nothing was written, the answer is `old` itself: callers only read it)."""
     if touched is None:
         paths = set(old) | set(local.scanned) | set(remote.scanned) | set(local.final) | set(remote.final)
         result = {}
     else:
         paths = touched | set(local.final) | set(remote.final)
+        if not paths:
+            return dict(old) if not isinstance(old, dict) else old  # (a no-op: no copy of 100k entries)
         result = dict(old)  # (a copy, then only `paths` looked at: at 100k files, 10 ms less)
     for path in paths:
         mine, theirs = local.current(path), remote.current(path)
