@@ -310,6 +310,39 @@ def test_another_selection_gets_a_watch_of_its_own(tmp_path):
     assert watch.fd < 0  # the old one let its watches go
 
 
+def test_no_more_watches_than_max_trees_even_while_all_are_in_use(tmp_path):
+    """Every watch held by a scan under way: a scan of yet another workspace lists everything
+    itself rather than add a watch (inotify instances are few); once one is free, it is replaced."""
+    held = []
+    for i in range(watched.MAX_TREES):
+        root = tmp_path / f"ws{i}"
+        seed_tree(root)
+        watched.walker(root, SEL)  # (a first scan: plain)
+        held.append(watched.walker(root, SEL))
+    assert all(w is not None for w in held) and len(watched._WATCHES) == watched.MAX_TREES
+    extra = tmp_path / "extra"
+    seed_tree(extra)
+    watched.walker(extra, SEL)
+    assert watched.walker(extra, SEL) is None
+    assert len(watched._WATCHES) == watched.MAX_TREES
+    watched.done(held[0], ok=True)
+    newest = watched.walker(extra, SEL)
+    assert newest is not None and len(watched._WATCHES) == watched.MAX_TREES
+    for watch in [*held[1:], newest]:
+        watched.done(watch, ok=True)
+
+
+def test_the_volume_type_is_read_as_statfs_lays_it_out():
+    """f_type is read with the width this machine's struct statfs gives it; a tmpfs or the
+    volume of this checkout is one inotify reports every change on."""
+    lib = watched._lib()
+    if lib is None:
+        pytest.skip("no inotify here")
+    assert watched._F_TYPE == ("I" if os.uname().machine == "s390x" else "l")
+    assert lib.fs_type("/dev/shm") in (0x01021994, None)  # tmpfs, where it is mounted
+    assert lib.fs_type(str(Path(__file__).parent)) is not None
+
+
 def test_a_kept_agent_sets_its_watches_up_between_syncs_and_a_keeper_from_its_first_scan(tmp_path, monkeypatch):
     root = tmp_path / "ws"
     generate(root, files=200, seed=4)

@@ -75,10 +75,15 @@ class _Libc:
         self.statfs.argtypes = [ctypes.c_char_p, ctypes.c_void_p]
 
     def fs_type(self, path: str) -> int | None:
-        buf = self.ctypes.create_string_buffer(256)  # struct statfs: f_type (a long) comes first
+        buf = self.ctypes.create_string_buffer(256)  # struct statfs: f_type comes first
         if self.statfs(os.fsencode(path), buf) != 0:
             return None
-        return struct.unpack_from("l", buf.raw)[0] & 0xFFFFFFFF
+        return struct.unpack_from(_F_TYPE, buf.raw)[0] & 0xFFFFFFFF
+
+
+# f_type is a long (__fsword_t) everywhere but on s390x, where it is an unsigned int (read as a
+# long there, it would be f_type and f_bsize together, and no volume would be trusted).
+_F_TYPE = "I" if os.uname().machine == "s390x" else "l"
 
 
 _libc: _Libc | None = None
@@ -470,6 +475,8 @@ def walker(root: Path | str, selection: Selection) -> TreeWatch | None:
             for old in list(_WATCHES)[:max(0, len(_WATCHES) - MAX_TREES + 1)]:  # the least recently used
                 if _WATCHES[old].mutex.acquire(blocking=False):
                     _WATCHES.pop(old).close()
+            if len(_WATCHES) >= MAX_TREES:
+                return None  # every watch is in use by a scan right now: this one lists everything
             watch = TreeWatch(key, selection, lib)
         _WATCHES[key] = _WATCHES.pop(key, watch)  # most recently used last
     if not watch.mutex.acquire(blocking=False):
