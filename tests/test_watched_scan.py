@@ -559,6 +559,7 @@ def test_versions_say_which_records_changed_since_a_generation(tmp_path, monkeyp
     from peersync.replica import versions as versions_module
     from peersync.replica.versions import Versions
 
+    monkeypatch.setattr(versions_module, "LOG_MAX", 2)  # generations remembered
     v = Versions(tmp_path, "a" * 32)
     entry = lambda n: Entry(n, n, 0o644, f"{n:032x}")  # noqa: E731
     v.record([(f"memory/{i}.md", entry(i), True) for i in range(3)])
@@ -569,7 +570,6 @@ def test_versions_say_which_records_changed_since_a_generation(tmp_path, monkeyp
     assert v.changed_since(gen) == {"memory/1.md", "notes/x.md"}
     assert v.changed_since(gen + 1) == {"notes/x.md"}
     assert v.changed_since(gen + 5) is None  # (a generation it never had)
-    monkeypatch.setattr(versions_module, "LOG_MAX", 2)
     v.record([("memory/2.md", entry(12), True)])
     assert v.changed_since(gen) is None  # the first change is forgotten: not known
     assert v.changed_since(gen + 1) == {"notes/x.md", "memory/2.md"}

@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Callable, Iterable, Mapping
 
 from peersync.core import versions
+from peersync.core.changelog import ChangeLog
 from peersync.core.types import Entry
 from peersync.core.versions import VV
 
@@ -109,7 +110,7 @@ class Versions:
         self._inode = None
         self._gen = 0  # bumped by every change to the rows in memory (a scan's `known` is then stale)
         self._present: tuple[int, dict | None, int] = (-1, None, 0)  # (gen, rows, how many present)
-        self._log: list[tuple[int, list[str]]] = []  # (generation, the paths its change touched), recent
+        self._log = ChangeLog(LOG_MAX, LOG_PATHS_MAX)  # the paths each recent generation changed at
 
     # -- storage -----------------------------------------------------------------------------
     def _open(self) -> sqlite3.Connection:
@@ -397,20 +398,13 @@ class Versions:
     def _bump(self, paths: list[str]) -> None:
         """A new generation of the rows in memory, which changed at `paths` (remembered a while)."""
         self._gen += 1
-        self._log.append((self._gen, paths))
-        total = sum(len(p) for _, p in self._log)
-        while self._log and (len(self._log) > LOG_MAX or total > LOG_PATHS_MAX):
-            total -= len(self._log.pop(0)[1])
+        self._log.add(self._gen, paths)
 
     @_serialised
     def changed_since(self, gen: int) -> set[str] | None:
         """The paths whose record changed after generation `gen` of the rows in memory (each by a new
         row); None when that is no longer known."""
-        if gen == self._gen:
-            return set()
-        if gen > self._gen or not self._log or self._log[0][0] > gen + 1:
-            return None
-        return {p for g, paths in self._log if g > gen for p in paths}
+        return self._log.between(gen, self._gen)
 
 
 LOG_MAX = 64  # generations remembered by changed_since

@@ -35,13 +35,14 @@ import threading
 import time
 from pathlib import Path
 
+from peersync.core.changelog import ChangeLog
 from peersync.core.selection import Selection
 from peersync.replica import scan as scanning
 
 FULL_EVERY = 600.0  # seconds: the whole tree is listed again at least this often
 MAX_WATCHES = 200_000  # directories; beyond, the rest is listed every time
 MAX_TREES = 4  # workspaces watched at once per process (inotify instances are few: 128 per user)
-FRESH_LOG, FRESH_PATHS_MAX = 16, 65536  # what TreeWatch.record keeps: walks, paths per walk
+FRESH_LOG, FRESH_PATHS_MAX = 16, 65536  # what TreeWatch.record keeps: walks, and paths over them all
 
 IN_MODIFY, IN_ATTRIB, IN_CLOSE_WRITE = 0x2, 0x4, 0x8
 IN_MOVED_FROM, IN_MOVED_TO, IN_CREATE, IN_DELETE = 0x40, 0x80, 0x100, 0x200
@@ -139,9 +140,8 @@ class TreeWatch:
         self.whole = 0  # folders the last walk yielded whole (see walk's `reuse`)
         self._moved: dict[int, set[str] | None] = {}
         self.seq = 0  # walks so far
-        # (walk, the paths whose entry the scan of that walk may have made anew — None: any), recent
-        self._fresh: list[tuple[int, frozenset | None]] = []
-        self._fresh_lock = threading.Lock()
+        # the paths whose entry the scan of each recent walk may have made anew
+        self._fresh = ChangeLog(FRESH_LOG, FRESH_PATHS_MAX)
         self._union: tuple[list[dict], dict] = ([], {})  # see union
 
     # -- events ---------------------------------------------------------------------------------
@@ -245,9 +245,7 @@ class TreeWatch:
         (None: at any path), the very entry object the manifest of walk `seq - 1` held there — or
         no entry where that one had none.  (What scan.scan reuses — a whole folder, a file no event
         named — is the last scan's object; the rest is in `paths`.)  Kept for FRESH_LOG walks."""
-        with self._fresh_lock:
-            self._fresh.append((seq, None if paths is None or len(paths) > FRESH_PATHS_MAX else frozenset(paths)))
-            del self._fresh[:-FRESH_LOG]
+        self._fresh.add(seq, paths)
 
     def union(self, parts: list[dict]) -> dict:
         """The union of `parts` — the entries of the folders a scan took whole, each folder's own
@@ -279,16 +277,7 @@ class TreeWatch:
         """The paths whose entry the scans of walks `since + 1` … `upto` may have made anew (each
         other path holds in `upto`'s manifest the very object `since`'s held, or is in neither);
         None when that is not known (a walk not recorded, forgotten, or recorded as None)."""
-        if upto < since:
-            return None
-        with self._fresh_lock:
-            found = {seq: paths for seq, paths in self._fresh if since < seq <= upto}
-        if len(found) != upto - since or any(paths is None for paths in found.values()):
-            return None
-        out: set[str] = set()
-        for paths in found.values():
-            out |= paths
-        return out
+        return self._fresh.between(since, upto)
 
     def _new_links(self) -> bool:
         """Whether a file events named now has a second hard link: a write through its other name
