@@ -6,13 +6,13 @@ or null), then the command's own fields.  Keys are snake_case; every time is an 
 UTC ("2026-01-26T10:00:00Z").  Stored formats (history.json, peers.json) keep their own shapes:
 this module only shapes what the CLI prints.
 
-Light on purpose (json and datetime only): the keeper's fast path (cli/quick.py) prints with it.
+Light on purpose (json only; datetime where a time is shaped): the CLI's fast path (cli/quick.py)
+prints with it.
 """
 
 from __future__ import annotations
 
 import json
-from datetime import datetime, timezone
 
 # Keys whose values are moments in time (epoch seconds or ISO 8601 strings in, RFC 3339 UTC out).
 TIME_KEYS = {"time", "last_run", "last_attempt", "last_success", "last_seen", "next_due", "recorded", "expires",
@@ -29,6 +29,8 @@ def utc(value) -> str | None:
     local time), or None.  Anything else is returned unchanged (the schema test then fails)."""
     if value is None or isinstance(value, bool):
         return value
+    from datetime import datetime, timezone  # lazy: a warm sync's text output needs no times
+
     try:
         if isinstance(value, (int, float)):
             moment = datetime.fromtimestamp(value, timezone.utc)
@@ -97,7 +99,7 @@ def sync_doc(command: str, reports: list, exits: list[int], workspace) -> tuple[
     """The document and exit status of sync/push/pull/diff, from Report.to_json() dicts and their
     exit codes: the whole run's error is the first failed report's."""
     docs = [report_doc({**r, "exit_code": e}) for r, e in zip(reports, exits)]
-    code = exit_status([e if not r["ok"] else 0 for r, e in zip(reports, exits)])
+    code = sync_status(reports, exits)
     failed = [d["error"] for d in docs if d.get("error")]
     error = None
     if failed:
@@ -105,6 +107,11 @@ def sync_doc(command: str, reports: list, exits: list[int], workspace) -> tuple[
         more = f" (and {len(failed) - 1} more)" if len(failed) > 1 else ""
         error = error_doc(first["kind"], first["message"] + more, None, code)
     return document(command, {"reports": docs}, workspace=workspace, error=error), code
+
+
+def sync_status(reports: list, exits: list[int]) -> int:
+    """The exit status of sync/push/pull/diff, from Report.to_json() dicts and their exit codes."""
+    return exit_status([e if not r["ok"] else 0 for r, e in zip(reports, exits)])
 
 
 def exit_status(codes: list[int]) -> int:

@@ -24,6 +24,7 @@ import signal
 import time
 from pathlib import Path
 
+from peersync.core.render import reports_text
 from peersync.core.types import Mode, Policy
 from peersync.errors import PeersyncError
 from peersync.replica import watched
@@ -165,8 +166,9 @@ class Keeper:
                 self.ws, [self.peer.name], mode=Mode(args.get("mode", "sync")), dry_run=bool(args.get("dry_run")),
                 force=bool(args.get("force")), policy=Policy(args["policy"]) if args.get("policy") else None,
                 session_for=self._lend)
+            # The text too: rendering it here spares the client the imports (~20 ms a sync).
             reply = {"id": request.get("id"), "ok": True, "reports": [r.to_json() for r in reports],
-                     "exits": [r.error_exit for r in reports]}
+                     "exits": [r.error_exit for r in reports], "text": reports_text(reports)}
         except (PeersyncError, ValueError, KeyError, TypeError) as err:
             reply = {"id": request.get("id"), "ok": False, "error": str(err)}
         if any(r.get("error_kind") in ("connect", "protocol") for r in reply.get("reports", ())):

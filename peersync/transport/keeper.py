@@ -5,10 +5,8 @@ Light on purpose: the CLI's fast path (cli/quick.py) imports it before anything 
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
-import socket
 import stat
 import sys
 from pathlib import Path
@@ -81,10 +79,14 @@ def socket_for(root: str, name: str, host, user, port, identity, known_hosts, co
     where = runtime_dir()
     if where is None:
         return None
+    try:  # the very function hashlib gives, without hashlib's loading OpenSSL (~3 ms at start-up)
+        from _blake2 import blake2b
+    except ImportError:
+        from hashlib import blake2b
     key = json.dumps([root, name, host, user, port, identity, known_hosts, command, remote_root,
                       __version__, PROTOCOL, code_stamp(), sshfiles.stamp()])
     # Short on purpose: a unix socket path must fit in 104 bytes (macOS).
-    return where / (hashlib.blake2b(key.encode(), digest_size=12).hexdigest() + ".sock")
+    return where / (blake2b(key.encode(), digest_size=12).hexdigest() + ".sock")
 
 
 
@@ -133,7 +135,6 @@ def stop(ws: Workspace, peer: Peer) -> bool:
         return False
     import socket  # lazy: the CLI's fast path imports this module at start-up
 
-
     try:
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
             sock.settimeout(5)
@@ -146,6 +147,8 @@ def stop(ws: Workspace, peer: Peer) -> bool:
 
 
 def _alive(path: Path) -> bool:
+    import socket  # lazy: as in stop
+
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
         probe.settimeout(1)
         try:
