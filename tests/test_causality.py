@@ -403,6 +403,10 @@ def test_a_scan_matched_against_the_records_gives_every_file_the_history_a_full_
         cover = dict(covers=lambda path: True, save=False)
         expected = handler.versions.assign(full.manifest, **cover)
         assert handler.versions.assign(walked.manifest, scanned=(*walked.known, walked.unmatched), **cover) == expected
+        given = dict(walked.manifest)  # a manifest given up (Handler.scan's): changed in place, not copied
+        out, rest_only = handler.versions.assign_scanned(given, scanned=(*walked.known, walked.unmatched), own=True,
+                                                         **cover)
+        assert rest_only and out is given and out == expected
         if round_ == 3:  # a record changes between the scan and its assign: the whole manifest is looked at
             changed = files[0] if files[0] in full.manifest else next(iter(full.manifest))
             entry = expected[changed]

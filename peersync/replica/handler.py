@@ -194,7 +194,7 @@ class Handler:
         scanned = (*result.known, result.unmatched) if result.unmatched is not None else None
         result.manifest, rest_only = self.versions.assign_scanned(
             result.manifest, covers=covers, save=save_cache, fold=folding.key if folding is not None else None,
-            scanned=scanned)
+            scanned=scanned, own=True)  # (scan's manifest is its own dict, never the watch's)
         if fresh is not None:
             # What the next scan's readers may skip (TreeWatch.record): only while the manifest is
             # the walk's own, path for path and object for object, but at the paths it walked file

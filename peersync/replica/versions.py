@@ -249,8 +249,8 @@ class Versions:
 
     @_serialised
     def assign_scanned(self, manifest: Mapping[str, Entry], *, covers: Callable[[str], bool], save: bool = True,
-                       fold: Callable[[str], str] | None = None, scanned: tuple | None = None
-                       ) -> tuple[dict[str, Entry], bool]:
+                       fold: Callable[[str], str] | None = None, scanned: tuple | None = None,
+                       own: bool = False) -> tuple[dict[str, Entry], bool]:
         """`manifest` with each file's history; new versions (edits, new files) and deletions
         (recorded paths missing from the scan that `covers` — inside the selection, and not paths
         the scan could not read) get a new event of this replica.  `save=False` (a dry run):
@@ -262,13 +262,15 @@ class Versions:
         made `manifest` (every path it found) matched each file against `known()`'s records: the
         entries it matched carry their history already, and only `paths` (the others) are looked at.
         Returns (the manifest with histories, whether only `paths` were looked at: every other
-        entry is then the very object `manifest` holds)."""
+        entry is then the very object `manifest` holds).  `own`: the caller gives `manifest` up —
+        changed in place and returned on that path, not copied (100k entries: ~3 ms, twice over
+        with freeing the copy)."""
         if not save and not self.path.exists():
             return dict(manifest), False
         rows = self._all()
         first = not self.started
         if scanned is not None and scanned[0] is rows and scanned[1] == self._gen and not first and fold is None:
-            return self._assign_rest(manifest, rows, scanned[2], covers=covers, save=save), True
+            return self._assign_rest(manifest, rows, scanned[2], covers=covers, save=save, own=own), True
         respelled: list[tuple[str, bool, Entry]] = []
         dropped: list[str] = []
         if fold is not None and not first:
@@ -299,11 +301,11 @@ class Versions:
         return out, False
 
     def _assign_rest(self, manifest: Mapping[str, Entry], rows: dict[str, tuple], rest: list[str], *,
-                     covers: Callable[[str], bool], save: bool) -> dict[str, Entry]:
+                     covers: Callable[[str], bool], save: bool, own: bool = False) -> dict[str, Entry]:
         """assign() after a scan that matched its files against these records: the other paths
         (`rest`) are new versions unless they match now; records of present files that the scan
         did not find are deletions."""
-        out = dict(manifest)
+        out = manifest if own else dict(manifest)
         moved: list[tuple[str, Entry | None, VV]] = []
         unmatched_present = 0
         for path in rest:

@@ -108,7 +108,7 @@ async def sync_pair(job: Job, local: LocalSession, remote: Replica, report: Repo
             await local.request("selection", selection=cfg.selection.to_wire())
             scanned = scanned or local_scan_job(ws, cfg, job.dry_run)
             result: ScanResult = await scanned
-            local_entries = dict(remote.local_view(result.manifest))
+            local_entries = remote.local_view(result.manifest)  # (the scan's own dict: only read from here on)
             if not remote.caps.links:
                 local_entries = _files_only(local, local_entries, result, job.dry_run)
             ours.set_result(local_entries)
@@ -171,10 +171,12 @@ async def _reconcile_and_apply(job: Job, local: LocalSession, remote: Replica, r
         # The peer holds the very same ancestor (equal digests) and sent only what differs from it.
         ancestor = mine
         deleted = set(parse_paths(remote_raw.get("deleted") or [], peer.name))
-        remote_entries = dict(mine)
-        for p in deleted:
-            remote_entries.pop(p, None)
-        remote_entries.update(changed)
+        remote_entries = mine  # a no-op's (manifests are only read from here on: no copy of 100k entries)
+        if deleted or changed:
+            remote_entries = dict(mine)
+            for p in deleted:
+                remote_entries.pop(p, None)
+            remote_entries.update(changed)
     else:
         remote_entries = changed
         theirs = read_ancestor(await remote.request("ancestor_get", peer_id=local_id)) if remote_id else None
