@@ -3,7 +3,6 @@ memory — a replica's version records (Versions), a watch's last scans (TreeWat
 later step can look at the paths that changed instead of at every entry of 100,000."""
 from __future__ import annotations
 
-import threading
 from collections import deque
 from collections.abc import Collection
 
@@ -11,22 +10,21 @@ from collections.abc import Collection
 class ChangeLog:
     """Generations in the order they were made, each with the paths that changed at it, or None
     where that is not known.  Keeps the last `entries` generations and at most `paths` paths over
-    all of them; a generation that names more is kept as not known.  Thread-safe."""
+    all of them; a generation that names more is kept as not known.  Not thread-safe: its owner
+    serialises calls (core does no I/O and takes no locks)."""
 
     def __init__(self, entries: int, paths: int):
         self.entries, self.paths = entries, paths
         self._log: deque[tuple[int, frozenset[str] | None]] = deque()
         self._total = 0  # paths over the generations kept
-        self._lock = threading.Lock()
 
     def add(self, gen: int, paths: Collection[str] | None) -> None:
         """Generation `gen` changed at `paths` (None: anywhere, as far as anyone knows)."""
         kept = None if paths is None or len(paths) > self.paths else frozenset(paths)
-        with self._lock:
-            self._log.append((gen, kept))
-            self._total += len(kept or ())
-            while len(self._log) > self.entries or self._total > self.paths:
-                self._total -= len(self._log.popleft()[1] or ())
+        self._log.append((gen, kept))
+        self._total += len(kept or ())
+        while len(self._log) > self.entries or self._total > self.paths:
+            self._total -= len(self._log.popleft()[1] or ())
 
     def between(self, since: int, upto: int) -> set[str] | None:
         """The paths that changed at generations `since + 1` … `upto`: empty when the two are one;
@@ -34,8 +32,7 @@ class ChangeLog:
         not known (then look at everything)."""
         if upto < since:
             return None
-        with self._lock:
-            found = {gen: paths for gen, paths in self._log if since < gen <= upto}
+        found = {gen: paths for gen, paths in self._log if since < gen <= upto}
         if len(found) != upto - since or any(paths is None for paths in found.values()):
             return None
         out: set[str] = set()

@@ -142,6 +142,7 @@ class TreeWatch:
         self.seq = 0  # walks so far
         # the paths whose entry the scan of each recent walk may have made anew
         self._fresh = ChangeLog(FRESH_LOG, FRESH_PATHS_MAX)
+        self._fresh_lock = threading.Lock()  # (a scan's thread records, a sync's reads)
         self._union: tuple[list[dict], dict] = ([], {})  # see union
 
     # -- events ---------------------------------------------------------------------------------
@@ -245,7 +246,8 @@ class TreeWatch:
         (None: at any path), the very entry object the manifest of walk `seq - 1` held there — or
         no entry where that one had none.  (What scan.scan reuses — a whole folder, a file no event
         named — is the last scan's object; the rest is in `paths`.)  Kept for FRESH_LOG walks."""
-        self._fresh.add(seq, paths)
+        with self._fresh_lock:
+            self._fresh.add(seq, paths)
 
     def union(self, parts: list[dict]) -> dict:
         """The union of `parts` — the entries of the folders a scan took whole, each folder's own
@@ -277,7 +279,8 @@ class TreeWatch:
         """The paths whose entry the scans of walks `since + 1` … `upto` may have made anew (each
         other path holds in `upto`'s manifest the very object `since`'s held, or is in neither);
         None when that is not known (a walk not recorded, forgotten, or recorded as None)."""
-        return self._fresh.between(since, upto)
+        with self._fresh_lock:
+            return self._fresh.between(since, upto)
 
     def _new_links(self) -> bool:
         """Whether a file events named now has a second hard link: a write through its other name
