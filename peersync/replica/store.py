@@ -22,7 +22,6 @@ import itertools
 import json
 import os
 import re
-import secrets
 import shutil
 import stat
 import time
@@ -227,7 +226,7 @@ class Store:
 
     def new_staging(self) -> Path:
         staging = self._state_sub("staging")
-        path = staging / f"{time.strftime('%Y%m%dT%H%M%S')}-{secrets.token_hex(4)}"
+        path = staging / f"{time.strftime('%Y%m%dT%H%M%S')}-{os.urandom(4).hex()}"
         path.mkdir(mode=0o700)
         return path
 
@@ -373,10 +372,10 @@ class Store:
                 return self._hold(full, path, self._parent(tree, path))
         parent, name = at
         if self.deferred_dirs is None:
-            token = FLAT + secrets.token_hex(8)
+            token = FLAT + os.urandom(8).hex()
         else:  # a batch shares one token dir: fewer directories made and removed per file
             if self._batch_holding is None:
-                self._batch_holding = self._state_sub("holding") / (FLAT + secrets.token_hex(8))
+                self._batch_holding = self._state_sub("holding") / (FLAT + os.urandom(8).hex())
             token = self._batch_holding.name
         # Flat: the path is the name (escaped), not folders made and removed for every file held.
         with self._private_copy("holding", token, path, flat=True) as (hold_dir, hold_name, held):
@@ -480,7 +479,7 @@ class Store:
             self._unhold(held)
             return None
         if stat.S_ISLNK(before.st_mode):  # kept as a file holding its target: never followed
-            copy = self.new_staging() / f".link-{secrets.token_hex(8)}"
+            copy = self.new_staging() / f".link-{os.urandom(8).hex()}"
             copy.write_bytes(os.fsencode(os.readlink(held)))
             self._unhold(held)
             return self._quarantine_file(copy, path, quarantine)
@@ -670,7 +669,7 @@ class Store:
                     os.replace(tmp, blob)
                     saved += 1
             return saved
-        name = f"pack-{secrets.token_hex(6)}"
+        name = f"pack-{os.urandom(6).hex()}"
         tmp = self.logbase_dir / f".tmp-{name}"  # not pack-*: a leftover is pruned like a stray blob
         index = {}
         with open(tmp, "wb") as pack:
@@ -830,7 +829,7 @@ class Store:
             if item.get("path") == path and item.get("hash") == digest:
                 os.unlink(held)
                 return item["id"]
-        cid = "c-" + secrets.token_hex(3)
+        cid = "c-" + os.urandom(3).hex()
         with self._private_copy("conflicts", cid, path) as (where, name, _):
             os.rename(held, name, dst_dir_fd=where)
             size = os.stat(name, dir_fd=where, follow_symlinks=False).st_size

@@ -81,7 +81,7 @@ def socket_for(root: str, name: str, host, user, port, identity, known_hosts, co
         return None
     try:  # the very function hashlib gives, without hashlib's loading OpenSSL (~3 ms at start-up)
         from _blake2 import blake2b
-    except ImportError:
+    except ImportError:  # (an interpreter built without it)
         from hashlib import blake2b
     key = json.dumps([root, name, host, user, port, identity, known_hosts, command, remote_root,
                       __version__, PROTOCOL, code_stamp(), sshfiles.stamp()])
