@@ -2,13 +2,16 @@
 """Interleaved A/B of warm syncs between checkouts of peersync (e.g. before and after a change).
 
     python scripts/ab_warm.py --files 10000 --reps 21 ../old-checkout .
+    python scripts/ab_warm.py --cold --files 10000 --reps 21 ../old-checkout .   # new connections
 
 Each checkout needs its own `.venv` (`bash scripts/setup.sh` there).  For each one, a server
 process under that checkout's Python compiles its bytecode (as pip does), generates the same
 workspace (`peersync.testing.generate`, seed 1), wires it to a second one over its own loopback
 sshd and syncs three times (the keeper is then warm).  Then the checkouts take turns, in
 alternating order, for `--reps` no-op syncs and `--reps` rounds of `mutate(n=130)` on both sides
-followed by a sync — each a `peersync sync` CLI process, timed from start to exit.  Turns
+followed by a sync — each a `peersync sync` CLI process, timed from start to exit.  `--cold`: every
+sync with `keep_connection: 0` (no keeper: a Python start, an SSH handshake and the agent's start
+each time), the start-up a change to imports or to the cold path shows in.  Turns
 interleave so that a noisy machine slows every checkout alike; whole bench runs one after the
 other differ by more than the changes being measured.
 """
@@ -27,8 +30,9 @@ import time
 from pathlib import Path
 
 
-def serve(files: int) -> None:
-    """Runs under one checkout's Python: set up a warm pair, then answer `noop` / `change N` / `quit`."""
+def serve(files: int, cold: bool = False) -> None:
+    """Runs under one checkout's Python: set up a warm pair (`cold`: one that never keeps its
+    connection), then answer `noop` / `change N` / `quit`."""
     import peersync
     from peersync.testing import LoopbackSSHD, generate, mutate, wire_pair
 
@@ -42,10 +46,11 @@ def serve(files: int) -> None:
         generate(local, files=files, seed=1)
         wire_pair(local, remote, sshd)
         cli = [sys.executable, "-m", "peersync", "-w", str(local), "sync"]
+        env = {**os.environ, "PEERSYNC_KEEP_CONNECTION": "0"} if cold else None
 
         def run() -> float:
             started = time.perf_counter()
-            proc = subprocess.run(cli, capture_output=True, stdin=subprocess.DEVNULL)
+            proc = subprocess.run(cli, capture_output=True, stdin=subprocess.DEVNULL, env=env)
             took = time.perf_counter() - started
             if proc.returncode != 0:
                 raise SystemExit(f"sync failed ({proc.returncode}): {proc.stderr.decode()[-500:]}")
@@ -80,10 +85,11 @@ def main() -> None:
                         help="syncs in a row per checkout and turn (1: strictly alternating).  A sync's "
                              "flush of the file system also writes what the other checkout's last sync left "
                              "unflushed; blocks keep each checkout paying mostly for its own")
+    parser.add_argument("--cold", action="store_true", help="every sync on a new connection (no keeper)")
     parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve:
-        serve(args.files)
+        serve(args.files, args.cold)
         return
     trees = [c.resolve() for c in args.checkouts]
     procs = {}
@@ -91,7 +97,8 @@ def main() -> None:
         python = tree / ".venv" / "bin" / "python"
         if not python.exists():
             raise SystemExit(f"{tree} has no .venv: run `bash scripts/setup.sh` there first")
-        procs[tree] = subprocess.Popen([str(python), str(Path(__file__).resolve()), "--serve", "--files", str(args.files), "."],
+        procs[tree] = subprocess.Popen([str(python), str(Path(__file__).resolve()), "--serve", "--files", str(args.files),
+                                        *(["--cold"] if args.cold else []), "."],
                                        cwd=tree, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     for tree, proc in procs.items():
         if proc.stdout.readline().strip() != "ready":
@@ -113,7 +120,8 @@ def main() -> None:
         proc.stdin.write("quit\n")
         proc.stdin.flush()
         proc.wait()
-    print(f"{args.files} files, warm keeper, median of {args.reps} (interleaved, {args.block} in a row):")
+    how = "new connection each sync" if args.cold else "warm keeper"
+    print(f"{args.files} files, {how}, median of {args.reps} (interleaved, {args.block} in a row):")
     for tree in trees:
         print(f"  {str(tree):40s} no-op {statistics.median(times[tree]['noop']) * 1000:6.1f} ms   "
               f"2 x 130 changes {statistics.median(times[tree]['change']) * 1000:6.1f} ms")
