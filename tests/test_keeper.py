@@ -224,6 +224,21 @@ def cli(ws: Workspace, *args: str):
                           text=True, stdin=subprocess.DEVNULL, timeout=120)
 
 
+def test_the_fast_path_prints_reports_a_keeper_did_not_render():
+    """A keeper sends its reports rendered (quick.py then imports no renderer); one that does not —
+    started by a peersync whose code stamp did not change with an upgrade — still gets them
+    printed exactly as the CLI prints them."""
+    from peersync.cli import quick
+    from peersync.core.render import reports_text
+    from peersync.core.types import Mode, Problem, Report
+
+    reports = [Report("mac-mini", "mini", Mode.SYNC, pushed=["MEMORY.md"], problems=[Problem("x.md", "cannot read")],
+                      in_keeper=True),
+               Report("server", "srv", Mode.SYNC, error="connection refused", error_exit=3, error_kind="connect")]
+    text = quick._render([r.to_json() for r in reports], [r.error_exit for r in reports])
+    assert text == reports_text(reports) and "MEMORY.md" in text and "connection refused" in text
+
+
 def test_the_cli_sync_runs_in_the_keeper_and_says_so(pair):
     import json
 

@@ -132,9 +132,18 @@ def fast_main(argv: list[str]) -> int | None:
         print(dumps(doc))
     else:
         code = sync_status(docs, exits)
-        print(reply["text"])  # rendered by the keeper (the same code as ours: see socket_for)
+        print(reply["text"] if isinstance(reply.get("text"), str) else _render(docs, reply["exits"]))
     sys.stdout.flush()
     return code
+
+
+def _render(docs: list, exits: list) -> str:
+    """The reports as text, where the keeper did not send them rendered: one started by a
+    peersync whose code stamp (socket_for) did not change with an upgrade."""
+    from peersync.core.render import reports_text  # lazy: a keeper sends the text (~20 ms of imports)
+    from peersync.core.types import Report
+
+    return reports_text([Report.from_json(d, e) for d, e in zip(docs, exits)])
 
 
 def _start_early(name: str, raw: dict, root: Path) -> None:
