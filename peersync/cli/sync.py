@@ -120,7 +120,7 @@ def history(ctx: typer.Context,
     from peersync.workspace.clawdbot import entry_view, is_peersync, without_clawdbot_keys
 
     st = state(ctx)
-    entries = [e for e in st.workspace().history() if isinstance(e, dict)][:limit]
+    entries = [e for e in st.workspace().history(limit) if isinstance(e, dict)]
     lines, docs = [], []
     for entry in entries:
         if is_peersync(entry):

@@ -34,6 +34,7 @@ from peersync.replica.store import Store, kept_files
 from peersync.replica.versions import FILE as VERSIONS_FILE
 from peersync.replica.versions import open_versions
 from peersync.workspace import auto
+from peersync.workspace.clawdbot import entry_view, is_peersync
 from peersync.workspace.init import HEARTBEAT_MARK
 from peersync.workspace.lock import pid_alive
 from peersync.workspace.storage import atomic_write_json, ensure_private_dir
@@ -42,7 +43,7 @@ from peersync.workspace.workspace import Workspace
 FORMAT = 1  # the document's shape; the page's script reads it (bump both together)
 DIFF_MAX_BYTES = 256 * 1024  # a conflict is diffed when both versions are text up to this size
 DIFF_MAX_LINES = 400  # diff lines kept per conflict (the rest is counted)
-HISTORY_SHOWN = 300  # syncs in the timeline (history.json keeps up to 1000)
+HISTORY_SHOWN = 300  # syncs in the timeline (history.json and its archive keep up to 1000)
 TRASH_FILES_SHOWN = 50  # paths listed per trash batch
 RECORDS_SHOWN = 200  # deletion records listed
 SEEN_FILE = "dashboard/peers-seen.json"  # the last probe of each peer (state dir)
@@ -133,34 +134,43 @@ def _read_json_file(path: Path) -> tuple[object, str | None]:
 # -- history -----------------------------------------------------------------------------------
 
 def history_section(ws: Workspace) -> dict:
-    """Past syncs, newest first, each reduced to counts (plus a few paths for the tooltip)."""
+    """Past syncs, newest first, each reduced to counts (plus a few paths for the tooltip):
+    history.json's recent ones, then the archive's older ones."""
     raw, problem = _read_json_file(ws.history_file)
     name = f"{ws.history_file.relative_to(ws.root)}"
+    notices, entries = [], []
     if problem:
-        return {"entries": [], "total": 0,
-                "notice": f"The sync history ({name}) {problem}: the timeline cannot be shown. "
-                          "Syncing is not affected; the next sync starts a new history."}
-    if raw is None:
-        return {"entries": [], "total": 0}
-    entries = raw.get("entries") if isinstance(raw, dict) else None
-    if not isinstance(entries, list):
-        return {"entries": [], "total": 0,
-                "notice": f"The sync history ({name}) does not hold a list of entries: the timeline cannot "
-                          "be shown. Syncing is not affected; the next sync starts a new history."}
+        notices.append(f"The sync history ({name}) {problem}: its recent syncs cannot be shown. "
+                       "Syncing is not affected; the next sync starts a new history.")
+    elif raw is not None:
+        entries = raw.get("entries") if isinstance(raw, dict) else None
+        if not isinstance(entries, list):
+            entries = []
+            notices.append(f"The sync history ({name}) does not hold a list of entries: its recent syncs cannot "
+                           "be shown. Syncing is not affected; the next sync starts a new history.")
+    older, damaged = ws.older_history(entries)
     out, skipped = [], 0
-    for entry in entries:
+    for entry in entries + older:
         row = _history_row(entry)
         if row is None:
             skipped += 1
         elif not row.pop("dry_run"):
             out.append(row)
-    section = {"entries": out[:HISTORY_SHOWN], "total": len(out)}
     if skipped:
-        section["notice"] = f"{skipped} damaged entr{'y' if skipped == 1 else 'ies'} of {name} skipped."
+        notices.append(f"{skipped} damaged entr{'y' if skipped == 1 else 'ies'} of {name} skipped.")
+    if damaged:
+        archive = ws.history_archive.relative_to(ws.root)
+        notices.append(f"{damaged} damaged line{'' if damaged == 1 else 's'} of {archive} skipped.")
+    section = {"entries": out[:HISTORY_SHOWN], "total": len(out)}
+    if notices:
+        section["notice"] = " ".join(notices)
     return section
 
 
 def _history_row(entry) -> dict | None:
+    if isinstance(entry, dict) and not is_peersync(entry):  # clawdbot-sync's: timestamp, action, files, status
+        view = entry_view(entry)
+        entry = {key: view[key] for key in ("time", "peer", "mode", "ok", "error")}
     if not isinstance(entry, dict) or not isinstance(entry.get("peer"), str) or iso(entry.get("time")) is None:
         return None
 

@@ -3,7 +3,8 @@
 clawdbot-sync keeps, in the same state dir as peersync (memory/clawdbot-sync/):
 
 - history.json  {"entries": [{"timestamp", "action", "peer", "files", "status"}, …]}, newest
-  first; its `status` command shows `entries[0].timestamp` as the last sync.
+  first; its `status` command shows `entries[0].timestamp` as the last sync.  peersync keeps the
+  recent syncs there and moves older ones to history-archive.jsonl (Workspace.record).
 - config.json   {"autoSync", "syncSkills", "excludePatterns", …}; its `auto on|off` flips autoSync.
 - peers.json    {"peers": {NAME: {"host", "user", "path", "addedAt"}}} — peersync's format too
   (Workspace.load_peers keeps unknown keys).

@@ -24,7 +24,11 @@ from peersync.workspace.storage import (
     read_json,
 )
 
-HISTORY_LIMIT = 1000
+HISTORY_LIMIT = 1000  # syncs remembered: history.json's recent ones plus the archive's older ones
+# history.json holds the newest HISTORY_RECENT to 2 × HISTORY_RECENT syncs (what clawdbot-sync and
+# `status` read); older ones move to history-archive.jsonl in batches, so a sync rewrites a short
+# file (1000 entries rewritten per sync cost ~5 ms) and the archive changes once per batch.
+HISTORY_RECENT = 50
 PEER_NAME_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.")
 DEFAULT_LOGS = ("*.jsonl", "*.log", "memory/[0-9][0-9][0-9][0-9]-[0-9][0-9]-[0-9][0-9].md")
 # Files a sync merges three-way (gitignore-style patterns; see peersync.mergefile).
@@ -127,6 +131,10 @@ class Workspace:
     @property
     def history_file(self) -> Path:
         return self.state / "history.json"
+
+    @property
+    def history_archive(self) -> Path:
+        return self.state / "history-archive.jsonl"
 
     @property
     def config_file(self) -> Path:
@@ -243,10 +251,20 @@ class Workspace:
         atomic_write_json(self.peers_file, data)
 
     # -- history --------------------------------------------------------------------------
-    def history(self) -> list[dict]:
-        """The history, newest first.  A long-lived process (a keeper) that wrote or read the file
-        and finds it unchanged does not parse it again (1000 entries: milliseconds per sync).
-        Callers do not modify what they get."""
+    def history(self, limit: int | None = None) -> list[dict]:
+        """The history, newest first: the newest `limit` syncs (HISTORY_LIMIT when not given), from
+        history.json's recent syncs, then the archive's older ones when more are asked for.  Callers do not modify what they get."""
+        recent = self._recent_history()
+        if limit is not None and limit <= len(recent):
+            return recent[:limit]
+        older, _ = self.older_history(recent)
+        entries = recent + older if older else recent
+        return entries[:HISTORY_LIMIT if limit is None else min(limit, HISTORY_LIMIT)]
+
+    def _recent_history(self) -> list:
+        """history.json's entries, newest first ([] when it is damaged: the next sync starts it
+        again).  A long-lived process (a keeper) that wrote or read the file and finds it unchanged
+        does not parse it again."""
         path = self.history_file
         key = file_identity(path)
         kept = _HISTORY.get(str(path))
@@ -262,6 +280,42 @@ class Workspace:
             _HISTORY[str(path)] = (key, entries)
         return entries
 
+    def older_history(self, recent: list) -> tuple[list, int]:
+        """The archive's entries, newest first, without those `recent` (history.json's) still holds
+        (a spill cut short between its two writes), and how many of its lines are damaged."""
+        lines, entries, damaged = self._archive_lines()
+        if not lines:
+            return [], damaged
+        held = {_history_line(e) for e in recent if isinstance(e, dict)}
+        return [e for line, e in zip(reversed(lines), reversed(entries)) if line not in held], damaged
+
+    def _archive_lines(self) -> tuple[list, list, int]:
+        """The archive's (lines, entries) oldest first, and how many lines were damaged; parsed
+        once per version of the file."""
+        path = self.history_archive
+        key = file_identity(path)
+        kept = _HISTORY.get(str(path))
+        if kept is not None and key is not None and kept[0] == key:
+            return kept[1]
+        try:
+            raw = path.read_bytes()
+        except OSError:
+            return [], [], 0
+        lines, entries, damaged = [], [], 0
+        for line in raw.decode("utf-8", "replace").splitlines():
+            try:
+                entry = json.loads(line) if line.strip() else None
+            except ValueError:
+                entry = None
+            if isinstance(entry, dict):
+                lines.append(_history_line(entry))
+                entries.append(entry)
+            elif line.strip():
+                damaged += 1
+        if key is not None:
+            _HISTORY[str(path)] = (key, (lines, entries, damaged))
+        return lines, entries, damaged
+
     def record(self, entry: dict) -> None:
         """Prepend one history entry (newest first, bounded).  Callers hold the workspace lock."""
         self.ensure_state()
@@ -269,14 +323,32 @@ class Workspace:
 
         # The clawdbot-sync keys too: its `status`/`history` read the same file.
         entry = with_clawdbot_keys({"time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **entry})
-        entries = ([entry] + self.history())[:HISTORY_LIMIT]
+        entries = [entry] + self._recent_history()
+        if len(entries) > 2 * HISTORY_RECENT:
+            # The oldest go to the archive first: a crash between the two writes leaves them in
+            # both files, and history() and the next spill count them once.
+            self._archive(entries[HISTORY_RECENT:])
+            entries = entries[:HISTORY_RECENT]
         atomic_write_json(self.history_file, {"entries": entries}, indent=None)
         key = file_identity(self.history_file)
         if key is not None:
             _HISTORY[str(self.history_file)] = (key, entries)
 
+    def _archive(self, spilled: list) -> None:
+        """Add `spilled` (newest first) to the archive, keeping its newest HISTORY_LIMIT − HISTORY_RECENT."""
+        new = [_history_line(e) for e in reversed(spilled) if isinstance(e, dict)]
+        fresh = set(new)
+        old = [line for line in self._archive_lines()[0] if line not in fresh]
+        keep = (old + new)[-(HISTORY_LIMIT - HISTORY_RECENT):]
+        atomic_write_bytes(self.history_archive, "".join(line + "\n" for line in keep).encode("utf-8", "backslashreplace"))
 
-_HISTORY: dict[str, tuple] = {}  # history file -> (its identity when read or written, its entries)
+
+def _history_line(entry: dict) -> str:
+    """One entry as the archive holds it: one line of JSON."""
+    return json.dumps(entry, ensure_ascii=False, separators=(",", ":"))
+
+
+_HISTORY: dict[str, tuple] = {}  # history file or archive -> (its identity when read or written, its contents)
 
 
 def _load_json_file(path: Path, default=None):
