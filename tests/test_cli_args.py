@@ -4,6 +4,7 @@ and every argument has a help text, and every command an example."""
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import json
 import os
@@ -23,6 +24,7 @@ from peersync.cli import sync as sync_cli
 from peersync.cli.app import state
 from peersync.cli.main import command
 from peersync.testing import wire_pair
+from peersync.testing.dashboard_scene import _closed_port
 from peersync.transport.keeper import ENV_KEEP
 
 GLOBALS = [[], ["--json"], ["-w", "/ws"], ["-w/ws"], ["--workspace=/ws"], ["--workspace", "/ws"],
@@ -158,3 +160,58 @@ def test_help_runs_for_every_command():
         result = CliRunner().invoke(command(), [*path.split(), "--help"])
         assert result.exit_code == 0 and "Examples:" in result.output, (path, result.output)
         assert list(itertools.islice((line for line in result.output.splitlines() if "peersync " in line), 1))
+
+
+# -- a cold sync without the CLI stack ---------------------------------------------------------------
+RUN = ("import sys\nimport peersync.cli.quick as q\nfrom peersync.__main__ import main\n"
+       "if sys.argv[1] == 'full':\n    q.fast_main = lambda argv: None\n"
+       "sys.argv = ['peersync', *sys.argv[2:]]\n"
+       "try:\n    main()\nexcept SystemExit as e:\n    code = e.code\n"
+       "sys.stderr.write(f'\\n{code} {\"click\" in sys.modules} {\"typer\" in sys.modules}\\n')\n")
+
+
+def run_as(way: str, *args) -> tuple[str, str, list[str]]:
+    env = {**os.environ, ENV_KEEP: "0"}
+    proc = subprocess.run([sys.executable, "-c", RUN, way, *args], capture_output=True, text=True, env=env,
+                          stdin=subprocess.DEVNULL, timeout=120)
+    err, _, last = proc.stderr.rstrip("\n").rpartition("\n")
+    return proc.stdout, err, last.split()
+
+
+def steady(doc: dict) -> dict:
+    """A sync's document without what differs from one run to the next (times, counts of bytes)."""
+    for report in doc.get("reports") or []:
+        for key in ("seconds", "started", "finished", "clock_offset_s", "bytes_sent", "bytes_received", "timings"):
+            report.pop(key, None)
+    return doc
+
+
+def test_a_cold_sync_runs_without_the_cli_stack_and_says_what_the_full_cli_says(tmp_path, sshd):
+    pair = wire_pair(tmp_path / "local", tmp_path / "remote", sshd)
+    (pair.local.root / "MEMORY.md").write_text("hello\n")
+    ws = str(pair.local.root)
+    out, err, (code, click_loaded, typer_loaded) = run_as("fast", "-w", ws, "sync")
+    assert (code, click_loaded, typer_loaded) == ("0", "False", "False"), err
+    assert (pair.remote.root / "MEMORY.md").read_text() == "hello\n"
+    assert run_as("fast", "-w", ws, "sync", "remote") == run_as("full", "-w", ws, "sync", "remote")[:2] + \
+        (["0", "False", "False"],)  # a no-op: the same text
+    fast, full = run_as("fast", "-w", ws, "--json", "sync"), run_as("full", "-w", ws, "--json", "sync")
+    assert steady(json.loads(fast[0])) == steady(json.loads(full[0])) and fast[2][0] == full[2][0] == "0"
+
+    # Failures: the same lines, the same document, the same exit status.
+    cases = [("sync", "remote", "--policy", "bogus"), ("--json", "sync", "remote", "--policy", "bogus"),
+             ("pull", "remote", "--force", "-n")]  # a peer named: two are configured now
+    peers = pair.local.load_peers()
+    peers["gone"] = dataclasses.replace(peers["remote"], name="gone", port=_closed_port())  # nothing listens there
+    pair.local.save_peers(peers)
+    cases += [("sync", "gone"), ("--json", "push", "gone")]
+    for args in cases:
+        fast, full = run_as("fast", "-w", ws, *args), run_as("full", "-w", ws, *args)
+        assert fast[2][1:] == ["False", "False"], (args, fast[1])
+        assert fast[2][0] == full[2][0] and fast[1] == full[1], (args, fast, full)
+        if "--json" in args:
+            assert steady(json.loads(fast[0])) == steady(json.loads(full[0]))
+            check_document(json.loads(fast[0]), int(fast[2][0]))
+        else:
+            assert fast[0] == full[0]
+    assert [run_as("fast", "-w", ws, *args)[2][0] for args in cases] == ["2", "2", "0", "3", "3"]

@@ -11,7 +11,7 @@ import typer
 
 from peersync.cli import auto, backup, cloud, conflicts, dashboard, discover, jsonout, peers, rclone, sync, trash
 from peersync.cli.app import AppState, app
-from peersync.errors import PeersyncError
+from peersync.cli.outcome import show_failure
 
 __all__ = ["app", "run", "command"]
 
@@ -45,24 +45,12 @@ def run(argv: list[str] | None = None) -> None:
     except click.Abort:
         print("Interrupted.", file=sys.stderr)
         sys.exit(130)
-    except PeersyncError as err:
-        if debug:
+    except (Exception, KeyboardInterrupt) as err:
+        if debug and not isinstance(err, KeyboardInterrupt):
             raise
         if wants_json:
-            _print_error(ctx_obj, argv, err.kind, err.message, err.hint, err.exit_code)
-        print(f"❌ {err}", file=sys.stderr)
-        sys.exit(err.exit_code)
-    except KeyboardInterrupt:
-        print("Interrupted.", file=sys.stderr)
-        sys.exit(130)
-    except Exception as err:
-        if debug:
-            raise
-        message = f"unexpected error: {err.__class__.__name__}: {err}"
-        if wants_json:
-            _print_error(ctx_obj, argv, "internal", message, "Run again with --debug for details.", 1)
-        print(f"❌ {message}\nRun again with --debug for details.", file=sys.stderr)
-        sys.exit(1)
+            ctx_obj.command = ctx_obj.command or guess_command(argv)
+        sys.exit(show_failure(err, json_out=wants_json, command=ctx_obj.command, root=ctx_obj.workspace_root))
     sys.exit(code or 0)
 
 

@@ -3,8 +3,10 @@
 When the peer's keeper (keeper.py) is running, it already holds the SSH connection, the remote
 agent, this workspace's stat cache and the engine's code: it runs the sync itself and sends
 back the report, which this process only prints.  Anything this fast path does not handle
-(several peers, unusual options, no keeper, a busy keeper, a keeper that fails before it
-starts) returns None and the ordinary CLI runs the sync in-process.
+(several peers, unusual options, a cloud peer, a workspace or peers.json the CLI must complain
+about) returns None and the ordinary CLI runs it.  Without a warm keeper (none running, busy, or
+failing before it starts), this process runs the sync itself through the same functions as the
+CLI's `sync` (cli/outcome.py), without loading click and typer.
 """
 
 from __future__ import annotations
@@ -106,7 +108,8 @@ def fast_main(argv: list[str]) -> int | None:
         return None  # the full CLI says why
     try:
         peers = json.loads((root / STATE_DIR / "peers.json").read_bytes())["peers"]
-        if opts["peer"] is None:
+        named = opts["peer"] is not None
+        if not named:
             if len(peers) != 1:
                 return None
             opts["peer"] = next(iter(peers))
@@ -123,9 +126,9 @@ def fast_main(argv: list[str]) -> int | None:
         reply = _ask(path, {"op": "run", "args": {"mode": opts["mode"], "dry_run": opts["dry_run"],
                                                     "force": opts["force"], "policy": opts["policy"]}})
     if not reply or not reply.get("ok"):
-        # No warm keeper: the full CLI connects anew.  Its ssh starts now, while the CLI imports.
+        # No warm keeper: this process connects anew.  Its ssh starts now, while the engine imports.
         _start_early(opts["peer"], raw, root)
-        return None
+        return _in_process(opts, [opts["peer"]] if named else None)
     docs, exits = reply["reports"], [e or 1 for e in reply["exits"]]
     if opts["json"]:
         doc, code = sync_doc(opts["mode"], docs, exits, root)
@@ -135,6 +138,26 @@ def fast_main(argv: list[str]) -> int | None:
         print(reply["text"] if isinstance(reply.get("text"), str) else _render(docs, reply["exits"]))
     sys.stdout.flush()
     return code
+
+
+def _in_process(opts: dict, peers: list[str] | None) -> int:
+    """The sync in this process, as `peersync sync` runs it (cli/sync.py, cli/main.py: the same
+    functions), without the CLI stack: the command line is read already."""
+    from peersync.cli.outcome import show_failure, sync_and_print  # lazy: the engine comes with it
+    from peersync.workspace.workspace import Workspace
+
+    resolved = []
+
+    def workspace() -> Workspace:
+        resolved.append(Workspace.resolve(opts["workspace"], init=opts["init"]))
+        return resolved[-1]
+
+    try:
+        return sync_and_print(workspace, opts["mode"], opts["json"], peers, opts["mode"], opts["dry_run"],
+                              opts["force"], opts["policy"])
+    except (Exception, KeyboardInterrupt) as err:
+        return show_failure(err, json_out=opts["json"], command=opts["mode"],
+                            root=resolved[-1].root if resolved else None)
 
 
 def _render(docs: list, exits: list) -> str:

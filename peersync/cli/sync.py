@@ -10,41 +10,19 @@ from typing import List, Optional
 import typer
 
 from peersync.cli.app import state
-from peersync.cli.jsonout import error_doc, report_doc, sync_doc
-from peersync.core.types import Mode, Policy
-from peersync.errors import ConnectError, UsageError
-
-
-def _finish(reports, st) -> None:
-    from peersync.core.render import reports_text
-
-    doc, code = sync_doc(st.command, [r.to_json() for r in reports], [r.error_exit or 1 for r in reports],
-                         st.workspace_root)
-    if st.json:
-        from peersync.cli.jsonout import dumps
-
-        print(dumps(doc), flush=True)
-    else:
-        print(reports_text(reports), flush=True)
-    if code:
-        raise typer.Exit(code)
+from peersync.cli.jsonout import error_doc, report_doc
+from peersync.core.types import Mode
+from peersync.errors import ConnectError
 
 
 def _run(ctx: typer.Context, peers: list[str] | None, mode: Mode, dry_run: bool, force: bool,
          policy: Optional[str]) -> None:
-    from peersync.sync.progress import terminal_progress
-    from peersync.sync.runner import run_sync
+    from peersync.cli.outcome import sync_and_print
 
     st = state(ctx)
-    try:
-        chosen = Policy(policy) if policy else None
-    except ValueError:
-        raise UsageError(f"unknown policy {policy!r}", "Use one of: newest, local, remote, skip, manual.") from None
-    ws = st.workspace()
-    with terminal_progress(enabled=not st.json) as progress:
-        reports = run_sync(ws, peers or None, mode=mode, dry_run=dry_run, force=force, policy=chosen,
-                           progress=progress)
-    _finish(reports, st)
+    code = sync_and_print(st.workspace, st.command, st.json, peers, mode.value, dry_run, force, policy)
+    if code:
+        raise typer.Exit(code)
 
 
 PEERS = typer.Argument(None, help="Peer names (default: all peers of this workspace, concurrently).")
