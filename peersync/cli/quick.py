@@ -171,7 +171,7 @@ def _render(docs: list, exits: list) -> str:
 
 def _start_early(name: str, raw: dict, root: Path) -> None:
     from peersync.transport import openssh  # lazy: only without a warm keeper
-    from peersync.workspace.workspace import Peer
+    from peersync.workspace.peer import Peer
 
     try:
         peer = Peer.from_json(name, raw)

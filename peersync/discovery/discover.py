@@ -22,7 +22,8 @@ from peersync.discovery.tailscale import (
 from peersync.errors import ConnectError, HostKeyError, PeersyncError
 from peersync.transport.ssh import open_session
 from peersync.workspace.storage import atomic_write_bytes, ensure_private_dir
-from peersync.workspace.workspace import Peer, Workspace, check_peer_name
+from peersync.workspace.peer import check_peer_name
+from peersync.workspace.workspace import Peer, Workspace
 
 KNOWN_HOSTS_DIR = "known_hosts.d"  # inside the state dir: one pinned file per discovered peer
 MAX_CONCURRENT_PROBES = 16

@@ -23,7 +23,8 @@ from peersync.peers.status import probe
 from peersync.transport import keeper
 from peersync.transport.rclone import join, resolve_target
 from peersync.transport.sshconfig import split_port
-from peersync.workspace.workspace import Peer, Workspace, check_peer_name
+from peersync.workspace.peer import check_peer_name
+from peersync.workspace.workspace import Peer, Workspace
 
 
 FIELDS = ("host", "user", "path", "port", "identity", "known_hosts", "command")

@@ -8,14 +8,15 @@ import json
 import os
 import time
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from peersync.core.paths import STATE_DIR
 from peersync.core.selection import DEFAULT_EXCLUDES, Selection
 from peersync.core.types import Policy
-from peersync.errors import ConfigError, UnknownPeer, UsageError
+from peersync.errors import ConfigError, UnknownPeer
 from peersync.workspace.locate import check, locate
+from peersync.workspace.peer import Peer
 from peersync.workspace.storage import (
     atomic_write_bytes,
     atomic_write_json,
@@ -29,63 +30,9 @@ HISTORY_LIMIT = 1000  # syncs remembered: history.json's recent ones plus the ar
 # `status` read); older ones move to history-archive.jsonl in batches, so a sync rewrites a short
 # file (1000 entries rewritten per sync cost ~5 ms) and the archive changes once per batch.
 HISTORY_RECENT = 50
-PEER_NAME_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.")
 DEFAULT_LOGS = ("*.jsonl", "*.log", "memory/[0-9][0-9][0-9][0-9]-[0-9][0-9]-[0-9][0-9].md")
 # Files a sync merges three-way (gitignore-style patterns; see peersync.mergefile).
 DEFAULT_MERGE = ("MEMORY.md", "USER.md", "HEARTBEAT.md", "memory/**/*.md", "memory/**/*.json")
-
-
-@dataclass(frozen=True)
-class Peer:
-    """One entry of peers.json (clawdbot-sync format, extended with SSH settings)."""
-
-    name: str
-    host: str
-    user: str | None = None
-    path: str | None = None
-    added_at: str | None = None
-    port: int | None = None
-    identity: str | None = None
-    known_hosts: str | None = None
-    command: str | None = None
-    extra: dict = field(default_factory=dict, compare=False)  # unknown keys, kept on save
-
-    @property
-    def target(self) -> str:
-        return f"{self.user}@{self.host}" if self.user else self.host
-
-    def to_json(self) -> dict:
-        out = dict(self.extra)
-        out.update({"host": self.host, "user": self.user, "path": self.path, "addedAt": self.added_at})
-        for key, value in (("port", self.port), ("identity", self.identity),
-                           ("knownHosts", self.known_hosts), ("command", self.command)):
-            if value is not None:
-                out[key] = value
-        return out
-
-    @classmethod
-    def from_json(cls, name: str, raw: dict) -> "Peer":
-        if not isinstance(raw, dict) or not isinstance(raw.get("host"), str) or not raw["host"]:
-            raise ValueError(f"peer {name!r} needs a \"host\" string")
-        port = raw.get("port")
-        if port is not None and (not isinstance(port, int) or not 0 < port < 65536):
-            raise ValueError(f"peer {name!r}: \"port\" must be a number from 1 to 65535")
-        known = {"host", "user", "path", "addedAt", "port", "identity", "knownHosts", "command"}
-        for key in known - {"port"}:
-            if raw.get(key) is not None and not isinstance(raw[key], str):
-                raise ValueError(f"peer {name!r}: \"{key}\" must be a string")
-        return cls(
-            name=name, host=raw["host"], user=raw.get("user") or None, path=raw.get("path") or None,
-            added_at=raw.get("addedAt"), port=port, identity=raw.get("identity"),
-            known_hosts=raw.get("knownHosts"), command=raw.get("command"),
-            extra={k: v for k, v in raw.items() if k not in known},
-        )
-
-
-def check_peer_name(name: str) -> str:
-    if not name or not set(name) <= PEER_NAME_CHARS or name.startswith((".", "-")):
-        raise UsageError(f"invalid peer name {name!r}", "Use letters, digits, '-', '_' and '.'.")
-    return name
 
 
 @dataclass(frozen=True)
