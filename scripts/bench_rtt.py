@@ -1,0 +1,78 @@
+#!/usr/bin/env python3
+"""How many network round trips a sync waits for: the same no-op sync to the same peer, once
+directly over loopback and once through a relay that delays every byte (peersync.testing.delay),
+as a tailnet between two homes does.  The difference divided by the round trip is the number of
+round trips the sync waited for, one after the other — what a user on a 20–50 ms tailnet pays on
+every sync, which a loopback benchmark cannot show.
+
+    python scripts/bench_rtt.py --files 2000 --one-way-ms 10 --reps 7
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--files", type=int, default=2000)
+    parser.add_argument("--one-way-ms", type=float, default=10.0, help="delay each way (the round trip is twice this)")
+    parser.add_argument("--reps", type=int, default=7)
+    args = parser.parse_args()
+
+    from peersync.testing import LoopbackSSHD, generate, wire_pair
+    from peersync.testing.delay import DelayProxy
+    from peersync.workspace.workspace import Workspace
+
+    base = Path(tempfile.mkdtemp(prefix="peersync-rtt-"))
+    rtt = 2 * args.one_way_ms / 1000
+    with LoopbackSSHD(base / "sshd") as sshd, DelayProxy(sshd.port, args.one_way_ms / 1000) as proxy:
+        local, remote = base / "L", base / "R"
+        generate(local, files=args.files, seed=1)
+        wire_pair(local, remote, sshd)
+        ws = Workspace(local)
+        peers = ws.load_peers()
+        known = base / "known_hosts_far"
+        known.write_text(sshd.known_hosts.read_text().replace(f"]:{sshd.port} ", f"]:{proxy.port} "))
+        import dataclasses
+
+        peers["far"] = dataclasses.replace(peers["remote"], name="far", port=proxy.port, known_hosts=str(known))
+        ws.save_peers(peers)
+
+        def sync(peer: str, keep: str | None) -> float:
+            env = dict(os.environ)
+            if keep is not None:
+                env["PEERSYNC_KEEP_CONNECTION"] = keep
+            started = time.perf_counter()
+            proc = subprocess.run([sys.executable, "-m", "peersync", "-w", str(local), "sync", peer],
+                                  capture_output=True, text=True, stdin=subprocess.DEVNULL, env=env, timeout=300)
+            took = time.perf_counter() - started
+            if proc.returncode != 0:
+                raise SystemExit(f"sync with {peer} failed ({proc.returncode}): {proc.stderr[-500:]}")
+            return took
+
+        for peer in ("remote", "far"):  # the initial sync, then warm keepers for both
+            for _ in range(3):
+                sync(peer, None)
+        times: dict[tuple[str, str], list[float]] = {}
+        for _ in range(args.reps):
+            for mode, keep in (("warm", None), ("new connection", "0")):
+                for peer in ("remote", "far"):
+                    times.setdefault((mode, peer), []).append(sync(peer, keep))
+    print(f"{args.files} files, no-op sync, median of {args.reps}; relay: {args.one_way_ms:g} ms each way "
+          f"(round trip {rtt * 1000:g} ms)")
+    for mode in ("warm", "new connection"):
+        near, far = (statistics.median(times[(mode, p)]) for p in ("remote", "far"))
+        print(f"  {mode:15} loopback {near * 1000:7.1f} ms   relayed {far * 1000:7.1f} ms   "
+              f"= {(far - near) / rtt:4.1f} round trips waited")
+
+
+if __name__ == "__main__":
+    main()
