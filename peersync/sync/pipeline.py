@@ -146,11 +146,20 @@ async def begin(job: Job, remote: Replica) -> str | None:
         if theirs is not None:  # a hostile one is refused before anything is saved
             check_instance_id(theirs, job.peer.name)
         wait = REMOTE_LOCK_WAIT if not theirs or job.ws.instance_id < theirs else REMOTE_LOCK_YIELD
-        locked = await remote.request("lock", timeout=wait, what=f"sync with {socket.gethostname()}")
+        lock = remote.request("lock", timeout=wait, what=f"sync with {socket.gethostname()}")
+        if remote.caps.in_order:
+            # The selection goes right behind the lock, not a round trip later: the agent answers
+            # in order, and a selection only names what the session may touch, so one that
+            # reaches an agent whose lock then fails changes nothing there.
+            locked, _ = await gather_all(lock, remote.request("selection", selection=job.cfg.selection.to_wire()))
+        else:
+            locked = await lock
+            await remote.request("selection", selection=job.cfg.selection.to_wire())
         remote_id = (locked.get("instance_id") if isinstance(locked, dict) else None) or remote_id
         remote_id = check_instance_id(remote_id, job.peer.name)
         if remote.caps.keeps_ancestor:
             _remember_instance(job.ws, job.peer, remote_id)
+        return remote_id
     await remote.request("selection", selection=job.cfg.selection.to_wire())
     return remote_id
 

@@ -38,14 +38,16 @@ class Capabilities:
     #   rewrites such bytes: a cloud folder is sent none, each reported once)
     own_retention: bool = True  # ages its trash and deletion records by its own config.yaml, never by
     #   ours (a cloud folder has no config: ours applies, and is sent)
+    in_order: bool = True  # answers requests one at a time in the order sent (an agent's stream), so
+    #   one that must follow another can be sent before the first is answered: a round trip saved
 
 
 AGENT = Capabilities("ssh")
 KEPT = Capabilities("kept")  # an agent through a keeper's warm connection
-LOCAL = Capabilities("local", rsync=False)
+LOCAL = Capabilities("local", rsync=False, in_order=False)  # each request in a thread of its own
 CLOUD = Capabilities("cloud", keeps_ancestor=False, takes_mtimes=False, keeps_conflicts=False, rsync=False,
                      transfer="rclone", delta_scan=False, lock_in_dry_run=False, may_vanish=True,
-                     own_retention=False, links=False, raw_names=False)
+                     own_retention=False, links=False, raw_names=False, in_order=False)
 
 
 def agent_caps(base: Capabilities, hello: dict) -> Capabilities:
