@@ -162,20 +162,26 @@ class Keeper:
                 await writer.drain()
             return
         try:
-            reports = await sync_peers(
-                self.ws, [self.peer.name], mode=Mode(args.get("mode", "sync")), dry_run=bool(args.get("dry_run")),
-                force=bool(args.get("force")), policy=Policy(args["policy"]) if args.get("policy") else None,
-                session_for=self._lend)
-            # The text too: rendering it here spares the client the imports (~20 ms a sync).
-            reply = {"id": request.get("id"), "ok": True, "reports": [r.to_json() for r in reports],
-                     "exits": [r.error_exit for r in reports], "text": reports_text(reports)}
-        except (PeersyncError, ValueError, KeyError, TypeError) as err:
-            reply = {"id": request.get("id"), "ok": False, "error": str(err)}
-        if any(r.get("error_kind") in ("connect", "protocol") for r in reply.get("reports", ())):
-            self.done.set()  # our connection is broken: leave, the next sync connects anew
-        with contextlib.suppress(OSError, ConnectionError):
-            writer.write(encode(reply))
-            await writer.drain()
+            try:
+                reports = await sync_peers(
+                    self.ws, [self.peer.name], mode=Mode(args.get("mode", "sync")), dry_run=bool(args.get("dry_run")),
+                    force=bool(args.get("force")), policy=Policy(args["policy"]) if args.get("policy") else None,
+                    session_for=self._lend)
+                # The text too: rendering it here spares the client the imports (~20 ms a sync).
+                reply = {"id": request.get("id"), "ok": True, "reports": [r.to_json() for r in reports],
+                         "exits": [r.error_exit for r in reports], "text": reports_text(reports)}
+            except (PeersyncError, ValueError, KeyError, TypeError) as err:
+                reply = {"id": request.get("id"), "ok": False, "error": str(err)}
+            if any(r.get("error_kind") in ("connect", "protocol") for r in reply.get("reports", ())):
+                self.done.set()  # our connection is broken: leave, the next sync connects anew
+            with contextlib.suppress(OSError, ConnectionError):
+                writer.write(encode(reply))
+                await writer.drain()
+        finally:
+            # The agent is reset (unstaged, its lock released) once the client has its report: a
+            # round trip the client does not wait for.  The next client waits for it (`serving`).
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self.session.request("reset"), 60)
 
     async def _lend(self, peer: Peer):
         """Our session, for one sync run in this process: a fresh hello (clock offset) — the one
@@ -234,8 +240,8 @@ class Keeper:
 
 
 class LentSession(Replica):
-    """The keeper's own Session, lent to one sync run: same requests, but close() resets the
-    agent (unstage, release its lock) instead of ending it."""
+    """The keeper's own Session, lent to one sync run: same requests, but close() neither ends the
+    agent nor waits: the keeper resets it (unstage, release its lock) once the report is sent."""
 
     @property
     def caps(self):
@@ -248,8 +254,7 @@ class LentSession(Replica):
         return await self._session.request(op, **args)
 
     async def close(self) -> None:
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(self._session.request("reset"), 60)
+        """Nothing yet: the keeper resets the agent after it has sent the report (Keeper._run)."""
 
 
 def _frame_bytes(line: bytes, blob: bytes | None) -> bytes:
