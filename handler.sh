@@ -53,7 +53,7 @@ elif command -v peersync >/dev/null 2>&1; then
 elif [ -x "$HOME/.local/bin/peersync" ]; then
   ps=("$HOME/.local/bin/peersync")
 else
-  ps=(python3 -m peersync)
+  ps=(python3 -P -m peersync)  # -P: a peersync/ folder in the current directory is not peersync
 fi
 [ -n "$workspace" ] && ps+=(-w "$workspace")
 

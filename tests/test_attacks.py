@@ -580,3 +580,32 @@ def test_a_second_local_user_cannot_reach_keeper_sockets_or_state(tmp_path, sshd
     finally:
         for pid in keepers_of(pair.local):
             os.kill(pid, 15)
+
+
+def test_a_peersync_folder_where_peersync_starts_is_never_run(tmp_path):
+    """`python -m` imports from the current directory first.  The OpenClaw job runs the heartbeat
+    in the workspace, and the peer's login shell starts the agent in the home folder: a
+    `peersync/` folder planted in either (by anything that writes there) must not be what runs."""
+    from peersync.transport.openssh import agent_command
+    from peersync.workspace.openclaw import heartbeat_argv
+    from peersync.workspace.peer import Peer
+
+    ws = Workspace(tmp_path / "ws")
+    ws.ensure_state()
+    marker = tmp_path / "planted-code-ran"
+    for folder in (ws.root / "peersync", tmp_path / "home" / "peersync"):
+        folder.mkdir(parents=True)
+        for name in ("__init__.py", "__main__.py"):
+            (folder / name).write_text(f"open({str(marker)!r}, 'a').write('{folder.parent.name}\\n')\n")
+    job = subprocess.run(heartbeat_argv(ws), cwd=ws.root, capture_output=True, text=True, stdin=subprocess.DEVNULL,
+                         timeout=120)
+    assert job.returncode == 0, job.stderr  # the installed peersync answered
+    assert not marker.exists(), marker.read_text()
+    # The agent's command line as the peer's login shell runs it, with no peersync on its PATH:
+    # the last try is `python3 -m peersync`, which must not take the planted one.
+    home = tmp_path / "home"
+    shell = subprocess.run(["sh", "-c", agent_command(Peer(name="p", host="h"), "/srv/ws")], cwd=home,
+                           env={"PATH": "/usr/bin:/bin", "HOME": str(home)}, capture_output=True, text=True,
+                           stdin=subprocess.DEVNULL, timeout=60)
+    assert not marker.exists(), marker.read_text()
+    assert shell.returncode == 127, shell.stderr  # peersync is not installed there: said so

@@ -225,7 +225,7 @@ def _spawn_backup(ws) -> int:
     log_path = ensure_private_dir(ws.state / "backup") / "scheduled.log"
     fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
     try:
-        proc = subprocess.Popen([sys.executable, "-m", "peersync.daemons.scheduled_backup", str(ws.root)],
+        proc = subprocess.Popen([sys.executable, "-P", "-m", "peersync.daemons.scheduled_backup", str(ws.root)],
                                 stdin=subprocess.DEVNULL, stdout=fd, stderr=subprocess.STDOUT,
                                 start_new_session=True, close_fds=True)
     finally:

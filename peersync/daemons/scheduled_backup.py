@@ -34,7 +34,7 @@ def run(root: str) -> int:
     """Run the backup through the CLI (whatever engine it has) and record its outcome."""
     state_dir = os.path.join(root, STATE_DIR)
     started = time.time()
-    proc = subprocess.run([sys.executable, "-m", "peersync", "-w", root, "--json", "backup", "now", "--scheduled"],
+    proc = subprocess.run([sys.executable, "-P", "-m", "peersync", "-w", root, "--json", "backup", "now", "--scheduled"],
                           stdin=subprocess.DEVNULL, capture_output=True, text=True)
     sys.stdout.write(proc.stdout)
     sys.stderr.write(proc.stderr)

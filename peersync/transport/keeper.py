@@ -115,7 +115,7 @@ def spawn(ws: Workspace, peer: Peer, root: str, seconds: float) -> bool:
         return False
     import subprocess  # lazy: start-up (only a sync that found no keeper starts one)
 
-    cmd = [sys.executable, "-m", "peersync", "keeper", "--workspace", str(ws.root), "--peer", peer.name,
+    cmd = [sys.executable, "-P", "-m", "peersync", "keeper", "--workspace", str(ws.root), "--peer", peer.name,
            "--root", root, "--idle", f"{seconds:g}"]
     subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                      start_new_session=True, close_fds=True, cwd="/")

@@ -48,7 +48,8 @@ def agent_command(peer, root: str) -> str:
     tries += [
         ("command -v peersync >/dev/null 2>&1", f"exec peersync agent --root {r}"),
         ('[ -x "$HOME/.local/bin/peersync" ]', f'exec "$HOME/.local/bin/peersync" agent --root {r}'),
-        ("python3 -c 'import peersync' >/dev/null 2>&1", f"exec python3 -m peersync agent --root {r}"),
+        # -P: the login shell starts in the home folder; a `peersync/` folder there is not the agent.
+        ("python3 -P -c 'import peersync' >/dev/null 2>&1", f"exec python3 -P -m peersync agent --root {r}"),
     ]
     script = "; el".join(f"if {test}; then {run}" for test, run in tries)
     return f"{script}; else echo {NOT_FOUND} >&2; exit 127; fi"

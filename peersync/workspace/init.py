@@ -231,7 +231,7 @@ def check_tools(which=shutil.which, run=None, platform: str = sys.platform) -> l
     on_path = which("peersync")
     checks.append(Check("peersync", True, __version__, required=False, fix=None if on_path else (
         f"peers run `peersync agent` here over SSH, and `peersync` is not on PATH: {install.local_hint()}; "
-        f"or give peers the full command with `peers set NAME --remote-command '{sys.executable} -m peersync'`")))
+        f"or give peers the full command with `peers set NAME --remote-command '{sys.executable} -P -m peersync'`")))
     return checks
 
 

@@ -224,8 +224,10 @@ def declaration_key(ws) -> str:
 
 
 def heartbeat_argv(ws) -> list[str]:
-    """What the job runs: this very peersync, by absolute paths (the Gateway's PATH is thin)."""
-    return [sys.executable, "-m", "peersync", "-w", str(ws.root), "heartbeat"]
+    """What the job runs: this very peersync, by absolute paths (the Gateway's PATH is thin).
+    `-P`: the job runs in the workspace, and `python -m` would import a `peersync/` folder there
+    before the installed one (whatever can write to the workspace would run code)."""
+    return [sys.executable, "-P", "-m", "peersync", "-w", str(ws.root), "heartbeat"]
 
 
 def register_cron(claw: OpenClaw, ws, interval: int, timeout: float) -> dict:
