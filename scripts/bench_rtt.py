@@ -11,6 +11,7 @@ every sync, which a loopback benchmark cannot show.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import statistics
 import subprocess
@@ -41,8 +42,6 @@ def main() -> None:
         peers = ws.load_peers()
         known = base / "known_hosts_far"
         known.write_text(sshd.known_hosts.read_text().replace(f"]:{sshd.port} ", f"]:{proxy.port} "))
-        import dataclasses
-
         peers["far"] = dataclasses.replace(peers["remote"], name="far", port=proxy.port, known_hosts=str(known))
         ws.save_peers(peers)
 

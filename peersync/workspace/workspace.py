@@ -210,22 +210,8 @@ class Workspace:
 
     def _recent_history(self) -> list:
         """history.json's entries, newest first ([] when it is damaged: the next sync starts it
-        again).  A long-lived process (a keeper) that wrote or read the file and finds it unchanged
-        does not parse it again."""
-        path = self.history_file
-        key = file_identity(path)
-        kept = _HISTORY.get(str(path))
-        if kept is not None and key is not None and kept[0] == key:
-            return kept[1]
-        try:
-            data = read_json(path, default={"entries": []})
-        except ValueError:
-            return []
-        entries = data.get("entries") if isinstance(data, dict) else None
-        entries = entries if isinstance(entries, list) else []
-        if key is not None:
-            _HISTORY[str(path)] = (key, entries)
-        return entries
+        again)."""
+        return _parsed(self.history_file, _read_recent)
 
     def older_history(self, recent: list) -> tuple[list, int]:
         """The archive's entries, newest first, without those `recent` (history.json's) still holds
@@ -237,31 +223,8 @@ class Workspace:
         return [e for line, e in zip(reversed(lines), reversed(entries)) if line not in held], damaged
 
     def _archive_lines(self) -> tuple[list, list, int]:
-        """The archive's (lines, entries) oldest first, and how many lines were damaged; parsed
-        once per version of the file."""
-        path = self.history_archive
-        key = file_identity(path)
-        kept = _HISTORY.get(str(path))
-        if kept is not None and key is not None and kept[0] == key:
-            return kept[1]
-        try:
-            raw = path.read_bytes()
-        except OSError:
-            return [], [], 0
-        lines, entries, damaged = [], [], 0
-        for line in raw.decode("utf-8", "replace").splitlines():
-            try:
-                entry = json.loads(line) if line.strip() else None
-            except ValueError:
-                entry = None
-            if isinstance(entry, dict):
-                lines.append(_history_line(entry))
-                entries.append(entry)
-            elif line.strip():
-                damaged += 1
-        if key is not None:
-            _HISTORY[str(path)] = (key, (lines, entries, damaged))
-        return lines, entries, damaged
+        """The archive's (lines, entries) oldest first, and how many lines were damaged."""
+        return _parsed(self.history_archive, _read_archive)
 
     def record(self, entry: dict) -> None:
         """Prepend one history entry (newest first, bounded).  Callers hold the workspace lock."""
@@ -277,9 +240,7 @@ class Workspace:
             self._archive(entries[HISTORY_RECENT:])
             entries = entries[:HISTORY_RECENT]
         atomic_write_json(self.history_file, {"entries": entries}, indent=None)
-        key = file_identity(self.history_file)
-        if key is not None:
-            _HISTORY[str(self.history_file)] = (key, entries)
+        _parsed(self.history_file, lambda path: entries)  # what was just written: no parsing it again
 
     def _archive(self, spilled: list) -> None:
         """Add `spilled` (newest first) to the archive, keeping its newest HISTORY_LIMIT − HISTORY_RECENT."""
@@ -288,6 +249,47 @@ class Workspace:
         old = [line for line in self._archive_lines()[0] if line not in fresh]
         keep = (old + new)[-(HISTORY_LIMIT - HISTORY_RECENT):]
         atomic_write_bytes(self.history_archive, "".join(line + "\n" for line in keep).encode("utf-8", "backslashreplace"))
+
+
+def _parsed(path: Path, parse):
+    """`parse(path)`, kept for as long as the file keeps its identity: a long-lived process (a
+    keeper) parses the history files again only when another process has written them."""
+    key = file_identity(path)
+    kept = _HISTORY.get(str(path))
+    if kept is not None and key is not None and kept[0] == key:
+        return kept[1]
+    value = parse(path)
+    if key is not None:
+        _HISTORY[str(path)] = (key, value)
+    return value
+
+
+def _read_recent(path: Path) -> list:
+    try:
+        data = read_json(path, default={"entries": []})
+    except ValueError:
+        return []
+    entries = data.get("entries") if isinstance(data, dict) else None
+    return entries if isinstance(entries, list) else []
+
+
+def _read_archive(path: Path) -> tuple[list, list, int]:
+    try:
+        raw = path.read_bytes()
+    except OSError:
+        return [], [], 0
+    lines, entries, damaged = [], [], 0
+    for line in raw.decode("utf-8", "replace").splitlines():
+        try:
+            entry = json.loads(line) if line.strip() else None
+        except ValueError:
+            entry = None
+        if isinstance(entry, dict):
+            lines.append(_history_line(entry))
+            entries.append(entry)
+        elif line.strip():
+            damaged += 1
+    return lines, entries, damaged
 
 
 def _history_line(entry: dict) -> str:
