@@ -395,11 +395,12 @@ def tree(root: Path) -> dict:
     return {rel: (root / rel).read_bytes() for rel, _ in scanning.walk(root, sel)}
 
 
-@pytest.mark.parametrize("seed", range(3))
+@pytest.mark.parametrize("seed", range(4))
 def test_a_watched_scan_reuses_unchanged_entries_and_its_delta_equals_a_fresh_one(tmp_path, monkeypatch, seed):
     """A watch-fed scan reuses the last scan's entry of every file no event named (and op_scan its
     comparison with the same ancestor): through no-ops, random changes, new version records of
-    unchanged files and a new ancestor, its manifest and its delta equal a fresh handler's."""
+    unchanged files and a new ancestor (whole, or a delta: the comparison is then carried over), its
+    manifest and its delta equal a fresh handler's."""
     from peersync.core import versions as vv
 
     rng = random.Random(seed)
@@ -411,9 +412,9 @@ def test_a_watched_scan_reuses_unchanged_entries_and_its_delta_equals_a_fresh_on
     first = handler.scan()
     digest = handler.op_ancestor_put(peer, manifest={"format": 2, "entries": {
         p: e.to_wire() for p, e in first.manifest.items() if rng.random() < 0.9}})["digest"]
-    last, memoized, last_action, last_scan, told = None, set(), None, None, 0
+    last, memoized, last_action, last_scan, told, carried = None, set(), None, None, 0, 0
     for round_ in range(24):
-        action = rng.choice(["noop", "noop", "change", "record", "ancestor"])
+        action = rng.choice(["noop", "noop", "change", "record", "ancestor", "delta"])
         if action == "change":
             for _ in range(rng.randint(1, 4)):
                 random_change(root, rng)
@@ -426,6 +427,26 @@ def test_a_watched_scan_reuses_unchanged_entries_and_its_delta_equals_a_fresh_on
         elif action == "ancestor" and last:
             digest = handler.op_ancestor_put(peer, manifest={"format": 2, "entries": {
                 p: e.to_wire() for p, e in last.items() if rng.random() < 0.95}})["digest"]
+        elif action == "delta" and last:  # a sync's new ancestor, as a delta (op_scan's memo carried over)
+            stored = handler._ancestor_entries(peer, digest)
+            paths = sorted({*last, *stored})
+            moved = rng.sample(paths, min(len(paths), rng.randint(1, 12)))
+            changes = {"set": {}, "drop": []}
+            for p in moved:
+                pick = rng.random()
+                if pick < 0.3 or p not in last:
+                    changes["drop"].append(p)
+                elif pick < 0.7:
+                    changes["set"][p] = last[p].to_wire()  # the ancestor now records what is here
+                else:  # or another version than what is here
+                    changes["set"][p] = last[p].with_vv(vv.bump(last[p].vv, "b" * vv.ID_DIGITS, rng.randint(1, 99)),
+                                                        last[p].seen).to_wire()
+            current = handler._delta_memo is not None and handler._delta_memo[0] is stored
+            put = handler.op_ancestor_put(peer, base_digest=digest, delta=changes)
+            assert put["applied"]
+            digest = put["digest"]
+            carried += current
+            assert not current or handler._delta_memo[0] is handler._ancestor_entries(peer, digest)
         out = handler.op_scan(base_peer=peer, base_digest=digest)
         watch = watched._WATCHES.get(os.path.realpath(root))
         reused = handler._delta_memo[1] if handler._delta_memo else {}
@@ -460,6 +481,7 @@ def test_a_watched_scan_reuses_unchanged_entries_and_its_delta_equals_a_fresh_on
                 assert len(anew) < len(reused) / 2, f"round {round_} ({action})"
         last, last_action, last_scan = dict(reused), action, scanned
     assert told >= 12  # most rounds know (not the first two, nor one after a record changed every folder)
+    assert carried  # a new ancestor sent as a delta: the next scan compared only what moved
 
 
 def test_a_processs_first_scan_frees_the_stat_cache_and_its_later_ones_keep_it(tmp_path, monkeypatch):
