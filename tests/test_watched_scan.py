@@ -614,3 +614,38 @@ def test_the_union_of_whole_folders_equals_a_plain_merge(seed):
         for part in parts:
             plain.update(part)
         assert watch.union(parts) == plain
+
+
+def test_a_folder_where_one_file_changed_is_rescanned_at_that_file_only(tmp_path, monkeypatch):
+    """A kept agent's scan after a sync that touched one file in each big folder (today's daily
+    note, one installed file): the other files of those folders come whole, as the last scan made
+    them; only the named file and those whose record changed are looked at one by one."""
+    root = tmp_path / "ws"
+    for folder in ("memory/a", "memory/b", "memory/c"):
+        (root / folder).mkdir(parents=True)
+        for i in range(40):
+            (root / folder / f"{i}.md").write_text(f"{folder} {i}\n")
+            os.utime(root / folder / f"{i}.md", ns=(10**18, 10**18))  # not written just now: kept
+    monkeypatch.setattr(watched, "LONG_LIVED", True)
+    handler = Handler(root)
+    handler.ws.ensure_state()
+    handler.scan()
+    before = handler.scan()  # every folder's files kept: whole from here on
+    (root / "memory/a/3.md").write_text("changed\n")
+    os.unlink(root / "memory/b/5.md")
+    (root / "memory/c/new.md").write_text("new\n")
+    result = handler.scan()
+    watch = watched._WATCHES[os.path.realpath(root)]
+    assert watch.restatted == 3 and watch.whole >= 3
+    assert watch.fresh_between(before.fresh[1], result.fresh[1]) == {"memory/a/3.md", "memory/c/new.md"}
+    # A new record for a file that did not change (a sync's new vector): that file only.
+    entry = result.manifest["memory/c/7.md"]
+    from peersync.core import versions as vv
+    handler.versions.record([("memory/c/7.md", entry.with_vv(vv.bump(entry.vv, handler.versions.me,
+                                                                      handler.versions.reserve()), entry.seen), True)])
+    again = handler.scan()
+    anew = watch.fresh_between(result.fresh[1], again.fresh[1])
+    assert "memory/c/7.md" in anew <= {"memory/a/3.md", "memory/c/new.md", "memory/c/7.md"}
+    assert again.manifest["memory/c/7.md"].vv != entry.vv
+    monkeypatch.setattr(watched, "ENABLED", False)
+    assert Handler(root).scan().manifest == again.manifest

@@ -299,7 +299,8 @@ class Handler:
                 changed[p] = e.to_wire()
         # Every ancestor path is in the manifest when as many of them are as it holds.
         new = sum(1 for p in changed if p not in base)
-        deleted = [] if len(result.manifest) - new == len(base) else [p for p in base if p not in result.manifest]
+        deleted = [] if len(result.manifest) - new == len(base) else \
+            list(itertools.filterfalse(result.manifest.__contains__, base))  # (a C-level loop)
         self._delta_memo = (base, result.manifest, changed, result.fresh)
         return {"delta": True, "entries": changed, "deleted": deleted, "problems": problems, "unknown": unknown,
                 "fs": result.fs,

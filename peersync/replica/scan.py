@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import re
@@ -289,7 +290,7 @@ class StatCache:
         if self.path is None:
             return
         if len(keep) != len(self.entries):  # (links and empty folders are kept, but have no entry)
-            stale = [k for k in self.entries if k not in keep]
+            stale = list(itertools.filterfalse(keep.__contains__, self.entries))  # (a C-level loop)
             for k in stale:  # in place: a watch-fed scan's reused entries name this very dict
                 del self.entries[k]
             if stale:
@@ -359,20 +360,23 @@ def scan(root: Path, selection: Selection, cache_path: Path | None = None, *,
     # row it was made from (a record changes by a new row).  A no-op scan then builds no entry.
     # Only entries from a stat cache hit and a matching record are kept (the common case), with
     # the folder listing they are in (watched._Node.kept).  Each listing the walk goes through file
-    # by file comes first as (False, listing); a folder no event named, all of whose entries were
-    # kept from the very same records (same rows object, same generation: no record changed),
-    # comes whole as (None, listing), and enters the manifest as one dict update.
+    # by file comes first as (False, listing); a folder whose entries were kept from the very same
+    # records (same rows object) comes whole as (None, listing) — but the files an event named or
+    # whose record changed since, which follow it one by one — and enters the manifest as one dict
+    # update.  (A sync that touched one file in each big folder then rescans only those files.)
     reuse = listings is not None and known is not None
     found = (walk(root, selection, result.problems, result.unknown, kinds=True) if listings is None
              else listings.walk(result.problems, result.unknown,
                                 reuse=(*known, changed_since or _unknown_changes) if reuse else None))
     manifest = result.manifest
-    memo, kept, folders, wholes = {}, None, [], []
+    memo, kept, folders, wholes, parts = {}, None, [], [], []
     fresh: list[str] | None = [] if reuse else None  # entries not reused from the last scan (TreeWatch.record)
     for rel, st in found:
         if not rel:
             if rel is None:
                 wholes.append(st.whole[2])  # (joined at the end: TreeWatch.union)
+                memo, kept = {}, {}  # the files it does not hold follow, one by one
+                parts.append((st, kept))
             elif st is None:  # out of the folders (a selected root that is a file follows)
                 memo, kept = {}, None
             else:
@@ -424,11 +428,16 @@ def scan(root: Path, selection: Selection, cache_path: Path | None = None, *,
         else:
             manifest[rel] = _new(Entry, (st.st_size, st.st_mtime_ns, st.st_mode & 0o777, digest, (), ()))
             unmatched.append(rel)
-    # A folder whose every file was kept comes whole next time (while no event names it and no
-    # record changes).  (Its listing's stat results are the ones kept: they came from it.)
+    # A folder's kept files come whole next time, but those an event names or whose record
+    # changes (watched.TreeWatch._part); the others are looked at one by one.  (Its listing's stat
+    # results are the ones kept: they came from it.)
     for node in folders:
-        if len(node.kept) == len(node.items) and node.kept:
+        if node.kept:
             node.whole = (rows, known[1], {rel: hit[2] for rel, hit in node.kept.items()})
+    for node, more in parts:  # files of a partly whole folder kept this time: whole next time too
+        if more:
+            node.whole = (rows, known[1], {**node.whole[2], **{rel: hit[2] for rel, hit in more.items()}})
+            node.kept = {**(node.kept or {}), **more}
     if fresh is not None:
         result.fresh = (listings, listings.seq, fresh)
     if reuse:

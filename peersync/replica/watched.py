@@ -27,6 +27,7 @@ Correctness first (Mutagen's "accelerated scanning" works alike):
 
 from __future__ import annotations
 
+import collections
 import os
 import stat
 import struct
@@ -138,7 +139,7 @@ class TreeWatch:
         self.tops: dict[str, tuple | None] = {}  # selection root -> (st_dev, st_ino) it named when listed
         self.mounts = b""  # /proc/self/mountinfo at the last scan: a mount makes no event
         self.whole = 0  # folders the last walk yielded whole (see walk's `reuse`)
-        self._moved: dict[int, set[str] | None] = {}
+        self._moved: dict[int, dict | None] = {}
         self.seq = 0  # walks so far
         # the paths whose entry the scan of each recent walk may have made anew
         self._fresh = ChangeLog(FRESH_LOG, FRESH_PATHS_MAX)
@@ -219,7 +220,7 @@ class TreeWatch:
         (False, None) follows the folders of each selected root."""
         self.whole = 0
         self.seq += 1
-        self._moved: dict[int, set[str] | None] = {}  # generation -> folders whose records changed since
+        self._moved: dict[int, dict | None] = {}  # generation -> {folder: its files whose records changed since}
         mounts = _mountinfo()
         full = (self.fd < 0 or not self._drain() or time.monotonic() - self.full_at > FULL_EVERY
                 or mounts != self.mounts or self._new_links())
@@ -267,8 +268,7 @@ class TreeWatch:
             else:
                 out = dict(old)
                 for part in gone:
-                    for path in part:
-                        del out[path]
+                    collections.deque(map(out.__delitem__, part), 0)  # (a C-level loop)
             for part in new:
                 out.update(part)
             old = out
@@ -314,29 +314,36 @@ class TreeWatch:
             node = self.nodes.get(current)
             names = self.names.get(current)
             untouched = node is not None and node.fresh and current not in self.dirty and names is None
+            named: tuple[str, ...] = ()  # files stat'ed again by name (a restat)
             if not untouched:
-                if node is not None:
-                    node.whole = None  # (a restat changes `items` in place)
                 if node is None or not node.fresh or current in self.dirty or not self._restat(node, current, names):
                     before = node.subdirs if node is not None else ()
                     node = self._list(current, top, found.kinds)
                     for gone in set(before) - set(node.subdirs):
                         self._forget(gone)
+                else:
+                    named = tuple(f"{current}/{name}" for name in names)
             if found.problems is not None:
                 found.problems.extend(node.problems)
             if found.unknown is not None:
                 found.unknown.extend(node.unknown)
-            done = node.whole
             # Whole only when the last walk went through it too: its entries are then the very
             # objects the last scan's manifest held (see record).
             last, node.walked = node.walked, self.seq
-            if untouched and reuse is not None and done is not None and done[0] is reuse[0] and last == self.seq - 1 and (
-                    done[1] == reuse[1] or self._unmoved(current, done[1], reuse[2])):
-                if done[1] != reuse[1]:
-                    node.whole = (done[0], reuse[1], done[2])  # (still right at this generation)
+            part = self._part(node, current, named, reuse) if last == self.seq - 1 else None
+            if part is not None:
+                # The entries of the files no event named and no new record moved, as the last scan
+                # made them; the others (those and any it could not keep) follow one by one.
+                node.whole = (reuse[0], reuse[1], part)
                 self.whole += 1
                 yield None, node
+                if len(part) < len(node.items):
+                    rest = [p for p in named if p in node.items]
+                    if len(part) + len(rest) != len(node.items):
+                        rest = [p for p in node.items if p not in part]
+                    yield from ((p, node.items[p]) for p in rest)
             else:
+                node.whole = None
                 if reuse is not None:
                     yield False, node
                 yield from node.items.items()
@@ -359,13 +366,39 @@ class TreeWatch:
         self.nodes[current] = node
         return node
 
-    def _unmoved(self, current: str, gen: int, changed_since) -> bool:
-        """Whether no record of a file directly in folder `current` changed after generation `gen`."""
+    def _part(self, node: _Node, current: str, named: tuple[str, ...], reuse: tuple | None) -> dict | None:
+        """What of the last scan's entries in folder `current` (node.whole, made from the records
+        `reuse` names) is still right: those of the files no event named (`named`: restat'ed) and
+        whose record did not change since (Versions.changed_since); None when nothing is (or it
+        cannot be told).  The dict of a folder where nothing moved is the very one it was."""
+        done = node.whole
+        if reuse is None or done is None or done[0] is not reuse[0]:
+            return None
+        part = done[2]
+        moved = () if done[1] == reuse[1] else self._moved_in(current, done[1], reuse[2])
+        if moved is None:
+            return None
+        if named or moved:
+            part = dict(part)  # (a new one: the last scan's part is never changed)
+            for path in (*named, *moved):
+                part.pop(path, None)
+                if node.kept is not None:
+                    node.kept.pop(path, None)  # (kept: what `part` holds, see scan.scan)
+        return part or None
+
+    def _moved_in(self, current: str, gen: int, changed_since) -> set[str] | tuple | None:
+        """The files directly in folder `current` whose record changed after generation `gen`;
+        None when that is no longer known."""
         if gen not in self._moved:
             paths = changed_since(gen)
-            self._moved[gen] = None if paths is None else {p.rpartition("/")[0] for p in paths}
-        moved = self._moved[gen]
-        return moved is not None and current not in moved
+            by_folder: dict[str, set[str]] | None = None
+            if paths is not None:
+                by_folder = {}
+                for path in paths:
+                    by_folder.setdefault(path.rpartition("/")[0], set()).add(path)
+            self._moved[gen] = by_folder
+        by_folder = self._moved[gen]
+        return None if by_folder is None else by_folder.get(current, ())
 
     def _restat(self, node: _Node, current: str, names: set[str]) -> bool:
         """Bring `node` up to date by stat'ing the files events named (written, created, renamed,
