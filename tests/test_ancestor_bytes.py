@@ -24,7 +24,7 @@ WIRE = st.tuples(st.integers(0, 2**40), st.integers(0, 2**62), st.integers(0, 0o
        st.lists(NAMES, max_size=8), st.dictionaries(st.sampled_from(["format", "held", "zz", "a"]), st.integers(), max_size=3))
 def test_incremental_ancestor_bytes_are_canonical_json_bytes(first, changed, dropped, extra):
     doc = {**extra, "format": 3, "entries": first}
-    raw, encoded = canonical_ancestor(doc, {})
+    raw, encoded = canonical_ancestor(doc, None)
     assert raw == canonical_json(doc) == (json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
                                           + "\n").encode("utf-8", "backslashreplace")
     # The next sync: the same wire objects for what did not change, new ones for what did.
@@ -35,6 +35,14 @@ def test_incremental_ancestor_bytes_are_canonical_json_bytes(first, changed, dro
     nxt = {**doc, "entries": entries}
     raw2, _ = canonical_ancestor(nxt, encoded)
     assert raw2 == canonical_json(nxt)
+    # As an ancestor delta writes it: only the paths the delta names are looked at, in order.
+    _, encoded = canonical_ancestor(doc, None)
+    raw3, again = canonical_ancestor(nxt, encoded, since=first, moved=[*dropped, *changed])
+    assert raw3 == raw2 and again.order == sorted(entries)
+    # And once more from there (the order kept is the one used).
+    last = {**nxt, "entries": {**entries, **{p + "x": w for p, w in changed.items()}}}
+    raw4, _ = canonical_ancestor(last, again, since=entries, moved=[p + "x" for p in changed])
+    assert raw4 == canonical_json(last)
 
 
 def test_a_kept_process_writes_the_same_ancestor_bytes_as_a_fresh_one(tmp_path):
