@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from typing import Callable, Iterable
 
 from peersync.core import versions
@@ -122,7 +123,7 @@ def _add_gone(out: set[str], ancestor: Manifest, manifest: Manifest) -> None:
     ancestor as it holds, that is every one of them: nothing to look for."""
     new = sum(1 for p in out if p in manifest and p not in ancestor)
     if len(manifest) - new != len(ancestor):
-        out.update(p for p in ancestor if p not in manifest)
+        out.update(itertools.filterfalse(manifest.__contains__, ancestor))  # (a C-level loop)
 
 
 class Touched:
