@@ -318,3 +318,25 @@ def _argv(pid: int) -> list[bytes]:
         return Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
     except OSError:
         return []
+
+
+def test_the_peers_housekeeping_runs_in_the_keeper_after_the_report(pair):
+    """The client does not wait for the peer's housekeeping (a round trip between machines): the
+    keeper makes it once the report is sent, before the agent's reset — still done every time."""
+    import json
+
+    (pair.local.root / "MEMORY.md").write_text("first\n")
+    warm_up(pair)
+    trash = pair.remote.state / "trash"
+    trash.mkdir(parents=True, exist_ok=True)
+    marker = pair.remote.state / "trash.purged"  # touched by a housekeeping that looked at the trash
+    marker.unlink(missing_ok=True)
+    (pair.local.root / "USER.md").write_text("pushed by the keeper\n")
+    out = cli(pair.local, "--json", "sync")  # the CLI's sync runs in the keeper (quick.py)
+    assert out.returncode == 0, out.stderr
+    [report] = json.loads(out.stdout)["reports"]
+    assert report["in_keeper"] and report["pushed"] == ["USER.md"]
+    assert wait_until(marker.exists, 30), "the peer's housekeeping never ran"
+    # The keeper is free again: it reset the agent after the housekeeping.
+    again = json.loads(cli(pair.local, "--json", "sync").stdout)["reports"][0]
+    assert again["in_keeper"] and not again["pushed"] and not again["pulled"]

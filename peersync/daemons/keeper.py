@@ -52,6 +52,7 @@ class Keeper:
         self.inode = None
         self.started = time.monotonic()
         self._hello: tuple[dict, float, float] | None = None  # _run's hello, for the run it starts
+        self._lent: LentSession | None = None  # the session lent to the run in progress (_lend)
 
     async def run(self) -> int:
         self.session = await open_session(self.ws, self.peer, timeout=15.0, root=self.root)
@@ -178,8 +179,13 @@ class Keeper:
                 writer.write(encode(reply))
                 await writer.drain()
         finally:
-            # The agent is reset (unstaged, its lock released) once the client has its report: a
-            # round trip the client does not wait for.  The next client waits for it (`serving`).
+            # The peer's housekeeping, then the agent's reset (unstaged, its lock released), once the
+            # client has its report: round trips the client does not wait for.  The next client
+            # waits for them (`serving`).
+            lent, self._lent = self._lent, None
+            for request in lent.later if lent is not None else ():
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(request(), 60)
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self.session.request("reset"), 60)
 
@@ -188,7 +194,8 @@ class Keeper:
         _run just made to check the connection, else a new one — and closing it only resets the agent."""
         fresh, self._hello = self._hello, None
         hello, offset, rtt = fresh or await self._timed_hello()
-        return LentSession(self.session, hello, offset, rtt)
+        self._lent = LentSession(self.session, hello, offset, rtt)
+        return self._lent
 
     async def _timed_hello(self) -> tuple[dict, float, float]:
         """(the agent's hello, its clock's offset from ours, the round trip), measured now."""
@@ -249,6 +256,12 @@ class LentSession(Replica):
 
     def __init__(self, session: Session, hello: dict, offset: float, rtt: float):
         self._session, self.peer, self.hello, self.offset, self.rtt = session, session.peer, hello, offset, rtt
+        self.later: list = []  # requests made once the client has its report (after_report)
+
+    def after_report(self, request) -> None:
+        """Make `request()` (the peer's housekeeping) after the report is sent, before the agent's
+        reset: still under the peer's lock, but a round trip the client does not wait for."""
+        self.later.append(request)
 
     async def request(self, op: str, **args):
         return await self._session.request(op, **args)

@@ -18,6 +18,7 @@ there is no second copy of these steps.
 from __future__ import annotations
 
 import asyncio
+import functools
 import socket
 from dataclasses import dataclass
 
@@ -268,8 +269,13 @@ async def _reconcile_and_apply(job: Job, local: LocalSession, remote: Replica, r
     # Last: pruning log bases reads the ancestors just saved.  Each side ages its trash by its own
     # retention (its config.yaml), never by ours — except a replica with no config (a cloud folder).
     theirs_kept = {} if remote.caps.own_retention else {"trash_days": cfg.trash_days}
-    await gather_all(local.request("housekeeping", prune_logbases=bool(logs)),
-                     remote.request("housekeeping", prune_logbases=bool(logs), **theirs_kept))
+    theirs = functools.partial(remote.request, "housekeeping", prune_logbases=bool(logs), **theirs_kept)
+    later = getattr(remote, "after_report", None)
+    if later is not None:  # a keeper's session: the peer's is done once the client has its report
+        later(theirs)
+        await local.request("housekeeping", prune_logbases=bool(logs))
+    else:
+        await gather_all(local.request("housekeeping", prune_logbases=bool(logs)), theirs())
 
 
 async def respell(local: LocalSession, remote: Replica, names: Alignment, report: Report) -> None:
