@@ -340,3 +340,65 @@ def test_the_peers_housekeeping_runs_in_the_keeper_after_the_report(pair):
     # The keeper is free again: it reset the agent after the housekeeping.
     again = json.loads(cli(pair.local, "--json", "sync").stdout)["reports"][0]
     assert again["in_keeper"] and not again["pushed"] and not again["pulled"]
+
+
+def test_the_keepers_hello_lock_and_selection_go_out_before_the_hello_is_answered(pair):
+    """On a tailnet each round trip a warm sync waits for shows (scripts/bench_rtt.py): the timed
+    hello (the clock offset) is sent first and the run's lock and selection right behind it; the
+    agent answers them in order, and the run's clock offset is the one measured now."""
+    import asyncio
+
+    from peersync.daemons.keeper import Keeper
+    from peersync.transport import ssh
+    from peersync.transport.protocol import decode, op_of
+
+    (pair.local.root / "MEMORY.md").write_text("x\n")
+    events = []
+    send, receive = ssh.Session._send, ssh.Session._receive
+
+    def sent(self, data):
+        line = data.split(b"\n", 2)[1 if data.startswith(b"+") else 0] + b"\n"
+        events.append(("sent", op_of(line)))
+        return send(self, data)
+
+    async def received(self, op):
+        reply = await receive(self, op)
+        events.append(("answered", op))
+        return reply
+
+    class Writer:
+        def __init__(self):
+            self.data = b""
+
+        def write(self, data):
+            self.data += data
+
+        async def drain(self):
+            pass
+
+    async def one_run():
+        peer = pair.peer()
+        kept = Keeper(pair.local, peer, peer.path, 60, pair.local.state / "keeper-test.sock")
+        kept.session = await ssh.open_session(pair.local, peer, timeout=15.0, root=peer.path)
+        try:
+            kept.session.offset = 1234.0  # the connection's first measure: a run must measure anew
+            writer = Writer()
+            events.clear()  # (the connection's own hello)
+            await kept._run({"id": 1, "op": "run", "args": {}}, writer)
+            return decode(writer.data.split(b"\n", 1)[0])
+        finally:
+            await kept.session.close()
+
+    ssh.Session._send, ssh.Session._receive = sent, received
+    try:
+        reply = asyncio.run(one_run())
+    finally:
+        ssh.Session._send, ssh.Session._receive = send, receive
+    assert reply["ok"], reply
+    [report] = reply["reports"]
+    assert report["in_keeper"] and report["pushed"] == ["MEMORY.md"]
+    assert abs(report["clock_offset"]) < 5  # this run's hello, not the connection's first
+    assert (pair.remote.root / "MEMORY.md").read_text() == "x\n"
+    order = [e for e in events if e[1] in ("hello", "lock", "selection")]
+    assert order == [("sent", "hello"), ("sent", "lock"), ("sent", "selection"),
+                     ("answered", "hello"), ("answered", "lock"), ("answered", "selection")], events

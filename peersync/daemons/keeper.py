@@ -51,7 +51,8 @@ class Keeper:
         self.done = asyncio.Event()
         self.inode = None
         self.started = time.monotonic()
-        self._hello: tuple[dict, float, float] | None = None  # _run's hello, for the run it starts
+        self._hello: asyncio.Future | None = None  # _run's timed hello, for the run it starts
+        self._last: tuple[dict, float, float] | None = None  # the last timed hello's (hello, offset, rtt)
         self._lent: LentSession | None = None  # the session lent to the run in progress (_lend)
 
     async def run(self) -> int:
@@ -154,9 +155,21 @@ class Keeper:
         the reports.  A failure before the sync could start answers not-ok: the client then
         runs it itself and shows the error its own way."""
         args = request.get("args") or {}
-        try:  # a connection that died while idle: the client connects anew instead of failing
-            self._hello = await asyncio.wait_for(self._timed_hello(), 10)
+        # A timed hello (the clock offset, and whether the connection still answers) goes first and
+        # the run's lock and selection right behind it, not a round trip later: the agent answers in
+        # order, so the offset is timed as before, and a connection that died while idle fails the
+        # hello before anything reached the peer — the client then connects anew instead of failing.
+        hello = self._hello = asyncio.ensure_future(self._timed_hello())
+        await asyncio.sleep(0)  # (its request is written before any of the run's)
+        run = asyncio.ensure_future(sync_peers(
+            self.ws, [self.peer.name], mode=Mode(args.get("mode", "sync")), dry_run=bool(args.get("dry_run")),
+            force=bool(args.get("force")), policy=Policy(args["policy"]) if args.get("policy") else None,
+            session_for=self._lend))
+        try:
+            self._last = await asyncio.wait_for(asyncio.shield(hello), 10)
         except Exception:
+            run.cancel()
+            await asyncio.gather(run, hello, return_exceptions=True)
             self.done.set()
             with contextlib.suppress(OSError, ConnectionError):
                 writer.write(encode({"id": request.get("id"), "ok": False, "error": "connection lost"}))
@@ -164,10 +177,7 @@ class Keeper:
             return
         try:
             try:
-                reports = await sync_peers(
-                    self.ws, [self.peer.name], mode=Mode(args.get("mode", "sync")), dry_run=bool(args.get("dry_run")),
-                    force=bool(args.get("force")), policy=Policy(args["policy"]) if args.get("policy") else None,
-                    session_for=self._lend)
+                reports = await run
                 # The text too: rendering it here spares the client the imports (~20 ms a sync).
                 reply = {"id": request.get("id"), "ok": True, "reports": [r.to_json() for r in reports],
                          "exits": [r.error_exit for r in reports], "text": reports_text(reports)}
@@ -190,11 +200,13 @@ class Keeper:
                 await asyncio.wait_for(self.session.request("reset"), 60)
 
     async def _lend(self, peer: Peer):
-        """Our session, for one sync run in this process: a fresh hello (clock offset) — the one
-        _run just made to check the connection, else a new one — and closing it only resets the agent."""
-        fresh, self._hello = self._hello, None
-        hello, offset, rtt = fresh or await self._timed_hello()
-        self._lent = LentSession(self.session, hello, offset, rtt)
+        """Our session, for one sync run in this process: its hello is the one _run sent before the
+        run's first request (the run settles it: LentSession.settle), and closing it only resets
+        the agent."""
+        timed, self._hello = self._hello, None
+        timed = timed or asyncio.ensure_future(self._timed_hello())
+        last = self._last or (self.session.hello, self.session.offset, self.session.rtt)
+        self._lent = LentSession(self.session, timed, last)
         return self._lent
 
     async def _timed_hello(self) -> tuple[dict, float, float]:
@@ -248,15 +260,24 @@ class Keeper:
 
 class LentSession(Replica):
     """The keeper's own Session, lent to one sync run: same requests, but close() neither ends the
-    agent nor waits: the keeper resets it (unstage, release its lock) once the report is sent."""
+    agent nor waits: the keeper resets it (unstage, release its lock) once the report is sent.
+    Its hello, clock offset and round trip are the last run's until settle() gives this run's."""
 
     @property
     def caps(self):
         return agent_caps(KEPT, self.hello)
 
-    def __init__(self, session: Session, hello: dict, offset: float, rtt: float):
-        self._session, self.peer, self.hello, self.offset, self.rtt = session, session.peer, hello, offset, rtt
+    def __init__(self, session: Session, timed: asyncio.Future, last: tuple[dict, float, float]):
+        self._session, self.peer, self._timed = session, session.peer, timed
+        # (What the run reads before it settles — the agent's root, machine, capabilities — is the
+        # same agent's answer: only the time moves; the lock's reply names the instance id anew.)
+        self.hello, self.offset, self.rtt = last
         self.later: list = []  # requests made once the client has its report (after_report)
+
+    async def settle(self) -> None:
+        """This run's own hello, sent before its first request (so answered before it): the clock
+        offset as measured now."""
+        self.hello, self.offset, self.rtt = await self._timed
 
     def after_report(self, request) -> None:
         """Make `request()` (the peer's housekeeping) after the report is sent, before the agent's

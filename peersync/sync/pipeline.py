@@ -90,6 +90,10 @@ async def sync_pair(job: Job, local: LocalSession, remote: Replica, report: Repo
     per-path problem — goes into `report`.  Run-level trouble raises a PeersyncError."""
     ws, cfg = job.ws, job.cfg
     remote_id = await begin(job, remote)
+    settle = getattr(remote, "settle", None)
+    if settle is not None:  # a keeper's session: its hello went before the lock, and is answered by now
+        await settle()
+        report.clock_offset = remote.offset
     if not job.dry_run:  # both sides have now recovered what an interrupted run left: say so
         interrupted = journal.settle(ws, remote_id)
         if interrupted is not None:
