@@ -350,3 +350,53 @@ def _report(**kw) -> Report:
 ], ids=["nothing", "new-failure", "known-failure", "changes"])
 def test_report_lines(report, tell, new_problems, expected):
     assert report_lines(report, tell_failure=tell, retry_in=300, new_problems=new_problems) == expected
+
+
+def test_only_the_old_cron_jobs_argv_has_the_job_registered_again_once_a_day(workspace_pair, tmp_path):
+    """`python -m peersync -w W heartbeat` with no -P is what a cron job from before -P runs (in the
+    workspace): its tick starts `auto on` in the background, which registers the job again with
+    this peersync's argv (test_openclaw.py checks that against the real Gateway); marked, so once a
+    day.  With -P, from the console script, or with auto off: nothing is started."""
+    from peersync.daemons import due
+
+    ws = workspace_pair.local
+    set_config(ws, "auto:\n  enabled: true\n")
+    state = auto.read_state(ws.state)
+    state["last_run"] = time.time()  # not due: the fast path
+    auto.write_state(ws.state, state)
+    marker = ws.state / due.RENEWED
+    env = {**os.environ, "PATH": str(tmp_path / "no-openclaw")}  # `auto on` finds no OpenClaw: changes nothing
+
+    def tick(*python_flags: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, *python_flags, "-m", "peersync", "-w", str(ws.root), "heartbeat"],
+                              cwd=ws.root, env=env, capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=60)
+
+    def renewing() -> bool:  # the background `auto on` of this workspace still runs
+        for pid in filter(str.isdigit, os.listdir("/proc")):
+            try:
+                argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            if b"auto" in argv and str(ws.root).encode() in argv:
+                return True
+        return False
+
+    def settled() -> None:
+        deadline = time.monotonic() + 60
+        while renewing():
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+
+    assert tick("-P").returncode == 0 and not marker.exists()
+    assert tick().returncode == 0 and marker.exists()
+    settled()
+    assert "enabled: true" in ws.config_file.read_text()
+    os.utime(marker, (1, 1))  # a day ago and more
+    set_config(ws, "auto:\n  enabled: false\n")
+    assert tick().returncode == 0 and marker.stat().st_mtime == 1
+    set_config(ws, "auto:\n  enabled: true\n")
+    assert tick().returncode == 0 and marker.stat().st_mtime > 1
+    settled()
+    os.utime(marker, None)  # just now: not again today
+    before = marker.stat().st_mtime_ns
+    assert tick().returncode == 0 and marker.stat().st_mtime_ns == before

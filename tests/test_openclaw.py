@@ -208,6 +208,35 @@ def test_init_registers_the_cron_job_auto_off_removes_it(claw):
     assert out.stdout.startswith("⏸️ Auto-sync is off") and "cron" not in out.stdout
 
 
+def test_a_cron_job_from_before_dash_p_is_registered_again_by_its_next_tick(claw):
+    """A job a peersync from before -P registered runs `python -m peersync -w W heartbeat` in the
+    workspace (where a planted `peersync/` folder would be imported first): its next tick has it
+    registered again, the same job, with this peersync's argv; once, not on every tick."""
+    import time
+
+    from peersync.daemons import due
+
+    ws = Workspace(claw.workspace)
+    assert peersync(claw, "auto", "on", "--interval", "300").returncode == 0
+    old = [sys.executable, "-m", "peersync", "-w", str(ws.root), "heartbeat"]
+    claw.json("cron", "add", "--name", f"peersync {ws.root.name}", "--every", "300s",
+              "--command-argv", json.dumps(old), "--command-cwd", str(ws.root),
+              "--declaration-key", openclaw.declaration_key(ws), "--no-deliver", "--json")
+    [job] = our_jobs(claw, ws)
+    assert job["payload"]["argv"] == old
+    marker = ws.state / due.RENEWED
+    marker.unlink(missing_ok=True)
+    tick = subprocess.run(old, cwd=ws.root, env=claw.env, capture_output=True, text=True,
+                          stdin=subprocess.DEVNULL, timeout=120)
+    assert tick.returncode == 0, tick.stderr
+    deadline = time.monotonic() + 120
+    while [j["payload"]["argv"] for j in our_jobs(claw, ws)] != [openclaw.heartbeat_argv(ws)]:
+        assert time.monotonic() < deadline, our_jobs(claw, ws)
+        time.sleep(1)
+    assert marker.exists()
+    assert peersync(claw, "auto", "off").returncode == 0 and our_jobs(claw, ws) == []
+
+
 def test_session_start_runs_the_heartbeat_through_the_plugin(claw):
     """session_start reaches `peersync heartbeat --reason session-start`, which syncs when
     auto.on_session_start says so (here: no peers, so the sign is auto-state.json)."""

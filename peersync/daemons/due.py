@@ -34,6 +34,8 @@ def fast_main(argv: list[str]) -> int | None:
         cfg = auto.parse_auto(raw.get("auto"))
     except ConfigError:
         return None
+    if cfg.enabled:
+        renew_old_job(root, option)
     backup = raw.get("backup")
     if isinstance(backup, dict) and backup.get("interval") and _backup_needs_tick(root, backup["interval"]):
         return None  # a scheduled backup is due (or the setting is odd): the full path handles it
@@ -41,6 +43,39 @@ def fast_main(argv: list[str]) -> int | None:
     if auto.is_due(cfg, state.get("last_run"), reason, time.time()):
         return None
     return 0
+
+
+RENEWED = "cron-job.renewed"  # in the state dir: when renew_old_job last re-registered the job
+RENEW_EVERY = 86400.0  # seconds: at most once a day
+
+
+def renew_old_job(root: str, option: str | None) -> bool:
+    """Started by the OpenClaw cron job a peersync from before -P registered — `python -m peersync
+    -w W heartbeat` in the workspace, which imports a `peersync/` folder there before the installed
+    one: have the job registered again (`auto on`, by its declaration key: the same job, this
+    peersync's heartbeat_argv) in the background, at most once a day.  True when it started."""
+    import sys  # lazy: a builtin module
+
+    if sys.flags.safe_path or option is None or list(sys.orig_argv[1:]) != ["-m", "peersync", "-w", option, "heartbeat"]:
+        return False
+    marker = os.path.join(auto.state_dir(root), RENEWED)
+    try:
+        if time.time() - os.stat(marker).st_mtime < RENEW_EVERY:
+            return False
+    except OSError:
+        pass
+    try:
+        with open(marker, "a"):
+            pass
+        os.utime(marker)
+    except OSError:
+        return False  # no state dir to mark: not ours to fix from here
+    import subprocess  # lazy: only on this once-a-day path
+
+    subprocess.Popen([sys.executable, "-P", "-m", "peersync", "-w", root, "auto", "on"], cwd="/",
+                     stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                     start_new_session=True, close_fds=True)
+    return True
 
 
 def _backup_needs_tick(root: str, interval) -> bool:
