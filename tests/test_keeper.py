@@ -402,3 +402,64 @@ def test_the_keepers_hello_lock_and_selection_go_out_before_the_hello_is_answere
     order = [e for e in events if e[1] in ("hello", "lock", "selection")]
     assert order == [("sent", "hello"), ("sent", "lock"), ("sent", "selection"),
                      ("answered", "hello"), ("answered", "lock"), ("answered", "selection")], events
+
+
+def test_a_keeper_warms_both_sides_up_as_soon_as_it_is_connected(pair):
+    """Right after connecting, the keeper has the peer's agent and its own side read what a sync
+    reads and set their watches up (Handler.warm), holding `serving` for the peer's part; an agent
+    that does not know `warm` (an older peersync) changes nothing: the next sync does it all."""
+    import asyncio
+
+    from peersync.daemons.keeper import Keeper
+    from peersync.replica import watched
+    from peersync.transport import ssh
+    from peersync.transport.protocol import op_of
+
+    (pair.local.root / "MEMORY.md").write_text("x\n")
+    sync(pair.local)  # an ancestor on both sides: the warm-up reads it
+    events = []
+    send, receive = ssh.Session._send, ssh.Session._receive
+
+    def sent(self, data):
+        events.append(("sent", op_of(data.split(b"\n", 2)[1 if data.startswith(b"+") else 0] + b"\n")))
+        return send(self, data)
+
+    async def received(self, op):
+        try:
+            return await receive(self, op)
+        finally:
+            events.append(("answered", op))
+
+    async def warm(refused: bool):
+        peer = pair.peer()
+        kept = Keeper(pair.local, peer, peer.path, 60, pair.local.state / "keeper-test.sock")
+        kept.session = await ssh.open_session(pair.local, peer, timeout=15.0, root=peer.path)
+        try:
+            if refused:
+                real = kept.session.request
+
+                async def older(op, **args):
+                    if op == "warm":
+                        raise PeersyncError("remote failed 'warm': unknown operation 'warm'")
+                    return await real(op, **args)
+                kept.session.request = older
+            events.clear()
+            await kept._warm()
+            assert not kept.serving.locked()
+            return await kept.session.request("scan")  # the connection still serves a sync
+        finally:
+            await kept.session.close()
+
+    from peersync.errors import PeersyncError
+
+    ssh.Session._send, ssh.Session._receive = sent, received
+    try:
+        scanned = asyncio.run(warm(refused=False))
+        assert [e for e in events if e[1] in ("selection", "warm")] == [
+            ("sent", "selection"), ("answered", "selection"), ("sent", "warm"), ("answered", "warm")], events
+        assert "MEMORY.md" in scanned["entries"]
+        assert os.path.realpath(pair.local.root) in watched._SCANNED  # our side: watched from its first scan
+        assert "MEMORY.md" in asyncio.run(warm(refused=True))["entries"]
+    finally:
+        ssh.Session._send, ssh.Session._receive = send, receive
+        watched.forget_all()

@@ -649,3 +649,30 @@ def test_a_folder_where_one_file_changed_is_rescanned_at_that_file_only(tmp_path
     assert again.manifest["memory/c/7.md"].vv != entry.vv
     monkeypatch.setattr(watched, "ENABLED", False)
     assert Handler(root).scan().manifest == again.manifest
+
+
+def test_a_keepers_agent_warmed_before_its_first_sync_scans_watch_fed(tmp_path, monkeypatch):
+    """A keeper has its agent (and its own side) read what a sync reads and set the watches up as
+    soon as it is connected (op_warm): the first sync through it is then watch-fed, not a full
+    listing of the tree — and it finds what a plain walk finds."""
+    root = tmp_path / "ws"
+    generate(root, files=300, seed=3)
+    Handler(root).ws.ensure_state()
+    Handler(root).scan()  # an earlier process's sync: the stat cache and the records are on disk
+    watched.forget_all()  # this process has scanned nothing and watches nothing
+    scanning._KEPT.clear()
+    handler = Handler(root)
+    assert handler.op_warm() == {}
+    deadline = time.monotonic() + 20
+    while not ((w := watched._WATCHES.get(os.path.realpath(root))) and w.fd >= 0 and not w.mutex.locked()):
+        assert time.monotonic() < deadline, "no watch set up"
+        time.sleep(0.01)
+    assert str(handler._scan_cache) in scanning._KEPT  # the stat cache is in memory already
+    mutate(root, seed=2, n=5)
+    result = handler.scan()
+    watch = watched._WATCHES[os.path.realpath(root)]
+    assert not watch.full and watch.listed < len(watch.nodes) / 2
+    monkeypatch.setattr(watched, "ENABLED", False)
+    assert Handler(root).scan().manifest == result.manifest
+    with pytest.raises(Exception, match="bad instance id"):
+        handler.op_warm(peer_id="../x", digest="0")

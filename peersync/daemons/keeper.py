@@ -21,6 +21,7 @@ import contextlib
 import fcntl
 import os
 import signal
+import threading
 import time
 from pathlib import Path
 
@@ -28,6 +29,9 @@ from peersync.core.render import reports_text
 from peersync.core.types import Mode, Policy
 from peersync.errors import PeersyncError
 from peersync.replica import watched
+from peersync.core.paths import valid_instance_id
+from peersync.replica.handler import Handler
+from peersync.sync.pipeline import warm_local
 from peersync.sync.runner import sync_peers
 from peersync.transport.keeper import DEFAULT_KEEP, STREAM_LIMIT, settings, socket_path
 from peersync.transport.protocol import (LARGE_LINE, MAX_BLOB, PROTOCOL, SMALL_LINE, blob_limit, decode, encode,
@@ -39,6 +43,7 @@ from peersync.workspace.workspace import Peer, Workspace
 TICK = 2.0
 BUSY_WAIT = 2.0  # a client finding the keeper in use waits this long, then connects directly
 MAX_AGE = 3600.0  # a keeper never outlives this: a key revoked on the peer takes effect within it
+WARM_WAIT = 60.0  # seconds the warm-up waits for a sync of this workspace to end (then it goes ahead)
 
 
 # -- the keeper process ---------------------------------------------------------------------------
@@ -54,9 +59,13 @@ class Keeper:
         self._hello: asyncio.Future | None = None  # _run's timed hello, for the run it starts
         self._last: tuple[dict, float, float] | None = None  # the last timed hello's (hello, offset, rtt)
         self._lent: LentSession | None = None  # the session lent to the run in progress (_lend)
+        self._warming: asyncio.Future | None = None  # _warm, started once connected
+        self._connected_at = self.last_used
 
     async def run(self) -> int:
         self.session = await open_session(self.ws, self.peer, timeout=15.0, root=self.root)
+        self._connected_at = self.last_used
+        self._warming = asyncio.ensure_future(self._warm())  # (runs on its own; best effort)
         with contextlib.suppress(FileNotFoundError):
             self.path.unlink()  # a dead keeper's socket (we hold the keeper lock)
         server = await asyncio.start_unix_server(self.client, str(self.path), limit=STREAM_LIMIT)
@@ -75,6 +84,33 @@ class Keeper:
                 await asyncio.wait_for(self.serving.acquire(), 120)
             await self.session.close()
         return 0
+
+    async def _warm(self) -> None:
+        """Right after connecting, while nobody waits: both sides read what a sync reads first and
+        set their watches up (Handler.warm), so that the first sync through this keeper is as fast
+        as its later ones, not a full listing of both trees.  Best effort (an agent from before
+        `warm` does not know it).  The peer's part holds `serving`: its selection must not change
+        under a run."""
+        try:
+            # Not alongside a sync this workspace runs (the one that started us, say): it would wait
+            # for the same CPU.  (lock.info exists while a sync holds the workspace: workspace/lock.py)
+            deadline = time.monotonic() + WARM_WAIT
+            while (self.ws.state / "lock.info").exists() and time.monotonic() < deadline:
+                await asyncio.sleep(0.5)
+            if self.serving.locked() or self.last_used != self._connected_at:
+                return  # a run came first: it warmed up both sides itself
+            cfg = self.ws.sync_config()
+            remote_id = self.session.hello.get("instance_id")
+            remote_id = remote_id if valid_instance_id(remote_id) else None
+            # (The peer's copy of our ancestor has the same bytes: the digest names both.)
+            digest = await asyncio.to_thread(Handler(self.ws.root).op_ancestor_digest, remote_id) if remote_id else None
+            threading.Thread(target=warm_local, args=(self.ws, cfg.selection, remote_id), name="peersync-warm",
+                             daemon=True).start()
+            async with self.serving:  # (the peer's part answers at once: it runs in its own thread there)
+                await self.session.request("selection", selection=cfg.selection.to_wire())
+                await self.session.request("warm", peer_id=self.ws.instance_id, digest=digest)
+        except Exception:  # noqa: BLE001 - a sync that comes does it all itself, as before
+            pass
 
     def _remove_socket(self) -> None:
         with contextlib.suppress(OSError):

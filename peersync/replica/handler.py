@@ -140,6 +140,34 @@ class Handler:
             watched.prime(self.ws.root, self.scan_selection, cache=self._scan_cache)
         return {}
 
+    def op_warm(self, peer_id: str | None = None, digest: str | None = None) -> dict:
+        """A keeper's agent, right after the keeper connected (daemons/keeper.py): get ready for the
+        syncs to come while nobody waits, so that the keeper's first sync is as fast as its later
+        ones (warm).  Reads only: no lock is needed."""
+        if peer_id is not None and not valid_instance_id(peer_id):
+            raise BadPath(f"bad instance id {str(peer_id)[:40]!r}")
+
+        def run() -> None:
+            with contextlib.suppress(Exception):  # (ahead of time only: a sync does it all itself)
+                self.warm(self.scan_selection, peer_id, digest)
+
+        threading.Thread(target=run, name="peersync-warm", daemon=True).start()
+        return {}
+
+    def warm(self, selection: Selection | None, peer_id: str | None = None, digest: str | None = None) -> None:
+        """Read what a sync reads first — the version records, the ancestor shared with `peer_id`
+        (when its file still has `digest`) — and set the watches up and load the stat cache
+        (watched.prime_now): the first scan of a process that will scan again and again is then
+        watch-fed, not a full listing.  Meant for a background thread, while no sync runs here
+        (a sync's commit would wait for the records' read)."""
+        if self.ws.existing_instance_id() is not None:
+            self.versions.known()
+        if peer_id is not None and digest is not None:
+            with contextlib.suppress(OSError, BadPath):
+                self._ancestor_entries(peer_id, digest)
+        if selection is not None:
+            watched.prime_now(self.ws.root, selection, cache=self._scan_cache, first=True)
+
     def op_selection(self, selection: dict) -> dict:
         """The client's selection governs a session — bounded, for a restricted key, by this
         side's own (config.yaml): such a client reaches nothing this side does not sync."""

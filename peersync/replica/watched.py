@@ -41,6 +41,7 @@ from peersync.core.selection import Selection
 from peersync.replica import scan as scanning
 
 FULL_EVERY = 600.0  # seconds: the whole tree is listed again at least this often
+PRIME_WAIT = 30.0  # seconds a scan waits for a prime's listing under way before it lists itself
 MAX_WATCHES = 200_000  # directories; beyond, the rest is listed every time
 MAX_TREES = 4  # workspaces watched at once per process (inotify instances are few: 128 per user)
 FRESH_LOG, FRESH_PATHS_MAX = 16, 65536  # what TreeWatch.record keeps: walks, and paths over them all
@@ -139,6 +140,7 @@ class TreeWatch:
         self.tops: dict[str, tuple | None] = {}  # selection root -> (st_dev, st_ino) it named when listed
         self.mounts = b""  # /proc/self/mountinfo at the last scan: a mount makes no event
         self.whole = 0  # folders the last walk yielded whole (see walk's `reuse`)
+        self.priming = False  # prime's thread holds it to set the watches up (see walker)
         self._moved: dict[int, dict | None] = {}
         self.seq = 0  # walks so far
         # the paths whose entry the scan of each recent walk may have made anew
@@ -505,7 +507,10 @@ def walker(root: Path | str, selection: Selection) -> TreeWatch | None:
             watch = TreeWatch(key, selection, lib)
         _WATCHES[key] = _WATCHES.pop(key, watch)  # most recently used last
     if not watch.mutex.acquire(blocking=False):
-        return None  # another thread scans it now: this scan lists everything itself
+        # Another thread scans it now: this scan lists everything itself — but waits for a prime
+        # (the same listing, already under way) rather than list it all a second time alongside.
+        if not (watch.priming and watch.mutex.acquire(timeout=PRIME_WAIT)):
+            return None
     return watch
 
 
@@ -513,35 +518,40 @@ def prime(root: Path | str, selection: Selection, cache: Path | None = None) -> 
     """Between syncs (a kept agent told its client left): if this process scanned `root` before but
     watches nothing there yet, set the watches up now, in the background, so that the next sync's
     scan is already watch-fed; and load the stat cache at `cache` back into memory (a first scan
-    let it go: scan.forget_cache).  A scan that starts meanwhile lists everything itself."""
+    let it go: scan.forget_cache).  A scan that starts meanwhile waits for it (walker)."""
+    threading.Thread(target=prime_now, args=(root, selection, cache), name="peersync-prime", daemon=True).start()
+
+
+def prime_now(root: Path | str, selection: Selection, cache: Path | None = None, *, first: bool = False) -> None:
+    """prime(), in this thread.  `first`: before this process's first scan of `root` too (a keeper
+    and its agent, which will scan it again and again: Handler.warm)."""
     key = os.path.realpath(root)
+    if first and ENABLED:
+        with _MUTEX:
+            _SCANNED.add(key)
     existing = _WATCHES.get(key)
     watch_it = ENABLED and key in _SCANNED and not (
         existing is not None and existing.fd >= 0 and existing.selection == selection)
     load = cache is not None and str(cache) not in scanning._KEPT
-    if not watch_it and not load:
-        return
-
-    def run() -> None:
+    watch = walker(root, selection) if watch_it else None
+    if watch is None:
         if load:
             scanning.StatCache(cache)  # kept in memory for the next scan
-        if not watch_it:
-            return
-        watch = walker(root, selection)
-        if watch is None:
-            return
-        ok = False
-        try:
-            if watch.fd < 0:
-                for _ in watch.walk([], []):
-                    pass
-            ok = True
-        except Exception:  # noqa: BLE001 - the next scan lists everything (done() closes the watch)
-            pass
-        finally:
-            done(watch, ok)
-
-    threading.Thread(target=run, name="peersync-prime", daemon=True).start()
+        return
+    ok = False
+    watch.priming = True  # a scan that starts now waits for this (walker)
+    try:
+        if load:
+            scanning.StatCache(cache)
+        if watch.fd < 0:
+            for _ in watch.walk([], []):
+                pass
+        ok = True
+    except Exception:  # noqa: BLE001 - the next scan lists everything (done() closes the watch)
+        pass
+    finally:
+        watch.priming = False
+        done(watch, ok)
 
 
 def done(watch: TreeWatch, ok: bool) -> None:

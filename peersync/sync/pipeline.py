@@ -360,6 +360,18 @@ async def own_ancestor(local: LocalSession, remote_id: str, digest: str | None) 
     return found[0], entries
 
 
+def warm_local(ws: Workspace, selection, remote_id: str | None) -> None:
+    """A keeper, right after it connected, in a thread of its own: our side's part of getting ready
+    (Handler.warm), and our ancestor with `remote_id` as Entries (own_ancestor finds them)."""
+    handler = Handler(ws.root)
+    found = handler.ancestor_doc(remote_id) if remote_id is not None else None
+    if found is not None and found[0] not in _ANCESTOR_ENTRIES:
+        entries = read_ancestor(found[1], trusted=True)
+        if entries is not None:
+            _remember_ancestor(found[0], entries)
+    handler.warm(selection)
+
+
 async def save_ancestor(local, remote, local_id: str, remote_id: str, mine, new_ancestor, base_digest,
                         *, remote_delta: bool) -> None:
     """Store the new ancestor on both sides, at once: if we die between the two saves, the sides
