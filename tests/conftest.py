@@ -141,3 +141,29 @@ def apfs_dir(fuse_volume):
 def hfs_dir(fuse_volume):
     """A mounted HFS+-like volume (case-insensitive, names stored NFD): its path."""
     return fuse_volume("hfs").path
+
+
+@pytest.fixture
+def wire_events(monkeypatch) -> list[tuple[str, str]]:
+    """What this process's SSH sessions send and get answered, in order: ("sent" | "answered", op).
+    For the round trips a sync waits for (scripts/bench_rtt.py counts them between machines)."""
+    from peersync.transport import ssh
+    from peersync.transport.protocol import op_of
+
+    events: list[tuple[str, str]] = []
+    send, receive = ssh.Session._send, ssh.Session._receive
+
+    def sent(self, data):
+        line = data.split(b"\n", 2)[1 if data.startswith(b"+") else 0] + b"\n"  # (a blob's frame: +N first)
+        events.append(("sent", op_of(line)))
+        return send(self, data)
+
+    async def received(self, op):
+        try:
+            return await receive(self, op)
+        finally:
+            events.append(("answered", op))
+
+    monkeypatch.setattr(ssh.Session, "_send", sent)
+    monkeypatch.setattr(ssh.Session, "_receive", received)
+    return events

@@ -342,7 +342,7 @@ def test_the_peers_housekeeping_runs_in_the_keeper_after_the_report(pair):
     assert again["in_keeper"] and not again["pushed"] and not again["pulled"]
 
 
-def test_the_keepers_hello_lock_and_selection_go_out_before_the_hello_is_answered(pair):
+def test_the_keepers_hello_lock_and_selection_go_out_before_the_hello_is_answered(pair, wire_events):
     """On a tailnet each round trip a warm sync waits for shows (scripts/bench_rtt.py): the timed
     hello (the clock offset) is sent first and the run's lock and selection right behind it; the
     agent answers them in order, and the run's clock offset is the one measured now."""
@@ -350,21 +350,10 @@ def test_the_keepers_hello_lock_and_selection_go_out_before_the_hello_is_answere
 
     from peersync.daemons.keeper import Keeper
     from peersync.transport import ssh
-    from peersync.transport.protocol import decode, op_of
+    from peersync.transport.protocol import decode
 
     (pair.local.root / "MEMORY.md").write_text("x\n")
-    events = []
-    send, receive = ssh.Session._send, ssh.Session._receive
-
-    def sent(self, data):
-        line = data.split(b"\n", 2)[1 if data.startswith(b"+") else 0] + b"\n"
-        events.append(("sent", op_of(line)))
-        return send(self, data)
-
-    async def received(self, op):
-        reply = await receive(self, op)
-        events.append(("answered", op))
-        return reply
+    events = wire_events
 
     class Writer:
         def __init__(self):
@@ -389,11 +378,7 @@ def test_the_keepers_hello_lock_and_selection_go_out_before_the_hello_is_answere
         finally:
             await kept.session.close()
 
-    ssh.Session._send, ssh.Session._receive = sent, received
-    try:
-        reply = asyncio.run(one_run())
-    finally:
-        ssh.Session._send, ssh.Session._receive = send, receive
+    reply = asyncio.run(one_run())
     assert reply["ok"], reply
     [report] = reply["reports"]
     assert report["in_keeper"] and report["pushed"] == ["MEMORY.md"]
@@ -404,31 +389,20 @@ def test_the_keepers_hello_lock_and_selection_go_out_before_the_hello_is_answere
                      ("answered", "hello"), ("answered", "lock"), ("answered", "selection")], events
 
 
-def test_a_keeper_warms_both_sides_up_as_soon_as_it_is_connected(pair):
+def test_a_keeper_warms_both_sides_up_as_soon_as_it_is_connected(pair, wire_events):
     """Right after connecting, the keeper has the peer's agent and its own side read what a sync
     reads and set their watches up (Handler.warm), holding `serving` for the peer's part; an agent
     that does not know `warm` (an older peersync) changes nothing: the next sync does it all."""
     import asyncio
 
     from peersync.daemons.keeper import Keeper
+    from peersync.errors import PeersyncError
     from peersync.replica import watched
     from peersync.transport import ssh
-    from peersync.transport.protocol import op_of
 
     (pair.local.root / "MEMORY.md").write_text("x\n")
     sync(pair.local)  # an ancestor on both sides: the warm-up reads it
-    events = []
-    send, receive = ssh.Session._send, ssh.Session._receive
-
-    def sent(self, data):
-        events.append(("sent", op_of(data.split(b"\n", 2)[1 if data.startswith(b"+") else 0] + b"\n")))
-        return send(self, data)
-
-    async def received(self, op):
-        try:
-            return await receive(self, op)
-        finally:
-            events.append(("answered", op))
+    events = wire_events
 
     async def warm(refused: bool):
         peer = pair.peer()
@@ -450,9 +424,6 @@ def test_a_keeper_warms_both_sides_up_as_soon_as_it_is_connected(pair):
         finally:
             await kept.session.close()
 
-    from peersync.errors import PeersyncError
-
-    ssh.Session._send, ssh.Session._receive = sent, received
     try:
         scanned = asyncio.run(warm(refused=False))
         assert [e for e in events if e[1] in ("selection", "warm")] == [
@@ -461,5 +432,4 @@ def test_a_keeper_warms_both_sides_up_as_soon_as_it_is_connected(pair):
         assert os.path.realpath(pair.local.root) in watched._SCANNED  # our side: watched from its first scan
         assert "MEMORY.md" in asyncio.run(warm(refused=True))["entries"]
     finally:
-        ssh.Session._send, ssh.Session._receive = send, receive
         watched.forget_all()

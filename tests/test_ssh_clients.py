@@ -204,31 +204,15 @@ def test_a_new_connection_adopts_the_ssh_started_before_the_imports(tmp_path, ss
                        capture_output=True, stdin=subprocess.DEVNULL, timeout=60)  # its keeper goes too
 
 
-def test_the_selection_travels_behind_the_lock_without_waiting_a_round_trip(tmp_path, sshd, monkeypatch):
+def test_the_selection_travels_behind_the_lock_without_waiting_a_round_trip(tmp_path, sshd, monkeypatch, wire_events):
     """On a 20-50 ms tailnet every round trip a sync waits for shows (scripts/bench_rtt.py counts
     them): the selection is sent before the lock is answered, and the agent still takes them in order."""
     from peersync.sync.runner import run_sync
-    from peersync.transport import ssh
-    from peersync.transport.protocol import op_of
 
     monkeypatch.setenv("PEERSYNC_KEEP_CONNECTION", "0")
     pair = wire_pair(tmp_path / "local", tmp_path / "remote", sshd)
     write(pair.local.root / "MEMORY.md", "x\n")
-    events = []
-    send, receive = ssh.Session._send, ssh.Session._receive
-
-    def sent(self, data):
-        line = data.split(b"\n", 2)[1 if data.startswith(b"+") else 0] + b"\n"  # (a blob's frame: +N first)
-        events.append(("sent", op_of(line)))
-        return send(self, data)
-
-    async def received(self, op):
-        reply = await receive(self, op)
-        events.append(("answered", op))
-        return reply
-
-    monkeypatch.setattr(ssh.Session, "_send", sent)
-    monkeypatch.setattr(ssh.Session, "_receive", received)
+    events = wire_events
     report = run_sync(pair.local)[0]
     assert report.ok, report.error
     assert (pair.remote.root / "MEMORY.md").read_text() == "x\n"
