@@ -25,11 +25,11 @@ import threading
 import time
 from pathlib import Path
 
+from peersync.core.paths import valid_instance_id
 from peersync.core.render import reports_text
 from peersync.core.types import Mode, Policy
 from peersync.errors import PeersyncError
 from peersync.replica import watched
-from peersync.core.paths import valid_instance_id
 from peersync.replica.handler import Handler
 from peersync.sync.pipeline import warm_local
 from peersync.sync.runner import sync_peers
@@ -78,6 +78,7 @@ class Keeper:
             await self.done.wait()
         finally:
             watchdog.cancel()
+            self._warming.cancel()
             server.close()
             self._remove_socket()
             with contextlib.suppress(asyncio.TimeoutError):  # a sync still running ends first
@@ -102,8 +103,13 @@ class Keeper:
             cfg = self.ws.sync_config()
             remote_id = self.session.hello.get("instance_id")
             remote_id = remote_id if valid_instance_id(remote_id) else None
-            # (The peer's copy of our ancestor has the same bytes: the digest names both.)
-            digest = await asyncio.to_thread(Handler(self.ws.root).op_ancestor_digest, remote_id) if remote_id else None
+            # (The peer's copy of our ancestor has the same bytes: the digest names both.  Parsed here
+            # once: warm_local finds it in ancestor_doc's cache, not read again.)
+            try:
+                found = await asyncio.to_thread(Handler(self.ws.root).ancestor_doc, remote_id) if remote_id else None
+            except OSError:
+                found = None
+            digest = found[0] if found is not None else None
             threading.Thread(target=warm_local, args=(self.ws, cfg.selection, remote_id), name="peersync-warm",
                              daemon=True).start()
             async with self.serving:  # (the peer's part answers at once: it runs in its own thread there)

@@ -487,6 +487,7 @@ class Handler:
         "drop": [path]} to it (a sync that changed 10 files of 100k sends 10 entries).  Both sides
         write the same canonical bytes, so their digests agree for the next delta scan."""
         path = self._ancestor_file(peer_id)
+        moved = [*delta.get("drop", ()), *delta.get("set", {})] if delta is not None else []
         if delta is not None:
             try:
                 found = self.ancestor_doc(peer_id)
@@ -511,8 +512,7 @@ class Handler:
         ensure_private_dir(self.ws.state)
         ensure_private_dir(path.parent)
         if delta is not None and str(path) in _ENCODED:  # a long-lived process: its second write on
-            raw, _ENCODED[str(path)] = canonical_ancestor(manifest, _ENCODED[str(path)], since=stored,
-                                                          moved=[*delta.get("drop", ()), *delta.get("set", {})])
+            raw, _ENCODED[str(path)] = canonical_ancestor(manifest, _ENCODED[str(path)], since=stored, moved=moved)
         else:  # a process's first write (a CLI's only one), or a whole manifest
             raw, _ENCODED[str(path)] = canonical_json(manifest), None
         atomic_write_bytes(path, raw)
@@ -521,7 +521,7 @@ class Handler:
         # else writes it meanwhile).
         _ANCESTORS[str(path)] = (stat_identity(os.stat(path)), digest, manifest, True)
         if delta is not None:
-            self._carry_delta_memo(stored, entries, [*delta.get("drop", ()), *delta.get("set", {})])
+            self._carry_delta_memo(stored, entries, moved)
         return {"applied": True, "digest": digest}
 
     def _carry_delta_memo(self, old: dict, new: dict, moved: list[str]) -> None:
@@ -1142,7 +1142,8 @@ def canonical_ancestor(doc: dict, encoded: Encoded | None, *, since: dict | None
     entries = doc.get("entries")
     if not isinstance(entries, dict):
         return canonical_json(doc), None
-    if encoded is not None and moved is not None and since is not None and encoded.entries is since:
+    patched = encoded is not None and moved is not None and since is not None and encoded.entries is since
+    if patched:
         order, parts = encoded.order, encoded.parts
         for path in moved:
             at = bisect.bisect_left(order, path)
@@ -1157,9 +1158,8 @@ def canonical_ancestor(doc: dict, encoded: Encoded | None, *, since: dict | None
                 order.insert(at, path)
             if (kept := parts.get(path)) is None or kept[0] is not wire:
                 parts[path] = _encoded_entry(path, wire)
-        if len(order) != len(entries):  # (never, when `moved` is right: then encoded anew below)
-            encoded = Encoded(parts, [], {})
-    if encoded is None or encoded.entries is not since or moved is None or len(encoded.order) != len(entries):
+        patched = len(order) == len(entries)  # (always, when `moved` is right: else encoded anew below)
+    if not patched:
         known = encoded.parts if encoded is not None else {}
         order = sorted(entries)
         wires = list(map(entries.__getitem__, order))
