@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from peersync.core.paths import STATE_DIR
 from peersync.core.selection import Selection
 from peersync.core.types import Entry
 from peersync.replica import scan as scanning
@@ -70,10 +71,14 @@ def seed_tree(root: Path) -> None:
 
 
 def random_change(root: Path, rng: random.Random) -> str:
+    """One random user change under memory/ or notes/; the state dir (under memory/) is the engine's own."""
+    def ours(p: Path) -> bool:
+        rel = str(p.relative_to(root))
+        return not (rel == STATE_DIR or rel.startswith(STATE_DIR + "/"))
     dirs = sorted(str(p.relative_to(root)) for top in ("memory", "notes") if (root / top).is_dir()
-                  for p in [root / top, *(root / top).rglob("*")] if p.is_dir() and not p.is_symlink())
+                  for p in [root / top, *(root / top).rglob("*")] if p.is_dir() and not p.is_symlink() and ours(p))
     files = sorted(str(p.relative_to(root)) for top in ("memory", "notes") if (root / top).is_dir()
-                   for p in (root / top).rglob("*") if p.is_file() and not p.is_symlink())
+                   for p in (root / top).rglob("*") if p.is_file() and not p.is_symlink() and ours(p))
     kind = rng.choice(["create", "append", "rewrite", "chmod", "delete", "rename", "move", "mkdir", "rmtree",
                        "dirmove", "link", "relink", "odd", "excluded", "touch", "empty"])
     d = rng.choice(dirs) if dirs else "memory"
