@@ -264,3 +264,23 @@ def test_folders_are_every_parent_and_every_empty_directory() -> None:
             parts = path.split("/")
             expected.update("/".join(parts[:i]) for i in range(1, len(parts)))
         assert _folders(manifest) == expected
+
+
+def test_the_files_a_sync_installed_are_not_read_again_by_the_next_scan(a, b):
+    """After an initial sync the receiving side's stat cache already holds every installed file
+    (its bytes were checked as it was installed): the next scan reads none of them (it read them
+    all: 1.3 s of a first no-op at 100k files).  Only a row for the file as installed is kept."""
+    for i in range(300):  # more than a few (Handler._save_installed), old mtimes (not racy)
+        write(a, f"memory/day{i:03}.md", f"note {i}\n", age=3600)
+    write(a, "memory/just-now.md", "written a moment ago\n")  # racy: its mtime may not change on a rewrite
+    assert sync_local(a, b).ok
+    first = Handler(b.root).scan()
+    assert first.hashed == 1  # the racy one only
+    # A later rewrite that puts back size and mtime still changes the ctime: read again.
+    target = b.root / "memory/day007.md"
+    st = target.stat()
+    target.write_text("NOTE 7\n")
+    os.utime(target, ns=(st.st_atime_ns, st.st_mtime_ns))
+    again = Handler(b.root).scan()
+    assert again.hashed == 2  # that one, and the racy one again (still within the racy window)
+    assert again.manifest["memory/day007.md"].hash != first.manifest["memory/day007.md"].hash

@@ -32,7 +32,7 @@ from peersync.core.limits import RANGE
 from peersync.core.types import MANIFEST_FORMAT, READABLE_FORMATS, Entry, new_objects
 from peersync.core.unknown import covered
 from peersync.replica import bases, fsprobe, sparse, tombstones, watched
-from peersync.replica.scan import ScanResult, forget_cache, hash_bytes, scan
+from peersync.replica.scan import SAVE_MIN_CHANGES, ScanResult, StatCache, cache_kept, forget_cache, hash_bytes, scan
 from peersync.replica.store import Refused, Store, hash_fd
 from peersync.replica.versions import Versions, open_versions
 from peersync.workspace.locate import looks_like_workspace
@@ -127,9 +127,25 @@ class Handler:
     def release(self) -> None:
         with self._busy:
             self._save_stashed()  # what this session kept and no logbase_save wrote yet
+            self._save_installed()
             if self._lock is not None:
                 self._lock.__exit__(None, None, None)
                 self._lock = None
+
+    def _save_installed(self) -> None:
+        """The files this session installed go into the stat cache (Store.installed: their bytes
+        were checked as they were installed), so the next scan looks them up instead of reading
+        them again — after an initial sync, every file of the tree.  A process that no longer
+        holds the cache reloads it only for more than a few: those few are cheaper to read again."""
+        installed, self.store.installed = self.store.installed, {}
+        if not installed or not (len(installed) > SAVE_MIN_CHANGES or cache_kept(self._scan_cache)):
+            return
+        try:
+            cache = StatCache(self._scan_cache)
+            cache.add(installed)
+            cache.save()  # (a few rows in a large cache are only kept in memory: StatCache.save)
+        except OSError:
+            pass  # the next scan reads those files again: slower, never wrong
 
     def op_reset(self) -> dict:
         """End one client's use of a kept agent (see keeper.py): what EOF does, minus exiting.  The

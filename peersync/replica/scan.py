@@ -285,11 +285,19 @@ class StatCache:
             else:
                 self.entries[rel] = value
 
-    def save(self, keep) -> None:
-        """Write the entries of the paths in `keep` (a set, or a manifest's keys)."""
+    def add(self, rows: dict[str, list]) -> None:
+        """Rows known from elsewhere (the files a sync just installed, Store.installed)."""
+        for rel, value in rows.items():
+            if self.entries.get(rel) != value:
+                self.entries[rel] = value
+                self.dirty = True
+                self.changed += 1
+
+    def save(self, keep=None) -> None:
+        """Write the entries of the paths in `keep` (a set, or a manifest's keys; None: all)."""
         if self.path is None:
             return
-        if len(keep) != len(self.entries):  # (links and empty folders are kept, but have no entry)
+        if keep is not None and len(keep) != len(self.entries):  # (links and empty folders are kept, but have no entry)
             stale = list(itertools.filterfalse(keep.__contains__, self.entries))  # (a C-level loop)
             for k in stale:  # in place: a watch-fed scan's reused entries name this very dict
                 del self.entries[k]
@@ -314,6 +322,11 @@ class StatCache:
 # keyed by a file's full stat (a hit needs size, mtime, inode and ctime to match), so reusing
 # them while the file on disk is still the one we know is exactly as safe as reading it again.
 _KEPT: dict[str, tuple] = {}
+
+
+def cache_kept(path: Path) -> bool:
+    """Whether this process holds the stat cache at `path` in memory (a kept agent, a keeper)."""
+    return str(path) in _KEPT
 
 
 def forget_cache(path: Path) -> None:

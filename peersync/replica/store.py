@@ -36,7 +36,7 @@ from peersync.core.types import DIR, LINK, Entry
 from peersync.replica import sparse
 from peersync.replica.bases import MAX_BASE
 from peersync.replica.dirs import AT_FDCWD, RENAME_SWAP, DirHandles, LinkInPath, noreplace_flag, remove_entry, rename_flags
-from peersync.replica.scan import CHUNK, DIR_ENTRY, hash_bytes, hash_file, link_entry
+from peersync.replica.scan import CHUNK, DIR_ENTRY, RACY_NS, hash_bytes, hash_file, link_entry
 from peersync.workspace.storage import atomic_write_json, ensure_private_dir, read_json
 
 CONFLICTS_FORMAT = 1
@@ -69,6 +69,10 @@ class Store:
         # logbase_save (or as the session ends) in one pack: not a pack per request, no file read back.
         self._stash: dict[str, bytes] = {}
         self._stashed = 0
+        # Stat cache rows of the files install() put in place, by path: their bytes were checked
+        # against the hash as they were installed, so the next scan need not read them again
+        # (Handler.release hands them to the stat cache).
+        self.installed: dict[str, list] = {}
 
     @property
     def followed(self) -> frozenset[str]:
@@ -320,7 +324,17 @@ class Store:
         except FileExistsError:
             raise Refused(_occupant(parent, name)) from None
         self._fsync_dir(path.rpartition("/")[0], parent)
-        return _stat_entry(parent, name, new.hash)
+        return self._installed_entry(parent, name, path, new)
+
+    def _installed_entry(self, parent: int, name: str, path: str, new: Entry) -> list:
+        """The wire entry of the file just installed at `path`, and its stat cache row when the
+        file is still the one installed: the size and mtime given to it, an mtime older than
+        the racy window (as scan.scan stores a row).  A write since would have set its mtime to now."""
+        st = os.stat(name, dir_fd=parent, follow_symlinks=False)
+        if (stat.S_ISREG(st.st_mode) and st.st_size == new.size and st.st_mtime_ns == new.mtime_ns
+                and new.mtime_ns < time.time_ns() - RACY_NS):
+            self.installed[path] = [st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns, new.hash]
+        return Entry(st.st_size, st.st_mtime_ns, st.st_mode & 0o777, new.hash).to_wire()
 
     def _replace(self, parent: int, name: str, staged: Path, path: str, expect: Entry, new: Entry,
                  quarantine: dict | None) -> dict:
@@ -359,7 +373,7 @@ class Store:
             loser = self._quarantine_file(held, path, quarantine)
             conflict = conflict or loser
         self._unhold(held)
-        return {"entry": _stat_entry(parent, name, new.hash), "conflict": conflict}
+        return {"entry": self._installed_entry(parent, name, path, new), "conflict": conflict}
 
     def _hold(self, full: Path | None, path: str, at: tuple[int, str] | None = None) -> Path:
         """A second name for the inode at `path` (`at`: its directory's handle and its name,
