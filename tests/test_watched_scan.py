@@ -10,6 +10,7 @@ import random
 import shutil
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -404,11 +405,12 @@ def tree(root: Path) -> dict:
 def test_a_watched_scan_reuses_unchanged_entries_and_its_delta_equals_a_fresh_one(tmp_path, monkeypatch, seed):
     """A watch-fed scan reuses the last scan's entry of every file no event named (and op_scan its
     comparison with the same ancestor): through no-ops, random changes, new version records of
-    unchanged files and a new ancestor (whole, or a delta: the comparison is then carried over), its
-    manifest and its delta equal a fresh handler's."""
+    unchanged files and a new ancestor (whole, or a delta: the comparison is then carried over), with
+    scans that record nothing in between (dry runs, a keeper's warm-up), its manifest and its delta
+    equal a fresh handler's."""
     from peersync.core import versions as vv
 
-    rng = random.Random(seed)
+    rng, dry_rng = random.Random(seed), random.Random(seed + 1000)
     root = tmp_path / "ws"
     generate(root, files=200, seed=seed)
     handler = Handler(root)
@@ -417,7 +419,7 @@ def test_a_watched_scan_reuses_unchanged_entries_and_its_delta_equals_a_fresh_on
     first = handler.scan()
     digest = handler.op_ancestor_put(peer, manifest={"format": 2, "entries": {
         p: e.to_wire() for p, e in first.manifest.items() if rng.random() < 0.9}})["digest"]
-    last, memoized, last_action, last_scan, told, carried = None, set(), None, None, 0, 0
+    last, memoized, last_action, last_scan, told, carried, dry = None, set(), None, None, 0, 0, 0
     for round_ in range(24):
         action = rng.choice(["noop", "noop", "change", "record", "ancestor", "delta"])
         if action == "change":
@@ -452,6 +454,9 @@ def test_a_watched_scan_reuses_unchanged_entries_and_its_delta_equals_a_fresh_on
             digest = put["digest"]
             carried += current
             assert not current or handler._delta_memo[0] is handler._ancestor_entries(peer, digest)
+        if dry_rng.random() < 0.3:  # then a scan that records nothing (a dry run, a keeper's warm-up)
+            handler.scan(save_cache=False)
+            dry += 1
         out = handler.op_scan(base_peer=peer, base_digest=digest)
         watch = watched._WATCHES.get(os.path.realpath(root))
         reused = handler._delta_memo[1] if handler._delta_memo else {}
@@ -487,6 +492,7 @@ def test_a_watched_scan_reuses_unchanged_entries_and_its_delta_equals_a_fresh_on
         last, last_action, last_scan = dict(reused), action, scanned
     assert told >= 12  # most rounds know (not the first two, nor one after a record changed every folder)
     assert carried  # a new ancestor sent as a delta: the next scan compared only what moved
+    assert dry  # and scans that recorded nothing came between
 
 
 def test_a_processs_first_scan_frees_the_stat_cache_and_its_later_ones_keep_it(tmp_path, monkeypatch):
@@ -657,9 +663,10 @@ def test_a_folder_where_one_file_changed_is_rescanned_at_that_file_only(tmp_path
 
 
 def test_a_keepers_agent_warmed_before_its_first_sync_scans_watch_fed(tmp_path, monkeypatch):
-    """A keeper has its agent (and its own side) read what a sync reads and set the watches up as
-    soon as it is connected (op_warm): the first sync through it is then watch-fed, not a full
-    listing of the tree — and it finds what a plain walk finds."""
+    """A keeper has its agent (and its own side) read what a sync reads, set the watches up and scan
+    once without recording anything as soon as it is connected (op_warm): the first sync through it
+    is then watch-fed, not a full listing of the tree, and takes the folders nothing changed in
+    whole from that scan — and it finds what a plain walk finds."""
     root = tmp_path / "ws"
     generate(root, files=300, seed=3)
     Handler(root).ws.ensure_state()
@@ -673,10 +680,14 @@ def test_a_keepers_agent_warmed_before_its_first_sync_scans_watch_fed(tmp_path, 
         assert time.monotonic() < deadline, "no watch set up"
         time.sleep(0.01)
     assert str(handler._scan_cache) in scanning._KEPT  # the stat cache is in memory already
+    for thread in threading.enumerate():
+        if thread.name == "peersync-warm":
+            thread.join(20)
     mutate(root, seed=2, n=5)
     result = handler.scan()
     watch = watched._WATCHES[os.path.realpath(root)]
     assert not watch.full and watch.listed < len(watch.nodes) / 2
+    assert watch.whole > len(watch.nodes) / 2  # (the warm-up's scan built their entries)
     monkeypatch.setattr(watched, "ENABLED", False)
     assert Handler(root).scan().manifest == result.manifest
     with pytest.raises(Exception, match="bad instance id"):

@@ -172,10 +172,11 @@ class Handler:
 
     def warm(self, selection: Selection | None, peer_id: str | None = None, digest: str | None = None) -> None:
         """Read what a sync reads first — the version records, the ancestor shared with `peer_id`
-        (when its file still has `digest`) — and set the watches up and load the stat cache
-        (watched.prime_now): the first scan of a process that will scan again and again is then
-        watch-fed, not a full listing.  Meant for a background thread, while no sync runs here
-        (a sync's commit would wait for the records' read)."""
+        (when its file still has `digest`) — set the watches up, load the stat cache
+        (watched.prime_now) and scan once without recording anything: the first scan of a process
+        that will scan again and again is then watch-fed and reuses that scan's entries.  Meant for
+        a background thread, while no sync runs here (a sync's commit would wait for the records'
+        read)."""
         if self.ws.existing_instance_id() is not None:
             self.versions.known()
         if peer_id is not None and digest is not None:
@@ -183,6 +184,10 @@ class Handler:
                 self._ancestor_entries(peer_id, digest)
         if selection is not None:
             watched.prime_now(self.ws.root, selection, cache=self._scan_cache, first=True)
+            if self.ws.existing_instance_id() is not None:
+                # A scan that records nothing (a dry run's): the first sync's scan then takes each
+                # folder's entries whole from it instead of building one per file (0.3 s at 100k).
+                self.scan(selection, save_cache=False)
 
     def op_selection(self, selection: dict) -> dict:
         """The client's selection governs a session — bounded, for a restricted key, by this
