@@ -70,3 +70,40 @@ def test_a_kept_process_writes_the_same_ancestor_bytes_as_a_fresh_one(tmp_path):
         assert mine["applied"] and theirs["applied"] and mine["digest"] == theirs["digest"]
         digest = mine["digest"]
         assert (kept_ws.state / "ancestors" / name).read_bytes() == (Workspace(fresh_root).state / "ancestors" / name).read_bytes()
+
+
+def test_a_warmed_up_process_writes_its_first_ancestor_delta_from_the_kept_encoding(tmp_path, monkeypatch):
+    """A keeper's warm-up (Handler.warm) keeps the ancestor's encoding entry by entry and reads the
+    merge-base pack indexes: the process's first delta write then patches that encoding at the
+    paths that moved (not every entry), its bytes still canonical_json's."""
+    from peersync.replica import store as store_module
+    from peersync.replica.scan import hash_bytes
+    from peersync.testing import generate
+
+    root = tmp_path / "ws"
+    generate(root, files=200, seed=5)
+    handler = Handler(root)
+    handler.ws.ensure_state()
+    manifest = handler.scan().manifest
+    peer = "a" * 32
+    digest = handler.op_ancestor_put(peer, manifest={"format": 2, "entries": {
+        p: e.to_wire() for p, e in manifest.items()}})["digest"]
+    contents = [f"merge base {i}\n".encode() for i in range(store_module.PACK_MIN)]  # (one pack)
+    bases = [hash_bytes(data) for data in contents]
+    handler.store.keep_bases(list(zip(bases, contents)))
+    monkeypatch.setattr(handler_module, "_ENCODED", {})  # a new process: nothing encoded, no index read
+    monkeypatch.setattr(store_module, "_PACKS", {})
+    warm = Handler(root)
+    warm.warm(None, peer, digest)
+    path = str(warm._ancestor_file(peer))
+    encoded = handler_module._ENCODED[path]
+    assert encoded is not None and encoded.entries is warm._ancestor_entries(peer, digest)
+    assert set(bases) <= set(store_module._PACKS[str(warm.store.logbase_dir)][1])  # the pack index, read
+    gone, edited = sorted(manifest)[3], sorted(manifest)[7]
+    put = warm.op_ancestor_put(peer, base_digest=digest, delta={
+        "drop": [gone], "set": {edited: manifest[edited].with_vv([["b" * 12, 5]], ()).to_wire()}})
+    assert put["applied"]
+    raw = warm._ancestor_file(peer).read_bytes()
+    assert raw == canonical_json(json.loads(raw)) and hash_bytes(raw) == put["digest"]
+    assert gone not in json.loads(raw)["entries"]
+    assert handler_module._ENCODED[path].order is encoded.order  # patched where it moved, not encoded anew

@@ -719,6 +719,11 @@ class Store:
         _PACKS[where] = (idents, found)
         return found
 
+    def read_pack_indexes(self) -> None:
+        """Read and keep the pack indexes (a keeper's warm-up): the first merge of a process that
+        will sync again then looks its bases up at once (~0.2 s at 100k kept bases)."""
+        self._packs()
+
     def _pack_indexes(self) -> dict[str, dict]:
         """pack name → its index (read-only: shared).  A pack and its index never change once
         written (a new one gets a new name), so each index is parsed once per process, by the

@@ -369,7 +369,7 @@ def warm_local(ws: Workspace, selection, remote_id: str | None) -> None:
         entries = read_ancestor(found[1], trusted=True)
         if entries is not None:
             _remember_ancestor(found[0], entries)
-    handler.warm(selection)
+    handler.warm(selection, remote_id, found[0] if found is not None else None)
 
 
 async def save_ancestor(local, remote, local_id: str, remote_id: str, mine, new_ancestor, base_digest,
