@@ -208,6 +208,7 @@ class Peersync(Tool):
         deadline = time.monotonic() + 10
         while path is not None and not keeper._alive(path) and time.monotonic() < deadline:
             time.sleep(0.05)
+        wait_idle([str(self.local), str(self.remote)])  # and its warm-up of both sides (keeper._warm)
 
     def measure_memory(self) -> dict:
         """One no-op sync with both processes under GNU time: peak RSS of the client and the agent."""
@@ -273,6 +274,38 @@ class Unison(Tool):
                 "-servercmd", f"env UNISON={shlex.quote(str(remote_home))} /usr/bin/unison",
                 *unison_selection(), str(self.local),
                 f"ssh://{self.bench.sshd.target}/{self.remote}"], env  # remote path absolute: "//"
+
+
+def wait_idle(marks: list[str], timeout: float = 30.0) -> None:
+    """Until the processes whose command line names one of `marks` (a keeper, its agent) have used
+    no CPU for 0.3 s, or `timeout`: work they do in the background after a sync must not slow the
+    next tool's run, as their start-up must not (Linux /proc; elsewhere it returns at once)."""
+    wanted = [m.encode() for m in marks]
+
+    def cpu_ticks() -> int:
+        total = 0
+        for pid in os.listdir("/proc") if os.path.isdir("/proc") else ():
+            if not pid.isdigit():
+                continue
+            try:
+                with open(f"/proc/{pid}/cmdline", "rb") as f:
+                    if not any(m in f.read() for m in wanted):
+                        continue
+                with open(f"/proc/{pid}/stat") as f:
+                    fields = f.read().rsplit(")", 1)[1].split()
+                total += int(fields[11]) + int(fields[12])  # utime + stime
+            except (OSError, IndexError, ValueError):
+                continue
+        return total
+
+    deadline = time.monotonic() + timeout
+    last = cpu_ticks()
+    while time.monotonic() < deadline:
+        time.sleep(0.3)
+        now = cpu_ticks()
+        if now - last <= 1:
+            return
+        last = now
 
 
 class PeersyncCold(Peersync):
