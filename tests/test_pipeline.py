@@ -284,3 +284,20 @@ def test_the_files_a_sync_installed_are_not_read_again_by_the_next_scan(a, b):
     again = Handler(b.root).scan()
     assert again.hashed == 2  # that one, and the racy one again (still within the racy window)
     assert again.manifest["memory/day007.md"].hash != first.manifest["memory/day007.md"].hash
+
+
+def test_a_process_that_installed_few_files_for_its_stat_cache_leaves_them_to_the_next_scan(a, b, monkeypatch):
+    """Reloading and rewriting a large stat cache costs more than reading a few files again: a
+    process that no longer holds it adds the files it installed only when they are more than one
+    in a hundred of its rows (a 100k-file cache: 1,000), as StatCache.save would write it."""
+    from peersync.replica import handler as handler_module
+
+    for i in range(300):
+        write(a, f"memory/day{i:03}.md", f"note {i}\n", age=3600)
+    assert sync_local(a, b).ok
+    for i in range(300):
+        write(a, f"memory/more{i:03}.md", f"more {i}\n", age=3600)
+    monkeypatch.setattr(handler_module, "cache_kept", lambda path: False)  # a process that scanned once
+    monkeypatch.setattr(handler_module, "CACHE_ROW_BYTES", 1)  # and b's cache reads as ~40k rows
+    assert sync_local(a, b).ok
+    assert Handler(b.root).scan().hashed == 300

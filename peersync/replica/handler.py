@@ -32,7 +32,8 @@ from peersync.core.limits import RANGE
 from peersync.core.types import MANIFEST_FORMAT, READABLE_FORMATS, Entry, new_objects
 from peersync.core.unknown import covered
 from peersync.replica import bases, fsprobe, sparse, tombstones, watched
-from peersync.replica.scan import SAVE_MIN_CHANGES, ScanResult, StatCache, cache_kept, forget_cache, hash_bytes, scan
+from peersync.replica.scan import (CACHE_ROW_BYTES, SAVE_MIN_CHANGES, ScanResult, StatCache, cache_kept, forget_cache,
+                                   hash_bytes, scan)
 from peersync.replica.store import Refused, Store, hash_fd
 from peersync.replica.versions import Versions, open_versions
 from peersync.workspace.locate import looks_like_workspace
@@ -136,10 +137,18 @@ class Handler:
         """The files this session installed go into the stat cache (Store.installed: their bytes
         were checked as they were installed), so the next scan looks them up instead of reading
         them again — after an initial sync, every file of the tree.  A process that no longer
-        holds the cache reloads it only for more than a few: those few are cheaper to read again."""
+        holds the cache reloads and rewrites it only for more than a few in a hundred of its rows
+        (as StatCache.save would write it): those few are cheaper to read again."""
         installed, self.store.installed = self.store.installed, {}
-        if not installed or not (len(installed) > SAVE_MIN_CHANGES or cache_kept(self._scan_cache)):
+        if not installed:
             return
+        if not cache_kept(self._scan_cache):
+            try:
+                rows = os.path.getsize(self._scan_cache) // CACHE_ROW_BYTES
+            except OSError:
+                rows = 0
+            if len(installed) <= max(SAVE_MIN_CHANGES, rows // 100):
+                return
         try:
             cache = StatCache(self._scan_cache)
             cache.add(installed)

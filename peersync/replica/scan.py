@@ -336,6 +336,7 @@ def forget_cache(path: Path) -> None:
 
 
 SAVE_MIN_CHANGES = 256
+CACHE_ROW_BYTES = 128  # about what one row takes in the cache file (a path, four numbers and a hash)
 SAVE_MAX_AGE = 3600.0
 
 
