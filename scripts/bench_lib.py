@@ -279,7 +279,7 @@ class Unison(Tool):
 def wait_idle(marks: list[str], timeout: float = 30.0) -> None:
     """Until the processes whose command line names one of `marks` (a keeper, its agent) have used
     no CPU for 0.3 s, or `timeout`: work they do in the background after a sync must not slow the
-    next tool's run, as their start-up must not (Linux /proc; elsewhere it returns at once)."""
+    next tool's run, as their start-up must not (reads Linux's /proc; without it, waits 0.3 s)."""
     wanted = [m.encode() for m in marks]
 
     def cpu_ticks() -> int:

@@ -205,11 +205,9 @@ class Handler:
         encoding entry by entry (canonical_ancestor): this process's first write of it as a delta
         then encodes only what moved, not every entry (~150 ms at 100k files)."""
         path = str(self._ancestor_file(peer_id))
-        if path in _ENCODED or self._ancestor_entries(peer_id, digest) is None:
-            return
-        found = self.ancestor_doc(peer_id)  # (the document _ancestor_entries checked: kept in memory)
-        if found is not None and found[0] == digest:
-            raw, encoded = canonical_ancestor(found[1], None)
+        doc = self._ancestor_at(peer_id, digest) if path not in _ENCODED else None
+        if doc is not None:
+            raw, encoded = canonical_ancestor(doc, None)
             if hash_bytes(raw) == digest:  # (the file is canonical: we wrote it)
                 _ENCODED.setdefault(path, encoded)
 
@@ -409,6 +407,12 @@ class Handler:
         return digest, doc
 
     def _ancestor_entries(self, peer_id: str, digest: str) -> dict | None:
+        doc = self._ancestor_at(peer_id, digest)
+        return doc["entries"] if doc is not None else None
+
+    def _ancestor_at(self, peer_id: str, digest: str) -> dict | None:
+        """The ancestor document shared with `peer_id` while its file has `digest` (a readable
+        format, its entries a dict); None otherwise."""
         try:
             found = self.ancestor_doc(peer_id)
         except OSError:
@@ -416,8 +420,7 @@ class Handler:
         if found is None or found[0] != digest or not isinstance(found[1], dict) \
                 or found[1].get("format") not in READABLE_FORMATS:
             return None
-        entries = found[1].get("entries")
-        return entries if isinstance(entries, dict) else None
+        return found[1] if isinstance(found[1].get("entries"), dict) else None
 
     def op_ancestor_digest(self, peer_id: str) -> str | None:
         try:
