@@ -66,3 +66,40 @@ def test_versions_take_a_record_made_under_another_spelling(tmp_path):
     out = v.assign({"m/a.md": E, "m/Projects/b.md": E2}, covers=lambda p: True, fold=str.casefold)
     assert out["m/Projects/b.md"].vv == (("linux", 3),)
     assert not v.deleted() and v.current("m/Projects/b.md") is not None and v.current("m/projects/b.md") is None
+
+
+def test_versions_read_back_by_another_process_hold_one_string_per_replica(tmp_path):
+    """Rows read from the store (Versions._all, as a new process does) keep every vector and
+    `seen` as written, and name each replica by one str object (100k rows, one or a few ids)."""
+    from peersync.replica.versions import open_versions
+
+    v = open_versions(tmp_path, "mac")
+    v.assign({"m/a.md": E}, covers=lambda p: True)
+    two = (("".join(["lin", "ux"]), 3), ("mac", 7))  # built at run time: not the literal's object
+    v.record([("m/b.md", E2.with_vv(two, (("mini", 2),)), True),
+              ("m/c.md", E.with_vv((("".join(["li", "nux"]), 4),)), True)])
+    v._rows = None  # read again, as a process that did not write them
+    b, c = v.current("m/b.md"), v.current("m/c.md")
+    assert b.vv == two and b.seen == (("mini", 2),) and c.vv == (("linux", 4),) and c.seen == ()
+    assert b.vv[0][0] is c.vv[0][0]
+
+
+@pytest.mark.parametrize("raw", [
+    "[]", '[["7ccdc6dcb229",5]]', '[["a",0]]', '[["a",1],["b",2]]', '[["a", 5]]', '[["a",-5]]',
+    '[["a",5.0]]', '[["a",1e3]]', '[["a\\u00e9",5]]', '[["a\\"b",5]]', '[["",5]]', '[["a",12345678901234567890]]',
+    '[["a-b",5]]', '[["a",05]]', '[["\u00e9",5]]', '[["a",\u00b2]]', '[["a",5]',
+])
+def test_a_stored_vector_reads_as_json_reads_it(raw):
+    """versions._vv reads the common `[["id",n]]` without the JSON parser: the same tuples as
+    json.loads gives for everything it accepts, the same error for what it does not."""
+    import json
+
+    from peersync.replica.versions import _vv
+
+    try:
+        expected = tuple(tuple(pair) for pair in json.loads(raw))
+    except ValueError:
+        with pytest.raises(ValueError):
+            _vv(raw)
+        return
+    assert _vv(raw) == expected

@@ -459,6 +459,21 @@ def _json(vv: VV) -> str:
     return json.dumps(versions.to_wire(vv), separators=(",", ":"))
 
 
-@functools.lru_cache(maxsize=8192)
-def _vv(raw: str) -> VV:
-    return tuple((who, n) for who, n in json.loads(raw))
+# Replica ids, one str object each: the rows of 100k files name a handful of replicas, and a
+# process that reads them all (Versions._all) would otherwise hold 100k copies (~8 MB).
+_IDS: dict[str, str] = {}
+_MAX_IDS = 4096
+
+
+def _vv(raw: str, _loads=json.loads, _ids=_IDS) -> VV:
+    """A stored vector (_json's form).  Called for two columns of every row a process reads: most
+    `seen` are empty and most vectors name one replica, `[["id",n]]`, read here without the JSON
+    parser; anything else — escapes, spaces, more pairs — is JSON's."""
+    if raw == "[]":
+        return ()
+    intern = _ids.setdefault if len(_ids) < _MAX_IDS else _ids.get
+    if raw[:3] == '[["' and raw[-2:] == "]]" and raw.count('"') == 2 and "\\" not in raw:
+        who, _, n = raw[3:-2].partition('",')
+        if who.isascii() and who.isalnum() and n.isascii() and n.isdigit() and (n[0] != "0" or n == "0"):
+            return ((intern(who, who), int(n)),)
+    return tuple([(intern(who, who), n) for who, n in _loads(raw)])
