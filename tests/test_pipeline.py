@@ -298,6 +298,6 @@ def test_a_process_that_installed_few_files_for_its_stat_cache_leaves_them_to_th
     for i in range(300):
         write(a, f"memory/more{i:03}.md", f"more {i}\n", age=3600)
     monkeypatch.setattr(handler_module, "cache_kept", lambda path: False)  # a process that scanned once
-    monkeypatch.setattr(handler_module, "CACHE_ROW_BYTES", 1)  # and b's cache reads as ~40k rows
+    monkeypatch.setattr(handler_module, "CACHE_ROW_BYTES", 0.25)  # and b's cache (~30 kB) reads as ~100k rows
     assert sync_local(a, b).ok
     assert Handler(b.root).scan().hashed == 300

@@ -93,6 +93,42 @@ def test_corrupt_cache_is_ignored(tmp_path):
     assert scan(tmp_path, SEL, cache).manifest["memory/a.md"].hash == hash_bytes(b"x")
 
 
+def test_the_stat_cache_is_written_in_its_binary_form_and_read_from_the_old_json_one(tmp_path):
+    """A cache in the JSON form earlier versions wrote is still used (no file is hashed again
+    after an upgrade); the next save writes the binary form; a torn, foreign or group-writable
+    file is no cache (files are hashed again: slower, never wrong).  Names that are not UTF-8
+    (surrogate-escaped) survive both forms."""
+    import json
+
+    from peersync.replica import scan as scan_mod
+
+    old = time.time() - 3600
+    names = ["memory/a.md", "memory/b\udcff.md"]
+    for i, rel in enumerate(names):
+        make(tmp_path, rel, b"x" * (i + 1), mtime=old)
+    cache = tmp_path / "cache.json"
+    assert scan(tmp_path, SEL, cache).hashed == 2
+    raw = cache.read_bytes()
+    assert raw.startswith(scan_mod.CACHE_MAGIC)
+    rows = scan_mod._read_cache(cache)
+    assert sorted(rows) == sorted(names)
+    cache.write_text(json.dumps({"format": scan_mod.CACHE_FORMAT, "entries": rows}))  # as before
+    assert scan(tmp_path, SEL, cache).hashed == 0
+    make(tmp_path, "memory/c.md", b"new", mtime=old)
+    for _ in range(scan_mod.SAVE_MIN_CHANGES):  # enough change for the cache to be rewritten
+        make(tmp_path, f"memory/more/{_}.md", b"m", mtime=old)
+    assert scan(tmp_path, SEL, cache).hashed == 1 + scan_mod.SAVE_MIN_CHANGES
+    assert cache.read_bytes().startswith(scan_mod.CACHE_MAGIC)
+    assert scan(tmp_path, SEL, cache).hashed == 0
+    full = cache.read_bytes()
+    for broken in (full[: len(full) // 2], scan_mod.CACHE_MAGIC + b"\x00junk", b"[1, 2]"):
+        cache.write_bytes(broken)
+        assert scan(tmp_path, SEL, cache, save_cache=False).hashed == 3 + scan_mod.SAVE_MIN_CHANGES
+    cache.write_bytes(full)
+    cache.chmod(0o620)  # another user could have written it
+    assert scan(tmp_path, SEL, cache, save_cache=False).hashed == 3 + scan_mod.SAVE_MIN_CHANGES
+
+
 def test_dry_run_scan_writes_no_cache(tmp_path):
     make(tmp_path, "memory/a.md", b"x", mtime=time.time() - 100)
     cache = tmp_path / "cache.json"

