@@ -324,6 +324,9 @@ def test_progress_shows_on_a_terminal_and_nowhere_else(first_day: FirstDay):
     assert f.add_mini().returncode == 0
     for i in range(400):
         (f.laptop / "memory" / f"n{i:03}.md").write_text(f"note {i}\n" * 50)
+    for i in range(40):  # a second folder: the line names the one being written
+        (f.laptop / "memory" / "2026").mkdir(exist_ok=True)
+        (f.laptop / "memory" / "2026" / f"d{i:02}.md").write_text(f"day {i}\n" * 50)
     env = {**f.env, "PEERSYNC_PROGRESS_DELAY": "0"}
 
     def on_a_terminal(*args: str) -> tuple[str, str]:
@@ -349,12 +352,52 @@ def test_progress_shows_on_a_terminal_and_nowhere_else(first_day: FirstDay):
     assert "⇅" not in stdout and "Dry run" in stdout
     stdout, terminal = on_a_terminal("sync")
     assert "files ·" in terminal and "MB/s" in terminal, terminal
+    assert "MB/s · memory" in terminal, terminal
     assert "⇅" not in stdout and "Synced with mac-mini" in stdout
     (f.laptop / "memory" / "n000.md").write_text("changed\n")
     stdout, terminal = on_a_terminal("sync", "--json")
     assert "⇅" not in terminal and json.loads(stdout)["ok"]
     piped = f.cli("sync", ws=f.laptop, env={"PEERSYNC_PROGRESS_DELAY": "0"})
     assert "⇅" not in piped.stdout + piped.stderr
+
+
+def test_the_progress_line_names_the_folder_being_written_and_how_far_it_is():
+    """Syncthing shows each folder's completion: the line adds the folder last written to (its
+    first two levels), or once that one is complete, one still under way; with one folder only
+    the totals, which say it all."""
+    import io
+
+    from peersync.sync.progress import Progress, folder_of
+
+    assert [folder_of(p) for p in ("MEMORY.md", "memory/a.md", "memory/2024/b.md", "memory/2024/x/c.md")] == \
+        [".", "memory", "memory/2024", "memory/2024"]
+    now = [0.0]
+    progress = Progress(io.StringIO(), clock=lambda: now[0])
+    paths = [f"memory/2024/{i}.md" for i in range(3)] + [f"memory/2025/{i}.md" for i in range(1000)]
+    progress.plan("mini", len(paths), 2_000_000, paths)
+    assert progress.line().endswith("· memory/2024 0/3")  # before the first write: the first planned
+    now[0] = 2.0
+    progress.advance("mini", 2, 4000, paths[:2])
+    assert progress.line() == "⇅ 2/1,003 files · 0.0/2.0 MB · 0.0 MB/s · memory/2024 2/3"
+    progress.advance("mini", 500, 1_000_000, [paths[2], *paths[3:502]])
+    assert progress.line().endswith("· memory/2025 499/1,000")
+    progress.advance("mini", 1, 4000, paths[2:3])  # (a count past the plan's is not shown)
+    assert progress.line().endswith("· memory/2025 499/1,000")
+    single = Progress(io.StringIO(), clock=lambda: now[0])
+    single.plan("mini", 2, 10, ["memory/a.md", "memory/b.md"])
+    single.advance("mini", 1, 5, ["memory/a.md"])
+    assert single.line().endswith("MB/s")
+    import fcntl
+    import struct
+    import termios
+
+    master, slave = pty.openpty()  # a 40-column terminal: the line is cut, never wrapped
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 40, 0, 0))
+    with os.fdopen(slave, "w") as out:
+        Progress(out, clock=lambda: now[0])._draw(progress.line())
+    drawn = os.read(master, 4096).decode()
+    os.close(master)
+    assert drawn == "\r⇅ 503/1,003 files · 1.0/2.0 MB · 0.5 MB"  # (39 columns and the carriage return)
 
 
 def test_a_failed_manual_backup_is_not_reported_as_a_scheduled_one(first_day: FirstDay):

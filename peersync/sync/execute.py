@@ -100,8 +100,9 @@ class Run(Transfers):
     # -- execute ---------------------------------------------------------------------------
     async def execute(self, changes: list[Change]) -> None:
         if self.progress is not None:
-            copies = [c.entry(c.source) for c in changes if c.action is Action.COPY and c.target is not None]
-            self.progress.plan(self.peer.name, len(copies), sum(e.size for e in copies if e is not None))
+            copies = [c for c in changes if c.action is Action.COPY and c.target is not None]
+            sizes = [e.size for c in copies if (e := c.entry(c.source)) is not None]
+            self.progress.plan(self.peer.name, len(copies), sum(sizes), [c.path for c in copies])
         recreated = [c for c in changes if c.reason.endswith("-recreated")]
         if recreated:
             changes = [c for c in changes if not c.reason.endswith("-recreated")] + await self.renew(recreated)
@@ -586,7 +587,8 @@ class Run(Transfers):
         if len(results) != len(items):
             raise ProtocolError(f"{self.name(side)} answered an install with {len(results)} results for {len(items)} files")
         if self.progress is not None:
-            self.progress.advance(self.peer.name, len(items), sum(item["new"][0] for item in items))
+            self.progress.advance(self.peer.name, len(items), sum(item["new"][0] for item in items),
+                                  [item["path"] for item in items])
         state = self.sides[side]
         for item, res in zip(items, results):
             if not isinstance(res, dict):
