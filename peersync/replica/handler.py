@@ -32,8 +32,8 @@ from peersync.core.limits import RANGE
 from peersync.core.types import MANIFEST_FORMAT, READABLE_FORMATS, Entry, new_objects
 from peersync.core.unknown import covered
 from peersync.replica import bases, fsprobe, sparse, tombstones, watched
-from peersync.replica.scan import (CACHE_ROW_BYTES, SAVE_MIN_CHANGES, ScanResult, StatCache, cache_kept, forget_cache,
-                                   hash_bytes, scan)
+from peersync.replica.scan import (CACHE_ROW_BYTES, ScanResult, StatCache, cache_kept, forget_cache, hash_bytes,
+                                   rewrite_pays, scan)
 from peersync.replica.store import Refused, Store, hash_fd
 from peersync.replica.versions import Versions, open_versions
 from peersync.workspace.locate import looks_like_workspace
@@ -147,7 +147,7 @@ class Handler:
                 rows = os.path.getsize(self._scan_cache) // CACHE_ROW_BYTES
             except OSError:
                 rows = 0
-            if len(installed) <= max(SAVE_MIN_CHANGES, rows // 100):
+            if not rewrite_pays(len(installed), rows):
                 return
         try:
             cache = StatCache(self._scan_cache)
@@ -186,14 +186,15 @@ class Handler:
         that will scan again and again is then watch-fed and reuses that scan's entries.  Meant for
         a background thread, while no sync runs here (a sync's commit would wait for the records'
         read)."""
-        if self.ws.existing_instance_id() is not None:
+        recorded = self.ws.existing_instance_id() is not None
+        if recorded:
             self.versions.known()
         if peer_id is not None and digest is not None:
             with contextlib.suppress(OSError, BadPath):
                 self._encode_ancestor(peer_id, digest)
         if selection is not None:
             watched.prime_now(self.ws.root, selection, cache=self._scan_cache, first=True)
-            if self.ws.existing_instance_id() is not None:
+            if recorded:
                 # A scan that records nothing (a dry run's): the first sync's scan then takes each
                 # folder's entries whole from it instead of building one per file (0.3 s at 100k).
                 self.scan(selection, save_cache=False)

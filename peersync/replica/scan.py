@@ -304,7 +304,7 @@ class StatCache:
                 self.changed += 1
         if not self.dirty:
             return
-        if self.changed <= max(SAVE_MIN_CHANGES, len(self.entries) // 100) and _age(self.path) < SAVE_MAX_AGE:
+        if not rewrite_pays(self.changed, len(self.entries)) and _age(self.path) < SAVE_MAX_AGE:
             # A large cache is not rewritten for a few changes: the next scan re-hashes those few
             # files (milliseconds), rewriting it costs far more at 100k files.  This process
             # keeps using the entries it holds (_KEPT).
@@ -362,6 +362,12 @@ def forget_cache(path: Path) -> None:
 SAVE_MIN_CHANGES = 256
 CACHE_ROW_BYTES = 110  # about what one row takes in the cache file (a path, four numbers and a hash)
 SAVE_MAX_AGE = 3600.0
+
+
+def rewrite_pays(changes: int, rows: int) -> bool:
+    """Whether `changes` rows changed (or added) are worth rewriting a cache of `rows` rows for:
+    more than one in a hundred, and more than a few hundred."""
+    return changes > max(SAVE_MIN_CHANGES, rows // 100)
 
 
 def _age(path: Path) -> float:

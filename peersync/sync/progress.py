@@ -60,10 +60,11 @@ class Progress:
             counts[0] += files
             counts[2] += size
             for path in paths:
-                folder = self.folders.get(folder_of(path))
+                name = folder_of(path)
+                folder = self.folders.get(name)
                 if folder is not None:
                     folder[0] += 1
-                    self.current = folder_of(path)
+                    self.current = name
 
     # -- drawing ------------------------------------------------------------------------------
     def line(self) -> str:
