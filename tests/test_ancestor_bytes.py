@@ -3,6 +3,9 @@ scan may be a delta): the incremental encoder of long-lived processes must write
 canonical_json's bytes, whatever the names, entries and changes."""
 
 import json
+import os
+
+import pytest
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -107,3 +110,114 @@ def test_a_warmed_up_process_writes_its_first_ancestor_delta_from_the_kept_encod
     assert raw == canonical_json(json.loads(raw)) and hash_bytes(raw) == put["digest"]
     assert gone not in json.loads(raw)["entries"]
     assert handler_module._ENCODED[path].order is encoded.order  # patched where it moved, not encoded anew
+
+
+def _same(a, b) -> bool:
+    """Equal, and of the very same types all the way down (a tuple is no list here)."""
+    if type(a) is not type(b):
+        return False
+    if type(a) is list:
+        return len(a) == len(b) and all(map(_same, a, b))
+    if type(a) is dict:
+        return a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
+    return a == b
+
+
+def _cold(monkeypatch) -> None:
+    """As a new process: no ancestor read or written yet (nothing kept in memory)."""
+    monkeypatch.setattr(handler_module, "_ANCESTORS", {})
+    monkeypatch.setattr(handler_module, "_ENCODED", {})
+
+
+def _parse_fails(monkeypatch) -> None:
+    def refuse(*_args):
+        raise AssertionError("the JSON was parsed: the copy was not used")
+
+    monkeypatch.setattr(Handler, "_parse_ancestor", refuse)
+
+
+PEER = "0123456789abcdef0123456789abcdef"
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.dictionaries(NAMES, WIRE, max_size=30), st.dictionaries(NAMES, WIRE, max_size=8), st.lists(NAMES, max_size=8))
+def test_a_cold_process_reads_the_ancestor_from_its_copy_exactly_as_the_json_reads(first, changed, dropped):
+    """A whole manifest, then a delta on it: each time, a new process reads the document from the
+    marshal copy (the JSON is not parsed) and gets exactly what json.loads makes of the JSON file —
+    the same values and the same types (lists, never tuples), odd names included."""
+    import tempfile
+
+    from _pytest.monkeypatch import MonkeyPatch
+
+    from peersync.replica.scan import hash_bytes
+    from peersync.workspace.workspace import Workspace
+
+    with tempfile.TemporaryDirectory() as tmp, MonkeyPatch.context() as mp:
+        ws = Workspace(tmp)
+        ws.ensure_state()
+        _cold(mp)
+        put = Handler(ws.root).op_ancestor_put(PEER, manifest={"format": 3, "entries": first})
+        delta = {"set": {f"memory/c{i}.md": w for i, w in enumerate(changed.values())}, "drop": dropped}
+        for step in ("whole", "delta"):
+            path = ws.state / "ancestors" / f"{PEER}.json"
+            raw = path.read_bytes()
+            assert put["digest"] == hash_bytes(raw) and path.with_suffix(".marshal").is_file()
+            _cold(mp)
+            with MonkeyPatch.context() as strict:
+                _parse_fails(strict)
+                digest, doc = Handler(ws.root).ancestor_doc(PEER)
+            assert digest == put["digest"] and _same(doc, json.loads(raw)), step
+            if step == "whole":
+                _cold(mp)
+                put = Handler(ws.root).op_ancestor_put(PEER, base_digest=digest, delta=delta)
+                assert put["applied"]
+
+
+def test_an_ancestor_copy_that_is_not_a_good_copy_of_the_json_as_it_is_is_no_copy(tmp_path, monkeypatch):
+    """The JSON decides.  A copy is not used — the JSON is parsed, and the copy written anew — when
+    the JSON was rewritten by something else (an older peersync: the copy names other bytes), when
+    the copy is torn or has a flipped byte, or is another user's file; a document holding tuples
+    (no JSON reader would get those) gets no copy.  A restricted key's session writes no copy
+    before it holds the lock."""
+    from peersync.workspace.workspace import Workspace
+
+    ws = Workspace(tmp_path)
+    ws.ensure_state()
+    wire = lambda n: [n, 1_700_000_000_000_000_000 + n, 0o644, f"{n:032x}", [["abcdef123456", n + 1]]]  # noqa: E731
+    doc = {"format": 3, "entries": {f"memory/n{i}.md": wire(i) for i in range(20)}}
+    Handler(ws.root).op_ancestor_put(PEER, manifest=doc)
+    path = ws.state / "ancestors" / f"{PEER}.json"
+    copy = path.with_suffix(".marshal")
+    good = copy.read_bytes()
+
+    def read(**kwargs) -> dict:
+        _cold(monkeypatch)
+        return Handler(ws.root, **kwargs).ancestor_doc(PEER)[1]
+
+    # Rewritten beside us: the copy still holds the old document; the new one is read, and copied.
+    other = {"format": 3, "entries": {**doc["entries"], "memory/new.md": wire(99)}}
+    path.write_bytes(canonical_json(other))
+    assert read() == other and copy.read_bytes() != good
+    with monkeypatch.context() as strict:
+        _parse_fails(strict)
+        assert read() == other  # (the copy written on that read is used by the next)
+    renewed = copy.read_bytes()
+    for broken in (renewed[:-7], renewed[:-3] + bytes([renewed[-3] ^ 1]) + renewed[-2:], b"", b"peersync"):
+        copy.write_bytes(broken)
+        assert read() == other and copy.read_bytes() == renewed, broken[:12]
+    try:
+        os.chown(copy, os.getuid() + 4321, -1)  # another user's file (only root can make one)
+    except PermissionError:
+        pass
+    else:
+        with monkeypatch.context() as strict:
+            _parse_fails(strict)
+            with pytest.raises(AssertionError, match="was parsed"):
+                read()
+    # Tuples: the JSON is written (as lists), no copy is.
+    copy.unlink()
+    Handler(ws.root).op_ancestor_put(PEER, manifest={"format": 3, "entries": {"a.md": tuple(wire(1))}})
+    assert json.loads(path.read_bytes())["entries"]["a.md"] == wire(1) and not copy.exists()
+    # A restricted session, lock not held: it reads the JSON and writes nothing.
+    assert read(restricted=True)["entries"]["a.md"] == wire(1) and not copy.exists()
+    assert read()["entries"]["a.md"] == wire(1) and copy.exists()

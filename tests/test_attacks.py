@@ -364,9 +364,13 @@ def kept_pair(tmp_path, sshd, monkeypatch):
 
 
 def test_removing_a_peer_ends_its_keeper(kept_pair):
+    """…and drops the ancestor shared with it, and that ancestor's marshal copy."""
+    ancestors = kept_pair.local.state / "ancestors"
+    assert sorted(p.suffix for p in ancestors.iterdir()) == [".json", ".marshal"]
     proc = cli(kept_pair.local, "peers", "remove", "remote")
     assert proc.returncode == 0, proc.stderr
     assert wait_until(lambda: not keepers_of(kept_pair.local), 10), "the keeper outlived its peer"
+    assert not list(ancestors.iterdir())
 
 
 def test_changing_a_peer_ends_its_keeper(kept_pair, sshd):

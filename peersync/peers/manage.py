@@ -154,10 +154,8 @@ def remove_peer(ws: Workspace, name: str) -> None:
     keeper.stop(ws, peer)  # a removed peer's warm connection goes too
     instance = peer.extra.get("instanceId")
     if isinstance(instance, str) and instance.isalnum():
-        try:
-            (ws.state / "ancestors" / f"{instance}.json").unlink()
-        except FileNotFoundError:
-            pass
+        for suffix in ("json", "marshal"):  # the ancestor, and its copy (replica/handler.py)
+            (ws.state / "ancestors" / f"{instance}.{suffix}").unlink(missing_ok=True)
 
 
 # -- cloud folders as peers (cloud/) ------------------------------------------------------------

@@ -12,6 +12,7 @@ import contextlib
 import functools
 import itertools
 import json
+import marshal
 import operator
 import os
 import re
@@ -396,16 +397,29 @@ class Handler:
                 if kept is not None and kept[0] == key and (kept[3] or not parse):
                     return kept[1], kept[2]
                 raw = f.read()
+                digest, doc = hash_bytes(raw), None
+                if parse:
+                    del raw  # a good copy is read without the text held (10 MB at 100k files)
+                    doc = read_copy(copy_path(path), digest)
+                    if doc is None:
+                        f.seek(0)  # (this open file's bytes: the ones `digest` is of)
+                        doc = self._parse_ancestor(f.read(), path, digest)
         except FileNotFoundError:
             return None
-        digest, doc = hash_bytes(raw), None
-        if parse:
-            try:
-                doc = json.loads(raw)
-            except ValueError:
-                pass
         _ANCESTORS[str(path)] = (key, digest, doc, parse)
         return digest, doc
+
+    def _parse_ancestor(self, raw: bytes, path: Path, digest: str) -> dict | None:
+        """The ancestor file's bytes `raw` parsed (None: not JSON); its copy is written for the
+        next process that reads it — not by a restricted key's session before it holds the lock
+        (nothing is written to the state dir before the lock checked it)."""
+        try:
+            doc = json.loads(raw)
+        except ValueError:
+            return None
+        if type(doc) is dict and (not self.restricted or self._lock is not None):
+            write_copy(copy_path(path), digest, doc)
+        return doc
 
     def _ancestor_entries(self, peer_id: str, digest: str) -> dict | None:
         doc = self._ancestor_at(peer_id, digest)
@@ -560,12 +574,15 @@ class Handler:
                 self.store.check(check_relpath(p))  # nothing recorded outside the selection
         ensure_private_dir(self.ws.state)
         ensure_private_dir(path.parent)
-        if delta is not None and str(path) in _ENCODED:  # a long-lived process: its second write on
+        again = delta is not None and str(path) in _ENCODED
+        if again:  # a long-lived process: its second write on
             raw, _ENCODED[str(path)] = canonical_ancestor(manifest, _ENCODED[str(path)], since=stored, moved=moved)
         else:  # a process's first write (a CLI's only one), or a whole manifest
             raw, _ENCODED[str(path)] = canonical_json(manifest), None
         atomic_write_bytes(path, raw)
         digest = hash_bytes(raw)
+        if not again:  # (a process that writes it again and again reads it from memory: no copy)
+            write_copy(copy_path(path), digest, manifest)
         # What we just wrote is what the next sync reads (we hold the workspace's lock: nobody
         # else writes it meanwhile).
         _ANCESTORS[str(path)] = (stat_identity(os.stat(path)), digest, manifest, True)
@@ -1224,6 +1241,60 @@ def canonical_ancestor(doc: dict, encoded: Encoded | None, *, since: dict | None
                    else _CANONICAL(value).encode("utf-8", "backslashreplace"))
     out.append(b"}\n")
     return b"".join(out), Encoded(parts, order, entries)
+
+
+# Beside each ancestor file `<peer>.json`, the same document in marshal's form, `<peer>.marshal`:
+# a cold process reads that instead of parsing the JSON — at 100k files ~0.06 s and ~56 MB held,
+# against ~0.11 s and ~70 MB, and no 10 MB of text decoded into a 20 MB string first.  The JSON
+# stays what decides (what both sides' digests are of, what other tools read): a copy is used only
+# when it is ours, its header names the digest of the JSON's bytes as they are now, and its own
+# bytes have the checksum that header gives.  Anything else is no copy: the JSON is parsed (and the
+# copy written anew).  A cache: written without fsync, lost in a crash, rebuilt.
+COPY_MAGIC = b"peersync ancestor copy 1\n"
+MARSHAL_VERSION = 4
+
+
+def copy_path(path: Path) -> Path:
+    """Where the marshal copy of the ancestor file `path` lives."""
+    return path.with_suffix(".marshal")
+
+
+def read_copy(path: Path, digest: str) -> dict | None:
+    """The document the copy at `path` holds, when it is a good copy of a JSON file whose bytes
+    have `digest`; else None."""
+    try:
+        with open(path, "rb") as f:
+            if os.fstat(f.fileno()).st_uid != os.getuid():
+                return None
+            raw = f.read()
+    except OSError:
+        return None
+    start = len(COPY_MAGIC) + 66  # "<digest> <checksum>\n"
+    body = memoryview(raw)[start:]
+    if not raw.startswith(COPY_MAGIC) or raw[len(COPY_MAGIC):start] != f"{digest} {hash_bytes(body)}\n".encode():
+        return None
+    try:
+        doc = marshal.loads(body)
+    except (ValueError, EOFError, TypeError):
+        return None
+    return doc if type(doc) is dict else None
+
+
+def write_copy(path: Path, digest: str, doc: dict) -> None:
+    """Write the marshal copy of an ancestor document whose JSON's bytes have `digest` — only of a
+    document in the very form json.loads gives (marshal would keep a tuple a tuple, where a reader
+    of the JSON gets a list): its entries lists, as Entry.to_wire and the wire protocol make them.
+    Best effort."""
+    entries = doc.get("entries")
+    try:
+        if type(entries) is not dict or not all(type(w) is list for w in entries.values()):
+            path.unlink(missing_ok=True)  # (a copy of what was there before is no copy of this)
+            return
+        body = marshal.dumps(doc, MARSHAL_VERSION)
+        atomic_write_bytes(path, b"".join((COPY_MAGIC, f"{digest} {hash_bytes(body)}\n".encode(), body)),
+                           durable=False)
+    except (OSError, ValueError):
+        pass
 
 
 def flush_filesystem(path: Path) -> None:
