@@ -19,6 +19,7 @@ def entry() -> None:
 
 def main() -> None:
     """Run the command line in sys.argv; ends in SystemExit (callers in Python may catch it)."""
+    fewer_collections()
     argv = sys.argv[1:]
     if argv[:1] == ["agent"]:
         # The remote agent must not pay for typer/rich/asyncssh imports.
@@ -48,6 +49,21 @@ def main() -> None:
     from peersync.cli.main import run
 
     run()
+
+
+# The cycle collector's thresholds for every peersync process.  At Python's (700, 10, 10) it walks
+# the objects a process holds again and again while a scan, a manifest or an ancestor of 100k files
+# is built — hundreds of thousands of lists and tuples, none of them garbage: parsing one ancestor
+# takes 0.21-0.41 s instead of 0.13, and a cold 100k no-op ~0.13 s more (1.55 s against 1.42).  At
+# these it runs 70 times less often, and still runs — in the long-lived keeper, watcher and kept
+# agent too (a full collection after some ten million allocations, as before after 70,000).
+GC_THRESHOLDS = (50_000, 20, 10)
+
+
+def fewer_collections() -> None:
+    import gc  # lazy: a builtin module
+
+    gc.set_threshold(*GC_THRESHOLDS)
 
 
 def _leave(stop: SystemExit) -> None:
