@@ -143,7 +143,7 @@ PEER = "0123456789abcdef0123456789abcdef"
 @given(st.dictionaries(NAMES, WIRE, max_size=30), st.dictionaries(NAMES, WIRE, max_size=8), st.lists(NAMES, max_size=8))
 def test_a_cold_process_reads_the_ancestor_from_its_copy_exactly_as_the_json_reads(first, changed, dropped):
     """A whole manifest, then a delta on it: each time, a new process reads the document from the
-    marshal copy (the JSON is not parsed) and gets exactly what json.loads makes of the JSON file —
+    marshal copy, part by part (the JSON is not parsed) and gets exactly what json.loads makes of the JSON file —
     the same values and the same types (lists, never tuples), odd names included."""
     import tempfile
 
@@ -156,6 +156,7 @@ def test_a_cold_process_reads_the_ancestor_from_its_copy_exactly_as_the_json_rea
         ws = Workspace(tmp)
         ws.ensure_state()
         _cold(mp)
+        mp.setattr(handler_module, "COPY_PART", 4)  # (entries in parts of 4: several parts)
         put = Handler(ws.root).op_ancestor_put(PEER, manifest={"format": 3, "entries": first})
         delta = {"set": {f"memory/c{i}.md": w for i, w in enumerate(changed.values())}, "drop": dropped}
         for step in ("whole", "delta"):

@@ -1245,12 +1245,14 @@ def canonical_ancestor(doc: dict, encoded: Encoded | None, *, since: dict | None
 
 # Beside each ancestor file `<peer>.json`, the same document in marshal's form, `<peer>.marshal`:
 # a cold process reads that instead of parsing the JSON — at 100k files ~0.06 s and ~56 MB held,
-# against ~0.11 s and ~70 MB, and no 10 MB of text decoded into a 20 MB string first.  The JSON
+# against ~0.11 s and ~70 MB, and no 10 MB of text decoded into a 20 MB string first (nor 10 MB of
+# marshal's bytes: a copy is read a part at a time).  The JSON
 # stays what decides (what both sides' digests are of, what other tools read): a copy is used only
 # when it is ours, its header names the digest of the JSON's bytes as they are now, and its own
 # bytes have the checksum that header gives.  Anything else is no copy: the JSON is parsed (and the
 # copy written anew).  A cache: written without fsync, lost in a crash, rebuilt.
 COPY_MAGIC = b"peersync ancestor copy 1\n"
+COPY_PART = 8192  # entries per part of a copy (~1 MB): what a read holds of its bytes at a time
 MARSHAL_VERSION = 4
 
 
@@ -1261,38 +1263,54 @@ def copy_path(path: Path) -> Path:
 
 def read_copy(path: Path, digest: str) -> dict | None:
     """The document the copy at `path` holds, when it is a good copy of a JSON file whose bytes
-    have `digest`; else None."""
+    have `digest`; else None.  Read part by part: only one part's bytes are held at a time."""
     try:
         with open(path, "rb") as f:
-            if os.fstat(f.fileno()).st_uid != os.getuid():
+            if os.fstat(f.fileno()).st_uid != os.getuid() or f.readline(64) != COPY_MAGIC:
                 return None
-            raw = f.read()
-    except OSError:
+            named, count = f.readline(64).split()
+            if named != digest.encode():
+                return None
+            doc, entries = None, {}
+            for _ in range(int(count)):
+                checksum, length = f.readline(64).split()
+                body = f.read(int(length))
+                if hash_bytes(body) != checksum.decode():
+                    return None
+                part = marshal.loads(body)
+                if type(part) is not dict:
+                    return None
+                if doc is None:
+                    doc = part
+                else:
+                    entries.update(part)
+            if doc is None or f.read(1):
+                return None
+    except (OSError, ValueError, EOFError, TypeError):
         return None
-    start = len(COPY_MAGIC) + 66  # "<digest> <checksum>\n"
-    body = memoryview(raw)[start:]
-    if not raw.startswith(COPY_MAGIC) or raw[len(COPY_MAGIC):start] != f"{digest} {hash_bytes(body)}\n".encode():
-        return None
-    try:
-        doc = marshal.loads(body)
-    except (ValueError, EOFError, TypeError):
-        return None
-    return doc if type(doc) is dict else None
+    doc["entries"] = entries
+    return doc
 
 
 def write_copy(path: Path, digest: str, doc: dict) -> None:
     """Write the marshal copy of an ancestor document whose JSON's bytes have `digest` — only of a
     document in the very form json.loads gives (marshal would keep a tuple a tuple, where a reader
     of the JSON gets a list): its entries lists, as Entry.to_wire and the wire protocol make them.
-    Best effort."""
+    The document without its entries, then the entries COPY_PART at a time, each part with its
+    length and checksum.  Best effort."""
     entries = doc.get("entries")
     try:
         if type(entries) is not dict or not all(type(w) is list for w in entries.values()):
             path.unlink(missing_ok=True)  # (a copy of what was there before is no copy of this)
             return
-        body = marshal.dumps(doc, MARSHAL_VERSION)
-        atomic_write_bytes(path, b"".join((COPY_MAGIC, f"{digest} {hash_bytes(body)}\n".encode(), body)),
-                           durable=False)
+        items = iter(entries.items())
+        parts = [marshal.dumps({k: v for k, v in doc.items() if k != "entries"}, MARSHAL_VERSION)]
+        parts += [marshal.dumps(dict(itertools.islice(items, COPY_PART)), MARSHAL_VERSION)
+                  for _ in range(0, len(entries), COPY_PART)]
+        out = [COPY_MAGIC, f"{digest} {len(parts)}\n".encode()]
+        for body in parts:
+            out += [f"{hash_bytes(body)} {len(body)}\n".encode(), body]
+        atomic_write_bytes(path, b"".join(out), durable=False)
     except (OSError, ValueError):
         pass
 
