@@ -70,7 +70,8 @@ def test_versions_take_a_record_made_under_another_spelling(tmp_path):
 
 def test_versions_read_back_by_another_process_hold_one_string_per_replica(tmp_path):
     """Rows read from the store (Versions._all, as a new process does) keep every vector and
-    `seen` as written, and name each replica by one str object (100k rows, one or a few ids)."""
+    `seen` as written, and name each replica by one str object (100k rows, one or a few ids), each
+    mode and each record time by one object too."""
     from peersync.replica.versions import open_versions
 
     v = open_versions(tmp_path, "mac")
@@ -82,6 +83,10 @@ def test_versions_read_back_by_another_process_hold_one_string_per_replica(tmp_p
     b, c = v.current("m/b.md"), v.current("m/c.md")
     assert b.vv == two and b.seen == (("mini", 2),) and c.vv == (("linux", 4),) and c.seen == ()
     assert b.vv[0][0] is c.vv[0][0]
+    # …and one object per mode and per record time (SQLite gives a new one per row)
+    rows = v._all()
+    assert rows["m/b.md"][3] == rows["m/c.md"][3] and rows["m/b.md"][3] is rows["m/c.md"][3]
+    assert rows["m/b.md"][7] == rows["m/c.md"][7] and rows["m/b.md"][7] is rows["m/c.md"][7]
 
 
 @pytest.mark.parametrize("raw", [

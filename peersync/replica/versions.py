@@ -141,7 +141,11 @@ class Versions:
         db = self._open()
         version = db.execute("pragma data_version").fetchone()[0]
         if self._rows is None or version != self._data_version:
-            self._rows = {_path(key): (present, size, mtime, mode, digest, _vv(vv), _vv(seen), at)
+            # One object per distinct mode and per distinct record time (one per write: a handful in
+            # 100k rows), where SQLite gives a new one per row: ~5 MB less at 100k.
+            mode_of, time_of = {}.setdefault, {}.setdefault
+            self._rows = {_path(key): (present, size, mtime, mode_of(mode, mode), digest, _vv(vv), _vv(seen),
+                                       time_of(at, at))
                           for key, present, size, mtime, mode, digest, vv, seen, at in db.execute(
                               "select path, present, size, mtime_ns, mode, hash, vv, seen, at from versions")}
             self._data_version = version
