@@ -33,8 +33,8 @@ from peersync.core.limits import RANGE
 from peersync.core.types import MANIFEST_FORMAT, READABLE_FORMATS, Entry, new_objects
 from peersync.core.unknown import covered
 from peersync.replica import bases, fsprobe, sparse, tombstones, watched
-from peersync.replica.scan import (CACHE_ROW_BYTES, ScanResult, StatCache, cache_kept, forget_cache, hash_bytes,
-                                   rewrite_pays, scan)
+from peersync.replica.scan import (CACHE_ROW_BYTES, MARSHAL_VERSION, ScanResult, StatCache, cache_kept, forget_cache,
+                                   hash_bytes, rewrite_pays, scan)
 from peersync.replica.store import Refused, Store, hash_fd
 from peersync.replica.versions import Versions, open_versions
 from peersync.workspace.locate import looks_like_workspace
@@ -1253,7 +1253,6 @@ def canonical_ancestor(doc: dict, encoded: Encoded | None, *, since: dict | None
 # written without fsync, lost in a crash, rebuilt.
 COPY_MAGIC = b"peersync ancestor copy 1\n"
 COPY_PART = 8192  # entries per part of a copy (~1 MB): what a read holds of its bytes at a time
-MARSHAL_VERSION = 4
 
 
 def copy_path(path: Path) -> Path:
