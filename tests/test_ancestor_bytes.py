@@ -222,3 +222,56 @@ def test_an_ancestor_copy_that_is_not_a_good_copy_of_the_json_as_it_is_is_no_cop
     # A restricted session, lock not held: it reads the JSON and writes nothing.
     assert read(restricted=True)["entries"]["a.md"] == wire(1) and not copy.exists()
     assert read()["entries"]["a.md"] == wire(1) and copy.exists()
+
+
+def test_a_cold_process_builds_ancestor_entries_part_by_part_sharing_what_its_scan_holds(tmp_path, monkeypatch):
+    """ancestor_entries gives exactly what read_ancestor makes of the JSON — from the copy (the
+    JSON not parsed) and from the JSON alone — with the very Entry objects of `like` where they
+    are equal.  The document is not kept meanwhile: a later ancestor_doc reads it again, and a
+    delta put on it applies.  An ancestor whose entries are not Entries is unreadable (None)."""
+    from peersync.core.commit import read_ancestor
+    from peersync.core.types import MANIFEST_FORMAT, Entry
+    from peersync.replica.scan import hash_bytes
+    from peersync.workspace.workspace import Workspace
+
+    ws = Workspace(tmp_path)
+    ws.ensure_state()
+    monkeypatch.setattr(handler_module, "COPY_PART", 4)
+    wire = lambda n: [n, 1_700_000_000_000_000_000 + n, 0o644, f"{n:032x}"] + ([[["abcdef123456", n]]] if n % 2 else [])  # noqa: E731
+    doc = {"format": MANIFEST_FORMAT, "entries": {f"memory/é{i}.md": wire(i) for i in range(1, 20)}}
+    _cold(monkeypatch)
+    Handler(ws.root).op_ancestor_put(PEER, manifest=doc)
+    path = ws.state / "ancestors" / f"{PEER}.json"
+    expected = read_ancestor(json.loads(path.read_bytes()), trusted=True)
+    like = {p: Entry.trusted(w) for p, w in doc["entries"].items() if int(p[8:-3]) % 3}  # two in three: equal
+    like["memory/é3.md"] = Entry.trusted(wire(4))  # (not equal: its own)
+    for copy in (True, False):
+        if not copy:
+            path.with_suffix(".marshal").unlink()
+        _cold(monkeypatch)
+        with monkeypatch.context() as strict:
+            if copy:
+                _parse_fails(strict)
+            digest, entries = Handler(ws.root).ancestor_entries(PEER, like)
+        assert digest == hash_bytes(path.read_bytes()) and entries == expected and len(entries) == 19
+        assert all(type(e) is Entry for e in entries.values())
+        for p, e in entries.items():
+            assert (e is like.get(p)) == (like.get(p) == e), p
+        assert sum(e is like.get(p) for p, e in entries.items()) == 13
+        assert handler_module._ANCESTORS[str(path)][2] is None  # the document is not kept
+    # Read again when wanted: the very document, and a delta on it applies.
+    handler = Handler(ws.root)
+    assert handler.ancestor_doc(PEER) == (digest, json.loads(path.read_bytes()))
+    _cold(monkeypatch)
+    handler = Handler(ws.root)
+    handler.ancestor_entries(PEER)
+    put = handler.op_ancestor_put(PEER, base_digest=digest, delta={"set": {"memory/new.md": wire(50)}, "drop": []})
+    assert put["applied"] and json.loads(path.read_bytes())["entries"]["memory/new.md"] == wire(50)
+    # Entries that are no entries: unreadable, from the copy and from the JSON alike.
+    _cold(monkeypatch)
+    Handler(ws.root).op_ancestor_put(PEER, manifest={"format": MANIFEST_FORMAT, "entries": {"a.md": [1, 2]}})
+    for copy in (True, False):
+        _cold(monkeypatch)
+        assert path.with_suffix(".marshal").exists() == copy
+        assert Handler(ws.root).ancestor_entries(PEER) == (hash_bytes(path.read_bytes()), None)
+        path.with_suffix(".marshal").unlink()

@@ -122,7 +122,7 @@ async def sync_pair(job: Job, local: LocalSession, remote: Replica, report: Repo
             # Our ancestor, read while the peer is still scanning.
             mine_digest, mine = (None, None)
             if remote_id is not None and remote.caps.keeps_ancestor:
-                mine_digest, mine = await own_ancestor(local, remote_id, base_digest)
+                mine_digest, mine = await own_ancestor(local, remote_id, base_digest, local_entries)
             remote_raw = await theirs
             if remote_raw.get("delta") and (mine is None or mine_digest != base_digest):
                 # A delta against an ancestor we cannot read (or that moved): the whole manifest.
@@ -346,18 +346,19 @@ def _remember_ancestor(digest: str, entries: dict[str, Entry]) -> None:
     _ANCESTOR_ENTRIES[digest] = entries
 
 
-async def own_ancestor(local: LocalSession, remote_id: str, digest: str | None) -> tuple[str | None, dict | None]:
+async def own_ancestor(local: LocalSession, remote_id: str, digest: str | None,
+                       like: dict | None = None) -> tuple[str | None, dict | None]:
     """(digest of its file, entries) of our ancestor with `remote_id`; `digest` is the one we
-    expect (then the file is not read again).  Callers never modify the entries."""
+    expect (then the file is not read again).  `like`: our manifest, whose equal entries the
+    ancestor then shares.  Callers never modify the entries."""
     if digest is not None and digest in _ANCESTOR_ENTRIES:
         return digest, _ANCESTOR_ENTRIES[digest]
-    found = await asyncio.to_thread(local.handler.ancestor_doc, remote_id)
+    found = await asyncio.to_thread(local.handler.ancestor_entries, remote_id, like)
     if found is None:
         return None, None
-    entries = read_ancestor(found[1], trusted=True)
-    if entries is not None:
-        _remember_ancestor(found[0], entries)
-    return found[0], entries
+    if found[1] is not None:
+        _remember_ancestor(*found)
+    return found
 
 
 def warm_local(ws: Workspace, selection, remote_id: str | None) -> None:
