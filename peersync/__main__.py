@@ -20,6 +20,7 @@ def entry() -> None:
 def main() -> None:
     """Run the command line in sys.argv; ends in SystemExit (callers in Python may catch it)."""
     fewer_collections()
+    leaner_malloc()
     argv = sys.argv[1:]
     if argv[:1] == ["agent"]:
         # The remote agent must not pay for typer/rich/asyncssh imports.
@@ -64,6 +65,29 @@ def fewer_collections() -> None:
     import gc  # lazy: a builtin module
 
     gc.set_threshold(*GC_THRESHOLDS)
+
+
+# glibc's malloc, for the memory Python's own allocator does not serve (objects over 512 bytes:
+# a 100k-entry dict's table, a file's bytes, SQLite's pages).  By default each thread that
+# allocates gets an arena of its own, and once a large block is freed, blocks up to its size come
+# from the heap instead of their own mappings, where a hole left by freed ones is seldom given
+# back: at a cold 100k no-op the CLI's peak RSS was 170 MB for a heap that peaked at 117.  One
+# arena (the threads take turns on the GIL anyway), and blocks of 128 kB and more mapped on their
+# own (returned to the system when freed): 155 MB.  Linux with glibc only.
+MALLOC_ARENA_MAX, MALLOC_MMAP_THRESHOLD = 1, 128 * 1024
+
+
+def leaner_malloc() -> None:
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        import ctypes  # lazy: ~2 ms, at the start of a process that will hold 100k entries
+
+        mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError, ImportError):
+        return  # not glibc's C library, or no ctypes: Python's defaults
+    mallopt(-8, MALLOC_ARENA_MAX)  # M_ARENA_MAX
+    mallopt(-3, MALLOC_MMAP_THRESHOLD)  # M_MMAP_THRESHOLD (set: no longer raised by frees)
 
 
 def _leave(stop: SystemExit) -> None:

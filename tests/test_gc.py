@@ -6,6 +6,8 @@ and kept agents live for days)."""
 import subprocess
 import sys
 
+import pytest
+
 CODE = """
 import gc, sys
 from peersync.__main__ import GC_THRESHOLDS, main
@@ -42,3 +44,48 @@ def test_a_peersync_process_collects_cycles_seldom_but_still_collects_them():
     assert bulk_runs <= 8 and deepest < 2, proc.stdout
     # 400,000 objects in cycles: most were collected on the way, with no gc.collect()
     assert freed >= 300_000, proc.stdout
+
+
+MALLOC = """
+import ctypes, re, sys, threading
+if sys.argv[1:] == ["peersync"]:
+    from peersync.__main__ import main
+    sys.argv = ["peersync", "--version"]
+    try:
+        main()
+    except SystemExit:
+        pass
+big = bytearray(4_000_000)  # mapped on its own; freed, it raises glibc's default threshold to its size
+del big
+held = []
+def work():
+    held.extend(bytearray(300_000) for i in range(40))
+threads = [threading.Thread(target=work) for _ in range(4)]
+[t.start() for t in threads]
+[t.join() for t in threads]
+libc = ctypes.CDLL(None)
+libc.open_memstream.restype = ctypes.c_void_p
+buf, size = ctypes.c_char_p(), ctypes.c_size_t()
+fp = libc.open_memstream(ctypes.byref(buf), ctypes.byref(size))
+libc.malloc_info(0, ctypes.c_void_p(fp))
+libc.fclose(ctypes.c_void_p(fp))
+info = buf.value.decode()
+print(info.count("<heap nr="), re.findall(r'<total type="mmap" count="(\\d+)"', info)[-1])
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's malloc")
+def test_a_peersync_process_keeps_one_malloc_arena_and_maps_large_blocks_on_their_own():
+    """Through main: the threads share one malloc arena, and 160 blocks of 300 kB each have a
+    mapping of their own (given back when freed) even after a larger block was freed — where
+    glibc's defaults give threads arenas of their own and serve those blocks from the heap."""
+    def run(*args) -> tuple[int, int]:
+        proc = subprocess.run([sys.executable, "-c", MALLOC, *args], capture_output=True, text=True, timeout=120,
+                              stdin=subprocess.DEVNULL)
+        assert proc.returncode == 0, proc.stderr
+        return tuple(map(int, proc.stdout.split()[-2:]))
+
+    heaps, mapped = run("peersync")
+    assert heaps == 1 and mapped >= 160, (heaps, mapped)
+    heaps, mapped = run()  # (the same in a plain Python: what the setting changes)
+    assert mapped < 20, (heaps, mapped)
