@@ -69,12 +69,12 @@ def fewer_collections() -> None:
 
 # glibc's malloc, for the memory Python's own allocator does not serve (objects over 512 bytes:
 # a 100k-entry dict's table, a file's bytes, SQLite's pages).  By default each thread that
-# allocates gets an arena of its own, and once a large block is freed, blocks up to its size come
-# from the heap instead of their own mappings, where a hole left by freed ones is seldom given
-# back: at a cold 100k no-op the CLI's peak RSS was 170 MB for a heap that peaked at 117.  One
-# arena (the threads take turns on the GIL anyway), and blocks of 128 kB and more mapped on their
-# own (returned to the system when freed): 155 MB.  Linux with glibc only.
-MALLOC_ARENA_MAX, MALLOC_MMAP_THRESHOLD = 1, 128 * 1024
+# allocates at the same time as another gets an arena of its own, whose freed holes are seldom
+# given back: at a cold 100k no-op the CLI's peak RSS was 171 MB for a heap that peaked at 117.
+# One arena (the threads take turns on the GIL anyway): 158 MB.  (Large blocks mapped on their
+# own as well gave 155 MB, but cost ~2% of that sync's time in mmap calls: not done.)  Linux with
+# glibc only.
+MALLOC_ARENA_MAX = 1
 
 
 def leaner_malloc() -> None:
@@ -87,7 +87,6 @@ def leaner_malloc() -> None:
     except (OSError, AttributeError, ImportError):
         return  # not glibc's C library, or no ctypes: Python's defaults
     mallopt(-8, MALLOC_ARENA_MAX)  # M_ARENA_MAX
-    mallopt(-3, MALLOC_MMAP_THRESHOLD)  # M_MMAP_THRESHOLD (set: no longer raised by frees)
 
 
 def _leave(stop: SystemExit) -> None:

@@ -55,8 +55,6 @@ if sys.argv[1:] == ["peersync"]:
         main()
     except SystemExit:
         pass
-big = bytearray(4_000_000)  # mapped on its own; freed, it raises glibc's default threshold to its size
-del big
 held = []
 def work():
     held.extend(bytearray(300_000) for i in range(40))
@@ -75,17 +73,14 @@ print(info.count("<heap nr="), re.findall(r'<total type="mmap" count="(\\d+)"', 
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's malloc")
-def test_a_peersync_process_keeps_one_malloc_arena_and_maps_large_blocks_on_their_own():
-    """Through main: the threads share one malloc arena, and 160 blocks of 300 kB each have a
-    mapping of their own (given back when freed) even after a larger block was freed — where
-    glibc's defaults give threads arenas of their own and serve those blocks from the heap."""
-    def run(*args) -> tuple[int, int]:
+def test_a_peersync_process_keeps_one_malloc_arena():
+    """Through main, threads that allocate at once share one malloc arena — where glibc's defaults
+    give them arenas of their own."""
+    def run(*args) -> int:
         proc = subprocess.run([sys.executable, "-c", MALLOC, *args], capture_output=True, text=True, timeout=120,
                               stdin=subprocess.DEVNULL)
         assert proc.returncode == 0, proc.stderr
-        return tuple(map(int, proc.stdout.split()[-2:]))
+        return int(proc.stdout.split()[-2])
 
-    heaps, mapped = run("peersync")
-    assert heaps == 1 and mapped >= 160, (heaps, mapped)
-    heaps, mapped = run()  # (the same in a plain Python: what the setting changes)
-    assert mapped < 20, (heaps, mapped)
+    assert run("peersync") == 1
+    assert run() >= 2  # (the same in a plain Python: what the setting changes)
