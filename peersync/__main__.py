@@ -68,9 +68,9 @@ def fewer_collections() -> None:
 
 
 # glibc's malloc, for the memory Python's own allocator does not serve (objects over 512 bytes:
-# a 100k-entry dict's table, a file's bytes, SQLite's pages).  By default each thread that
-# allocates at the same time as another gets an arena of its own, whose freed holes are seldom
-# given back: at a cold 100k no-op the CLI's peak RSS was 171 MB for a heap that peaked at 117.
+# a 100k-entry dict's table, a file's bytes, SQLite's pages).  By default each new thread gets an
+# arena of its own (up to eight per core), whose freed holes are seldom given back: at a cold
+# 100k no-op the CLI's peak RSS was 171 MB for a heap that peaked at 117.
 # One arena (the threads take turns on the GIL anyway): 158 MB.  (Large blocks mapped on their
 # own as well gave 155 MB, but cost ~2% of that sync's time in mmap calls: not done.)  Linux with
 # glibc only.
