@@ -20,8 +20,9 @@ def entry() -> None:
 def main() -> None:
     """Run the command line in sys.argv; ends in SystemExit (callers in Python may catch it)."""
     fewer_collections()
-    leaner_malloc()
     argv = sys.argv[1:]
+    if argv[:1] != ["agent"] and "heartbeat" not in argv:
+        leaner_malloc()  # (not the agent's or a heartbeat's start: no gain measured there)
     if argv[:1] == ["agent"]:
         # The remote agent must not pay for typer/rich/asyncssh imports.
         from peersync.transport.agent import main as agent_main
@@ -72,8 +73,9 @@ def fewer_collections() -> None:
 # arena of its own (up to eight per core), whose freed holes are seldom given back: at a cold
 # 100k no-op the CLI's peak RSS was 171 MB for a heap that peaked at 117.
 # One arena (the threads take turns on the GIL anyway): 158 MB.  (Large blocks mapped on their
-# own as well gave 155 MB, but cost ~2% of that sync's time in mmap calls: not done.)  Linux with
-# glibc only.
+# own as well gave 155 MB, but cost ~2% of that sync's time in mmap calls: not done.)  The agent's
+# peak stayed where it was (149 MB against 148), so the agent's start does not pay the ctypes
+# import; nor does a heartbeat's.  Linux with glibc only.
 MALLOC_ARENA_MAX = 1
 
 
