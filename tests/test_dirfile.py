@@ -145,3 +145,28 @@ def test_settle_table(case, local, remote, ancestor, expect):
                      offset_ns=0, local_id="a", remote_id="b", force=True)
     got = {c.path[len("memory/"):]: (c.action.value, c.target.value, c.reason) for c in plan.changes}
     assert got == expect, case
+
+
+@pytest.mark.parametrize("edited_first", [False, True])
+def test_settle_finds_an_edit_deep_in_a_folder_whose_parents_an_unedited_file_named_first(edited_first):
+    """Pure: settle walks each folder once (it stops at one it holds).  An edit made below folders
+    an unedited file already named still marks them edited: the file that replaced one of them on
+    the other side is a clash, whichever file the plan lists first."""
+    from peersync.core.dirfile import settle
+    from peersync.core.types import Action, Change, Entry, Plan, Side
+
+    def entry(text: str) -> Entry:
+        return Entry(len(text), 1, 0o644, text.ljust(32, "0"))
+
+    quiet = Change("memory/proj/deep/er/a.md", Action.DELETE, Side.LOCAL, entry("a"), None, entry("a"),
+                   "remote-deleted")  # remote removed it (with the folder): local holds it, unedited
+    edit = Change("memory/proj/deep/b.md", Action.COPY, Side.REMOTE, entry("b2"), None, entry("b"),
+                  "restored")  # local edited it: its folders are edited on the local side
+    file = Change("memory/proj", Action.COPY, Side.LOCAL, None, entry("file"), None, "remote-created")
+    changes = [edit, quiet, file] if edited_first else [quiet, edit, file]
+    settled = {c.path: c for c in settle(Plan(tuple(changes))).changes}
+    assert (settled["memory/proj"].action, settled["memory/proj"].target) == (Action.DELETE, Side.REMOTE)
+    assert settled["memory/proj"].quarantine and settled["memory/proj"].reason == "dir-file"
+    # the folder's file the remote removed comes back to it with the folder
+    assert (settled["memory/proj/deep/er/a.md"].action, settled["memory/proj/deep/er/a.md"].target) == (
+        Action.COPY, Side.REMOTE)

@@ -444,3 +444,23 @@ def test_touched_paths_with_a_memo_equals_a_fresh_comparison(seed, told) -> None
             ancestor = new
         elif roll < 0.5:  # another process's sync: a new ancestor object, equal entries rebuilt
             ancestor = {p: Entry(*e) for p, e in ancestor.items()}
+
+
+def test_the_merge_rules_are_asked_only_where_two_file_versions_meet():
+    """A path one side lacks, or where a side holds a link, can never merge: the rules (a
+    pathspec match per path) are not asked — a first sync of 100k files asks nothing."""
+    asked = []
+
+    def rule(path):
+        asked.append(path)
+        return True
+
+    link = Entry(3, 1000, 0o120777, xxhash.xxh3_128_hexdigest(b"x.md"))
+    ancestor = {"both.md": e("base"), "link.md": e("base")}
+    local = {"both.md": e("mine", t=2000), "new.md": e("only here"), "link.md": link}
+    remote = {"both.md": e("theirs", t=3000), "gone.md": e("only there"), "link.md": e("edited", t=3000)}
+    plan = reconcile(ancestor, local, remote, policy=Policy.NEWEST, is_log=rule, mergeable=rule)
+    assert asked == ["both.md"]
+    actions = {c.path: (c.action, c.target, c.reason) for c in plan.changes}
+    assert actions == {"both.md": (MERGE, None, "append-merge"), "gone.md": (COPY, LOCAL, "remote-created"),
+                       "new.md": (COPY, REMOTE, "local-created"), "link.md": (COPY, LOCAL, "conflict-newest")}

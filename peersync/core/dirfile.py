@@ -25,24 +25,26 @@ def settle(plan: Plan) -> Plan:
     folders = {Side.LOCAL: set(), Side.REMOTE: set()}  # folders each side holds, as the plan shows them
     edited = {Side.LOCAL: set(), Side.REMOTE: set()}  # folders holding a change that side made
     for c in plan.changes:
-        for side in Side:
-            if c.entry(side) is None:
-                continue
-            # This side's own change: its version goes out, or meets the other side's (merge, conflict).
-            moved = (c.action is Action.COPY and c.target is side.other) or c.action in (Action.MERGE, Action.CONFLICT)
-            for head in _parents(c.path):
-                folders[side].add(head)
-                if moved:
-                    edited[side].add(head)
+        # A side's own change: its version goes out, or meets the other side's (merge, conflict).
+        both = c.action is Action.MERGE or c.action is Action.CONFLICT
+        for side, entry in ((Side.LOCAL, c.local), (Side.REMOTE, c.remote)):
+            if entry is not None:
+                moved = both or (c.action is Action.COPY and c.target is side.other)
+                _add_parents(c.path, folders[side], edited[side] if moved else None)
     clashes: dict[str, Side] = {}  # path -> the side holding a file there
+    # (side, the folders the other side holds, those of them it edited in)
+    facing = ((Side.LOCAL, folders[Side.REMOTE], edited[Side.REMOTE]),
+              (Side.REMOTE, folders[Side.LOCAL], edited[Side.LOCAL]))
     for c in plan.changes:
-        for side in Side:
+        for side, other_folders, other_edited in facing:
+            if c.path not in other_folders:
+                continue
             entry = c.entry(side)
-            if entry is None or entry.kind == DIR or c.path not in folders[side.other]:
+            if entry is None or entry.kind == DIR:
                 continue
             if c.action is Action.DELETE and c.target is side:
                 continue  # the file goes anyway: a plain replacement, no clash
-            if c.path in edited[side.other]:
+            if c.path in other_edited:
                 clashes[c.path] = side
     if not clashes:
         return plan
@@ -58,6 +60,18 @@ def settle(plan: Plan) -> Plan:
             c = replace(c, action=Action.COPY, target=clashes[top], reason="restored")
         out.append(c)
     return Plan(tuple(out), plan.problems)
+
+
+def _add_parents(path: str, folders: set, edited: set | None) -> None:
+    """Add `path`'s parent folders to `folders` (and to `edited`, unless None).  A folder already
+    there has its own parents there too: the walk stops at it, so a plan costs a step per folder,
+    not one per folder of every file's path."""
+    head = path.rpartition("/")[0]
+    while head and (head not in folders or (edited is not None and head not in edited)):
+        folders.add(head)
+        if edited is not None:
+            edited.add(head)
+        head = head.rpartition("/")[0]
 
 
 def _parents(path: str):

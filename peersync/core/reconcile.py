@@ -84,9 +84,11 @@ def reconcile(
     for path in sorted(set(ancestor) | set(local) | set(remote) if paths is None else paths):
         a, l, r = ancestor.get(path), local.get(path), remote.get(path)
         if mode is Mode.SYNC:
-            merge = "append-merge" if is_log(path) else "merge" if mergeable(path) else None
-            if (l is not None and not l.is_file) or (r is not None and not r.is_file):
-                merge = None  # a link's target or an empty directory is never merged as text
+            # Only two versions of a file can merge (a link's target or an empty directory is never
+            # merged as text): the rules are asked nothing about the rest, a first sync's all.
+            merge = None
+            if l is not None and r is not None and l.is_file and r.is_file:
+                merge = "append-merge" if is_log(path) else "merge" if mergeable(path) else None
             change = _sync(path, l, r, a, policy, merge, offset_ns, local_id, remote_id, dead)
         else:
             change = _one_way(path, l, r, a, Side.REMOTE if mode is Mode.PUSH else Side.LOCAL)
@@ -289,7 +291,8 @@ def _causal_deletion(path, l, r, a, dead) -> Change | None:
         return None
     holder = Side.LOCAL if r is None else Side.REMOTE
     held = l if r is None else r
-    record = next((d for d in dead[holder.other].get(path) or () if d.vv), None)
+    records = dead[holder.other].get(path)
+    record = next((d for d in records if d.vv), None) if records else None
     if record is None:
         return None
     if versions.seen(versions.effective(held.vv, held.hash), record.history):
