@@ -180,8 +180,8 @@ def test_what_the_scan_could_not_read_is_unknown_and_odd_names_are_skipped(tmp_p
     make(tmp_path, "memory/new\nline.md")
     real = scan_mod.hash_file
 
-    def appending(path):  # a writer appends while the scan reads it, every time
-        digest = real(path)
+    def appending(path, size=None):  # a writer appends while the scan reads it, every time
+        digest = real(path, size)
         if str(path).endswith("growing.log"):
             with open(path, "ab") as f:
                 f.write(b"more")
@@ -251,3 +251,17 @@ def test_a_scan_entry_holds_its_records_objects_not_the_stat_results_or_the_cach
     assert c.mtime_ns == first.manifest["memory/c.md"].mtime_ns != row[2]
     assert c.size is row[1] and c.mode is row[3] and c.hash is row[4] and c.vv is vv
     assert again.manifest["memory/b.md"] == first.manifest["memory/b.md"]
+
+
+def test_hash_file_with_a_stat_size_hashes_the_whole_file_whatever_it_holds_now(tmp_path):
+    """The scan passes the size its stat saw: one read(2) when that is still the length; a file
+    that grew or shrank since (or one larger than a read) is still hashed to its end."""
+    from peersync.replica.scan import CHUNK, hash_bytes, hash_file
+
+    for data in (b"", b"x", b"memory line\n" * 300, os.urandom(CHUNK), os.urandom(CHUNK + 7), os.urandom(3 * CHUNK)):
+        path = tmp_path / "f"
+        path.write_bytes(data)
+        want = hash_bytes(data)
+        assert hash_file(path) == want
+        for size in {len(data), max(len(data) - 1, 0), len(data) + 1, 0, CHUNK}:
+            assert hash_file(path, size) == want, (len(data), size)

@@ -229,12 +229,23 @@ def list_dir(root: str, current: str, top: str, selection: Selection, found: _Fo
     return out, subdirs
 
 
-def hash_file(path: str | Path) -> str:
-    h = xxhash.xxh3_128()
-    with open(path, "rb") as f:
-        while chunk := f.read(CHUNK):
+def hash_file(path: str | Path, size: int | None = None) -> str:
+    """The hash of a file's bytes.  `size`: its length by a stat just made; a file of that length
+    up to CHUNK is read with one read(2) (no buffered file object, no read to find the end: the
+    scan's caller checks by a second stat that the file did not change meanwhile)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        h = xxhash.xxh3_128()
+        if size is not None and size <= CHUNK:
+            data = os.read(fd, size + 1)
+            if len(data) == size:
+                return hash_bytes(data)
+            h.update(data)  # shorter or longer than the stat said: read on to the end
+        while chunk := os.read(fd, CHUNK):
             h.update(chunk)
-    return h.hexdigest()
+        return h.hexdigest()
+    finally:
+        os.close(fd)
 
 
 def hash_bytes(data: bytes) -> str:
@@ -531,7 +542,7 @@ def _special_entry(full: str, st: os.stat_result) -> Entry | None:
 def _hash_stable(full: str, st: os.stat_result) -> tuple[str | None, os.stat_result]:
     """Hash a file, retrying once if it changes underneath; None when it keeps changing."""
     for _ in range(2):
-        digest = hash_file(full)
+        digest = hash_file(full, st.st_size)
         after = os.lstat(full)
         if (after.st_size, after.st_mtime_ns, after.st_ino) == (st.st_size, st.st_mtime_ns, st.st_ino):
             return digest, after
