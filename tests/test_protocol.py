@@ -112,3 +112,34 @@ def test_a_large_inline_install_keeps_per_file_results_in_order(tmp_path):
     staging = handler.staging
     handler.op_unstage()
     assert not staging.exists()
+
+
+def test_the_agent_reads_the_next_request_while_it_handles_one_and_answers_in_order(tmp_path):
+    """While one request is handled the next one is read (its bytes leave SSH's window), never
+    two ahead; answers keep the order, and a malformed frame still ends the session after the
+    requests before it are answered."""
+    import threading
+    import time
+
+    frames = [encode({"id": n, "op": "probe", "args": {"n": n}}) for n in (1, 2, 3)]
+    ends = [sum(len(f) for f in frames[:n + 1]) for n in range(3)]
+    stream = io.BytesIO(b"".join(frames) + b"{not json\n")
+    seen = []
+
+    class Probing(Handler):
+        def op_probe(self, n):
+            deadline = time.monotonic() + 10
+            want = ends[n] if n < 3 else None  # the next frame's end (the last: the bad line's)
+            while want is not None and stream.tell() < want and time.monotonic() < deadline:
+                time.sleep(0.005)
+            time.sleep(0.05)  # room for a reader that would read further ahead than one frame
+            seen.append((n, stream.tell(), threading.current_thread() is threading.main_thread()))
+            return {"n": n}
+
+    out = io.BytesIO()
+    assert serve(Probing(tmp_path), stream, out) == 2
+    replies = [decode(line) for line in out.getvalue().splitlines(keepends=True)]
+    assert [r.get("result") for r in replies[:3]] == [{"n": 1}, {"n": 2}, {"n": 3}]
+    assert replies[3]["kind"] == "protocol" and "bad request" in replies[3]["error"]
+    # during request n the stream stood at the end of request n + 1: read one ahead, no further
+    assert seen == [(1, ends[1], True), (2, ends[2], True), (3, len(stream.getvalue()), True)]

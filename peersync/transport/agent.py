@@ -6,8 +6,10 @@ Started over SSH as `peersync agent --root PATH` (or forced by authorized_keys a
 
 from __future__ import annotations
 
+import collections
 import os
 import sys
+import threading
 
 from peersync.core.paths import BadPath
 from peersync.replica.handler import Handler, error_text
@@ -16,21 +18,23 @@ from peersync.transport.protocol import PROTOCOL, decode, encode, read_request
 
 
 def serve(handler: Handler, stdin, stdout) -> int:
-    """Answer requests until EOF or `bye`.  Any malformed request ends the session."""
+    """Answer requests until EOF or `bye`.  Any malformed request ends the session.
+
+    The next request is read (and decoded) by a thread of its own while this one is handled: the
+    client pipelines large installs, whose bytes otherwise wait in SSH's flow-control window until
+    we ask for them — a first sync of 100k files spent a quarter of its install time waiting so.
+    Requests are still handled one at a time, in order; one frame at most is read ahead."""
+    frames = _Reader(stdin)
     try:
         while True:
-            try:
-                frame = read_request(stdin)  # each part read only up to its limit (protocol.py)
-                if frame is None:
-                    return 0  # EOF, possibly mid-frame: the client is gone
-                request = decode(*frame)
-                op, args, rid = request["op"], request.get("args") or {}, request.get("id")
-                if not isinstance(args, dict):
-                    raise ValueError("args must be an object")
-            except (ValueError, KeyError, TypeError) as err:  # TooLarge included
-                stdout.write(encode({"ok": False, "error": f"bad request: {err}", "kind": "protocol"}))
+            kind, value = frames.next()
+            if kind == "eof":
+                return 0  # EOF, possibly mid-frame: the client is gone
+            if kind == "bad":
+                stdout.write(encode({"ok": False, "error": f"bad request: {value}", "kind": "protocol"}))
                 stdout.flush()
                 return 2
+            op, args, rid = value
             if op == "bye":
                 stdout.write(encode({"id": rid, "ok": True, "result": {}}))
                 stdout.flush()
@@ -47,11 +51,58 @@ def serve(handler: Handler, stdin, stdout) -> int:
                 # A PeersyncError's message without its hint: the client adds its own hint.
                 message = error_text(err) if isinstance(err, OSError) else getattr(err, "message", None) or str(err)
                 response = {"id": rid, "ok": False, "error": message, "kind": kind}
+            del value, args  # (a large request's bytes: not held while the next one is read)
             stdout.write(encode(response))
             stdout.flush()
     finally:
         handler.op_unstage()
         handler.release()
+
+
+class _Reader:
+    """Requests from `stream`, read one ahead by a thread: `next()` gives ("request", (op, args,
+    id)), then ("eof", None) or ("bad", error) as the last.  The thread reads a frame only once the
+    one before it is taken up, and stops after the last (or a `bye`)."""
+
+    def __init__(self, stream):
+        self._stream = stream
+        self._ready: collections.deque = collections.deque()
+        self._count = threading.Semaphore(0)  # frames in _ready
+        self._slot = threading.Semaphore(1)  # frames read ahead, not yet taken up
+        threading.Thread(target=self._run, name="peersync-agent-reader", daemon=True).start()
+
+    def next(self) -> tuple[str, object]:
+        self._count.acquire()
+        kind, value = self._ready.popleft()
+        self._slot.release()
+        if kind == "raise":
+            raise value
+        return kind, value
+
+    def _run(self) -> None:
+        while True:
+            self._slot.acquire()
+            try:
+                item = self._frame()
+            except BaseException as err:  # (stdin unreadable: raised in the serving thread)
+                item = ("raise", err)
+            self._ready.append(item)
+            self._count.release()
+            if item[0] != "request" or item[1][0] == "bye":
+                return
+
+    def _frame(self) -> tuple[str, object]:
+        try:
+            frame = read_request(self._stream)  # each part read only up to its limit (protocol.py)
+            if frame is None:
+                return "eof", None
+            request = decode(*frame)
+            op, args, rid = request["op"], request.get("args") or {}, request.get("id")
+            if not isinstance(args, dict):
+                raise ValueError("args must be an object")
+            return "request", (op, args, rid)
+        except (ValueError, KeyError, TypeError) as err:  # TooLarge included
+            return "bad", err
 
 
 def main(argv: list[str]) -> int:
