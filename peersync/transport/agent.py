@@ -1,4 +1,5 @@
-"""The agent: a replica's operations (replica.handler) served on stdin/stdout, one request at a time.
+"""The agent: a replica's operations (replica.handler) served on stdin/stdout, one request at a time
+(the next one read while this one is handled).
 
 Started over SSH as `peersync agent --root PATH` (or forced by authorized_keys as
 `peersync agent --restrict ROOT`, see restrict.py).  It imports nothing heavy so it starts fast.
