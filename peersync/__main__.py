@@ -21,13 +21,13 @@ def main() -> None:
     """Run the command line in sys.argv; ends in SystemExit (callers in Python may catch it)."""
     fewer_collections()
     argv = sys.argv[1:]
-    if argv[:1] != ["agent"] and "heartbeat" not in argv:
-        leaner_malloc()  # (not the agent's or a heartbeat's start: no gain measured there)
     if argv[:1] == ["agent"]:
         # The remote agent must not pay for typer/rich/asyncssh imports.
         from peersync.transport.agent import main as agent_main
 
         sys.exit(agent_main(argv[1:]))
+    if "heartbeat" not in argv:
+        leaner_malloc()  # (the CLI and the keeper: not the agent's or a heartbeat's start, no gain there)
     if argv[:1] == ["keeper"]:
         # Started in the background by a sync (keeper.spawn): no CLI stack either.
         from peersync.daemons.keeper import main as keeper_main

@@ -235,12 +235,12 @@ def hash_file(path: str | Path, size: int | None = None) -> str:
     scan's caller checks by a second stat that the file did not change meanwhile)."""
     fd = os.open(path, os.O_RDONLY)
     try:
-        h = xxhash.xxh3_128()
+        data = b""
         if size is not None and size <= CHUNK:
             data = os.read(fd, size + 1)
             if len(data) == size:
                 return hash_bytes(data)
-            h.update(data)  # shorter or longer than the stat said: read on to the end
+        h = xxhash.xxh3_128(data)  # shorter or longer than the stat said (or no size): read on to the end
         while chunk := os.read(fd, CHUNK):
             h.update(chunk)
         return h.hexdigest()
