@@ -188,6 +188,26 @@ def test_keepers_leave_when_idle_when_the_workspace_goes_and_on_sigterm(tmp_path
     assert wait_until(lambda: not keepers_of(term.local) and not socket_of(term).exists(), 30)
 
 
+def test_a_keeper_signalled_as_its_socket_appears_still_removes_it(tmp_path, sshd, keep):
+    """SIGTERM at the first moment the socket's name exists (a probe, `stop` or a shutdown can
+    come then): the keeper exits and takes the name with it, as it does later in its life."""
+    p = wire_pair(tmp_path / "local", tmp_path / "remote", sshd)
+    peer = p.peer()
+    path = socket_of(p)
+    for _ in range(3):
+        assert keeper.spawn(p.local, peer, peer.path, 60)
+        deadline = time.monotonic() + 60
+        while not path.exists() and time.monotonic() < deadline:
+            time.sleep(0.0005)
+        assert path.exists(), "the keeper never made its socket"
+        pids = keepers_of(p.local)
+        assert pids
+        for pid in pids:
+            os.kill(pid, signal.SIGTERM)
+        assert wait_until(lambda: not keepers_of(p.local), 30), "the keeper did not exit"
+        assert not path.exists(), "the keeper left its socket behind"
+
+
 def test_keep_connection_zero_starts_no_keeper(tmp_path, sshd, monkeypatch):
     monkeypatch.delenv(ENV_KEEP)
     p = wire_pair(tmp_path / "local", tmp_path / "remote", sshd)

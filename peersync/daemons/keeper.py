@@ -65,6 +65,11 @@ class Keeper:
     async def run(self) -> int:
         self.session = await open_session(self.ws, self.peer, timeout=15.0, root=self.root)
         self._connected_at = self.last_used
+        # Before the socket's name exists: a SIGTERM from then on (stop, a test, a shutdown) ends
+        # us through `finally`, which removes the socket.  (Installed after it, a signal in between
+        # -- the server's start yields to _warm's first step -- killed us and left the name behind.)
+        for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            asyncio.get_running_loop().add_signal_handler(signum, self.done.set)
         self._warming = asyncio.ensure_future(self._warm())  # (runs on its own; best effort)
         with contextlib.suppress(FileNotFoundError):
             self.path.unlink()  # a dead keeper's socket (we hold the keeper lock)
@@ -72,8 +77,6 @@ class Keeper:
         os.chmod(self.path, 0o600)
         self.inode = self.path.stat().st_ino
         watchdog = asyncio.create_task(self.watch())
-        for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-            asyncio.get_running_loop().add_signal_handler(signum, self.done.set)
         try:
             await self.done.wait()
         finally:
