@@ -10,6 +10,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from peersync.core.commit import ancestor_delta
+from peersync.core.types import Entry
 from peersync.replica import handler as handler_module
 from peersync.replica.handler import Handler, canonical_ancestor, canonical_json
 
@@ -110,6 +112,7 @@ def test_a_warmed_up_process_writes_its_first_ancestor_delta_from_the_kept_encod
     assert raw == canonical_json(json.loads(raw)) and hash_bytes(raw) == put["digest"]
     assert gone not in json.loads(raw)["entries"]
     assert handler_module._ENCODED[path].order is encoded.order  # patched where it moved, not encoded anew
+    assert handler_module._ENCODED[path].chunks is encoded.chunks
 
 
 def _same(a, b) -> bool:
@@ -275,3 +278,24 @@ def test_a_cold_process_builds_ancestor_entries_part_by_part_sharing_what_its_sc
         assert path.with_suffix(".marshal").exists() == copy
         assert Handler(ws.root).ancestor_entries(PEER) == (hash_bytes(path.read_bytes()), None)
         path.with_suffix(".marshal").unlink()
+
+
+ENTRY = st.tuples(st.integers(0, 9), st.integers(0, 3), st.sampled_from(["a" * 32, "b" * 32])).map(
+    lambda t: Entry(t[0], t[1], 0o644, t[2], (), ()))
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.dictionaries(st.sampled_from([f"p{i}" for i in range(12)]), ENTRY, max_size=12),
+       st.dictionaries(st.sampled_from([f"p{i}" for i in range(16)]), st.one_of(st.none(), ENTRY), max_size=8),
+       st.sets(st.sampled_from([f"p{i}" for i in range(16)]), max_size=4))
+def test_an_ancestor_delta_over_the_moved_paths_is_the_full_comparisons(old, moves, idle):
+    """new_ancestor changes a copy of the old ancestor only at the paths it names: the delta
+    compared there alone (sent on every sync) is the one comparing every entry."""
+    new = dict(old)
+    for path, entry in moves.items():
+        if entry is None:
+            new.pop(path, None)
+        else:
+            new[path] = entry
+    full, quick = ancestor_delta(old, new), ancestor_delta(old, new, set(moves) | idle)
+    assert quick["set"] == full["set"] and sorted(quick["drop"]) == sorted(full["drop"])

@@ -150,10 +150,16 @@ def buried(old: Mapping[str, Entry], new: Mapping[str, Entry], deleted: Iterable
     return [[p, e.to_wire()] for p, e in dict([*dropped, *deleted]).items() if not e.vv]
 
 
-def ancestor_delta(old: Mapping[str, Entry], new: Mapping[str, Entry]) -> dict:
-    """What turns ancestor `old` into `new` (for ancestor_put)."""
-    return {"set": {p: e.to_wire() for p, e in new.items() if old.get(p) != e},
-            "drop": [p for p in old if p not in new]}
+def ancestor_delta(old: Mapping[str, Entry], new: Mapping[str, Entry], paths: Iterable[str] | None = None) -> dict:
+    """What turns ancestor `old` into `new` (for ancestor_put).  `paths`: where `new` can differ
+    from `old` (new_ancestor's, when `new` was made from `old`): only those are compared, not every
+    entry (at 100k files ~40 ms of a sync that changed a few hundred)."""
+    if paths is None:
+        return {"set": {p: e.to_wire() for p, e in new.items() if old.get(p) != e},
+                "drop": [p for p in old if p not in new]}
+    paths = sorted(paths)
+    return {"set": {p: e.to_wire() for p in paths if (e := new.get(p)) is not None and old.get(p) != e},
+            "drop": [p for p in paths if p in old and p not in new]}
 
 
 def merge_base_items(old: Mapping[str, Entry], new: Mapping[str, Entry],

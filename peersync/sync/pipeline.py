@@ -257,7 +257,8 @@ async def _reconcile_and_apply(job: Job, local: LocalSession, remote: Replica, r
     elif not delta or any(new.get(p) != ancestor.get(p) for p in moved_in_ancestor):
         # (else unchanged, and already identical on both sides: kept.  new_ancestor moved nothing else)
         saves.append(save_ancestor(local, remote, local_id, remote_id, mine, new, base_digest,
-                                   remote_delta=delta and ancestor is mine))
+                                   remote_delta=delta and ancestor is mine,
+                                   moved=moved_in_ancestor if ancestor is mine else None))
         memo.moved(ancestor, new, moved_in_ancestor)  # (else the next sync's ancestor is `ancestor` again)
     # Mergeable files' new synced content, kept as the next merge's base by each side that keeps
     # state (alongside the ancestor: a base missing after a crash only means a union or a
@@ -374,11 +375,12 @@ def warm_local(ws: Workspace, selection, remote_id: str | None) -> None:
 
 
 async def save_ancestor(local, remote, local_id: str, remote_id: str, mine, new_ancestor, base_digest,
-                        *, remote_delta: bool) -> None:
+                        *, remote_delta: bool, moved: set[str] | None = None) -> None:
     """Store the new ancestor on both sides, at once: if we die between the two saves, the sides
     disagree and agreed_ancestor() treats the difference as unknown — which can only cause
     unions, never deletions.  A side that still holds the old one (equal digests) gets only what
-    changed; both write the same canonical bytes, checked by digest."""
+    changed; both write the same canonical bytes, checked by digest.  `moved`: where
+    `new_ancestor` can differ from `mine` (None: anywhere)."""
     whole = None
 
     def manifest() -> dict:
@@ -388,7 +390,7 @@ async def save_ancestor(local, remote, local_id: str, remote_id: str, mine, new_
         return whole
 
     # The peer's delta scan proved it holds `ancestor`, which is then `mine`: one delta serves both.
-    delta = ancestor_delta(mine, new_ancestor) if mine is not None and base_digest is not None else None
+    delta = ancestor_delta(mine, new_ancestor, moved) if mine is not None and base_digest is not None else None
 
     def put(session, peer_id: str, with_delta: bool) -> asyncio.Future:
         if with_delta and delta is not None:
