@@ -134,6 +134,32 @@ def test_the_stat_cache_is_written_in_its_binary_form_and_read_from_the_old_json
     assert scan(tmp_path, SEL, cache, save_cache=False).hashed == 3 + scan_mod.SAVE_MIN_CHANGES
 
 
+def test_rows_of_deleted_files_leave_the_stat_cache_when_it_is_rewritten_and_never_hit(tmp_path):
+    """A save that does not rewrite the cache (few changes) does not look for the rows of files
+    gone; the rewrite drops them; a file made anew where one was deleted, same size and mtime, is
+    hashed, never taken from the old row."""
+    from peersync.replica import scan as scan_mod
+
+    old = time.time() - 3600
+    for i in range(10):
+        make(tmp_path, f"memory/{i}.md", b"x" * i, mtime=old)
+    cache = tmp_path / "cache.json"
+    assert scan(tmp_path, SEL, cache).hashed == 10
+    (tmp_path / "memory" / "3.md").unlink()
+    written = cache.stat().st_mtime_ns
+    assert scan(tmp_path, SEL, cache).hashed == 0  # one deletion: nothing to rewrite
+    assert cache.stat().st_mtime_ns == written and "memory/3.md" in scan_mod._read_cache(cache)
+    make(tmp_path, "memory/3.md", b"y" * 3, mtime=old)  # same size and mtime, other bytes
+    result = scan(tmp_path, SEL, cache)
+    assert result.hashed == 1 and result.manifest["memory/3.md"].hash == scan_mod.hash_bytes(b"yyy")
+    (tmp_path / "memory" / "3.md").unlink()
+    for n in range(scan_mod.SAVE_MIN_CHANGES + 1):  # enough change for the cache to be rewritten
+        make(tmp_path, f"memory/more/{n}.md", b"m", mtime=old)
+    scan(tmp_path, SEL, cache)
+    rows = scan_mod._read_cache(cache)
+    assert "memory/3.md" not in rows and len(rows) == 9 + scan_mod.SAVE_MIN_CHANGES + 1
+
+
 def test_dry_run_scan_writes_no_cache(tmp_path):
     make(tmp_path, "memory/a.md", b"x", mtime=time.time() - 100)
     cache = tmp_path / "cache.json"

@@ -306,20 +306,23 @@ class StatCache:
         """Write the entries of the paths in `keep` (a set, or a manifest's keys; None: all)."""
         if self.path is None:
             return
+        if not (self.dirty and rewrite_pays(self.changed, len(self.entries))) and _age(self.path) < SAVE_MAX_AGE:
+            # A large cache is not rewritten for a few changes: the next scan re-hashes those few
+            # files (milliseconds), rewriting it costs far more at 100k files.  This process
+            # keeps using the entries it holds (_KEPT).  The rows of paths not in `keep` (files
+            # gone, or no longer selected) are dropped when it is rewritten, not looked for on
+            # every sync (a lookup per path: ~40 ms at 100k files): until then such a row is never
+            # hit (a file made anew has another ctime), and they are as many as the files deleted.
+            if self.dirty:
+                _KEPT[str(self.path)] = (file_identity(self.path), self.entries)
+            return
         if keep is not None and len(keep) != len(self.entries):  # (links and empty folders are kept, but have no entry)
             stale = list(itertools.filterfalse(keep.__contains__, self.entries))  # (a C-level loop)
             for k in stale:  # in place: a watch-fed scan's reused entries name this very dict
                 del self.entries[k]
             if stale:
                 self.dirty = True
-                self.changed += 1
         if not self.dirty:
-            return
-        if not rewrite_pays(self.changed, len(self.entries)) and _age(self.path) < SAVE_MAX_AGE:
-            # A large cache is not rewritten for a few changes: the next scan re-hashes those few
-            # files (milliseconds), rewriting it costs far more at 100k files.  This process
-            # keeps using the entries it holds (_KEPT).
-            _KEPT[str(self.path)] = (file_identity(self.path), self.entries)
             return
         atomic_write_bytes(self.path, CACHE_MAGIC + marshal.dumps((CACHE_FORMAT, self.entries), MARSHAL_VERSION))
         self.dirty = False
