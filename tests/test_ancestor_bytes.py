@@ -288,7 +288,7 @@ ENTRY = st.tuples(st.integers(0, 9), st.integers(0, 3), st.sampled_from(["a" * 3
 @given(st.dictionaries(st.sampled_from([f"p{i}" for i in range(12)]), ENTRY, max_size=12),
        st.dictionaries(st.sampled_from([f"p{i}" for i in range(16)]), st.one_of(st.none(), ENTRY), max_size=8),
        st.sets(st.sampled_from([f"p{i}" for i in range(16)]), max_size=4))
-def test_an_ancestor_delta_over_the_moved_paths_is_the_full_comparisons(old, moves, idle):
+def test_an_ancestor_delta_over_the_moved_paths_is_the_full_comparisons_delta(old, moves, idle):
     """new_ancestor changes a copy of the old ancestor only at the paths it names: the delta
     compared there alone (sent on every sync) is the one comparing every entry."""
     new = dict(old)

@@ -149,6 +149,7 @@ def test_rows_of_deleted_files_leave_the_stat_cache_when_it_is_rewritten_and_nev
     written = cache.stat().st_mtime_ns
     assert scan(tmp_path, SEL, cache).hashed == 0  # one deletion: nothing to rewrite
     assert cache.stat().st_mtime_ns == written and "memory/3.md" in scan_mod._read_cache(cache)
+    assert "memory/3.md" in scan_mod._KEPT[str(cache)][1]  # and in the entries this process goes on using
     make(tmp_path, "memory/3.md", b"y" * 3, mtime=old)  # same size and mtime, other bytes
     result = scan(tmp_path, SEL, cache)
     assert result.hashed == 1 and result.manifest["memory/3.md"].hash == scan_mod.hash_bytes(b"yyy")
