@@ -446,6 +446,40 @@ def test_touched_paths_with_a_memo_equals_a_fresh_comparison(seed, told) -> None
             ancestor = {p: Entry(*e) for p, e in ancestor.items()}
 
 
+def test_a_memo_finds_a_deletion_without_looking_up_every_path_of_the_ancestor():
+    """With a watch-fed scan's word on what it made anew, the ancestor's paths the side lacks are
+    looked for only among the last call's and the paths just named, not among all the ancestor's
+    (a keeper's sync of 100k files after one deletion looked up every one).  The answer is the
+    plain comparison's, through a deletion, a second one, and a file made again."""
+    from peersync.core.reconcile import Touched, touched_paths
+
+    class Counting(dict):
+        asked = 0
+
+        def __contains__(self, path):
+            Counting.asked += 1
+            return super().__contains__(path)
+
+    ancestor = {f"memory/{i:04}.md": e(str(i)) for i in range(2000)}
+    ancestor["link.md"] = Entry(3, 1000, 0o120777, xxhash.xxh3_128_hexdigest(b"x.md"))
+    local = dict(ancestor)
+    memo = Touched()
+    scan = object()
+    assert touched_paths(ancestor, Counting(local), {}, set(), memo=memo, fresh=None, scanned=scan) == set()
+    for step, (gone, back) in enumerate([({"memory/0007.md"}, set()), ({"memory/0100.md"}, set()),
+                                         (set(), {"memory/0007.md"})]):
+        for p in gone:
+            del local[p]
+        for p in back:
+            local[p] = ancestor[p]
+        Counting.asked = 0
+        scan = object()
+        got = touched_paths(ancestor, Counting(local), {}, set(), memo=memo, fresh=gone | back, scanned=scan)
+        assert got == touched_paths(ancestor, dict(local), {}, set())
+        assert got == set(ancestor) - set(local), step
+        assert Counting.asked < 20, f"looked up {Counting.asked} paths for {len(gone | back)} named"
+
+
 def test_the_merge_rules_are_asked_only_where_two_file_versions_meet():
     """A path one side lacks, or where a side holds a link, can never merge: the rules (a
     pathspec match per path) are not asked — a first sync of 100k files asks nothing."""

@@ -648,7 +648,9 @@ def test_a_folder_where_one_file_changed_is_rescanned_at_that_file_only(tmp_path
     result = handler.scan()
     watch = watched._WATCHES[os.path.realpath(root)]
     assert watch.restatted == 3 and watch.whole >= 3
-    assert watch.fresh_between(before.fresh[1], result.fresh[1]) == {"memory/a/3.md", "memory/c/new.md"}
+    # (and the file its watch saw go: TreeWatch.removed)
+    assert watch.fresh_between(before.fresh[1], result.fresh[1]) == {"memory/a/3.md", "memory/c/new.md",
+                                                                     "memory/b/5.md"}
     # A new record for a file that did not change (a sync's new vector): that file only.
     entry = result.manifest["memory/c/7.md"]
     from peersync.core import versions as vv
@@ -660,6 +662,63 @@ def test_a_folder_where_one_file_changed_is_rescanned_at_that_file_only(tmp_path
     assert again.manifest["memory/c/7.md"].vv != entry.vv
     monkeypatch.setattr(watched, "ENABLED", False)
     assert Handler(root).scan().manifest == again.manifest
+
+
+def test_a_kept_agents_delta_finds_deletions_among_what_its_watch_saw_go(tmp_path, monkeypatch):
+    """A kept agent's delta scan finds the ancestor's paths gone among those of its last scan and
+    the files its watch saw go (TreeWatch.removed: a file deleted, a folder removed with all it
+    held), not by looking up every one of the ancestor's paths in the manifest (at 100k files that
+    was on every sync after a deletion).  A path that leaves unnamed (a selected root that is a
+    file) is still found: the count of what is gone says some are missing, and then every path is
+    looked up.  Each answer is a fresh handler's."""
+    import itertools
+
+    root = tmp_path / "ws"
+    for folder in ("memory/a", "memory/b", "memory/c"):
+        (root / folder).mkdir(parents=True)
+        for i in range(40):
+            (root / folder / f"{i}.md").write_text(f"{folder} {i}\n")
+            os.utime(root / folder / f"{i}.md", ns=(10**18, 10**18))
+    (root / "MEMORY.md").write_text("# memory\n")
+    monkeypatch.setattr(watched, "LONG_LIVED", True)
+    handler = Handler(root)
+    handler.ws.ensure_state()
+    peer = "a" * 32
+    first = handler.scan()
+    digest = handler.op_ancestor_put(peer, manifest={"format": 2, "entries": {
+        p: e.to_wire() for p, e in first.manifest.items()}})["digest"]
+    base = handler._ancestor_entries(peer, digest)
+    assert handler.op_scan(base_peer=peer, base_digest=digest)["deleted"] == []
+    looked_up_all, kept = [], []  # each filterfalse call: over the ancestor's paths?  (kept: the kept handler's)
+    real = itertools.filterfalse
+
+    def filterfalse(predicate, iterable):
+        looked_up_all.append(iterable is base)
+        return real(predicate, iterable)
+
+    monkeypatch.setattr(itertools, "filterfalse", filterfalse)
+
+    def delta() -> list[str]:
+        looked_up_all.clear()
+        out = handler.op_scan(base_peer=peer, base_digest=digest)
+        kept[:] = looked_up_all
+        monkeypatch.setattr(watched, "ENABLED", False)  # a process of its own: a plain walk
+        assert out["deleted"] == sorted(Handler(root).op_scan(base_peer=peer, base_digest=digest)["deleted"])
+        monkeypatch.setattr(watched, "ENABLED", True)
+        return out["deleted"]
+
+    os.unlink(root / "memory/b/5.md")
+    assert delta() == ["memory/b/5.md"]
+    assert not any(kept)
+    shutil.rmtree(root / "memory/c")
+    assert delta() == sorted(["memory/b/5.md", *(f"memory/c/{i}.md" for i in range(40))])
+    assert not any(kept)
+    (root / "memory/b/5.md").write_text("back\n")
+    assert delta() == sorted(f"memory/c/{i}.md" for i in range(40))
+    assert not any(kept)
+    os.unlink(root / "MEMORY.md")  # a selected root that is a file: no listing says it went
+    assert delta() == sorted(["MEMORY.md", *(f"memory/c/{i}.md" for i in range(40))])
+    assert any(kept)  # found by looking every path up: the count said one was missing
 
 
 def test_a_keepers_agent_warmed_before_its_first_sync_scans_watch_fed(tmp_path, monkeypatch):

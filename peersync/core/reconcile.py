@@ -104,12 +104,15 @@ def touched_paths(ancestor: Manifest, local: Manifest, remote: Manifest,
     reconcile can have anything to do for.  `remote_moved`: the peer already said which of its
     paths differ from `ancestor` (a delta scan), so `remote` need not be compared.  `memo`: what
     the last call of a long-lived process found for `local`, with `fresh` and `scanned` (see Touched)."""
-    out = memo.local_paths(ancestor, local, fresh=fresh, scanned=scanned) if memo is not None \
-        else _differ(ancestor, local)
-    _add_gone(out, ancestor, local)
+    if memo is not None:
+        out = memo.local_paths(ancestor, local, fresh=fresh, scanned=scanned)
+        out.update(memo.gone)
+    else:
+        out = _differ(ancestor, local)
+        out.update(_gone(ancestor, local, out))
     if remote_moved is None:
-        out.update(_differ(ancestor, remote))
-        _add_gone(out, ancestor, remote)
+        differ = _differ(ancestor, remote)
+        out.update(differ, _gone(ancestor, remote, differ))
     else:
         out.update(remote_moved)
     return out
@@ -119,13 +122,17 @@ def _differ(ancestor: Manifest, manifest: Manifest) -> set[str]:
     return {p for p, e in manifest.items() if (a := ancestor.get(p)) is not e and a != e}
 
 
-def _add_gone(out: set[str], ancestor: Manifest, manifest: Manifest) -> None:
-    """Add the ancestor's paths `manifest` no longer holds to `out` (which already holds every path
-    of `manifest` that differs from the ancestor).  When as many of manifest's paths are in the
-    ancestor as it holds, that is every one of them: nothing to look for."""
-    new = sum(1 for p in out if p in manifest and p not in ancestor)
-    if len(manifest) - new != len(ancestor):
-        out.update(itertools.filterfalse(manifest.__contains__, ancestor))  # (a C-level loop)
+def _gone(ancestor: Manifest, manifest: Manifest, differ: set[str], found: set[str] | None = None) -> set[str]:
+    """The ancestor's paths `manifest` no longer holds, given `differ`: every path of `manifest`
+    that differs from the ancestor (or more).  `found`: some of them, taken as all when they are as
+    many as are gone (counted: manifest's paths not in the ancestor are all in `differ`); else, and
+    without `found`, the ancestor's paths are looked up — unless none can be gone."""
+    missing = len(ancestor) - len(manifest) + sum(1 for p in differ if p in manifest and p not in ancestor)
+    if missing == 0:
+        return set()
+    if found is not None and len(found) == missing:
+        return found
+    return set(itertools.filterfalse(manifest.__contains__, ancestor))  # (a C-level loop)
 
 
 class Touched:
@@ -139,7 +146,10 @@ class Touched:
     Better still, a watch-fed scan can say which paths its manifest may hold another object at
     than the last one's (replica/watched.py, changed_between): `scanned` names the scan that made
     `local`, and `fresh` those paths since the scan of the last call.  Only they (and the paths
-    the ancestor moved at) are compared then, and nothing is copied."""
+    the ancestor moved at) are compared then, and nothing is copied.  The ancestor's paths `local`
+    lacks (`gone`) are then looked for among the last call's and the paths just named, and taken
+    when they are as many as the counts say are gone (a path can leave a watch-fed scan's
+    manifest unnamed): a deletion no longer makes every sync look each of the ancestor's paths up."""
 
     def __init__(self) -> None:
         self.ancestor: Manifest | None = None
@@ -147,6 +157,7 @@ class Touched:
         self.differ: set[str] = set()
         self.scanned: object = None  # the scan the last call's `local` came from
         self.recheck: set[str] = set()  # paths the ancestor moved at since the last call
+        self.gone: set[str] = set()  # the last call's: the ancestor's paths its `local` lacked
 
     def local_paths(self, ancestor: Manifest, local: Manifest, *, fresh: set[str] | None = None,
                     scanned: object = None) -> set[str]:
@@ -155,13 +166,19 @@ class Touched:
             look = fresh | self.recheck
             out = {p for p in look if (e := local.get(p)) is not None and (a := ancestor.get(p)) is not e and a != e}
             out.update(p for p in self.differ if p not in look and p in local)
+            # The ancestor's paths `local` lacks: the last call's and those just named, if as many
+            # as are gone — a path can leave a watch-fed scan's manifest unnamed (watched.record).
+            gone = _gone(ancestor, local, out, {p for p in itertools.chain(self.gone, look)
+                                                if p not in local and p in ancestor})
             kept = None
         else:
             before, was = (self.local, self.differ) if same and self.local is not None else ({}, set())
             out = {p for p in new_objects(before, local) if (a := ancestor.get(p)) is not (e := local[p]) and a != e}
             out.update(p for p in was if (e := local.get(p)) is not None and e is before.get(p))
             kept = dict(local)
+            gone = _gone(ancestor, local, out)
         self.ancestor, self.local, self.differ, self.scanned, self.recheck = ancestor, kept, set(out), scanned, set()
+        self.gone = gone
         return out
 
     def moved(self, old: Manifest, new: Manifest, paths: Iterable[str]) -> None:

@@ -81,7 +81,8 @@ class Handler:
         # bases_keep's (path, hash, vector) triples, recorded with their content (stashed in the
         # store) by the run's logbase_save, or when the session ends: one write each per sync.
         self._pending_bases: list[tuple[str, str, list]] = []
-        self._delta_memo: tuple | None = None  # op_scan's last delta: (ancestor entries, manifest, changed, scan)
+        # op_scan's last delta: (ancestor entries, manifest, changed, scan, the ancestor's paths it lacked)
+        self._delta_memo: tuple | None = None
 
     @property
     def _scan_cache(self) -> Path:
@@ -372,12 +373,17 @@ class Handler:
             e = manifest[p]
             if _differs(base.get(p), e):
                 changed[p] = e.to_wire()
-        # Every ancestor path is in the manifest when as many of them are as it holds.
-        new = sum(1 for p in changed if p not in base)
-        deleted = [] if len(result.manifest) - new == len(base) else \
-            list(itertools.filterfalse(result.manifest.__contains__, base))  # (a C-level loop)
-        self._delta_memo = (base, result.manifest, changed, result.fresh)
-        return {"delta": True, "entries": changed, "deleted": deleted, "problems": problems, "unknown": unknown,
+        # The ancestor's paths the manifest lacks: none when as many of them are in it as it holds;
+        # the last scan's and those the watch just named, when they are as many as are gone (a path
+        # can leave a watch-fed scan's manifest unnamed: watched.record); else every one looked up.
+        missing = len(base) - len(manifest) + sum(1 for p in changed if p not in base)
+        gone = set()
+        if missing and fresh is not None:
+            gone = {p for p in itertools.chain(last[4], fresh) if p not in manifest and p in base}
+        if missing and len(gone) != missing:
+            gone = set(itertools.filterfalse(manifest.__contains__, base))  # (a C-level loop)
+        self._delta_memo = (base, manifest, changed, result.fresh, gone)
+        return {"delta": True, "entries": changed, "deleted": sorted(gone), "problems": problems, "unknown": unknown,
                 "fs": result.fs,
                 "hashed": result.hashed, "dead": self.has_dead()}
 
@@ -628,7 +634,8 @@ class Handler:
             changed.pop(p, None)
             if (e := before.get(p)) is not None and _differs(new.get(p), e):
                 changed[p] = e.to_wire()
-        self._delta_memo = (new, before, changed, memo[3])
+        gone = {p for p in itertools.chain(memo[4], moved) if p not in before and p in new}
+        self._delta_memo = (new, before, changed, memo[3], gone)
 
     # -- deletion records (peersync.replica.tombstones) -------------------------------------------
     @property

@@ -500,7 +500,8 @@ def scan(root: Path, selection: Selection, cache_path: Path | None = None, *,
         if more:
             node.whole = (rows, known[1], {**node.whole[2], **{rel: hit[2] for rel, hit in more.items()}})
             node.kept = {**(node.kept or {}), **more}
-    if fresh is not None:
+    if fresh is not None:  # and the files it no longer found (their entries are gone: not reused either)
+        fresh.extend(listings.removed)
         result.fresh = (listings, listings.seq, fresh)
     if reuse:
         # The folders that came whole, mostly the very ones of the last scan: their union is the

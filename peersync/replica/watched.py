@@ -143,6 +143,7 @@ class TreeWatch:
         self.priming = False  # prime's thread holds it to set the watches up (see walker)
         self._moved: dict[int, dict | None] = {}
         self.seq = 0  # walks so far
+        self.removed: list[str] = []  # what the last walk's listings lost: files gone, or below a folder that went
         # the paths whose entry the scan of each recent walk may have made anew
         self._fresh = ChangeLog(FRESH_LOG, FRESH_PATHS_MAX)
         self._fresh_lock = threading.Lock()  # (a scan's thread records, a sync's reads)
@@ -205,7 +206,9 @@ class TreeWatch:
         prefix = path + "/"
         for other in [p for p in self.nodes if p == path or p.startswith(prefix)] + \
                 [p for p in self.path_wd if (p == path or p.startswith(prefix)) and p not in self.nodes]:
-            self.nodes.pop(other, None)
+            node = self.nodes.pop(other, None)
+            if node is not None:
+                self.removed.extend(node.items)
             wd = self.path_wd.pop(other, None)
             if wd is not None and self.wd_path.get(wd) == other:
                 del self.wd_path[wd]
@@ -222,6 +225,7 @@ class TreeWatch:
         (False, None) follows the folders of each selected root."""
         self.whole = 0
         self.seq += 1
+        self.removed = []
         self._moved: dict[int, dict | None] = {}  # generation -> {folder: its files whose records changed since}
         mounts = _mountinfo()
         full = (self.fd < 0 or not self._drain() or time.monotonic() - self.full_at > FULL_EVERY
@@ -246,9 +250,12 @@ class TreeWatch:
     # -- what changed between two scans ---------------------------------------------------------
     def record(self, seq: int, paths: set[str] | None) -> None:
         """The scan of walk `seq` finished, and its manifest holds, at every path but `paths`
-        (None: at any path), the very entry object the manifest of walk `seq - 1` held there — or
-        no entry where that one had none.  (What scan.scan reuses — a whole folder, a file no event
-        named — is the last scan's object; the rest is in `paths`.)  Kept for FRESH_LOG walks."""
+        (None: at any path), the very entry object the manifest of walk `seq - 1` held there, or
+        no entry.  (What scan.scan reuses — a whole folder, a file no event named — is the last
+        scan's object; the rest is in `paths`, and so are the files the walk's listings no longer
+        found, `removed`.  A path can still leave unnamed — a full listing, a selected root that
+        is a file — so a caller that must know every path gone counts: reconcile.Touched, and
+        Handler.op_scan.)  Kept for FRESH_LOG walks."""
         with self._fresh_lock:
             self._fresh.add(seq, paths)
 
@@ -279,8 +286,8 @@ class TreeWatch:
 
     def fresh_between(self, since: int, upto: int) -> set[str] | None:
         """The paths whose entry the scans of walks `since + 1` … `upto` may have made anew (each
-        other path holds in `upto`'s manifest the very object `since`'s held, or is in neither);
-        None when that is not known (a walk not recorded, forgotten, or recorded as None)."""
+        other path holds in `upto`'s manifest the very object `since`'s held, or is not in it: see
+        record); None when that is not known (a walk not recorded, forgotten, or recorded as None)."""
         with self._fresh_lock:
             return self._fresh.between(since, upto)
 
@@ -319,8 +326,9 @@ class TreeWatch:
             named: tuple[str, ...] = ()  # files stat'ed again by name (a restat)
             if not untouched:
                 if node is None or not node.fresh or current in self.dirty or not self._restat(node, current, names):
-                    before = node.subdirs if node is not None else ()
+                    before, had = (node.subdirs, node.items) if node is not None else ((), {})
                     node = self._list(current, top, found.kinds)
+                    self.removed.extend(p for p in had if p not in node.items)
                     for gone in set(before) - set(node.subdirs):
                         self._forget(gone)
                 else:
@@ -418,7 +426,8 @@ class TreeWatch:
             except OSError:
                 return False
             if st is None:
-                node.items.pop(path, None)
+                if node.items.pop(path, None) is not None:
+                    self.removed.append(path)
             elif not stat.S_ISREG(st.st_mode) or st.st_nlink > 1:
                 return False
             elif not self.selection.excludes_child(path):
