@@ -667,10 +667,11 @@ def test_a_folder_where_one_file_changed_is_rescanned_at_that_file_only(tmp_path
 def test_a_kept_agents_delta_finds_deletions_among_what_its_watch_saw_go(tmp_path, monkeypatch):
     """A kept agent's delta scan finds the ancestor's paths gone among those of its last scan and
     the files its watch saw go (TreeWatch.removed: a file deleted, a folder removed with all it
-    held), not by looking up every one of the ancestor's paths in the manifest (at 100k files that
-    was on every sync after a deletion).  A path that leaves unnamed (a selected root that is a
-    file) is still found: the count of what is gone says some are missing, and then every path is
-    looked up.  Each answer is a fresh handler's."""
+    held), and its scan records those deletions so, not by looking up every one of the ancestor's
+    paths (and every version record) in the manifest: at 100k files that was on every sync after a
+    deletion.  A path that leaves unnamed (a selected root that is a file) is still found: the
+    count of what is gone says some are missing, and then every path is looked up.  Each answer is
+    a fresh handler's, and each deletion is on record."""
     import itertools
 
     root = tmp_path / "ws"
@@ -687,13 +688,12 @@ def test_a_kept_agents_delta_finds_deletions_among_what_its_watch_saw_go(tmp_pat
     first = handler.scan()
     digest = handler.op_ancestor_put(peer, manifest={"format": 2, "entries": {
         p: e.to_wire() for p, e in first.manifest.items()}})["digest"]
-    base = handler._ancestor_entries(peer, digest)
     assert handler.op_scan(base_peer=peer, base_digest=digest)["deleted"] == []
-    looked_up_all, kept = [], []  # each filterfalse call: over the ancestor's paths?  (kept: the kept handler's)
+    looked_up_all, kept = [], []  # each filterfalse call: over all the ancestor's paths or records?
     real = itertools.filterfalse
 
     def filterfalse(predicate, iterable):
-        looked_up_all.append(iterable is base)
+        looked_up_all.append(isinstance(iterable, dict) and len(iterable) > 100)
         return real(predicate, iterable)
 
     monkeypatch.setattr(itertools, "filterfalse", filterfalse)
@@ -705,6 +705,8 @@ def test_a_kept_agents_delta_finds_deletions_among_what_its_watch_saw_go(tmp_pat
         monkeypatch.setattr(watched, "ENABLED", False)  # a process of its own: a plain walk
         assert out["deleted"] == sorted(Handler(root).op_scan(base_peer=peer, base_digest=digest)["deleted"])
         monkeypatch.setattr(watched, "ENABLED", True)
+        records = handler.versions._all()
+        assert [p for p in out["deleted"] if records[p][0]] == []  # each deletion recorded
         return out["deleted"]
 
     os.unlink(root / "memory/b/5.md")

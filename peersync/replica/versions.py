@@ -255,7 +255,7 @@ class Versions:
     @_serialised
     def assign_scanned(self, manifest: Mapping[str, Entry], *, covers: Callable[[str], bool], save: bool = True,
                        fold: Callable[[str], str] | None = None, scanned: tuple | None = None,
-                       own: bool = False) -> tuple[dict[str, Entry], bool]:
+                       own: bool = False, gone: set[str] | None = None) -> tuple[dict[str, Entry], bool]:
         """`manifest` with each file's history; new versions (edits, new files) and deletions
         (recorded paths missing from the scan that `covers` — inside the selection, and not paths
         the scan could not read) get a new event of this replica.  `save=False` (a dry run):
@@ -269,13 +269,15 @@ class Versions:
         Returns (the manifest with histories, whether only `paths` were looked at: every other
         entry is then the very object `manifest` holds).  `own`: the caller gives `manifest` up —
         changed in place and returned on that path, not copied (100k entries: ~3 ms, twice over
-        with freeing the copy)."""
+        with freeing the copy).  `gone`: with `scanned`, the paths where a file may have gone since
+        the last scan that recorded (a watch's word), taken as all when as many records of present
+        files are missing from the scan (else every record is looked for in it)."""
         if not save and not self.path.exists():
             return dict(manifest), False
         rows = self._all()
         first = not self.started
         if scanned is not None and scanned[0] is rows and scanned[1] == self._gen and not first and fold is None:
-            return self._assign_rest(manifest, rows, scanned[2], covers=covers, save=save, own=own), True
+            return self._assign_rest(manifest, rows, scanned[2], covers=covers, save=save, own=own, gone=gone), True
         respelled: list[tuple[str, bool, Entry]] = []
         dropped: list[str] = []
         if fold is not None and not first:
@@ -306,7 +308,8 @@ class Versions:
         return out, False
 
     def _assign_rest(self, manifest: Mapping[str, Entry], rows: dict[str, tuple], rest: list[str], *,
-                     covers: Callable[[str], bool], save: bool, own: bool = False) -> dict[str, Entry]:
+                     covers: Callable[[str], bool], save: bool, own: bool = False,
+                     gone: set[str] | None = None) -> dict[str, Entry]:
         """assign() after a scan that matched its files against these records: the other paths
         (`rest`) are new versions unless they match now; records of present files that the scan
         did not find are deletions."""
@@ -322,10 +325,13 @@ class Versions:
                     continue
             moved.append((path, entry, _entry(row).history if row is not None else ()))
         # Matched entries are present records the scan found: any other present record was not found.
-        if self._present_count(rows) > len(manifest) - len(rest) + unmatched_present:
-            moved += [(path, None, _entry(rows[path]).history)
-                      for path in sorted(itertools.filterfalse(manifest.__contains__, rows))  # (a C-level loop)
-                      if rows[path][0] and covers(path)]
+        missing = self._present_count(rows) - (len(manifest) - len(rest) + unmatched_present)
+        if missing > 0:
+            found = [] if gone is None else \
+                [p for p in gone if p not in manifest and (row := rows.get(p)) is not None and row[0]]
+            if len(found) != missing:
+                found = [p for p in itertools.filterfalse(manifest.__contains__, rows) if rows[p][0]]  # (a C-level loop)
+            moved += [(path, None, _entry(rows[path]).history) for path in sorted(found) if covers(path)]
         if moved:
             made = self._new_versions(moved, rows, out)
             if not save:
