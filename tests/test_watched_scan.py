@@ -721,6 +721,12 @@ def test_a_kept_agents_delta_finds_deletions_among_what_its_watch_saw_go(tmp_pat
     os.unlink(root / "MEMORY.md")  # a selected root that is a file: no listing says it went
     assert delta() == sorted(["MEMORY.md", *(f"memory/c/{i}.md" for i in range(40))])
     assert any(kept)  # found by looking every path up: the count said one was missing
+    # A keeper's local side scans through a new handler every sync: the watch keeps which walk recorded last.
+    os.unlink(root / "memory/a/1.md")
+    looked_up_all.clear()
+    assert "memory/a/1.md" not in Handler(root).scan().manifest
+    assert not any(looked_up_all)
+    assert not Handler(root).versions._all()["memory/a/1.md"][0]
 
 
 def test_a_keepers_agent_warmed_before_its_first_sync_scans_watch_fed(tmp_path, monkeypatch):

@@ -83,7 +83,6 @@ class Handler:
         self._pending_bases: list[tuple[str, str, list]] = []
         # op_scan's last delta: (ancestor entries, manifest, changed, scan, the ancestor's paths it lacked)
         self._delta_memo: tuple | None = None
-        self._recorded: tuple | None = None  # (watch, walk) of the last watch-fed scan that recorded
 
     @property
     def _scan_cache(self) -> Path:
@@ -269,15 +268,14 @@ class Handler:
 
         scanned = (*result.known, result.unmatched) if result.unmatched is not None else None
         # Where a file may have gone since the last scan that recorded: what the watch named since.
-        since = self._recorded if fresh is not None and self._recorded is not None \
-            and self._recorded[0] is fresh[0] else None
-        named = since[0].fresh_between(since[1], fresh[1] - 1) if since is not None else None
+        since = fresh[0].recorded if fresh is not None else None
+        named = fresh[0].fresh_between(since, fresh[1] - 1) if since is not None else None
         result.manifest, rest_only = self.versions.assign_scanned(
             result.manifest, covers=covers, save=save_cache, fold=folding.key if folding is not None else None,
             scanned=scanned, own=True,  # (scan's manifest is its own dict, never the watch's)
             gone=named.union(fresh[2]) if named is not None else None)
-        if save_cache:
-            self._recorded = fresh[:2] if fresh is not None else None
+        if save_cache and fresh is not None:
+            fresh[0].recorded = fresh[1]
         if fresh is not None:
             # What the next scan's readers may skip (TreeWatch.record): only while the manifest is
             # the walk's own, path for path and object for object, but at the paths it walked file

@@ -144,6 +144,7 @@ class TreeWatch:
         self._moved: dict[int, dict | None] = {}
         self.seq = 0  # walks so far
         self.removed: list[str] = []  # what the last walk's listings lost: files gone, or below a folder that went
+        self.recorded: int | None = None  # the last walk whose scan recorded the versions it found (Handler.scan)
         # the paths whose entry the scan of each recent walk may have made anew
         self._fresh = ChangeLog(FRESH_LOG, FRESH_PATHS_MAX)
         self._fresh_lock = threading.Lock()  # (a scan's thread records, a sync's reads)
