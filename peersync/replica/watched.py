@@ -255,8 +255,8 @@ class TreeWatch:
         no entry.  (What scan.scan reuses — a whole folder, a file no event named — is the last
         scan's object; the rest is in `paths`, and so are the files the walk's listings no longer
         found, `removed`.  A path can still leave unnamed — a full listing, a selected root that
-        is a file — so a caller that must know every path gone counts: reconcile.Touched, and
-        Handler.op_scan.)  Kept for FRESH_LOG walks."""
+        is a file — so a caller that must know every path gone counts: reconcile.Touched,
+        Handler.op_scan and Versions' assignment.)  Kept for FRESH_LOG walks."""
         with self._fresh_lock:
             self._fresh.add(seq, paths)
 
