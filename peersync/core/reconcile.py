@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import itertools
 from typing import Callable, Iterable
 
 from peersync.core import versions
@@ -18,6 +17,7 @@ from peersync.core.types import (
     Policy,
     Side,
     coarse,
+    gone_paths,
     new_objects,
 )
 
@@ -109,10 +109,10 @@ def touched_paths(ancestor: Manifest, local: Manifest, remote: Manifest,
         out.update(memo.gone)
     else:
         out = _differ(ancestor, local)
-        out.update(_gone(ancestor, local, out))
+        out.update(gone_paths(ancestor, local, out))
     if remote_moved is None:
         differ = _differ(ancestor, remote)
-        out.update(differ, _gone(ancestor, remote, differ))
+        out.update(differ, gone_paths(ancestor, remote, differ))
     else:
         out.update(remote_moved)
     return out
@@ -120,19 +120,6 @@ def touched_paths(ancestor: Manifest, local: Manifest, remote: Manifest,
 
 def _differ(ancestor: Manifest, manifest: Manifest) -> set[str]:
     return {p for p, e in manifest.items() if (a := ancestor.get(p)) is not e and a != e}
-
-
-def _gone(ancestor: Manifest, manifest: Manifest, differ: set[str], found: set[str] | None = None) -> set[str]:
-    """The ancestor's paths `manifest` no longer holds, given `differ`: every path of `manifest`
-    that differs from the ancestor (or more).  `found`: some of them, taken as all when they are as
-    many as are gone (counted: manifest's paths not in the ancestor are all in `differ`); else, and
-    without `found`, the ancestor's paths are looked up — unless none can be gone."""
-    missing = len(ancestor) - len(manifest) + sum(1 for p in differ if p in manifest and p not in ancestor)
-    if missing == 0:
-        return set()
-    if found is not None and len(found) == missing:
-        return found
-    return set(itertools.filterfalse(manifest.__contains__, ancestor))  # (a C-level loop)
 
 
 class Touched:
@@ -168,15 +155,14 @@ class Touched:
             out.update(p for p in self.differ if p not in look and p in local)
             # The ancestor's paths `local` lacks: the last call's and those just named, if as many
             # as are gone — a path can leave a watch-fed scan's manifest unnamed (watched.record).
-            gone = _gone(ancestor, local, out, {p for p in itertools.chain(self.gone, look)
-                                                if p not in local and p in ancestor})
+            gone = gone_paths(ancestor, local, out, (self.gone, look))
             kept = None
         else:
             before, was = (self.local, self.differ) if same and self.local is not None else ({}, set())
             out = {p for p in new_objects(before, local) if (a := ancestor.get(p)) is not (e := local[p]) and a != e}
             out.update(p for p in was if (e := local.get(p)) is not None and e is before.get(p))
             kept = dict(local)
-            gone = _gone(ancestor, local, out)
+            gone = gone_paths(ancestor, local, out)
         self.ancestor, self.local, self.differ, self.scanned, self.recheck = ancestor, kept, set(out), scanned, set()
         self.gone = gone
         return out

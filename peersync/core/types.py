@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
-from itertools import compress
+from itertools import chain, compress, filterfalse
 from operator import is_not
 from typing import Iterator, Mapping, NamedTuple
 
@@ -127,6 +127,22 @@ def new_objects(before: Mapping, now: Mapping) -> Iterator[str]:
     long-lived process compares again after a watch-fed scan (replica/scan.py) reused the rest.
     (C-level loops: at 100k entries a few milliseconds, where a Python loop takes twenty.)"""
     return compress(now, map(is_not, map(before.get, now), now.values()))
+
+
+def gone_paths(ancestor: Mapping, manifest: Mapping, differ, candidates=None) -> set[str]:
+    """The ancestor's paths `manifest` no longer holds, given `differ`: every path of `manifest`
+    that differs from the ancestor (or more).  Counted first (the manifest's paths not in the
+    ancestor are all in `differ`): none can be gone, or the `candidates` (iterables of paths: those
+    a long-lived process saw go) that are gone are all of them when they are as many; else every
+    path of the ancestor is looked up."""
+    missing = len(ancestor) - len(manifest) + sum(1 for p in differ if p in manifest and p not in ancestor)
+    if missing == 0:
+        return set()
+    if candidates is not None:
+        found = {p for p in chain.from_iterable(candidates) if p not in manifest and p in ancestor}
+        if len(found) == missing:
+            return found
+    return set(filterfalse(manifest.__contains__, ancestor))  # (a C-level loop)
 
 
 def manifest_to_wire(manifest: Manifest) -> dict:

@@ -31,7 +31,7 @@ from peersync.core.names import Folding
 from peersync.core.paths import BadPath, check_relpath, internal_rel, valid_instance_id
 from peersync.core.selection import Intersection, Selection
 from peersync.core.limits import RANGE
-from peersync.core.types import MANIFEST_FORMAT, READABLE_FORMATS, Entry, new_objects
+from peersync.core.types import MANIFEST_FORMAT, READABLE_FORMATS, Entry, gone_paths, new_objects
 from peersync.core.unknown import covered
 from peersync.replica import bases, fsprobe, sparse, tombstones, watched
 from peersync.replica.scan import (CACHE_ROW_BYTES, MARSHAL_VERSION, ScanResult, StatCache, cache_kept, forget_cache,
@@ -382,12 +382,7 @@ class Handler:
         # The ancestor's paths the manifest lacks: none when as many of them are in it as it holds;
         # the last scan's and those the watch just named, when they are as many as are gone (a path
         # can leave a watch-fed scan's manifest unnamed: watched.record); else every one looked up.
-        missing = len(base) - len(manifest) + sum(1 for p in changed if p not in base)
-        gone = set()
-        if missing and fresh is not None:
-            gone = {p for p in itertools.chain(last[4], fresh) if p not in manifest and p in base}
-        if missing and len(gone) != missing:
-            gone = set(itertools.filterfalse(manifest.__contains__, base))  # (a C-level loop)
+        gone = gone_paths(base, manifest, changed, (last[4], fresh) if fresh is not None else None)
         self._delta_memo = (base, manifest, changed, result.fresh, gone)
         return {"delta": True, "entries": changed, "deleted": sorted(gone), "problems": problems, "unknown": unknown,
                 "fs": result.fs,
