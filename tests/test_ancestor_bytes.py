@@ -130,6 +130,7 @@ def _cold(monkeypatch) -> None:
     """As a new process: no ancestor read or written yet (nothing kept in memory)."""
     monkeypatch.setattr(handler_module, "_ANCESTORS", {})
     monkeypatch.setattr(handler_module, "_ENCODED", {})
+    monkeypatch.setattr(handler_module, "_LAYOUTS", {})
 
 
 def _parse_fails(monkeypatch) -> None:
@@ -175,6 +176,59 @@ def test_a_cold_process_reads_the_ancestor_from_its_copy_exactly_as_the_json_rea
                 _cold(mp)
                 put = Handler(ws.root).op_ancestor_put(PEER, base_digest=digest, delta=delta)
                 assert put["applied"]
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.dictionaries(NAMES, WIRE, max_size=30), st.dictionaries(NAMES, WIRE, max_size=8), st.lists(NAMES, max_size=8),
+       st.sampled_from(["copy", "no lengths", "bad lengths", "no copy"]))
+def test_a_cold_process_writes_an_ancestor_delta_cut_from_the_file_where_its_copy_says(first, changed, dropped, copy):
+    """A new process's first delta write (a CLI's, a cold agent's) encodes only the entries that
+    moved — the others' bytes are cut from the file at the lengths its copy holds — and writes
+    canonical_json's bytes, and a copy the next new process cuts from in turn.  Without those
+    lengths (a copy from a JSON parse, or none), or with lengths that do not fit the file, every
+    entry is encoded: the same bytes."""
+    import tempfile
+
+    from _pytest.monkeypatch import MonkeyPatch
+
+    from peersync.core.types import MANIFEST_FORMAT
+    from peersync.workspace.workspace import Workspace
+
+    with tempfile.TemporaryDirectory() as tmp, MonkeyPatch.context() as mp:
+        ws = Workspace(tmp)
+        ws.ensure_state()
+        _cold(mp)
+        mp.setattr(handler_module, "COPY_PART", 4)
+        doc = {"format": 3, "entries": first}
+        digest = Handler(ws.root).op_ancestor_put(PEER, manifest=doc)["digest"]
+        path = ws.state / "ancestors" / f"{PEER}.json"
+        if copy == "no lengths":  # as a process that parsed the JSON writes it
+            handler_module.write_copy(path.with_suffix(".marshal"), digest, json.loads(path.read_bytes()))
+        elif copy == "bad lengths":  # a good copy of the document whose lengths do not fit the file
+            entries = json.loads(path.read_bytes())["entries"]
+            order = sorted(entries)
+            handler_module.write_copy(path.with_suffix(".marshal"), digest, {"format": 3, "entries": entries},
+                                      handler_module.Encoded(order, [b'"x"'] * len(order), entries))
+        elif copy == "no copy":
+            path.with_suffix(".marshal").unlink()
+        encoded_entries = []
+        real = handler_module._encoded_entry
+        mp.setattr(handler_module, "_encoded_entry", lambda p, w: encoded_entries.append(p) or real(p, w))
+        for step in range(2):
+            delta = {"set": {f"memory/c{i}-{step}.md": w for i, w in enumerate(changed.values())},
+                     "drop": dropped + [f"memory/c{i}-{step - 1}.md" for i in range(len(changed))]}
+            expected = {p: w for p, w in json.loads(path.read_bytes())["entries"].items() if p not in delta["drop"]}
+            expected.update(delta["set"])
+            _cold(mp)
+            encoded_entries.clear()
+            put = Handler(ws.root).op_ancestor_put(PEER, base_digest=digest, delta=delta)
+            raw = path.read_bytes()
+            assert put["applied"] and raw == canonical_json({"format": MANIFEST_FORMAT, "entries": expected})
+            if copy == "copy" or step == 1:  # (the first write made a copy with lengths)
+                assert len(encoded_entries) <= len(delta["set"]), (step, copy)
+            else:
+                assert len(encoded_entries) == len(expected)
+            digest = put["digest"]
 
 
 def test_an_ancestor_copy_that_is_not_a_good_copy_of_the_json_as_it_is_is_no_copy(tmp_path, monkeypatch):
