@@ -355,16 +355,10 @@ class Handler:
             save_cache = False  # nothing is written to the state dir before the lock checked it
         if save_cache:
             ensure_private_dir(self.ws.state)
-        # The ancestor, read while the scan walks (a cold agent reads 100k entries from its copy,
-        # ~80 ms; the walk waits on lstat(2) most of its time, without the interpreter's lock).
-        early = None
-        if base_peer and base_digest and not self._ancestor_held(base_peer):
-            early = _Early(self._ancestor_entries, base_peer, base_digest)
         result = self.scan(save_cache=save_cache)
         problems = [[p.path, p.message] for p in result.problems]
         unknown = result.unknown
-        base = early.result() if early is not None else \
-            self._ancestor_entries(base_peer, base_digest) if base_peer and base_digest else None
+        base = self._ancestor_entries(base_peer, base_digest) if base_peer and base_digest else None
         if base is None:
             return {"entries": {p: e.to_wire() for p, e in result.manifest.items()},
                     "problems": problems, "unknown": unknown, "fs": result.fs, "hashed": result.hashed,
@@ -463,11 +457,6 @@ class Handler:
         if type(doc) is dict and (not self.restricted or self._lock is not None):
             write_copy(copy_path(path), digest, doc)
         return doc
-
-    def _ancestor_held(self, peer_id: str) -> bool:
-        """Whether this process holds the ancestor shared with `peer_id` in memory, parsed."""
-        kept = _ANCESTORS.get(str(self._ancestor_file(peer_id)))
-        return kept is not None and kept[3]
 
     def _ancestor_entries(self, peer_id: str, digest: str) -> dict | None:
         doc = self._ancestor_at(peer_id, digest)
@@ -1174,27 +1163,6 @@ def machine_name() -> str:
     """How a merge names this machine's versions in a kept passage: $PEERSYNC_MACHINE_NAME, else
     the host name without its domain."""
     return os.environ.get("PEERSYNC_MACHINE_NAME") or os.uname().nodename.split(".")[0] or "?"
-
-
-class _Early:
-    """fn(*args), run in a thread of its own from now on; result() waits for it (and raises what it raised)."""
-
-    def __init__(self, fn, *args):
-        self._out: tuple = (None, None)
-        self._thread = threading.Thread(target=self._run, args=(fn, args), name="peersync-early", daemon=True)
-        self._thread.start()
-
-    def _run(self, fn, args) -> None:
-        try:
-            self._out = (fn(*args), None)
-        except BaseException as err:  # (handed to result())
-            self._out = (None, err)
-
-    def result(self):
-        self._thread.join()
-        if self._out[1] is not None:
-            raise self._out[1]
-        return self._out[0]
 
 
 def _differs(wire: list | None, e: Entry) -> bool:
