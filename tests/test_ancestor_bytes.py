@@ -97,13 +97,14 @@ def test_a_warmed_up_process_writes_its_first_ancestor_delta_from_the_kept_encod
     bases = [hash_bytes(data) for data in contents]
     handler.store.keep_bases(list(zip(bases, contents)))
     monkeypatch.setattr(handler_module, "_ENCODED", {})  # a new process: nothing encoded, no index read
-    monkeypatch.setattr(store_module, "_PACKS", {})
+    monkeypatch.setattr(store_module, "_INDEXES", {})
     warm = Handler(root)
     warm.warm(None, peer, digest)
     path = str(warm._ancestor_file(peer))
     encoded = handler_module._ENCODED[path]
     assert encoded is not None and encoded.entries is warm._ancestor_entries(peer, digest)
-    assert set(bases) <= set(store_module._PACKS[str(warm.store.logbase_dir)][1])  # the pack index, read
+    [(_, index)] = store_module._INDEXES.values()  # the pack index, read
+    assert set(index.digests()) == set(bases)
     gone, edited = sorted(manifest)[3], sorted(manifest)[7]
     put = warm.op_ancestor_put(peer, base_digest=digest, delta={
         "drop": [gone], "set": {edited: manifest[edited].with_vv([["b" * 12, 5]], ()).to_wire()}})

@@ -238,10 +238,9 @@ def test_insertion_merge_keeps_every_line_and_is_order_independent(base, ins_l, 
 # -- merge bases kept in packs: each index parsed once per process, by its file's identity -------------
 
 def test_pack_indexes_are_parsed_once_and_follow_their_files(tmp_path, monkeypatch):
-    import json as jsonlib
-
     from peersync.core.selection import Selection
     from peersync.replica import store as store_mod
+    from peersync.replica.packindex import PackIndex
     from peersync.replica.scan import hash_bytes
     from peersync.workspace.workspace import Workspace
 
@@ -251,15 +250,16 @@ def test_pack_indexes_are_parsed_once_and_follow_their_files(tmp_path, monkeypat
     first = [(hash_bytes(b"a%d\n" % i), b"a%d\n" % i) for i in range(store_mod.PACK_MIN)]
     assert store.keep_bases(first) == len(first)
     parsed = []
-    real_loads = store_mod.json.loads
-    monkeypatch.setattr(store_mod.json, "loads", lambda data: parsed.append(1) or real_loads(data))
+    real_parse = PackIndex.parse
+    monkeypatch.setattr(PackIndex, "parse", lambda data: parsed.append(1) or real_parse(data))
     assert store.logbases([first[0][0]]) == {first[0][0]: first[0][1]}
     assert store.logbases([first[1][0]]) == {first[1][0]: first[1][1]}
     assert len(parsed) <= 1  # the second lookup parsed nothing
     second = [(hash_bytes(b"b%d\n" % i), b"b%d\n" % i) for i in range(store_mod.PACK_MIN)]
     assert store.keep_bases(second + first[:1]) == len(second)  # a new pack: seen, the old one kept
     assert store.logbases([second[3][0], first[3][0]]) == {second[3][0]: second[3][1], first[3][0]: first[3][1]}
-    [old_index] = [p for p in store.logbase_dir.glob("pack-*.json") if first[0][0] in jsonlib.loads(p.read_bytes())]
+    [old_index] = [p for p in store.logbase_dir.glob("pack-*.idx")
+                   if real_parse(p.read_bytes()).find(first[0][0]) is not None]
     old_index.unlink()  # a pack whose index went: its bases are no longer found
     assert store.logbases([first[3][0]]) == {first[3][0]: None}
     assert store.logbases([second[3][0]]) == {second[3][0]: second[3][1]}

@@ -223,7 +223,7 @@ def test_large_save_goes_into_one_pack_and_reads_back(store):
     stale = items[0]
     (store.root / stale[0]).write_bytes(b"rewritten before the save")  # no longer that hash: skipped
     assert store.save_logbases(items) == len(items) - 1
-    assert len([p for p in store.logbase_dir.iterdir() if not p.name.endswith(".json")]) == 1
+    assert len([p for p in store.logbase_dir.iterdir() if not p.name.endswith(".idx")]) == 1
     with open(store.root / items[1][0], "ab") as f:  # appends after the save do not touch the base
         f.write(b"appended\n")
     got = store.logbases([h for _, h in items])
@@ -259,7 +259,7 @@ def test_prune_combines_the_small_packs_each_sync_adds(store):
         items = write_logs(store, PACK_MIN + round_, prefix=f"r{round_}-")
         assert store.save_logbases(items) == len(items)
         saved += items
-    packs = lambda: sorted(p.name for p in store.logbase_dir.iterdir() if not p.name.endswith(".json"))  # noqa: E731
+    packs = lambda: sorted(p.name for p in store.logbase_dir.iterdir() if not p.name.endswith(".idx"))  # noqa: E731
     assert len(packs()) == PACKS_MAX + 3
     gone = {h for _, h in saved[:5]}
     keep = {h for _, h in saved} - gone
@@ -276,7 +276,7 @@ def test_a_damaged_pack_gives_no_base(store):
 
     items = write_logs(store, PACK_MIN)
     store.save_logbases(items)
-    pack = next(p for p in store.logbase_dir.iterdir() if not p.name.endswith(".json"))
+    pack = next(p for p in store.logbase_dir.iterdir() if not p.name.endswith(".idx"))
     data = bytearray(pack.read_bytes())
     data[0] ^= 1
     pack.write_bytes(bytes(data))
@@ -370,6 +370,6 @@ def test_prune_leaves_full_packs_as_they_are(store, monkeypatch):
     assert sorted(p.name for p in store.logbase_dir.iterdir()) == before  # nothing rewritten
     monkeypatch.setattr(store_mod, "PACK_FULL", 1 << 40)  # now all small: combined
     assert store.prune_logbases(keep) == 0
-    assert len([p for p in store.logbase_dir.iterdir() if not p.name.endswith(".json")]) == 2
+    assert len([p for p in store.logbase_dir.iterdir() if not p.name.endswith(".idx")]) == 2
     got = store.logbases([h for _, h in saved])
     assert all(hash_bytes(got[h]) == h for h in keep)

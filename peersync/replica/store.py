@@ -33,7 +33,7 @@ from peersync.core.paths import LONG_DIR, STATE_DIR, check_relpath, flat_rel, in
 from peersync.core.selection import Selection
 from peersync.core import links
 from peersync.core.types import DIR, LINK, Entry
-from peersync.replica import sparse
+from peersync.replica import packindex, sparse
 from peersync.replica.bases import MAX_BASE
 from peersync.replica.dirs import AT_FDCWD, RENAME_SWAP, DirHandles, LinkInPath, noreplace_flag, remove_entry, rename_flags
 from peersync.replica.scan import CHUNK, DIR_ENTRY, RACY_NS, hash_bytes, hash_file, link_entry
@@ -649,7 +649,7 @@ class Store:
 
     def _unkept(self, digests: set[str]) -> set[str]:
         """Those of `digests` kept neither in a pack nor as a loose blob (one listing, not a stat each)."""
-        packed = self._packs()  # (checks the log base dir first)
+        packed = self._packs().holding(digests)  # (checks the log base dir first)
         try:
             loose = set(os.listdir(self.logbase_dir))
         except OSError:
@@ -685,55 +685,41 @@ class Store:
             return saved
         name = f"pack-{os.urandom(6).hex()}"
         tmp = self.logbase_dir / f".tmp-{name}"  # not pack-*: a leftover is pruned like a stray blob
-        index = {}
+        places = {}
         with open(tmp, "wb") as pack:
             for digest, data in bases:
                 if data is not None and hash_bytes(data) == digest:
-                    index[digest] = [pack.tell(), len(data)]
+                    places[digest] = (pack.tell(), len(data))
                     pack.write(data)
-        if not index:
+        if not places:
             tmp.unlink()
             return 0
         os.replace(tmp, self.logbase_dir / name)
-        tmp.write_text(json.dumps(index))
-        os.replace(tmp, self.logbase_dir / f"{name}.json")
-        return len(index)
+        packindex.write(self.logbase_dir / f"{name}{packindex.SUFFIX}", tmp, packindex.PackIndex.from_places(places))
+        return len(places)
 
-    def _packs(self) -> dict[str, tuple[str, int, int]]:
-        """hash → (pack name, offset, size) for every readable pack index (read-only: shared).
-        Kept across calls and grown by the packs written since (each sync writes one or two): a
-        pack never changes once written, so the view is rebuilt only when one goes (a prune)."""
-        indexes = self._pack_indexes()
-        where = str(self.logbase_dir)
-        idents = {name: _INDEXES[os.path.join(where, f"{name}.json")][0] for name in indexes}
-        kept_idents, found = _PACKS.get(where) or ({}, {})
-        if idents == kept_idents:
-            return found
-        if any(idents.get(name) != ident for name, ident in kept_idents.items()):
-            kept_idents, found = {}, {}  # a pack went or changed: from scratch
-        found = dict(found)  # a new view: another thread may be reading the last one
-        for name, index in indexes.items():
-            if name not in kept_idents:
-                for digest, (offset, size) in index.items():
-                    found[digest] = (name, offset, size)
-        _PACKS[where] = (idents, found)
-        return found
+    def _packs(self) -> packindex.Packs:
+        """The packs of merge bases and their indexes (read-only: shared)."""
+        return packindex.Packs(self._pack_indexes())
 
     def read_pack_indexes(self) -> None:
         """Read and keep the pack indexes (a keeper's warm-up): the first merge of a process that
-        will sync again then looks its bases up at once (~0.2 s at 100k kept bases)."""
+        will sync again then looks its bases up at once."""
         self._packs()
 
-    def _pack_indexes(self) -> dict[str, dict]:
+    def _pack_indexes(self) -> dict[str, packindex.PackIndex]:
         """pack name → its index (read-only: shared).  A pack and its index never change once
-        written (a new one gets a new name), so each index is parsed once per process, by the
-        identity of its file: a kept agent or a keeper syncing again pays a stat, not a parse."""
+        written (a new one gets a new name), so each index is read once per process, by the
+        identity of its file: a kept agent or a keeper syncing again pays a stat, not a read.
+        An index from an earlier version (JSON) counts where the pack has no index of this one."""
         out = {}
         if self._logbase_dir() is None:
             return out
         seen = set()
         with os.scandir(self.logbase_dir) as found:
-            names = [e.name for e in found if e.name.startswith("pack-") and e.name.endswith(".json")]
+            names = sorted((e.name for e in found if e.name.startswith("pack-")
+                            and e.name.endswith((packindex.SUFFIX, packindex.LEGACY_SUFFIX))),
+                           key=lambda name: name.endswith(packindex.SUFFIX))  # (this version's last: they win)
         for name in names:
             where = os.path.join(self.logbase_dir, name)
             seen.add(where)
@@ -743,9 +729,11 @@ class Store:
                 cached = _INDEXES.get(where)
                 if cached is None or cached[0] != ident:
                     with open(where, "rb") as f:
-                        index = json.loads(f.read())
-                    cached = _INDEXES[where] = (ident, {d: (int(o), int(n)) for d, (o, n) in index.items()})
-                out[name[:-5]] = cached[1]
+                        data = f.read()
+                    index = (packindex.PackIndex.parse(data) if name.endswith(packindex.SUFFIX)
+                             else packindex.PackIndex.from_places(json.loads(data)))
+                    cached = _INDEXES[where] = (ident, index)
+                out[name[:name.rindex(".")]] = cached[1]
             except (OSError, ValueError, TypeError, AttributeError):
                 _INDEXES.pop(where, None)
                 continue  # unreadable: its bases are simply not found (prune drops it)
@@ -773,8 +761,11 @@ class Store:
             except (OSError, ValueError):
                 pass
             packs = self._packs() if packs is None else packs
-            where = packs.get(digest)
-            out[digest] = None if where is None else self._read_packed(*where, digest)
+            out[digest] = None
+            for where in packs.places(digest):
+                out[digest] = self._read_packed(*where, digest)
+                if out[digest] is not None:
+                    break
         return out
 
     def _read_packed(self, name: str, offset: int, size: int, digest: str) -> bytes | None:
@@ -793,10 +784,12 @@ class Store:
         if self._logbase_dir() is None:
             return 0
         indexes = self._pack_indexes()
+        names = set()
         for blob in self.logbase_dir.iterdir():
             name = blob.name
+            names.add(name)
             if name.startswith("pack-"):
-                pack = name[:-5] if name.endswith(".json") else name
+                pack = name.rsplit(".", 1)[0] if name.endswith((packindex.SUFFIX, packindex.LEGACY_SUFFIX)) else name
                 if pack not in indexes:  # an unreadable index, or a pack whose index was never written
                     blob.unlink(missing_ok=True)
                 continue
@@ -808,17 +801,26 @@ class Store:
         # lists and checks every index).  A full pack (PACK_FULL bytes: an initial sync writes
         # one per STASH_MAX of bases) stays as it is: combining would read and write it all again
         # for nothing, and full packs are few (one per 32 MB of live bases).
-        rewrite = [pack for pack, index in indexes.items() if sum(d in keep for d in index) * 2 < len(index)]
-        small = sorted((p for p in indexes if p not in rewrite and _pack_bytes(indexes[p]) < PACK_FULL),
+        digests = {pack: list(index.digests()) for pack, index in indexes.items()}
+        rewrite = [pack for pack, held in digests.items() if sum(d in keep for d in held) * 2 < len(held)]
+        small = sorted((p for p in indexes if p not in rewrite and indexes[p].total() < PACK_FULL),
                        key=lambda p: len(indexes[p]))
         if len(small) > PACKS_MAX:
             rewrite += small[:-1]
-        live = {d: pack for pack in rewrite for d in indexes[pack] if d in keep}
-        self._store_bases(len(live), ((d, self._read_packed(pack, *indexes[pack][d], d)) for d, pack in live.items()))
+        live = {d: pack for pack in rewrite for d in digests[pack] if d in keep}
+        self._store_bases(len(live), ((d, self._read_packed(pack, *indexes[pack].find(d), d)) for d, pack in live.items()))
         for pack in rewrite:
-            (self.logbase_dir / f"{pack}.json").unlink(missing_ok=True)
-            (self.logbase_dir / pack).unlink(missing_ok=True)
-            removed += sum(d not in keep for d in indexes[pack])
+            for name in (f"{pack}{packindex.SUFFIX}", f"{pack}{packindex.LEGACY_SUFFIX}", pack):
+                (self.logbase_dir / name).unlink(missing_ok=True)
+            removed += sum(d not in keep for d in digests[pack])
+        # A pack kept whose index an earlier version wrote (JSON, parsed whole by every process
+        # that looks a base up) gets one of this version's, read as it is.
+        for pack in indexes.keys() - set(rewrite):
+            if f"{pack}{packindex.LEGACY_SUFFIX}" in names:
+                if f"{pack}{packindex.SUFFIX}" not in names:
+                    packindex.write(self.logbase_dir / f"{pack}{packindex.SUFFIX}",
+                                    self.logbase_dir / f".tmp-{pack}", indexes[pack])
+                (self.logbase_dir / f"{pack}{packindex.LEGACY_SUFFIX}").unlink(missing_ok=True)
         return removed
 
     # -- conflicts -----------------------------------------------------------------------
@@ -1019,9 +1021,8 @@ def _occupant(parent: int, name: str) -> str:
     return "a file was created here during the sync; left for the next sync"
 
 
-# Parsed pack indexes of merge bases, by index file (Store._pack_indexes), and each dir's flat view.
-_INDEXES: dict[str, tuple[tuple[int, int, int, int], dict[str, tuple[int, int]]]] = {}
-_PACKS: dict[str, tuple[dict, dict]] = {}  # log base dir → (pack name → index identity, flat view)
+# Read pack indexes of merge bases, by index file and its identity (Store._pack_indexes).
+_INDEXES: dict[str, tuple[tuple[int, int, int, int], packindex.PackIndex]] = {}
 
 _OTHER = object()  # something at a name that no entry describes (a folder with files, a FIFO…)
 
@@ -1103,11 +1104,6 @@ def _release(held: Path) -> None:
     while token.parent.name != "holding":
         token = token.parent
     shutil.rmtree(token, ignore_errors=True)
-
-
-def _pack_bytes(index: dict) -> int:
-    """The bytes of bases a pack holds, from its index (hash → (offset, size))."""
-    return sum(size for _, size in index.values())
 
 
 def _blob_name(digest: str) -> str:
