@@ -27,6 +27,7 @@ from typing import Callable, Mapping
 import xxhash
 
 from peersync import __version__
+from peersync.errors import StateDirError
 from peersync.core import deletions, links, versions
 from peersync.core.names import Folding
 from peersync.core.paths import BadPath, check_relpath, internal_rel, valid_instance_id
@@ -137,6 +138,11 @@ class Handler:
         with self._busy:
             self._save_stashed()  # what this session kept and no logbase_save wrote yet
             self._save_installed()
+            # The next process's first read of the records (from the process's one store of them:
+            # the local side's scan ran in a Handler of its own).
+            with contextlib.suppress(OSError, StateDirError):
+                if self._versions is not None or self.ws.existing_instance_id() is not None:
+                    self.versions.keep_snapshot()
             if self._lock is not None:
                 self._lock.__exit__(None, None, None)
                 self._lock = None

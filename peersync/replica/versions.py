@@ -23,6 +23,7 @@ from __future__ import annotations
 import functools
 import itertools
 import json
+import marshal
 import os
 import sqlite3
 import threading
@@ -30,13 +31,18 @@ import time
 from pathlib import Path
 from typing import Callable, Iterable, Mapping
 
+import xxhash
+
 from peersync.core import versions
 from peersync.core.changelog import ChangeLog
 from peersync.core.types import Entry
+from peersync.workspace.storage import atomic_write_bytes
 from peersync.core.versions import VV
 
 FILE = "versions.sqlite"
 FORMAT = 1  # bump me when the schema changes (then migrate in _open)
+SNAPSHOT = "versions.marshal"  # the rows as a process last held them (Versions.keep_snapshot)
+_SNAPSHOT_MAGIC = b"peersync versions snapshot 1\n"
 
 _SCHEMA = """
 create table if not exists meta (key text primary key, value text not null);
@@ -112,6 +118,11 @@ class Versions:
         self._gen = 0  # bumped by every change to the rows in memory (a scan's `known` is then stale)
         self._present: tuple[int, dict | None, int] = (-1, None, 0)  # (gen, rows, how many present)
         self._log = ChangeLog(LOG_MAX, LOG_PATHS_MAX)  # the paths each recent generation changed at
+        self._snapshot = Path(state) / SNAPSHOT
+        # Whether the rows in memory differ from the snapshot on disk (read from SQLite, or written
+        # since): keep_snapshot then writes one.  None: the rows came from SQLite, and nothing since.
+        self._unsnapped: bool | None = False
+        self._recorded = False  # whether a scan recorded (assign_scanned with save): not a dry run
 
     # -- storage -----------------------------------------------------------------------------
     def _open(self) -> sqlite3.Connection:
@@ -140,7 +151,9 @@ class Versions:
         and read again when another process has written meanwhile (SQLite's data_version says so)."""
         db = self._open()
         version = db.execute("pragma data_version").fetchone()[0]
-        if self._rows is None or version != self._data_version:
+        if self._rows is None and (rows := self._read_snapshot()) is not None:
+            self._rows, self._data_version, self._unsnapped = rows, version, False
+        elif self._rows is None or version != self._data_version:
             # One object per distinct mode and per distinct record time (one per write: a handful in
             # 100k rows), where SQLite gives a new one per row: ~5 MB less at 100k.
             mode_of, time_of = {}.setdefault, {}.setdefault
@@ -152,7 +165,53 @@ class Versions:
                           for key, present, size, mtime, mode, digest, vv, seen, at in db.execute(
                               "select path, present, size, mtime_ns, mode, hash, vv, seen, at from versions")}
             self._data_version = version
+            self._unsnapped = self._unsnapped or None
         return self._rows
+
+    # A new process's first read of the rows: SQLite hands over 100k rows in ~140 ms, marshal the
+    # same rows in ~40.  The snapshot is taken only of rows known to be the database's as it stands
+    # (keep_snapshot), and names the database's state it was taken of: the file's identity and
+    # SQLite's own count of the transactions that changed it (the header's file change counter,
+    # which every writer — an older peersync, the sqlite3 shell — moves in rollback-journal mode).
+    # Any other state, and any doubt (a journal present, WAL mode, a snapshot not ours or damaged),
+    # and the rows are read from SQLite.
+    def _read_snapshot(self) -> dict[str, tuple] | None:
+        stamp = _stamp(self.path)
+        if stamp is None:
+            return None
+        try:
+            fd = os.open(self._snapshot, os.O_RDONLY | os.O_NOFOLLOW)
+            with os.fdopen(fd, "rb") as f:
+                if os.fstat(f.fileno()).st_uid != os.getuid() or f.readline(64) != _SNAPSHOT_MAGIC \
+                        or f.readline(256) != stamp + b"\n":
+                    return None
+                checksum = f.readline(64)
+                body = f.read()
+            if xxhash.xxh3_128_hexdigest(body).encode() + b"\n" != checksum:
+                return None
+            rows = marshal.loads(body)
+        except (OSError, ValueError, EOFError, TypeError):
+            return None
+        return rows if type(rows) is dict else None
+
+    @_serialised
+    def keep_snapshot(self) -> None:
+        """Write the rows in memory as the next process's first read of them, when they changed here
+        (or came from SQLite, after a scan that recorded: not a dry run, which leaves the state dir
+        as it was) and no other process wrote the database since they were read.  A cache, best
+        effort: missing, stale or damaged, the rows are read from SQLite."""
+        if self._rows is None or self._db is None or not (self._unsnapped or self._unsnapped is None and self._recorded):
+            return
+        stamp = _stamp(self.path)  # (first: a write after this is caught by the check below or, later, by the stamp)
+        try:
+            if stamp is None or self._db.execute("pragma data_version").fetchone()[0] != self._data_version:
+                return
+            body = marshal.dumps(self._rows, 4)
+            atomic_write_bytes(self._snapshot, b"".join((
+                _SNAPSHOT_MAGIC, stamp, b"\n", xxhash.xxh3_128_hexdigest(body).encode(), b"\n", body)), durable=False)
+        except (OSError, ValueError, sqlite3.Error):
+            return
+        self._unsnapped = False
 
     @property
     @_serialised
@@ -199,6 +258,7 @@ class Versions:
             rows[path] = (int(present), e.size, e.mtime_ns, e.mode, e.hash, e.vv, e.seen, now)
         if kept:
             self._present = (self._gen, rows, count)
+        self._unsnapped = True
 
     @_serialised
     def reserve(self, count: int = 1) -> int:
@@ -277,6 +337,7 @@ class Versions:
         files are missing from the scan (else every record is looked for in it)."""
         if not save and not self.path.exists():
             return dict(manifest), False
+        self._recorded = self._recorded or save
         rows = self._all()
         first = not self.started
         if scanned is not None and scanned[0] is rows and scanned[1] == self._gen and not first and fold is None:
@@ -410,6 +471,7 @@ class Versions:
             self._bump(old)
             for p in old:
                 self._all().pop(p, None)
+            self._unsnapped = True
         return len(old)
 
     def _bump(self, paths: list[str]) -> None:
@@ -422,6 +484,27 @@ class Versions:
         """The paths whose record changed after generation `gen` of the rows in memory (each by a new
         row); None when that is no longer known."""
         return self._log.between(gen, self._gen)
+
+
+def _stamp(path: Path) -> bytes | None:
+    """The state of the database file at `path`: its identity and SQLite's file change counter
+    (with the version-valid-for number beside it); None when that cannot be told — no SQLite
+    file, WAL mode (whose header does not count commits), or a journal present (a write under way,
+    or one cut short that the next reader rolls back)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+        try:
+            st = os.fstat(fd)
+            head = os.pread(fd, 100, 0)
+        finally:
+            os.close(fd)
+        if os.path.lexists(f"{path}-journal") or os.path.lexists(f"{path}-wal"):
+            return None
+    except OSError:
+        return None
+    if len(head) < 100 or head[:16] != b"SQLite format 3\x00" or head[18:20] != b"\x01\x01":
+        return None
+    return f"{st.st_dev} {st.st_ino} {st.st_size} {st.st_mtime_ns} {head[24:28].hex()} {head[92:96].hex()}".encode()
 
 
 LOG_MAX = 64  # generations remembered by changed_since
