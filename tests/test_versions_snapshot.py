@@ -4,6 +4,7 @@ only while it is a snapshot of the database as it stands, and then gets exactly 
 import os
 import sqlite3
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -52,9 +53,19 @@ steps = st.lists(st.one_of(
 ), min_size=1, max_size=12)
 
 
+@pytest.mark.parametrize("delta_max", [versions_mod.DELTA_MAX, 1.0])  # (1.0: every change a delta)
+def test_a_new_process_reads_from_the_snapshot_exactly_what_sqlite_holds(tmp_path_factory, delta_max):
+    kept = versions_mod.DELTA_MAX
+    versions_mod.DELTA_MAX = delta_max
+    try:
+        reads_what_sqlite_holds(tmp_path_factory)
+    finally:
+        versions_mod.DELTA_MAX = kept
+
+
 @settings(max_examples=60, deadline=None)
-@given(steps)
-def test_a_new_process_reads_from_the_snapshot_exactly_what_sqlite_holds(tmp_path_factory, ops):
+@given(ops=steps)
+def reads_what_sqlite_holds(tmp_path_factory, ops):
     state = tmp_path_factory.mktemp("state")
     records = Versions(state, ME)
     snapped = False
@@ -157,3 +168,43 @@ def test_a_dry_run_writes_no_snapshot_and_a_recording_scan_does(tmp_path):
     assert (tmp_path / SNAPSHOT).exists()
     recording.close()
     assert new_process(tmp_path)[2]
+
+
+def test_a_sync_writes_the_rows_it_changed_as_a_delta_until_they_are_many(tmp_path):
+    records = Versions(tmp_path, ME)
+    names = [f"memory/{i}.md" for i in range(64)]
+    records.assign({n: Entry(1, 1, 0o644, "h1") for n in names}, covers=lambda p: True)
+    records.keep_snapshot()
+    whole = (tmp_path / SNAPSHOT).read_bytes()
+    # An edit, a deletion, and a deletion record forgotten (pruned): three rows of 64.
+    records.assign({n: Entry(2, 2, 0o644, "h2") if n == names[0] else Entry(1, 1, 0o644, "h1")
+                    for n in names[:-1]}, covers=lambda p: True)
+    records.record([(names[1], Entry(0, 0, 0, "gone"), False)])
+    assert records.prune(0, now=2e9) == 2
+    records.keep_snapshot()
+    assert (tmp_path / SNAPSHOT).read_bytes() == whole  # untouched: the delta says what changed
+    assert (tmp_path / versions_mod.SNAPSHOT_DELTA).stat().st_size < len(whole) / 4
+    fresh, rows, from_snapshot = new_process(tmp_path)
+    assert from_snapshot and exact(rows) == exact(from_sqlite(tmp_path)) and names[1] not in rows
+    # The next process's own changes go into one delta with the first's, until too many for one.
+    fresh.assign({n: Entry(3, 3, 0o644, "h3") if n == names[2] else Entry(1, 1, 0o644, "h1")
+                  for n in names[2:-1]} | {names[0]: Entry(2, 2, 0o644, "h2")}, covers=lambda p: True)
+    fresh.keep_snapshot()
+    fresh.close()
+    again, rows, from_snapshot = new_process(tmp_path)
+    assert from_snapshot and exact(rows) == exact(from_sqlite(tmp_path)) and rows[names[2]][4] == "h3"
+    again.assign({n: Entry(4, 4, 0o644, "h4") for n in names}, covers=lambda p: True)  # every file
+    again.keep_snapshot()
+    again.close()
+    assert not (tmp_path / versions_mod.SNAPSHOT_DELTA).exists() and (tmp_path / SNAPSHOT).read_bytes() != whole
+    last, rows, from_snapshot = new_process(tmp_path)
+    assert from_snapshot and exact(rows) == exact(from_sqlite(tmp_path))
+    last.close()
+    # A delta on another snapshot than the one there (a process wrote the whole anew meanwhile).
+    records.assign({n: Entry(5, 5, 0o644, "h5") for n in names[:1]} | {n: Entry(4, 4, 0o644, "h4") for n in names[1:]},
+                   covers=lambda p: True)
+    records.keep_snapshot()  # (its rows are no longer the database's: another process wrote since)
+    fresh, rows, from_snapshot = new_process(tmp_path)
+    assert exact(rows) == exact(from_sqlite(tmp_path)) and rows[names[0]][4] == "h5"
+    fresh.close()
+    records.close()

@@ -42,8 +42,11 @@ from peersync.core.versions import VV
 
 FILE = "versions.sqlite"
 FORMAT = 1  # bump me when the schema changes (then migrate in _open)
-SNAPSHOT = "versions.marshal"  # the rows as a process last held them (Versions.keep_snapshot)
+SNAPSHOT = "versions.marshal"  # the rows as a process held them (Versions.keep_snapshot)…
+SNAPSHOT_DELTA = "versions.delta.marshal"  # … and the rows changed since, as a later one held them
 _SNAPSHOT_MAGIC = b"peersync versions snapshot 1\n"
+_DELTA_MAGIC = b"peersync versions delta 1\n"
+DELTA_MAX = 1 / 16  # changed rows (of all) beyond which keep_snapshot writes the whole snapshot anew
 
 _SCHEMA = """
 create table if not exists meta (key text primary key, value text not null);
@@ -123,13 +126,16 @@ class Versions:
         # Whether the rows in memory differ from the snapshot on disk (read from SQLite, or written
         # since): keep_snapshot then writes one.  None: the rows came from SQLite, and nothing since.
         self._unsnapped: bool | None = False
+        # While the rows in memory are the snapshot's, plus the paths a delta changed, plus what
+        # changed after generation `gen`: (the snapshot's stamp, those paths, gen); else None.
+        self._based: tuple[bytes, frozenset[str], int] | None = None
         self._recorded = False  # whether a scan recorded (assign_scanned with save): not a dry run
 
     # -- storage -----------------------------------------------------------------------------
     def _open(self) -> sqlite3.Connection:
         if self._db is not None and self._inode != _inode(self.path):  # replaced or removed under us
             self._db.close()
-            self._db, self._rows = None, None
+            self._db, self._rows, self._based = None, None, None
         if self._db is None:
             self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
             if self.path.is_symlink():  # SQLite follows links: a planted one would write elsewhere
@@ -152,8 +158,9 @@ class Versions:
         and read again when another process has written meanwhile (SQLite's data_version says so)."""
         db = self._open()
         version = db.execute("pragma data_version").fetchone()[0]
-        if self._rows is None and (rows := self._read_snapshot()) is not None:
-            self._rows, self._data_version, self._unsnapped = rows, version, False
+        if self._rows is None and (snapped := self._read_snapshot()) is not None:
+            self._rows, self._data_version, self._unsnapped = snapped[0], version, False
+            self._based = (snapped[1], snapped[2], self._gen)
         elif self._rows is None or version != self._data_version:
             # One object per distinct mode and per distinct record time (one per write: a handful in
             # 100k rows), where SQLite gives a new one per row: ~5 MB less at 100k.
@@ -167,6 +174,7 @@ class Versions:
                               "select path, present, size, mtime_ns, mode, hash, vv, seen, at from versions")}
             self._data_version = version
             self._unsnapped = self._unsnapped or None
+            self._based = None
         return self._rows
 
     # A new process's first read of the rows: SQLite hands over 100k rows in ~140 ms, marshal the
@@ -174,48 +182,55 @@ class Versions:
     # (keep_snapshot), and names the database's state it was taken of: the file's identity and
     # SQLite's own count of the transactions that changed it (the header's file change counter,
     # which every writer — an older peersync, the sqlite3 shell — moves in rollback-journal mode).
-    # Any other state, and any doubt (a journal present, WAL mode, a snapshot not ours or damaged),
-    # and the rows are read from SQLite.
-    def _read_snapshot(self) -> dict[str, tuple] | None:
+    # A sync changes a few rows of 100k: it writes them alone, as a delta on the snapshot (naming
+    # both states), until they are DELTA_MAX of all.  Any other state, and any doubt (a journal
+    # present, WAL mode, a file not ours or damaged), and the rows are read from SQLite.
+    def _read_snapshot(self) -> tuple[dict[str, tuple], bytes, frozenset[str]] | None:
+        """(the rows, the snapshot's stamp, the paths its delta changed) while they are the database's."""
         stamp = _stamp(self.path)
-        if stamp is None:
+        base = _read_marshal(self._snapshot, _SNAPSHOT_MAGIC) if stamp is not None else None
+        if base is None or len(base[0]) != 1 or type(base[1]) is not dict:
             return None
-        try:
-            fd = os.open(self._snapshot, os.O_RDONLY | os.O_NOFOLLOW)
-            try:
-                if os.fstat(fd).st_uid != os.getuid():
-                    return None
-                # Mapped, not read: 10 MB of bytes read into the heap and freed leave it that much
-                # larger for the rest of the process (a peak RSS target of 150 MB at 100k files).
-                with mmap.mmap(fd, 0, access=mmap.ACCESS_READ) as data:
-                    head = len(_SNAPSHOT_MAGIC) + len(stamp) + 1
-                    if data[:head] != _SNAPSHOT_MAGIC + stamp + b"\n" or data[head + 32:head + 33] != b"\n":
-                        return None
-                    with memoryview(data)[head + 33:] as body:
-                        if xxhash.xxh3_128_hexdigest(body).encode() != data[head:head + 32]:
-                            return None
-                        rows = marshal.loads(body)
-            finally:
-                os.close(fd)
-        except (OSError, ValueError, EOFError, TypeError, BufferError):
+        (base_stamp,), rows = base
+        if base_stamp == stamp:
+            return rows, base_stamp, frozenset()
+        delta = _read_marshal(self._delta, _DELTA_MAGIC)
+        if delta is None or delta[0] != [base_stamp, stamp] or type(delta[1]) is not dict:
             return None
-        return rows if type(rows) is dict else None
+        for path, row in delta[1].items():
+            if row is None:
+                rows.pop(path, None)
+            else:
+                rows[path] = row
+        return rows, base_stamp, frozenset(delta[1])
+
+    @property
+    def _delta(self) -> Path:
+        return self._snapshot.with_name(SNAPSHOT_DELTA)
 
     @_serialised
     def keep_snapshot(self) -> None:
-        """Write the rows in memory as the next process's first read of them, when they changed here
-        (or came from SQLite, after a scan that recorded: not a dry run, which leaves the state dir
-        as it was) and no other process wrote the database since they were read.  A cache, best
-        effort: missing, stale or damaged, the rows are read from SQLite."""
+        """Write the rows in memory for the next process's first read of them, when they changed
+        here (or came from SQLite, after a scan that recorded: not a dry run, which leaves the state
+        dir as it was) and no other process wrote the database since they were read: the rows that
+        changed since the snapshot, or all of them.  A cache, best effort: missing, stale or
+        damaged, the rows are read from SQLite."""
         if self._rows is None or self._db is None or not (self._unsnapped or self._unsnapped is None and self._recorded):
             return
         stamp = _stamp(self.path)  # (first: a write after this is caught by the check below or, later, by the stamp)
         try:
             if stamp is None or self._db.execute("pragma data_version").fetchone()[0] != self._data_version:
                 return
-            body = marshal.dumps(self._rows, 4)
-            atomic_write_bytes(self._snapshot, b"".join((
-                _SNAPSHOT_MAGIC, stamp, b"\n", xxhash.xxh3_128_hexdigest(body).encode(), b"\n", body)), durable=False)
+            rows, changed = self._rows, None
+            if self._based is not None and (since := self._log.between(self._based[2], self._gen)) is not None:
+                changed = self._based[1].union(since)
+            if changed is not None and len(changed) <= len(rows) * DELTA_MAX:
+                _write_marshal(self._delta, _DELTA_MAGIC, [self._based[0], stamp], {p: rows.get(p) for p in changed})
+                self._based = (self._based[0], changed, self._gen)
+            else:
+                _write_marshal(self._snapshot, _SNAPSHOT_MAGIC, [stamp], rows)
+                self._based = (stamp, frozenset(), self._gen)
+                self._delta.unlink(missing_ok=True)
         except (OSError, ValueError, sqlite3.Error):
             return
         self._unsnapped = False
@@ -292,7 +307,7 @@ class Versions:
         if self._db is not None:
             self._db.close()
             self._db = None
-            self._rows = None
+            self._rows = self._based = None
 
     # -- versions of what a scan found ---------------------------------------------------------
     @_serialised
@@ -491,6 +506,38 @@ class Versions:
         """The paths whose record changed after generation `gen` of the rows in memory (each by a new
         row); None when that is no longer known."""
         return self._log.between(gen, self._gen)
+
+
+def _read_marshal(path: Path, magic: bytes) -> tuple[list[bytes], object] | None:
+    """(the stamps, the value) of a file _write_marshal wrote; None when it is not one, or not ours.
+    Mapped, not read: 10 MB of bytes read into the heap and freed leave it that much larger for
+    the rest of the process (a peak RSS target of 150 MB at 100k files)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+        try:
+            if os.fstat(fd).st_uid != os.getuid():
+                return None
+            with mmap.mmap(fd, 0, access=mmap.ACCESS_READ) as data:
+                end = data.find(b"\n\n", 0, 4096)
+                head = data[:end].split(b"\n")
+                if end < 0 or head[0] + b"\n" != magic or len(head) < 3:
+                    return None
+                with memoryview(data)[end + 2:] as body:
+                    if xxhash.xxh3_128_hexdigest(body).encode() != head[-1]:
+                        return None
+                    return head[1:-1], marshal.loads(body)
+        finally:
+            os.close(fd)
+    except (OSError, ValueError, EOFError, TypeError, BufferError):
+        return None
+
+
+def _write_marshal(path: Path, magic: bytes, stamps: list[bytes], value) -> None:
+    """`value` in marshal's form behind a head: `magic`, a line per stamp, the body's checksum, and
+    an empty line.  Not durable: a cache."""
+    body = marshal.dumps(value, 4)
+    atomic_write_bytes(path, b"".join((magic, *(s + b"\n" for s in stamps),
+                                       xxhash.xxh3_128_hexdigest(body).encode(), b"\n\n", body)), durable=False)
 
 
 def _stamp(path: Path) -> bytes | None:
