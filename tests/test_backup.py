@@ -560,7 +560,8 @@ def test_a_loose_old_local_target_is_tightened(tmp_path):
 def test_include_state_never_takes_version_stores_or_the_instance_id(tmp_path):
     ws = make_workspace(tmp_path / "ws")
     ws.save_peers({})
-    for rel in ("versions.sqlite", "versions.sqlite-journal", "cloud/box/versions.sqlite", "cloud/box/ancestor.json"):
+    for rel in ("versions.sqlite", "versions.sqlite-journal", "versions.marshal", "versions.delta.marshal",
+                "cloud/box/versions.sqlite", "cloud/box/ancestor.json"):
         write(ws.state, rel, "x")
     set_config(ws, "backup:\n  include_state: true\n  include_openclaw: true\n")
     result = take_snapshot(ws)
@@ -570,7 +571,7 @@ def test_include_state_never_takes_version_stores_or_the_instance_id(tmp_path):
     assert {"memory/clawdbot-sync/peers.json", "memory/clawdbot-sync/config.yaml",
             "memory/clawdbot-sync/cloud/box/ancestor.json"} <= set(got)
     # A restored vector store (or a fresh one under a restored id) would reuse event counters.
-    assert not any("versions.sqlite" in p or p.endswith("/instance-id") for p in got)
+    assert not any("versions." in p or p.endswith("/instance-id") for p in got)
     assert not any(p.startswith("memory/clawdbot-sync/backup/") for p in got)  # never the passphrase or caches
     in_place = restore(ws, in_place=True)
     assert "memory/clawdbot-sync/peers.json" in in_place.skipped

@@ -27,7 +27,8 @@ OWN = NEVER  # ("IDENTITY.md", "config"): this instance's own, backed up, never 
 OPENCLAW_PREFIX = "@openclaw/"  # old-format snapshots kept copies of ~/.openclaw here
 # State files worth keeping with include_state; never our backup files (the generated passphrase
 # among them), caches, locks, staging areas or the trash.  Never the version stores
-# (versions.sqlite: the state dir's and each cloud folder's) nor the instance id they count for:
+# (versions.sqlite: the state dir's and each cloud folder's; nor its snapshots, versions.marshal and
+# versions.delta.marshal, caches of the same rows) nor the instance id they count for:
 # a restored store is stale, and its counters — or a fresh store's, under a restored instance id
 # — would hand out again events peers already hold, so two different contents could look like
 # one version.  A rebuilt machine takes a new instance id and records its files afresh; peers
@@ -35,7 +36,7 @@ OPENCLAW_PREFIX = "@openclaw/"  # old-format snapshots kept copies of ~/.opencla
 # the history.  A live SQLite file copied mid-transaction would also be torn.
 STATE_EXCLUDES = ("/backup/", "/trash/", "/staging/", "/holding/", "/cloud/*/work/", "*.lock", "lock",
                   "lock.info", "*.tmp", "cache/", "*cache*.json", "versions.sqlite", "versions.sqlite-*",
-                  "/instance-id")
+                  "versions.marshal", "versions.delta.marshal", "/instance-id")
 
 
 def _top(path: str) -> str:

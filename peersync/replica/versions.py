@@ -37,8 +37,8 @@ import xxhash
 from peersync.core import versions
 from peersync.core.changelog import ChangeLog
 from peersync.core.types import Entry
-from peersync.workspace.storage import atomic_write_bytes
 from peersync.core.versions import VV
+from peersync.workspace.storage import atomic_write_bytes
 
 FILE = "versions.sqlite"
 FORMAT = 1  # bump me when the schema changes (then migrate in _open)
