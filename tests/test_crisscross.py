@@ -297,3 +297,36 @@ def test_a_copy_carries_only_the_bases_its_target_does_not_list_already(tmp_path
     assert _sync(ws, "a", "b").pushed == ["MEMORY.md"]
     assert first not in carried["b"] and first not in fetched["a"], "b keeps v1 already: nothing to carry"
     assert note("b").read_text() == note("c").read_text() == v1 + "- coffee\n"
+
+
+def test_merge_bases_answers_from_the_ancestor_entries_the_session_made_the_same_as_from_the_files(tmp_path, monkeypatch):
+    """The local side reads its ancestor as entries (ancestor_entries); its merge_bases answer for
+    that ancestor comes from them, not from reading the file again — and is the files' answer."""
+    from peersync.replica import handler as handler_module
+
+    ws = _mesh(tmp_path, ["a", "b", "c"])
+    for text in ("# Memory\n\n- tea\n", "# Memory\n\n- tea\n- coffee\n"):
+        (ws["a"].root / "MEMORY.md").write_text(text)
+        (ws["a"].root / "memory" / "log.md").write_text(text)
+        _sync(ws, "a", "b")
+        _sync(ws, "a", "c")
+    paths = ["MEMORY.md", "memory/log.md", "USER.md"]
+    expected = Handler(ws["a"].root).op_merge_bases(paths)
+    assert all(expected[p] for p in paths[:2])  # (else this test would prove nothing)
+    peers = sorted(p.stem for p in (ws["a"].state / "ancestors").glob("*.json"))
+    assert len(peers) == 2
+    handler = Handler(ws["a"].root)
+    assert handler.ancestor_entries(peers[0])[1]
+    read = []
+    real = handler_module.read_copy
+    monkeypatch.setattr(handler_module, "read_copy", lambda *a, **k: read.append(a[0].stem) or real(*a, **k))
+    monkeypatch.setattr(handler_module, "_ANCESTORS", {})  # (as in a new process: nothing parsed kept)
+    assert handler.op_merge_bases(paths) == expected
+    assert peers[0] not in read and peers[1] in read  # (the other ancestor, from its file)
+    # The ancestor written anew since (another sync): read from the file again.
+    (ws["b"].root / "MEMORY.md").write_text("# Memory\n\n- tea\n- coffee\n- cake\n")
+    _sync(ws, "a", "b")
+    read.clear()
+    handler_module._ANCESTORS.clear()
+    assert handler.op_merge_bases(paths) == Handler(ws["a"].root).op_merge_bases(paths)
+    assert peers[0] in read or peers[1] in read
