@@ -27,7 +27,6 @@ from typing import Callable, Mapping
 import xxhash
 
 from peersync import __version__
-from peersync.errors import StateDirError
 from peersync.core import deletions, links, versions
 from peersync.core.names import Folding
 from peersync.core.paths import BadPath, check_relpath, internal_rel, valid_instance_id
@@ -35,6 +34,7 @@ from peersync.core.selection import Intersection, Selection
 from peersync.core.limits import RANGE
 from peersync.core.types import MANIFEST_FORMAT, READABLE_FORMATS, Entry, gone_paths, new_objects
 from peersync.core.unknown import covered
+from peersync.errors import StateDirError
 from peersync.replica import bases, fsprobe, sparse, tombstones, watched
 from peersync.replica.scan import (CACHE_ROW_BYTES, MARSHAL_VERSION, ScanResult, StatCache, cache_kept, forget_cache,
                                    hash_bytes, rewrite_pays, scan)
