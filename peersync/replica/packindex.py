@@ -18,7 +18,6 @@ prune (Store.prune_logbases) writes them anew in this format.
 
 from __future__ import annotations
 
-import os
 from array import array
 
 MAGIC = b"PSLBIX1\n"
@@ -157,13 +156,6 @@ class Packs:
             held |= found
             left -= found
         return held
-
-
-def write(path: str, tmp: str, index: PackIndex) -> None:
-    """Write an index at `path` by way of `tmp` (renamed into place: never seen half-written)."""
-    with open(tmp, "wb") as f:
-        f.write(index.to_bytes())
-    os.replace(tmp, path)
 
 
 _BIG_ENDIAN = array("H", [1]).tobytes() == b"\x00\x01"

@@ -37,7 +37,7 @@ from peersync.replica import packindex, sparse
 from peersync.replica.bases import MAX_BASE
 from peersync.replica.dirs import AT_FDCWD, RENAME_SWAP, DirHandles, LinkInPath, noreplace_flag, remove_entry, rename_flags
 from peersync.replica.scan import CHUNK, DIR_ENTRY, RACY_NS, hash_bytes, hash_file, link_entry
-from peersync.workspace.storage import atomic_write_json, ensure_private_dir, read_json
+from peersync.workspace.storage import atomic_write_bytes, atomic_write_json, ensure_private_dir, read_json
 
 CONFLICTS_FORMAT = 1
 PACK_MIN = 16  # log bases saved at once from which one pack file holds them (see save_logbases)
@@ -695,7 +695,8 @@ class Store:
             tmp.unlink()
             return 0
         os.replace(tmp, self.logbase_dir / name)
-        packindex.write(self.logbase_dir / f"{name}{packindex.SUFFIX}", tmp, packindex.PackIndex.from_places(places))
+        index = packindex.PackIndex.from_places(places)
+        atomic_write_bytes(self.logbase_dir / f"{name}{packindex.SUFFIX}", index.to_bytes(), durable=False)
         return len(places)
 
     def _packs(self) -> packindex.Packs:
@@ -818,8 +819,8 @@ class Store:
         for pack in indexes.keys() - set(rewrite):
             if f"{pack}{packindex.LEGACY_SUFFIX}" in names:
                 if f"{pack}{packindex.SUFFIX}" not in names:
-                    packindex.write(self.logbase_dir / f"{pack}{packindex.SUFFIX}",
-                                    self.logbase_dir / f".tmp-{pack}", indexes[pack])
+                    atomic_write_bytes(self.logbase_dir / f"{pack}{packindex.SUFFIX}", indexes[pack].to_bytes(),
+                                       durable=False)
                 (self.logbase_dir / f"{pack}{packindex.LEGACY_SUFFIX}").unlink(missing_ok=True)
         return removed
 
