@@ -540,19 +540,15 @@ class Handler:
             if read is not None and read[0] == str(file) and file_identity(file) == read[1]:
                 # The pair's own ancestor, as this session's ancestor_entries made it (the local
                 # side's: its sync reads it so; ~50 ms at 100k files to read the copy again).
-                for path in wanted:
-                    entry = read[2].get(path)
-                    wire = entry.to_wire() if entry is not None else None
-                    if wire is not None and len(wire) >= 5 and wire[4]:
-                        found[path][(wire[3], json.dumps(wire[4]))] = [wire[3], wire[4]]
-                continue
-            try:
-                doc = self.ancestor_doc(file.stem)
-            except (OSError, BadPath):
-                continue
-            entries = doc[1].get("entries") if doc is not None and isinstance(doc[1], dict) else None
-            if not isinstance(entries, dict):
-                continue
+                entries = {p: read[2][p].to_wire() for p in wanted if p in read[2]}
+            else:
+                try:
+                    doc = self.ancestor_doc(file.stem)
+                except (OSError, BadPath):
+                    continue
+                entries = doc[1].get("entries") if doc is not None and isinstance(doc[1], dict) else None
+                if not isinstance(entries, dict):
+                    continue
             for path in wanted:
                 wire = entries.get(path)
                 if isinstance(wire, list) and len(wire) >= 5 and wire[4]:
