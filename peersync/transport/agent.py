@@ -15,6 +15,7 @@ import threading
 from peersync.core.paths import BadPath
 from peersync.replica.handler import Handler, error_text
 from peersync.transport import restrict
+from peersync.transport.pipes import read_stream, widen
 from peersync.transport.protocol import PROTOCOL, decode, encode, read_request
 
 
@@ -120,7 +121,11 @@ def main(argv: list[str]) -> int:
         refused = restrict.route(root)  # returns only when the request is for the agent itself
         if refused is not None:
             return refused
-        return serve(Handler(root, restricted=True), sys.stdin.buffer, sys.stdout.buffer)
-    root = os.path.expanduser(args.root)
-    return serve(Handler(root), sys.stdin.buffer, sys.stdout.buffer)
+        handler = Handler(root, restricted=True)
+    else:
+        handler = Handler(os.path.expanduser(args.root))
+    # Megabyte requests come in while the handler works: wide pipes and a reader that takes a whole
+    # pipe per read(2) (transport/pipes.py).  Nothing has read stdin yet.
+    widen(sys.stdin.fileno(), sys.stdout.fileno())
+    return serve(handler, read_stream(sys.stdin.fileno()), sys.stdout.buffer)
 

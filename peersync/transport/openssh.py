@@ -18,6 +18,7 @@ import subprocess
 
 from peersync.transport import sshconfig
 from peersync.transport.children import die_with_parent
+from peersync.transport.pipes import widen
 
 NOT_FOUND = "peersync-not-found"
 CLIENT_ENV = "PEERSYNC_SSH_CLIENT"  # "openssh" or "asyncssh"; default: openssh where `ssh` is installed
@@ -63,8 +64,10 @@ def argv(peer, root: str, timeout: float = DEFAULT_TIMEOUT) -> list[str]:
 
 
 def spawn(args: list[str]) -> subprocess.Popen:
-    return subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    proc = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             preexec_fn=die_with_parent())
+    widen(proc.stdin.fileno(), proc.stdout.fileno())  # megabyte batches both ways (transport/pipes.py)
+    return proc
 
 
 # -- started early -------------------------------------------------------------------------------

@@ -15,7 +15,7 @@ import time
 
 from peersync import install
 from peersync.errors import BusyError, ConnectError, ProtocolError
-from peersync.transport import openssh, sshconfig, sshfiles
+from peersync.transport import openssh, pipes, sshconfig, sshfiles
 from peersync.transport.children import die_with_parent
 from peersync.transport.keeper import STREAM_LIMIT, socket_path
 from peersync.transport.openssh import CLIENT_ENV, NOT_FOUND, agent_command, use_openssh
@@ -413,6 +413,7 @@ class OpenSSH:
         except OSError as err:
             raise ConnectError(f"cannot run ssh to reach {peer.name}: {err.strerror or err}",
                                f"Install the OpenSSH client, or set {CLIENT_ENV}=asyncssh.") from None
+        pipes.widen(*pipes.subprocess_fds(proc))  # megabyte batches both ways
         return cls(proc)
 
     async def _read_stderr(self) -> None:
