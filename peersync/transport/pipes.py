@@ -20,8 +20,9 @@ _SET, _GET = getattr(fcntl, "F_SETPIPE_SZ", None), getattr(fcntl, "F_GETPIPE_SZ"
 
 def widen(*fds: int) -> None:
     """Each pipe among `fds` holds PIPE_SIZE bytes where the system allows it (Linux); never
-    narrower than it was.  A socket, a file, another system or a refusal (a user over the
-    kernel's pipe quota) leaves it as it is: this only changes speed."""
+    narrower than it was.  A socket, a file, another system or a refusal leaves it as it is: this
+    only changes speed.  (The kernel counts a wide pipe as 256 pages of its user's pipe quota,
+    /proc/sys/fs/pipe-user-pages-soft, 64 MiB by default: a sync holds four, a keeper two.)"""
     if _SET is None or _GET is None:
         return
     for fd in fds:
