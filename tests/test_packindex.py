@@ -4,6 +4,7 @@ versions wrote: still read, and written anew by a prune."""
 import json
 import os
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -109,3 +110,24 @@ def test_a_json_index_from_an_earlier_version_is_read_and_a_prune_writes_it_anew
     assert store.logbases([old[0][0]]) == {old[0][0]: old[0][1]}
     store.prune_logbases(keep)
     assert not (store.logbase_dir / f"{name}.json").exists() and (store.logbase_dir / f"{name}.idx").exists()
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.one_of(digests, st.text(max_size=40), st.binary(max_size=40), st.integers(), st.none()))
+def test_a_merge_base_is_named_only_by_a_hash_in_lower_case_hex(name):
+    # A blob's file name is its hash: anything else (a path, a separator, a newline, another type)
+    # is refused before it names a file.
+    good = isinstance(name, str) and len(name) == 32 and set(name) <= set("0123456789abcdef")
+    if good:
+        assert store_mod._blob_name(name) == name
+    else:
+        with pytest.raises(ValueError):
+            store_mod._blob_name(name)
+
+
+def test_a_merge_base_name_refuses_what_looks_like_a_hash():
+    digest = hash_bytes(b"x")
+    for bad in (digest.upper(), digest + "\n", digest[:-1], digest + "0", "../" + digest[3:],
+                digest[:31] + "/", digest[:31] + "٣"):
+        with pytest.raises(ValueError):
+            store_mod._blob_name(bad)

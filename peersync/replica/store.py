@@ -1108,9 +1108,14 @@ def _release(held: Path) -> None:
 
 
 def _blob_name(digest: str) -> str:
-    if len(digest) != 32 or not all(c in "0123456789abcdef" for c in digest):
+    if type(digest) is not str or _HASH(digest) is None:
         raise ValueError(f"bad hash {digest!r}")
     return digest
+
+
+# A merge base's name: its xxh3-128 in lower-case hex (one check per base a sync keeps: a C-level
+# match, where a generator over the 32 characters took ~1 µs, some 90 ms of a 100k first sync).
+_HASH = re.compile(r"[0-9a-f]{32}").fullmatch
 
 
 def _lexists(path: Path | str) -> bool:
