@@ -131,3 +131,21 @@ def test_a_merge_base_name_refuses_what_looks_like_a_hash():
                 digest[:31] + "/", digest[:31] + "٣"):
         with pytest.raises(ValueError):
             store_mod._blob_name(bad)
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.lists(st.one_of(st.binary(max_size=300), st.integers(0, 3 << 20)), min_size=PACK_MIN, max_size=40),
+       st.data())
+def test_every_base_of_a_pack_is_read_back_whole_across_the_write_buffer(tmp_path_factory, contents, data):
+    # Sizes from empty to past the pack's write buffer (store.PACK_BUFFER), the same bytes twice,
+    # and items a pack leaves out (no bytes, bytes that are not their hash's): each kept base is
+    # found by its hash with exactly its bytes — its offset counted, not asked of the file.
+    blobs = [c if isinstance(c, bytes) else os.urandom(64) * (c // 64) for c in contents]
+    items = [(hash_bytes(b), b) for b in blobs]
+    items.append(data.draw(st.sampled_from(items)))
+    items += [(hash_bytes(b"none"), None), (hash_bytes(b"other"), b"not these bytes")]
+    store = Store(tmp_path_factory.mktemp("pack"), Selection())
+    kept = dict(items[:-2])
+    assert store._store_bases(len(items), iter(items)) == len(kept)
+    assert store.logbases([*kept, hash_bytes(b"none"), hash_bytes(b"other")]) == \
+        {**kept, hash_bytes(b"none"): None, hash_bytes(b"other"): None}

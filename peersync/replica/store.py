@@ -42,6 +42,7 @@ from peersync.workspace.storage import atomic_write_bytes, atomic_write_json, en
 CONFLICTS_FORMAT = 1
 PACK_MIN = 16  # log bases saved at once from which one pack file holds them (see save_logbases)
 STASH_MAX = 32 << 20  # bytes of stashed merge bases (stash_bases) held before they are written
+PACK_BUFFER = 1 << 20  # bytes written to a pack per write(2) (_store_bases)
 PACKS_MAX = 8  # small packs beyond which a prune combines them (prune_logbases)
 PACK_FULL = STASH_MAX  # bytes from which a pack is left as it is while mostly referenced (prune_logbases)
 _CONFLICT_ID = re.compile(r"c-[0-9a-f]{1,32}")
@@ -685,12 +686,16 @@ class Store:
             return saved
         name = f"pack-{os.urandom(6).hex()}"
         tmp = self.logbase_dir / f".tmp-{name}"  # not pack-*: a leftover is pruned like a stray blob
-        places = {}
-        with open(tmp, "wb") as pack:
+        places, offset = {}, 0
+        # A first sync packs every mergeable file it moves (560 MB at 100k files) a few KB at a
+        # time: through a 1 MiB buffer, and counting the offset rather than asking the file (a
+        # seek per base), 560 MB take 0.2 s instead of 0.35-0.5 s on tmpfs.
+        with open(tmp, "wb", buffering=PACK_BUFFER) as pack:
             for digest, data in bases:
                 if data is not None and hash_bytes(data) == digest:
-                    places[digest] = (pack.tell(), len(data))
+                    places[digest] = (offset, len(data))
                     pack.write(data)
+                    offset += len(data)
         if not places:
             tmp.unlink()
             return 0
