@@ -14,11 +14,13 @@ content and vector), so m2 and m0 can merge against X as well.  In-process: the 
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from peersync.core.mergefile import merge_base
-from peersync.replica.handler import Handler
+from peersync.replica.handler import PRUNE_EVERY, Handler
 from peersync.replica.scan import hash_bytes
+from peersync.replica.store import LOGBASE_PRUNED
 from peersync.testing.inprocess import sync_local
 from peersync.workspace.workspace import Workspace
 
@@ -167,7 +169,9 @@ def test_bases_keep_keeps_only_well_formed_bases_and_merge_bases_answers_them(tm
     handler.release()
     assert Handler(ws.root).op_merge_bases(["USER.md"]) == {"USER.md": [[hash_bytes(good), vv]]}
     assert Handler(ws.root).op_logbase_get([hash_bytes(good)]) == {hash_bytes(good): good}
-    handler.op_housekeeping(prune_logbases=True)
+    marker = ws.state / LOGBASE_PRUNED  # (touched as the log base dir was made: pruned an hour ago)
+    os.utime(marker, (marker.stat().st_mtime - PRUNE_EVERY - 5,) * 2)
+    assert handler.op_housekeeping(prune_logbases=True)["logbases_pruned"] == 0
     assert handler.op_logbase_get([hash_bytes(good)]) == {hash_bytes(good): good}
 
 

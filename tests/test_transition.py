@@ -373,3 +373,26 @@ def test_prune_leaves_full_packs_as_they_are(store, monkeypatch):
     assert len([p for p in store.logbase_dir.iterdir() if not p.name.endswith(".idx")]) == 2
     got = store.logbases([h for _, h in saved])
     assert all(hash_bytes(got[h]) == h for h in keep)
+
+
+def test_a_new_log_base_dir_counts_as_pruned_so_a_first_sync_does_not_read_its_ancestors_again(tmp_path):
+    """The bases a first sync keeps are all its new ancestor's: the prune that would read that
+    ancestor back right after finds nothing, so it is due an hour after the dir was made."""
+    from peersync.replica.handler import PRUNE_EVERY, Handler
+    from peersync.replica.store import LOGBASE_PRUNED
+
+    handler = Handler(tmp_path)
+    assert not handler.store.logbase_dir.exists()
+    kept = [(hash_bytes(b"%d" % i), b"%d" % i) for i in range(3)]
+    assert handler.store.keep_bases(kept) == 3
+    marker = handler.ws.state / LOGBASE_PRUNED
+    assert marker.is_file()
+    assert "logbases_pruned" not in handler.op_housekeeping(prune_logbases=True)  # not due: nothing read
+    assert handler.store.logbases([d for d, _ in kept]) == dict(kept)
+    old = time.time() - PRUNE_EVERY - 5
+    os.utime(marker, (old, old))
+    assert handler.op_housekeeping(prune_logbases=True)["logbases_pruned"] == 3  # no ancestor names them
+    # A dir that already existed (an older peersync's, a prune's) leaves the marker as it is.
+    os.utime(marker, (old, old))
+    handler.store.keep_bases([(hash_bytes(b"new"), b"new")])
+    assert marker.stat().st_mtime == pytest.approx(old, abs=1)

@@ -38,7 +38,7 @@ from peersync.errors import StateDirError
 from peersync.replica import bases, fsprobe, sparse, tombstones, watched
 from peersync.replica.scan import (CACHE_ROW_BYTES, MARSHAL_VERSION, ScanResult, StatCache, cache_kept, forget_cache,
                                    hash_bytes, rewrite_pays, scan)
-from peersync.replica.store import Refused, Store, hash_fd
+from peersync.replica.store import LOGBASE_PRUNED, Refused, Store, hash_fd
 from peersync.replica.versions import Versions, open_versions
 from peersync.workspace.locate import looks_like_workspace
 from peersync.workspace.lock import state_lock
@@ -1132,7 +1132,7 @@ class Handler:
                 out["trash_purged"] = self.store.purge_trash(days)
         # Merge bases no ancestor refers to any more are dropped — deciding reads every ancestor
         # (megabytes at 100k files), and stale bases only cost disk space.
-        if not prune_logbases or not self.store.logbase_dir.is_dir() or not self._due("logbase.pruned"):
+        if not prune_logbases or not self.store.logbase_dir.is_dir() or not self._due(LOGBASE_PRUNED):
             return out
         keep: set[str] = set()
         ancestors, clouds = self.ws.state / "ancestors", self.ws.state / "cloud"

@@ -43,6 +43,10 @@ CONFLICTS_FORMAT = 1
 PACK_MIN = 16  # log bases saved at once from which one pack file holds them (see save_logbases)
 STASH_MAX = 32 << 20  # bytes of stashed merge bases (stash_bases) held before they are written
 PACK_BUFFER = 1 << 20  # bytes written to a pack per write(2) (_store_bases)
+# In the state dir: touched by each prune of unreferenced log bases (Handler.op_housekeeping, at
+# most hourly), and when the log base dir is made — it holds nothing to prune then, and a first
+# sync need not read its new ancestor again to find that out (~0.3 s at 100k files, both sides).
+LOGBASE_PRUNED = "logbase.pruned"
 PACKS_MAX = 8  # small packs beyond which a prune combines them (prune_logbases)
 PACK_FULL = STASH_MAX  # bytes from which a pack is left as it is while mostly referenced (prune_logbases)
 _CONFLICT_ID = re.compile(r"c-[0-9a-f]{1,32}")
@@ -673,7 +677,11 @@ class Store:
         size]), written after the pack so an index never points into a missing pack."""
         if not count:
             return 0
+        made = not _lexists(self.logbase_dir)
         self._state_sub("logbase")
+        if made:
+            with contextlib.suppress(OSError):
+                (self.state / LOGBASE_PRUNED).touch()
         saved = 0
         if count < PACK_MIN:
             for digest, data in bases:
