@@ -71,3 +71,40 @@ def test_fast_exclude_matcher_agrees_with_pathspec():
         assert sel._match(path + "/") == spec.match_file(path + "/")
 
     check()
+
+
+def _check_relpath_by_regexes(path: str) -> bool:
+    """check_relpath's verdict as it was before its substring pre-tests: each regex on every path."""
+    from peersync.core.paths import _CONTROL, _NOT_NORMAL, in_state_dir
+
+    if not path or path[0] == "/" or (len(path) > 1 and path[1] == ":"):
+        return False
+    if _CONTROL.search(path) or _NOT_NORMAL.search(path) or in_state_dir(path):
+        return False
+    raw = path.encode("utf-8", "surrogateescape")
+    return not (len(raw) > 4096 or (len(raw) > 255 and any(len(p) > 255 for p in raw.split(b"/"))))
+
+
+def test_check_relpath_pre_tests_refuse_exactly_what_the_regexes_do():
+    from hypothesis import example, given, settings
+    from hypothesis import strategies as st
+
+    pieces = st.sampled_from([".", "..", "/", "//", "a", "memory", "x.md", ".hidden", "a.", "..b", "\\", "\x00",
+                              "\n", "\x7f", "\x1f", " ", "\u00a0", "\u2028", "\u0085", "ü", "u\u0308", "C:"])
+
+    @settings(max_examples=2000, deadline=None)
+    @given(st.lists(pieces, min_size=1, max_size=8).map("".join) | st.text(max_size=12))
+    @example("memory/..")
+    @example("./a")
+    @example("a/./b")
+    @example("a/...")
+    @example(".a/b")
+    @example("memory/a\\b")
+    def check(path):
+        try:
+            accepted = check_relpath(path) == path
+        except BadPath:
+            accepted = False
+        assert accepted == _check_relpath_by_regexes(path), path
+
+    check()

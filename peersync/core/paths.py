@@ -32,9 +32,12 @@ def check_relpath(path: object) -> str:
         raise BadPath(f"not a path: {path!r}")
     if path[0] == "/" or (len(path) > 1 and path[1] == ":"):
         raise BadPath(f"absolute path refused: {path!r}")
-    if _CONTROL.search(path):
+    # Each regex is asked only where it could match (the second alone took 2 µs a path, most of
+    # this check): a control character is not printable, and a `.` or `..` name starts the path
+    # or follows a slash.
+    if (not path.isprintable() or "\\" in path) and _CONTROL.search(path):
         raise BadPath(f"control character or backslash in path: {path!r}")
-    if _NOT_NORMAL.search(path):
+    if "//" in path or path[-1] == "/" or ((path[0] == "." or "/." in path) and _NOT_NORMAL.search(path)):
         raise BadPath(f"path is not normalised or escapes the workspace: {path!r}")
     if in_state_dir(path):
         raise BadPath(f"path inside peersync's state directory refused: {path!r}")
