@@ -331,6 +331,31 @@ def test_which_files_merge(path, strategies):
     assert RULES.strategies(path) == strategies
 
 
+@pytest.mark.parametrize("merge", [DEFAULT_MERGE, ("*.md", "/notes/**", "memory/a?c/*.json", "[Mm]emo*.md"),
+                                   ("memory/**/*.md", "!memory/private/*.md", "memory/private/keep.md")])
+def test_merge_patterns_match_as_pathspec_does(merge):
+    """The merge patterns go through one regex where none is negated (selection.matcher): the same
+    paths merge as pathspec's own matching gives, and a `!` pattern keeps pathspec's order."""
+    import pathspec
+    from hypothesis import example, given, settings
+    from hypothesis import strategies as st
+
+    rules, spec = MergeRules((), merge), pathspec.GitIgnoreSpec.from_lines(merge)
+    names = st.sampled_from(["memory", "MEMORY.md", "USER.md", "a.md", "abc", "x.json", "notes", "private",
+                             "keep.md", "Memo1.md", "memo.md", "b.txt", "md", ".md", "2026-01-26.md"])
+
+    @settings(max_examples=400, deadline=None)
+    @given(st.lists(names, min_size=1, max_size=5))
+    @example(["memory", "private", "a.md"])
+    @example(["memory", "private", "keep.md"])
+    @example(["memory", "abc", "x.json"])
+    def check(parts):
+        path = "/".join(parts)
+        assert rules.mergeable(path) == spec.match_file(path), path
+
+    check()
+
+
 def version(data: bytes, machine: str, mtime: int) -> Version:
     return Version(data, machine, mtime)
 

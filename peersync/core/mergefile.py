@@ -23,6 +23,7 @@ import pathspec
 from peersync.core import versions
 from peersync.core.jsonmerge import merge_json
 from peersync.core.merge import append_merge, insertion_merge
+from peersync.core.selection import matcher
 from peersync.core.textmerge import Version, merge_back as merge_text_back, merge_text
 from peersync.core.types import Entry, Side
 from peersync.core.versions import VV
@@ -66,14 +67,15 @@ class MergeRules:
 
     def __init__(self, logs: tuple[str, ...], merge: tuple[str, ...]):
         self.is_log = log_matcher(logs)
-        self._merge = pathspec.GitIgnoreSpec.from_lines(merge)
+        # (~0.8 µs a path, not pathspec's 2.6: a first sync of 100k files asks for each before its first batch)
+        self._merge = matcher(pathspec.GitIgnoreSpec.from_lines(merge))
         self._known: dict[str, tuple[str, ...]] = {}  # a sync asks about the same paths again and again
 
     def strategies(self, path: str) -> tuple[str, ...]:
         found = self._known.get(path)
         if found is None:
             found = (APPEND, INSERT) if self.is_log(path) else ()
-            if self._merge.match_file(path):
+            if self._merge(path):
                 found += (JSON,) if path.endswith(".json") else (TEXT,)
             if len(self._known) >= KNOWN_MAX:
                 self._known.clear()

@@ -41,7 +41,7 @@ class Selection:
         spec = pathspec.GitIgnoreSpec.from_lines(self.exclude)
         negated = any(p.include is False for p in spec.patterns)
         object.__setattr__(self, "_negated", negated)
-        object.__setattr__(self, "_match", spec.match_file if negated else _combined(spec))
+        object.__setattr__(self, "_match", matcher(spec))
         by_names = not negated and all(map(_by_name, self.exclude))
         object.__setattr__(self, "_by_names", by_names)
         object.__setattr__(self, "_names", _file_names(self.exclude) if by_names else None)
@@ -150,6 +150,12 @@ def _file_names(patterns: tuple[str, ...]) -> Callable[[str], bool]:
                 return True
         return others is not None and others(name)
     return excluded
+
+
+def matcher(spec: pathspec.PathSpec) -> Callable[[str], bool]:
+    """`spec.match_file` for wire paths (normalised already): one regex pass where no `!` pattern
+    asks for pathspec's own last-match-wins order."""
+    return spec.match_file if any(p.include is False for p in spec.patterns) else _combined(spec)
 
 
 def _combined(spec: pathspec.PathSpec) -> Callable[[str], bool]:
