@@ -191,6 +191,33 @@ def test_prepare_refuses_what_is_not_a_regular_file(store):
         store.prepare(fifo, new_entry(b""))
 
 
+def test_read_gives_a_file_its_bytes_a_link_its_target_an_empty_folder_nothing_and_refuses_the_rest(store, tmp_path):
+    """What a sync sends of each kind of entry (scan.py's entries): a file's bytes, a link's target
+    (never what it points to), an empty folder's nothing.  A folder with files, a fifo (opened
+    without blocking) and a link in the path are refused; a missing file is an OSError."""
+    memory = store.root / "memory"
+    (memory / "a.md").write_bytes(b"notes\n")
+    (memory / "empty.md").write_bytes(b"")
+    outside = tmp_path.parent / (tmp_path.name + "-secret")
+    outside.write_bytes(b"secret")
+    os.symlink(outside, memory / "link.md")
+    (memory / "hollow").mkdir()
+    (memory / "full").mkdir()
+    (memory / "full" / "x.md").write_bytes(b"x")
+    os.mkfifo(memory / "pipe.md")
+    os.symlink(memory / "full", memory / "via")
+    assert store.read(["memory/a.md", "memory/empty.md", "memory/link.md", "memory/hollow"]) == {
+        "memory/a.md": b"notes\n", "memory/empty.md": b"", "memory/link.md": os.fsencode(outside),
+        "memory/hollow": b""}
+    for path in ("memory/full", "memory/pipe.md"):
+        with pytest.raises(Refused, match="not a regular file"):
+            store.read([path])
+    with pytest.raises(Refused, match="symbolic link"):
+        store.read(["memory/via/x.md"])
+    with pytest.raises(FileNotFoundError):
+        store.read(["memory/gone.md"])
+
+
 def test_prepare_sets_mode_and_mtime_only_where_they_differ(store):
     src = staged(store, b"hello")
     store.prepare(src, new_entry(b"hello"))
