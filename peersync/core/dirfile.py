@@ -22,19 +22,22 @@ REASON = "dir-file"
 def settle(plan: Plan) -> Plan:
     """`plan` with every folder/file clash turned into: the file set aside (a DELETE with
     `quarantine`, reason "dir-file"), the folder's files copied to the file's side."""
-    folders = {Side.LOCAL: set(), Side.REMOTE: set()}  # folders each side holds, as the plan shows them
-    edited = {Side.LOCAL: set(), Side.REMOTE: set()}  # folders holding a change that side made
+    # The folders each side holds, as the plan shows them, and those holding a change that side
+    # made.  (Each side spelt out: a first sync comes here with every file of the tree.)
+    local_folders, remote_folders, local_edited, remote_edited = set(), set(), set(), set()
     for c in plan.changes:
         # A side's own change: its version goes out, or meets the other side's (merge, conflict).
-        both = c.action is Action.MERGE or c.action is Action.CONFLICT
-        for side, entry in ((Side.LOCAL, c.local), (Side.REMOTE, c.remote)):
-            if entry is not None:
-                moved = both or (c.action is Action.COPY and c.target is side.other)
-                _add_parents(c.path, folders[side], edited[side] if moved else None)
+        action = c.action
+        both = action is Action.MERGE or action is Action.CONFLICT
+        if c.local is not None:
+            moved = both or (action is Action.COPY and c.target is Side.REMOTE)
+            _add_parents(c.path, local_folders, local_edited if moved else None)
+        if c.remote is not None:
+            moved = both or (action is Action.COPY and c.target is Side.LOCAL)
+            _add_parents(c.path, remote_folders, remote_edited if moved else None)
     clashes: dict[str, Side] = {}  # path -> the side holding a file there
     # (side, the folders the other side holds, those of them it edited in)
-    facing = ((Side.LOCAL, folders[Side.REMOTE], edited[Side.REMOTE]),
-              (Side.REMOTE, folders[Side.LOCAL], edited[Side.LOCAL]))
+    facing = ((Side.LOCAL, remote_folders, remote_edited), (Side.REMOTE, local_folders, local_edited))
     for c in plan.changes:
         for side, other_folders, other_edited in facing:
             if c.path not in other_folders:
