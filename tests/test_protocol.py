@@ -11,7 +11,7 @@ import pytest
 from peersync.replica.handler import Handler
 from peersync.replica.scan import hash_bytes
 from peersync.transport.agent import serve
-from peersync.transport.protocol import blob_size, decode, encode
+from peersync.transport.protocol import BYTES, blob_size, decode, encode
 from peersync.transport.ssh import read_frame
 
 
@@ -41,6 +41,32 @@ def test_bytes_travel_raw_after_the_line_and_come_back_as_bytes():
     line, blob = split(frame)
     assert len(line) < 200  # the JSON holds references, not the content
     assert decode(line, blob) == message
+
+
+def test_any_message_of_plain_values_and_bytes_comes_back_as_it_went():
+    """Encoding skips json's check for circular references (messages are made of plain values): any
+    such message still travels whole, names that are not UTF-8 (lone surrogates) included, and
+    its JSON is what the checking encoder writes."""
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    names = st.text(st.characters(exclude_categories=()), max_size=12)  # (lone surrogates too)
+    keys = names.filter(lambda k: k != BYTES)
+    leaves = st.none() | st.booleans() | st.integers(-2**63, 2**64) | names | st.binary(max_size=20)
+    values = st.recursive(leaves, lambda inner: st.lists(inner, max_size=4) | st.dictionaries(keys, inner, max_size=4),
+                          max_leaves=20)
+
+    @settings(max_examples=300, deadline=None)
+    @given(st.dictionaries(keys, values, max_size=4))
+    def check(message):
+        frame = encode(message)
+        line, blob = split(frame)
+        assert decode(line, blob) == message
+        if blob is None:
+            checked = json.dumps(message, separators=(",", ":"), ensure_ascii=False)
+            assert line == checked.encode("utf-8", "backslashreplace") + b"\n"
+
+    check()
 
 
 def test_bad_frames_and_references_are_refused():
