@@ -170,3 +170,45 @@ def test_settle_finds_an_edit_deep_in_a_folder_whose_parents_an_unedited_file_na
     # the folder's file the remote removed comes back to it with the folder
     assert (settled["memory/proj/deep/er/a.md"].action, settled["memory/proj/deep/er/a.md"].target) == (
         Action.COPY, Side.REMOTE)
+
+
+def test_the_order_of_deletions_and_copies_is_the_one_each_folder_walk_gives():
+    """execute._reordered (which deletions go before the copies, which copies after the deletions)
+    adds each folder once and stops at one it holds: the same two lists as walking every parent of
+    every path, whatever the plan (hypothesis: files, folders, both sides, nested names)."""
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    from peersync.core.types import DIR, Action, Change, Entry, Side
+    from peersync.sync.execute import _reordered
+
+    def by_every_parent(changes):
+        below = {Side.LOCAL: set(), Side.REMOTE: set()}
+        for c in changes:
+            if c.target is not None and c.action in (Action.COPY, Action.DELETE):
+                head = c.path.rpartition("/")[0]
+                while head:
+                    below[c.target].add(head)
+                    head = head.rpartition("/")[0]
+        first = [c for c in changes if c.action is Action.DELETE and c.path in below[c.target]
+                 and c.entry(c.target) is not None and c.entry(c.target).kind != DIR]
+        last = [c for c in changes if c.action is Action.COPY and c.path in below[c.target]]
+        return first, last
+
+    file, folder = Entry(1, 1, 0o644, "0" * 32), Entry(0, 0, DIR | 0o755, "0" * 32)
+    def make(parts, action, side, entry, other):
+        target = side if action in (Action.COPY, Action.DELETE) else None  # (as reconcile makes them)
+        held = (entry, other) if side is Side.LOCAL else (other, entry)
+        return Change("/".join(parts), action, target, *held, None, "x")
+
+    change = st.builds(make, st.lists(st.sampled_from(["a", "b", "c"]), min_size=1, max_size=4),
+                       st.sampled_from([Action.COPY, Action.DELETE, Action.ADOPT, Action.MERGE]),
+                       st.sampled_from([Side.LOCAL, Side.REMOTE]), st.sampled_from([file, folder, None]),
+                       st.sampled_from([file, folder, None]))
+
+    @settings(max_examples=400, deadline=None)
+    @given(st.lists(change, max_size=12))
+    def check(changes):
+        assert _reordered(changes) == by_every_parent(changes)
+
+    check()

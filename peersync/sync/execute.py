@@ -739,16 +739,19 @@ async def _none():
 def _reordered(changes: list[Change]) -> tuple[list[Change], list[Change]]:
     """(deletions to run before the copies, copies to run after the deletions): a file deleted
     where the same side receives files below it; a file copied where that side holds files below it."""
-    below: dict[Side, set[str]] = {Side.LOCAL: set(), Side.REMOTE: set()}
+    # (A first sync comes here with every file of the tree: each folder is added once, and each
+    # side's set is looked up by an identity test, not by hashing the Side every time.)
+    local, remote = set(), set()
     for c in changes:
-        if c.target is not None and c.action in (Action.COPY, Action.DELETE):
+        if c.target is not None and (c.action is Action.COPY or c.action is Action.DELETE):
+            below = local if c.target is Side.LOCAL else remote
             head = c.path.rpartition("/")[0]
-            while head:
-                below[c.target].add(head)
+            while head and head not in below:  # a folder there has its own parents there too
+                below.add(head)
                 head = head.rpartition("/")[0]
-    first = [c for c in changes if c.action is Action.DELETE and c.path in below[c.target]
+    first = [c for c in changes if c.action is Action.DELETE and c.path in (local if c.target is Side.LOCAL else remote)
              and c.entry(c.target) is not None and c.entry(c.target).kind != DIR]
-    last = [c for c in changes if c.action is Action.COPY and c.path in below[c.target]]
+    last = [c for c in changes if c.action is Action.COPY and c.path in (local if c.target is Side.LOCAL else remote)]
     return first, last
 
 
