@@ -168,3 +168,46 @@ def test_the_agent_reads_the_next_request_while_it_handles_one_and_answers_in_or
     assert replies[3]["kind"] == "protocol" and "bad request" in replies[3]["error"]
     # during request n the stream stood at the end of request n + 1: read one ahead, no further
     assert seen == [(1, ends[1], True), (2, ends[2], True), (3, ends[3], True)]
+
+
+def test_a_request_waits_for_the_ones_before_it_to_go_out_and_keeps_its_place_in_line():
+    """Session.request lets what earlier requests left in the write buffer go out before it encodes
+    its own (encoding a large request holds the event loop, which then could not write theirs);
+    requests that waited together are still sent in the order of their ids, which is the order the
+    agent answers in."""
+    from peersync.transport.ssh import Session
+    from peersync.workspace.peer import Peer
+
+    class Stdin:
+        def __init__(self):
+            self.frames, self.flowing = [], asyncio.Event()
+
+        def write(self, data: bytes) -> None:
+            self.frames.append(decode(data))
+
+        async def drain(self) -> None:
+            await self.flowing.wait()
+
+        def is_closing(self) -> bool:
+            return False
+
+    class Process:
+        def __init__(self):
+            self.stdin, self.stdout = Stdin(), asyncio.StreamReader()
+
+    async def run():
+        process = Process()
+        session = Session(Peer("p", "h"), None, process, {}, 0.0, 0.0)
+        asked = [asyncio.ensure_future(session.request("scan", n=n)) for n in range(5)]
+        await asyncio.sleep(0.05)
+        assert process.stdin.frames == []  # each waits for the buffer to empty before it is encoded
+        process.stdin.flowing.set()
+        while len(process.stdin.frames) < 5:
+            await asyncio.sleep(0.01)
+        ids = [frame["id"] for frame in process.stdin.frames]
+        assert ids == sorted(ids)
+        for frame in process.stdin.frames:
+            process.stdout.feed_data(encode({"id": frame["id"], "ok": True, "result": {"n": frame["args"]["n"]}}))
+        assert [r["n"] for r in await asyncio.gather(*asked)] == list(range(5))
+
+    asyncio.run(run())

@@ -114,6 +114,17 @@ class Session(Replica):
     async def request(self, op: str, **args):
         if self._lost is not None:
             raise self._connection_lost(op)
+        # The requests before this one go out first: encoding a large one holds this loop, which
+        # meanwhile could not write what is left of theirs (after a first sync of 100k files the
+        # peer got its first save 1 s late, while its second was encoded).  No await between
+        # taking a place in line and sending: the agent answers in the order it reads.
+        try:
+            await self._drain()
+        except self._lost_errors() as err:
+            self._fail_all(err)
+            raise self._connection_lost(op, err) from None
+        if self._lost is not None:
+            raise self._connection_lost(op)
         self._next += 1
         future = asyncio.get_running_loop().create_future()
         self._waiting.append((self._next, op, future))
