@@ -1,5 +1,9 @@
 """Path validation and the selection (pure, no I/O)."""
 
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 
 from peersync.core.paths import BadPath, check_relpath
@@ -71,6 +75,54 @@ def test_fast_exclude_matcher_agrees_with_pathspec():
         assert sel._match(path + "/") == spec.match_file(path + "/")
 
     check()
+
+
+def test_plain_name_patterns_match_as_pathspec_does():
+    """Name patterns (the defaults, and any like them) are matched without pathspec; wherever that
+    path is taken, every path — a file's, or a folder's as "dir/" — gets pathspec's own answer."""
+    import pathspec
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    from peersync.core.selection import DEFAULT_EXCLUDES, _plain_names
+
+    pieces = ["a", "b", ".", "#", "~", "*", "!", "\\", " ", "tmp", "git", "x"]
+    pattern = st.lists(st.sampled_from(pieces), min_size=1, max_size=4).map("".join) | st.sampled_from(
+        list(DEFAULT_EXCLUDES) + ["/", "a//", " a/", "a /", "#c/", "*", "*/", "a*b", "a*b/", "\\!a", "\\#a#"])
+    patterns = st.lists(st.one_of(pattern, pattern.map(lambda p: p + "/")), min_size=1, max_size=5)
+    name = st.lists(st.sampled_from(["a", "b", ".", "#", "~", "tmp", "git", "x", ".git", "ab", "a.tmp", "#a#"]),
+                    min_size=1, max_size=3).map("".join).filter(lambda n: n not in (".", ".."))
+    paths = st.lists(name, min_size=1, max_size=4).map("/".join)  # wire paths: check_relpath passes them
+    taken = []
+
+    @settings(max_examples=1500, deadline=None)
+    @given(patterns, st.lists(paths, min_size=1, max_size=6))
+    def check(lines, many):
+        match = _plain_names(tuple(lines))
+        if match is None:
+            return
+        taken.append(lines)
+        spec = pathspec.GitIgnoreSpec.from_lines(lines)
+        for path in many:
+            assert match(path) == spec.match_file(path), (lines, path)
+            assert match(path + "/") == spec.match_file(path + "/"), (lines, path + "/")
+
+    check()
+    assert len(taken) > 300  # most sets drawn were plain names: the comparison ran
+    assert _plain_names(DEFAULT_EXCLUDES) is not None
+    for odd in (["a?"], ["!a"], ["a/b"], ["**/a"], ["a[bc]"], ["a "], ["/"], ["a//"]):
+        assert _plain_names(tuple(odd)) is None, odd  # left to pathspec
+
+
+def test_the_agent_starts_without_pathspec():
+    """A cold agent with the default excludes never imports pathspec (~20 ms of every new
+    connection's start-up on a slow peer)."""
+    code = ("import sys\nfrom peersync.transport import agent\nfrom peersync.core.selection import Selection\n"
+            "s = Selection()\nassert s.excludes_dir('memory/.git') and s.contains('memory/a.md')\n"
+            "print('pathspec' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         cwd=Path(__file__).resolve().parent.parent)
+    assert out.stdout.strip() == "False", out.stderr
 
 
 def _check_relpath_by_regexes(path: str) -> bool:

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from typing import Callable
-
-import pathspec
+from typing import TYPE_CHECKING, Callable
 
 from peersync.core.paths import in_state_dir
+
+if TYPE_CHECKING:
+    import pathspec
 
 DEFAULT_ROOTS = ("memory", "MEMORY.md", "USER.md", "HEARTBEAT.md")
 SKILLS_ROOT = "skills"
@@ -38,10 +39,16 @@ class Selection:
     def __post_init__(self) -> None:
         roots = tuple(dict.fromkeys(r.strip("/") for r in self.roots if r.strip("/")))
         object.__setattr__(self, "roots", tuple(r for r in roots if _top(r) not in NEVER))
-        spec = pathspec.GitIgnoreSpec.from_lines(self.exclude)
-        negated = any(p.include is False for p in spec.patterns)
+        match = _plain_names(self.exclude)
+        negated = False
+        if match is None:
+            import pathspec  # lazy: plain name patterns (the defaults) need none of it — nor its ~20 ms of start-up
+
+            spec = pathspec.GitIgnoreSpec.from_lines(self.exclude)
+            negated = any(p.include is False for p in spec.patterns)
+            match = matcher(spec)
         object.__setattr__(self, "_negated", negated)
-        object.__setattr__(self, "_match", matcher(spec))
+        object.__setattr__(self, "_match", match)
         by_names = not negated and all(map(_by_name, self.exclude))
         object.__setattr__(self, "_by_names", by_names)
         object.__setattr__(self, "_names", _file_names(self.exclude) if by_names else None)
@@ -119,6 +126,51 @@ def _file_names(patterns: tuple[str, ...]) -> Callable[[str], bool]:
     (trailing /) never excludes a file; a plain name, `*suffix`, `prefix*` or `prefix*suffix` (the
     defaults) is a set lookup or str.endswith / startswith, at C speed, per file of every scan;
     any other pattern goes through pathspec's own regex, as before."""
+    *plain, rest = _classify([p for p in patterns if not p.endswith("/")])
+    if not rest:
+        return _name_test(*plain)
+    import pathspec  # lazy: only a name pattern that is not plain needs its regex
+
+    return _name_test(*plain, others=_combined(pathspec.GitIgnoreSpec.from_lines(rest)))
+
+
+def _plain_names(patterns: tuple[str, ...]) -> Callable[[str], bool] | None:
+    """The whole match of gitignore patterns that are all plain names (_classify: the defaults),
+    without pathspec; None when one is anything else.  Such a pattern matches a name at any
+    depth, and everything below a folder it matches: a path is excluded when one of its folders'
+    names matches a pattern, or its own name (a file's, or a folder's given as "name/") one that
+    is not for folders only.  tests/test_paths.py holds it to pathspec's own answers."""
+    if not all(map(_by_name, patterns)):
+        return None
+    files = [p for p in patterns if not p.endswith("/")]
+    folders_only = [p[:-1] for p in patterns if p.endswith("/")]
+    if any(not p.strip() or p.endswith("/") for p in folders_only):
+        return None  # "/" or "name//": left to pathspec
+    *for_files, rest = _classify(files)
+    *for_folders, rest_folders = _classify(folders_only)
+    if rest or rest_folders:
+        return None
+    # One search, at C speed: a name the patterns match, whole between slashes (or the path's
+    # ends); a folder-only one must be followed by a slash.
+    either, folder = _name_regex(*for_files), _name_regex(*for_folders)
+    alternatives = [f"(?:{either})(?:/|$)" if either else "", f"(?:{folder})/" if folder else ""]
+    if not any(alternatives):
+        return lambda path: False
+    regex = re.compile("(?:^|/)(?:" + "|".join(a for a in alternatives if a) + ")")
+    return lambda path: regex.search(path) is not None
+
+
+def _name_regex(exact: set, ends: tuple, starts: tuple, around: list) -> str:
+    """One regex alternation for whole names: exact, `*suffix`, `prefix*`, `prefix*suffix`."""
+    some = "[^/]*"
+    return "|".join([*(re.escape(n) for n in sorted(exact)), *(some + re.escape(e) for e in ends),
+                     *(re.escape(b) + some for b in starts), *(re.escape(b) + some + re.escape(a) for b, a in around)])
+
+
+def _classify(patterns) -> tuple[set, tuple, tuple, list, list]:
+    """Name patterns by how a name is tested: (exact names, `*suffix`es, `prefix*`es,
+    `prefix*suffix` pairs, the rest: any other glob, or spaces gitignore reads its own way).
+    Blank lines and comments are no patterns."""
     exact, suffixes, prefixes, around, rest = set(), [], [], [], []
     for pattern in patterns:
         if not pattern.strip() or pattern.startswith("#"):  # blank or a comment: no pattern (gitignore)
@@ -126,8 +178,6 @@ def _file_names(patterns: tuple[str, ...]) -> Callable[[str], bool]:
         if pattern.strip() != pattern:
             rest.append(pattern)  # spaces: as gitignore reads them
             continue
-        if pattern.endswith("/"):
-            continue  # folders only
         plain = pattern[1:] if pattern[:2] in ("\\#", "\\!") else pattern  # an escaped leading # or !
         if any(c in plain for c in "\\?[]") or plain.startswith("!") or plain.count("*") > 1:
             rest.append(pattern)
@@ -139,9 +189,10 @@ def _file_names(patterns: tuple[str, ...]) -> Callable[[str], bool]:
             prefixes.append(plain[:-1])
         else:
             around.append(tuple(plain.split("*")))
-    others = _combined(pathspec.GitIgnoreSpec.from_lines(rest)) if rest else None
-    ends, starts = tuple(suffixes), tuple(prefixes)
+    return exact, tuple(suffixes), tuple(prefixes), around, rest
 
+
+def _name_test(exact: set, ends: tuple, starts: tuple, around: list, others=None) -> Callable[[str], bool]:
     def excluded(name: str) -> bool:
         if name in exact or name.endswith(ends) or name.startswith(starts):
             return True
