@@ -5,7 +5,7 @@ from __future__ import annotations
 import ctypes
 import os
 import sys
-from typing import Callable
+from collections.abc import Callable  # (not typing: ~4 ms before a cold sync starts its ssh)
 
 
 def die_with_parent() -> Callable[[], None] | None:
