@@ -77,6 +77,19 @@ def test_fast_exclude_matcher_agrees_with_pathspec():
     check()
 
 
+def test_unanchored_patterns_match_as_pathspec_does():
+    """pathspec searches a pattern's regex: "**/" (every folder) is the unanchored "/", and "*/"
+    among patterns that are not all plain names goes the same way — neither is a match at the
+    path's start only."""
+    import pathspec
+
+    for patterns in (["**/", "a?"], ["*/", "b?"], ["**", "[ab]"], ["*/"], ["**/"]):
+        sel = Selection(roots=("memory",), exclude=tuple(patterns))
+        spec = pathspec.GitIgnoreSpec.from_lines(patterns)
+        for path in ("memory/a", "memory/a/b", "memory/", "memory", "ab", "x/ab", "a/"):
+            assert sel._match(path) == spec.match_file(path), (patterns, path)
+
+
 def test_plain_name_patterns_match_as_pathspec_does():
     """Name patterns (the defaults, and any like them) are matched without pathspec; wherever that
     path is taken, every path — a file's, or a folder's as "dir/" — gets pathspec's own answer."""

@@ -218,5 +218,7 @@ def _combined(spec: pathspec.PathSpec) -> Callable[[str], bool]:
         return spec.match_file
     if not parts:
         return lambda path: False
-    regex = re.compile("|".join(f"(?:{part})" for part in parts))
+    # pathspec searches each regex; most are anchored (^…), but not all ("*/" is "/": a path with
+    # a folder): one searched anywhere is matched after any prefix.
+    regex = re.compile("|".join(f"(?:{part})" if part.startswith("^") else f"(?s:.*?)(?:{part})" for part in parts))
     return lambda path: regex.match(path) is not None
