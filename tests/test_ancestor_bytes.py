@@ -181,7 +181,7 @@ def test_a_cold_process_reads_the_ancestor_from_its_copy_exactly_as_the_json_rea
 
 @settings(max_examples=60, deadline=None)
 @given(st.dictionaries(NAMES, WIRE, max_size=30), st.dictionaries(NAMES, WIRE, max_size=8), st.lists(NAMES, max_size=8),
-       st.sampled_from(["copy", "no lengths", "bad lengths", "no copy"]))
+       st.sampled_from(["copy", "no lengths", "bad lengths", "shifted lengths", "no copy"]))
 def test_a_cold_process_writes_an_ancestor_delta_cut_from_the_file_where_its_copy_says(first, changed, dropped, copy):
     """A new process's first delta write (a CLI's, a cold agent's) encodes only the entries that
     moved — the others' bytes are cut from the file at the lengths its copy holds — and writes
@@ -210,6 +210,14 @@ def test_a_cold_process_writes_an_ancestor_delta_cut_from_the_file_where_its_cop
             order = sorted(entries)
             handler_module.write_copy(path.with_suffix(".marshal"), digest, {"format": 3, "entries": entries},
                                       handler_module.Encoded(order, [b'"x"'] * len(order), entries))
+        elif copy == "shifted lengths":  # the right total, but the first cut a byte into the next entry
+            entries = json.loads(path.read_bytes())["entries"]
+            order = sorted(entries)
+            chunks = [handler_module._encoded_entry(p, entries[p]) for p in order]
+            if len(chunks) > 1:
+                chunks[0], chunks[-1] = chunks[0] + b"x", chunks[-1][:-1]
+            handler_module.write_copy(path.with_suffix(".marshal"), digest, {"format": 3, "entries": entries},
+                                      handler_module.Encoded(order, chunks, entries))
         elif copy == "no copy":
             path.with_suffix(".marshal").unlink()
         encoded_entries = []
@@ -227,6 +235,8 @@ def test_a_cold_process_writes_an_ancestor_delta_cut_from_the_file_where_its_cop
             assert put["applied"] and raw == canonical_json({"format": MANIFEST_FORMAT, "entries": expected})
             if copy == "copy" or step == 1:  # (the first write made a copy with lengths)
                 assert len(encoded_entries) <= len(delta["set"]), (step, copy)
+            elif copy == "shifted lengths" and len(chunks) < 2:
+                assert len(encoded_entries) <= len(delta["set"])  # (nothing was shifted)
             else:
                 assert len(encoded_entries) == len(expected)
             digest = put["digest"]
