@@ -116,9 +116,15 @@ def test_plain_name_patterns_match_as_pathspec_does():
             return
         taken.append(lines)
         spec = pathspec.GitIgnoreSpec.from_lines(lines)
+        sel = Selection(roots=("memory",), exclude=tuple(lines))
         for path in many:
             assert match(path) == spec.match_file(path), (lines, path)
             assert match(path + "/") == spec.match_file(path + "/"), (lines, path + "/")
+            # The walker's per-file test, for a file whose folders all passed (its precondition).
+            file = f"memory/{path}"
+            folders = file.split("/")[:-1]
+            if not any(spec.match_file("/".join(folders[:i]) + "/") for i in range(1, len(folders) + 1)):
+                assert sel.excludes_child(file) == spec.match_file(file), (lines, file)
 
     check()
     assert len(taken) > 300  # most sets drawn were plain names: the comparison ran
