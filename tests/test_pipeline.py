@@ -4,6 +4,8 @@ runs SSH, keeper and cloud pairs (tests/test_sync_e2e.py, test_keeper.py, test_c
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 import json
 import os
 import time
@@ -11,12 +13,16 @@ import time
 import pytest
 
 from peersync.core.render import report_text
-from peersync.core.types import Mode, Policy
+from peersync.core.types import Mode, Policy, Report
+from peersync.errors import BusyError, PeersyncError
 from peersync.replica.handler import Handler
 from peersync.sync import execute, journal
+from peersync.sync.pipeline import Job, sync_pair
 from peersync.testing.inprocess import sync_local
 from peersync.testing.trees import selection_files
-from peersync.workspace.workspace import Workspace
+from peersync.transport.local import LocalSession
+from peersync.workspace.lock import state_lock, workspace_lock
+from peersync.workspace.workspace import Peer, Workspace
 
 WHOLE = "memory/notes/plan.txt"  # a whole file (not in sync.merge): conflicts are decided, not merged
 
@@ -301,3 +307,131 @@ def test_a_process_that_installed_few_files_for_its_stat_cache_leaves_them_to_th
     monkeypatch.setattr(handler_module, "CACHE_ROW_BYTES", 0.25)  # and b's cache (~30 kB) reads as ~100k rows
     assert sync_local(a, b).ok
     assert Handler(b.root).scan().hashed == 300
+
+
+class InOrder(LocalSession):
+    """A replica that answers one request at a time in the order they were made, as an agent does
+    (caps.in_order), and records when each was made and answered.  Its lock is answered only once
+    a scan was asked for, or after a second."""
+
+    caps = dataclasses.replace(LocalSession.caps, in_order=True)
+
+    def __init__(self, root):
+        super().__init__(root)
+        self.events: list[tuple[str, str]] = []
+        self.scans: list[dict] = []
+        self._line = asyncio.Lock()  # (FIFO: requests are answered in the order they were made)
+
+    async def request(self, op: str, **args):
+        self.events.append(("asked", op))
+        if op == "scan":
+            self.scans.append(args)
+        try:
+            async with self._line:
+                if op == "lock":
+                    for _ in range(100):
+                        if ("asked", "scan") in self.events:
+                            break
+                        await asyncio.sleep(0.01)
+                reply = await super().request(op, **args)
+        except asyncio.CancelledError:
+            self.events.append(("dropped", op))
+            raise
+        self.events.append(("answered", op))
+        return reply
+
+    async def close(self) -> None:
+        self.events.append(("closed", ""))
+        await super().close()
+
+
+def sync_in_order(ws: Workspace, other: Workspace, hello: dict | None = None) -> tuple[Report, InOrder]:
+    """sync_local with `other` as an InOrder replica (`hello`: what its hello said instead)."""
+    cfg = ws.sync_config()
+    peer = Peer(name=other.root.name, host="in-process", path=str(other.root))
+    report = Report(peer=peer.name, host=peer.host, mode=Mode.SYNC, dry_run=False)
+    remote = None
+
+    async def run() -> None:
+        nonlocal remote
+        job = Job(ws, cfg, peer, Mode.SYNC, False, False, cfg.policy, asyncio.Lock())
+        local, remote = LocalSession(ws.root), InOrder(other.root)
+        remote.hello = {**remote.hello, **(hello or {})}
+        try:
+            await sync_pair(job, local, remote, report)
+        except PeersyncError as err:
+            report.error, report.error_kind = str(err), err.kind
+        finally:
+            await local.close()
+            await remote.close()
+
+    ws.ensure_state()
+    with workspace_lock(ws, 30, what="sync"):
+        asyncio.run(run())
+    return report, remote
+
+
+def test_an_agent_that_answers_in_order_gets_the_scan_right_behind_the_lock(a, b):
+    """A round trip less per sync: the scan is asked for before the lock is answered, with the
+    digest of the ancestor shared with the instance the hello named (a delta scan)."""
+    write(a, "MEMORY.md", "one\n")
+    sync_local(a, b)  # (an ancestor, and b's instance id known)
+    write(a, "memory/n.md", "two\n")
+    shared = Handler(a.root).op_ancestor_digest(b.instance_id)
+    report, remote = sync_in_order(a, b)
+    assert report.ok and read(b, "memory/n.md") == "two\n"
+    ops = [(what, op) for what, op in remote.events if op in ("lock", "selection", "scan")]
+    assert ops[:4] == [("asked", "lock"), ("asked", "selection"), ("asked", "scan"), ("answered", "lock")]
+    [scan] = remote.scans
+    assert scan["base_peer"] == a.instance_id
+    assert scan["base_digest"] == shared is not None
+
+
+def test_a_scan_sent_ahead_for_another_instance_is_dropped_and_asked_again(a, b):
+    """A hello that named another instance (a keeper's, from before the peer's workspace was made
+    anew): the scan sent behind the lock is dropped, and the peer is scanned for the instance the
+    lock's reply names, against the ancestor shared with that one."""
+    write(a, "MEMORY.md", "one\n")
+    sync_local(a, b)
+    write(b, "memory/n.md", "two\n")
+    shared = Handler(a.root).op_ancestor_digest(b.instance_id)
+    report, remote = sync_in_order(a, b, hello={"instance_id": "0" * 32})
+    assert report.ok and read(a, "memory/n.md") == "two\n"
+    assert [s["base_digest"] for s in remote.scans] == [None, shared] and shared is not None
+
+
+def test_a_session_whose_lock_was_refused_is_not_scanned(b):
+    """The scan that follows a lock request is refused when the lock was (another sync holds it):
+    nothing walks or writes a busy workspace for a run that stops."""
+    write(b, "MEMORY.md", "x\n")
+    handler = Handler(b.root)
+    with state_lock(b.state, 10, what="another sync"):
+        with pytest.raises(BusyError):
+            handler.op_lock(timeout=0)
+        with pytest.raises(BusyError, match="not scanned"):
+            handler.op_scan()
+    assert not handler._scan_cache.exists()
+    handler.op_lock(timeout=0)  # granted now: the session scans
+    assert "MEMORY.md" in handler.op_scan()["entries"]
+    handler.release()
+
+
+def test_a_peer_busy_with_another_sync_is_neither_scanned_nor_left_with_a_request(a, b, monkeypatch, caplog):
+    """The lock is refused (another sync holds the peer): the run stops with the peer's busy error,
+    and the scan sent behind the lock is dropped before the session closes (an agent refuses it
+    too: test_a_session_whose_lock_was_refused_is_not_scanned) — nothing scanned there, no reply
+    left unretrieved."""
+    from peersync.sync import pipeline
+
+    monkeypatch.setattr(pipeline, "REMOTE_LOCK_WAIT", 0.2)
+    monkeypatch.setattr(pipeline, "REMOTE_LOCK_YIELD", 0.2)
+    write(a, "MEMORY.md", "one\n", age=60)
+    sync_local(a, b)
+    Handler(b.root)._scan_cache.unlink(missing_ok=True)
+    write(a, "memory/n.md", "two\n", age=60)
+    with state_lock(b.state, 10, what="another sync"):
+        report, remote = sync_in_order(a, b)
+    assert report.error_kind == "busy" and not (b.root / "memory/n.md").exists()
+    assert ("asked", "scan") in remote.events and ("answered", "scan") not in remote.events
+    assert not Handler(b.root)._scan_cache.exists()
+    assert "never retrieved" not in caplog.text

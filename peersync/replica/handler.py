@@ -34,7 +34,7 @@ from peersync.core.selection import Intersection, Selection
 from peersync.core.limits import RANGE
 from peersync.core.types import MANIFEST_FORMAT, READABLE_FORMATS, Entry, gone_paths, new_objects
 from peersync.core.unknown import covered
-from peersync.errors import StateDirError
+from peersync.errors import BusyError, StateDirError
 from peersync.replica import bases, fsprobe, sparse, tombstones, watched
 from peersync.replica.scan import (CACHE_ROW_BYTES, MARSHAL_VERSION, ScanResult, StatCache, cache_kept, forget_cache,
                                    hash_bytes, rewrite_pays, scan)
@@ -84,6 +84,7 @@ class Handler:
         # session (unstage, release the lock) waits for one still running after its caller gave up.
         self._busy = threading.RLock()
         self._lock = None
+        self._lock_refused = False  # this session asked for the lock and did not get it (op_scan)
         self._versions: Versions | None = None
         # bases_keep's (path, hash, vector) triples, recorded with their content (stashed in the
         # store) by the run's logbase_save, or when the session ends: one write each per sync.
@@ -127,8 +128,12 @@ class Handler:
     def op_lock(self, timeout: float = 10.0, what: str = "sync") -> dict:
         if self._lock is None:
             lock = state_lock(self.ws.state, timeout, what=what)
-            lock.__enter__()
-            self._lock = lock
+            try:
+                lock.__enter__()
+            except BaseException:
+                self._lock_refused = True
+                raise
+            self._lock, self._lock_refused = lock, False
             return {"recovered": self.recover(), "instance_id": self.ws.instance_id}
         return {"recovered": 0, "instance_id": self.ws.instance_id}
 
@@ -147,6 +152,7 @@ class Handler:
             with contextlib.suppress(OSError, StateDirError):
                 if self._versions is not None or self.ws.existing_instance_id() is not None:
                     self.versions.keep_snapshot()
+            self._lock_refused = False
             if self._lock is not None:
                 self._lock.__exit__(None, None, None)
                 self._lock = None
@@ -360,7 +366,12 @@ class Handler:
     def op_scan(self, save_cache: bool = True, base_peer: str | None = None, base_digest: str | None = None) -> dict:
         """The manifest; or, when the caller holds the same ancestor as we do (equal digests of
         the ancestor file), only what differs from it — a no-op sync of 100k files then sends
-        almost nothing."""
+        almost nothing.  Refused after this session's lock was: a client sends its scan right
+        behind the lock (sync/pipeline.py begin), and a workspace another sync holds is not
+        walked for nothing."""
+        if self._lock_refused:
+            raise BusyError("not scanned: this workspace's lock was not granted to this session",
+                            "Try again in a moment.")
         if self.restricted and self._lock is None:
             save_cache = False  # nothing is written to the state dir before the lock checked it
         if save_cache:

@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import socket
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from peersync.core import deletions, links
@@ -89,26 +90,33 @@ async def sync_pair(job: Job, local: LocalSession, remote: Replica, report: Repo
     """Bring this workspace (`local`) and `remote` together as `job` says; the outcome — and any
     per-path problem — goes into `report`.  Run-level trouble raises a PeersyncError."""
     ws, cfg = job.ws, job.cfg
-    remote_id = await begin(job, remote)
-    settle = getattr(remote, "settle", None)
-    if settle is not None:  # a keeper's session: its hello went before the lock, and is answered by now
-        await settle()
-        report.clock_offset = remote.offset
-    if not job.dry_run:  # both sides have now recovered what an interrupted run left: say so
-        interrupted = journal.settle(ws, remote_id)
-        if interrupted is not None:
-            report.notes.append(journal.describe(interrupted))
     local_id = ws.instance_id
-    base_digest = None
-    if remote_id is not None and remote.caps.delta_scan:
-        base_digest = local.handler.op_ancestor_digest(remote_id)
+    ours = asyncio.get_running_loop().create_future()  # our manifest, for a replica that needs it
+    digests: dict[str | None, str | None] = {}
+
+    def scan(remote_id: str | None) -> Awaitable[dict]:
+        """The peer's scan, a delta against the ancestor we share with `remote_id` where it can be."""
+        if remote_id not in digests:
+            digests[remote_id] = (local.handler.op_ancestor_digest(remote_id)
+                                  if remote_id is not None and remote.caps.delta_scan else None)
+        return remote.scan(local=ours, save_cache=not job.dry_run, base_peer=local_id, base_digest=digests[remote_id])
+
+    remote_id, theirs = await begin(job, remote, scan)
     # Our own scan: already under way with a single peer (prescan); with several, it waits for the
     # workspace's write lock, so that it never sees a file another pair is still writing.
     scanned = prescan
-    ours = asyncio.get_running_loop().create_future()  # our manifest, for a replica that needs it
-    theirs = asyncio.ensure_future(remote.scan(local=ours, save_cache=not job.dry_run, base_peer=local_id,
-                                               base_digest=base_digest))
     try:
+        settle = getattr(remote, "settle", None)
+        if settle is not None:  # a keeper's session: its hello went before the lock, and is answered by now
+            await settle()
+            report.clock_offset = remote.offset
+        if not job.dry_run:  # both sides have now recovered what an interrupted run left: say so
+            interrupted = journal.settle(ws, remote_id)
+            if interrupted is not None:
+                report.notes.append(journal.describe(interrupted))
+        if theirs is None:
+            theirs = asyncio.ensure_future(scan(remote_id))
+        base_digest = digests[remote_id]
         async with job.write_lock:
             await local.request("selection", selection=cfg.selection.to_wire())
             scanned = scanned or local_scan_job(ws, cfg, job.dry_run)
@@ -131,15 +139,20 @@ async def sync_pair(job: Job, local: LocalSession, remote: Replica, report: Repo
                                        base_digest, local_unknown, local_fs, local_scanned=result.fresh)
     finally:
         for task in (theirs, ours):
-            if not task.done():
+            if task is not None and not task.done():
                 task.cancel()
         if scanned is not None and not scanned.done():
             await asyncio.wait([scanned])  # a thread cannot be cancelled: let it finish first
 
 
-async def begin(job: Job, remote: Replica) -> str | None:
+async def begin(job: Job, remote: Replica, scan: Callable[[str | None], Awaitable[dict]] | None = None
+                ) -> tuple[str | None, asyncio.Future | None]:
     """Lock the other side (it recovers an interrupted run's leftovers as it does) and learn its
-    instance id; None on a dry run against a peer that has no workspace yet."""
+    instance id; None on a dry run against a peer that has no workspace yet.  With `scan`
+    (`scan(instance_id)` requests the peer's scan): an agent that answers in order gets the scan
+    right behind the lock and the selection, for the instance id its hello named — a round trip
+    less on every sync (and the lock's wait, if any, is the scan's).  Returned as a task when the
+    lock's reply names that same id; otherwise it is dropped and the caller scans."""
     exists = bool(remote.hello.get("workspace"))
     remote_id = remote.hello.get("instance_id") if not remote.caps.keeps_ancestor else None
     if (exists or not job.dry_run) and (remote.caps.lock_in_dry_run or not job.dry_run):
@@ -152,21 +165,45 @@ async def begin(job: Job, remote: Replica) -> str | None:
             check_instance_id(theirs, job.peer.name)
         wait = REMOTE_LOCK_WAIT if not theirs or job.ws.instance_id < theirs else REMOTE_LOCK_YIELD
         lock = remote.request("lock", timeout=wait, what=f"sync with {socket.gethostname()}")
+        scanning = None
         if remote.caps.in_order:
-            # The selection goes right behind the lock, not a round trip later: the agent answers
-            # in order, and a selection only names what the session may touch, so one that
-            # reaches an agent whose lock then fails changes nothing there.
-            locked, _ = await gather_all(lock, remote.request("selection", selection=job.cfg.selection.to_wire()))
+            # The selection goes right behind the lock, not a round trip later, and the scan
+            # behind it: the agent answers in order, a selection only names what the session may
+            # touch, and an agent whose lock failed refuses the scan (Handler.op_scan).  Tasks
+            # made in this order send in this order (Session.request: no await in between).
+            sent = [asyncio.ensure_future(lock),
+                    asyncio.ensure_future(remote.request("selection", selection=job.cfg.selection.to_wire()))]
+            if scan is not None and theirs is not None:
+                scanning = asyncio.ensure_future(scan(theirs))
+            try:
+                locked, _ = await gather_all(*sent)
+            except BaseException:
+                _drop(scanning)
+                raise
         else:
             locked = await lock
             await remote.request("selection", selection=job.cfg.selection.to_wire())
         remote_id = (locked.get("instance_id") if isinstance(locked, dict) else None) or remote_id
-        remote_id = check_instance_id(remote_id, job.peer.name)
+        try:
+            remote_id = check_instance_id(remote_id, job.peer.name)
+        except BaseException:
+            _drop(scanning)
+            raise
+        if scanning is not None and remote_id != theirs:  # (a workspace made anew since the hello)
+            _drop(scanning)
+            scanning = None
         if remote.caps.keeps_ancestor:
             _remember_instance(job.ws, job.peer, remote_id)
-        return remote_id
+        return remote_id, scanning
     await remote.request("selection", selection=job.cfg.selection.to_wire())
-    return remote_id
+    return remote_id, None
+
+
+def _drop(task: asyncio.Future | None) -> None:
+    """A request sent ahead that is not wanted after all: its reply, when it comes, is dropped."""
+    if task is not None:
+        task.cancel()
+        task.add_done_callback(lambda t: t.cancelled() or t.exception())
 
 
 async def _reconcile_and_apply(job: Job, local: LocalSession, remote: Replica, report: Report, local_entries,
