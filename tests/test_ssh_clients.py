@@ -206,7 +206,9 @@ def test_a_new_connection_adopts_the_ssh_started_before_the_imports(tmp_path, ss
 
 def test_the_selection_travels_behind_the_lock_without_waiting_a_round_trip(tmp_path, sshd, monkeypatch, wire_events):
     """On a 20-50 ms tailnet every round trip a sync waits for shows (scripts/bench_rtt.py counts
-    them): the selection is sent before the lock is answered, and the agent still takes them in order."""
+    them): the hello that times the clock offset, the lock, the selection and (once the peer has a
+    workspace) the scan are all sent before the first of them is answered, and the agent still
+    takes them in order — the offset is timed on a hello answered first."""
     from peersync.sync.runner import run_sync
 
     monkeypatch.setenv("PEERSYNC_KEEP_CONNECTION", "0")
@@ -216,5 +218,25 @@ def test_the_selection_travels_behind_the_lock_without_waiting_a_round_trip(tmp_
     report = run_sync(pair.local)[0]
     assert report.ok, report.error
     assert (pair.remote.root / "MEMORY.md").read_text() == "x\n"
-    order = [e for e in events if e[1] in ("lock", "selection")]
-    assert order == [("sent", "lock"), ("sent", "selection"), ("answered", "lock"), ("answered", "selection")], events
+    order = [e for e in events if e[1] in ("hello", "lock", "selection", "scan")]
+    assert order[:6] == [("sent", "hello"), ("sent", "lock"), ("sent", "selection"), ("answered", "hello"),
+                         ("answered", "lock"), ("answered", "selection")], events
+    assert order[6:] == [("sent", "scan"), ("answered", "scan")]  # (no instance id in its hello yet: after the lock)
+    events.clear()
+    write(pair.local.root / "MEMORY.md", "y\n")
+    report = run_sync(pair.local)[0]
+    assert report.ok, report.error
+    assert (pair.remote.root / "MEMORY.md").read_text() == "y\n"
+    order = [e for e in events if e[1] in ("hello", "lock", "selection", "scan")]
+    assert order == [("sent", "hello"), ("sent", "lock"), ("sent", "selection"), ("sent", "scan"),
+                     ("answered", "hello"), ("answered", "lock"), ("answered", "selection"), ("answered", "scan")], events
+    # A peer with no workspace yet is asked to make one first, on the spot: still behind the hello.
+    events.clear()
+    other = wire_pair(tmp_path / "c", tmp_path / "d", sshd)
+    peers = other.local.load_peers()
+    peers["remote"] = dataclasses.replace(peers["remote"], path=str(tmp_path / "new"))
+    other.local.save_peers(peers)
+    write(other.local.root / "MEMORY.md", "z\n")
+    assert run_sync(other.local)[0].ok
+    assert [e for e in events if e[0] == "sent"][:2] == [("sent", "hello"), ("sent", "init")], events
+    assert (tmp_path / "new" / "MEMORY.md").read_text() == "z\n"

@@ -34,10 +34,10 @@ from peersync.replica.handler import Handler
 from peersync.sync.pipeline import warm_local
 from peersync.sync.runner import sync_peers
 from peersync.transport.keeper import DEFAULT_KEEP, STREAM_LIMIT, settings, socket_path
-from peersync.transport.protocol import (LARGE_LINE, MAX_BLOB, PROTOCOL, SMALL_LINE, blob_limit, decode, encode,
+from peersync.transport.protocol import (LARGE_LINE, MAX_BLOB, SMALL_LINE, blob_limit, decode, encode,
                                          line_limit, op_of)
 from peersync.transport.replica import KEPT, Replica, agent_caps
-from peersync.transport.ssh import Session, open_session, read_frame, read_line
+from peersync.transport.ssh import Session, open_session, read_frame, read_line, timed_hello
 from peersync.workspace.workspace import Peer, Workspace
 
 TICK = 2.0
@@ -204,7 +204,7 @@ class Keeper:
         # the run's lock and selection right behind it, not a round trip later: the agent answers in
         # order, so the offset is timed as before, and a connection that died while idle fails the
         # hello before anything reached the peer — the client then connects anew instead of failing.
-        hello = self._hello = asyncio.ensure_future(self._timed_hello())
+        hello = self._hello = asyncio.ensure_future(timed_hello(self.session))
         await asyncio.sleep(0)  # (its request is written before any of the run's)
         run = asyncio.ensure_future(sync_peers(
             self.ws, [self.peer.name], mode=Mode(args.get("mode", "sync")), dry_run=bool(args.get("dry_run")),
@@ -249,17 +249,10 @@ class Keeper:
         run's first request (the run settles it: LentSession.settle), and closing it only resets
         the agent."""
         timed, self._hello = self._hello, None
-        timed = timed or asyncio.ensure_future(self._timed_hello())
+        timed = timed or asyncio.ensure_future(timed_hello(self.session))
         last = self._last or (self.session.hello, self.session.offset, self.session.rtt)
         self._lent = LentSession(self.session, timed, last)
         return self._lent
-
-    async def _timed_hello(self) -> tuple[dict, float, float]:
-        """(the agent's hello, its clock's offset from ours, the round trip), measured now."""
-        started = time.time()
-        hello = await self.session.request("hello", protocol=PROTOCOL)
-        finished = time.time()
-        return hello, float(hello["time"]) - (started + finished) / 2, finished - started
 
     async def _relay(self, frame: tuple[bytes, bytes | None], reader, writer) -> None:
         agent_in, agent_out = self.session.process.stdin, self.session.process.stdout

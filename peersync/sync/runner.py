@@ -146,7 +146,8 @@ async def connect(ws: Workspace, cfg: SyncConfig, peer: Peer, timeout: float) ->
         session = await attach(ws, peer, peer.path or str(ws.root), timeout)
         if session is not None:
             return session
-    return await open_session(ws, peer, timeout=timeout)
+    # (Its clock offset is settled by the pipeline, after the lock: sync_pair.)
+    return await open_session(ws, peer, timeout=timeout, settled=False)
 
 
 def record(ws: Workspace, report: Report) -> None:

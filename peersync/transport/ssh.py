@@ -93,6 +93,7 @@ class Session(Replica):
         self._waiting: collections.deque = collections.deque()
         self._reader: asyncio.Task | None = None
         self._lost: BaseException | None = None
+        self._timed: asyncio.Future | None = None  # a hello timed for the offset, not yet settled
 
     def _send(self, data: bytes) -> None:
         self.process.stdin.write(data)
@@ -191,7 +192,18 @@ class Session(Replica):
             if not waiting.done():
                 waiting.set_exception(self._connection_lost(op, err))
 
+    async def settle(self) -> None:
+        """The clock offset and round trip from the hello timed right after the agent's first one
+        (open_session with settled=False): sent ahead of the run's first requests, so it is
+        answered before them, and the run does not wait a round trip for it alone."""
+        if self._timed is not None:
+            _, self.offset, self.rtt = await self._timed
+            self._timed = None
+
     async def close(self) -> None:
+        if self._timed is not None:  # never settled (the run stopped first): nothing left unretrieved
+            self._timed.cancel()
+            self._timed.add_done_callback(lambda t: t.cancelled() or t.exception())
         try:
             if not self.process.stdin.is_closing():
                 await asyncio.wait_for(self.request("bye"), 5)
@@ -286,8 +298,11 @@ def path_hint(peer: Peer, root: str) -> str:
     return f"Check the workspace path on {peer.name}: peersync peers set {peer.name} --path PATH"
 
 
-async def open_session(ws: Workspace, peer: Peer, *, timeout: float = 15.0, root: str | None = None) -> Session:
-    """Connect to `peer`, start its agent, and say hello (measuring the clock offset)."""
+async def open_session(ws: Workspace, peer: Peer, *, timeout: float = 15.0, root: str | None = None,
+                       settled: bool = True) -> Session:
+    """Connect to `peer`, start its agent, and say hello (measuring the clock offset).
+    `settled=False`: the offset's hello is sent, and the session returned at once; its `offset`
+    and `rtt` are set by `await session.settle()` (a sync's pipeline does, after the lock)."""
     root = root or peer.path or str(ws.root)
     dest = destination(peer)
     if use_openssh():
@@ -304,7 +319,7 @@ async def open_session(ws: Workspace, peer: Peer, *, timeout: float = 15.0, root
                                    "Check the peer's sshd log; then run the sync again.") from None
             raise
     try:
-        return await _hello(peer, dest, root, conn, process, timeout)
+        return await _hello(peer, dest, root, conn, process, timeout, settled)
     except BaseException:
         conn.abort()
         raise
@@ -348,8 +363,10 @@ def _lost() -> tuple:
     return (OSError, ConnectionError) + ((sys.modules["asyncssh"].Error,) if "asyncssh" in sys.modules else ())
 
 
-async def _hello(peer: Peer, dest: sshconfig.Destination, root: str, conn, process, timeout: float) -> Session:
-    """The agent's first hello (its start-up included), then a second one for RTT and clock offset."""
+async def _hello(peer: Peer, dest: sshconfig.Destination, root: str, conn, process, timeout: float,
+                 settled: bool = True) -> Session:
+    """The agent's first hello (its start-up included), then a second one for RTT and clock offset
+    (awaited here, or by Session.settle when not `settled`)."""
     try:
         started = time.time()
         process.stdin.write(encode({"id": 0, "op": "hello", "args": {"protocol": PROTOCOL}}))
@@ -382,17 +399,29 @@ async def _hello(peer: Peer, dest: sshconfig.Destination, root: str, conn, proce
             raise protocol_mismatch(peer, hello)
         session = Session(peer, conn, process, hello, 0.0, finished - started)
         # The first reply includes the agent's start-up; time a second hello for RTT and offset.
-        started = time.time()
-        again = await asyncio.wait_for(session.request("hello"), timeout + 15)
-        finished = time.time()
-        session.rtt = finished - started
-        session.offset = float(again["time"]) - (started + finished) / 2
+        timed = asyncio.ensure_future(timed_hello(session))
+        session._timed = asyncio.ensure_future(asyncio.wait_for(timed, timeout + 15))
+        await asyncio.sleep(0)  # (its request is written before any the caller makes)
+        if settled:
+            await session.settle()
         return session
     except _lost() as err:
         raise ConnectError(f"connection to {peer.name} lost while starting its agent: {err}",
                            "Check the peer's sshd log; then run the sync again.") from None
     except ValueError as err:  # TooLarge included: a hello that is not one
         raise ProtocolError(f"{peer.name} answered hello with something else ({str(err)[:100]}); refusing it",
+                            "Check the peer's peersync installation.") from None
+
+
+async def timed_hello(session: Session) -> tuple[dict, float, float]:
+    """(the agent's hello, its clock's offset from ours, the round trip), measured now."""
+    started = time.time()
+    hello = await session.request("hello", protocol=PROTOCOL)
+    finished = time.time()
+    try:
+        return hello, float(hello["time"]) - (started + finished) / 2, finished - started
+    except (KeyError, TypeError, ValueError):
+        raise ProtocolError(f"{session.peer.name} answered hello without its time; refusing it",
                             "Check the peer's peersync installation.") from None
 
 
