@@ -224,9 +224,16 @@ def test_the_selection_travels_behind_the_lock_without_waiting_a_round_trip(tmp_
     assert order[6:] == [("sent", "scan"), ("answered", "scan")]  # (no instance id in its hello yet: after the lock)
     events.clear()
     write(pair.local.root / "MEMORY.md", "y\n")
+    (pair.remote.state / "trash").mkdir(exist_ok=True)
+    marker = pair.remote.state / "trash.purged"  # touched by a housekeeping that looked at the trash
+    marker.unlink(missing_ok=True)
     report = run_sync(pair.local)[0]
     assert report.ok, report.error
     assert (pair.remote.root / "MEMORY.md").read_text() == "y\n"
+    # The peer's housekeeping is done, still under its lock, in the bye's round trip.
+    assert marker.exists()
+    assert events[-4:] == [("sent", "housekeeping"), ("sent", "bye"), ("answered", "housekeeping"),
+                           ("answered", "bye")], events
     order = [e for e in events if e[1] in ("hello", "lock", "selection", "scan")]
     assert order == [("sent", "hello"), ("sent", "lock"), ("sent", "selection"), ("sent", "scan"),
                      ("answered", "hello"), ("answered", "lock"), ("answered", "selection"), ("answered", "scan")], events
@@ -240,3 +247,29 @@ def test_the_selection_travels_behind_the_lock_without_waiting_a_round_trip(tmp_
     assert run_sync(other.local)[0].ok
     assert [e for e in events if e[0] == "sent"][:2] == [("sent", "hello"), ("sent", "init")], events
     assert (tmp_path / "new" / "MEMORY.md").read_text() == "z\n"
+
+
+def test_a_busy_peers_agent_refuses_the_scan_sent_behind_its_lock(tmp_path, sshd, monkeypatch, wire_events):
+    """Another sync holds the peer: the run stops with its busy error; the scan that went behind
+    the lock is refused by the agent (nothing walked, no stat cache written there) and its answer
+    dropped here; the clock offset of a run that stopped before settling it is unknown, not 0."""
+    from peersync.sync import pipeline
+    from peersync.sync.runner import run_sync
+    from peersync.workspace.lock import state_lock
+
+    monkeypatch.setenv("PEERSYNC_KEEP_CONNECTION", "0")
+    monkeypatch.setattr(pipeline, "REMOTE_LOCK_WAIT", 0.3)
+    monkeypatch.setattr(pipeline, "REMOTE_LOCK_YIELD", 0.3)
+    pair = wire_pair(tmp_path / "local", tmp_path / "remote", sshd)
+    old = os.stat(write(pair.local.root / "MEMORY.md", "x\n")).st_mtime - 60
+    os.utime(pair.local.root / "MEMORY.md", (old, old))  # (not racy: a scan would cache it)
+    assert run_sync(pair.local)[0].ok
+    cache = pair.remote.state / "scan-cache.json"
+    cache.unlink(missing_ok=True)
+    write(pair.local.root / "USER.md", "y\n")
+    wire_events.clear()
+    with state_lock(pair.remote.state, 10, what="another sync"):
+        [report] = run_sync(pair.local)
+    assert report.error_kind == "busy" and report.clock_offset is None, report.error
+    assert ("sent", "scan") in wire_events and not (pair.remote.root / "USER.md").exists()
+    assert not cache.exists()

@@ -316,7 +316,7 @@ async def _reconcile_and_apply(job: Job, local: LocalSession, remote: Replica, r
     theirs_kept = {} if remote.caps.own_retention else {"trash_days": cfg.trash_days}
     theirs = functools.partial(remote.request, "housekeeping", prune_logbases=bool(logs), **theirs_kept)
     later = getattr(remote, "after_report", None)
-    if later is not None:  # a keeper's session: the peer's is done once the client has its report
+    if later is not None:  # an agent's: the peer's is made as the session closes, behind it (a keeper's: after the report)
         later(theirs)
         await local.request("housekeeping", prune_logbases=bool(logs))
     else:

@@ -135,7 +135,8 @@ async def open_replica(job: Job, report: Report, *, connect_timeout: float, sess
         report.in_keeper = True
     else:
         remote = await connect(job.ws, job.cfg, peer, connect_timeout)
-    report.clock_offset = remote.offset
+    # (A new connection's offset is measured by the time the run settles it: unknown until then.)
+    report.clock_offset = remote.offset if getattr(remote, "settled", True) else None
     report.warm = remote.caps.kind == "kept"
     return remote
 

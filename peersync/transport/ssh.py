@@ -94,6 +94,7 @@ class Session(Replica):
         self._reader: asyncio.Task | None = None
         self._lost: BaseException | None = None
         self._timed: asyncio.Future | None = None  # a hello timed for the offset, not yet settled
+        self._later: list = []  # requests made as the session closes (after_report)
 
     def _send(self, data: bytes) -> None:
         self.process.stdin.write(data)
@@ -192,6 +193,11 @@ class Session(Replica):
             if not waiting.done():
                 waiting.set_exception(self._connection_lost(op, err))
 
+    @property
+    def settled(self) -> bool:
+        """Whether `offset` and `rtt` are measured (else settle() gives them)."""
+        return self._timed is None
+
     async def settle(self) -> None:
         """The clock offset and round trip from the hello timed right after the agent's first one
         (open_session with settled=False): sent ahead of the run's first requests, so it is
@@ -200,13 +206,26 @@ class Session(Replica):
             _, self.offset, self.rtt = await self._timed
             self._timed = None
 
+    def after_report(self, request) -> None:
+        """Make `request()` (the peer's housekeeping) as the session closes, sent right before the
+        bye: still under the peer's lock, answered in the bye's round trip instead of one of its own
+        (a keeper's lent session makes it after the report is sent).  Its failure is not the run's."""
+        self._later.append(request)
+
+    def _send_later(self) -> list[asyncio.Future]:
+        later, self._later = self._later, []
+        return [asyncio.ensure_future(request()) for request in later]  # (sent in this order)
+
     async def close(self) -> None:
         if self._timed is not None:  # never settled (the run stopped first): nothing left unretrieved
             self._timed.cancel()
             self._timed.add_done_callback(lambda t: t.cancelled() or t.exception())
         try:
             if not self.process.stdin.is_closing():
-                await asyncio.wait_for(self.request("bye"), 5)
+                later = self._send_later()
+                bye = asyncio.ensure_future(self.request("bye"))
+                await _answered(later)
+                await asyncio.wait_for(bye, 5)
         except Exception:
             pass  # closing anyway; the agent releases its lock on EOF
         self.conn.close()
@@ -413,6 +432,13 @@ async def _hello(peer: Peer, dest: sshconfig.Destination, root: str, conn, proce
                             "Check the peer's peersync installation.") from None
 
 
+async def _answered(requests: list[asyncio.Future]) -> None:
+    """Wait for requests made as a session closes (Session.after_report); their errors are not the run's."""
+    for request in requests:
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(request, 60)
+
+
 async def timed_hello(session: Session) -> tuple[dict, float, float]:
     """(the agent's hello, its clock's offset from ours, the round trip), measured now."""
     started = time.time()
@@ -614,6 +640,7 @@ class KeptSession(Session):
 
     async def close(self) -> None:
         # No "bye": the agent stays for the next sync; the keeper resets it when we go.
+        await _answered(self._send_later())
         self.writer.close()
         with contextlib.suppress(OSError, asyncio.TimeoutError, ConnectionError):
             await asyncio.wait_for(self.writer.wait_closed(), 5)
