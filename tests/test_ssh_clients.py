@@ -273,3 +273,31 @@ def test_a_busy_peers_agent_refuses_the_scan_sent_behind_its_lock(tmp_path, sshd
     assert report.error_kind == "busy" and report.clock_offset is None, report.error
     assert ("sent", "scan") in wire_events and not (pair.remote.root / "USER.md").exists()
     assert not cache.exists()
+
+
+def test_the_merge_bases_a_sync_keeps_on_the_peer_go_out_with_its_commit(tmp_path, sshd, monkeypatch, wire_events):
+    """The versions a peer keeps as the next merge's bases (bases_keep) do not wait a round trip of
+    their own: they are sent right before the commit's saves, which the agent takes after them."""
+    from peersync.sync.runner import run_sync
+
+    monkeypatch.setenv("PEERSYNC_KEEP_CONNECTION", "0")
+    pair = wire_pair(tmp_path / "local", tmp_path / "remote", sshd)
+    write(pair.local.root / "MEMORY.md", "a\nb\n")
+    assert run_sync(pair.local)[0].ok
+    write(pair.local.root / "MEMORY.md", "a\nb\nlocal\n")
+    write(pair.remote.root / "MEMORY.md", "remote\na\nb\n")
+    wire_events.clear()
+    [report] = run_sync(pair.local)
+    assert report.ok and report.merged == ["MEMORY.md"], report.error
+    merged = "remote\na\nb\nlocal\n"
+    assert (pair.local.root / "MEMORY.md").read_text() == merged == (pair.remote.root / "MEMORY.md").read_text()
+    sent = [op for what, op in wire_events if what == "sent"]
+    first = sent.index("bases_keep")
+    assert sent[first + 1:first + 3] == ["logbase_save", "ancestor_put"], wire_events
+    assert wire_events.index(("sent", "ancestor_put")) < wire_events.index(("answered", "bases_keep"))
+    # and the peer kept them: the version merged in from this side, which it never held before
+    from peersync.replica.handler import Handler
+    from peersync.replica.scan import hash_bytes
+
+    ours = hash_bytes(b"a\nb\nlocal\n")
+    assert Handler(pair.remote.root).op_logbase_get([ours]).get(ours) == b"a\nb\nlocal\n"

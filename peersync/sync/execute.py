@@ -132,7 +132,7 @@ class Run(Transfers):
         fallback, *_ = await gather_all(self.merge(merges), *copies(changes))
         await gather_all(*copies(fallback))
         changes += fallback
-        await gather_all(*(self.keep_bases(side) for side in Side),
+        await gather_all(*(self.keep_bases(side) for side in Side if not self.keeps_bases_later(side)),
                          *(self.delete(side, [c for c in changes if c.action is Action.DELETE and c.target is side
                                               and c.reason != REASON and c.path not in early])
                            for side in Side))
@@ -165,7 +165,10 @@ class Run(Transfers):
                 (c.path, c.entry(side.other)) for c in agreed if c.entry(side.other).vv
                 and not versions.seen(c.entry(side.other).vv, c.entry(side).vv) and self.rules.keeps_base(c.path, c.local)])
                 for side in Side))
-        await gather_all(*(self.keep_bases(side) for side in Side))
+        # An agent's merge bases go out with the commit's first requests (pipeline.py): it answers
+        # in order, so they are kept before anything the commit saves, without a round trip of
+        # their own.  (No merge after the copies asks for one: they are best effort, as ever.)
+        await gather_all(*(self.keep_bases(side) for side in Side if not self.keeps_bases_later(side)))
         manual = [c for c in changes if c.action is Action.CONFLICT and c.reason == "manual"]
         await self.keep_both(manual)
         for c in changes:
@@ -501,6 +504,10 @@ class Run(Transfers):
         content = await self._bases_of(source, {h for _, h, _ in wanted}) if wanted else {}
         self._keep[target] += [*inputs, *({"path": p, "hash": h, "vv": versions.to_wire(vv), "data": content[h]}
                                           for p, h, vv in wanted if content.get(h) is not None)]
+
+    def keeps_bases_later(self, side: Side) -> bool:
+        """Whether execute() leaves `side`'s last merge bases to the commit (an agent: in order)."""
+        return self.session(side).caps.in_order
 
     async def keep_bases(self, side: Side) -> None:
         """Send what _carry_bases gathered for `side` since the last call, in one request."""

@@ -285,9 +285,12 @@ async def _reconcile_and_apply(job: Job, local: LocalSession, remote: Replica, r
     new = new_ancestor(ancestor, run.sides[Side.LOCAL], run.sides[Side.REMOTE], touched)
     moved_in_ancestor = touched | set(run.sides[Side.LOCAL].final) | set(run.sides[Side.REMOTE].final)
     records = buried(ancestor, new, run.deleted, touched)
+    # The merge bases execute() left for the commit go out first (Run.keeps_bases_later).
+    bases_later = [side for side in Side if run.keeps_bases_later(side)]
     if records:  # before the ancestor forgets them
-        await gather_all(local.request("tombstones_add", items=records),
-                         remote.request("tombstones_add", items=records))
+        await gather_all(*(run.keep_bases(side) for side in bases_later),
+                         local.request("tombstones_add", items=records), remote.request("tombstones_add", items=records))
+        bases_later = []
     # Mergeable files' new synced content, kept as the next merge's base by each side that keeps
     # state (alongside the ancestor: a base missing after a crash only means a union or a
     # conflict, never a loss).
@@ -295,7 +298,7 @@ async def _reconcile_and_apply(job: Job, local: LocalSession, remote: Replica, r
     # The peer's requests start first, ours last: each is encoded on this loop as its turn comes,
     # and our own side's saves run in threads that would hold it up (after a first sync of 100k
     # files the peer waited ~1 s for its first one, then worked while we did).
-    saves = []
+    saves = [run.keep_bases(side) for side in bases_later]
     if logs and remote.caps.keeps_ancestor:
         saves.append(remote.request("logbase_save", items=logs))
     if not remote.caps.keeps_ancestor:
