@@ -1,9 +1,10 @@
 #!/usr/bin/env python3
-"""How many network round trips a sync waits for: the same no-op sync to the same peer, once
-directly over loopback and once through a relay that delays every byte (peersync.testing.delay),
-as a tailnet between two homes does.  The difference divided by the round trip is the number of
-round trips the sync waited for, one after the other — what a user on a 20–50 ms tailnet pays on
-every sync, which a loopback benchmark cannot show.
+"""How many network round trips a sync waits for: the same sync to the same peer, once directly
+over loopback and once through a relay that delays every byte (peersync.testing.delay), as a
+tailnet between two homes does.  The difference divided by the round trip is the number of round
+trips the sync waited for, one after the other — what a user on a 20–50 ms tailnet pays on every
+sync, which a loopback benchmark cannot show.  Two syncs: a no-op, and a few changes (two notes
+edited on each side, each side's copied to the other).
 
     python scripts/bench_rtt.py --files 2000 --one-way-ms 10 --reps 7
 """
@@ -13,6 +14,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -45,7 +47,18 @@ def main() -> None:
         peers["far"] = dataclasses.replace(peers["remote"], name="far", port=proxy.port, known_hosts=str(known))
         ws.save_peers(peers)
 
-        def sync(peer: str, keep: str | None) -> float:
+        edits = iter(range(1 << 30))
+
+        def edit() -> None:
+            """Two notes edited on each side (each copied to the other by the next sync)."""
+            n = next(edits)
+            for side, root in (("here", local), ("there", remote)):
+                for k in range(2):
+                    (root / "memory" / f"rtt-{side}-{k}.md").write_text(f"{side} {k}: edit {n}\n")
+
+        def sync(peer: str, keep: str | None, changes: bool = False) -> float:
+            if changes:
+                edit()
             env = dict(os.environ)
             if keep is not None:
                 env["PEERSYNC_KEEP_CONNECTION"] = keep
@@ -60,17 +73,21 @@ def main() -> None:
         for peer in ("remote", "far"):  # the initial sync, then warm keepers for both
             for _ in range(3):
                 sync(peer, None)
-        times: dict[tuple[str, str], list[float]] = {}
+        times: dict[tuple[str, bool, str], list[float]] = {}
         for _ in range(args.reps):
             for mode, keep in (("warm", None), ("new connection", "0")):
-                for peer in ("remote", "far"):
-                    times.setdefault((mode, peer), []).append(sync(peer, keep))
-    print(f"{args.files} files, no-op sync, median of {args.reps}; relay: {args.one_way_ms:g} ms each way "
+                for changes in (False, True):
+                    for peer in ("remote", "far"):
+                        times.setdefault((mode, changes, peer), []).append(sync(peer, keep, changes))
+    shutil.rmtree(base, ignore_errors=True)
+    print(f"{args.files} files, median of {args.reps}; relay: {args.one_way_ms:g} ms each way "
           f"(round trip {rtt * 1000:g} ms)")
     for mode in ("warm", "new connection"):
-        near, far = (statistics.median(times[(mode, p)]) for p in ("remote", "far"))
-        print(f"  {mode:15} loopback {near * 1000:7.1f} ms   relayed {far * 1000:7.1f} ms   "
-              f"= {(far - near) / rtt:4.1f} round trips waited")
+        for changes in (False, True):
+            near, far = (statistics.median(times[(mode, changes, p)]) for p in ("remote", "far"))
+            what = f"{mode}, {'4 changes' if changes else 'no-op'}"
+            print(f"  {what:26} loopback {near * 1000:7.1f} ms   relayed {far * 1000:7.1f} ms   "
+                  f"= {(far - near) / rtt:4.1f} round trips waited")
 
 
 if __name__ == "__main__":

@@ -67,13 +67,15 @@ def test_markdown_table_has_all_columns_and_targets(bench_run):
 
 
 def test_the_round_trip_count_runs_end_to_end_through_the_delaying_relay():
-    """scripts/bench_rtt.py on a tiny workspace: both modes measured, through the relay too (no
-    timing asserted beyond the relay adding time: a 25 ms round trip cannot cost nothing)."""
+    """scripts/bench_rtt.py on a tiny workspace: both modes, the no-op and the changes, measured
+    through the relay too (no timing asserted beyond the relay adding time: a 25 ms round trip
+    cannot cost nothing)."""
     result = subprocess.run([sys.executable, str(ROOT / "scripts" / "bench_rtt.py"), "--files", "60", "--reps", "1",
                              "--one-way-ms", "12.5"], capture_output=True, text=True, stdin=subprocess.DEVNULL,
                             timeout=240, cwd=ROOT)
     assert result.returncode == 0, result.stderr[-3000:]
     rows = {line.split("loopback")[0].strip(): line for line in result.stdout.splitlines() if "loopback" in line}
-    assert set(rows) == {"warm", "new connection"}, result.stdout
+    assert set(rows) == {"warm, no-op", "warm, 4 changes", "new connection, no-op",
+                         "new connection, 4 changes"}, result.stdout
     for line in rows.values():
         assert float(line.split("=")[1].split()[0]) > 0, line
