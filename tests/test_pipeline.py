@@ -435,3 +435,21 @@ def test_a_peer_busy_with_another_sync_is_neither_scanned_nor_left_with_a_reques
     assert ("asked", "scan") in remote.events and ("answered", "scan") not in remote.events
     assert not Handler(b.root)._scan_cache.exists()
     assert "never retrieved" not in caplog.text
+
+
+def test_a_scan_that_cannot_be_asked_for_sends_nothing_ahead_of_it(a, b, monkeypatch):
+    """What the scan sent behind the lock reads here first (the digest of the ancestor we share)
+    can fail — a state dir that is a link, say: the run stops with that error before the lock or
+    the selection went out, so no request is left behind with nobody to take its answer."""
+    from peersync.errors import StateDirError
+
+    write(a, "MEMORY.md", "one\n")
+    sync_local(a, b)
+
+    def planted(self, peer_id):
+        raise StateDirError("peersync's state dir is a link: not used")
+
+    monkeypatch.setattr(Handler, "op_ancestor_digest", planted)
+    report, remote = sync_in_order(a, b)
+    assert report.error_kind == StateDirError.kind and "is a link" in report.error
+    assert remote.events == [("closed", "")]

@@ -164,6 +164,8 @@ async def begin(job: Job, remote: Replica, scan: Callable[[str | None], Awaitabl
         if theirs is not None:  # a hostile one is refused before anything is saved
             check_instance_id(theirs, job.peer.name)
         wait = REMOTE_LOCK_WAIT if not theirs or job.ws.instance_id < theirs else REMOTE_LOCK_YIELD
+        # (The scan's request is made first, not sent: what it reads here may fail, before anything goes.)
+        ahead = scan(theirs) if remote.caps.in_order and scan is not None and theirs is not None else None
         lock = remote.request("lock", timeout=wait, what=f"sync with {socket.gethostname()}")
         scanning = None
         if remote.caps.in_order:
@@ -173,8 +175,8 @@ async def begin(job: Job, remote: Replica, scan: Callable[[str | None], Awaitabl
             # made in this order send in this order (Session.request: no await in between).
             sent = [asyncio.ensure_future(lock),
                     asyncio.ensure_future(remote.request("selection", selection=job.cfg.selection.to_wire()))]
-            if scan is not None and theirs is not None:
-                scanning = asyncio.ensure_future(scan(theirs))
+            if ahead is not None:
+                scanning = asyncio.ensure_future(ahead)
             try:
                 locked, _ = await gather_all(*sent)
             except BaseException:
