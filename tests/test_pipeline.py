@@ -320,19 +320,22 @@ class InOrder(LocalSession):
         super().__init__(root)
         self.events: list[tuple[str, str]] = []
         self.scans: list[dict] = []
+        self.requests: list[tuple[str, dict]] = []
+        self.hold_scan = False  # answer a scan only once deletion records were asked for (or after a second)
         self._line = asyncio.Lock()  # (FIFO: requests are answered in the order they were made)
 
     async def request(self, op: str, **args):
         self.events.append(("asked", op))
+        self.requests.append((op, args))
         if op == "scan":
             self.scans.append(args)
         try:
             async with self._line:
-                if op == "lock":
-                    for _ in range(100):
-                        if ("asked", "scan") in self.events:
-                            break
-                        await asyncio.sleep(0.01)
+                awaited = {"lock": "scan", "scan": "tombstones_get" if self.hold_scan else None}.get(op)
+                for _ in range(100 if awaited else 0):
+                    if ("asked", awaited) in self.events:
+                        break
+                    await asyncio.sleep(0.01)
                 reply = await super().request(op, **args)
         except asyncio.CancelledError:
             self.events.append(("dropped", op))
@@ -345,7 +348,8 @@ class InOrder(LocalSession):
         await super().close()
 
 
-def sync_in_order(ws: Workspace, other: Workspace, hello: dict | None = None) -> tuple[Report, InOrder]:
+def sync_in_order(ws: Workspace, other: Workspace, hello: dict | None = None,
+                  hold_scan: bool = False) -> tuple[Report, InOrder]:
     """sync_local with `other` as an InOrder replica (`hello`: what its hello said instead)."""
     cfg = ws.sync_config()
     peer = Peer(name=other.root.name, host="in-process", path=str(other.root))
@@ -357,6 +361,7 @@ def sync_in_order(ws: Workspace, other: Workspace, hello: dict | None = None) ->
         job = Job(ws, cfg, peer, Mode.SYNC, False, False, cfg.policy, asyncio.Lock())
         local, remote = LocalSession(ws.root), InOrder(other.root)
         remote.hello = {**remote.hello, **(hello or {})}
+        remote.hold_scan = hold_scan
         try:
             await sync_pair(job, local, remote, report)
         except PeersyncError as err:
@@ -398,6 +403,63 @@ def test_a_scan_sent_ahead_for_another_instance_is_dropped_and_asked_again(a, b)
     report, remote = sync_in_order(a, b, hello={"instance_id": "0" * 32})
     assert report.ok and read(a, "memory/n.md") == "two\n"
     assert [s["base_digest"] for s in remote.scans] == [None, shared] and shared is not None
+
+
+@pytest.mark.parametrize("ahead", [True, False], ids=["asked-ahead", "asked-after"])
+def test_the_peers_deletion_records_come_with_its_scan_or_right_behind_it(tmp_path, monkeypatch, a, b, ahead):
+    """No round trip of their own for the deletion records of paths one side holds: the peer's
+    delta scan carries its records of what it deleted or made since the ancestor, and its records
+    of what we made or deleted are asked for while it still scans (answered right behind it).
+    They decide as before: here a file this side got from a third machine, which the peer had
+    deleted through that machine, is deleted here instead of coming back to the peer.  Too many
+    paths to ask for ahead: they are asked for after the scan, as before."""
+    from peersync.sync import pipeline
+
+    if not ahead:
+        monkeypatch.setattr(pipeline, "AHEAD_PATHS", 1)
+    (tmp_path / "c" / "memory").mkdir(parents=True)
+    c = Workspace(tmp_path / "c")
+    write(a, "MEMORY.md", "m\n")
+    write(a, "memory/d.md", "d\n")
+    sync_local(a, c)  # a and c share an ancestor that never knew f.md
+    write(b, "memory/f.md", "f\n")
+    sync_local(a, b)  # a gets f.md from b
+    sync_local(b, c)  # and so does c
+    (c.root / "memory/f.md").unlink()
+    sync_local(b, c)  # c deleted it, and b with it: both keep the deletion on record
+    assert not (b.root / "memory/f.md").exists()
+    (c.root / "memory/d.md").unlink()  # c's own deletion since the ancestor it shares with a
+    write(a, "memory/n.md", "new\n")  # and a new file of a's
+    report, remote = sync_in_order(a, c, hold_scan=ahead)
+    assert report.ok, report.error
+    assert not (a.root / "memory/f.md").exists() and not (c.root / "memory/f.md").exists()
+    assert not (a.root / "memory/d.md").exists() and read(c, "memory/n.md") == "new\n"
+    asked = [(what, op) for what, op in remote.events if op in ("scan", "tombstones_get")]
+    assert asked == [("asked", "scan"), ("asked", "tombstones_get"), ("answered", "scan"),
+                     ("answered", "tombstones_get")] if ahead else [
+        ("asked", "scan"), ("answered", "scan"), ("asked", "tombstones_get"), ("answered", "tombstones_get")], asked
+    [records] = [args for op, args in remote.requests if op == "tombstones_get"]
+    assert sorted(records["paths"]) == ["memory/f.md", "memory/n.md"]  # (d.md's came with the scan)
+
+
+def test_a_delta_scan_carries_the_deletion_records_of_what_it_deleted_or_made(a, b):
+    """Handler.op_scan's `dead_for`: exactly what tombstones_get answers for the paths the scan
+    reports deleted and those it reports that the ancestor did not hold."""
+    write(a, "MEMORY.md", "m\n")
+    write(a, "memory/d.md", "d\n")
+    write(a, "memory/e.md", "e\n")
+    sync_local(a, b)
+    (b.root / "memory/e.md").unlink()
+    sync_local(a, b)  # records of e.md on both sides
+    write(b, "memory/e.md", "back\n")  # made anew since
+    (b.root / "memory/d.md").unlink()
+    handler = Handler(b.root)
+    digest = handler.op_ancestor_digest(a.instance_id)
+    scan = handler.op_scan(base_peer=a.instance_id, base_digest=digest)
+    assert scan["delta"] and scan["deleted"] == ["memory/d.md"] and "memory/e.md" in scan["entries"]
+    expected = handler.op_tombstones_get(["memory/d.md", "memory/e.md"])
+    assert set(expected) == {"memory/d.md", "memory/e.md"}
+    assert scan["dead_for"] == expected
 
 
 def test_a_session_whose_lock_was_refused_is_not_scanned(b):

@@ -5,6 +5,7 @@ the peer does not accept, a closed port.  A session on `ssh` leaves no ssh proce
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import os
 import socket
@@ -273,6 +274,46 @@ def test_a_busy_peers_agent_refuses_the_scan_sent_behind_its_lock(tmp_path, sshd
     assert report.error_kind == "busy" and report.clock_offset is None, report.error
     assert ("sent", "scan") in wire_events and not (pair.remote.root / "USER.md").exists()
     assert not cache.exists()
+
+
+def test_the_peers_deletion_records_need_no_round_trip_of_their_own(tmp_path, sshd, monkeypatch, wire_events):
+    """Files made and deleted on both sides, with deletion records on both: the agent's records of
+    what it deleted come with its scan, and those of what we made are asked for while it scans and
+    answered right behind it — no tombstones_get waits after the scan.  (The scan's answer is held
+    here until that request went out, as a peer slower to scan than this side would make it.)"""
+    from peersync.sync.runner import run_sync
+    from peersync.transport import ssh
+
+    monkeypatch.setenv("PEERSYNC_KEEP_CONNECTION", "0")
+    pair = wire_pair(tmp_path / "local", tmp_path / "remote", sshd)
+    for name in ("MEMORY.md", "memory/a.md", "memory/b.md"):
+        write(pair.local.root / name, f"{name}\n")
+    assert run_sync(pair.local)[0].ok
+    (pair.local.root / "memory/a.md").unlink()
+    assert run_sync(pair.local)[0].ok  # a deletion on record on both sides
+    write(pair.local.root / "memory/new.md", "made here\n")
+    (pair.remote.root / "memory/b.md").unlink()
+    write(pair.remote.root / "memory/there.md", "made there\n")
+    receive = ssh.Session._receive
+
+    async def held(self, op):
+        if op == "scan":
+            for _ in range(200):
+                if ("sent", "tombstones_get") in wire_events:
+                    break
+                await asyncio.sleep(0.01)
+        return await receive(self, op)
+
+    monkeypatch.setattr(ssh.Session, "_receive", held)
+    wire_events.clear()
+    [report] = run_sync(pair.local)
+    assert report.ok, report.error
+    assert (pair.remote.root / "memory/new.md").read_text() == "made here\n"
+    assert (pair.local.root / "memory/there.md").read_text() == "made there\n"
+    assert not (pair.local.root / "memory/b.md").exists()
+    sent = [op for what, op in wire_events if what == "sent"]
+    assert sent.count("tombstones_get") == 1, wire_events
+    assert wire_events.index(("sent", "tombstones_get")) < wire_events.index(("answered", "scan")), wire_events
 
 
 def test_the_merge_bases_a_sync_keeps_on_the_peer_go_out_with_its_commit(tmp_path, sshd, monkeypatch, wire_events):

@@ -99,22 +99,32 @@ def reconcile(
 
 def touched_paths(ancestor: Manifest, local: Manifest, remote: Manifest,
                   remote_moved: Iterable[str] | None = None, memo: "Touched | None" = None, *,
-                  fresh: set[str] | None = None, scanned: object = None) -> set[str]:
+                  fresh: set[str] | None = None, scanned: object = None,
+                  local_part: set[str] | None = None) -> set[str]:
     """The paths where the three manifests do not all hold equal entries — the only ones
     reconcile can have anything to do for.  `remote_moved`: the peer already said which of its
     paths differ from `ancestor` (a delta scan), so `remote` need not be compared.  `memo`: what
-    the last call of a long-lived process found for `local`, with `fresh` and `scanned` (see Touched)."""
+    the last call of a long-lived process found for `local`, with `fresh` and `scanned` (see Touched).
+    `local_part`: local_touched's answer for these very `ancestor` and `local`, if already had."""
+    out = set(local_part) if local_part is not None else local_touched(ancestor, local, memo, fresh=fresh,
+                                                                       scanned=scanned)
+    if remote_moved is None:
+        differ = _differ(ancestor, remote)
+        out.update(differ, gone_paths(ancestor, remote, differ))
+    else:
+        out.update(remote_moved)
+    return out
+
+
+def local_touched(ancestor: Manifest, local: Manifest, memo: "Touched | None" = None, *,
+                  fresh: set[str] | None = None, scanned: object = None) -> set[str]:
+    """touched_paths' paths for `local` alone: where it and `ancestor` differ."""
     if memo is not None:
         out = memo.local_paths(ancestor, local, fresh=fresh, scanned=scanned)
         out.update(memo.gone)
     else:
         out = _differ(ancestor, local)
         out.update(gone_paths(ancestor, local, out))
-    if remote_moved is None:
-        differ = _differ(ancestor, remote)
-        out.update(differ, gone_paths(ancestor, remote, differ))
-    else:
-        out.update(remote_moved)
     return out
 
 

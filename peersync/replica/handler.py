@@ -410,9 +410,13 @@ class Handler:
         # can leave a watch-fed scan's manifest unnamed: watched.record); else every one looked up.
         gone = gone_paths(base, manifest, changed, (last[4], fresh) if fresh is not None else None)
         self._delta_memo = (base, manifest, changed, result.fresh, gone)
+        dead = self.has_dead()
+        # The deletion records of the paths this side deleted or made since the ancestor (where a
+        # path held by one side only can come from on this side), so that the client need not ask
+        # for them a round trip later (sync/pipeline.py deletion_records).
+        ours = [*gone, *(p for p in changed if p not in base)] if dead else []
         return {"delta": True, "entries": changed, "deleted": sorted(gone), "problems": problems, "unknown": unknown,
-                "fs": result.fs,
-                "hashed": result.hashed, "dead": self.has_dead()}
+                "fs": result.fs, "hashed": result.hashed, "dead": dead, "dead_for": self._dead_records(ours)}
 
     def ancestor_doc(self, peer_id: str, *, parse: bool = True,
                      convert: Callable[[dict], dict] | None = None) -> tuple[str, dict | None] | None:
@@ -689,8 +693,13 @@ class Handler:
     def op_tombstones_get(self, paths: list | None = None) -> dict:
         """Deletion records for `paths`: the deletion versions on record (with their vectors), and
         records from before version vectors (replica/tombstones.py)."""
+        return self._dead_records(paths)
+
+    def _dead_records(self, paths: list | None) -> dict:
         if self.restricted:
             paths = [p for p in paths or () if isinstance(p, str) and self.store.selection.contains(p)]
+        if paths is not None and not paths:
+            return {}
         dead = tombstones.lookup(self._dead_file, paths)
         for path, entry in self.versions.deleted(paths).items():
             dead.setdefault(path, []).append(entry)

@@ -38,7 +38,7 @@ from peersync.core.commit import (
 )
 from peersync.core.paths import valid_instance_id
 from peersync.core.plan import describe, plan_sync, vanished
-from peersync.core.reconcile import Touched, touched_paths
+from peersync.core.reconcile import Touched, local_touched, touched_paths
 from peersync.core.names import Alignment, Folding, align, foreign_names
 from peersync.core.unknown import known_only
 from peersync.core.types import (
@@ -63,6 +63,20 @@ from peersync.workspace.workspace import Peer, SyncConfig, Workspace
 
 REMOTE_LOCK_WAIT = 10.0
 REMOTE_LOCK_YIELD = 1.0
+AHEAD_PATHS = 2000  # at most this many paths' deletion records asked for while the peer scans
+
+
+@dataclass
+class Ahead:
+    """What our side found while the peer was still scanning against `ancestor` (sync_pair): the
+    paths where `local` differs from it (local_touched), and the peer's deletion records of
+    `asked` — those of them we made or deleted since — on their way."""
+
+    ancestor: dict
+    local: dict
+    part: set[str]
+    asked: set[str]
+    dead: asyncio.Future | None
 
 
 @dataclass
@@ -105,6 +119,7 @@ async def sync_pair(job: Job, local: LocalSession, remote: Replica, report: Repo
     # Our own scan: already under way with a single peer (prescan); with several, it waits for the
     # workspace's write lock, so that it never sees a file another pair is still writing.
     scanned = prescan
+    ahead: Ahead | None = None
     try:
         settle = getattr(remote, "settle", None)
         if settle is not None:  # a keeper's session: its hello went before the lock, and is answered by now
@@ -131,16 +146,20 @@ async def sync_pair(job: Job, local: LocalSession, remote: Replica, report: Repo
             mine_digest, mine = (None, None)
             if remote_id is not None and remote.caps.keeps_ancestor:
                 mine_digest, mine = await own_ancestor(local, remote_id, base_digest, local_entries)
+            if mine is not None and base_digest is not None and mine_digest == base_digest:
+                ahead = _ahead(job, remote, theirs, mine, local_entries, remote_id, result.fresh)
             remote_raw = await theirs
             if remote_raw.get("delta") and (mine is None or mine_digest != base_digest):
                 # A delta against an ancestor we cannot read (or that moved): the whole manifest.
                 remote_raw = await remote.scan(save_cache=not job.dry_run)
             await _reconcile_and_apply(job, local, remote, report, local_entries, remote_raw, remote_id, mine,
-                                       base_digest, local_unknown, local_fs, local_scanned=result.fresh)
+                                       base_digest, local_unknown, local_fs, local_scanned=result.fresh, ahead=ahead)
     finally:
         for task in (theirs, ours):
             if task is not None and not task.done():
                 task.cancel()
+        if ahead is not None:
+            _drop(ahead.dead)
         if scanned is not None and not scanned.done():
             await asyncio.wait([scanned])  # a thread cannot be cancelled: let it finish first
 
@@ -201,6 +220,22 @@ async def begin(job: Job, remote: Replica, scan: Callable[[str | None], Awaitabl
     return remote_id, None
 
 
+def _ahead(job: Job, remote: Replica, theirs: asyncio.Future, mine: dict, local_entries: dict,
+           remote_id: str | None, scanned: object) -> Ahead:
+    """Our side's part of touched_paths against `mine`, the ancestor the peer is scanning against
+    now; and, to an agent that answers in order and is still scanning, the request for its
+    deletion records of the paths we made or deleted since: answered right behind its scan
+    instead of a round trip after it (deletion_records)."""
+    memo = _touched_memo(job.ws, remote_id)
+    part = local_touched(mine, local_entries, memo, fresh=watched.changed_between(memo.scanned, scanned),
+                         scanned=scanned)
+    asked = {p for p in part if (p in local_entries) != (p in mine)}
+    dead = None
+    if asked and len(asked) <= AHEAD_PATHS and remote.caps.in_order and not theirs.done():
+        dead = asyncio.ensure_future(remote.request("tombstones_get", paths=sorted(asked)))
+    return Ahead(mine, local_entries, part, asked if dead is not None else set(), dead)
+
+
 def _drop(task: asyncio.Future | None) -> None:
     """A request sent ahead that is not wanted after all: its reply, when it comes, is dropped."""
     if task is not None:
@@ -211,7 +246,7 @@ def _drop(task: asyncio.Future | None) -> None:
 async def _reconcile_and_apply(job: Job, local: LocalSession, remote: Replica, report: Report, local_entries,
                                remote_raw: dict, remote_id: str | None, mine, base_digest: str | None,
                                local_unknown: list[str], local_fs: dict | None, *,
-                               local_scanned: tuple | None = None) -> None:
+                               local_scanned: tuple | None = None, ahead: Ahead | None = None) -> None:
     ws, cfg, peer = job.ws, job.cfg, job.peer
     local_id = ws.instance_id
     for path, message in parse_problems(remote_raw.get("problems") or [], peer.name):
@@ -260,13 +295,17 @@ async def _reconcile_and_apply(job: Job, local: LocalSession, remote: Replica, r
     # `local_entries` is the watch-fed scan's manifest (or a part of it chosen path by path) unless
     # names were aligned: then the scan's word on what it made anew (watched.changed_between) holds.
     scanned = None if names.changed else local_scanned
+    # Our side's part, found while the peer scanned, holds where nothing was respelled since.
+    same = ahead is not None and ahead.ancestor is ancestor and ahead.local is local_entries
     touched = touched_paths(ancestor, local_entries, remote_entries, moved, memo=memo,
-                            fresh=watched.changed_between(memo.scanned, scanned), scanned=scanned)
+                            fresh=watched.changed_between(memo.scanned, scanned), scanned=scanned,
+                            local_part=ahead.part if same else None)
     # What either scan could not read is left as it is on both sides, its ancestor entry kept.
     touched = known_only(touched, [*local_unknown, *remote_unknown(remote_raw), *names.unknown, *foreign_unknown])
     local_dead, remote_dead = await deletion_records(
         local, remote, local_entries, remote_entries, touched,
-        local_has=local.handler.has_dead(), remote_has=bool(remote_raw.get("dead")))
+        local_has=local.handler.has_dead(), remote_has=bool(remote_raw.get("dead")),
+        remote_known=_known_records(remote_raw, delta, deleted, changed, mine, ahead))
     plan = plan_sync(ancestor, local_entries, remote_entries, rules=cfg.rules, roots=cfg.selection.roots,
                      mass_delete_ratio=cfg.mass_delete_ratio, peer_name=peer.name, policy=job.policy,
                      mode=report.mode, offset_ns=int(remote.offset * 1e9), local_id=local_id,
@@ -451,17 +490,59 @@ async def save_ancestor(local, remote, local_id: str, remote_id: str, mine, new_
 
 
 async def deletion_records(local, remote, local_entries, remote_entries, touched, *, local_has: bool,
-                           remote_has: bool) -> tuple[dict, dict]:
+                           remote_has: bool, remote_known: Known | None = None) -> tuple[dict, dict]:
     """Both sides' deletion records for the paths only one side holds (none asked when a side
-    keeps none, or no such path exists)."""
+    keeps none, or no such path exists).  `remote_known`: the peer's that came with its scan or
+    are on their way (_known_records); only the other paths are asked for."""
     one_sided = [p for p in touched if (p in local_entries) != (p in remote_entries)]
-    if not one_sided or not (local_has or remote_has):
-        return {}, {}
+    pending = remote_known.pending if remote_known is not None else None
+    try:
+        if not one_sided or not (local_has or remote_has):
+            return {}, {}
 
-    async def ask(session, has: bool) -> dict:
-        return deletions.from_wire(await session.request("tombstones_get", paths=one_sided)) if has else {}
+        async def ask(session, has: bool, known: Known | None = None) -> dict:
+            if not has:
+                return {}
+            out, rest = {}, one_sided
+            if known is not None:
+                rest = [p for p in one_sided if p not in known.paths]
+                had = known.records
+                if pending is not None and any(p in known.pending_paths for p in one_sided):
+                    had = {**had, **deletions.from_wire(await pending)}
+                out = {p: had[p] for p in one_sided if p in known.paths and p in had}
+            if rest:
+                out.update(deletions.from_wire(await session.request("tombstones_get", paths=rest)))
+            return out
 
-    return tuple(await gather_all(ask(local, local_has), ask(remote, remote_has)))
+        return tuple(await gather_all(ask(local, local_has), ask(remote, remote_has, remote_known)))
+    finally:
+        _drop(pending)  # (not needed after all, or failed with the run)
+
+
+@dataclass
+class Known:
+    """A peer's deletion records had without asking: `records` for `paths` (complete for them),
+    and those for `pending_paths` on their way (`pending`)."""
+
+    paths: set[str]
+    records: dict
+    pending_paths: set[str]
+    pending: asyncio.Future | None
+
+
+def _known_records(remote_raw: dict, delta: bool, deleted: set[str], changed: dict, mine: dict | None,
+                   ahead: Ahead | None) -> Known | None:
+    """The peer's deletion records that need no asking: its delta scan's (of the paths it deleted
+    or made since the ancestor: Handler.op_scan), and those asked for while it scanned (_ahead)."""
+    raw = remote_raw.get("dead_for") if delta else None
+    if not isinstance(raw, dict) or mine is None:
+        if ahead is not None:
+            _drop(ahead.dead)
+        return None
+    paths = deleted | {p for p in changed if p not in mine}
+    pending = ahead.dead if ahead is not None and ahead.ancestor is mine else None
+    pending_paths = ahead.asked if pending is not None else set()
+    return Known(paths | pending_paths, deletions.from_wire(raw), pending_paths, pending)
 
 
 def _remember_instance(ws: Workspace, peer: Peer, instance_id: str) -> None:
