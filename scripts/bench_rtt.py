@@ -3,8 +3,9 @@
 over loopback and once through a relay that delays every byte (peersync.testing.delay), as a
 tailnet between two homes does.  The difference divided by the round trip is the number of round
 trips the sync waited for, one after the other — what a user on a 20–50 ms tailnet pays on every
-sync, which a loopback benchmark cannot show.  Two syncs: a no-op, and a few changes (two notes
-edited on each side, each side's copied to the other).
+sync, which a loopback benchmark cannot show.  Three syncs: a no-op; a few changes (two notes
+edited on each side, each side's copied to the other); and notes made and deleted (on each side
+one new, the one made last time deleted: paths only one side holds, whose deletion records count).
 
     python scripts/bench_rtt.py --files 2000 --one-way-ms 10 --reps 7
 """
@@ -56,9 +57,20 @@ def main() -> None:
                 for k in range(2):
                     (root / "memory" / f"rtt-{side}-{k}.md").write_text(f"{side} {k}: edit {n}\n")
 
-        def sync(peer: str, keep: str | None, changes: bool = False) -> float:
-            if changes:
-                edit()
+        made = iter(range(1 << 30))
+
+        def churn() -> None:
+            """On each side a note made, and the one made last time deleted."""
+            n = next(made)
+            for side, root in (("here", local), ("there", remote)):
+                (root / "memory" / f"rtt-new-{side}-{n}.md").write_text(f"{side}: made {n}\n")
+                (root / "memory" / f"rtt-new-{side}-{n - 1}.md").unlink(missing_ok=True)
+
+        kinds = {"no-op": None, "4 changes": edit, "2 made, 2 deleted": churn}
+
+        def sync(peer: str, keep: str | None, kind: str = "no-op") -> float:
+            if kinds[kind] is not None:
+                kinds[kind]()
             env = dict(os.environ)
             if keep is not None:
                 env["PEERSYNC_KEEP_CONNECTION"] = keep
@@ -73,19 +85,19 @@ def main() -> None:
         for peer in ("remote", "far"):  # the initial sync, then warm keepers for both
             for _ in range(3):
                 sync(peer, None)
-        times: dict[tuple[str, bool, str], list[float]] = {}
+        times: dict[tuple[str, str, str], list[float]] = {}
         for _ in range(args.reps):
             for mode, keep in (("warm", None), ("new connection", "0")):
-                for changes in (False, True):
+                for kind in kinds:
                     for peer in ("remote", "far"):
-                        times.setdefault((mode, changes, peer), []).append(sync(peer, keep, changes))
+                        times.setdefault((mode, kind, peer), []).append(sync(peer, keep, kind))
     shutil.rmtree(base, ignore_errors=True)
     print(f"{args.files} files, median of {args.reps}; relay: {args.one_way_ms:g} ms each way "
           f"(round trip {rtt * 1000:g} ms)")
     for mode in ("warm", "new connection"):
-        for changes in (False, True):
-            near, far = (statistics.median(times[(mode, changes, p)]) for p in ("remote", "far"))
-            what = f"{mode}, {'4 changes' if changes else 'no-op'}"
+        for kind in kinds:
+            near, far = (statistics.median(times[(mode, kind, p)]) for p in ("remote", "far"))
+            what = f"{mode}, {kind}"
             print(f"  {what:26} loopback {near * 1000:7.1f} ms   relayed {far * 1000:7.1f} ms   "
                   f"= {(far - near) / rtt:4.1f} round trips waited")
 

@@ -67,7 +67,7 @@ def test_markdown_table_has_all_columns_and_targets(bench_run):
 
 
 def test_the_round_trip_count_runs_end_to_end_through_the_delaying_relay():
-    """scripts/bench_rtt.py on a tiny workspace: both modes, the no-op and the changes, measured
+    """scripts/bench_rtt.py on a tiny workspace: both modes, the no-op and both kinds of changes, measured
     through the relay too (no timing asserted beyond the relay adding time: a 25 ms round trip
     cannot cost nothing)."""
     result = subprocess.run([sys.executable, str(ROOT / "scripts" / "bench_rtt.py"), "--files", "60", "--reps", "1",
@@ -75,7 +75,7 @@ def test_the_round_trip_count_runs_end_to_end_through_the_delaying_relay():
                             timeout=240, cwd=ROOT)
     assert result.returncode == 0, result.stderr[-3000:]
     rows = {line.split("loopback")[0].strip(): line for line in result.stdout.splitlines() if "loopback" in line}
-    assert set(rows) == {"warm, no-op", "warm, 4 changes", "new connection, no-op",
-                         "new connection, 4 changes"}, result.stdout
+    assert set(rows) == {f"{mode}, {kind}" for mode in ("warm", "new connection")
+                         for kind in ("no-op", "4 changes", "2 made, 2 deleted")}, result.stdout
     for line in rows.values():
         assert float(line.split("=")[1].split()[0]) > 0, line
