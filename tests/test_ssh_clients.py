@@ -316,6 +316,50 @@ def test_the_peers_deletion_records_need_no_round_trip_of_their_own(tmp_path, ss
     assert wire_events.index(("sent", "tombstones_get")) < wire_events.index(("answered", "scan")), wire_events
 
 
+def test_a_copy_to_the_peer_installs_without_waiting_for_the_questions_asked_of_it(tmp_path, sshd, monkeypatch,
+                                                                                   wire_events):
+    """Notes edited on each side: the peer is asked what the carries of those mergeable files need
+    (merge_bases) and for its note's bytes (read), and our note is installed there in the same
+    round trip — not after those answers came back.  (Their answers are held here until the
+    install went out, as a tailnet's round trip would; the agent takes all three in order.)"""
+    from peersync.replica.handler import Handler
+    from peersync.replica.scan import hash_bytes
+    from peersync.sync.runner import run_sync
+    from peersync.transport import ssh
+
+    monkeypatch.setenv("PEERSYNC_KEEP_CONNECTION", "0")
+    pair = wire_pair(tmp_path / "local", tmp_path / "remote", sshd)
+    for name in ("MEMORY.md", "memory/a.md", "memory/b.md"):
+        write(pair.local.root / name, f"{name}\n")
+    assert run_sync(pair.local)[0].ok
+    write(pair.local.root / "memory/a.md", "a, edited here\n")
+    write(pair.remote.root / "memory/b.md", "b, edited there\n")
+    receive = ssh.Session._receive
+
+    async def held(self, op):
+        if op in ("merge_bases", "read"):
+            for _ in range(200):
+                if ("sent", "install") in wire_events:
+                    break
+                await asyncio.sleep(0.01)
+        return await receive(self, op)
+
+    monkeypatch.setattr(ssh.Session, "_receive", held)
+    wire_events.clear()
+    [report] = run_sync(pair.local)
+    assert report.ok and report.pushed == ["memory/a.md"] and report.pulled == ["memory/b.md"], report.error
+    assert (pair.remote.root / "memory/a.md").read_text() == "a, edited here\n"
+    assert (pair.local.root / "memory/b.md").read_text() == "b, edited there\n"
+    for op in ("merge_bases", "read"):
+        assert wire_events.index(("sent", "install")) < wire_events.index(("answered", op)), wire_events
+    # Each asked once: the copy from the peer takes the bytes read ahead, the carry the answers.
+    sent = [op for what, op in wire_events if what == "sent"]
+    assert sent.count("read") == sent.count("merge_bases") == sent.count("install") == 1, wire_events
+    # and the note installed there is kept there as the next merge's base, as ever
+    digest = hash_bytes(b"a, edited here\n")
+    assert Handler(pair.remote.root).op_logbase_get([digest]).get(digest) == b"a, edited here\n"
+
+
 def test_the_merge_bases_a_sync_keeps_on_the_peer_go_out_with_its_commit(tmp_path, sshd, monkeypatch, wire_events):
     """The versions a peer keeps as the next merge's bases (bases_keep) do not wait a round trip of
     their own: they are sent right before the commit's saves, which the agent takes after them."""

@@ -9,6 +9,7 @@ import operator
 import secrets
 import socket
 import time
+from collections.abc import Awaitable
 from dataclasses import replace
 
 from peersync.core import versions
@@ -62,6 +63,8 @@ class Run(Transfers):
         self._keep: dict[Side, list[dict]] = {Side.LOCAL: [], Side.REMOTE: []}  # bases_keep items, sent in one go
         self._held: dict[Side, set[str]] = {}  # each side's folders, as its scan found them (delete)
         self._ahead: dict[Side, dict[str, bytes]] = {Side.LOCAL: {}, Side.REMOTE: {}}  # copies' first bytes (prefetch)
+        self._reading: dict[Side, asyncio.Future] = {}  # reading them (_read_ahead), while prefetch runs
+        self._prefetching: asyncio.Future | None = None  # prefetch(), under way beside the installs
 
     # -- versions --------------------------------------------------------------------------
     async def descendant(self, c: Change) -> tuple:
@@ -99,6 +102,18 @@ class Run(Transfers):
 
     # -- execute ---------------------------------------------------------------------------
     async def execute(self, changes: list[Change]) -> None:
+        try:
+            await self._execute(changes)
+        finally:
+            # A run that failed midway: what prefetch still has in flight is not waited for (it
+            # only reads), and its errors are not this run's.
+            for task in (self._prefetching, *self._reading.values()):
+                if task is not None and not task.done():
+                    task.cancel()
+                if task is not None:
+                    task.add_done_callback(lambda t: t.cancelled() or t.exception())
+
+    async def _execute(self, changes: list[Change]) -> None:
         if self.progress is not None:
             copies = [c for c in changes if c.action is Action.COPY and c.target is not None]
             sizes = [e.size for c in copies if (e := c.entry(c.source)) is not None]
@@ -111,7 +126,12 @@ class Run(Transfers):
         # Deletions ask which folders the other side holds (delete): worked out in a thread while
         # prefetch waits for both sides, not on the event loop after the installs.
         folders = [side.other for side in Side if any(c.action is Action.DELETE and c.target is side for c in changes)]
-        await gather_all(self.prefetch(merges, changes), *(self._hold_folders(side) for side in folders))
+        # What the merges and the carries of mergeable copies need from each side is asked for
+        # first, and not waited for: the copies install meanwhile (an agent takes the questions
+        # before its installs, answering in order), each waiting only for its own first bytes
+        # (_first_bytes); a merge waits for all of it, and a carry after an install for the answers.
+        self._prefetching = self._start_prefetch(merges, changes)
+        await gather_all(*(self._hold_folders(side) for side in folders))
         # A file that clashes with the other side's edited folder (core/dirfile.py) is set aside first.
         aside = [c for c in changes if c.reason == REASON]
         await gather_all(*(self.set_aside(side, [c for c in aside if c.target is side]) for side in Side))
@@ -174,12 +194,34 @@ class Run(Transfers):
         for c in changes:
             if c.action is Action.CONFLICT and c.reason != "manual":
                 self.report.conflicts.append(Conflict(c.path, kept="both", reason="skipped (policy skip)"))
+        await self._prefetched()
 
-    async def prefetch(self, merges: list[Change], changes: list[Change]) -> None:
-        """Before anything is installed, ask both sides what the merges and the copies of mergeable
-        files will need: the merges' inputs, each side's merge_bases answer, and the kept bases
-        those lead to.  Each side answers one request at a time, so asked later these would
-        queue behind the installs; asked first they cost two short round trips."""
+    def _start_prefetch(self, merges: list[Change], changes: list[Change]) -> asyncio.Future | None:
+        """prefetch(), started (None: nothing to ask); the copies' first bytes are read at once."""
+        asking = self.prefetch(merges, changes)
+        if asking is None:
+            return None
+        self._reading = {side: asyncio.ensure_future(self._read_ahead(side, changes)) for side in Side}
+        return asyncio.ensure_future(asking)
+
+    async def _prefetched(self) -> None:
+        """Wait for what prefetch asked (its failure is the run's)."""
+        if self._prefetching is not None:
+            await self._prefetching
+
+    async def _first_bytes(self, side: Side) -> dict[str, bytes]:
+        """The copies' first bytes read from `side` ahead (_read_ahead; none if not read)."""
+        reading = self._reading.get(side)
+        if reading is not None:
+            await asyncio.wait([reading])
+        return self._ahead[side]
+
+    def prefetch(self, merges: list[Change], changes: list[Change]) -> Awaitable[None] | None:
+        """Ask both sides what the merges and the copies of mergeable files will need, before
+        anything is installed: the merges' inputs, each side's merge_bases answer, and the kept
+        bases those lead to (None: nothing).  Each side answers one request at a time, so asked
+        later these would queue behind the installs; asked first they cost two short round
+        trips, beside the installs (execute)."""
         keeps = self.remote_session.caps.keeps_ancestor
         copies = [c for c in changes if c.action is Action.COPY and c.target is not None
                   and (e := c.entry(c.source)) is not None and e.vv and self.rules.keeps_base(c.path, e)
@@ -192,14 +234,17 @@ class Run(Transfers):
         small = [c for c in merges if not self._streamed(c)]
         causal = [c for c in small if c.local.vv and c.remote.vv]
         if not small and not copies and not adopted:
-            return
+            return None
+        return self._prefetch(small, causal, copies, adopted)
+
+    async def _prefetch(self, small: list[Change], causal: list[Change], copies: list[Change],
+                        adopted: list[tuple[Side, Change]]) -> None:
         # Both ends of each carry are asked: what the target lists already is not carried (_carried).
         ask = {side: sorted({c.path for c in causal} | {c.path for c in copies} | {c.path for _, c in adopted})
                for side in Side}
-        _, _, local_data, remote_data, *_ = await gather_all(
+        _, _, local_data, remote_data = await gather_all(
             *(self._answers(side, ask[side]) for side in Side),
-            self._read_batched(Side.LOCAL, small), self._read_batched(Side.REMOTE, small),
-            *(self._read_ahead(side, changes) for side in Side))
+            self._read_batched(Side.LOCAL, small), self._read_batched(Side.REMOTE, small))
         self._inputs = {Side.LOCAL: local_data, Side.REMOTE: remote_data}
         want: dict[Side, set[str]] = {side: set() for side in Side}
         for c in copies:
@@ -330,6 +375,7 @@ class Run(Transfers):
         ancestor's, where nothing better is known)."""
         if not merges:
             return []
+        await self._prefetched()  # (its inputs, answers and bases)
         rules = self.rules
         fallback, installs = [], {Side.LOCAL: [], Side.REMOTE: []}
         kept: dict[Side, list] = {Side.LOCAL: [], Side.REMOTE: []}
@@ -498,6 +544,7 @@ class Run(Transfers):
         copied = [(p, e) for p, e in copied if e.vv]
         if target is Side.REMOTE and not self.remote_session.caps.keeps_ancestor:
             return
+        await self._prefetched()  # (the answers and bases it asked for: not asked twice)
         if copied:
             await self._answers(source, [p for p, _ in copied])  # asked by prefetch() already, as a rule
         wanted = [(path, h, vv) for path, entry in copied for h, vv in self._carried(source, path, entry)]

@@ -98,7 +98,7 @@ class Transfers:
             for batch in _batches(items, INLINE_BATCH_BYTES, min(INLINE_FIRST_BATCH, INLINE_BATCH_BYTES)):
                 # An empty folder's content is known (nothing): it is not read, so one that went
                 # meanwhile is only a failed install, never a failed run.
-                ahead = self._ahead[source]  # read by prefetch() already (Run._read_ahead)
+                ahead = await self._first_bytes(source)  # read ahead (Run._read_ahead) as prefetch() started
                 wanted = [i["path"] for i in batch if i["new"][2] & KIND_BITS != DIR]
                 data = await self._read(source, [p for p in wanted if p not in ahead],
                                         keep=[i["path"] for i in batch if i.get("base") is True and i["path"] not in ahead])
