@@ -462,6 +462,26 @@ def test_a_delta_scan_carries_the_deletion_records_of_what_it_deleted_or_made(a,
     assert scan["dead_for"] == expected
 
 
+def test_an_ancestor_sent_behind_deletion_records_that_failed_is_not_saved(a, b):
+    """A client sends the peer's deletion records and, right behind them, the ancestor that forgets
+    those paths (pipeline.py commit): the agent applies that ancestor only if the records were
+    written; a failed tombstones_add refuses it, a later one that succeeds lets it through."""
+    write(a, "MEMORY.md", "m\n")
+    sync_local(a, b)
+    handler = Handler(b.root)
+    before = handler.op_ancestor_digest(a.instance_id)
+    entries = json.loads(handler._ancestor_file(a.instance_id).read_bytes())["entries"]
+    assert handler.op_hello()["ancestor_after_records"] is True
+    with pytest.raises(ValueError):
+        handler.op_tombstones_add([["../outside", entries["MEMORY.md"]]])  # refused: nothing recorded
+    with pytest.raises(PeersyncError, match="deletion records"):
+        handler.op_ancestor_put(a.instance_id, manifest={"entries": {}}, after_records=True)
+    assert handler.op_ancestor_digest(a.instance_id) == before
+    handler.op_tombstones_add([["memory/gone.md", entries["MEMORY.md"]]])
+    handler.op_ancestor_put(a.instance_id, manifest={"entries": {}}, after_records=True)
+    assert handler.op_ancestor_digest(a.instance_id) != before
+
+
 def test_a_session_whose_lock_was_refused_is_not_scanned(b):
     """The scan that follows a lock request is refused when the lock was (another sync holds it):
     nothing walks or writes a busy workspace for a run that stops."""

@@ -360,6 +360,57 @@ def test_a_copy_to_the_peer_installs_without_waiting_for_the_questions_asked_of_
     assert Handler(pair.remote.root).op_logbase_get([digest]).get(digest) == b"a, edited here\n"
 
 
+def test_the_peers_deletion_records_go_out_with_the_saves_behind_them(tmp_path, sshd, monkeypatch, wire_events):
+    """A sync that buries a deletion sends the peer its records and, without waiting for their
+    answer, the saves behind them; the agent writes the records first, then the ancestor."""
+    from peersync.replica import tombstones
+    from peersync.sync.runner import run_sync
+
+    monkeypatch.setenv("PEERSYNC_KEEP_CONNECTION", "0")
+    pair = wire_pair(tmp_path / "local", tmp_path / "remote", sshd)
+    for name in ("MEMORY.md", "memory/a.md"):
+        write(pair.local.root / name, f"{name}\n")
+    assert run_sync(pair.local)[0].ok
+    (pair.remote.root / "memory/a.md").unlink()
+    wire_events.clear()
+    [report] = run_sync(pair.local)
+    assert report.ok and not (pair.local.root / "memory/a.md").exists(), report.error
+    assert "memory/a.md" in tombstones.lookup(pair.remote.state / tombstones.FILE, ["memory/a.md"])
+    assert "memory/a.md" in tombstones.lookup(pair.local.state / tombstones.FILE, ["memory/a.md"])
+    assert wire_events.index(("sent", "ancestor_put")) < wire_events.index(("answered", "tombstones_add")), wire_events
+    assert wire_events.index(("sent", "tombstones_add")) < wire_events.index(("sent", "ancestor_put"))
+
+
+def test_deletion_records_the_peer_could_not_write_leave_both_ancestors_as_they_were(tmp_path, sshd, monkeypatch):
+    """The peer cannot write its deletion records (here its tombstones file is a folder): the
+    ancestor sent behind them is refused there, ours is not saved either, and the run fails
+    saying so; once the peer can write again, the next sync records them on both sides."""
+    from peersync.replica import tombstones
+    from peersync.replica.handler import Handler
+    from peersync.sync.runner import run_sync
+
+    monkeypatch.setenv("PEERSYNC_KEEP_CONNECTION", "0")
+    pair = wire_pair(tmp_path / "local", tmp_path / "remote", sshd)
+    for name in ("MEMORY.md", "memory/a.md"):
+        write(pair.local.root / name, f"{name}\n")
+    assert run_sync(pair.local)[0].ok
+    local_id, remote_id = pair.local.instance_id, pair.remote.instance_id
+    theirs = Handler(pair.remote.root).op_ancestor_digest(local_id)
+    ours = Handler(pair.local.root).op_ancestor_digest(remote_id)
+    blocked = pair.remote.state / tombstones.FILE
+    blocked.mkdir()
+    (pair.remote.root / "memory/a.md").unlink()
+    [report] = run_sync(pair.local)
+    assert not report.ok and "tombstones_add" in report.error, report.error
+    assert Handler(pair.remote.root).op_ancestor_digest(local_id) == theirs
+    assert Handler(pair.local.root).op_ancestor_digest(remote_id) == ours
+    blocked.rmdir()
+    [report] = run_sync(pair.local)
+    assert report.ok, report.error
+    assert not (pair.local.root / "memory/a.md").exists()
+    assert "memory/a.md" in tombstones.lookup(blocked, ["memory/a.md"])
+
+
 def test_the_merge_bases_a_sync_keeps_on_the_peer_go_out_with_its_commit(tmp_path, sshd, monkeypatch, wire_events):
     """The versions a peer keeps as the next merge's bases (bases_keep) do not wait a round trip of
     their own: they are sent right before the commit's saves, which the agent takes after them."""

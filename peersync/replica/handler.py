@@ -34,7 +34,7 @@ from peersync.core.selection import Intersection, Selection
 from peersync.core.limits import RANGE
 from peersync.core.types import MANIFEST_FORMAT, READABLE_FORMATS, Entry, gone_paths, new_objects
 from peersync.core.unknown import covered
-from peersync.errors import BusyError, StateDirError
+from peersync.errors import BusyError, SafetyError, StateDirError
 from peersync.replica import bases, fsprobe, sparse, tombstones, watched
 from peersync.replica.scan import (CACHE_ROW_BYTES, MARSHAL_VERSION, ScanResult, StatCache, cache_kept, forget_cache,
                                    hash_bytes, rewrite_pays, scan)
@@ -85,6 +85,7 @@ class Handler:
         self._busy = threading.RLock()
         self._lock = None
         self._lock_refused = False  # this session asked for the lock and did not get it (op_scan)
+        self._records_failed = False  # this session's last tombstones_add was not written (op_ancestor_put)
         self._versions: Versions | None = None
         # bases_keep's (path, hash, vector) triples, recorded with their content (stashed in the
         # store) by the run's logbase_save, or when the session ends: one write each per sync.
@@ -119,7 +120,10 @@ class Handler:
                 # A restricted key gets no rsync (restrict.py): its files travel in ranges.
                 "rsync": not self.restricted and shutil.which("rsync") is not None,
                 # op read takes `keep` (merge bases kept from the bytes read); an older agent: no.
-                "read_keeps_bases": True}
+                "read_keeps_bases": True,
+                # op ancestor_put takes `after_records` (applied only if the deletion records sent
+                # right before it were written): a client need not wait for those first.
+                "ancestor_after_records": True}
 
     def op_init(self) -> dict:
         self.ws.root.mkdir(parents=True, exist_ok=True)
@@ -616,11 +620,17 @@ class Handler:
         return saved
 
     def op_ancestor_put(self, peer_id: str, manifest: dict | None = None, base_digest: str | None = None,
-                        delta: dict | None = None) -> dict:
+                        delta: dict | None = None, after_records: bool = False) -> dict:
         """Store the ancestor shared with `peer_id`: the whole `manifest`, or — when this side still
         holds the ancestor whose digest is `base_digest` — only a `delta` {"set": {path: entry},
         "drop": [path]} to it (a sync that changed 10 files of 100k sends 10 entries).  Both sides
-        write the same canonical bytes, so their digests agree for the next delta scan."""
+        write the same canonical bytes, so their digests agree for the next delta scan.
+        `after_records`: the client sent deletion records right before (tombstones_add) without
+        waiting for their answer; if they were not written, the ancestor that forgets those paths
+        is not either — the records must be kept before it (sync/pipeline.py)."""
+        if after_records and self._records_failed:
+            raise SafetyError("not saved: the deletion records sent before this ancestor were not written here",
+                              "Sync again: the next sync records them first.")
         path = self._ancestor_file(peer_id)
         moved = [*delta.get("drop", ()), *delta.get("set", {})] if delta is not None else []
         if delta is not None:
@@ -722,12 +732,15 @@ class Handler:
 
     def op_tombstones_add(self, items: list) -> dict:
         """Record versions this side and a peer both no longer hold (see tombstones.py)."""
+        self._records_failed = True  # until they are written (op_ancestor_put)
         parsed = [(check_relpath(p), Entry.from_wire(w)) for p, w in items]  # all valid, or none recorded
         if self.restricted:
             for p, _ in parsed:
                 self.store.check(p)
         ensure_private_dir(self.ws.state)
-        return {"added": tombstones.add(self._dead_file, parsed)}
+        added = tombstones.add(self._dead_file, parsed)
+        self._records_failed = False
+        return {"added": added}
 
     # -- data ----------------------------------------------------------------------------
     def op_read(self, paths: list, keep: list | None = None) -> dict:

@@ -328,7 +328,15 @@ async def _reconcile_and_apply(job: Job, local: LocalSession, remote: Replica, r
     records = buried(ancestor, new, run.deleted, touched)
     # The merge bases execute() left for the commit go out first (Run.keeps_bases_later).
     bases_later = [side for side in Side if run.keeps_bases_later(side)]
-    if records:  # before the ancestor forgets them
+    recording = None  # the peer's records, sent ahead of its saves
+    if records and remote.caps.in_order and remote.hello.get("ancestor_after_records") is True:
+        # Before either ancestor forgets them, without a round trip of their own: ours first (no
+        # wait), then the peer's, which its agent takes before the saves sent behind them — and
+        # it applies its ancestor only if they were written (Handler.op_ancestor_put).  Ours is
+        # saved once its answer came (save_ancestor).
+        await local.request("tombstones_add", items=records)
+        recording = asyncio.ensure_future(remote.request("tombstones_add", items=records))
+    elif records:  # before the ancestor forgets them
         await gather_all(*(run.keep_bases(side) for side in bases_later),
                          local.request("tombstones_add", items=records), remote.request("tombstones_add", items=records))
         bases_later = []
@@ -339,7 +347,7 @@ async def _reconcile_and_apply(job: Job, local: LocalSession, remote: Replica, r
     # The peer's requests start first, ours last: each is encoded on this loop as its turn comes,
     # and our own side's saves run in threads that would hold it up (after a first sync of 100k
     # files the peer waited ~1 s for its first one, then worked while we did).
-    saves = [run.keep_bases(side) for side in bases_later]
+    saves = [run.keep_bases(side) for side in bases_later] + ([recording] if recording is not None else [])
     if logs and remote.caps.keeps_ancestor:
         saves.append(remote.request("logbase_save", items=logs))
     if not remote.caps.keeps_ancestor:
@@ -348,11 +356,15 @@ async def _reconcile_and_apply(job: Job, local: LocalSession, remote: Replica, r
         # (else unchanged, and already identical on both sides: kept.  new_ancestor moved nothing else)
         saves.append(save_ancestor(local, remote, local_id, remote_id, mine, new, base_digest,
                                    remote_delta=delta and ancestor is mine,
-                                   moved=moved_in_ancestor if ancestor is mine else None))
+                                   moved=moved_in_ancestor if ancestor is mine else None, after=recording))
         memo.moved(ancestor, new, moved_in_ancestor)  # (else the next sync's ancestor is `ancestor` again)
     if logs:
         saves.append(local.request("logbase_save", items=logs))
-    await gather_all(*saves)
+    try:
+        await gather_all(*saves)
+    except BaseException:
+        _drop(recording)
+        raise
     journal.end(intent)
     await remote.finish(ws, report, dry_run=False)
     # Last: pruning log bases reads the ancestors just saved.  Each side ages its trash by its own
@@ -459,12 +471,15 @@ def warm_local(ws: Workspace, selection, remote_id: str | None) -> None:
 
 
 async def save_ancestor(local, remote, local_id: str, remote_id: str, mine, new_ancestor, base_digest,
-                        *, remote_delta: bool, moved: set[str] | None = None) -> None:
+                        *, remote_delta: bool, moved: set[str] | None = None,
+                        after: asyncio.Future | None = None) -> None:
     """Store the new ancestor on both sides, at once: if we die between the two saves, the sides
     disagree and agreed_ancestor() treats the difference as unknown — which can only cause
     unions, never deletions.  A side that still holds the old one (equal digests) gets only what
     changed; both write the same canonical bytes, checked by digest.  `moved`: where
-    `new_ancestor` can differ from `mine` (None: anywhere)."""
+    `new_ancestor` can differ from `mine` (None: anywhere).  `after`: the peer's deletion records
+    on their way — its save goes right behind them (applied only if they were written), ours
+    once they were."""
     whole = None
 
     def manifest() -> dict:
@@ -476,12 +491,21 @@ async def save_ancestor(local, remote, local_id: str, remote_id: str, mine, new_
     # The peer's delta scan proved it holds `ancestor`, which is then `mine`: one delta serves both.
     delta = ancestor_delta(mine, new_ancestor, moved) if mine is not None and base_digest is not None else None
 
-    def put(session, peer_id: str, with_delta: bool) -> asyncio.Future:
+    def put(session, peer_id: str, with_delta: bool, **extra) -> asyncio.Future:
         if with_delta and delta is not None:
-            return session.request("ancestor_put", peer_id=peer_id, base_digest=base_digest, delta=delta)
-        return session.request("ancestor_put", peer_id=peer_id, manifest=manifest())
+            return session.request("ancestor_put", peer_id=peer_id, base_digest=base_digest, delta=delta, **extra)
+        return session.request("ancestor_put", peer_id=peer_id, manifest=manifest(), **extra)
 
-    theirs, ours = await gather_all(put(remote, local_id, remote_delta), put(local, remote_id, True))
+    if after is None:
+        theirs, ours = await gather_all(put(remote, local_id, remote_delta), put(local, remote_id, True))
+    else:
+        putting = asyncio.ensure_future(put(remote, local_id, remote_delta, after_records=True))
+        try:
+            await after
+        except BaseException:
+            _drop(putting)  # (refused there: its records were not written)
+            raise
+        theirs, ours = await gather_all(putting, put(local, remote_id, True))
     if not ours.get("applied"):
         ours = await local.request("ancestor_put", peer_id=remote_id, manifest=manifest())
     if theirs.get("digest") != ours.get("digest"):  # its copy moved meanwhile: send it all
