@@ -5,7 +5,8 @@ tailnet between two homes does.  The difference divided by the round trip is the
 trips the sync waited for, one after the other — what a user on a 20–50 ms tailnet pays on every
 sync, which a loopback benchmark cannot show.  Three syncs: a no-op; a few changes (two notes
 edited on each side, each side's copied to the other); and notes made and deleted (on each side
-one new, the one made last time deleted: paths only one side holds, whose deletion records count).
+one new, and one file it has had since the first sync deleted: paths only one side holds, with
+deletion records — such a file's version predates version vectors, so both sides record it).
 
     python scripts/bench_rtt.py --files 2000 --one-way-ms 10 --reps 7
 """
@@ -58,13 +59,17 @@ def main() -> None:
                     (root / "memory" / f"rtt-{side}-{k}.md").write_text(f"{side} {k}: edit {n}\n")
 
         made = iter(range(1 << 30))
+        old = sorted(p.relative_to(local) for p in (local / "memory").rglob("*.md") if p.is_file())
+        olds = {"here": iter(old[0::2]), "there": iter(old[1::2])}  # (each side its own)
 
         def churn() -> None:
-            """On each side a note made, and the one made last time deleted."""
+            """On each side a note made, and a file from the first sync deleted (else the note
+            made last time)."""
             n = next(made)
             for side, root in (("here", local), ("there", remote)):
                 (root / "memory" / f"rtt-new-{side}-{n}.md").write_text(f"{side}: made {n}\n")
-                (root / "memory" / f"rtt-new-{side}-{n - 1}.md").unlink(missing_ok=True)
+                gone = next(olds[side], None)
+                (root / gone if gone else root / "memory" / f"rtt-new-{side}-{n - 1}.md").unlink(missing_ok=True)
 
         kinds = {"no-op": None, "4 changes": edit, "2 made, 2 deleted": churn}
 
