@@ -276,13 +276,30 @@ def test_a_busy_peers_agent_refuses_the_scan_sent_behind_its_lock(tmp_path, sshd
     assert not cache.exists()
 
 
+def hold_answers(monkeypatch, events: list, ops: tuple[str, ...], *, until: str) -> None:
+    """This process takes the answers to `ops` only once `until` was sent (or after 2 s), as a
+    peer a round trip away would make it: what goes out meanwhile shows on the wire first."""
+    from peersync.transport import ssh
+
+    receive = ssh.Session._receive
+
+    async def held(self, op):
+        if op in ops:
+            for _ in range(200):
+                if ("sent", until) in events:
+                    break
+                await asyncio.sleep(0.01)
+        return await receive(self, op)
+
+    monkeypatch.setattr(ssh.Session, "_receive", held)
+
+
 def test_the_peers_deletion_records_need_no_round_trip_of_their_own(tmp_path, sshd, monkeypatch, wire_events):
     """Files made and deleted on both sides, with deletion records on both: the agent's records of
     what it deleted come with its scan, and those of what we made are asked for while it scans and
     answered right behind it — no tombstones_get waits after the scan.  (The scan's answer is held
     here until that request went out, as a peer slower to scan than this side would make it.)"""
     from peersync.sync.runner import run_sync
-    from peersync.transport import ssh
 
     monkeypatch.setenv("PEERSYNC_KEEP_CONNECTION", "0")
     pair = wire_pair(tmp_path / "local", tmp_path / "remote", sshd)
@@ -294,17 +311,7 @@ def test_the_peers_deletion_records_need_no_round_trip_of_their_own(tmp_path, ss
     write(pair.local.root / "memory/new.md", "made here\n")
     (pair.remote.root / "memory/b.md").unlink()
     write(pair.remote.root / "memory/there.md", "made there\n")
-    receive = ssh.Session._receive
-
-    async def held(self, op):
-        if op == "scan":
-            for _ in range(200):
-                if ("sent", "tombstones_get") in wire_events:
-                    break
-                await asyncio.sleep(0.01)
-        return await receive(self, op)
-
-    monkeypatch.setattr(ssh.Session, "_receive", held)
+    hold_answers(monkeypatch, wire_events, ("scan",), until="tombstones_get")
     wire_events.clear()
     [report] = run_sync(pair.local)
     assert report.ok, report.error
@@ -325,7 +332,6 @@ def test_a_copy_to_the_peer_installs_without_waiting_for_the_questions_asked_of_
     from peersync.replica.handler import Handler
     from peersync.replica.scan import hash_bytes
     from peersync.sync.runner import run_sync
-    from peersync.transport import ssh
 
     monkeypatch.setenv("PEERSYNC_KEEP_CONNECTION", "0")
     pair = wire_pair(tmp_path / "local", tmp_path / "remote", sshd)
@@ -334,17 +340,7 @@ def test_a_copy_to_the_peer_installs_without_waiting_for_the_questions_asked_of_
     assert run_sync(pair.local)[0].ok
     write(pair.local.root / "memory/a.md", "a, edited here\n")
     write(pair.remote.root / "memory/b.md", "b, edited there\n")
-    receive = ssh.Session._receive
-
-    async def held(self, op):
-        if op in ("merge_bases", "read"):
-            for _ in range(200):
-                if ("sent", "install") in wire_events:
-                    break
-                await asyncio.sleep(0.01)
-        return await receive(self, op)
-
-    monkeypatch.setattr(ssh.Session, "_receive", held)
+    hold_answers(monkeypatch, wire_events, ("merge_bases", "read"), until="install")
     wire_events.clear()
     [report] = run_sync(pair.local)
     assert report.ok and report.pushed == ["memory/a.md"] and report.pulled == ["memory/b.md"], report.error
