@@ -9,7 +9,6 @@ import operator
 import secrets
 import socket
 import time
-from collections.abc import Awaitable
 from dataclasses import replace
 
 from peersync.core import versions
@@ -64,6 +63,7 @@ class Run(Transfers):
         self._held: dict[Side, set[str]] = {}  # each side's folders, as its scan found them (delete)
         self._ahead: dict[Side, dict[str, bytes]] = {Side.LOCAL: {}, Side.REMOTE: {}}  # copies' first bytes (prefetch)
         self._reading: dict[Side, asyncio.Future] = {}  # reading them (_read_ahead), while prefetch runs
+        self._reading_started: asyncio.Future | None = None  # done once those reads are (or will not be) started
         self._prefetching: asyncio.Future | None = None  # prefetch(), under way beside the installs
 
     # -- versions --------------------------------------------------------------------------
@@ -196,13 +196,12 @@ class Run(Transfers):
                 self.report.conflicts.append(Conflict(c.path, kept="both", reason="skipped (policy skip)"))
         await self._prefetched()
 
-    def _start_prefetch(self, merges: list[Change], changes: list[Change]) -> asyncio.Future | None:
-        """prefetch(), started (None: nothing to ask); the copies' first bytes are read at once."""
-        asking = self.prefetch(merges, changes)
-        if asking is None:
-            return None
-        self._reading = {side: asyncio.ensure_future(self._read_ahead(side, changes)) for side in Side}
-        return asyncio.ensure_future(asking)
+    def _start_prefetch(self, merges: list[Change], changes: list[Change]) -> asyncio.Future:
+        """prefetch(), started."""
+        started = self._reading_started = asyncio.get_running_loop().create_future()
+        task = asyncio.ensure_future(self.prefetch(merges, changes))
+        task.add_done_callback(lambda _: started.done() or started.set_result(None))  # (nothing read ahead)
+        return task
 
     async def _prefetched(self) -> None:
         """Wait for what prefetch asked (its failure is the run's)."""
@@ -211,17 +210,19 @@ class Run(Transfers):
 
     async def _first_bytes(self, side: Side) -> dict[str, bytes]:
         """The copies' first bytes read from `side` ahead (_read_ahead; none if not read)."""
+        if self._reading_started is not None:
+            await self._reading_started
         reading = self._reading.get(side)
         if reading is not None:
             await asyncio.wait([reading])
         return self._ahead[side]
 
-    def prefetch(self, merges: list[Change], changes: list[Change]) -> Awaitable[None] | None:
+    async def prefetch(self, merges: list[Change], changes: list[Change]) -> None:
         """Ask both sides what the merges and the copies of mergeable files will need, before
         anything is installed: the merges' inputs, each side's merge_bases answer, and the kept
-        bases those lead to (None: nothing).  Each side answers one request at a time, so asked
-        later these would queue behind the installs; asked first they cost two short round
-        trips, beside the installs (execute)."""
+        bases those lead to; and read the copies' first bytes (_read_ahead).  Each side answers
+        one request at a time, so asked later these would queue behind the installs; asked
+        first they cost two short round trips, beside the installs (execute)."""
         keeps = self.remote_session.caps.keeps_ancestor
         copies = [c for c in changes if c.action is Action.COPY and c.target is not None
                   and (e := c.entry(c.source)) is not None and e.vv and self.rules.keeps_base(c.path, e)
@@ -234,11 +235,10 @@ class Run(Transfers):
         small = [c for c in merges if not self._streamed(c)]
         causal = [c for c in small if c.local.vv and c.remote.vv]
         if not small and not copies and not adopted:
-            return None
-        return self._prefetch(small, causal, copies, adopted)
-
-    async def _prefetch(self, small: list[Change], causal: list[Change], copies: list[Change],
-                        adopted: list[tuple[Side, Change]]) -> None:
+            return
+        self._reading = {side: asyncio.ensure_future(self._read_ahead(side, changes)) for side in Side}
+        if self._reading_started is not None:
+            self._reading_started.set_result(None)
         # Both ends of each carry are asked: what the target lists already is not carried (_carried).
         ask = {side: sorted({c.path for c in causal} | {c.path for c in copies} | {c.path for _, c in adopted})
                for side in Side}
