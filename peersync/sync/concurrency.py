@@ -15,3 +15,11 @@ async def gather_all(*aws):
     if errors:  # the clearest one: a PeersyncError carries a message meant for the user
         raise next((e for e in errors if isinstance(e, PeersyncError)), errors[0])
     return results
+
+
+def drop(task: asyncio.Future | None) -> None:
+    """A request sent ahead (or work started) that is not wanted after all: cancelled if still
+    under way, and its outcome, when it comes, dropped — never an unretrieved exception."""
+    if task is not None:
+        task.cancel()
+        task.add_done_callback(lambda t: t.cancelled() or t.exception())

@@ -33,7 +33,7 @@ from peersync.errors import PeersyncError, ProtocolError
 from peersync.replica.bases import PER_PATH as BASES_PER_PATH
 from peersync.replica.scan import hash_bytes
 from peersync.sync import chunks, logmerge
-from peersync.sync.concurrency import gather_all
+from peersync.sync.concurrency import drop, gather_all
 from peersync.sync.transfer import INLINE_FIRST_BATCH, INLINE_MAX_FILE, Transfers, _batches
 from peersync.transport.replica import Replica
 
@@ -108,10 +108,7 @@ class Run(Transfers):
             # A run that failed midway: what prefetch still has in flight is not waited for (it
             # only reads), and its errors are not this run's.
             for task in (self._prefetching, *self._reading.values()):
-                if task is not None and not task.done():
-                    task.cancel()
-                if task is not None:
-                    task.add_done_callback(lambda t: t.cancelled() or t.exception())
+                drop(task)
 
     async def _execute(self, changes: list[Change]) -> None:
         if self.progress is not None:

@@ -55,7 +55,7 @@ from peersync.replica import watched
 from peersync.replica.handler import Handler
 from peersync.replica.scan import ScanResult
 from peersync.sync import journal
-from peersync.sync.concurrency import gather_all
+from peersync.sync.concurrency import drop, gather_all
 from peersync.sync.execute import Run
 from peersync.transport.local import LocalSession
 from peersync.transport.replica import Replica
@@ -159,7 +159,7 @@ async def sync_pair(job: Job, local: LocalSession, remote: Replica, report: Repo
             if task is not None and not task.done():
                 task.cancel()
         if ahead is not None:
-            _drop(ahead.dead)
+            drop(ahead.dead)
         if scanned is not None and not scanned.done():
             await asyncio.wait([scanned])  # a thread cannot be cancelled: let it finish first
 
@@ -199,7 +199,7 @@ async def begin(job: Job, remote: Replica, scan: Callable[[str | None], Awaitabl
             try:
                 locked, _ = await gather_all(*sent)
             except BaseException:
-                _drop(scanning)
+                drop(scanning)
                 raise
         else:
             locked = await lock
@@ -208,10 +208,10 @@ async def begin(job: Job, remote: Replica, scan: Callable[[str | None], Awaitabl
         try:
             remote_id = check_instance_id(remote_id, job.peer.name)
         except BaseException:
-            _drop(scanning)
+            drop(scanning)
             raise
         if scanning is not None and remote_id != theirs:  # (a workspace made anew since the hello)
-            _drop(scanning)
+            drop(scanning)
             scanning = None
         if remote.caps.keeps_ancestor:
             _remember_instance(job.ws, job.peer, remote_id)
@@ -234,13 +234,6 @@ def _ahead(job: Job, remote: Replica, theirs: asyncio.Future, mine: dict, local_
     if asked and len(asked) <= AHEAD_PATHS and remote.caps.in_order and not theirs.done():
         dead = asyncio.ensure_future(remote.request("tombstones_get", paths=sorted(asked)))
     return Ahead(mine, local_entries, part, asked if dead is not None else set(), dead)
-
-
-def _drop(task: asyncio.Future | None) -> None:
-    """A request sent ahead that is not wanted after all: its reply, when it comes, is dropped."""
-    if task is not None:
-        task.cancel()
-        task.add_done_callback(lambda t: t.cancelled() or t.exception())
 
 
 async def _reconcile_and_apply(job: Job, local: LocalSession, remote: Replica, report: Report, local_entries,
@@ -363,7 +356,7 @@ async def _reconcile_and_apply(job: Job, local: LocalSession, remote: Replica, r
     try:
         await gather_all(*saves)
     except BaseException:
-        _drop(recording)
+        drop(recording)
         raise
     journal.end(intent)
     await remote.finish(ws, report, dry_run=False)
@@ -503,7 +496,7 @@ async def save_ancestor(local, remote, local_id: str, remote_id: str, mine, new_
         try:
             await after
         except BaseException:
-            _drop(putting)  # (refused there: its records were not written)
+            drop(putting)  # (refused there: its records were not written)
             raise
         theirs, ours = await gather_all(putting, put(local, remote_id, True))
     if not ours.get("applied"):
@@ -540,7 +533,7 @@ async def deletion_records(local, remote, local_entries, remote_entries, touched
 
         return tuple(await gather_all(ask(local, local_has), ask(remote, remote_has, remote_known)))
     finally:
-        _drop(pending)  # (not needed after all, or failed with the run)
+        drop(pending)  # (not needed after all, or failed with the run)
 
 
 @dataclass
@@ -561,7 +554,7 @@ def _known_records(remote_raw: dict, delta: bool, deleted: set[str], changed: di
     raw = remote_raw.get("dead_for") if delta else None
     if not isinstance(raw, dict) or mine is None:
         if ahead is not None:
-            _drop(ahead.dead)
+            drop(ahead.dead)
         return None
     paths = deleted | {p for p in changed if p not in mine}
     pending = ahead.dead if ahead is not None and ahead.ancestor is mine else None
